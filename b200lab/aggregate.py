@@ -1,0 +1,70 @@
+"""Per-rank results -> one job's metrics, with an explicit rule for every metric.
+
+Rules (DESIGN.md: never double-count a replicated request or token):
+- step time: per timed step, the slowest rank (a step is done when every rank is done);
+- tokens: summed over distinct data shards only; ranks that share a shard (replicas, or
+  tensor-parallel peers) count their tokens once;
+- timed span: the longest rank's; tokens_per_s = tokens per step x steps / span;
+- memory peaks: max over ranks; loss: mean over ranks; everything else named in RULES.
+"""
+
+from __future__ import annotations
+
+from b200lab.measure.timing import step_stats
+
+RULES = {
+    "peak_mem_allocated_gb": "max",
+    "peak_mem_reserved_gb": "max",
+    "peak_rss_gb": "max",
+    "alloc_retries": "sum",
+    "loss": "mean",
+    "setup_s": "max",
+}
+STATUS_ORDER = ["interrupted", "error", "oom", "ok"]  # the job takes its worst rank's status
+
+
+def _combine(rule: str, values: list[float]) -> float:
+    if rule == "max":
+        return max(values)
+    if rule == "sum":
+        return sum(values)
+    if rule == "mean":
+        return sum(values) / len(values)
+    raise ValueError(f"unknown aggregation rule {rule!r}")
+
+
+def aggregate(ranks: list[dict]) -> dict:
+    """Return {status, error, metrics, effective, env} for the job."""
+    ranks = sorted(ranks, key=lambda r: r["rank"])
+    status = min((r["status"] for r in ranks), key=STATUS_ORDER.index)
+    errors = [f"rank {r['rank']}: {r['error']}" for r in ranks if r.get("error")]
+    n = min(len(r["step_ms"]) for r in ranks)
+    step_ms = [max(r["step_ms"][i] for r in ranks) for i in range(n)]
+    tokens_by_shard = {r["data_shard"]: r["tokens_per_step"] for r in ranks}
+    tokens_per_step = sum(tokens_by_shard.values())
+    span_s = max(r["span_s"] for r in ranks)
+    world = len(ranks)
+
+    metrics = step_stats(step_ms)
+    if n and tokens_per_step and span_s > 0:
+        metrics["tokens_per_s"] = tokens_per_step * n / span_s
+        metrics["tokens_per_s_per_gpu"] = metrics["tokens_per_s"] / world
+    metrics["tokens_per_step"] = tokens_per_step
+    warmup = [max(r["warmup_ms"][i] for r in ranks) for i in range(min(len(r["warmup_ms"]) for r in ranks))]
+    if warmup:
+        metrics["warmup_s"] = sum(warmup) / 1e3
+        metrics["first_step_ms"] = warmup[0]
+        if ranks[0].get("effective", {}).get("compiled") and "step_ms_p50" in metrics:
+            metrics["compile_s"] = sum(max(0.0, w - metrics["step_ms_p50"]) for w in warmup) / 1e3
+    for key, rule in RULES.items():
+        values = [r["metrics"][key] for r in ranks if key in r.get("metrics", {})]
+        if values:
+            metrics[key] = _combine(rule, values)
+    metrics["world_size"] = world
+    return {
+        "status": status,
+        "error": "; ".join(errors) or None,
+        "metrics": metrics,
+        "effective": ranks[0].get("effective", {}),
+        "env": ranks[0].get("env", {}),
+    }

@@ -1,0 +1,102 @@
+"""Step timing: warm-up, then timed steps with device-synchronised clocks.
+
+On CUDA each timed step sits between two CUDA events and the steps are queued back to back, so
+launch overhead hides as it would in production; the timed span runs from the first start event
+to the last end event and therefore includes any gaps between steps. On CPU the ops run
+synchronously, so ``perf_counter`` around each step is the device clock. Timing ends at the
+later of ``steps`` timed steps and ``min_time_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Timing:
+    warmup_ms: list[float] = field(default_factory=list)  # each warm-up step, host clock after a sync
+    step_ms: list[float] = field(default_factory=list)  # each timed step, device clock
+    span_s: float = 0.0  # first timed step's start to last timed step's end
+
+
+def step_stats(step_ms: list[float]) -> dict:
+    a = np.asarray(step_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"n_steps": 0}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {
+        "n_steps": int(a.size),
+        "step_ms_mean": float(a.mean()),
+        "step_ms_p50": float(p50),
+        "step_ms_p90": float(p90),
+        "step_ms_p99": float(p99),
+        "step_ms_std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "step_ms_min": float(a.min()),
+        "step_ms_max": float(a.max()),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(
+    step: Callable[[], object],
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    min_time_s: float = 0.0,
+    all_done: Optional[Callable[[bool], bool]] = None,
+    on_progress: Optional[Callable[[str, int, int], None]] = None,
+    timing: Optional[Timing] = None,
+) -> Timing:
+    """Run ``warmup`` untimed steps, then timed steps. ``all_done(local_done)`` lets ranks agree on
+    when to stop; ``timing`` is filled in place so an interrupt keeps what was measured."""
+    t = timing if timing is not None else Timing()
+    progress = on_progress or (lambda phase, i, n: None)
+    for i in range(warmup):
+        _sync(device)
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        t.warmup_ms.append((time.perf_counter() - t0) * 1e3)
+        progress("warm-up", i + 1, warmup)
+    _sync(device)
+
+    cuda = device.type == "cuda"
+    events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+    begin = time.perf_counter()
+    n = 0
+    try:
+        while True:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                step()
+                end.record()
+                events.append((start, end))
+            else:
+                t0 = time.perf_counter()
+                step()
+                t.step_ms.append((time.perf_counter() - t0) * 1e3)
+            n += 1
+            progress("timed", n, steps)
+            done = n >= steps and time.perf_counter() - begin >= min_time_s
+            if all_done is not None and min_time_s > 0:
+                done = all_done(done)
+            if done:
+                break
+    finally:
+        if cuda and events:
+            torch.cuda.synchronize(device)
+            t.step_ms.extend(s.elapsed_time(e) for s, e in events)
+            t.span_s = events[0][0].elapsed_time(events[-1][1]) / 1e3
+        elif not cuda:
+            t.span_s = time.perf_counter() - begin
+    return t

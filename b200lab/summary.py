@@ -1,0 +1,53 @@
+"""Human-readable results: one line per job, a table per sweep, a CSV beside it."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+COLUMNS = [
+    ("point", "point", "{}"),
+    ("status", "status", "{}"),
+    ("tokens/s", "tokens_per_s", "{:,.0f}"),
+    ("step p50 ms", "step_ms_p50", "{:.2f}"),
+    ("p90 ms", "step_ms_p90", "{:.2f}"),
+    ("n", "n_steps", "{}"),
+    ("peak mem GB", "peak_mem", "{:.2f}"),
+]
+
+
+def _peak_mem(metrics: dict):
+    return metrics.get("peak_mem_allocated_gb", metrics.get("peak_rss_gb"))
+
+
+def _cell(results: dict, key: str, fmt: str) -> str:
+    metrics = results.get("metrics", {})
+    value = results.get(key) if key in ("point", "status") else (_peak_mem(metrics) if key == "peak_mem" else metrics.get(key))
+    return "-" if value is None else fmt.format(value)
+
+
+def one_line(results: dict) -> str:
+    cells = [f"{name}={_cell(results, key, fmt)}" for name, key, fmt in COLUMNS[1:]]
+    run = results.get("mlflow", {}).get("run_id") or "not in MLflow"
+    line = f"b200lab: [{results.get('point')}] " + "  ".join(cells) + f"  run={run}"
+    if results.get("error"):
+        line += "\n  error: " + results["error"].splitlines()[0][:300]
+    return line
+
+
+def table(rows: list[dict]) -> str:
+    grid = [[name for name, _, _ in COLUMNS]] + [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)) for row in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([name for name, _, _ in COLUMNS] + ["run_id", "gpu", "peak_mem_reserved_gb"])
+        for r in rows:
+            writer.writerow([_cell(r, key, fmt).replace(",", "") for _, key, fmt in COLUMNS]
+                            + [r.get("mlflow", {}).get("run_id"), r.get("env", {}).get("gpu"), r.get("metrics", {}).get("peak_mem_reserved_gb")])
+    return path

@@ -1,0 +1,164 @@
+"""One rank of one job. Launched by torchrun (or in-process by the inline launcher).
+
+Reads ``JOB_DIR/config.yaml``, builds the workload, times it, and writes plain data to
+``JOB_DIR/ranks/rankN.json``. It never talks to MLflow; the parent aggregates the rank files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from b200lab.measure.environment import device_env
+from b200lab.measure.memory import memory_metrics, reset_peaks
+from b200lab.measure.timing import Timing, time_steps
+from b200lab.workloads.base import RankContext, build
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _interrupt_on_term() -> None:
+    """SIGTERM (torchrun passing on a Ctrl-C) becomes KeyboardInterrupt once, so the rank still
+    writes what it measured; later signals are ignored while it does."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+class Progress:
+    """One line per phase on rank 0: warm-up, then timed steps at every quarter."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __call__(self, phase: str, i: int, n: int) -> None:
+        if not self.enabled:
+            return
+        marks = {n} if phase == "warm-up" else {max(1, n * q // 4) for q in (1, 2, 3, 4)}
+        if i in marks or i > n and i % max(n, 1) == 0:
+            print(f"  {phase:8s} {i}/{n}", flush=True)
+
+
+def _consensus(world_size: int):
+    if world_size == 1:
+        return None
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo")
+
+    def all_done(local_done: bool) -> bool:
+        flag = torch.tensor([0 if local_done else 1])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+        return flag.item() == 0
+
+    return all_done
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> dict:
+    cfg = OmegaConf.load(job_dir / "config.yaml")
+    device = torch.device("cuda", local_rank) if cfg.run.device == "cuda" else torch.device("cpu")
+    out: dict = {"rank": rank, "world_size": world_size, "status": "ok", "error": None, "data_shard": rank}
+    timing = Timing()
+    workload = None
+    setup_s = None
+    try:
+        if world_size > 1:
+            import torch.distributed as dist
+
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+                dist.init_process_group("nccl", device_id=device)
+            else:
+                dist.init_process_group("gloo")
+        elif device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.manual_seed(int(cfg.run.seed))
+        ctx = RankContext(cfg=cfg, device=device, rank=rank, world_size=world_size, data_shard=rank)
+        workload = build(cfg.workload, ctx)
+        t0 = time.perf_counter()
+        workload.setup()
+        setup_s = time.perf_counter() - t0
+        reset_peaks(device)
+        w = cfg.workload
+        time_steps(
+            workload.step, device, int(w.warmup_steps), int(w.steps), float(w.min_time_s),
+            all_done=_consensus(world_size), on_progress=Progress(rank == 0), timing=timing,
+        )
+    except KeyboardInterrupt:
+        out.update(status="interrupted", error="interrupted by the user (Ctrl-C / SIGTERM)")
+    except Exception as exc:  # recorded in the rank file, never swallowed
+        oom = is_oom(exc)
+        out.update(status="oom" if oom else "error", error=f"{type(exc).__name__}: {exc}".strip()[:2000])
+        if not oom:
+            out["traceback"] = traceback.format_exc()[-4000:]
+    out["tokens_per_step"] = getattr(workload, "tokens_per_step", 0)
+    out["warmup_ms"] = timing.warmup_ms
+    out["step_ms"] = timing.step_ms
+    out["span_s"] = timing.span_s
+    out["effective"] = _effective(workload)
+    out["metrics"] = {**(workload.metrics() if workload and out["status"] == "ok" else {}), **memory_metrics(device)}
+    if setup_s is not None:
+        out["metrics"]["setup_s"] = setup_s
+    if rank == 0:
+        out["env"] = device_env(device)
+    _write_json(job_dir / "ranks" / f"rank{rank}.json", out)
+    if world_size > 1 and out["status"] == "ok":
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return out
+
+
+def _effective(workload) -> dict:
+    if workload is None:
+        return {}
+    eff = {"workload": workload.cfg.name, **workload.effective}
+    built = getattr(workload, "built", None)
+    if built is not None:
+        eff["precision"] = built.precision.effective
+        eff["attention"] = built.attention.effective
+        eff["compiled"] = built.compiled
+    return eff
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="one b200lab rank (launched by torchrun)")
+    parser.add_argument("--job-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    _interrupt_on_term()
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    result = run_rank(args.job_dir, rank, world, local)
+    # non-zero for oom too, so torchrun tears down peers that would wait on this rank
+    return {"ok": 0, "oom": 3, "interrupted": 130}.get(result["status"], 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Workloads: what a timed step does. conf/workload/NAME.yaml names the class by ``_target_``."""
