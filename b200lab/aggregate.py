@@ -5,7 +5,8 @@ Rules (DESIGN.md: never double-count a replicated request or token):
 - tokens: summed over distinct data shards only; ranks that share a shard (replicas, or
   tensor-parallel peers) count their tokens once;
 - timed span: the longest rank's; tokens_per_s = tokens per step x steps / span;
-- memory peaks: max over ranks; loss: mean over ranks; everything else named in RULES.
+- memory peaks: max over ranks; everything else by RULES, or by the rule its workload declares
+  (``Workload.metric_rules``); a metric with no rule is listed under ``unaggregated``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ RULES = {
     "peak_mem_reserved_gb": "max",
     "peak_rss_gb": "max",
     "alloc_retries": "sum",
-    "loss": "mean",
     "setup_s": "max",
 }
 STATUS_ORDER = ["interrupted", "error", "oom", "ok"]  # the job takes its worst rank's status
@@ -56,15 +56,18 @@ def aggregate(ranks: list[dict]) -> dict:
         metrics["first_step_ms"] = warmup[0]
         if ranks[0].get("effective", {}).get("compiled") and "step_ms_p50" in metrics:
             metrics["compile_s"] = sum(max(0.0, w - metrics["step_ms_p50"]) for w in warmup) / 1e3
-    for key, rule in RULES.items():
+    rules = {**ranks[0].get("metric_rules", {}), **RULES}
+    for key, rule in rules.items():
         values = [r["metrics"][key] for r in ranks if key in r.get("metrics", {})]
         if values:
             metrics[key] = _combine(rule, values)
     metrics["world_size"] = world
+    unaggregated = sorted({k for r in ranks for k in r.get("metrics", {})} - set(rules))
     return {
         "status": status,
         "error": "; ".join(errors) or None,
         "metrics": metrics,
         "effective": ranks[0].get("effective", {}),
         "env": ranks[0].get("env", {}),
+        "unaggregated": unaggregated,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -71,10 +72,25 @@ def finish_sweep(sweep_dir: Path, interrupted: bool = False) -> None:
         print(f"b200lab: could not close the sweep's parent run ({type(exc).__name__}: {exc})")
 
 
+def ensure_writable(directory: Path, key: str) -> None:
+    """Create the output dir now and write to it, so a bad path fails before anything runs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".b200lab_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        print(f"b200lab: {key}={directory} is not a writable directory ({exc.strerror or exc}); choose another with {key}=PATH", file=sys.stderr)
+        raise SystemExit(2)
+
+
 class LabCallbacks(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        ensure_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable(sweep_dir, "hydra.sweep.dir")
         session.sweep_dir = sweep_dir
         overrides = list(config.hydra.overrides.task)
         name = f"sweep {config.get('preset', 'none')} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"

@@ -100,6 +100,8 @@ def run_job(cfg: DictConfig) -> dict:
             agg = aggregate(outcome.ranks)
             results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"])
             results["env"].update(agg["env"])
+            if agg["unaggregated"]:
+                results["unaggregated_metrics"] = agg["unaggregated"]
             results["step_ms"] = [max(r["step_ms"][i] for r in outcome.ranks) for i in range(results["metrics"].get("n_steps", 0))]
         else:
             results.update(status="interrupted" if interrupted else "error",

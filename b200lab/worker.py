@@ -45,16 +45,21 @@ def _interrupt_on_term() -> None:
 
 
 class Progress:
-    """One line per phase on rank 0: warm-up, then timed steps at every quarter."""
+    """Rank 0's status lines: end of warm-up, the first timed step, every quarter of the timed
+    steps, and at least every 10 s in between."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, every_s: float = 10.0):
         self.enabled = enabled
+        self.every_s = every_s
+        self.last = time.monotonic()
 
     def __call__(self, phase: str, i: int, n: int) -> None:
         if not self.enabled:
             return
-        marks = {n} if phase == "warm-up" else {max(1, n * q // 4) for q in (1, 2, 3, 4)}
-        if i in marks or i > n and i % max(n, 1) == 0:
+        now = time.monotonic()
+        marks = {n} if phase == "warm-up" else {1, *(max(1, n * q // 4) for q in (1, 2, 3, 4))}
+        if i in marks or now - self.last >= self.every_s:
+            self.last = now
             print(f"  {phase:8s} {i}/{n}", flush=True)
 
 
@@ -122,6 +127,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
     out["step_ms"] = timing.step_ms
     out["span_s"] = timing.span_s
     out["effective"] = _effective(workload)
+    out["metric_rules"] = dict(getattr(workload, "metric_rules", {}))
     out["metrics"] = {**(workload.metrics() if workload and out["status"] == "ok" else {}), **memory_metrics(device)}
     if setup_s is not None:
         out["metrics"]["setup_s"] = setup_s

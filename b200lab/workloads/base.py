@@ -28,10 +28,12 @@ class Workload:
     """Subclasses build what they need in ``setup`` and do one unit of work in ``step``.
 
     ``tokens_per_step`` counts the distinct tokens this rank processes per step (0 for
-    microbenchmarks); ``effective`` reports what actually ran; ``metrics`` adds workload metrics.
+    microbenchmarks); ``effective`` reports what actually ran; ``metrics`` adds workload metrics, each with a rule
+    (max, sum, mean) in ``metric_rules``: a metric without a rule is not reported.
     """
 
     training = False
+    metric_rules: dict[str, str] = {}  # how each metric from ``metrics()`` combines across ranks
 
     def __init__(self, cfg, ctx: RankContext):
         self.cfg = cfg

@@ -16,6 +16,7 @@ from b200lab.workloads.base import Workload, build_model, random_tokens
 
 class Train(Workload):
     training = True
+    metric_rules = {"loss": "mean"}
 
     def setup(self) -> None:
         cfg, ctx = self.ctx.cfg, self.ctx

@@ -1,0 +1,76 @@
+"""The real CLI as a subprocess, real torchrun, a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import pytest
+import json
+import time
+from pathlib import Path
+
+from conftest import FAST, results_files, run_cli, runs
+
+
+def test_default_run_finishes_fast_and_lands_in_the_default_store(tmp_path):
+    t0 = time.monotonic()
+    proc = run_cli([], tmp_path)  # no MLFLOW_TRACKING_URI: MLflow's default sqlite:///mlflow.db here
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.output
+    assert elapsed < 60, f"default run took {elapsed:.1f} s"
+    assert (tmp_path / "mlflow.db").exists()
+    [run] = runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["tokens_per_s"] > 0
+    assert run.data.params["model.d_model"] == "128" and run.data.params["seq.len"] == "1024"
+    tags = run.data.tags
+    assert tags["status"] == "ok" and tags["effective.precision"] == "float32" and tags["requested.precision"] == "auto"
+    assert tags["device"] == "cpu" and tags["git_sha"]
+    [res] = results_files(tmp_path / "outputs")
+    assert res["mlflow"]["run_id"] == run.info.run_id and res["mlflow"]["synced"]
+    for key in ("python", "torch", "hostname", "git_sha", "device", "gpu_count"):
+        assert key in res["env"]
+    assert res["effective"]["precision"]["reason"] == "auto on cpu means float32"
+    assert len(res["step_ms"]) == res["metrics"]["n_steps"] >= 20
+    assert "status=ok" in proc.stdout and "timed" in proc.stdout
+
+
+def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
+    proc = run_cli(["-m", "seq=1k,2k", "model=tiny"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    all_runs = runs(store["MLFLOW_TRACKING_URI"])
+    parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.params["seq.len"] for c in children) == ["1024", "2048"]
+    files = sorted((tmp_path / "multirun").rglob("results.json"))
+    assert len(files) == 2
+    assert "point" in proc.stdout and "seq=1k model=tiny" in proc.stdout and "seq=2k model=tiny" in proc.stdout
+    assert (files[0].parents[1] / "summary.csv").exists()
+
+
+def test_two_gloo_ranks_report_global_throughput_once(tmp_path, store):
+    proc = run_cli(["parallelism.nproc=2", "workload=train", *FAST], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    [res] = results_files(tmp_path / "outputs")
+    ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs").rglob("rank*.json"))]
+    assert len(ranks) == 2 and {r["data_shard"] for r in ranks} == {0, 1}
+    m = res["metrics"]
+    assert m["world_size"] == 2
+    assert m["tokens_per_step"] == 2 * 4 * 128  # two distinct batches of 4 x 128
+    span = max(r["span_s"] for r in ranks)
+    assert m["tokens_per_s"] == pytest.approx(m["tokens_per_step"] * m["n_steps"] / span)
+    assert m["tokens_per_s_per_gpu"] * 2 == pytest.approx(m["tokens_per_s"])
+    [run] = runs(store["MLFLOW_TRACKING_URI"])
+    assert run.data.metrics["tokens_per_s"] == pytest.approx(m["tokens_per_s"])
+    assert "loss" in m and 5.0 < m["loss"] < 10.0  # random tokens: about ln(2048) = 7.6
+
+
+def test_compiled_run_reports_compile_time_apart(tmp_path, store):
+    proc = run_cli(["compile=default", "workload.warmup_steps=2", "workload.steps=3", "seq=short"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    [res] = results_files(tmp_path / "outputs")
+    assert res["effective"]["compiled"] is True
+    m = res["metrics"]
+    assert m["compile_s"] > 0.5  # inductor compiles in the first warm-up step
+    assert m["step_ms_p50"] < m["first_step_ms"] / 5

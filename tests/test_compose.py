@@ -1,0 +1,78 @@
+"""Every option of every group, and every experiment preset, composes with Hydra and validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from b200lab.config import ConfigError, register_configs, validate
+
+from conftest import REPO
+
+CONF = REPO / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "experiment")
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+PRESETS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+
+
+def _compose(overrides: list[str], return_hydra_config: bool = False):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def test_every_group_has_options():
+    assert set(GROUPS) >= {"model", "precision", "attention", "parallelism", "seq", "workload", "compile"}
+    assert len(OPTIONS) >= 25
+
+
+@pytest.mark.parametrize("group,option", OPTIONS)
+def test_option_composes_and_validates(group, option):
+    cfg = _compose([f"{group}={option}"])
+    assert cfg[group].name == option
+    device = "cpu"
+    if group == "parallelism":
+        cfg.parallelism.nproc = 1  # the CPU here may have fewer cores than an option asks for
+    validate(cfg, device)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_composes(preset):
+    cfg = _compose([f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.preset == preset
+    sweep = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert sweep, f"preset {preset} defines no sweep"
+    for key, values in sweep.items():  # every swept value composes too
+        for value in str(values).split(","):
+            _compose([f"experiment={preset}", f"{key}={value}"])
+
+
+def test_seq_ladder_matches_the_legacy_suite():
+    ladder = {name: (_compose([f"seq={name}"]).seq.len, _compose([f"seq={name}"]).seq.batch) for name in ["1k", "2k", "4k", "8k", "12k", "16k", "32k"]}
+    assert ladder == {"1k": (1024, 8), "2k": (2048, 4), "4k": (4096, 2), "8k": (8192, 2), "12k": (12288, 1), "16k": (16384, 1), "32k": (32768, 1)}
+
+
+def test_gpt_40b_is_the_legacy_config():
+    m = _compose(["model=gpt_40b"]).model
+    assert (m.n_layers, m.d_model, m.n_heads, m.d_ff, m.vocab_size) == (48, 8192, 64, 32768, 50304)
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["seq.batch=0"], "seq.batch=0: must be a positive integer"),
+        (["model.d_model=-8"], "model.d_model=-8: must be a positive integer"),
+        (["model.n_heads=5"], "model.n_heads=5 does not divide model.d_model=128"),
+        (["model.pos=learned", "model.max_seq_len=512", "seq=1k"], "seq.len=1024 exceeds model.max_seq_len=512"),
+        (["parallelism.nproc=100000"], "parallelism.nproc=100000 exceeds"),
+        (["workload.steps=0"], "workload.steps=0"),
+        (["compile.mode=fastest"], "compile.mode='fastest'"),
+    ],
+)
+def test_validation_names_the_keys(overrides, needle):
+    with pytest.raises(ConfigError) as err:
+        validate(_compose(overrides), "cpu")
+    assert needle in str(err.value)

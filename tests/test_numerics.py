@@ -1,0 +1,136 @@
+"""Numerical checks against independent references: float64 loops, hand-derived formulas."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from b200lab.aggregate import aggregate
+from b200lab.attention import MathAttention, SdpaAttention
+from b200lab.measure.timing import step_stats
+from b200lab.models.gpt import GPT, apply_rotary, rotary_tables
+
+
+def naive_causal_attention(q, k, v):
+    """float64, one query at a time, softmax written out."""
+    q, k, v = (t.double() for t in (q, k, v))
+    B, H, T, D = q.shape
+    out = torch.empty_like(q)
+    for b in range(B):
+        for h in range(H):
+            for i in range(T):
+                s = torch.tensor([float(q[b, h, i] @ k[b, h, j]) / math.sqrt(D) for j in range(i + 1)], dtype=torch.float64)
+                w = torch.exp(s - s.max())
+                w = w / w.sum()
+                out[b, h, i] = (w[:, None] * v[b, h, : i + 1]).sum(0)
+    return out
+
+
+@pytest.mark.parametrize("backend", [SdpaAttention, MathAttention])
+def test_attention_matches_float64_loop(backend):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q, k, v = (torch.randn(2, 3, 17, 8, generator=g) for _ in range(3))
+    attn = backend(OmegaConf.create({"name": backend.__name__, "options": {}}), "cpu")
+    out = attn(q, k, v)
+    ref = naive_causal_attention(q, k, v)
+    rel = (out.double() - ref).norm() / ref.norm()
+    assert rel < 1e-5, rel
+
+
+def test_attention_is_causal():
+    q, k, v = (torch.randn(1, 2, 9, 4) for _ in range(3))
+    attn = SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu")
+    base = attn(q, k, v)
+    k2, v2 = k.clone(), v.clone()
+    k2[..., 5:, :] += 10 * torch.randn_like(k2[..., 5:, :])
+    v2[..., 5:, :] += 10 * torch.randn_like(v2[..., 5:, :])
+    changed = attn(q, k2, v2)
+    assert torch.allclose(base[..., :5, :], changed[..., :5, :], atol=1e-6)
+    assert not torch.allclose(base[..., 5:, :], changed[..., 5:, :])
+
+
+def _model_cfg(**kw):
+    base = dict(name="t", family="gpt", n_layers=3, d_model=48, n_heads=6, d_ff=96, vocab_size=101, pos="rope",
+                max_seq_len=64, tie_embeddings=False, norm_eps=1e-5, rope_base=10000.0)
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+@pytest.mark.parametrize("tie,pos", [(False, "rope"), (True, "learned")])
+def test_gpt_parameter_count_matches_formula(tie, pos):
+    L, d, f, V, S = 3, 48, 96, 101, 64
+    model = GPT(_model_cfg(tie_embeddings=tie, pos=pos), SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu"))
+    per_block = 3 * d * d + d * d + 2 * d * f + 2 * d  # qkv, out, up+down, two norms
+    expected = V * d + L * per_block + d + (0 if tie else V * d) + (S * d if pos == "learned" else 0)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_gpt_forward_shape_and_causality():
+    model = GPT(_model_cfg(), SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu")).eval()
+    idx = torch.randint(0, 101, (2, 20))
+    out = model(idx)
+    assert out.shape == (2, 20, 101) and torch.isfinite(out).all()
+    idx2 = idx.clone()
+    idx2[:, 12:] = torch.randint(0, 101, (2, 8))
+    assert torch.allclose(model(idx2)[:, :12], out[:, :12], atol=1e-5)
+
+
+def test_rotary_is_a_rotation():
+    x = torch.randn(2, 11, 3, 16)
+    cos, sin = rotary_tables(11, 16, 10000.0, "cpu")
+    y = apply_rotary(x, cos, sin)
+    assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+    assert torch.allclose(y[:, 0], x[:, 0])  # position 0: angle 0
+    # relative: <R_m q, R_n k> depends only on m - n
+    q, k = torch.randn(16), torch.randn(16)
+    cos, sin = rotary_tables(12, 16, 10000.0, "cpu")
+    rot = lambda v, p: apply_rotary(v.view(1, 1, 1, 16).expand(1, 12, 1, 16), cos, sin)[0, p, 0]
+    assert torch.allclose(rot(q, 7) @ rot(k, 4), rot(q, 5) @ rot(k, 2), atol=1e-5)
+
+
+def test_step_stats_match_numpy_and_hand_values():
+    rng = np.random.default_rng()
+    samples = list(rng.uniform(5, 50, size=37))
+    s = step_stats(samples)
+    assert s["n_steps"] == 37
+    assert s["step_ms_mean"] == pytest.approx(sum(samples) / 37)
+    srt = sorted(samples)
+    assert s["step_ms_p50"] == pytest.approx(srt[18])  # odd count: the middle sample
+    # p90 by linear interpolation between order statistics at rank 0.9 * (n - 1) = 32.4
+    assert s["step_ms_p90"] == pytest.approx(srt[32] + 0.4 * (srt[33] - srt[32]))
+    mean = sum(samples) / 37
+    assert s["step_ms_std"] == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in samples) / 36))
+
+
+def _rank(rank, shard, tokens, steps, span, **metrics):
+    return {"rank": rank, "metric_rules": {"loss": "mean"}, "status": "ok", "error": None, "data_shard": shard, "tokens_per_step": tokens,
+            "step_ms": steps, "warmup_ms": [50.0], "span_s": span, "metrics": metrics, "effective": {}, "env": {}}
+
+
+def test_aggregate_counts_distinct_shards_once_and_takes_the_slowest_rank():
+    a = _rank(0, 0, 1000, [10.0, 12.0, 11.0], 0.040, peak_rss_gb=1.0, loss=2.0)
+    b = _rank(1, 1, 1000, [11.0, 10.0, 13.0], 0.041, peak_rss_gb=1.5, loss=4.0)
+    agg = aggregate([a, b])["metrics"]
+    assert agg["tokens_per_step"] == 2000
+    assert agg["tokens_per_s"] == pytest.approx(2000 * 3 / 0.041)
+    assert agg["tokens_per_s_per_gpu"] == pytest.approx(agg["tokens_per_s"] / 2)
+    assert agg["step_ms_p50"] == pytest.approx(12.0)  # per-step max: [11, 12, 13]
+    assert agg["peak_rss_gb"] == 1.5 and agg["loss"] == 3.0
+
+
+def test_aggregate_does_not_double_count_replicated_ranks():
+    a = _rank(0, 0, 1000, [10.0, 10.0], 0.020)
+    b = _rank(1, 0, 1000, [10.0, 10.0], 0.020)  # same shard: the same tokens
+    agg = aggregate([a, b])["metrics"]
+    assert agg["tokens_per_s"] == pytest.approx(1000 * 2 / 0.020)
+
+
+def test_aggregate_job_status_is_the_worst_rank():
+    a = _rank(0, 0, 10, [1.0], 0.001)
+    b = dict(_rank(1, 1, 10, [], 0.0), status="oom", error="CUDA out of memory")
+    out = aggregate([a, b])
+    assert out["status"] == "oom" and "rank 1: CUDA out of memory" in out["error"]

@@ -1,0 +1,25 @@
+"""Every experiment preset runs once on CPU: CPU presets as they are, GPU presets on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REPO, results_files, run_cli, runs
+
+PRESETS = sorted((REPO / "experiments").glob("*.yaml"))
+TINY = ["model=tiny", "seq=short", "run.device=cpu", "workload.warmup_steps=1", "workload.steps=2", "workload.min_time_s=0"]
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
+def test_preset_runs_once(path, tmp_path, store):
+    preset = yaml.safe_load(path.read_text())
+    gpu_only = preset.get("run", {}).get("device") == "cuda"
+    overrides = TINY if gpu_only else []
+    proc = run_cli(["-m", f"experiment={path.stem}", *overrides], tmp_path, store, timeout=900)
+    assert proc.returncode == 0, proc.output
+    rows = results_files(tmp_path / "multirun")
+    assert rows and all(r["status"] == "ok" for r in rows)
+    assert {r["config"]["preset"] for r in rows} == {path.stem}
+    children = [r for r in runs(store["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == len(rows) and all(c.data.tags["preset"] == path.stem for c in children)
