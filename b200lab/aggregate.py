@@ -5,6 +5,10 @@ Rules (DESIGN.md: never double-count a replicated request or token):
 - tokens: summed over distinct data shards only; ranks that share a shard (replicas, or
   tensor-parallel peers) count their tokens once;
 - timed span: the longest rank's; tokens_per_s = tokens per step x steps / span;
+- tflops: model FLOPs of all ranks per step x steps / span / ranks (achieved, per GPU); mfu is
+  that over the datasheet peak of the effective compute dtype on the card (measure/peaks.py);
+- energy: joules summed over ranks (every GPU of the job), avg_power_w summed, tokens_per_j =
+  tokens in the timed region / energy;
 - memory peaks: max over ranks; everything else by RULES, or by the rule its workload declares
   (``Workload.metric_rules``); a metric with no rule is listed under ``unaggregated``.
 """
@@ -28,6 +32,8 @@ def _combine(rule: str, values: list[float]) -> float:
         return max(values)
     if rule == "sum":
         return sum(values)
+    if rule == "min":
+        return min(values)
     if rule == "mean":
         return sum(values) / len(values)
     raise ValueError(f"unknown aggregation rule {rule!r}")
@@ -62,6 +68,7 @@ def aggregate(ranks: list[dict]) -> dict:
         if values:
             metrics[key] = _combine(rule, values)
     metrics["world_size"] = world
+    info = _compute_and_energy(ranks, metrics, n, span_s, tokens_per_step)
     unaggregated = sorted({k for r in ranks for k in r.get("metrics", {})} - set(rules))
     return {
         "status": status,
@@ -70,4 +77,39 @@ def aggregate(ranks: list[dict]) -> dict:
         "effective": ranks[0].get("effective", {}),
         "env": ranks[0].get("env", {}),
         "unaggregated": unaggregated,
+        "info": info,
     }
+
+
+def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float, tokens_per_step: int) -> dict:
+    """Adds tflops / mfu / energy metrics; returns the explanations (tags, not numbers)."""
+    from b200lab.measure.peaks import lookup
+
+    info: dict = {}
+    flops = sum(r.get("flops_per_step", 0) for r in ranks)
+    if flops and n and span_s > 0:
+        metrics["tflops"] = flops * n / span_s / len(ranks) / 1e12
+        gpu = ranks[0].get("env", {}).get("gpu")
+        eff = ranks[0].get("effective", {})
+        dtype = eff.get("precision", {}).get("compute_dtype") or eff.get("dtype", "")
+        peak, why = lookup(gpu, dtype)
+        info["mfu_basis" if peak else "mfu_unavailable"] = why
+        if peak:
+            metrics["mfu"] = metrics["tflops"] / peak
+            metrics["peak_tflops"] = peak
+        if dtype == "fp8":
+            bf16_peak, why_bf16 = lookup(gpu, "bf16")
+            if bf16_peak:
+                metrics["mfu_vs_bf16_peak"] = metrics["tflops"] / bf16_peak
+    energies = [r.get("energy", {}) for r in ranks]
+    if all("energy_j" in e for e in energies) and energies:
+        metrics["energy_j"] = sum(e["energy_j"] for e in energies)
+        metrics["avg_power_w"] = sum(e["avg_power_w"] for e in energies)
+        if all("energy_j_sampled" in e for e in energies):
+            metrics["energy_j_sampled"] = sum(e["energy_j_sampled"] for e in energies)
+        if tokens_per_step and n:
+            metrics["tokens_per_j"] = tokens_per_step * n / metrics["energy_j"]
+        info["energy_method"] = energies[0].get("energy_method")
+    elif energies and energies[0].get("energy_unavailable"):
+        info["energy_unavailable"] = energies[0]["energy_unavailable"]
+    return info

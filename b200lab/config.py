@@ -30,6 +30,9 @@ class ModelConfig:
     tie_embeddings: bool = False
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
+    n_experts: int = 0  # > 0: mixture-of-experts MLP (the MoE model family)
+    top_k: int = 0
+    d_ff_expert: Optional[int] = None
 
 
 @dataclass
@@ -81,7 +84,8 @@ class CompileConfig:
 
 @dataclass
 class ProfileConfig:
-    name: str = "none"
+    name: str = "none"  # none | torch | nsys | ncu
+    memory: bool = False  # CUDA memory snapshot of the job, for pytorch.org/memory_viz
     options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -194,6 +198,19 @@ def validate(cfg: Any, device: str) -> None:
         problems.append(f"run.launcher={cfg.run.launcher!r}: choose torchrun or inline")
     if cfg.run.launcher == "inline" and p.nproc > 1:
         problems.append(f"run.launcher=inline runs one process; parallelism.nproc={p.nproc} needs run.launcher=torchrun")
+    if cfg.profile.name not in ("none", "torch", "nsys", "ncu"):
+        problems.append(f"profile.name={cfg.profile.name!r}: choose none, torch, nsys or ncu")
+    elif cfg.profile.name in ("nsys", "ncu"):
+        from b200lab.profiling import ProfilerMissing, require
+
+        try:
+            require(cfg.profile.name)
+        except ProfilerMissing as exc:
+            problems.append(str(exc))
+        if cfg.run.launcher == "inline":
+            problems.append(f"profile={cfg.profile.name} wraps the torchrun job; it needs run.launcher=torchrun")
+    if cfg.compile.mode is not None and w.warmup_steps < 1:
+        problems.append(f"compile.mode={cfg.compile.mode}: needs workload.warmup_steps >= 1 so compilation stays out of the timed steps")
     if p.nproc >= 1:
         limit = available_ranks(device)
         if p.nproc > limit:

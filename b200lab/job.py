@@ -96,10 +96,14 @@ def run_job(cfg: DictConfig) -> dict:
             if tracker:
                 tracker.stop_system_metrics()
         interrupted = outcome.interrupted
+        profile_notes = {**outcome.profile, **(outcome.ranks[0].get("profile", {}) if outcome.ranks else {})}
+        if profile_notes:
+            results["profile"] = profile_notes
         if outcome.ranks:
             agg = aggregate(outcome.ranks)
             results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"])
             results["env"].update(agg["env"])
+            results["measurement"] = agg["info"]
             if agg["unaggregated"]:
                 results["unaggregated_metrics"] = agg["unaggregated"]
             results["step_ms"] = [max(r["step_ms"][i] for r in outcome.ranks) for i in range(results["metrics"].get("n_steps", 0))]

@@ -19,6 +19,7 @@ class LaunchOutcome:
     returncode: int = 0
     interrupted: bool = False
     log_tail: str = ""
+    profile: dict = field(default_factory=dict)
 
 
 def _read_ranks(job_dir: Path) -> list[dict]:
@@ -32,7 +33,7 @@ def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
     ]
 
 
-def launch_torchrun(job_dir: Path, nproc: int, timeout_s: float, log_path: Path) -> LaunchOutcome:
+def launch_torchrun(job_dir: Path, nproc: int, timeout_s: float, log_path: Path, prefix: list[str] = ()) -> LaunchOutcome:
     """Run the ranks in a new process session, streaming their output to the console and the
     job log. Ctrl-C here is passed on as SIGINT to the whole group, which then writes what it
     measured; the KeyboardInterrupt is re-raised after the rank files are read."""
@@ -42,7 +43,7 @@ def launch_torchrun(job_dir: Path, nproc: int, timeout_s: float, log_path: Path)
     tail: list[str] = []
     with open(log_path, "a") as log:
         proc = subprocess.Popen(
-            torchrun_command(job_dir, nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [*prefix, *torchrun_command(job_dir, nproc)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env=env, start_new_session=True,
         )
 
@@ -94,4 +95,13 @@ def launch_inline(job_dir: Path) -> LaunchOutcome:
 def launch(job_dir: Path, cfg, log_path: Path) -> LaunchOutcome:
     if cfg.run.launcher == "inline":
         return launch_inline(job_dir)
-    return launch_torchrun(job_dir, int(cfg.parallelism.nproc), float(cfg.run.timeout_s), log_path)
+    from b200lab import profiling
+
+    prefix, notes = profiling.command_prefix(cfg.profile, job_dir)
+    outcome = launch_torchrun(job_dir, int(cfg.parallelism.nproc), float(cfg.run.timeout_s), log_path, prefix)
+    outcome.profile = notes
+    if cfg.profile.name == "ncu" and (job_dir / "ncu_raw.csv").exists():
+        rows = profiling.ncu_table(job_dir / "ncu_raw.csv", notes["ncu_metrics"], int(cfg.profile.options.get("top", 15)))
+        notes["ncu_top_kernels"] = rows
+        notes["ncu_table"] = str(profiling.write_table(rows, job_dir / "ncu_top_kernels.csv"))
+    return outcome

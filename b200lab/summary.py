@@ -12,6 +12,9 @@ COLUMNS = [
     ("step p50 ms", "step_ms_p50", "{:.2f}"),
     ("p90 ms", "step_ms_p90", "{:.2f}"),
     ("n", "n_steps", "{}"),
+    ("TFLOP/s", "tflops", "{:.1f}"),
+    ("MFU", "mfu", "{:.3f}"),
+    ("GB/s", "gbps", "{:,.0f}"),
     ("peak mem GB", "peak_mem", "{:.2f}"),
 ]
 
@@ -22,7 +25,14 @@ def _peak_mem(metrics: dict):
 
 def _cell(results: dict, key: str, fmt: str) -> str:
     metrics = results.get("metrics", {})
-    value = results.get(key) if key in ("point", "status") else (_peak_mem(metrics) if key == "peak_mem" else metrics.get(key))
+    if key in ("point", "status"):
+        value = results.get(key)
+    elif key == "peak_mem":
+        value = _peak_mem(metrics)
+    elif key == "gbps":  # the bandwidth microbenchmarks' headline
+        value = metrics.get("hbm_gbps", metrics.get("allreduce_busbw_gbps"))
+    else:
+        value = metrics.get(key)
     return "-" if value is None else fmt.format(value)
 
 

@@ -166,11 +166,15 @@ def result_tags(results: dict) -> dict:
         "hostname": env.get("hostname"),
         "git_sha": env.get("git_sha"),
         "error": (results.get("error") or "")[:5000] or None,
+        **results.get("measurement", {}),
+        "profile": (results.get("profile") or {}).get("torch_trace") and "torch trace in artifacts traces/",
+        "timing_comparable": "false (profiled under ncu)" if results.get("config", {}).get("profile", {}).get("name") == "ncu" else None,
     }
 
 
 def job_artifacts(job_dir: Path) -> list[Path]:
-    return [job_dir / "config.yaml", job_dir / "results.json", job_dir / "job.log", job_dir / "ranks", job_dir / ".hydra"]
+    return [job_dir / "config.yaml", job_dir / "results.json", job_dir / "job.log", job_dir / "ranks", job_dir / ".hydra",
+            job_dir / "traces", job_dir / "ncu_top_kernels.csv", job_dir / "ncu_raw.csv", job_dir / "nsys_report.nsys-rep"]
 
 
 def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None:

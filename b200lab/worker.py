@@ -20,7 +20,9 @@ from omegaconf import OmegaConf
 
 from b200lab.measure.environment import device_env
 from b200lab.measure.memory import memory_metrics, reset_peaks
-from b200lab.measure.timing import Timing, time_steps
+from b200lab.measure.energy import EnergyMeter
+from b200lab.profiling import WorkerProfiler
+from b200lab.measure.timing import Timing, step_stats, time_steps
 from b200lab.workloads.base import RankContext, build
 
 
@@ -92,6 +94,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
     timing = Timing()
     workload = None
     setup_s = None
+    energy: dict = {}
     try:
         if world_size > 1:
             import torch.distributed as dist
@@ -104,6 +107,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         elif device.type == "cuda":
             torch.cuda.set_device(device)
         torch.manual_seed(int(cfg.run.seed))
+        profiler = WorkerProfiler(cfg.profile, device, job_dir, rank)
         ctx = RankContext(cfg=cfg, device=device, rank=rank, world_size=world_size, data_shard=rank)
         workload = build(cfg.workload, ctx)
         t0 = time.perf_counter()
@@ -111,10 +115,29 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         setup_s = time.perf_counter() - t0
         reset_peaks(device)
         w = cfg.workload
+        steps, min_time_s = int(w.steps), float(w.min_time_s)
+        if cfg.profile.name == "ncu":  # every kernel is replayed: one timed step is plenty
+            steps, min_time_s = 1, 0.0
+        meter = EnergyMeter(device)
+
+        def region_start() -> None:
+            profiler.region_start()
+            meter.start()
+
+        def region_end() -> None:
+            energy.update(meter.stop())
+            profiler.region_end()
+
         time_steps(
-            workload.step, device, int(w.warmup_steps), int(w.steps), float(w.min_time_s),
+            workload.step, device, int(w.warmup_steps), steps, min_time_s,
             all_done=_consensus(world_size), on_progress=Progress(rank == 0), timing=timing,
+            on_region_start=region_start, on_region_end=region_end,
         )
+        if meter.samples:
+            (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
+            meter.write_csv(job_dir / "ranks" / f"power_rank{rank}.csv")
+        profiler.after_timing(workload.step)
+        out["profile"] = profiler.notes
     except KeyboardInterrupt:
         out.update(status="interrupted", error="interrupted by the user (Ctrl-C / SIGTERM)")
     except Exception as exc:  # recorded in the rank file, never swallowed
@@ -123,16 +146,20 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         if not oom:
             out["traceback"] = traceback.format_exc()[-4000:]
     out["tokens_per_step"] = getattr(workload, "tokens_per_step", 0)
+    out["flops_per_step"] = getattr(workload, "flops_per_step", 0)
     out["warmup_ms"] = timing.warmup_ms
     out["step_ms"] = timing.step_ms
     out["span_s"] = timing.span_s
     out["effective"] = _effective(workload)
     out["metric_rules"] = dict(getattr(workload, "metric_rules", {}))
-    out["metrics"] = {**(workload.metrics() if workload and out["status"] == "ok" else {}), **memory_metrics(device)}
+    ok = workload is not None and out["status"] == "ok"
+    out["metrics"] = {**(workload.metrics(step_stats(timing.step_ms)) if ok else {}), **memory_metrics(device)}
+    out["energy"] = energy
     if setup_s is not None:
         out["metrics"]["setup_s"] = setup_s
     if rank == 0:
         out["env"] = device_env(device)
+    (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
     _write_json(job_dir / "ranks" / f"rank{rank}.json", out)
     if world_size > 1 and out["status"] == "ok":
         import torch.distributed as dist

@@ -34,7 +34,7 @@ class MatrixSquare(Workload):
         self.effective = {"n": n}
     def step(self):
         self.y = self.x @ self.x
-    def metrics(self):
+    def metrics(self, stats):
         return {"square_norm": float(self.y.norm())}
 '''
 

@@ -55,31 +55,46 @@ def time_steps(
     all_done: Optional[Callable[[bool], bool]] = None,
     on_progress: Optional[Callable[[str, int, int], None]] = None,
     timing: Optional[Timing] = None,
+    on_region_start: Callable[[], None] = lambda: None,
+    on_region_end: Callable[[], None] = lambda: None,
 ) -> Timing:
     """Run ``warmup`` untimed steps, then timed steps. ``all_done(local_done)`` lets ranks agree on
-    when to stop; ``timing`` is filled in place so an interrupt keeps what was measured."""
+    when to stop; ``timing`` is filled in place so an interrupt keeps what was measured.
+    ``on_region_start``/``on_region_end`` run with the device idle just before the first and
+    just after the last timed step (energy counters). On CUDA each step is an NVTX range, and
+    the timed steps sit inside the range ``b200lab_timed`` (Nsight filters on it)."""
     t = timing if timing is not None else Timing()
     progress = on_progress or (lambda phase, i, n: None)
+    cuda = device.type == "cuda"
+    nvtx = torch.cuda.nvtx if cuda else None
     for i in range(warmup):
         _sync(device)
         t0 = time.perf_counter()
+        if nvtx:
+            nvtx.range_push(f"warmup {i}")
         step()
+        if nvtx:
+            nvtx.range_pop()
         _sync(device)
         t.warmup_ms.append((time.perf_counter() - t0) * 1e3)
         progress("warm-up", i + 1, warmup)
     _sync(device)
 
-    cuda = device.type == "cuda"
     events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+    on_region_start()
+    if nvtx:
+        nvtx.range_push("b200lab_timed")
     begin = time.perf_counter()
     n = 0
     try:
         while True:
             if cuda:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                nvtx.range_push(f"step {n}")
                 start.record()
                 step()
                 end.record()
+                nvtx.range_pop()
                 events.append((start, end))
             else:
                 t0 = time.perf_counter()
@@ -93,8 +108,11 @@ def time_steps(
             if done:
                 break
     finally:
+        if nvtx:
+            nvtx.range_pop()
+        _sync(device)
+        on_region_end()
         if cuda and events:
-            torch.cuda.synchronize(device)
             t.step_ms.extend(s.elapsed_time(e) for s, e in events)
             t.span_s = events[0][0].elapsed_time(events[-1][1]) / 1e3
         elif not cuda:

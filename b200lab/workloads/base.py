@@ -28,8 +28,10 @@ class Workload:
     """Subclasses build what they need in ``setup`` and do one unit of work in ``step``.
 
     ``tokens_per_step`` counts the distinct tokens this rank processes per step (0 for
-    microbenchmarks); ``effective`` reports what actually ran; ``metrics`` adds workload metrics, each with a rule
-    (max, sum, mean) in ``metric_rules``: a metric without a rule is not reported.
+    microbenchmarks); ``flops_per_step`` the model FLOPs this rank does per step (for tflops and
+    MFU; 0 if not meaningful); ``effective`` reports what actually ran; ``metrics(stats)`` adds
+    workload metrics from this rank's step statistics, each with a rule (max, sum, mean) in
+    ``metric_rules``: a metric without a rule is listed as unaggregated.
     """
 
     training = False
@@ -40,6 +42,7 @@ class Workload:
         self.ctx = ctx
         self.options = dict(cfg.options or {})
         self.tokens_per_step = 0
+        self.flops_per_step = 0
         self.effective: dict = {}
 
     def setup(self) -> None:
@@ -48,7 +51,7 @@ class Workload:
     def step(self) -> None:
         raise NotImplementedError
 
-    def metrics(self) -> dict:
+    def metrics(self, stats: dict) -> dict:
         return {}
 
 
@@ -65,10 +68,11 @@ class BuiltModel:
     compiled: bool
 
 
-def build_model(ctx: RankContext, training: bool) -> BuiltModel:
+def build_model(ctx: RankContext, training: bool, compile_model: bool = True) -> BuiltModel:
     """Model with precision, attention, data-parallel wrapping and torch.compile applied, in
     that order. Weights are created directly on the device in their final dtype, so a model
-    that fits only in bf16 is never materialised in fp32."""
+    that fits only in bf16 is never materialised in fp32. ``compile_model=False`` leaves
+    compiling to the workload (which may compile a larger function around the model)."""
     cfg, device = ctx.cfg, ctx.device
     precision = build(cfg.precision, device.type, training)
     attention = build(cfg.attention, device.type)
@@ -85,9 +89,19 @@ def build_model(ctx: RankContext, training: bool) -> BuiltModel:
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     compiled = cfg.compile.mode is not None
-    if compiled:
-        model = torch.compile(model, mode=cfg.compile.mode, fullgraph=cfg.compile.fullgraph)
+    if compiled and compile_model:
+        model = compile_fn(ctx, model)
     return BuiltModel(model, precision, attention, compiled)
+
+
+def compile_fn(ctx: RankContext, fn):
+    return torch.compile(fn, mode=ctx.cfg.compile.mode, fullgraph=ctx.cfg.compile.fullgraph)
+
+
+def model_flops_per_step(ctx: RankContext, tokens_per_step: int, training: bool) -> int:
+    from b200lab.measure.flops import flops_per_token
+
+    return tokens_per_step * flops_per_token(ctx.cfg.model, int(ctx.cfg.seq.len), training)
 
 
 def random_tokens(ctx: RankContext, batch: int, length: int, vocab: int) -> torch.Tensor:

@@ -1,0 +1,91 @@
+"""Reports over recorded results: ``python -m b200lab.report compile SWEEP_DIR [...]``.
+
+``compile``: for every (model, workload, seq, precision) the sweep measured eagerly and
+compiled, speedup = eager step p50 / compiled step p50, with a spread band from the step-time
+percentiles: [eager p10 / compiled p90, eager p90 / compiled p10] (p10 is derived from the step
+times kept in results.json). A speedup whose band straddles 1.0 is reported as no difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from b200lab import results as results_io
+
+
+def _key(r: dict) -> tuple:
+    c = r["config"]
+    return (c["model"]["name"], c["workload"]["name"], c["seq"]["name"], c["precision"]["name"])
+
+
+def compile_speedups(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["status"] == "ok" and r.get("step_ms"):
+            groups[_key(r)][r["config"]["compile"]["name"]] = r
+    out = []
+    for key, by_mode in sorted(groups.items()):
+        eager = by_mode.get("none")
+        if eager is None:
+            continue
+        e10, e50, e90 = np.percentile(eager["step_ms"], [10, 50, 90])
+        for mode, r in sorted(by_mode.items()):
+            if mode == "none":
+                continue
+            c10, c50, c90 = np.percentile(r["step_ms"], [10, 50, 90])
+            low, high = e10 / c90, e90 / c10
+            out.append({
+                "model": key[0], "workload": key[1], "seq": key[2], "precision": key[3], "compile": mode,
+                "eager_p50_ms": e50, "compiled_p50_ms": c50, "speedup": e50 / c50, "speedup_low": low, "speedup_high": high,
+                "verdict": "faster" if low > 1 else ("slower" if high < 1 else "no clear difference"),
+                "compile_s": r["metrics"].get("compile_s"), "n_eager": len(eager["step_ms"]), "n_compiled": len(r["step_ms"]),
+                "eager_run": eager["mlflow"].get("run_id"), "compiled_run": r["mlflow"].get("run_id"),
+            })
+    # points that failed (oom, error) are listed so a missing row is explained
+    for r in rows:
+        if r["status"] != "ok":
+            k = _key(r)
+            out.append({"model": k[0], "workload": k[1], "seq": k[2], "precision": k[3], "compile": r["config"]["compile"]["name"],
+                        "verdict": r["status"], "compiled_run": r["mlflow"].get("run_id")})
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    head = "| model | workload | compile | eager p50 ms | compiled p50 ms | speedup [band] | verdict | compile s | runs (eager / compiled) |\n"
+    head += "| --- | --- | --- | ---: | ---: | --- | --- | ---: | --- |\n"
+    lines = []
+    for r in rows:
+        if "speedup" in r:
+            lines.append(f"| {r['model']} | {r['workload']} | {r['compile']} | {r['eager_p50_ms']:.2f} | {r['compiled_p50_ms']:.2f} | "
+                         f"{r['speedup']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}] | {r['verdict']} | "
+                         f"{(r['compile_s'] or 0):.1f} | {r['eager_run']} / {r['compiled_run']} |")
+        else:
+            lines.append(f"| {r['model']} | {r['workload']} | {r['compile']} | | | | {r['verdict']} | | {r['compiled_run']} |")
+    return head + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m b200lab.report", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="report", required=True)
+    comp = sub.add_parser("compile", help="eager vs torch.compile speedups from a sweep")
+    comp.add_argument("paths", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    files = results_io.find(args.paths)
+    if not files:
+        print(f"report: no results.json under {' '.join(map(str, args.paths))}", file=sys.stderr)
+        return 2
+    rows = compile_speedups([results_io.read(p) for p in files])
+    if not any("speedup" in r for r in rows):
+        print("report: no (eager, compiled) pairs found: sweep compile=none together with a compile mode", file=sys.stderr)
+        return 2
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

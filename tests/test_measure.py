@@ -1,0 +1,220 @@
+"""Measurement: timing, FLOPs, MFU, energy, profilers, microbenchmarks, reports."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from b200lab.aggregate import aggregate
+from b200lab.attention import SdpaAttention
+from b200lab.measure.energy import EnergyMeter, integrate
+from b200lab.measure.flops import flops_per_token, matmul_params
+from b200lab.measure.peaks import lookup
+from b200lab.measure.timing import time_steps
+from b200lab.models.gpt import GPT
+from b200lab.profiling import ncu_table
+from b200lab.report import compile_speedups
+
+from conftest import results_files, run_cli, runs
+
+
+def test_timing_of_a_known_sleep():
+    t = time_steps(lambda: time.sleep(0.02), torch.device("cpu"), warmup=2, steps=10)
+    assert len(t.warmup_ms) == 2 and len(t.step_ms) == 10
+    assert all(19.9 <= ms < 26 for ms in t.step_ms), t.step_ms
+    assert 0.199 <= t.span_s < 0.30
+
+
+def test_min_time_extends_a_short_step_count():
+    t = time_steps(lambda: time.sleep(0.01), torch.device("cpu"), warmup=0, steps=2, min_time_s=0.25)
+    assert t.span_s >= 0.25 and 15 <= len(t.step_ms) <= 26
+
+
+def _cfg(**kw):
+    base = dict(name="t", family="gpt", n_layers=2, d_model=64, n_heads=4, d_ff=256, vocab_size=1000, pos="rope",
+                max_seq_len=4096, tie_embeddings=False, norm_eps=1e-5, rope_base=10000.0, n_experts=0, top_k=0, d_ff_expert=None)
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def test_dense_flops_hand_count():
+    # L=2, d=64, f=256, V=1000, T=128, written out:
+    # per layer: QKV 64*192 + out 64*64 + up 64*256 + down 256*64 = 12288 + 4096 + 16384 + 16384 = 49152
+    # N = 2 * 49152 + head 1000*64 = 98304 + 64000 = 162304
+    # causal attention per token per layer: mean over i of 4*64*(i+1) = 2*64*129 = 16512; two layers: 33024
+    assert matmul_params(_cfg()) == 162304
+    assert flops_per_token(_cfg(), 128, training=False) == 2 * 162304 + 33024
+    assert flops_per_token(_cfg(), 128, training=True) == 3 * (2 * 162304 + 33024)
+
+
+def test_moe_flops_hand_count():
+    # 8 experts, top-2, expert width 128: per layer QKV+out 16384, router 64*8 = 512,
+    # two experts 2 * (64*128 + 128*64) = 32768 -> 49664; N = 2 * 49664 + 64000 = 163328
+    cfg = _cfg(n_experts=8, top_k=2, d_ff_expert=128)
+    assert matmul_params(cfg) == 163328
+    assert flops_per_token(cfg, 128, training=True) == 3 * (2 * 163328 + 33024)
+
+
+def test_causal_attention_term_matches_a_brute_force_count():
+    T, d, L = 37, 64, 2
+    brute = 0
+    for i in range(T):  # query i: (i+1) keys, d multiply-adds each for QK^T and for AV, 2 FLOPs per multiply-add
+        brute += 2 * (i + 1) * d * 2
+    assert flops_per_token(_cfg(), T, False) - 2 * matmul_params(_cfg()) == L * brute / T
+
+
+def test_matmul_params_equal_the_models_linear_weights():
+    model = GPT(_cfg(), SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu"))
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert matmul_params(_cfg()) == linear
+
+
+@pytest.mark.parametrize("name,dtype,peak", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.4), ("NVIDIA H100 PCIe", "bfloat16", 756.5), ("NVIDIA H100 NVL", "fp8", 1670.5),
+    ("NVIDIA H200", "bfloat16", 989.4), ("NVIDIA H200 NVL", "tf32", 417.5), ("NVIDIA B200", "fp8", 4500.0), ("NVIDIA GB200", "bfloat16", 2500.0),
+])
+def test_peak_table(name, dtype, peak):
+    assert lookup(name, dtype)[0] == peak
+
+
+def test_unknown_card_gets_no_mfu_and_a_reason():
+    peak, why = lookup("NVIDIA A100-SXM4-80GB", "bfloat16")
+    assert peak is None and "unknown GPU" in why
+    peak, why = lookup("NVIDIA B200", "fp32")
+    assert peak is None and "no datasheet fp32 peak" in why
+
+
+def test_mfu_is_achieved_flops_over_the_dtype_peak():
+    rank = {"rank": 0, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 8192, "flops_per_step": 8192 * 8.5e9,
+            "step_ms": [180.0] * 10, "warmup_ms": [500.0], "span_s": 1.8, "metrics": {},
+            "effective": {"precision": {"compute_dtype": "bfloat16"}}, "env": {"gpu": "NVIDIA H200"},
+            "energy": {"energy_j": 900.0, "energy_j_sampled": 890.0, "avg_power_w": 500.0, "energy_method": "nvml_total_energy_counter"}}
+    out = aggregate([rank])
+    tflops = 8192 * 8.5e9 * 10 / 1.8 / 1e12
+    assert out["metrics"]["tflops"] == pytest.approx(tflops)
+    assert out["metrics"]["mfu"] == pytest.approx(tflops / 989.4)
+    assert out["metrics"]["tokens_per_j"] == pytest.approx(8192 * 10 / 900.0)
+    assert "H200 SXM dense bf16" in out["info"]["mfu_basis"]
+
+
+def test_trapezoid_integral_of_a_ramp():
+    samples = [(t / 100, 100 + 50 * t / 100) for t in range(101)]  # 100 W -> 150 W over 1 s
+    assert integrate(samples) == pytest.approx(125.0)
+    assert integrate(samples[:1]) is None
+
+
+def test_energy_degrades_with_a_reason_without_nvml():
+    meter = EnergyMeter(torch.device("cpu"))
+    meter.start()
+    out = meter.stop()
+    assert list(out) == ["energy_unavailable"] and ("NVML unavailable" in out["energy_unavailable"] or "not a CUDA device" in out["energy_unavailable"])
+
+
+def test_power_tool_wraps_a_command_and_passes_its_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "b200lab.tools.power", "--", sys.executable, "-c", "import sys; sys.exit(7)"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 7
+    report = json.loads(proc.stdout)
+    assert report["returncode"] == 7 and report["duration_s"] > 0
+    if not report["gpus"]:
+        assert "energy_unavailable" in report
+    usage = subprocess.run([sys.executable, "-m", "b200lab.tools.power"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "give the command to measure after --" in usage.stderr
+
+
+def test_ncu_csv_becomes_a_per_kernel_table(tmp_path):
+    metrics = {"gpu__time_duration.sum": "time_ns", "dram__throughput.avg.pct_of_peak_sustained_elapsed": "dram_pct_of_peak"}
+    lines = ['==PROF== Connected to process', '"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"']
+    launches = [(0, "gemm", 3000, 20.0), (1, "gemm", 1000, 60.0), (2, "norm", 500, 90.0)]
+    for i, k, t, dram in launches:
+        lines.append(f'"{i}","{k}","gpu__time_duration.sum","nsecond","{t:,}"')
+        lines.append(f'"{i}","{k}","dram__throughput.avg.pct_of_peak_sustained_elapsed","%","{dram}"')
+    (tmp_path / "raw.csv").write_text("\n".join(lines))
+    rows = ncu_table(tmp_path / "raw.csv", metrics)
+    assert [r["kernel"] for r in rows] == ["gemm", "norm"]
+    assert rows[0]["launches"] == 2 and rows[0]["time_ms"] == pytest.approx(0.004)
+    assert rows[0]["dram_pct_of_peak"] == pytest.approx((3000 * 20 + 1000 * 60) / 4000)  # time-weighted
+    assert rows[0]["time_share"] == pytest.approx(4000 / 4500)
+
+
+def test_compile_report_speedup_and_band():
+    rng = random.Random()
+    eager = [100 + rng.uniform(-2, 2) for _ in range(50)]
+    fast = [80 + rng.uniform(-2, 2) for _ in range(50)]
+    same = [100 + rng.uniform(-2, 2) for _ in range(50)]
+
+    def row(mode, steps):
+        cfg = {"model": {"name": "m"}, "workload": {"name": "train"}, "seq": {"name": "2k"}, "precision": {"name": "bf16"}, "compile": {"name": mode}}
+        return {"status": "ok", "config": cfg, "step_ms": steps, "metrics": {"compile_s": 12.0}, "mlflow": {"run_id": mode}}
+
+    out = {r["compile"]: r for r in compile_speedups([row("none", eager), row("default", fast), row("max-autotune", same)])}
+    import numpy as np
+    assert out["default"]["speedup"] == pytest.approx(np.median(eager) / np.median(fast))
+    assert out["default"]["verdict"] == "faster"
+    assert out["max-autotune"]["verdict"] == "no clear difference"
+
+
+def test_microbenchmarks_report_their_ceiling_metrics(tmp_path, store):
+    proc = run_cli(["-m", "workload=gemm", "workload.options.dtype=fp32", "workload.options.shape=256x384x512",
+                    "workload.min_time_s=0", "workload.steps=10", "workload.warmup_steps=2"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    proc = run_cli(["workload=hbm", "workload.options.size_mb=32", "workload.min_time_s=0", "workload.steps=10"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    proc = run_cli(["workload=allreduce", "parallelism.nproc=2", "workload.options.size_mb=2", "hydra.run.dir=ar"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    import numpy as np
+
+    by = {r["config"]["workload"]["name"]: r for r in results_files(tmp_path)}
+    g = by["gemm"]
+    assert g["metrics"]["gemm_tflops"] == pytest.approx(2 * 256 * 384 * 512 / (np.median(g["step_ms"]) / 1e3) / 1e12, rel=1e-6)
+    h = by["hbm"]
+    assert h["effective"]["bytes_per_step"] == 2 * 32_000_000
+    assert h["metrics"]["hbm_gbps"] == pytest.approx(64e6 / (np.median(h["step_ms"]) / 1e3) / 1e9, rel=1e-6)
+    a = by["allreduce"]
+    ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "ar" / "ranks").glob("rank*.json"))]
+    algbw = [2_000_000 / (np.median(r["step_ms"]) / 1e3) / 1e9 for r in ranks]
+    assert a["metrics"]["allreduce_busbw_gbps"] == pytest.approx(min(algbw) * 2 * (2 - 1) / 2, rel=1e-6)
+    assert a["effective"]["backend"] == "gloo"
+    assert "tokens_per_s" not in g["metrics"]
+
+
+def test_allreduce_needs_two_ranks(tmp_path, store):
+    proc = run_cli(["workload=allreduce", "workload.options.size_mb=1"], tmp_path, store)
+    assert proc.returncode == 1
+    assert "workload=allreduce needs parallelism.nproc >= 2" in proc.output
+
+
+def test_torch_profiler_trace_is_a_loadable_chrome_trace_and_an_artifact(tmp_path, store):
+    proc = run_cli(["profile=torch", "workload=train", "seq=short", "workload.steps=3", "workload.warmup_steps=1"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    [trace] = list((tmp_path / "outputs").rglob("trace_rank0.json.gz"))
+    events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    steps = [e for e in events if e.get("name") == "b200lab_step"]
+    assert len(steps) == 3  # the active steps of the schedule (wait 1, warm-up 1, active 3)
+    [res] = results_files(tmp_path / "outputs")
+    assert res["profile"]["torch_trace"] == "traces/trace_rank0.json.gz"
+    assert res["metrics"]["n_steps"] == 3  # profiled steps are extra, never timed
+    [run] = runs(store["MLFLOW_TRACKING_URI"])
+    from mlflow import MlflowClient
+
+    names = [a.path for a in MlflowClient(store["MLFLOW_TRACKING_URI"]).list_artifacts(run.info.run_id, "traces")]
+    assert names == ["traces/trace_rank0.json.gz"]
+
+
+@pytest.mark.parametrize("tool", ["nsys", "ncu"])
+def test_nsight_profilers_say_when_they_are_missing(tmp_path, store, tool):
+    import shutil
+
+    if shutil.which(tool):
+        pytest.skip(f"{tool} is installed here; this test checks the message when it is not")
+    proc = run_cli([f"profile={tool}", "seq=short"], tmp_path, store)
+    assert proc.returncode == 2
+    assert f"`{tool}` is not on PATH" in proc.stderr
