@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Recorded GPU measurements on a lent Hopper host, by phase:
+#   bash experiments/scripts/gpu_measure.sh PHASE [PHASE...]
+# Run from the repo root after .gpu/base/install.sh. Every phase is an ordinary b200lab command;
+# results land in multirun/ and outputs/ and the MLflow store mlflow.db, which $OUT receives as
+# one tarball (plus the console log) when OUT is set.
+set -uo pipefail
+export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
+lab() { python3 -m b200lab "$@" 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) "; }
+GPT1B="model=gpt_1b workload=train precision=bf16 seq=2k"
+for phase in "$@"; do
+  echo "=== phase $phase $(date -u +%FT%TZ)"
+  case $phase in
+    info) nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv ;;
+    ceilings)
+      lab -m hydra.sweep.dir=multirun/gemm workload=gemm workload.options.dtype=bf16,fp8
+      lab -m hydra.sweep.dir=multirun/gemm_llm workload=gemm workload.options.dtype=bf16 \
+        workload.options.shape=8192x6144x2048,8192x2048x8192,8192x50304x2048
+      lab -m hydra.sweep.dir=multirun/hbm workload=hbm workload.options.size_mb=1024,4096 ;;
+    mfu) lab -m hydra.sweep.dir=multirun/gpt1b_train $GPT1B compile=none,default workload.min_time_s=15 ;;
+    trace) lab hydra.run.dir=outputs/gpt1b_trace $GPT1B compile=default profile=torch profile.memory=true workload.steps=5 ;;
+    ncu) lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B compile=default profile=ncu workload.warmup_steps=3 ;;
+    compile_*) lab -m hydra.sweep.dir=multirun/compile_study experiment=compile_study model=${phase#compile_} ;;
+    *) echo "unknown phase $phase" ;;
+  esac
+done
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/results.tgz" mlflow.db multirun outputs 2>/dev/null
+  ls -la "$OUT"
+fi
