@@ -110,6 +110,13 @@ def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float,
         if tokens_per_step and n:
             metrics["tokens_per_j"] = tokens_per_step * n / metrics["energy_j"]
         info["energy_method"] = energies[0].get("energy_method")
+        for key in ("energy_note", "clock_limits"):
+            if energies[0].get(key):
+                info[key] = energies[0][key]
+        for key in ("sm_clock_mhz_min", "sm_clock_mhz_max", "sm_clock_mhz_mean"):
+            values = [e[key] for e in energies if key in e]
+            if values:
+                metrics[key] = min(values) if key.endswith("min") else max(values) if key.endswith("max") else sum(values) / len(values)
     elif energies and energies[0].get("energy_unavailable"):
         info["energy_unavailable"] = energies[0]["energy_unavailable"]
     return info

@@ -39,11 +39,11 @@ class SdpaAttention(AttentionBackend):
 
 
 class MathAttention(AttentionBackend):
-    """Explicit causal attention with an fp32 softmax: the readable reference."""
+    """Explicit causal attention with an fp32 (fp64 for fp64 inputs) softmax: the readable reference."""
 
     def __call__(self, q, k, v):
         T = q.shape[-2]
-        scores = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))
+        scores = (q @ k.transpose(-2, -1)).to(torch.promote_types(q.dtype, torch.float32)) * (1.0 / math.sqrt(q.shape[-1]))
         causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
         scores = scores.masked_fill(~causal, float("-inf"))
         return (scores.softmax(dim=-1).to(v.dtype)) @ v

@@ -125,7 +125,7 @@ def register_configs() -> None:
 
 
 COMPILE_MODES = {None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"}
-COMPUTE_DTYPES = {"auto", "float32", "tf32", "bfloat16", "float16"}
+COMPUTE_DTYPES = {"auto", "float64", "float32", "tf32", "bfloat16", "float16"}
 
 
 class ConfigError(ValueError):

@@ -134,3 +134,41 @@ def test_aggregate_job_status_is_the_worst_rank():
     b = dict(_rank(1, 1, 10, [], 0.0), status="oom", error="CUDA out of memory")
     out = aggregate([a, b])
     assert out["status"] == "oom" and "rank 1: CUDA out of memory" in out["error"]
+
+
+def test_gradient_accumulation_equals_one_full_batch_step():
+    """Train with grad_accum=2 must update the weights exactly as one AdamW step on the mean loss
+    of the whole batch (float64 reference, independent code path)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from b200lab.workloads.base import RankContext
+    from b200lab.workloads.train import Train
+
+    cfg = OmegaConf.create({
+        "model": dict(_target_="b200lab.models.gpt.GPT", **_model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50)),
+        "precision": {"_target_": "b200lab.precision.autocast.AutocastPrecision", "name": "fp64", "compute_dtype": "float64", "param_dtype": "auto", "options": {}},
+        "attention": {"_target_": "b200lab.attention.MathAttention", "name": "math", "options": {}},
+        "compile": {"name": "none", "mode": None, "fullgraph": False},
+        "seq": {"name": "t", "len": 12, "batch": 3},
+        "run": {"seed": int(torch.seed() % 10_000)},
+        "workload": {"_target_": "b200lab.workloads.train.Train", "name": "train", "options": {"lr": 1e-2, "grad_accum": 2}},
+    })
+    torch.set_default_dtype(torch.float64)
+    try:
+        work = Train(cfg.workload, RankContext(cfg=cfg, device=torch.device("cpu")))
+        work.setup()
+        reference = copy.deepcopy(work.model)
+        inputs, targets = torch.cat(work.inputs), torch.cat(work.targets)
+        assert inputs.shape == (6, 12) and work.tokens_per_step == 72
+        opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1)
+        loss = F.cross_entropy(reference(inputs).flatten(0, 1), targets.flatten())
+        loss.backward()
+        opt.step()
+        work.step()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for (name, p), q in zip(work.model.named_parameters(), reference.parameters()):
+        assert p.dtype == torch.float64 and (p - q).abs().max() < 1e-12, (name, float((p - q).abs().max()))
+    assert float(work.losses[-1]) == pytest.approx(float(loss), rel=1e-9)

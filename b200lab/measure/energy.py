@@ -46,6 +46,7 @@ class EnergyMeter:
             self.handle, self.unavailable = nvml_handle(device)
         self.interval_s = interval_s
         self.samples: list[tuple[float, float]] = []  # (seconds since start, watts)
+        self.clocks: list[int] = []  # SM clock (MHz) at each sample
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._counter0: Optional[int] = None
@@ -67,6 +68,7 @@ class EnergyMeter:
         while not self._stop.is_set():
             try:
                 self.samples.append((time.perf_counter() - t0, pynvml.nvmlDeviceGetPowerUsage(self.handle) / 1e3))
+                self.clocks.append(pynvml.nvmlDeviceGetClockInfo(self.handle, pynvml.NVML_CLOCK_SM))
             except pynvml.NVMLError:
                 pass
             self._stop.wait(self.interval_s)
@@ -100,13 +102,35 @@ class EnergyMeter:
             out["energy_method"] = f"nvml_power_samples_integrated ({self.counter_error})"
         if "energy_j" in out and elapsed > 0:
             out["avg_power_w"] = out["energy_j"] / elapsed
+        if elapsed < 5.0:
+            out["energy_note"] = (f"timed region {elapsed:.1f} s: NVML power readings lag by up to a second, so the "
+                                  "sampled integral undercounts; use workload.min_time_s >= 10 for energy")
+        if self.clocks:
+            out.update(sm_clock_mhz_min=min(self.clocks), sm_clock_mhz_max=max(self.clocks),
+                       sm_clock_mhz_mean=sum(self.clocks) / len(self.clocks))
+        out["clock_limits"] = clock_limits(self.handle)
         return out
 
     def write_csv(self, path: Path) -> None:
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["t_s", "power_w"])
-            w.writerows(self.samples)
+            w.writerow(["t_s", "power_w", "sm_clock_mhz"])
+            w.writerows((t, p, c) for (t, p), c in zip(self.samples, self.clocks))
+
+
+CLOCK_LIMIT_BITS = {0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
+
+
+def clock_limits(handle) -> list[str]:
+    """What is holding the clocks down right now (NVML's clock event reasons)."""
+    import pynvml
+
+    read = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons")
+    try:
+        bits = read(handle)
+    except pynvml.NVMLError:
+        return ["unknown"]
+    return [name for bit, name in CLOCK_LIMIT_BITS.items() if bits & bit]
 
 
 def integrate(samples: list[tuple[float, float]]) -> Optional[float]:

@@ -13,15 +13,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def rotary_tables(T: int, head_dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float32), inv_freq)
-    return angles.cos(), angles.sin()  # (T, head_dim/2)
+def rotary_tables(T: int, head_dim: int, base: float, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(T, device=device, dtype=torch.float64), inv_freq)
+    return angles.cos().to(dtype), angles.sin().to(dtype)  # (T, head_dim/2)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, T, H, D); rotates consecutive pairs (x0, x1) by the position's angle."""
-    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    """x: (B, T, H, D); rotates consecutive pairs (x0, x1) by the position's angle, in float32
+    (float64 for a float64 model)."""
+    x0, x1 = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2)).unbind(-1)
     cos, sin = cos[:, None, :], sin[:, None, :]
     return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).type_as(x)
 
@@ -60,7 +61,16 @@ class GPT(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
+        self.register_buffer("rope_cos", None, persistent=False)
+        self.register_buffer("rope_sin", None, persistent=False)
         self.reset_parameters()
+
+    def prepare(self, seq_len: int) -> None:
+        """Precompute the rotary tables for sequences up to ``seq_len``."""
+        if self.pos_embed is None:
+            w = self.embed.weight
+            dtype = torch.promote_types(w.dtype, torch.float32)
+            self.rope_cos, self.rope_sin = rotary_tables(seq_len, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_base, w.device, dtype)
 
     def reset_parameters(self) -> None:
         std = 0.02
@@ -76,8 +86,11 @@ class GPT(nn.Module):
         rope = None
         if self.pos_embed is not None:
             x = x + self.pos_embed(torch.arange(T, device=idx.device))
-        else:
-            rope = rotary_tables(T, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_base, idx.device)
+        elif self.rope_cos is not None and self.rope_cos.shape[0] >= T:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])
+        else:  # not prepared for this length: compute on the fly (slower, same result)
+            dtype = torch.promote_types(self.embed.weight.dtype, torch.float32)
+            rope = rotary_tables(T, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_base, idx.device, dtype)
         for block in self.blocks:
             x = block(x, rope)
         return self.head(self.norm(x))

@@ -11,7 +11,7 @@ import contextlib
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class AutocastPrecision:
@@ -36,7 +36,7 @@ class AutocastPrecision:
         self.compute_dtype = DTYPES[compute]
         param = cfg.param_dtype
         if param == "auto":
-            param = "float32" if (training or compute == "float32") else compute
+            param = compute if compute in ("float32", "float64") else ("float32" if training else compute)
         self.param_dtype = DTYPES[param]
         self.use_autocast = self.compute_dtype != torch.float32 and self.param_dtype != self.compute_dtype
         self.effective = {

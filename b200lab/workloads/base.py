@@ -84,6 +84,8 @@ def build_model(ctx: RankContext, training: bool, compile_model: bool = True) ->
     finally:
         torch.set_default_dtype(default_dtype)
     model = precision.convert(model)
+    if hasattr(model, "prepare"):
+        model.prepare(int(cfg.seq.len))
     if training and ctx.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 

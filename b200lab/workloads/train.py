@@ -2,11 +2,14 @@
 
 Data are random tokens (a fixed batch per rank); the workload measures speed, not learning.
 Gradients are all-reduced by DDP when ranks > 1. With ``compile``, forward and loss are compiled
-as one function, so the cross-entropy fuses with the output head.
+as one function, so the cross-entropy fuses with the output head. ``options.grad_accum`` = k runs
+k micro-batches of ``seq.batch`` sequences (forward + backward each) per optimizer step, as
+nanoGPT-style training does; a step then processes k x batch x len tokens.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 
 import torch
@@ -29,28 +32,39 @@ class Train(Workload):
             self.model.parameters(), lr=float(self.options.get("lr", 3e-4)), weight_decay=0.1, fused=fused
         )
         self.scaler = self.built.precision.grad_scaler()
-        data = random_tokens(ctx, cfg.seq.batch, cfg.seq.len + 1, cfg.model.vocab_size)
-        self.inputs, self.targets = data[:, :-1].contiguous(), data[:, 1:].contiguous()
-        self.tokens_per_step = self.inputs.numel()
+        self.accum = int(self.options.get("grad_accum", 1))
+        if self.accum < 1:
+            raise ValueError(f"workload.options.grad_accum={self.accum}: must be >= 1")
+        data = random_tokens(ctx, self.accum * cfg.seq.batch, cfg.seq.len + 1, cfg.model.vocab_size)
+        self.inputs = data[:, :-1].contiguous().chunk(self.accum)
+        self.targets = data[:, 1:].contiguous().chunk(self.accum)
+        self.tokens_per_step = sum(x.numel() for x in self.inputs)
+        self.effective = {"grad_accum": self.accum}
         self.flops_per_step = model_flops_per_step(ctx, self.tokens_per_step, training=True)
         self.losses: deque[torch.Tensor] = deque(maxlen=5)
 
     def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with self.built.precision.autocast():
             logits = self.model(inputs)
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # the loss in fp32 at least
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     def step(self) -> None:
-        loss = self.forward_loss(self.inputs, self.targets)
+        total = 0.0
+        for i, (inputs, targets) in enumerate(zip(self.inputs, self.targets)):
+            last = i == self.accum - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with sync:
+                loss = self.forward_loss(inputs, targets) / self.accum
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            total = total + loss.detach()
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.losses.append(loss.detach())
+        self.losses.append(total)
 
     def metrics(self, stats: dict) -> dict:
         if not self.losses:

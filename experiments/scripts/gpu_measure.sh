@@ -12,14 +12,16 @@ for phase in "$@"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
   case $phase in
     info) nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv ;;
+    gemm) lab -m hydra.sweep.dir=multirun/gemm2 workload=gemm workload.options.dtype=bf16,fp8 ;;
     ceilings)
       lab -m hydra.sweep.dir=multirun/gemm workload=gemm workload.options.dtype=bf16,fp8
       lab -m hydra.sweep.dir=multirun/gemm_llm workload=gemm workload.options.dtype=bf16 \
         workload.options.shape=8192x6144x2048,8192x2048x8192,8192x50304x2048
       lab -m hydra.sweep.dir=multirun/hbm workload=hbm workload.options.size_mb=1024,4096 ;;
     mfu) lab -m hydra.sweep.dir=multirun/gpt1b_train $GPT1B compile=none,default workload.min_time_s=15 ;;
+    mfu2) lab -m hydra.sweep.dir=multirun/gpt1b_train2 $GPT1B compile=default workload.options.grad_accum=1,4 workload.min_time_s=15 ;;
     trace) lab hydra.run.dir=outputs/gpt1b_trace $GPT1B compile=default profile=torch profile.memory=true workload.steps=5 ;;
-    ncu) lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B compile=default profile=ncu workload.warmup_steps=3 ;;
+    ncu) timeout -s INT -k 30 300 python3 -m b200lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B compile=default profile=ncu workload.warmup_steps=3 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) " ;;
     compile_*) lab -m hydra.sweep.dir=multirun/compile_study experiment=compile_study model=${phase#compile_} ;;
     *) echo "unknown phase $phase" ;;
   esac
