@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Recorded GPU measurements on a lent Hopper host, by phase:
 #   bash experiments/scripts/gpu_measure.sh PHASE [PHASE...]
-# Run from the repo root after .gpu/base/install.sh. Every phase is an ordinary b200lab command;
+# Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Every phase is an ordinary b200lab command;
 # results land in multirun/ and outputs/ and the MLflow store mlflow.db, which $OUT receives as
 # one tarball (plus the console log) when OUT is set.
 set -uo pipefail
 export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
+python3 -c 'import hydra, mlflow' 2>/dev/null || { mkdir -p /root/parts && cp .gpu/p*/* /root/parts/ 2>/dev/null; bash .gpu/base/install.sh >/dev/null; }
 lab() { python3 -m b200lab "$@" 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) "; }
 GPT1B="model=gpt_1b workload=train precision=bf16 seq=2k"
 for phase in "$@"; do
@@ -21,12 +22,11 @@ for phase in "$@"; do
     mfu) lab -m hydra.sweep.dir=multirun/gpt1b_train $GPT1B compile=none,default workload.min_time_s=15 ;;
     mfu2) lab -m hydra.sweep.dir=multirun/gpt1b_train2 $GPT1B compile=default workload.options.grad_accum=1,4 workload.min_time_s=15 ;;
     trace) lab hydra.run.dir=outputs/gpt1b_trace $GPT1B compile=default profile=torch profile.memory=true workload.steps=5 ;;
-    ncu) timeout -s INT -k 30 300 python3 -m b200lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B compile=default profile=ncu workload.warmup_steps=3 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) " ;;
+    mfu3) lab -m hydra.sweep.dir=multirun/gpt1b_train3 $GPT1B compile=default workload.options.grad_accum=4 precision.param_dtype=bfloat16 workload.min_time_s=15 ;;
+    ncu) timeout -s INT -k 30 270 python3 -m b200lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B profile=ncu profile.options.launch_count=400 workload.warmup_steps=2 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) " ;;
     compile_*) lab -m hydra.sweep.dir=multirun/compile_study experiment=compile_study model=${phase#compile_} ;;
     *) echo "unknown phase $phase" ;;
   esac
+  # after every phase, so a command cut off at its time limit still returns what was measured
+  [ -n "${OUT:-}" ] && tar czf "$OUT/results.tgz" mlflow.db multirun outputs 2>/dev/null
 done
-if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/results.tgz" mlflow.db multirun outputs 2>/dev/null
-  ls -la "$OUT"
-fi
