@@ -14,6 +14,8 @@ for phase in "$@"; do
   case $phase in
     info) nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv ;;
     gemm) lab -m hydra.sweep.dir=multirun/gemm2 workload=gemm workload.options.dtype=bf16,fp8 ;;
+    burst) lab -m hydra.sweep.dir=multirun/gemm_burst workload=gemm workload.options.dtype=bf16,fp8 workload.warmup_steps=3 workload.steps=10 workload.min_time_s=0 ;;
+    mfu4) lab -m hydra.sweep.dir=multirun/gpt1b_train4 $GPT1B compile=default workload.options.grad_accum=8 workload.min_time_s=15 ;;
     ceilings)
       lab -m hydra.sweep.dir=multirun/gemm workload=gemm workload.options.dtype=bf16,fp8
       lab -m hydra.sweep.dir=multirun/gemm_llm workload=gemm workload.options.dtype=bf16 \
@@ -24,7 +26,7 @@ for phase in "$@"; do
     trace) lab hydra.run.dir=outputs/gpt1b_trace $GPT1B compile=default profile=torch profile.memory=true workload.steps=5 ;;
     mfu3) lab -m hydra.sweep.dir=multirun/gpt1b_train3 $GPT1B compile=default workload.options.grad_accum=4 precision.param_dtype=bfloat16 workload.min_time_s=15 ;;
     ncu) timeout -s INT -k 30 270 python3 -m b200lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B profile=ncu profile.options.launch_count=400 workload.warmup_steps=2 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) " ;;
-    compile_*) lab -m hydra.sweep.dir=multirun/compile_study experiment=compile_study model=${phase#compile_} ;;
+    compile_*) lab -m hydra.sweep.dir=multirun/compile_study_${phase#compile_} experiment=compile_study model=${phase#compile_} ;;
     *) echo "unknown phase $phase" ;;
   esac
   # after every phase, so a command cut off at its time limit still returns what was measured
