@@ -102,6 +102,12 @@ def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float,
             if bf16_peak:
                 metrics["mfu_vs_bf16_peak"] = metrics["tflops"] / bf16_peak
     energies = [r.get("energy", {}) for r in ranks]
+    for key in ("sm_clock_mhz_min", "sm_clock_mhz_max", "sm_clock_mhz_mean"):
+        values = [e[key] for e in energies if key in e]
+        if values:
+            metrics[key] = min(values) if key.endswith("min") else max(values) if key.endswith("max") else sum(values) / len(values)
+    if energies and energies[0].get("clock_limits"):
+        info["clock_limits"] = energies[0]["clock_limits"]
     if all("energy_j" in e for e in energies) and energies:
         metrics["energy_j"] = sum(e["energy_j"] for e in energies)
         metrics["avg_power_w"] = sum(e["avg_power_w"] for e in energies)
@@ -110,13 +116,8 @@ def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float,
         if tokens_per_step and n:
             metrics["tokens_per_j"] = tokens_per_step * n / metrics["energy_j"]
         info["energy_method"] = energies[0].get("energy_method")
-        for key in ("energy_note", "clock_limits"):
-            if energies[0].get(key):
-                info[key] = energies[0][key]
-        for key in ("sm_clock_mhz_min", "sm_clock_mhz_max", "sm_clock_mhz_mean"):
-            values = [e[key] for e in energies if key in e]
-            if values:
-                metrics[key] = min(values) if key.endswith("min") else max(values) if key.endswith("max") else sum(values) / len(values)
+        if energies[0].get("energy_note"):
+            info["energy_note"] = energies[0]["energy_note"]
     elif energies and energies[0].get("energy_unavailable"):
         info["energy_unavailable"] = energies[0]["energy_unavailable"]
     return info

@@ -1,4 +1,7 @@
-"""Reports over recorded results: ``python -m b200lab.report compile SWEEP_DIR [...]``.
+"""Reports over recorded results: ``python -m b200lab.report {table,compile} PATH [...]``.
+
+``table``: one markdown row per results.json: point, status, the headline metrics that apply,
+energy, peak memory, the card and the MLflow run id.
 
 ``compile``: for every (model, workload, seq, precision) the sweep measured eagerly and
 compiled, speedup = eager step p50 / compiled step p50, with a spread band from the step-time
@@ -69,16 +72,40 @@ def markdown(rows: list[dict]) -> str:
     return head + "\n".join(lines)
 
 
+TABLE = [
+    ("tokens/s", "tokens_per_s", "{:,.0f}"), ("step p50 ms", "step_ms_p50", "{:.2f}"), ("p99 ms", "step_ms_p99", "{:.2f}"),
+    ("n", "n_steps", "{}"), ("TFLOP/s", "tflops", "{:.1f}"), ("MFU", "mfu", "{:.3f}"), ("GEMM TFLOP/s", "gemm_tflops", "{:.1f}"),
+    ("HBM GB/s", "hbm_gbps", "{:,.0f}"), ("energy J", "energy_j", "{:,.0f}"), ("sampled J", "energy_j_sampled", "{:,.0f}"),
+    ("tokens/J", "tokens_per_j", "{:.1f}"), ("SM MHz mean", "sm_clock_mhz_mean", "{:.0f}"), ("peak alloc GB", "peak_mem_allocated_gb", "{:.2f}"),
+]
+
+
+def table(rows: list[dict]) -> str:
+    cols = [c for c in TABLE if any(c[1] in r.get("metrics", {}) for r in rows)]
+    out = ["| point | status | " + " | ".join(c[0] for c in cols) + " | GPU | MLflow run |",
+           "| --- | --- | " + " | ".join("---:" for _ in cols) + " | --- | --- |"]
+    for r in rows:
+        m = r.get("metrics", {})
+        cells = [fmt.format(m[key]) if key in m else "-" for _, key, fmt in cols]
+        out.append(f"| {r.get('point')} | {r['status']} | " + " | ".join(cells) + f" | {r.get('env', {}).get('gpu') or 'cpu'} | {r.get('mlflow', {}).get('run_id')} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m b200lab.report", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="report", required=True)
     comp = sub.add_parser("compile", help="eager vs torch.compile speedups from a sweep")
     comp.add_argument("paths", nargs="+", type=Path)
+    tab = sub.add_parser("table", help="a markdown table of results")
+    tab.add_argument("paths", nargs="+", type=Path)
     args = parser.parse_args(argv)
     files = results_io.find(args.paths)
     if not files:
         print(f"report: no results.json under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
+    if args.report == "table":
+        print(table([results_io.read(p) for p in files]))
+        return 0
     rows = compile_speedups([results_io.read(p) for p in files])
     if not any("speedup" in r for r in rows):
         print("report: no (eager, compiled) pairs found: sweep compile=none together with a compile mode", file=sys.stderr)

@@ -32,12 +32,17 @@ def read(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def is_results(path: Path) -> bool:
+    """results.json, or an archived copy named NAME.results.json (docs/measurements)."""
+    return path.name == FILENAME or path.name.endswith("." + FILENAME)
+
+
 def find(roots: list[Path]) -> list[Path]:
     found: list[Path] = []
     for root in roots:
         root = Path(root)
-        if root.is_file() and root.name == FILENAME:
+        if root.is_file() and is_results(root):
             found.append(root)
         elif root.is_dir():
-            found.extend(sorted(root.rglob(FILENAME)))
+            found.extend(sorted(p for p in root.rglob(f"*{FILENAME}") if is_results(p)))
     return found

@@ -218,3 +218,37 @@ def test_nsight_profilers_say_when_they_are_missing(tmp_path, store, tool):
     proc = run_cli([f"profile={tool}", "seq=short"], tmp_path, store)
     assert proc.returncode == 2
     assert f"`{tool}` is not on PATH" in proc.stderr
+
+
+def test_report_table_reads_archived_results(tmp_path, store):
+    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=5"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    [src] = list((tmp_path / "outputs").rglob("results.json"))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / "hbm-0.results.json").write_text(src.read_text())
+    (archive / "notes.json").write_text("{}")  # not a results file: ignored
+    out = subprocess.run([sys.executable, "-m", "b200lab.report", "table", str(archive)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(src.read_text())
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3 and "HBM GB/s" in lines[0]
+    assert f"{res['metrics']['hbm_gbps']:,.0f}" in lines[2] and res["mlflow"]["run_id"] in lines[2]
+    empty = subprocess.run([sys.executable, "-m", "b200lab.report", "table", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60)
+    assert empty.returncode == 2 and "no results.json under" in empty.stderr
+
+
+def test_energy_regions_too_short_for_the_counter_report_no_number():
+    """On a machine with NVML: a region shorter than MIN_REGION_S reports energy unavailable with
+    the reason, never 0 J."""
+    from b200lab.measure import energy
+
+    pynvml = pytest.importorskip("pynvml")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pytest.skip("needs an NVIDIA driver (NVML) to read a real energy counter; none on this machine")
+    meter = energy.EnergyMeter(handle=pynvml.nvmlDeviceGetHandleByIndex(0))
+    meter.start()
+    out = meter.stop()
+    assert "energy_j" not in out and "shorter than" in out["energy_unavailable"]

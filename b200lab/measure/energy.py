@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 
+MIN_REGION_S = 1.0
+
+
 def nvml_handle(device) -> tuple[Optional[object], Optional[str]]:
     """NVML handle of a torch CUDA device (matched by UUID, so CUDA_VISIBLE_DEVICES is honoured)."""
     try:
@@ -90,6 +93,14 @@ class EnergyMeter:
         self._stop.set()
         self._thread.join()
         out: dict = {"energy_region_s": elapsed}
+        if self.clocks:
+            out.update(sm_clock_mhz_min=min(self.clocks), sm_clock_mhz_max=max(self.clocks),
+                       sm_clock_mhz_mean=sum(self.clocks) / len(self.clocks))
+        out["clock_limits"] = clock_limits(self.handle)
+        if elapsed < MIN_REGION_S:
+            out["energy_unavailable"] = (f"timed region {elapsed:.3f} s is shorter than the {MIN_REGION_S:g} s the NVML "
+                                         "energy counter needs to resolve it; raise workload.min_time_s")
+            return out
         sampled = integrate(self.samples)
         if sampled is not None:
             out["energy_j_sampled"] = sampled
@@ -105,10 +116,6 @@ class EnergyMeter:
         if elapsed < 5.0:
             out["energy_note"] = (f"timed region {elapsed:.1f} s: NVML power readings lag by up to a second, so the "
                                   "sampled integral undercounts; use workload.min_time_s >= 10 for energy")
-        if self.clocks:
-            out.update(sm_clock_mhz_min=min(self.clocks), sm_clock_mhz_max=max(self.clocks),
-                       sm_clock_mhz_mean=sum(self.clocks) / len(self.clocks))
-        out["clock_limits"] = clock_limits(self.handle)
         return out
 
     def write_csv(self, path: Path) -> None:
