@@ -40,7 +40,7 @@ def _combine(rule: str, values: list[float]) -> float:
 
 
 def aggregate(ranks: list[dict]) -> dict:
-    """Return {status, error, metrics, effective, env} for the job."""
+    """Return {status, error, metrics, effective, env, info, step_ms, unaggregated} for the job."""
     ranks = sorted(ranks, key=lambda r: r["rank"])
     status = min((r["status"] for r in ranks), key=STATUS_ORDER.index)
     errors = [f"rank {r['rank']}: {r['error']}" for r in ranks if r.get("error")]
@@ -78,6 +78,7 @@ def aggregate(ranks: list[dict]) -> dict:
         "env": ranks[0].get("env", {}),
         "unaggregated": unaggregated,
         "info": info,
+        "step_ms": step_ms,
     }
 
 

@@ -55,76 +55,80 @@ def run_job(cfg: DictConfig) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True), "env": host_env(), "metrics": {}, "step_ms": [],
     }
     try:
-        device = resolve_device(cfg.run.device)
-        validate(cfg, device)
+        results["config"]["run"]["device"] = resolve_device(cfg.run.device)
+        validate(cfg, results["config"]["run"]["device"])
     except ConfigError as exc:
         if not multirun:  # nothing is created: say why and stop
             print(f"b200lab: {exc}", file=sys.stderr)
             raise SystemExit(2)
         results.update(status="error", error=str(exc))
-        device = None
-    if device is not None:
-        results["config"]["run"]["device"] = device
     OmegaConf.save(OmegaConf.create(results["config"]), job_dir / "config.yaml")
 
-    uri = resolve_uri(cfg.tracking.uri)
-    mlflow_info = {"tracking_uri": uri, "experiment_id": None, "run_id": None, "parent_run_id": None, "synced": False, "error": None}
-    results["mlflow"] = mlflow_info
-    tracker = None
-    problem = session.probe_once(uri, cfg.tracking.probe_timeout_s)
-    if problem:
-        mlflow_info["error"] = problem
-    else:
-        try:
-            tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
-            parent = _parent_run_id(multirun)
-            run_id = tracker.create_run(run_name(cfg), {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}}, parent)
-            tracker.log_params(run_id, flatten(results["config"]))
-            mlflow_info.update(experiment_id=tracker.experiment_id, run_id=run_id, parent_run_id=parent)
-        except Exception as exc:  # a store that fails after the probe: keep measuring
-            mlflow_info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
-            tracker = None
-
+    tracker = _open_run(cfg, results, multirun)
     interrupted = False
     if results["status"] == "ok":
         print(f"b200lab: {point} -> {job_dir}", flush=True)
         if tracker:
-            tracker.start_system_metrics(mlflow_info["run_id"])
+            tracker.start_system_metrics(results["mlflow"]["run_id"])
         try:
-            outcome = launch(job_dir, cfg, job_dir / "job.log")
+            interrupted = _measure(cfg, job_dir, results)
         finally:
             if tracker:
                 tracker.stop_system_metrics()
-        interrupted = outcome.interrupted
-        profile_notes = {**outcome.profile, **(outcome.ranks[0].get("profile", {}) if outcome.ranks else {})}
-        if profile_notes:
-            results["profile"] = profile_notes
-        if outcome.ranks:
-            agg = aggregate(outcome.ranks)
-            results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"])
-            results["env"].update(agg["env"])
-            results["measurement"] = agg["info"]
-            if agg["unaggregated"]:
-                results["unaggregated_metrics"] = agg["unaggregated"]
-            results["step_ms"] = [max(r["step_ms"][i] for r in outcome.ranks) for i in range(results["metrics"].get("n_steps", 0))]
-        else:
-            results.update(status="interrupted" if interrupted else "error",
-                           error=f"no rank reported (exit code {outcome.returncode}); last output:\n{outcome.log_tail[-1500:]}")
-        if interrupted:
-            results["status"] = "interrupted"
     results_path = results_io.write(job_dir, results)
 
     if tracker:
         try:
-            publish(tracker, mlflow_info["run_id"], results, job_dir)
-            mlflow_info["synced"] = True
-        except Exception as exc:
-            mlflow_info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
+            publish(tracker, results["mlflow"]["run_id"], results, job_dir)
+            results["mlflow"]["synced"] = True
+        except Exception as exc:  # kept in results.json; `b200lab sync` retries
+            results["mlflow"]["error"] = f"MLflow: {type(exc).__name__}: {exc}"
         results_io.write(job_dir, results)
-    if not mlflow_info["synced"]:
+    if not results["mlflow"]["synced"]:
         session.unsynced.append(results_path)
     session.statuses.append(results["status"])
     print(one_line(results), flush=True)
     if interrupted:
         raise KeyboardInterrupt
     return results
+
+
+def _open_run(cfg: DictConfig, results: dict, multirun: bool) -> Optional[Tracker]:
+    """Create the job's MLflow run (params and requested tags) if the store answers; record in
+    results["mlflow"] either way."""
+    uri = resolve_uri(cfg.tracking.uri)
+    info = results["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None, "parent_run_id": None, "synced": False, "error": None}
+    problem = session.probe_once(uri, cfg.tracking.probe_timeout_s)
+    if problem:
+        info["error"] = problem
+        return None
+    try:
+        tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
+        parent = _parent_run_id(multirun)
+        run_id = tracker.create_run(run_name(cfg), {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}}, parent)
+        tracker.log_params(run_id, flatten(results["config"]))
+    except Exception as exc:  # a store that fails after the probe: keep measuring
+        info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
+        return None
+    info.update(experiment_id=tracker.experiment_id, run_id=run_id, parent_run_id=parent)
+    return tracker
+
+
+def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
+    """Launch the ranks and fold their reports into results; True if interrupted."""
+    outcome = launch(job_dir, cfg, job_dir / "job.log")
+    profile_notes = {**outcome.profile, **(outcome.ranks[0].get("profile", {}) if outcome.ranks else {})}
+    if profile_notes:
+        results["profile"] = profile_notes
+    if outcome.ranks:
+        agg = aggregate(outcome.ranks)
+        results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"],
+                       step_ms=agg["step_ms"], measurement=agg["info"])
+        results["env"].update(agg["env"])
+        if agg["unaggregated"]:
+            results["unaggregated_metrics"] = agg["unaggregated"]
+    else:
+        results.update(status="error", error=f"no rank reported (exit code {outcome.returncode}); last output:\n{outcome.log_tail[-1500:]}")
+    if outcome.interrupted:
+        results["status"] = "interrupted"
+    return outcome.interrupted

@@ -167,8 +167,8 @@ def result_tags(results: dict) -> dict:
         "git_sha": env.get("git_sha"),
         "error": (results.get("error") or "")[:5000] or None,
         **results.get("measurement", {}),
-        "profile": (results.get("profile") or {}).get("torch_trace") and "torch trace in artifacts traces/",
-        "timing_comparable": "false (profiled under ncu)" if results.get("config", {}).get("profile", {}).get("name") == "ncu" else None,
+        "profile": cfg.get("profile", {}).get("name"),
+        "timing_comparable": "false (profiled under ncu)" if cfg.get("profile", {}).get("name") == "ncu" else None,
     }
 
 
