@@ -21,6 +21,7 @@ RULES = {
     "peak_mem_allocated_gb": "max",
     "peak_mem_reserved_gb": "max",
     "peak_rss_gb": "max",
+    "nvml_used_gb": "max",
     "alloc_retries": "sum",
     "setup_s": "max",
 }

@@ -16,6 +16,7 @@ COLUMNS = [
     ("MFU", "mfu", "{:.3f}"),
     ("GB/s", "gbps", "{:,.0f}"),
     ("peak mem GB", "peak_mem", "{:.2f}"),
+    ("reserved GB", "peak_mem_reserved_gb", "{:.2f}"),
 ]
 
 
@@ -56,8 +57,8 @@ def table(rows: list[dict]) -> str:
 def write_csv(rows: list[dict], path: Path) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([name for name, _, _ in COLUMNS] + ["run_id", "gpu", "peak_mem_reserved_gb"])
+        writer.writerow([name for name, _, _ in COLUMNS] + ["run_id", "gpu"])
         for r in rows:
             writer.writerow([_cell(r, key, fmt).replace(",", "") for _, key, fmt in COLUMNS]
-                            + [r.get("mlflow", {}).get("run_id"), r.get("env", {}).get("gpu"), r.get("metrics", {}).get("peak_mem_reserved_gb")])
+                            + [r.get("mlflow", {}).get("run_id"), r.get("env", {}).get("gpu")])
     return path

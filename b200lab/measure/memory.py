@@ -29,4 +29,18 @@ def memory_metrics(device: torch.device) -> dict:
             peak_mem_reserved_gb=stats.get("reserved_bytes.all.peak", 0) / GB,
             alloc_retries=stats.get("num_alloc_retries", 0),
         )
+        used = nvml_used_gb(device)
+        if used is not None:
+            out["nvml_used_gb"] = used  # the whole device: CUDA context, NCCL buffers, other processes
     return out
+
+
+def nvml_used_gb(device: torch.device):
+    from b200lab.measure.energy import nvml_handle
+
+    handle, _ = nvml_handle(device)
+    if handle is None:
+        return None
+    import pynvml
+
+    return pynvml.nvmlDeviceGetMemoryInfo(handle).used / GB
