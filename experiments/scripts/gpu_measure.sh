@@ -16,6 +16,10 @@ for phase in "$@"; do
     gemm) lab -m hydra.sweep.dir=multirun/gemm2 workload=gemm workload.options.dtype=bf16,fp8 ;;
     burst) lab -m hydra.sweep.dir=multirun/gemm_burst workload=gemm workload.options.dtype=bf16,fp8 workload.warmup_steps=3 workload.steps=10 workload.min_time_s=0 ;;
     mfu4) lab -m hydra.sweep.dir=multirun/gpt1b_train4 $GPT1B compile=default workload.options.grad_accum=8 workload.min_time_s=15 ;;
+    sanity)
+      lab hydra.run.dir=outputs/sanity_train model=gpt_125m workload=train precision=bf16 seq=2k workload.min_time_s=2
+      lab hydra.run.dir=outputs/sanity_gemm workload=gemm workload.steps=10 workload.min_time_s=0
+      lab -m hydra.sweep.dir=multirun/sanity_smoke experiment=smoke ;;
     ceilings)
       lab -m hydra.sweep.dir=multirun/gemm workload=gemm workload.options.dtype=bf16,fp8
       lab -m hydra.sweep.dir=multirun/gemm_llm workload=gemm workload.options.dtype=bf16 \
