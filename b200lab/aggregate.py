@@ -69,6 +69,7 @@ def aggregate(ranks: list[dict]) -> dict:
         if values:
             metrics[key] = _combine(rule, values)
     metrics["world_size"] = world
+    metrics.update(_trial_spread(ranks, tokens_per_step))
     info = _compute_and_energy(ranks, metrics, n, span_s, tokens_per_step)
     unaggregated = sorted({k for r in ranks for k in r.get("metrics", {})} - set(rules))
     return {
@@ -81,6 +82,31 @@ def aggregate(ranks: list[dict]) -> dict:
         "info": info,
         "step_ms": step_ms,
     }
+
+
+def _trial_spread(ranks: list[dict], tokens_per_step: int) -> dict:
+    """With workload.trials > 1: each trial's step p50 (slowest rank per step) and throughput
+    (tokens x steps / longest span), then their min / max / std across trials."""
+    import numpy as np
+
+    counts = [r.get("trial_steps") or [len(r["step_ms"])] for r in ranks]
+    n_trials = min(len(c) for c in counts)
+    if n_trials < 2:
+        return {}
+    p50s, rates, offset = [], [], 0
+    for k in range(n_trials):
+        n = min(c[k] for c in counts)
+        steps = [max(r["step_ms"][offset + i] for r in ranks) for i in range(n)]
+        offset += counts[0][k]
+        span = max(r["trial_spans"][k] for r in ranks)
+        p50s.append(float(np.percentile(steps, 50)))
+        if tokens_per_step and span > 0:
+            rates.append(tokens_per_step * n / span)
+    out = {"trials": n_trials}
+    for name, values in (("trial_step_ms_p50", p50s), ("trial_tokens_per_s", rates)):
+        if len(values) == n_trials:
+            out.update({f"{name}_min": min(values), f"{name}_max": max(values), f"{name}_std": float(np.std(values, ddof=1))})
+    return out
 
 
 def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float, tokens_per_step: int) -> dict:

@@ -72,6 +72,7 @@ class WorkloadConfig:
     warmup_steps: int = 5
     steps: int = 20
     min_time_s: float = 0.0  # time at least this long; the later of steps and min_time_s ends timing
+    trials: int = 1  # timed regions back to back (one warm-up); the spread across them is reported
     options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -168,6 +169,7 @@ def validate(cfg: Any, device: str) -> None:
     positive("seq.len", s.len)
     positive("seq.batch", s.batch)
     positive("workload.steps", w.steps)
+    positive("workload.trials", w.trials)
     positive("parallelism.nproc", p.nproc)
     if w.warmup_steps < 0:
         problems.append(f"workload.warmup_steps={w.warmup_steps}: must be >= 0")

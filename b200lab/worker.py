@@ -91,7 +91,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
     cfg = OmegaConf.load(job_dir / "config.yaml")
     device = torch.device("cuda", local_rank) if cfg.run.device == "cuda" else torch.device("cpu")
     out: dict = {"rank": rank, "world_size": world_size, "status": "ok", "error": None, "data_shard": rank}
-    timing = Timing()
+    trials: list[Timing] = []
     workload = None
     setup_s = None
     energy: dict = {}
@@ -120,19 +120,27 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
             steps, min_time_s = 1, 0.0
         meter = EnergyMeter(device)
 
+        region_open = False
+
         def region_start() -> None:
+            nonlocal region_open
             profiler.region_start()
             meter.start()
+            region_open = True
 
-        def region_end() -> None:
-            energy.update(meter.stop())
-            profiler.region_end()
-
-        time_steps(
-            workload.step, device, int(w.warmup_steps), steps, min_time_s,
-            all_done=_consensus(world_size), on_progress=Progress(rank == 0), timing=timing,
-            on_region_start=region_start, on_region_end=region_end,
-        )
+        all_done, progress = _consensus(world_size), Progress(rank == 0)
+        try:
+            for i in range(1 if cfg.profile.name == "ncu" else int(w.trials)):
+                trials.append(Timing())
+                time_steps(
+                    workload.step, device, int(w.warmup_steps) if i == 0 else 0, steps, min_time_s,
+                    all_done=all_done, on_progress=progress, timing=trials[-1],
+                    on_region_start=region_start if i == 0 else (lambda: None),
+                )
+        finally:  # the energy region spans every trial, and is closed even on an interrupt
+            if region_open:
+                energy.update(meter.stop())
+                profiler.region_end()
         if meter.samples:
             (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
             meter.write_csv(job_dir / "ranks" / f"power_rank{rank}.csv")
@@ -147,13 +155,15 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
             out["traceback"] = traceback.format_exc()[-4000:]
     out["tokens_per_step"] = getattr(workload, "tokens_per_step", 0)
     out["flops_per_step"] = getattr(workload, "flops_per_step", 0)
-    out["warmup_ms"] = timing.warmup_ms
-    out["step_ms"] = timing.step_ms
-    out["span_s"] = timing.span_s
+    out["warmup_ms"] = trials[0].warmup_ms if trials else []
+    out["step_ms"] = [ms for t in trials for ms in t.step_ms]
+    out["span_s"] = sum(t.span_s for t in trials)
+    out["trial_steps"] = [len(t.step_ms) for t in trials]
+    out["trial_spans"] = [t.span_s for t in trials]
     out["effective"] = _effective(workload)
     out["metric_rules"] = dict(getattr(workload, "metric_rules", {}))
     ok = workload is not None and out["status"] == "ok"
-    out["metrics"] = {**(workload.metrics(step_stats(timing.step_ms)) if ok else {}), **memory_metrics(device)}
+    out["metrics"] = {**(workload.metrics(step_stats(out["step_ms"])) if ok else {}), **memory_metrics(device)}
     out["energy"] = energy
     if setup_s is not None:
         out["metrics"]["setup_s"] = setup_s

@@ -172,3 +172,16 @@ def test_gradient_accumulation_equals_one_full_batch_step():
     for (name, p), q in zip(work.model.named_parameters(), reference.parameters()):
         assert p.dtype == torch.float64 and (p - q).abs().max() < 1e-12, (name, float((p - q).abs().max()))
     assert float(work.losses[-1]) == pytest.approx(float(loss), rel=1e-9)
+
+
+def test_aggregate_reports_the_spread_across_trials():
+    a = _rank(0, 0, 100, [10.0, 12.0, 20.0, 22.0], 0.064)
+    b = _rank(1, 1, 100, [11.0, 11.0, 21.0, 21.0], 0.065)
+    a.update(trial_steps=[2, 2], trial_spans=[0.022, 0.042])
+    b.update(trial_steps=[2, 2], trial_spans=[0.023, 0.042])
+    m = aggregate([a, b])["metrics"]
+    # trial 1: per-step max [11, 12] -> p50 11.5, 200 tokens x 2 / 0.023 s; trial 2: [21, 22] -> 21.5, 400 / 0.042
+    assert m["trials"] == 2
+    assert (m["trial_step_ms_p50_min"], m["trial_step_ms_p50_max"]) == (11.5, 21.5)
+    assert m["trial_tokens_per_s_max"] == pytest.approx(400 / 0.023) and m["trial_tokens_per_s_min"] == pytest.approx(400 / 0.042)
+    assert m["trial_tokens_per_s_std"] == pytest.approx(math.sqrt(2) * (400 / 0.023 - 400 / 0.042) / 2)
