@@ -10,6 +10,7 @@ integrated with the trapezoid rule. Both are reported; ``energy_method`` names t
 from __future__ import annotations
 
 import csv
+import os
 import threading
 import time
 from pathlib import Path
@@ -34,7 +35,9 @@ def nvml_handle(device) -> tuple[Optional[object], Optional[str]]:
     try:
         uuid = str(torch.cuda.get_device_properties(device).uuid)
         return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"), None
-    except Exception:
+    except (pynvml.NVMLError, AttributeError, RuntimeError) as exc:
+        if os.environ.get("CUDA_VISIBLE_DEVICES"):  # an index would name the wrong GPU
+            return None, f"cannot match {device} to an NVML device by UUID ({exc}) while CUDA_VISIBLE_DEVICES is set"
         return pynvml.nvmlDeviceGetHandleByIndex(device.index or 0), None
 
 
