@@ -114,36 +114,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         workload.setup()
         setup_s = time.perf_counter() - t0
         reset_peaks(device)
-        w = cfg.workload
-        steps, min_time_s = int(w.steps), float(w.min_time_s)
-        if cfg.profile.name == "ncu":  # every kernel is replayed: one timed step is plenty
-            steps, min_time_s = 1, 0.0
-        meter = EnergyMeter(device)
-
-        region_open = False
-
-        def region_start() -> None:
-            nonlocal region_open
-            profiler.region_start()
-            meter.start()
-            region_open = True
-
-        all_done, progress = _consensus(world_size), Progress(rank == 0)
-        try:
-            for i in range(1 if cfg.profile.name == "ncu" else int(w.trials)):
-                trials.append(Timing())
-                time_steps(
-                    workload.step, device, int(w.warmup_steps) if i == 0 else 0, steps, min_time_s,
-                    all_done=all_done, on_progress=progress, timing=trials[-1],
-                    on_region_start=region_start if i == 0 else (lambda: None),
-                )
-        finally:  # the energy region spans every trial, and is closed even on an interrupt
-            if region_open:
-                energy.update(meter.stop())
-                profiler.region_end()
-        if meter.samples:
-            (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
-            meter.write_csv(job_dir / "ranks" / f"power_rank{rank}.csv")
+        _timed_trials(workload, cfg, device, world_size, rank, job_dir, profiler, trials, energy)
         profiler.after_timing(workload.step)
         out["profile"] = profiler.notes
     except KeyboardInterrupt:
@@ -176,6 +147,40 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
 
         dist.destroy_process_group()
     return out
+
+
+def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Path, profiler, trials: list, energy: dict) -> None:
+    """Warm-up, then ``workload.trials`` timed regions. ``trials`` and ``energy`` are filled in
+    place, so an interrupt keeps what was measured. Energy and the Nsight capture range span all
+    trials."""
+    w = cfg.workload
+    steps, min_time_s, n_trials = int(w.steps), float(w.min_time_s), int(w.trials)
+    if cfg.profile.name == "ncu":  # every kernel is replayed: one timed step is plenty
+        steps, min_time_s, n_trials = 1, 0.0, 1
+    meter = EnergyMeter(device)
+    opened = []
+
+    def region_start() -> None:
+        profiler.region_start()
+        meter.start()
+        opened.append(True)
+
+    all_done, progress = _consensus(world_size), Progress(rank == 0)
+    try:
+        for i in range(n_trials):
+            trials.append(Timing())
+            time_steps(
+                workload.step, device, int(w.warmup_steps) if i == 0 else 0, steps, min_time_s,
+                all_done=all_done, on_progress=progress, timing=trials[-1],
+                on_region_start=region_start if i == 0 else (lambda: None),
+            )
+    finally:  # closed even on an interrupt
+        if opened:
+            energy.update(meter.stop())
+            profiler.region_end()
+    if meter.samples:
+        (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
+        meter.write_csv(job_dir / "ranks" / f"power_rank{rank}.csv")
 
 
 def _effective(workload) -> dict:
