@@ -20,6 +20,9 @@ for phase in "$@"; do
       lab hydra.run.dir=outputs/sanity_train model=gpt_125m workload=train precision=bf16 seq=2k workload.min_time_s=2
       lab hydra.run.dir=outputs/sanity_gemm workload=gemm workload.steps=10 workload.min_time_s=0
       lab -m hydra.sweep.dir=multirun/sanity_smoke experiment=smoke ;;
+    multi)
+      lab -m hydra.sweep.dir=multirun/allreduce workload=allreduce parallelism.nproc=2 workload.options.size_mb=1,16,256,1024
+      lab -m hydra.sweep.dir=multirun/ddp model=gpt_125m workload=train precision=bf16 seq=2k parallelism.nproc=1,2 workload.min_time_s=3 ;;
     ceilings)
       lab -m hydra.sweep.dir=multirun/gemm workload=gemm workload.options.dtype=bf16,fp8
       lab -m hydra.sweep.dir=multirun/gemm_llm workload=gemm workload.options.dtype=bf16 \
