@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from b200lab import results as results_io
 from b200lab import session

@@ -47,9 +47,9 @@ def main(argv: list[str]) -> int:
         res["mlflow"].update(tracking_uri=uri, experiment_id=tracker.experiment_id, run_id=run_id, parent_run_id=parent_id, synced=True, error=None)
         results_io.write(job_dir, res)
         print(f"b200lab sync: {path} -> run {run_id} ({res['status']})")
-    for sweep_dir, run_id in parents.items():
-        from b200lab.callbacks import finish_sweep
+    from b200lab.callbacks import finish_sweep
 
+    for sweep_dir in parents:  # close the parent runs created or reused above
         finish_sweep(sweep_dir)
     return 0
 

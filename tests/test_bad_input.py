@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import FAST, REPO, results_files, run_cli, runs
+from conftest import FAST, results_files, run_cli, runs
 
 
 def test_unknown_option_fails_at_composition(tmp_path, store):

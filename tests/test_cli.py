@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import json
 import time
-from pathlib import Path
 
 from conftest import FAST, results_files, run_cli, runs
 

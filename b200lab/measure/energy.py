@@ -72,11 +72,14 @@ class EnergyMeter:
 
         t0 = self._t0
         while not self._stop.is_set():
-            try:
-                self.samples.append((time.perf_counter() - t0, pynvml.nvmlDeviceGetPowerUsage(self.handle) / 1e3))
-                self.clocks.append(pynvml.nvmlDeviceGetClockInfo(self.handle, pynvml.NVML_CLOCK_SM))
+            try:  # read both before keeping either, so samples and clocks stay row-aligned
+                watts = pynvml.nvmlDeviceGetPowerUsage(self.handle) / 1e3
+                mhz = pynvml.nvmlDeviceGetClockInfo(self.handle, pynvml.NVML_CLOCK_SM)
             except pynvml.NVMLError:
-                pass
+                pass  # a missed sample: the trapezoid rule spans the gap
+            else:
+                self.samples.append((time.perf_counter() - t0, watts))
+                self.clocks.append(mhz)
             self._stop.wait(self.interval_s)
 
     def start(self) -> None:
