@@ -40,7 +40,9 @@ class PrecisionConfig:
     _target_: str = "b200lab.precision.autocast.AutocastPrecision"
     name: str = MISSING
     compute_dtype: str = "auto"  # auto | float32 | tf32 | bfloat16 | float16
-    param_dtype: str = "auto"  # auto: compute dtype for inference, float32 master weights for training
+    param_dtype: str = "auto"  # auto: the compute dtype; float32 with 16-bit compute = autocast
+    master_dtype: Optional[str] = "auto"  # auto: float32 masters when training 16-bit weights; none: no masters
+    grad_accum_dtype: str = "auto"  # auto: the master dtype, else the parameter dtype
     options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,7 +128,6 @@ def register_configs() -> None:
 
 
 COMPILE_MODES = {None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"}
-COMPUTE_DTYPES = {"auto", "float64", "float32", "tf32", "bfloat16", "float16"}
 
 
 class ConfigError(ValueError):
@@ -153,6 +154,15 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not has_gpu:
         raise ConfigError("run.device=cuda: no CUDA GPU is visible (NVML sees none, or torch is a CPU build)")
     return "cuda" if has_gpu else "cpu"
+
+
+def _is_training(workload: Any) -> bool:
+    from hydra.utils import get_object
+
+    try:
+        return bool(getattr(get_object(workload._target_), "training", False))
+    except Exception:  # an unknown workload is reported by whoever instantiates it
+        return False
 
 
 def validate(cfg: Any, device: str) -> None:
@@ -192,8 +202,12 @@ def validate(cfg: Any, device: str) -> None:
         )
     if cfg.compile.mode not in COMPILE_MODES:
         problems.append(f"compile.mode={cfg.compile.mode!r}: choose one of none, {', '.join(sorted(filter(None, COMPILE_MODES)))}")
-    if cfg.precision.compute_dtype not in COMPUTE_DTYPES:
-        problems.append(f"precision.compute_dtype={cfg.precision.compute_dtype!r}: choose one of {sorted(COMPUTE_DTYPES)}")
+    try:
+        from b200lab.precision.recipe import resolve
+
+        resolve(cfg.precision, device, _is_training(w))
+    except ValueError as exc:
+        problems.append(str(exc))
     if p.strategy != "dp":
         problems.append(f"parallelism.strategy={p.strategy!r}: only dp exists so far (tp/fsdp are planned)")
     if cfg.run.launcher not in ("torchrun", "inline"):

@@ -150,6 +150,7 @@ def result_tags(results: dict) -> dict:
         "requested.device": req.get("device"),
         "effective.precision": eff_prec.get("compute_dtype"),
         "effective.param_dtype": eff_prec.get("param_dtype"),
+        "effective.master_dtype": eff_prec.get("master_dtype"),
         "effective.precision_reason": eff_prec.get("reason"),
         "effective.attention": eff_attn.get("name"),
         "effective.attention_kernel": eff_attn.get("kernel"),

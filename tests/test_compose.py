@@ -59,6 +59,25 @@ def test_seq_ladder_matches_the_legacy_suite():
     assert ladder == {"1k": (1024, 8), "2k": (2048, 4), "4k": (4096, 2), "8k": (8192, 2), "12k": (12288, 1), "16k": (16384, 1), "32k": (32768, 1)}
 
 
+@pytest.mark.parametrize(
+    "overrides,training,expected",
+    [
+        (["precision=bf16"], True, ("bfloat16", "bfloat16", "float32", "float32", False)),
+        (["precision=bf16"], False, ("bfloat16", "bfloat16", None, "bfloat16", False)),
+        (["precision=bf16_autocast"], True, ("bfloat16", "float32", None, "float32", True)),
+        (["precision=bf16", "precision.master_dtype=none"], True, ("bfloat16", "bfloat16", None, "bfloat16", False)),
+        (["precision=bf16", "precision.grad_accum_dtype=bfloat16"], True, ("bfloat16", "bfloat16", "float32", "bfloat16", False)),
+        (["precision=fp16"], True, ("float16", "float16", "float32", "float32", False)),
+        (["precision=fp32"], True, ("float32", "float32", None, "float32", False)),
+    ],
+)
+def test_precision_recipes_resolve_as_documented(overrides, training, expected):
+    from b200lab.precision.recipe import resolve
+
+    r = resolve(_compose(overrides).precision, "cuda", training)
+    assert (r.compute, r.param, r.master, r.grad_accum, r.autocast) == expected
+
+
 def test_gpt_40b_is_the_legacy_config():
     m = _compose(["model=gpt_40b"]).model
     assert (m.n_layers, m.d_model, m.n_heads, m.d_ff, m.vocab_size) == (48, 8192, 64, 32768, 50304)
@@ -74,6 +93,11 @@ def test_gpt_40b_is_the_legacy_config():
         (["parallelism.nproc=100000"], "parallelism.nproc=100000 exceeds"),
         (["workload.steps=0"], "workload.steps=0"),
         (["compile.mode=fastest"], "compile.mode='fastest'"),
+        (["precision.compute_dtype=int4"], "precision.compute_dtype='int4': choose one of"),
+        (["precision=fp32", "precision.param_dtype=bfloat16"], "precision.param_dtype=bfloat16 is narrower than precision.compute_dtype=float32"),
+        (["workload=train", "precision=bf16", "precision.master_dtype=none", "precision.grad_accum_dtype=float32"],
+         "precision.grad_accum_dtype=float32 needs the parameters or their master copy in float32"),
+        (["precision.master_dtype=float16"], "precision.master_dtype='float16': choose one of"),
     ],
 )
 def test_validation_names_the_keys(overrides, needle):

@@ -136,6 +136,18 @@ def test_aggregate_job_status_is_the_worst_rank():
     assert out["status"] == "oom" and "rank 1: CUDA out of memory" in out["error"]
 
 
+def _train_cfg(precision: dict, grad_accum: int):
+    return OmegaConf.create({
+        "model": dict(_target_="b200lab.models.gpt.GPT", **_model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50)),
+        "precision": {"_target_": "b200lab.precision.autocast.AutocastPrecision", "param_dtype": "auto", "options": {}, **precision},
+        "attention": {"_target_": "b200lab.attention.MathAttention", "name": "math", "options": {}},
+        "compile": {"name": "none", "mode": None, "fullgraph": False},
+        "seq": {"name": "t", "len": 12, "batch": 3},
+        "run": {"seed": int(torch.seed() % 10_000)},
+        "workload": {"_target_": "b200lab.workloads.train.Train", "name": "train", "options": {"lr": 1e-2, "grad_accum": grad_accum}},
+    })
+
+
 def test_gradient_accumulation_equals_one_full_batch_step():
     """Train with grad_accum=2 must update the weights exactly as one AdamW step on the mean loss
     of the whole batch (float64 reference, independent code path)."""
@@ -146,19 +158,12 @@ def test_gradient_accumulation_equals_one_full_batch_step():
     from b200lab.workloads.base import RankContext
     from b200lab.workloads.train import Train
 
-    cfg = OmegaConf.create({
-        "model": dict(_target_="b200lab.models.gpt.GPT", **_model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50)),
-        "precision": {"_target_": "b200lab.precision.autocast.AutocastPrecision", "name": "fp64", "compute_dtype": "float64", "param_dtype": "auto", "options": {}},
-        "attention": {"_target_": "b200lab.attention.MathAttention", "name": "math", "options": {}},
-        "compile": {"name": "none", "mode": None, "fullgraph": False},
-        "seq": {"name": "t", "len": 12, "batch": 3},
-        "run": {"seed": int(torch.seed() % 10_000)},
-        "workload": {"_target_": "b200lab.workloads.train.Train", "name": "train", "options": {"lr": 1e-2, "grad_accum": 2}},
-    })
+    cfg = _train_cfg({"name": "fp64", "compute_dtype": "float64"}, grad_accum=2)
     torch.set_default_dtype(torch.float64)
     try:
         work = Train(cfg.workload, RankContext(cfg=cfg, device=torch.device("cpu")))
         work.setup()
+        assert work.master is None
         reference = copy.deepcopy(work.model)
         inputs, targets = torch.cat(work.inputs), torch.cat(work.targets)
         assert inputs.shape == (6, 12) and work.tokens_per_step == 72
@@ -172,6 +177,56 @@ def test_gradient_accumulation_equals_one_full_batch_step():
     for (name, p), q in zip(work.model.named_parameters(), reference.parameters()):
         assert p.dtype == torch.float64 and (p - q).abs().max() < 1e-12, (name, float((p - q).abs().max()))
     assert float(work.losses[-1]) == pytest.approx(float(loss), rel=1e-9)
+
+
+@pytest.mark.parametrize("accum_dtype", ["float32", "bfloat16"])
+def test_bf16_training_steps_float32_master_weights(accum_dtype):
+    """bf16 weights, float32 masters: the optimizer sees the sum of the micro-batches' bf16
+    gradients (float32 accumulation: exact to float32 against a float64 sum; bf16 accumulation:
+    visibly rounded), applies AdamW to the masters (hand-written float64 AdamW as reference) and
+    the model ends up holding the masters rounded to bf16."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from b200lab.workloads.base import RankContext
+    from b200lab.workloads.train import Train
+
+    accum = 4
+    cfg = _train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": accum_dtype}, grad_accum=accum)
+    work = Train(cfg.workload, RankContext(cfg=cfg, device=torch.device("cpu")))
+    work.setup()
+    assert {p.dtype for p in work.model.parameters()} == {torch.bfloat16}
+    assert {m.dtype for m in work.optimizer.param_groups[0]["params"]} == {torch.float32}
+    before = [m.detach().double() for m in work.master.masters]
+
+    replica = copy.deepcopy(work.model)
+    expected = [torch.zeros_like(p, dtype=torch.float64) for p in replica.parameters()]
+    for x, y in zip(work.inputs, work.targets):
+        replica.zero_grad(set_to_none=True)
+        (F.cross_entropy(replica(x).float().flatten(0, 1), y.flatten()) / accum).backward()
+        for e, p in zip(expected, replica.parameters()):
+            e += p.grad.double()
+
+    seen = []
+    work.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append([m.grad.clone() for m in opt.param_groups[0]["params"]]))
+    work.step()
+    [grads] = seen
+    assert {g.dtype for g in grads} == {torch.float32}
+    worst = max(float((g.double() - e).abs().max() / e.abs().max()) for g, e in zip(grads, expected))
+    if accum_dtype == "float32":
+        assert worst < 1e-6, worst
+    else:
+        assert worst > 1e-4, f"bf16 accumulation should show bf16 rounding, got {worst}"
+
+    lr, wd, b1, b2, eps = 1e-2, 0.1, 0.9, 0.999, 1e-8
+    for w0, g, m, p in zip(before, grads, work.master.masters, work.model.parameters()):
+        g = g.double()
+        m_hat, v_hat = (1 - b1) * g / (1 - b1), (1 - b2) * g * g / (1 - b2)
+        reference = w0 * (1 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps)
+        assert m.dtype == torch.float32 and float((m.double() - reference).abs().max()) < 1e-6
+        assert torch.equal(p, m.to(torch.bfloat16)) and p.grad is None and m.grad is None
+    assert (torch.cat([(m.double() - w0).flatten() for m, w0 in zip(work.master.masters, before)]).abs() > 1e-3).float().mean() > 0.9
 
 
 def test_aggregate_reports_the_spread_across_trials():

@@ -1,8 +1,9 @@
-"""fp32 / tf32 / bf16 / fp16 through weight casting and torch.autocast.
+"""fp64 / fp32 / tf32 / bf16 / fp16 through parameter dtypes, master weights and torch.autocast.
 
-Weights (``param_dtype: auto``): for inference they are cast to the compute dtype, so a bf16
-forward reads bf16 weights and no autocast is needed; for training they stay float32 master
-weights and matmuls run under autocast in the compute dtype (fp16 adds a GradScaler).
+b200lab/precision/recipe.py decides which dtype each part uses (see docs/groups.md); this class
+applies it: weights created in ``param_dtype``, ``torch.autocast`` when the weights are wider than
+the compute dtype, float32 master weights for the optimizer when training 16-bit weights, and a
+GradScaler for float16 training.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import contextlib
 
 import torch
 
+from b200lab.precision.recipe import resolve
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -18,33 +21,24 @@ class AutocastPrecision:
     def __init__(self, cfg, device: str, training: bool):
         self.device = device
         self.training = training
-        reasons = []
-        requested = cfg.compute_dtype
-        compute = requested
-        if requested == "auto":
-            compute = "bfloat16" if device == "cuda" else "float32"
-            reasons.append(f"auto on {device} means {compute}")
-        self.tf32 = compute == "tf32"
-        if self.tf32:
-            compute = "float32"
-            if device != "cuda":
-                self.tf32 = False
-                reasons.append("tf32 is a CUDA matmul mode; on CPU the matmuls ran in plain float32")
+        recipe = resolve(cfg, device, training)
+        self.tf32 = recipe.tf32
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.tf32
             torch.backends.cudnn.allow_tf32 = self.tf32
-        self.compute_dtype = DTYPES[compute]
-        param = cfg.param_dtype
-        if param == "auto":
-            param = compute if compute in ("float32", "float64") else ("float32" if training else compute)
-        self.param_dtype = DTYPES[param]
-        self.use_autocast = self.compute_dtype != torch.float32 and self.param_dtype != self.compute_dtype
+        self.compute_dtype = DTYPES[recipe.compute]
+        self.param_dtype = DTYPES[recipe.param]
+        self.master_dtype = DTYPES[recipe.master] if recipe.master else None
+        self.grad_accum_dtype = DTYPES[recipe.grad_accum]
+        self.use_autocast = recipe.autocast
         self.effective = {
             "name": cfg.name,
-            "compute_dtype": "tf32" if self.tf32 else compute,
-            "param_dtype": param,
+            "compute_dtype": "tf32" if self.tf32 else recipe.compute,
+            "param_dtype": recipe.param,
+            "master_dtype": recipe.master,
+            "grad_accum_dtype": recipe.grad_accum if training else None,
             "autocast": self.use_autocast,
-            "reason": "; ".join(reasons) or None,
+            "reason": "; ".join(recipe.reasons) or None,
         }
 
     def convert(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -54,6 +48,14 @@ class AutocastPrecision:
         if not self.use_autocast:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device, dtype=self.compute_dtype)
+
+    def master_weights(self, model: torch.nn.Module):
+        """A MasterWeights over the model's parameters, or None when the optimizer steps them directly."""
+        if not self.training or self.master_dtype is None:
+            return None
+        from b200lab.precision.master import MasterWeights
+
+        return MasterWeights(model.parameters(), self.master_dtype, self.grad_accum_dtype)
 
     def grad_scaler(self):
         if self.training and self.compute_dtype == torch.float16:

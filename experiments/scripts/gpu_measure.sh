@@ -9,6 +9,7 @@ export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null ||
 python3 -c 'import hydra, mlflow' 2>/dev/null || { mkdir -p /root/parts && cp .gpu/p*/* /root/parts/ 2>/dev/null; bash .gpu/base/install.sh >/dev/null; }
 lab() { python3 -m b200lab "$@" 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) "; }
 GPT1B="model=gpt_1b workload=train precision=bf16 seq=2k"
+TRAIN1B="model=gpt_1b workload=train seq=2k compile=default workload.min_time_s=15"
 for phase in "$@"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
   case $phase in
@@ -34,6 +35,14 @@ for phase in "$@"; do
     mfu3) lab -m hydra.sweep.dir=multirun/gpt1b_train3 $GPT1B compile=default workload.options.grad_accum=4 precision.param_dtype=bfloat16 workload.min_time_s=15 ;;
     ncu) timeout -s INT -k 30 270 python3 -m b200lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B profile=ncu profile.options.launch_count=400 workload.warmup_steps=2 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) " ;;
     compile_*) lab -m hydra.sweep.dir=multirun/compile_study_${phase#compile_} experiment=compile_study model=${phase#compile_} ;;
+    # precision recipes (since the master-weights commit: precision=bf16 is bf16 weights + float32 masters)
+    recipes) lab -m hydra.sweep.dir=multirun/recipes $TRAIN1B precision=bf16,bf16_autocast workload.options.grad_accum=8 ;;
+    recipes_accum) lab -m hydra.sweep.dir=multirun/recipes_accum $TRAIN1B precision=bf16 workload.options.grad_accum=1,4 ;;
+    recipes_variants)
+      lab -m hydra.sweep.dir=multirun/recipes_bf16accum $TRAIN1B precision=bf16 workload.options.grad_accum=8 precision.grad_accum_dtype=bfloat16
+      lab -m hydra.sweep.dir=multirun/recipes_nomaster $TRAIN1B precision=bf16 workload.options.grad_accum=8 precision.master_dtype=none
+      lab -m hydra.sweep.dir=multirun/recipes_b8 $TRAIN1B precision=bf16 workload.options.grad_accum=4 seq.batch=8 ;;
+    trace_master) lab hydra.run.dir=outputs/gpt1b_trace_master $GPT1B compile=default profile=torch workload.steps=5 ;;
     *) echo "unknown phase $phase" ;;
   esac
   # after every phase, so a command cut off at its time limit still returns what was measured
