@@ -30,6 +30,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
+    rope_pairs: str = "interleaved"  # interleaved: dims (2i, 2i+1) rotate together; half: (i, i + D/2), as GPT-NeoX/Llama
     n_experts: int = 0  # > 0: mixture-of-experts MLP (the MoE model family)
     top_k: int = 0
     d_ff_expert: Optional[int] = None
@@ -193,6 +194,8 @@ def validate(cfg: Any, device: str) -> None:
             )
         elif m.pos == "rope" and (m.d_model // m.n_heads) % 2:
             problems.append(f"model.pos=rope needs an even head dim; d_model/n_heads = {m.d_model // m.n_heads}")
+    if m.rope_pairs not in ("interleaved", "half"):
+        problems.append(f"model.rope_pairs={m.rope_pairs!r}: choose interleaved or half")
     if m.pos not in ("rope", "learned"):
         problems.append(f"model.pos={m.pos!r}: choose rope or learned")
     if m.pos == "learned" and s.len > m.max_seq_len:

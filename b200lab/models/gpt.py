@@ -19,11 +19,16 @@ def rotary_tables(T: int, head_dim: int, base: float, device, dtype=torch.float3
     return angles.cos().to(dtype), angles.sin().to(dtype)  # (T, head_dim/2)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, T, H, D); rotates consecutive pairs (x0, x1) by the position's angle, in float32
-    (float64 for a float64 model)."""
-    x0, x1 = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2)).unbind(-1)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pairs: str = "interleaved") -> torch.Tensor:
+    """x: (B, T, H, D); rotates each pair of dims by its position's angle, in float32 (float64 for
+    a float64 model). ``interleaved`` pairs dims (2i, 2i+1), ``half`` pairs (i, i + D/2): the same
+    rotation applied to a fixed permutation of the head dims."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
     cos, sin = cos[:, None, :], sin[:, None, :]
+    if pairs == "half":
+        x0, x1 = xf.chunk(2, dim=-1)
+        return torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).type_as(x)
+    x0, x1 = xf.unflatten(-1, (-1, 2)).unbind(-1)
     return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).type_as(x)
 
 
@@ -32,6 +37,7 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.n_heads = cfg.n_heads
+        self.rope_pairs = cfg.rope_pairs
         self.norm_attn = nn.RMSNorm(d, eps=cfg.norm_eps)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out = nn.Linear(d, d, bias=False)
@@ -44,7 +50,7 @@ class Block(nn.Module):
         B, T, d = x.shape
         q, k, v = self.qkv(self.norm_attn(x)).view(B, T, 3, self.n_heads, d // self.n_heads).unbind(2)
         if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            q, k = apply_rotary(q, *rope, self.rope_pairs), apply_rotary(k, *rope, self.rope_pairs)
         y = self.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         x = x + self.out(y.transpose(1, 2).reshape(B, T, d))
         return x + self.down(F.gelu(self.up(self.norm_mlp(x)), approximate="tanh"))

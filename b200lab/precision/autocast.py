@@ -49,13 +49,14 @@ class AutocastPrecision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device, dtype=self.compute_dtype)
 
-    def master_weights(self, model: torch.nn.Module):
-        """A MasterWeights over the model's parameters, or None when the optimizer steps them directly."""
+    def master_weights(self, model: torch.nn.Module, compile: bool = False):
+        """A MasterWeights over the model's parameters, or None when the optimizer steps them
+        directly. ``compile`` compiles its conversion passes (with the model's torch.compile)."""
         if not self.training or self.master_dtype is None:
             return None
         from b200lab.precision.master import MasterWeights
 
-        return MasterWeights(model.parameters(), self.master_dtype, self.grad_accum_dtype)
+        return MasterWeights(model.parameters(), self.master_dtype, self.grad_accum_dtype, compile=compile)
 
     def grad_scaler(self):
         if self.training and self.compute_dtype == torch.float16:

@@ -30,7 +30,7 @@ class Train(Workload):
         self.built = build_model(ctx, training=True, compile_model=False)
         self.model = self.built.model.train()
         self.forward_loss = compile_fn(ctx, self._forward_loss) if self.built.compiled else self._forward_loss
-        self.master = self.built.precision.master_weights(self.model)
+        self.master = self.built.precision.master_weights(self.model, compile=self.built.compiled)
         fused = ctx.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.master.masters if self.master else self.model.parameters(),
