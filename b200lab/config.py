@@ -30,7 +30,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
-    rope_pairs: str = "interleaved"  # interleaved: dims (2i, 2i+1) rotate together; half: (i, i + D/2), as GPT-NeoX/Llama
+    rope_pairs: str = "half"  # half: dims (i, i + D/2) rotate together, as GPT-NeoX/Llama; interleaved: (2i, 2i+1)
     n_experts: int = 0  # > 0: mixture-of-experts MLP (the MoE model family)
     top_k: int = 0
     d_ff_expert: Optional[int] = None

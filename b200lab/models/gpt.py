@@ -19,7 +19,7 @@ def rotary_tables(T: int, head_dim: int, base: float, device, dtype=torch.float3
     return angles.cos().to(dtype), angles.sin().to(dtype)  # (T, head_dim/2)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pairs: str = "interleaved") -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pairs: str = "half") -> torch.Tensor:
     """x: (B, T, H, D); rotates each pair of dims by its position's angle, in float32 (float64 for
     a float64 model). ``interleaved`` pairs dims (2i, 2i+1), ``half`` pairs (i, i + D/2): the same
     rotation applied to a fixed permutation of the head dims."""

@@ -42,6 +42,7 @@ for phase in "$@"; do
       lab -m hydra.sweep.dir=multirun/recipes_bf16accum $TRAIN1B precision=bf16 workload.options.grad_accum=8 precision.grad_accum_dtype=bfloat16
       lab -m hydra.sweep.dir=multirun/recipes_nomaster $TRAIN1B precision=bf16 workload.options.grad_accum=8 precision.master_dtype=none
       lab -m hydra.sweep.dir=multirun/recipes_b8 $TRAIN1B precision=bf16 workload.options.grad_accum=4 seq.batch=8 ;;
+    mfu_preset) lab -m hydra.sweep.dir=multirun/mfu_gpt1b experiment=mfu_gpt1b ;;
     rope) lab -m hydra.sweep.dir=multirun/rope $TRAIN1B precision=bf16 workload.options.grad_accum=8 model.rope_pairs=interleaved,half ;;
     rope_b8) lab -m hydra.sweep.dir=multirun/rope_b8 $TRAIN1B precision=bf16 workload.options.grad_accum=8 seq.batch=8 model.rope_pairs=half ;;
     trace_half) lab hydra.run.dir=outputs/gpt1b_trace_half $GPT1B compile=default profile=torch workload.steps=4 workload.options.grad_accum=2 model.rope_pairs=half ;;
