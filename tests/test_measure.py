@@ -40,7 +40,7 @@ def test_min_time_extends_a_short_step_count():
 
 def _cfg(**kw):
     base = dict(name="t", family="gpt", n_layers=2, d_model=64, n_heads=4, d_ff=256, vocab_size=1000, pos="rope",
-                max_seq_len=4096, tie_embeddings=False, norm_eps=1e-5, rope_base=10000.0, n_experts=0, top_k=0, d_ff_expert=None)
+                max_seq_len=4096, tie_embeddings=False, norm_eps=1e-5, rope_base=10000.0, rope_pairs="half", n_experts=0, top_k=0, d_ff_expert=None)
     base.update(kw)
     return OmegaConf.create(base)
 

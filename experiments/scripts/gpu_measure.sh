@@ -34,6 +34,7 @@ for phase in "$@"; do
     trace) lab hydra.run.dir=outputs/gpt1b_trace $GPT1B compile=default profile=torch profile.memory=true workload.steps=5 ;;
     mfu3) lab -m hydra.sweep.dir=multirun/gpt1b_train3 $GPT1B compile=default workload.options.grad_accum=4 precision.param_dtype=bfloat16 workload.min_time_s=15 ;;
     ncu) timeout -s INT -k 30 270 python3 -m b200lab hydra.run.dir=outputs/gpt1b_ncu $GPT1B profile=ncu profile.options.launch_count=400 workload.warmup_steps=2 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) " ;;
+    ncu_compiled) timeout -s INT -k 30 560 python3 -m b200lab hydra.run.dir=outputs/gpt1b_ncu_compiled $GPT1B compile=default profile=ncu profile.options.launch_count=500 workload.warmup_steps=2 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) " ;;
     compile_*) lab -m hydra.sweep.dir=multirun/compile_study_${phase#compile_} experiment=compile_study model=${phase#compile_} ;;
     # precision recipes (since the master-weights commit: precision=bf16 is bf16 weights + float32 masters)
     recipes) lab -m hydra.sweep.dir=multirun/recipes $TRAIN1B precision=bf16,bf16_autocast workload.options.grad_accum=8 ;;
