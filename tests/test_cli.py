@@ -65,6 +65,19 @@ def test_two_gloo_ranks_report_global_throughput_once(tmp_path, store):
     assert "loss" in m and 5.0 < m["loss"] < 10.0  # random tokens: about ln(2048) = 7.6
 
 
+def test_two_gloo_ranks_train_bf16_weights_with_float32_masters(tmp_path, store):
+    proc = run_cli(["parallelism.nproc=2", "workload=train", "precision=bf16", "workload.options.grad_accum=2", *FAST], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    [res] = results_files(tmp_path / "outputs")
+    prec = res["effective"]["precision"]
+    assert (prec["param_dtype"], prec["master_dtype"], prec["grad_accum_dtype"], prec["autocast"]) == ("bfloat16", "float32", "float32", False)
+    assert res["effective"]["ddp_sync"] == "every micro-batch"  # each bf16 gradient is reduced before it moves to the masters
+    assert res["metrics"]["tokens_per_step"] == 2 * 2 * 4 * 128
+    assert 5.0 < res["metrics"]["loss"] < 10.0
+    [run] = runs(store["MLFLOW_TRACKING_URI"])
+    assert run.data.tags["effective.master_dtype"] == "float32"
+
+
 def test_compiled_run_reports_compile_time_apart(tmp_path, store):
     proc = run_cli(["compile=default", "workload.warmup_steps=2", "workload.steps=3", "seq=short"], tmp_path, store)
     assert proc.returncode == 0, proc.output
