@@ -289,3 +289,18 @@ def test_master_gradient_sum_is_float32_exact(compiled):
     master.step(sgd)
     for p, m, b in zip(params, master.masters, before):
         assert torch.equal(m, b - 0.5 * m.grad) and torch.equal(p, m.to(torch.bfloat16))
+
+
+def test_master_weights_count_an_unused_parameter_as_zero_gradient():
+    from b200lab.precision.master import MasterWeights
+
+    used, unused = (torch.nn.Parameter(torch.randn(5, dtype=torch.bfloat16)) for _ in range(2))
+    master = MasterWeights([used, unused], torch.float32, torch.float32)
+    g = torch.randn(5, dtype=torch.bfloat16)
+    for step in range(2):
+        used.grad = g.clone()
+        if step == 1:
+            unused.grad = g.clone()
+        master.accumulate()
+    assert torch.equal(master.masters[0].grad, 2 * g.float())
+    assert torch.equal(master.masters[1].grad, g.float())

@@ -39,10 +39,8 @@ class MasterWeights:
         self._first = True
 
     def _grads(self) -> list[torch.Tensor]:
-        missing = [i for i, p in enumerate(self.params) if p.grad is None]
-        if missing:
-            raise RuntimeError(f"{len(missing)} parameters got no gradient; master weights need every one")
-        return [p.grad for p in self.params]
+        # a parameter the micro-batch did not use (an expert no token chose) contributes zero
+        return [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
 
     def _master_grads(self) -> list[torch.Tensor]:
         for m in self.masters:
