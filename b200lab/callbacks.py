@@ -57,6 +57,14 @@ def finish_sweep(sweep_dir: Path, interrupted: bool = False) -> None:
     if rows:
         print("\n" + table(rows))
     csv_path = write_csv(rows, Path(sweep_dir) / "summary.csv")
+    artifacts = [csv_path, Path(sweep_dir) / PARENT_FILE]
+    try:
+        from b200lab.plot import plot
+
+        plot(rows, Path(sweep_dir) / "summary.png")
+        artifacts.append(Path(sweep_dir) / "summary.png")
+    except ValueError:
+        pass  # no point measured a rate: nothing to draw
     statuses = [r["status"] for r in rows]
     print(f"b200lab: sweep {sweep_dir}: {len(rows)} points, " + ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))))
     parent = read_parent(sweep_dir)
@@ -66,7 +74,7 @@ def finish_sweep(sweep_dir: Path, interrupted: bool = False) -> None:
     try:
         tracker = Tracker(parent["tracking_uri"], parent["experiment"], system_metrics=False)
         tracker.set_tags(parent["run_id"], {"status": status, "n_points": len(rows), **{f"n_{s}": statuses.count(s) for s in set(statuses)}})
-        tracker.log_files(parent["run_id"], [csv_path, Path(sweep_dir) / PARENT_FILE])
+        tracker.log_files(parent["run_id"], artifacts)
         tracker.end(parent["run_id"], status)
     except Exception as exc:
         print(f"b200lab: could not close the sweep's parent run ({type(exc).__name__}: {exc})")

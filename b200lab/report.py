@@ -1,4 +1,4 @@
-"""Reports over recorded results: ``python -m b200lab.report {table,compile} PATH [...]``.
+"""Reports over recorded results: ``python -m b200lab.report {table,compile,plot} PATH [...]``.
 
 ``table``: one markdown row per results.json: point, status, the headline metrics that apply,
 energy, peak memory, the card and the MLflow run id.
@@ -7,6 +7,9 @@ energy, peak memory, the card and the MLflow run id.
 compiled, speedup = eager step p50 / compiled step p50, with a spread band from the step-time
 percentiles: [eager p10 / compiled p90, eager p90 / compiled p10] (p10 is derived from the step
 times kept in results.json). A speedup whose band straddles 1.0 is reported as no difference.
+
+``plot``: a PNG bar chart of one rate per result (default: the first of tokens/s, GEMM TFLOP/s,
+HBM GB/s, all-reduce bus GB/s present) with its step-time spread; see b200lab/plot.py.
 """
 
 from __future__ import annotations
@@ -98,11 +101,25 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("paths", nargs="+", type=Path)
     tab = sub.add_parser("table", help="a markdown table of results")
     tab.add_argument("paths", nargs="+", type=Path)
+    plot_cmd = sub.add_parser("plot", help="a PNG bar chart of one rate per result")
+    plot_cmd.add_argument("paths", nargs="+", type=Path)
+    plot_cmd.add_argument("--metric", help="metric name as in results.json (default: the headline rate)")
+    plot_cmd.add_argument("--out", type=Path, default=Path("b200lab_plot.png"))
     args = parser.parse_args(argv)
     files = results_io.find(args.paths)
     if not files:
         print(f"report: no results.json under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
+    if args.report == "plot":
+        from b200lab.plot import plot
+
+        try:
+            drawn = plot([results_io.read(p) for p in files], args.out, args.metric)
+        except ValueError as exc:
+            print(f"report: {exc}", file=sys.stderr)
+            return 2
+        print(f"report: {args.out} ({len(drawn)} points)")
+        return 0
     if args.report == "table":
         print(table([results_io.read(p) for p in files]))
         return 0

@@ -46,6 +46,12 @@ def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
     assert len(files) == 2
     assert "point" in proc.stdout and "seq=1k model=tiny" in proc.stdout and "seq=2k model=tiny" in proc.stdout
     assert (files[0].parents[1] / "summary.csv").exists()
+    png = files[0].parents[1] / "summary.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from mlflow import MlflowClient
+
+    logged = {a.path for a in MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"]).list_artifacts(parents[0].info.run_id)}
+    assert {"summary.csv", "summary.png"} <= logged
 
 
 def test_two_gloo_ranks_report_global_throughput_once(tmp_path, store):

@@ -252,3 +252,44 @@ def test_energy_regions_too_short_for_the_counter_report_no_number():
     meter.start()
     out = meter.stop()
     assert "energy_j" not in out and "shorter than" in out["energy_unavailable"]
+
+
+def _quantile(xs, q):
+    """Linear interpolation between order statistics, written out (numpy's default method)."""
+    xs = sorted(xs)
+    pos = (len(xs) - 1) * q
+    lo = int(pos)
+    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (pos - lo)
+
+
+def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
+    from b200lab.plot import plot
+
+    rng = random.Random()
+    rows = []
+    for i in range(3):
+        steps = [10.0 + i + rng.uniform(0, 3) for _ in range(25)]
+        rows.append({"status": "ok", "point": f"seq={i}", "step_ms": steps, "env": {"gpu": None},
+                     "metrics": {"tokens_per_s": 4096 / (_quantile(steps, 0.5) / 1e3)}, "mlflow": {"run_id": f"r{i}"}})
+    rows.append({"status": "oom", "point": "seq=huge", "metrics": {}, "mlflow": {"run_id": "r9"}})
+    drawn = plot(rows, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert [b.label for b in drawn] == ["seq=0", "seq=1", "seq=2", "seq=huge"]
+    for b, r in zip(drawn[:3], rows[:3]):
+        v, steps = r["metrics"]["tokens_per_s"], r["step_ms"]
+        p10, p50, p90 = (_quantile(steps, q) for q in (0.1, 0.5, 0.9))
+        assert b.value == v and b.low == pytest.approx(v * p50 / p90) and b.high == pytest.approx(v * p50 / p10)
+        assert b.low < b.value < b.high
+    assert drawn[3].value is None and drawn[3].status == "oom"
+
+
+def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, store):
+    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=6", "hydra.run.dir=hbm"], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    report = [sys.executable, "-m", "b200lab.report", "plot", str(tmp_path / "hbm")]
+    ok = subprocess.run([*report, "--out", str(tmp_path / "hbm.png")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "(1 points)" in ok.stdout and (tmp_path / "hbm.png").read_bytes()[:4] == b"\x89PNG"
+    bad = subprocess.run([*report, "--metric", "tokens_per_s"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "no ok result has metric 'tokens_per_s'; these do:" in bad.stderr and "hbm_gbps" in bad.stderr
