@@ -65,6 +65,8 @@ def finish_sweep(sweep_dir: Path, interrupted: bool = False) -> None:
         artifacts.append(Path(sweep_dir) / "summary.png")
     except ValueError:
         pass  # no point measured a rate: nothing to draw
+    except Exception as exc:  # a chart must never cost the sweep its bookkeeping
+        print(f"b200lab: no summary.png ({type(exc).__name__}: {exc})")
     statuses = [r["status"] for r in rows]
     print(f"b200lab: sweep {sweep_dir}: {len(rows)} points, " + ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))))
     parent = read_parent(sweep_dir)
