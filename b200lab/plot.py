@@ -63,7 +63,7 @@ def bars(rows: list[dict], metric: str) -> list[Bar]:
     return out
 
 
-def plot(rows: list[dict], path: Path, metric: str | None = None, title: str | None = None) -> list[Bar]:
+def plot(rows: list[dict], path: Path, metric: str | None = None) -> list[Bar]:
     """Write the chart to ``path`` (PNG) and return what was drawn. Raises ValueError when no
     row has the metric."""
     metric = metric or headline(rows)
@@ -88,7 +88,7 @@ def plot(rows: list[dict], path: Path, metric: str | None = None, title: str | N
     ax.set_yticks(ys, [textwrap.fill(b.label, 60) for b in drawn], fontsize=8)
     ax.set_xlabel(f"{LABELS.get(metric, metric)}  (whisker: step-time p10-p90)")
     gpus = sorted({_gpu(r) for r in rows})
-    ax.set_title(title or f"{LABELS.get(metric, metric)} per point on {', '.join(gpus)}", fontsize=10)
+    ax.set_title(f"{LABELS.get(metric, metric)} per point on {', '.join(gpus)}", fontsize=10)
     ax.margins(x=0.15)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
