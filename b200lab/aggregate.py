@@ -5,8 +5,10 @@ Rules (DESIGN.md: never double-count a replicated request or token):
 - tokens: summed over distinct data shards only; ranks that share a shard (replicas, or
   tensor-parallel peers) count their tokens once;
 - timed span: the longest rank's; tokens_per_s = tokens per step x steps / span;
-- tflops: model FLOPs of all ranks per step x steps / span / ranks (achieved, per GPU); mfu is
-  that over the datasheet peak of the effective compute dtype on the card (measure/peaks.py);
+- tflops: model FLOPs of all ranks per step x steps / span / ranks (achieved, per GPU; each
+  rank reports its share, so tensor-parallel peers are not counted twice); mfu is that over
+  the datasheet peak the precision recipe names (``effective.precision.peak_key``) on the card
+  (measure/peaks.py), plus ``mfu_vs_<key>_peak`` for each of its ``extra_peak_keys``;
 - energy: joules summed over ranks (every GPU of the job), avg_power_w summed, tokens_per_j =
   tokens in the timed region / energy;
 - memory peaks: max over ranks; everything else by RULES, or by the rule its workload declares
@@ -53,6 +55,8 @@ def aggregate(ranks: list[dict]) -> dict:
     world = len(ranks)
 
     metrics = step_stats(step_ms)
+    if n:
+        metrics["timed_span_s"] = span_s
     if n and tokens_per_step and span_s > 0:
         metrics["tokens_per_s"] = tokens_per_step * n / span_s
         metrics["tokens_per_s_per_gpu"] = metrics["tokens_per_s"] / world
@@ -109,6 +113,16 @@ def _trial_spread(ranks: list[dict], tokens_per_step: int) -> dict:
     return out
 
 
+def peak_keys(effective: dict) -> tuple[str, list[str]]:
+    """The peak MFU is measured against, and the extra ones, from what the run recorded (rank
+    reports before schema 2 named only the compute dtype)."""
+    prec = effective.get("precision", {})
+    if prec.get("peak_key"):
+        return prec["peak_key"], list(prec.get("extra_peak_keys") or [])
+    key = prec.get("compute_dtype") or effective.get("peak_key") or effective.get("dtype", "")
+    return key, ["bf16"] if key == "fp8" else []
+
+
 def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float, tokens_per_step: int) -> dict:
     """Adds tflops / mfu / energy metrics; returns the explanations (tags, not numbers)."""
     from b200lab.measure.peaks import lookup
@@ -118,17 +132,16 @@ def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float,
     if flops and n and span_s > 0:
         metrics["tflops"] = flops * n / span_s / len(ranks) / 1e12
         gpu = ranks[0].get("env", {}).get("gpu")
-        eff = ranks[0].get("effective", {})
-        dtype = eff.get("precision", {}).get("compute_dtype") or eff.get("dtype", "")
-        peak, why = lookup(gpu, dtype)
+        key, extra = peak_keys(ranks[0].get("effective", {}))
+        peak, why = lookup(gpu, key)
         info["mfu_basis" if peak else "mfu_unavailable"] = why
         if peak:
             metrics["mfu"] = metrics["tflops"] / peak
             metrics["peak_tflops"] = peak
-        if dtype == "fp8":
-            bf16_peak, why_bf16 = lookup(gpu, "bf16")
-            if bf16_peak:
-                metrics["mfu_vs_bf16_peak"] = metrics["tflops"] / bf16_peak
+        for other in extra:
+            other_peak, _ = lookup(gpu, other)
+            if other_peak:
+                metrics[f"mfu_vs_{other}_peak"] = metrics["tflops"] / other_peak
     energies = [r.get("energy", {}) for r in ranks]
     for key in ("sm_clock_mhz_min", "sm_clock_mhz_max", "sm_clock_mhz_mean"):
         values = [e[key] for e in energies if key in e]

@@ -23,7 +23,10 @@ from b200lab.measure.memory import memory_metrics, reset_peaks
 from b200lab.measure.energy import EnergyMeter
 from b200lab.profiling import WorkerProfiler
 from b200lab.measure.timing import Timing, step_stats, time_steps
-from b200lab.workloads.base import RankContext, build
+from b200lab.components import instantiate
+from b200lab.workloads.base import RankContext
+
+SCHEMA_VERSION = 2  # of the rank report; b200lab/aggregate.py reads it
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -90,9 +93,9 @@ def _write_json(path: Path, data: dict) -> None:
 def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> dict:
     cfg = OmegaConf.load(job_dir / "config.yaml")
     device = torch.device("cuda", local_rank) if cfg.run.device == "cuda" else torch.device("cpu")
-    out: dict = {"rank": rank, "world_size": world_size, "status": "ok", "error": None, "data_shard": rank}
+    out: dict = {"schema_version": SCHEMA_VERSION, "rank": rank, "world_size": world_size, "status": "ok", "error": None, "data_shard": rank}
     trials: list[Timing] = []
-    workload = None
+    workload = strategy = None
     setup_s = None
     energy: dict = {}
     try:
@@ -106,10 +109,13 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
                 dist.init_process_group("gloo")
         elif device.type == "cuda":
             torch.cuda.set_device(device)
-        torch.manual_seed(int(cfg.run.seed))
+        _seed(int(cfg.run.seed))
         profiler = WorkerProfiler(cfg.profile, device, job_dir, rank)
-        ctx = RankContext(cfg=cfg, device=device, rank=rank, world_size=world_size, data_shard=rank)
-        workload = build(cfg.workload, ctx)
+        strategy = instantiate("parallelism", cfg.parallelism, rank, world_size, device)
+        strategy.setup()
+        out["data_shard"] = strategy.data_shard()
+        ctx = RankContext(cfg=cfg, device=device, strategy=strategy, rank=rank, world_size=world_size)
+        workload = instantiate("workload", cfg.workload, ctx)
         t0 = time.perf_counter()
         workload.setup()
         setup_s = time.perf_counter() - t0
@@ -124,14 +130,8 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         out.update(status="oom" if oom else "error", error=f"{type(exc).__name__}: {exc}".strip()[:2000])
         if not oom:
             out["traceback"] = traceback.format_exc()[-4000:]
-    out["tokens_per_step"] = getattr(workload, "tokens_per_step", 0)
-    out["flops_per_step"] = getattr(workload, "flops_per_step", 0)
-    out["warmup_ms"] = trials[0].warmup_ms if trials else []
-    out["step_ms"] = [ms for t in trials for ms in t.step_ms]
-    out["span_s"] = sum(t.span_s for t in trials)
-    out["trial_steps"] = [len(t.step_ms) for t in trials]
-    out["trial_spans"] = [t.span_s for t in trials]
-    out["effective"] = _effective(workload)
+    _fill_timing(out, workload, trials)
+    out["effective"] = _effective(workload, strategy)
     out["metric_rules"] = dict(getattr(workload, "metric_rules", {}))
     ok = workload is not None and out["status"] == "ok"
     out["metrics"] = {**(workload.metrics(step_stats(out["step_ms"])) if ok else {}), **memory_metrics(device)}
@@ -142,11 +142,46 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         out["env"] = device_env(device)
     (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
     _write_json(job_dir / "ranks" / f"rank{rank}.json", out)
+    (job_dir / "ranks" / f"rank{rank}.partial.json").unlink(missing_ok=True)
     if world_size > 1 and out["status"] == "ok":
         import torch.distributed as dist
 
         dist.destroy_process_group()
     return out
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _fill_timing(out: dict, workload, trials: list) -> None:
+    out["tokens_per_step"] = getattr(workload, "tokens_per_step", 0)
+    out["flops_per_step"] = getattr(workload, "flops_per_step", 0)
+    out["warmup_ms"] = trials[0].warmup_ms if trials else []
+    out["step_ms"] = [ms for t in trials for ms in t.step_ms]
+    out["span_s"] = sum(t.span_s for t in trials)
+    out["trial_steps"] = [len(t.step_ms) for t in trials]
+    out["trial_spans"] = [t.span_s for t in trials]
+
+
+def _partial_writer(job_dir: Path, rank: int, base: dict, workload, trials: list):
+    """A checkpoint callback: ``ranks/rankN.partial.json`` with the steps timed so far, so a rank
+    killed outright (SIGKILL, the OOM killer) still leaves them; removed when the rank finishes."""
+    path = job_dir / "ranks" / f"rank{rank}.partial.json"
+
+    def write(current: Timing) -> None:
+        snapshot = dict(base, status="error", error="the rank stopped before it finished (partial report)")
+        _fill_timing(snapshot, workload, [*trials[:-1], current])
+        snapshot["partial"] = True
+        _write_json(path, snapshot)
+
+    return write
 
 
 def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Path, profiler, trials: list, energy: dict) -> None:
@@ -166,13 +201,15 @@ def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Pa
         opened.append(True)
 
     all_done, progress = _consensus(world_size), Progress(rank == 0)
+    checkpoint = _partial_writer(job_dir, rank, {"schema_version": SCHEMA_VERSION, "rank": rank, "world_size": world_size,
+                                                 "data_shard": workload.ctx.data_shard}, workload, trials)
     try:
         for i in range(n_trials):
             trials.append(Timing())
             time_steps(
                 workload.step, device, int(w.warmup_steps) if i == 0 else 0, steps, min_time_s,
                 all_done=all_done, on_progress=progress, timing=trials[-1],
-                on_region_start=region_start if i == 0 else (lambda: None),
+                on_region_start=region_start if i == 0 else (lambda: None), on_checkpoint=checkpoint,
             )
     finally:  # closed even on an interrupt
         if opened:
@@ -183,13 +220,17 @@ def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Pa
         meter.write_csv(job_dir / "ranks" / f"power_rank{rank}.csv")
 
 
-def _effective(workload) -> dict:
+def _effective(workload, strategy) -> dict:
+    eff: dict = {}
+    if strategy is not None:
+        eff["parallelism"] = strategy.effective
     if workload is None:
-        return {}
-    eff = {"workload": workload.cfg.name, **workload.effective}
+        return eff
+    eff.update({"workload": workload.cfg.name, **workload.effective})
     built = getattr(workload, "built", None)
     if built is not None:
-        eff["precision"] = built.precision.effective
+        eff["model"] = {"family": built.family.cfg.family, "target": built.family.cfg._target_}
+        eff["precision"] = built.precision.record()
         eff["attention"] = built.attention.effective
         eff["compiled"] = built.compiled
     return eff

@@ -1,22 +1,25 @@
-"""Model FLOPs per token: the one place they are counted (torchtitan's rule).
+"""Shared FLOPs formulas; each model family adds them up for itself (``flops_per_sample``).
 
-Notation: L layers, d model width, f MLP width, V vocabulary, T sequence length.
+Notation: L layers, d model width, f MLP width, V vocabulary, T sequence length, H query heads,
+G key/value heads, D = d / H.
 
 Matmul parameters N (embedding lookups do no arithmetic, so the embedding table is excluded;
-the output head is included):
+the output head is included). For the dense GPT:
 
-    dense:  N = L * (4 d^2 + 2 d f) + V d          # QKV + out projection, MLP up + down, head
-    MoE:    N = L * (4 d^2 + d E + k * 2 d f_e) + V d
-            (E experts, top-k routing, expert width f_e: only the k experts a token visits
-             count, plus the router's d x E projection)
+    N = L * (attention projections + 2 d f) + V d
+    attention projections = d * (H + 2 G) * D   (Q, K, V)  +  d^2   (output)  = 4 d^2 when G = H
+
+A mixture-of-experts layer (for the MoE family) counts only the k experts a token visits plus
+the router's d x E projection: d E + k * 2 d f_e.
 
 Attention scores and the weighted sum: for the query at position i (0-based), causal attention
 touches i + 1 keys: (i + 1) * d multiply-adds for Q K^T and as many for A V, i.e. 4 d (i + 1)
 FLOPs. Averaged over i = 0 .. T-1 that is 2 d (T + 1) per token per layer, half the 4 d T a
-non-causal count would give.
+non-causal count would give. (Grouped K/V heads do not change it: every query head still
+scores every key.)
 
     forward   = 2 N + 2 L d (T + 1)
-    training  = 3 x forward = 6 N + 6 L d (T + 1)     (backward costs twice the forward)
+    training  = 3 x forward                        (backward costs twice the forward)
 
 Norms, activations, softmax and the optimizer are not counted (model FLOPs, as in PaLM's MFU).
 """
@@ -24,21 +27,28 @@ Norms, activations, softmax and the optimizer are not counted (model FLOPs, as i
 from __future__ import annotations
 
 
-def matmul_params(m) -> int:
-    L, d, V = int(m.n_layers), int(m.d_model), int(m.vocab_size)
-    experts = int(getattr(m, "n_experts", 0) or 0)
-    if experts:
-        k, fe = int(m.top_k), int(getattr(m, "d_ff_expert", None) or m.d_ff)
-        per_layer = 4 * d * d + d * experts + k * 2 * d * fe
-    else:
-        per_layer = 4 * d * d + 2 * d * int(m.d_ff)
-    return L * per_layer + V * d
+def attention_proj_params(d: int, heads: int, kv_heads: int) -> int:
+    head_dim = d // heads
+    return d * (heads + 2 * kv_heads) * head_dim + d * d
 
 
-def attention_flops_per_token(m, seq_len: int) -> int:
-    return 2 * int(m.n_layers) * int(m.d_model) * (int(seq_len) + 1)
+def mlp_params(d: int, d_ff: int) -> int:
+    return 2 * d * d_ff
 
 
-def flops_per_token(m, seq_len: int, training: bool) -> int:
-    forward = 2 * matmul_params(m) + attention_flops_per_token(m, seq_len)
-    return 3 * forward if training else forward
+def moe_mlp_params(d: int, n_experts: int, top_k: int, d_ff_expert: int) -> int:
+    """Active matmul parameters of one MoE MLP per token: the router and the top-k experts."""
+    return d * n_experts + top_k * mlp_params(d, d_ff_expert)
+
+
+def causal_attention_flops_per_token(n_layers: int, d: int, seq_len: int) -> int:
+    return 2 * n_layers * d * (seq_len + 1)
+
+
+def full_attention_flops_per_token(n_layers: int, d: int, seq_len: int) -> int:
+    """Non-causal attention (every query sees every key), e.g. a vision transformer."""
+    return 4 * n_layers * d * seq_len
+
+
+def training_multiple(forward_flops: int, training: bool) -> int:
+    return 3 * forward_flops if training else forward_flops

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-# name pattern (checked in order) -> {dtype: dense TFLOP/s}
+# name pattern (checked in order, as a whole word: "GH200" is not an "H200") -> {dtype: dense TFLOP/s}
 PEAKS: list[tuple[str, str, dict[str, float]]] = [
     (r"GB200", "GB200 (per GPU)", {"bf16": 2500.0, "fp16": 2500.0, "tf32": 1250.0, "fp8": 5000.0}),
     (r"B300", "B300", {"bf16": 2250.0, "fp16": 2250.0, "tf32": 1100.0, "fp8": 4500.0}),
@@ -22,7 +22,7 @@ PEAKS: list[tuple[str, str, dict[str, float]]] = [
     (r"H100", "H100 SXM", {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp8": 1978.9, "fp32": 66.9}),
 ]
 
-DTYPE_KEYS = {"bfloat16": "bf16", "float16": "fp16", "tf32": "tf32", "float32": "fp32", "fp8": "fp8"}
+DTYPE_KEYS = {"bfloat16": "bf16", "float16": "fp16", "tf32": "tf32", "float32": "fp32", "float64": "fp64", "fp8": "fp8"}
 
 
 def lookup(gpu_name: Optional[str], dtype: str) -> tuple[Optional[float], str]:
@@ -31,7 +31,7 @@ def lookup(gpu_name: Optional[str], dtype: str) -> tuple[Optional[float], str]:
     if not gpu_name:
         return None, "no GPU: MFU is defined against a GPU's datasheet peak"
     for pattern, label, table in PEAKS:
-        if re.search(pattern, gpu_name):
+        if re.search(rf"(?<![A-Za-z0-9]){pattern}(?![A-Za-z0-9])", gpu_name):
             if key in table:
                 return table[key], f"{label} dense {key} peak {table[key]:g} TFLOP/s (datasheet)"
             return None, f"{label}: no datasheet {key} peak in b200lab/measure/peaks.py"

@@ -42,6 +42,17 @@ def step_stats(step_ms: list[float]) -> dict:
     }
 
 
+def _finished_so_far(t: Timing, events: list, begin: float, cuda: bool) -> Timing:
+    if not cuda:
+        return Timing(list(t.warmup_ms), list(t.step_ms), time.perf_counter() - begin)
+    done = 0
+    while done < len(events) and events[done][1].query():
+        done += 1
+    steps = [s.elapsed_time(e) for s, e in events[:done]]
+    span = events[0][0].elapsed_time(events[done - 1][1]) / 1e3 if done else 0.0
+    return Timing(list(t.warmup_ms), steps, span)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -58,12 +69,16 @@ def time_steps(
     timing: Optional[Timing] = None,
     on_region_start: Callable[[], None] = lambda: None,
     on_region_end: Callable[[], None] = lambda: None,
+    on_checkpoint: Optional[Callable[[Timing], None]] = None,
+    checkpoint_every_s: float = 5.0,
 ) -> Timing:
     """Run ``warmup`` untimed steps, then timed steps. ``all_done(local_done)`` lets ranks agree on
     when to stop; ``timing`` is filled in place so an interrupt keeps what was measured.
     ``on_region_start``/``on_region_end`` run with the device idle just before the first and
     just after the last timed step (energy counters). On CUDA each step is an NVTX range, and
-    the timed steps sit inside the range ``b200lab_timed`` (Nsight filters on it)."""
+    the timed steps sit inside the range ``b200lab_timed`` (Nsight filters on it).
+    ``on_checkpoint`` receives, every ``checkpoint_every_s``, the steps finished so far (on CUDA
+    those whose end event has completed: no synchronisation is added)."""
     t = timing if timing is not None else Timing()
     progress = on_progress or (lambda phase, i, n: None)
     cuda = device.type == "cuda"
@@ -85,7 +100,7 @@ def time_steps(
     on_region_start()
     if nvtx:
         nvtx.range_push("b200lab_timed")
-    begin = time.perf_counter()
+    begin = last_checkpoint = time.perf_counter()
     n = 0
     try:
         while True:
@@ -103,6 +118,9 @@ def time_steps(
                 t.step_ms.append((time.perf_counter() - t0) * 1e3)
             n += 1
             progress("timed", n, steps)
+            if on_checkpoint is not None and time.perf_counter() - last_checkpoint >= checkpoint_every_s:
+                last_checkpoint = time.perf_counter()
+                on_checkpoint(_finished_so_far(t, events, begin, cuda))
             done = n >= steps and time.perf_counter() - begin >= min_time_s
             if all_done is not None and min_time_s > 0:
                 done = all_done(done)

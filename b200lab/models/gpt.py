@@ -1,16 +1,27 @@
-"""A dense GPT a reader can hold in their head.
+"""A dense GPT a reader can hold in their head, and its family (fields, FLOPs, data, loss).
 
 Pre-norm (RMSNorm) blocks: x + attn(norm(x)), then x + mlp(norm(x)); a GELU MLP of width d_ff;
 no biases; rotary positions by default (``pos: learned`` adds a position table and caps the
-sequence at ``max_seq_len``); an untied output head unless ``tie_embeddings``. Attention goes
-through the configured backend, always causal.
+sequence at ``max_seq_len``); grouped-query attention when ``n_kv_heads`` < ``n_heads``; an
+untied output head unless ``tie_embeddings``. ``forward(idx, positions, doc_ids, cache)``: with
+no extras it is the causal training/prefill pass; ``positions`` with a :class:`KVCache` is a
+decode step (queries at those positions, keys from the cache); ``doc_ids`` keeps attention
+inside each packed document.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from b200lab.attention import AttnMask
+from b200lab.components import CheckContext
+from b200lab.measure import flops as F_
+from b200lab.models.base import ModelConfig, ModelFamily
 
 
 def rotary_tables(T: int, head_dim: int, base: float, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,26 +43,48 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pairs: s
     return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).type_as(x)
 
 
+class KVCache:
+    """Keys and values of every layer for up to ``max_len`` positions; ``length`` are filled."""
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.shape[2]
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
 class Block(nn.Module):
-    def __init__(self, cfg, attention):
+    def __init__(self, cfg, attention, index: int):
         super().__init__()
         d = cfg.d_model
-        self.n_heads = cfg.n_heads
+        self.index = index
+        self.n_heads, self.kv_heads = cfg.n_heads, cfg.n_kv_heads or cfg.n_heads
+        self.head_dim = d // cfg.n_heads
         self.rope_pairs = cfg.rope_pairs
         self.norm_attn = nn.RMSNorm(d, eps=cfg.norm_eps)
-        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.qkv = nn.Linear(d, (self.n_heads + 2 * self.kv_heads) * self.head_dim, bias=False)
         self.out = nn.Linear(d, d, bias=False)
         self.norm_mlp = nn.RMSNorm(d, eps=cfg.norm_eps)
         self.up = nn.Linear(d, cfg.d_ff, bias=False)
         self.down = nn.Linear(cfg.d_ff, d, bias=False)
         self.attention = attention
 
-    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope, mask: AttnMask, cache: Optional[KVCache] = None, start: int = 0) -> torch.Tensor:
         B, T, d = x.shape
-        q, k, v = self.qkv(self.norm_attn(x)).view(B, T, 3, self.n_heads, d // self.n_heads).unbind(2)
+        q, k, v = self.qkv(self.norm_attn(x)).split([self.n_heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], -1)
+        q, k, v = q.view(B, T, self.n_heads, self.head_dim), k.view(B, T, self.kv_heads, self.head_dim), v.view(B, T, self.kv_heads, self.head_dim)
         if rope is not None:
             q, k = apply_rotary(q, *rope, self.rope_pairs), apply_rotary(k, *rope, self.rope_pairs)
-        y = self.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(self.index, k, v, start)
+        y = self.attention(q, k, v, mask)
         x = x + self.out(y.transpose(1, 2).reshape(B, T, d))
         return x + self.down(F.gelu(self.up(self.norm_mlp(x)), approximate="tanh"))
 
@@ -62,7 +95,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.pos == "learned" else None
-        self.blocks = nn.ModuleList(Block(cfg, attention) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, attention, i) for i in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -71,12 +104,16 @@ class GPT(nn.Module):
         self.register_buffer("rope_sin", None, persistent=False)
         self.reset_parameters()
 
+    @property
+    def head_dim(self) -> int:
+        return self.cfg.d_model // self.cfg.n_heads
+
     def prepare(self, seq_len: int) -> None:
         """Precompute the rotary tables for sequences up to ``seq_len``."""
         if self.pos_embed is None:
             w = self.embed.weight
             dtype = torch.promote_types(w.dtype, torch.float32)
-            self.rope_cos, self.rope_sin = rotary_tables(seq_len, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_base, w.device, dtype)
+            self.rope_cos, self.rope_sin = rotary_tables(seq_len, self.head_dim, self.cfg.rope_base, w.device, dtype)
 
     def reset_parameters(self) -> None:
         std = 0.02
@@ -86,17 +123,119 @@ class GPT(nn.Module):
                 scale = (2 * self.cfg.n_layers) ** -0.5 if name.endswith(("out.weight", "down.weight")) else 1.0
                 nn.init.normal_(p, mean=0.0, std=std * scale)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        T = idx.shape[1]
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        w = self.embed.weight
+        return KVCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads or self.cfg.n_heads, max_len, self.head_dim, w.dtype, w.device)
+
+    def _rope(self, positions: torch.Tensor, device):
+        end = int(positions.max()) + 1 if positions.numel() else 0
+        if self.rope_cos is not None and self.rope_cos.shape[0] >= end:
+            return self.rope_cos[positions], self.rope_sin[positions]
+        dtype = torch.promote_types(self.embed.weight.dtype, torch.float32)  # not prepared this far: same values, slower
+        cos, sin = rotary_tables(end, self.head_dim, self.cfg.rope_base, device, dtype)
+        return cos[positions], sin[positions]
+
+    def forward(self, idx: torch.Tensor, positions: Optional[torch.Tensor] = None, doc_ids: Optional[torch.Tensor] = None,
+                cache: Optional[KVCache] = None) -> torch.Tensor:
+        """idx (B, T) -> logits (B, T, V). ``positions`` (T,): the rotary/learned positions of these
+        tokens (default: continuing the cache from 0); ``doc_ids`` (B, cached + T): document of
+        every key slot; ``cache``: keys/values of earlier slots, extended in place."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        explicit = positions is not None
+        if positions is None:
+            positions = torch.arange(start, start + T, device=idx.device)
         x = self.embed(idx)
         rope = None
         if self.pos_embed is not None:
-            x = x + self.pos_embed(torch.arange(T, device=idx.device))
-        elif self.rope_cos is not None and self.rope_cos.shape[0] >= T:
+            x = x + self.pos_embed(positions)
+        elif explicit or start or self.rope_cos is None or self.rope_cos.shape[0] < T:
+            rope = self._rope(positions, idx.device)
+        else:
             rope = (self.rope_cos[:T], self.rope_sin[:T])
-        else:  # not prepared for this length: compute on the fly (slower, same result)
-            dtype = torch.promote_types(self.embed.weight.dtype, torch.float32)
-            rope = rotary_tables(T, self.cfg.d_model // self.cfg.n_heads, self.cfg.rope_base, idx.device, dtype)
+        # the mask works on cache slots (queries are the last T of start + T keys); positions
+        # only rotate, so packed documents may restart their positions
+        mask = AttnMask(doc_ids=doc_ids)
         for block in self.blocks:
-            x = block(x, rope)
+            x = block(x, rope, mask, cache, start)
+        if cache is not None:
+            cache.length = start + T
         return self.head(self.norm(x))
+
+
+@dataclass
+class GPTConfig(ModelConfig):
+    family: str = "gpt"
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    n_kv_heads: Optional[int] = None  # None: n_heads (multi-head); fewer: grouped-query attention
+    d_ff: int = 512
+    vocab_size: int = 50304
+    pos: str = "rope"  # rope | learned
+    max_seq_len: int = 131072  # only binding for learned positions
+    tie_embeddings: bool = False
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+    rope_pairs: str = "half"  # half: dims (i, i + D/2) rotate together, as GPT-NeoX/Llama; interleaved: (2i, 2i+1)
+
+    HINTS: ClassVar[dict] = {k: "the dense GPT has no experts; mixture-of-experts is its own model family (model=moe, its own issue)"
+                             for k in ("n_experts", "top_k", "d_ff_expert")}
+
+
+class GPTFamily(ModelFamily):
+    """Decoder-only language model on token ids; next-token cross-entropy."""
+
+    Config = GPTConfig
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = cls.positive(cfg, "n_layers", "d_model", "n_heads", "d_ff", "vocab_size", "max_seq_len")
+        if cfg.n_kv_heads is not None:
+            problems += cls.positive(cfg, "n_kv_heads")
+            if cfg.n_kv_heads >= 1 and cfg.n_heads % cfg.n_kv_heads:
+                problems.append(f"model.n_kv_heads={cfg.n_kv_heads} does not divide model.n_heads={cfg.n_heads}")
+        if cfg.d_model >= 1 and cfg.n_heads >= 1:
+            if cfg.d_model % cfg.n_heads:
+                problems.append(f"model.n_heads={cfg.n_heads} does not divide model.d_model={cfg.d_model} "
+                                f"(head dim would be {cfg.d_model / cfg.n_heads:g})")
+            elif cfg.pos == "rope" and (cfg.d_model // cfg.n_heads) % 2:
+                problems.append(f"model.pos=rope needs an even head dim; d_model/n_heads = {cfg.d_model // cfg.n_heads}")
+        if cfg.rope_pairs not in ("interleaved", "half"):
+            problems.append(f"model.rope_pairs={cfg.rope_pairs!r}: choose interleaved or half")
+        if cfg.pos not in ("rope", "learned"):
+            problems.append(f"model.pos={cfg.pos!r}: choose rope or learned")
+        seq_len = ctx.cfg.seq.len
+        if cfg.pos == "learned" and seq_len > cfg.max_seq_len:
+            problems.append(f"seq.len={seq_len} exceeds model.max_seq_len={cfg.max_seq_len} (model.pos=learned has no "
+                            "position embeddings past it)")
+        return problems
+
+    def build(self, attention) -> nn.Module:
+        return GPT(self.cfg, attention)
+
+    def prepare(self, model: nn.Module, seq_len: int) -> None:
+        model.prepare(seq_len)
+
+    def attention_shapes(self, seq_len: int) -> tuple[int, int, int, int]:
+        """(query heads, K/V heads, sequence, head dim) of one attention call."""
+        c = self.cfg
+        return c.n_heads, c.n_kv_heads or c.n_heads, seq_len, c.d_model // c.n_heads
+
+    def matmul_params(self) -> int:
+        c = self.cfg
+        per_layer = F_.attention_proj_params(c.d_model, c.n_heads, c.n_kv_heads or c.n_heads) + F_.mlp_params(c.d_model, c.d_ff)
+        return c.n_layers * per_layer + c.vocab_size * c.d_model
+
+    def flops_per_sample(self, seq_len: int, training: bool) -> int:
+        per_token = 2 * self.matmul_params() + F_.causal_attention_flops_per_token(self.cfg.n_layers, self.cfg.d_model, seq_len)
+        return seq_len * F_.training_multiple(per_token, training)
+
+    def synthetic_batch(self, batch: int, seq_len: int, generator: torch.Generator, device):
+        """Uniform random token ids (never all zeros); targets are the inputs shifted by one."""
+        data = torch.randint(0, self.cfg.vocab_size, (batch, seq_len + 1), device=device, generator=generator)
+        return data[:, :-1].contiguous(), data[:, 1:].contiguous()
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = outputs.to(torch.promote_types(outputs.dtype, torch.float32))  # the loss in fp32 at least
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())

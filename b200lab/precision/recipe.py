@@ -47,6 +47,9 @@ def resolve(pcfg, device: str, training: bool) -> Recipe:
     """Raise ValueError naming the keys when the combination cannot run as asked."""
     reasons: list[str] = []
     requested = pcfg.compute_dtype
+    if str(requested).lower().startswith(("fp8", "float8", "e4m3", "e5m2", "nvfp4", "mxfp")):
+        raise ValueError(f"precision.compute_dtype={requested!r}: the autocast recipe runs float dtypes only; "
+                         "FP8 is its own recipe class (precision=fp8, Transformer Engine)")
     if requested not in COMPUTE_DTYPES:
         raise ValueError(f"precision.compute_dtype={requested!r}: choose one of {', '.join(COMPUTE_DTYPES)}")
     compute = requested

@@ -7,19 +7,42 @@ busbw is comparable across rank counts. The result is checked against the expect
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.distributed as dist
 
-from b200lab.workloads.base import Workload
+from b200lab.components import CheckContext
+from b200lab.workloads.base import Workload, WorkloadConfig
+
+
+@dataclass
+class AllReduceOptions:
+    size_mb: float = 256.0  # float32 buffer, MB (1e6 bytes)
+
+
+@dataclass
+class AllReduceConfig(WorkloadConfig):
+    options: AllReduceOptions = field(default_factory=AllReduceOptions)
 
 
 class AllReduce(Workload):
+    Config = AllReduceConfig
     metric_rules = {"allreduce_busbw_gbps": "min", "allreduce_algbw_gbps": "min"}
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = super().validate(cfg, ctx)
+        if ctx.cfg.parallelism.nproc < 2:
+            problems.append(f"workload=allreduce needs parallelism.nproc >= 2 (it is {ctx.cfg.parallelism.nproc})")
+        if cfg.options.size_mb <= 0:
+            problems.append(f"workload.options.size_mb={cfg.options.size_mb}: must be > 0")
+        return problems
 
     def setup(self) -> None:
         if self.ctx.world_size < 2:
             raise RuntimeError("workload=allreduce needs parallelism.nproc >= 2")
-        size_mb = float(self.options.get("size_mb", 256))
+        size_mb = float(self.options.size_mb)
         n = max(1, int(size_mb * 1e6) // 4)
         g = self.ctx.generator()
         self.buf = torch.rand(n, device=self.ctx.device, generator=g)

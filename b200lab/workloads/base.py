@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Dict
 
 import torch
-from hydra.utils import get_object
+
+from b200lab.components import CheckContext, ComponentConfig, instantiate
 
 
 @dataclass
 class RankContext:
     """What a rank knows about itself; handed to every workload."""
 
-    cfg: object  # the resolved job config (OmegaConf)
+    cfg: Any  # the resolved, completed job config (OmegaConf)
     device: torch.device
+    strategy: Any  # the b200lab.parallel.ParallelStrategy of this job
     rank: int = 0
     world_size: int = 1
-    data_shard: int = 0  # ranks with the same shard process the same tokens (counted once)
+
+    @property
+    def data_shard(self) -> int:
+        return self.strategy.data_shard()
+
+    @cached_property
+    def family(self):
+        """The model family (b200lab.models.base.ModelFamily) the config names."""
+        return instantiate("model", self.cfg.model)
 
     def generator(self) -> torch.Generator:
+        """Seeded by run.seed and the data shard: ranks of one shard draw the same data."""
         g = torch.Generator(device=self.device)
         g.manual_seed(int(self.cfg.run.seed) + 1000 * self.data_shard)
         return g
+
+
+@dataclass
+class WorkloadConfig(ComponentConfig):
+    warmup_steps: int = 5
+    steps: int = 20
+    min_time_s: float = 0.0  # time at least this long; the later of steps and min_time_s ends timing
+    trials: int = 1  # timed regions back to back (one warm-up); the spread across them is reported
+    options: Dict[str, Any] = field(default_factory=dict)  # a workload with typed options overrides this field
 
 
 class Workload:
@@ -34,16 +56,24 @@ class Workload:
     ``metric_rules``: a metric without a rule is listed as unaggregated.
     """
 
+    Config = WorkloadConfig
     training = False
+    uses_model = False  # builds the configured model (model/precision/attention apply)
     metric_rules: dict[str, str] = {}  # how each metric from ``metrics()`` combines across ranks
 
     def __init__(self, cfg, ctx: RankContext):
         self.cfg = cfg
         self.ctx = ctx
-        self.options = dict(cfg.options or {})
+        self.options = cfg.options
         self.tokens_per_step = 0
         self.flops_per_step = 0
         self.effective: dict = {}
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = [f"workload.{k}={cfg[k]}: must be a positive integer" for k in ("steps", "trials") if cfg[k] < 1]
+        problems += [f"workload.{k}={cfg[k]}: must be >= 0" for k in ("warmup_steps", "min_time_s") if cfg[k] < 0]
+        return problems
 
     def setup(self) -> None:
         pass
@@ -55,57 +85,57 @@ class Workload:
         return {}
 
 
-def build(section, *args, **kwargs):
-    """Instantiate the class a config section names by ``_target_``, passing it the section."""
-    return get_object(section._target_)(section, *args, **kwargs)
-
-
 @dataclass
 class BuiltModel:
     model: torch.nn.Module
-    precision: object
-    attention: object
+    family: Any
+    precision: Any
+    attention: Any
     compiled: bool
 
 
 def build_model(ctx: RankContext, training: bool, compile_model: bool = True) -> BuiltModel:
-    """Model with precision, attention, data-parallel wrapping and torch.compile applied, in
-    that order. Weights are created directly on the device in their final dtype, so a model
-    that fits only in bf16 is never materialised in fp32. ``compile_model=False`` leaves
+    """The configured model with precision, attention, the parallelism strategy and torch.compile
+    applied, in that order. Weights are created directly on the device in their final dtype, so
+    a model that fits only in bf16 is never materialised in fp32. ``compile_model=False`` leaves
     compiling to the workload (which may compile a larger function around the model)."""
-    cfg, device = ctx.cfg, ctx.device
-    precision = build(cfg.precision, device.type, training)
-    attention = build(cfg.attention, device.type)
+    cfg, device, family = ctx.cfg, ctx.device, ctx.family
+    precision = instantiate("precision", cfg.precision, device.type, training)
+    attention = instantiate("attention", cfg.attention, device.type)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(precision.param_dtype)
     try:
         with device:
-            model = build(cfg.model, attention)
+            model = family.build(attention)
     finally:
         torch.set_default_dtype(default_dtype)
     model = precision.convert(model)
-    if hasattr(model, "prepare"):
-        model.prepare(int(cfg.seq.len))
-    if training and ctx.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    family.prepare(model, int(cfg.seq.len))
+    _probe_attention(family, attention, precision, int(cfg.seq.len), device)
+    model = family.parallelize(model, ctx.strategy, training)
     compiled = cfg.compile.mode is not None
     if compiled and compile_model:
         model = compile_fn(ctx, model)
-    return BuiltModel(model, precision, attention, compiled)
+    return BuiltModel(model, family, precision, attention, compiled)
+
+
+def _probe_attention(family, attention, precision, seq_len: int, device) -> None:
+    """Ask the backend which kernel a call of this run's shapes takes (batch 1, uninitialised
+    tensors: nothing is computed), so a compiled model still records it."""
+    shapes = getattr(family, "attention_shapes", None)
+    if shapes is None:
+        return
+    heads, kv_heads, t, d = shapes(seq_len)
+    q = torch.empty(1, heads, t, d, dtype=precision.compute_dtype, device=device)
+    kv = torch.empty(1, kv_heads, t, d, dtype=precision.compute_dtype, device=device)
+    attention.probe(q, kv, kv)
 
 
 def compile_fn(ctx: RankContext, fn):
     return torch.compile(fn, mode=ctx.cfg.compile.mode, fullgraph=ctx.cfg.compile.fullgraph)
 
 
-def model_flops_per_step(ctx: RankContext, tokens_per_step: int, training: bool) -> int:
-    from b200lab.measure.flops import flops_per_token
-
-    return tokens_per_step * flops_per_token(ctx.cfg.model, int(ctx.cfg.seq.len), training)
-
-
-def random_tokens(ctx: RankContext, batch: int, length: int, vocab: int) -> torch.Tensor:
-    """Uniform random token ids (never zeros), a different stream per data shard."""
-    return torch.randint(0, vocab, (batch, length), device=ctx.device, generator=ctx.generator())
+def model_flops_per_step(ctx: RankContext, samples: int, training: bool) -> int:
+    """Model FLOPs this rank does per step: its share of one replica's work on ``samples``."""
+    per_sample = ctx.family.flops_per_sample(int(ctx.cfg.seq.len), training)
+    return int(samples * per_sample * ctx.strategy.flops_share())

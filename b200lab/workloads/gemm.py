@@ -5,15 +5,18 @@ One step is one ``(M, K) @ (K, N)`` product on random inputs (never zeros). ``ge
 ``gemm_tflops_fast`` uses the 10th-percentile step, the rate before a power-capped card lowers
 its clocks under sustained load (the energy meter records the SM clocks and limit reasons). ``dtype`` is bf16, fp16, tf32, fp32 or fp8 (e4m3 inputs
 through ``torch._scaled_mm`` with per-tensor scales, bf16 output: the FP8 tensor-core path, on
-GPUs that have it). ``shape`` is ``MxNxK``; the LLM-shaped presets use a GPT layer's
-projections at B x T tokens.
+GPUs that have it). ``shape`` is ``MxNxK`` or ``auto``: 8192^3 on a GPU, 1024^3 on a CPU (where
+8192^3 takes minutes a product).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
-from b200lab.workloads.base import Workload
+from b200lab.components import CheckContext
+from b200lab.workloads.base import Workload, WorkloadConfig
 
 FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32}
 
@@ -26,13 +29,44 @@ def parse_shape(shape: str) -> tuple[int, int, int]:
     return m, n, k
 
 
+AUTO_SHAPE = {"cuda": "8192x8192x8192", "cpu": "1024x1024x1024"}
+DTYPES = (*FLOAT_DTYPES, "fp8")
+
+
+@dataclass
+class GemmOptions:
+    dtype: str = "bf16"  # bf16 | fp16 | tf32 | fp32 | fp8
+    shape: str = "auto"  # MxNxK, or auto: sized for the device
+
+
+@dataclass
+class GemmConfig(WorkloadConfig):
+    options: GemmOptions = field(default_factory=GemmOptions)
+
+
 class Gemm(Workload):
+    Config = GemmConfig
     metric_rules = {"gemm_tflops": "mean", "gemm_tflops_fast": "mean"}
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = super().validate(cfg, ctx)
+        if cfg.options.dtype not in DTYPES:
+            problems.append(f"workload.options.dtype={cfg.options.dtype!r}: choose {', '.join(DTYPES)}")
+        elif cfg.options.dtype == "fp8" and ctx.device != "cuda":
+            problems.append("workload.options.dtype=fp8 needs a CUDA GPU with FP8 tensor cores (sm_89 or newer)")
+        if cfg.options.shape != "auto":
+            try:
+                parse_shape(cfg.options.shape)
+            except ValueError as exc:
+                problems.append(str(exc))
+        return problems
 
     def setup(self) -> None:
         device = self.ctx.device
-        self.dtype = str(self.options.get("dtype", "bf16"))
-        self.m, self.n, self.k = parse_shape(self.options.get("shape", "8192x8192x8192"))
+        self.dtype = str(self.options.dtype)
+        shape = AUTO_SHAPE[device.type] if self.options.shape == "auto" else self.options.shape
+        self.m, self.n, self.k = parse_shape(shape)
         g = self.ctx.generator()
         if self.dtype == "fp8":
             if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
@@ -52,9 +86,9 @@ class Gemm(Workload):
             self.b = torch.randn(self.k, self.n, device=device, generator=g).to(dt)
             self.step = self._float_step
         else:
-            raise ValueError(f"workload.options.dtype={self.dtype!r}: choose bf16, fp16, tf32, fp32 or fp8")
+            raise ValueError(f"workload.options.dtype={self.dtype!r}: choose {', '.join(DTYPES)}")
         self.flops_per_step = 2 * self.m * self.n * self.k
-        self.effective = {"dtype": self.dtype, "shape": f"{self.m}x{self.n}x{self.k}",
+        self.effective = {"dtype": self.dtype, "shape": f"{self.m}x{self.n}x{self.k}", "peak_key": self.dtype,
                           "path": "torch._scaled_mm" if self.dtype == "fp8" else "torch.matmul"}
 
     def _float_step(self) -> None:

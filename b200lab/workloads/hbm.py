@@ -2,20 +2,45 @@
 
 Bytes are counted as read + written (2 x size): ``hbm_gbps`` = 2 x size / median step time.
 The buffers hold random data and are several times the L2 cache, so the copy streams from HBM.
+``size_mb`` unset: 4096 MB on a GPU, 256 MB on a CPU (two buffers of that size are allocated).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Optional
+
 import torch
 
-from b200lab.workloads.base import Workload
+from b200lab.components import CheckContext
+from b200lab.workloads.base import Workload, WorkloadConfig
+
+AUTO_SIZE_MB = {"cuda": 4096.0, "cpu": 256.0}
+
+
+@dataclass
+class HbmOptions:
+    size_mb: Optional[float] = None  # MB (1e6 bytes) per buffer; None: sized for the device
+
+
+@dataclass
+class HbmConfig(WorkloadConfig):
+    options: HbmOptions = field(default_factory=HbmOptions)
 
 
 class HbmCopy(Workload):
+    Config = HbmConfig
     metric_rules = {"hbm_gbps": "mean"}
 
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = super().validate(cfg, ctx)
+        if cfg.options.size_mb is not None and cfg.options.size_mb <= 0:
+            problems.append(f"workload.options.size_mb={cfg.options.size_mb}: must be > 0")
+        return problems
+
     def setup(self) -> None:
-        size_mb = float(self.options.get("size_mb", 4096))
+        size_mb = self.options.size_mb or AUTO_SIZE_MB[self.ctx.device.type]
         n = int(size_mb * 1e6) // 4
         g = self.ctx.generator()
         self.src = torch.rand(n, device=self.ctx.device, generator=g)

@@ -1,7 +1,8 @@
-"""One training step: forward, next-token cross-entropy, backward, AdamW step.
+"""One training step: forward, the model family's loss, backward, AdamW step.
 
-Data are random tokens (a fixed batch per rank); the workload measures speed, not learning.
-Gradients are all-reduced by DDP when ranks > 1. With ``compile``, forward and loss are compiled
+Data are the family's synthetic batch (random tokens for the GPT, a fixed batch per data
+shard); the workload measures speed, not learning. Gradients are synchronised by the
+parallelism strategy (DDP for data parallel). With ``compile``, forward and loss are compiled
 as one function, so the cross-entropy fuses with the output head. ``options.grad_accum`` = k runs
 k micro-batches of ``seq.batch`` sequences (forward + backward each) per optimizer step, as
 nanoGPT-style training does; a step then processes k x batch x len tokens. With 16-bit weights
@@ -12,18 +13,38 @@ moved out of the parameters before the next backward.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from b200lab.workloads.base import Workload, build_model, compile_fn, model_flops_per_step, random_tokens
+from b200lab.components import CheckContext
+from b200lab.workloads.base import Workload, WorkloadConfig, build_model, compile_fn, model_flops_per_step
+
+
+@dataclass
+class TrainOptions:
+    lr: float = 3e-4
+    grad_accum: int = 1  # micro-batches of seq.batch samples per optimizer step
+
+
+@dataclass
+class TrainConfig(WorkloadConfig):
+    options: TrainOptions = field(default_factory=TrainOptions)
 
 
 class Train(Workload):
+    Config = TrainConfig
     training = True
+    uses_model = True
     metric_rules = {"loss": "mean"}
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = super().validate(cfg, ctx)
+        if cfg.options.grad_accum < 1:
+            problems.append(f"workload.options.grad_accum={cfg.options.grad_accum}: must be >= 1")
+        return problems
 
     def setup(self) -> None:
         cfg, ctx = self.ctx.cfg, self.ctx
@@ -34,37 +55,33 @@ class Train(Workload):
         fused = ctx.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.master.masters if self.master else self.model.parameters(),
-            lr=float(self.options.get("lr", 3e-4)),
+            lr=float(self.options.lr),
             weight_decay=0.1,
             fused=fused,
         )
         self.scaler = self.built.precision.grad_scaler()
-        self.accum = int(self.options.get("grad_accum", 1))
-        if self.accum < 1:
-            raise ValueError(f"workload.options.grad_accum={self.accum}: must be >= 1")
-        data = random_tokens(ctx, self.accum * cfg.seq.batch, cfg.seq.len + 1, cfg.model.vocab_size)
-        self.inputs = data[:, :-1].contiguous().chunk(self.accum)
-        self.targets = data[:, 1:].contiguous().chunk(self.accum)
-        self.tokens_per_step = sum(x.numel() for x in self.inputs)
+        self.accum = int(self.options.grad_accum)
+        family, batch, seq_len = self.built.family, int(cfg.seq.batch), int(cfg.seq.len)
+        g = ctx.generator()
+        micro = [family.synthetic_batch(batch, seq_len, g, ctx.device) for _ in range(self.accum)]
+        self.inputs, self.targets = [m[0] for m in micro], [m[1] for m in micro]
+        self.tokens_per_step = self.accum * batch * family.tokens_per_sample(seq_len)
         self.sync_every_micro_batch = self.master is not None and self.master.accumulate_in_master
         self.effective = {"grad_accum": self.accum}
         if ctx.world_size > 1 and self.accum > 1:
             self.effective["ddp_sync"] = "every micro-batch" if self.sync_every_micro_batch else "last micro-batch"
-        self.flops_per_step = model_flops_per_step(ctx, self.tokens_per_step, training=True)
+        self.flops_per_step = model_flops_per_step(ctx, self.accum * batch, training=True)
         self.losses: deque[torch.Tensor] = deque(maxlen=5)
 
-    def _forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _forward_loss(self, inputs, targets: torch.Tensor) -> torch.Tensor:
         with self.built.precision.autocast():
-            logits = self.model(inputs)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # the loss in fp32 at least
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+            outputs = self.model(inputs)
+        return self.built.family.loss(outputs, targets)
 
     def step(self) -> None:
         total = 0.0
         for i, (inputs, targets) in enumerate(zip(self.inputs, self.targets)):
-            sync_now = i == self.accum - 1 or self.sync_every_micro_batch
-            sync = contextlib.nullcontext() if sync_now or not hasattr(self.model, "no_sync") else self.model.no_sync()
-            with sync:
+            with self.ctx.strategy.no_sync(self.model, i == self.accum - 1, self.sync_every_micro_batch):
                 loss = self.forward_loss(inputs, targets) / self.accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             if self.master is not None:

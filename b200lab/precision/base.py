@@ -1,0 +1,59 @@
+"""The precision-recipe contract.
+
+A recipe is the class ``precision._target_`` names. It owns its config fields, its checks, what
+it converts in the model (cast weights, or swap layers for FP8 ones: torchtitan's converter), the
+context each forward runs under, master weights and loss scaling for training, what to record as
+``effective``, and the datasheet peak its MFU is measured against (``peak_key``, e.g. ``bf16``;
+``extra_peak_keys`` adds ratios against other peaks, e.g. an FP8 run against the bf16 peak).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from b200lab.components import CheckContext, ComponentConfig
+
+
+@dataclass
+class PrecisionConfig(ComponentConfig):
+    pass
+
+
+class PrecisionRecipe(ABC):
+    Config = PrecisionConfig
+    param_dtype: torch.dtype = torch.float32  # weights are created directly in this dtype
+    compute_dtype: torch.dtype = torch.float32  # activations' dtype (shapes probes, e.g. attention)
+    peak_key: str = "fp32"
+    extra_peak_keys: tuple[str, ...] = ()
+
+    def __init__(self, cfg, device: str, training: bool):
+        self.cfg = cfg
+        self.device = device
+        self.training = training
+        self.effective: dict = {"name": cfg.name}
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        return []
+
+    @abstractmethod
+    def convert(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as this recipe runs it (weights cast, layers swapped)."""
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def master_weights(self, model: torch.nn.Module, compile: bool = False):
+        """A b200lab.precision.master.MasterWeights, or None when the optimizer steps the weights."""
+        return None
+
+    def grad_scaler(self):
+        return None
+
+    def record(self) -> dict:
+        """``effective`` with the MFU basis, for results.json."""
+        return {**self.effective, "peak_key": self.peak_key, "extra_peak_keys": list(self.extra_peak_keys)}
