@@ -1,5 +1,8 @@
 """One sweep point, in the parent process: validate, open its MLflow run, launch, aggregate,
-write results.json, then publish it. Nothing measured is lost to a later failure."""
+write results.json, then publish it. Nothing measured is lost to a later failure.
+
+Everything a later step needs (the sweep's parent run, this job's outcome) is read from or
+written to files, so the job runs the same under any Hydra launcher."""
 
 from __future__ import annotations
 
@@ -12,13 +15,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from b200lab import results as results_io
-from b200lab import session
+from b200lab import sweep
 from b200lab.aggregate import aggregate
 from b200lab.config import ConfigError, resolve_device, validate
 from b200lab.launch import launch
 from b200lab.measure.environment import host_env
-from b200lab.tracking import Tracker, flatten, publish, resolve_uri
 from b200lab.summary import one_line
+from b200lab.tracking import Tracker, flatten, probe, publish, resolve_uri
 
 
 def requested(cfg: DictConfig) -> dict:
@@ -36,35 +39,31 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.model.name}-{cfg.workload.name}-{cfg.seq.name}-{cfg.precision.name}-{cfg.attention.name}"
 
 
-def _parent_run_id(multirun: bool) -> Optional[str]:
-    if not multirun or session.sweep_dir is None:
-        return None
-    from b200lab.callbacks import read_parent
-
-    parent = read_parent(session.sweep_dir)
-    return parent.get("run_id") if parent else None
-
-
 def run_job(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     job_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
+    sweep_dir = Path(str(hc.sweep.dir)).absolute() if hc.mode == RunMode.MULTIRUN else None
+    record = sweep.read_parent(sweep_dir) if sweep_dir else None
     point = " ".join(hc.overrides.task) or "(defaults)"
     results: dict = {
-        "status": "ok", "error": None, "point": point, "job_num": hc.job.num if multirun else 0, "requested": requested(cfg), "effective": {},
-        "config": OmegaConf.to_container(cfg, resolve=True), "env": host_env(), "metrics": {}, "step_ms": [],
+        "schema_version": results_io.SCHEMA_VERSION, "status": "ok", "error": None, "point": point,
+        "job_num": hc.job.num if sweep_dir else 0, "sweep_id": (record or {}).get("sweep_id"), "requested": requested(cfg),
+        "effective": {}, "config": OmegaConf.to_container(cfg, resolve=True), "env": host_env(), "metrics": {}, "step_ms": [],
     }
     try:
-        results["config"]["run"]["device"] = resolve_device(cfg.run.device)
-        validate(cfg, results["config"]["run"]["device"])
+        device = resolve_device(cfg.run.device)
+        completed = validate(cfg, device)
+        if completed is not None:  # the config with each component's defaults filled in
+            results["config"] = OmegaConf.to_container(completed, resolve=True)
+        results["config"]["run"]["device"] = device
     except ConfigError as exc:
-        if not multirun:  # nothing is created: say why and stop
+        if not sweep_dir:  # nothing is created: say why and stop
             print(f"b200lab: {exc}", file=sys.stderr)
             raise SystemExit(2)
         results.update(status="error", error=str(exc))
     OmegaConf.save(OmegaConf.create(results["config"]), job_dir / "config.yaml")
 
-    tracker = _open_run(cfg, results, multirun)
+    tracker = _open_run(cfg, results, sweep_dir)
     interrupted = False
     if results["status"] == "ok":
         print(f"b200lab: {point} -> {job_dir}", flush=True)
@@ -75,37 +74,46 @@ def run_job(cfg: DictConfig) -> dict:
         finally:
             if tracker:
                 tracker.stop_system_metrics()
-    results_path = results_io.write(job_dir, results)
-
-    if tracker:
-        try:
-            publish(tracker, results["mlflow"]["run_id"], results, job_dir)
-            results["mlflow"]["synced"] = True
-        except Exception as exc:  # kept in results.json; `b200lab sync` retries
-            results["mlflow"]["error"] = f"MLflow: {type(exc).__name__}: {exc}"
-        results_io.write(job_dir, results)
-    if not results["mlflow"]["synced"]:
-        session.unsynced.append(results_path)
-    session.statuses.append(results["status"])
+    _save_and_publish(tracker, results, job_dir)
     print(one_line(results), flush=True)
     if interrupted:
-        raise KeyboardInterrupt
+        print("\nb200lab: interrupted; what was measured is kept (status interrupted, MLflow KILLED)", file=sys.stderr)
+        if sweep_dir:
+            sweep.finish(sweep_dir, interrupted=True)
+        raise SystemExit(130)
     return results
 
 
-def _open_run(cfg: DictConfig, results: dict, multirun: bool) -> Optional[Tracker]:
+def _save_and_publish(tracker: Optional[Tracker], results: dict, job_dir: Path) -> None:
+    """results.json first; the copy logged to MLflow is the final one (synced, with its run ids);
+    if the upload fails it is rewritten unsynced, with the reason, for `b200lab sync`."""
+    if not tracker:
+        results_io.write(job_dir, results)
+        return
+    results["mlflow"].update(synced=True, error=None)
+    results_io.write(job_dir, results)
+    try:
+        publish(tracker, results["mlflow"]["run_id"], results, job_dir)
+    except Exception as exc:
+        results["mlflow"].update(synced=False, error=f"MLflow: {type(exc).__name__}: {exc}")
+        results_io.write(job_dir, results)
+
+
+def _open_run(cfg: DictConfig, results: dict, sweep_dir: Optional[Path]) -> Optional[Tracker]:
     """Create the job's MLflow run (params and requested tags) if the store answers; record in
     results["mlflow"] either way."""
     uri = resolve_uri(cfg.tracking.uri)
     info = results["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None, "parent_run_id": None, "synced": False, "error": None}
-    problem = session.probe_once(uri, cfg.tracking.probe_timeout_s)
+    problem = probe(uri, cfg.tracking.probe_timeout_s)
     if problem:
+        print(f"b200lab: {problem}; measuring anyway, results.json is kept, upload later with `b200lab sync`")
         info["error"] = problem
         return None
+    parent = sweep.parent_run(sweep_dir).get("run_id") if sweep_dir else None
     try:
         tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
-        parent = _parent_run_id(multirun)
-        run_id = tracker.create_run(run_name(cfg), {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}}, parent)
+        run_id = tracker.create_run(run_name(cfg), {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}},
+                                    parent, git_sha=results["env"].get("git_sha"))
         tracker.log_params(run_id, flatten(results["config"]))
     except Exception as exc:  # a store that fails after the probe: keep measuring
         info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
@@ -115,11 +123,12 @@ def _open_run(cfg: DictConfig, results: dict, multirun: bool) -> Optional[Tracke
 
 
 def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
-    """Launch the ranks and fold their reports into results; True if interrupted."""
+    """Launch the ranks and fold their reports into results; True if interrupted by the user."""
     outcome = launch(job_dir, cfg, job_dir / "job.log")
     profile_notes = {**outcome.profile, **(outcome.ranks[0].get("profile", {}) if outcome.ranks else {})}
     if profile_notes:
         results["profile"] = profile_notes
+    killed = "; ".join(outcome.killed.values())
     if outcome.ranks:
         agg = aggregate(outcome.ranks)
         results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"],
@@ -127,8 +136,15 @@ def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
         results["env"].update(agg["env"])
         if agg["unaggregated"]:
             results["unaggregated_metrics"] = agg["unaggregated"]
+        if killed and killed not in (results["error"] or ""):
+            results.update(status="error", error=f"{killed}; {results['error']}" if results["error"] else killed)
     else:
-        results.update(status="error", error=f"no rank reported (exit code {outcome.returncode}); last output:\n{outcome.log_tail[-1500:]}")
-    if outcome.interrupted:
+        why = killed or f"no rank reported (exit code {outcome.returncode})"
+        results.update(status="error", error=f"{why}; last output:\n{outcome.log_tail[-1500:]}")
+    if outcome.timed_out:
+        n = results["metrics"].get("n_steps", len(results["step_ms"]))
+        results.update(status="error", error=f"timeout: the job exceeded run.timeout_s={float(cfg.run.timeout_s):g} s and was stopped "
+                                             f"({n} timed steps kept)")
+    elif outcome.interrupted:
         results["status"] = "interrupted"
     return outcome.interrupted

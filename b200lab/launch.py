@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,18 +13,58 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+FINAL = re.compile(r"rank(\d+)\.json")
+PARTIAL = re.compile(r"rank(\d+)\.partial\.json")
+# torchrun's failure summary: "rank      : 0 (local_rank: 0)" then "exitcode  : -9 (pid: 123)"
+TORCHRUN_FAILURE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:[^)]*\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
+
 
 @dataclass
 class LaunchOutcome:
     ranks: list[dict] = field(default_factory=list)
     returncode: int = 0
     interrupted: bool = False
+    timed_out: bool = False
     log_tail: str = ""
     profile: dict = field(default_factory=dict)
+    killed: dict[int, str] = field(default_factory=dict)  # rank -> "rank N was killed by SIG..."
 
 
-def _read_ranks(job_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((job_dir / "ranks").glob("rank*.json"))]
+def signal_message(who: str, signum: int) -> str:
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    hint = "; often the kernel's out-of-memory killer" if signum == signal.SIGKILL else ""
+    return f"{who} was killed by {name} (signal {signum}{hint})"
+
+
+def killed_ranks(output: str) -> dict[int, str]:
+    """Ranks that torchrun saw die of a signal (a negative exit code), from its failure summary."""
+    return {int(rank): signal_message(f"rank {rank}", -int(code)) for rank, code in TORCHRUN_FAILURE.findall(output) if int(code) < 0}
+
+
+def read_ranks(job_dir: Path, killed: dict[int, str] | None = None) -> list[dict]:
+    """Each rank's final report, else its last partial one (a rank that died mid-timing), marked
+    as an error that says why, with the steps it had timed."""
+    killed = killed or {}
+    found: dict[int, tuple[bool, Path]] = {}
+    for path in (job_dir / "ranks").glob("rank*.json"):
+        if m := FINAL.fullmatch(path.name):
+            found[int(m.group(1))] = (True, path)
+        elif (m := PARTIAL.fullmatch(path.name)) and int(m.group(1)) not in found:
+            found[int(m.group(1))] = (False, path)
+    ranks = []
+    for rank, (final, path) in sorted(found.items()):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # rank files are written atomically; an unreadable one is as good as absent
+        if not final:
+            why = killed.get(rank) or f"rank {rank} stopped before writing its final report"
+            report.update(status="error", error=f"{why}; the steps it timed before are kept", partial=True)
+        ranks.append(report)
+    return ranks
 
 
 def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
@@ -36,7 +77,8 @@ def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
 def launch_torchrun(job_dir: Path, nproc: int, timeout_s: float, log_path: Path, prefix: list[str] = ()) -> LaunchOutcome:
     """Run the ranks in a new process session, streaming their output to the console and the
     job log. Ctrl-C here is passed on as SIGINT to the whole group, which then writes what it
-    measured; the KeyboardInterrupt is re-raised after the rank files are read."""
+    measured; the caller re-raises the interrupt after the rank files are read. A job past
+    ``timeout_s`` gets SIGTERM the same way and is reported as timed out."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if nproc > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
@@ -53,27 +95,37 @@ def launch_torchrun(job_dir: Path, nproc: int, timeout_s: float, log_path: Path,
                 sys.stdout.flush()
                 log.write(line)
                 tail.append(line)
-                del tail[:-60]
+                del tail[:-200]
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        interrupted = False
+        interrupted = timed_out = False
         try:
             proc.wait(timeout=timeout_s)
         except KeyboardInterrupt:
             interrupted = True
-            _signal_group(proc, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
+            _stop_group(proc, signal.SIGINT)
         except subprocess.TimeoutExpired:
-            _signal_group(proc, signal.SIGTERM)
-            proc.wait()
-            tail.append(f"b200lab: job exceeded run.timeout_s={timeout_s:g} s and was stopped\n")
+            timed_out = True
+            _stop_group(proc, signal.SIGTERM)
         reader.join(timeout=5)
-    return LaunchOutcome(_read_ranks(job_dir), proc.returncode, interrupted, "".join(tail))
+    text = "".join(tail)
+    killed = killed_ranks(text)
+    if proc.returncode is not None and proc.returncode < 0 and not (interrupted or timed_out):
+        killed.setdefault(-1, signal_message("torchrun", -proc.returncode))
+    outcome = LaunchOutcome(read_ranks(job_dir, killed), proc.returncode, interrupted, timed_out, text)
+    outcome.killed = killed
+    return outcome
+
+
+def _stop_group(proc: subprocess.Popen, sig: int, grace_s: float = 60) -> None:
+    """Signal the job's process group, give it ``grace_s`` to write its rank files, then SIGKILL."""
+    _signal_group(proc, sig)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -89,7 +141,7 @@ def launch_inline(job_dir: Path) -> LaunchOutcome:
     from b200lab.worker import run_rank
 
     result = run_rank(job_dir)
-    return LaunchOutcome([result], 0, result["status"] == "interrupted", "")
+    return LaunchOutcome([result], 0, result["status"] == "interrupted", False, "")
 
 
 def launch(job_dir: Path, cfg, log_path: Path) -> LaunchOutcome:

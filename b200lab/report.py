@@ -110,25 +110,32 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"report: no results.json under {' '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
+    good, bad = results_io.read_all(files)
+    for err in bad:  # named and skipped; the exit code says so after the report of the others
+        print(f"report: skipped {err}", file=sys.stderr)
+    records = [r for _, r in good]
+    code = 1 if bad else 0
+    if not records:
+        return 1
     if args.report == "plot":
         from b200lab.plot import plot
 
         try:
-            drawn = plot([results_io.read(p) for p in files], args.out, args.metric)
+            drawn = plot(records, args.out, args.metric)
         except ValueError as exc:
             print(f"report: {exc}", file=sys.stderr)
             return 2
         print(f"report: {args.out} ({len(drawn)} points)")
-        return 0
+        return code
     if args.report == "table":
-        print(table([results_io.read(p) for p in files]))
-        return 0
-    rows = compile_speedups([results_io.read(p) for p in files])
+        print(table(records))
+        return code
+    rows = compile_speedups(records)
     if not any("speedup" in r for r in rows):
         print("report: no (eager, compiled) pairs found: sweep compile=none together with a compile mode", file=sys.stderr)
         return 2
     print(markdown(rows))
-    return 0
+    return code
 
 
 if __name__ == "__main__":

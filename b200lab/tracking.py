@@ -8,6 +8,7 @@ keeps ``mlflow.synced: false`` and ``b200lab sync`` uploads it later.
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
 import urllib.error
@@ -66,24 +67,51 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry for this uid (containers)
+        return os.environ.get("USER") or str(os.getuid())
+
+
+def source_tags(git_sha: Optional[str]) -> dict:
+    """MLflow's standard provenance tags, which its UI shows as the run's source and version."""
+    return {"mlflow.source.type": "LOCAL", "mlflow.source.name": "b200lab", "mlflow.source.git.commit": git_sha, "mlflow.user": _user()}
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, system_metrics: bool = True):
-        import mlflow
         from mlflow import MlflowClient
+
+        from b200lab.store_lock import store_lock
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.system_metrics = system_metrics
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
-        self._mlflow = mlflow
+        with store_lock(uri):  # the first use creates a new store's tables; see store_lock.py
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self._monitor = None
 
-    def create_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None) -> str:
-        tags = {k: str(v) for k, v in tags.items() if v is not None}
+    def create_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None, git_sha: Optional[str] = None) -> str:
+        """A run with ``tags`` plus the source tags; ``git_sha`` defaults to this checkout's."""
+        if git_sha is None:
+            from b200lab.measure.environment import git_sha as current_sha
+
+            git_sha = current_sha()
+        tags = {k: str(v) for k, v in {**source_tags(git_sha), **tags}.items() if v is not None}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+
+    def run_status(self, run_id: str) -> Optional[str]:
+        """The run's MLflow status (RUNNING, FINISHED, ...), or None when this store lacks it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.status
+        except MlflowException:
+            return None
 
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param

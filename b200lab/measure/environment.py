@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -10,21 +11,65 @@ import subprocess
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ("b200lab", "conf", "experiments", "pyproject.toml")  # what decides what a run does
+STAGED_SHA = Path(".gpu") / "base" / "GIT_SHA"  # "SHA TREE_HASH", written by python -m b200lab.tools.provenance
 
 
-def git_sha() -> str:
-    """HEAD of the checkout b200lab runs from, '+dirty' when tracked files changed; 'unknown' outside
-    a checkout. B200LAB_GIT_SHA overrides (a copied tree on a GPU host has no .git)."""
-    if os.environ.get("B200LAB_GIT_SHA"):
-        return os.environ["B200LAB_GIT_SHA"]
+def _source_files(root: Path) -> list[tuple[str, Path]]:
+    """(relative path, path) of b200lab/**/*.py, conf/**, experiments/** (links followed, as a
+    copy would hold them) and pyproject.toml."""
+    files = []
+    for top in SOURCE:
+        base = root / top
+        if base.is_file():
+            files.append((top, base))
+            continue
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__" and not d.startswith(".")]
+            for name in filenames:
+                if top == "b200lab" and not name.endswith(".py"):
+                    continue
+                path = Path(dirpath) / name
+                files.append((path.relative_to(root).as_posix(), path))
+    return sorted(files)
+
+
+def tree_hash(root: Path = REPO_ROOT) -> str:
+    """A short hash of the source tree's paths and contents: equal trees, equal hashes."""
+    digest = hashlib.sha256()
+    for rel, path in _source_files(root):
+        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def _git(root: Path, *args: str) -> str | None:
     try:
-        sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if sha.returncode:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "-uno"], capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_sha(root: Path = REPO_ROOT) -> str:
+    """What source ran. On a checkout: HEAD, or ``HEAD+dirty.TREE`` when the source differs from
+    it (TREE: :func:`tree_hash` of what is there). On a copy without .git (a GPU host): the sha
+    staged in $B200LAB_GIT_SHA or .gpu/base/GIT_SHA, plain when the copy's tree hash matches the
+    staged one, else ``+dirty.TREE`` (or ``+tree.TREE`` when no tree hash was staged);
+    ``unknown+tree.TREE`` when nothing was staged."""
+    head = _git(root, "rev-parse", "HEAD")
+    if head:
+        changes = _git(root, "status", "--porcelain", "--", *SOURCE)
+        return head if changes == "" else f"{head}+dirty.{tree_hash(root)}"
+    staged = os.environ.get("B200LAB_GIT_SHA") or ""
+    if not staged and (root / STAGED_SHA).is_file():
+        staged = (root / STAGED_SHA).read_text()
+    parts = staged.split()
+    local = tree_hash(root)
+    if not parts:
+        return f"unknown+tree.{local}"
+    if len(parts) > 1 and parts[1] == local:
+        return parts[0]
+    return f"{parts[0]}+{'dirty' if len(parts) > 1 else 'tree'}.{local}"
 
 
 def _version(dist: str) -> str | None:

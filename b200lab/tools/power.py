@@ -1,4 +1,4 @@
-"""GPU energy of any command: ``python -m b200lab.tools.power [--interval S] [--csv FILE] -- CMD ...``
+"""GPU energy of any command: ``b200lab power [--interval S] [--csv FILE] -- CMD ...``
 
 Measures every visible GPU with NVML's total-energy counter from just before the command starts
 to just after it exits, and integrates power samples alongside as a cross-check; prints one JSON
@@ -32,7 +32,7 @@ def gpu_meters(interval_s: float) -> tuple[list, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m b200lab.tools.power", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="b200lab power", description=__doc__.split("\n\n")[0])
     parser.add_argument("--interval", type=float, default=0.05, help="power sampling interval, seconds")
     parser.add_argument("--csv", help="write the power samples (gpu, t_s, power_w) here")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")

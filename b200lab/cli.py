@@ -1,0 +1,120 @@
+"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``power``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+USAGE = """\
+usage: b200lab [run] [OVERRIDES...] [-m]     measure (the default command; Hydra overrides)
+       b200lab sync [PATH...]                upload results that never reached MLflow
+       b200lab report {table,compile,plot} PATH...
+       b200lab power [--csv FILE] -- CMD...  GPU energy of any command
+
+examples:
+  b200lab                                    the default experiment: tiny model, forward, 8 x 1k tokens
+  b200lab model=gpt_1b precision=bf16 workload=train seq=2k compile=default
+  b200lab -m seq=1k,2k model=tiny            a sweep: a parent MLflow run, a child run per point
+  b200lab -m experiment=smoke                a preset from experiments/
+  b200lab sync                               upload what a dead tracking server missed
+  b200lab report table multirun/DATE/TIME    a markdown table of a sweep
+  b200lab run --help                         config groups and Hydra's options
+
+exit codes:
+  0    every point measured (oom is a measurement)
+  1    a point errored (or a results.json is unreadable)
+  2    bad configuration: nothing ran
+  3    measured but not in MLflow: run `b200lab sync`
+  130  interrupted (Ctrl-C): runs end KILLED with what was measured
+
+MLflow: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here; outputs under outputs/ and multirun/.
+"""
+
+COMMANDS = ("run", "sync", "report", "power")
+
+
+def conf_dir() -> str:
+    """conf/ shipped inside the installed package, else the checkout's top-level conf/."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return str(packaged if (packaged / "config.yaml").exists() else here.parent / "conf")
+
+
+class JobCrash(RuntimeError):
+    """An exception escaped a job: a bug to report, never a configuration error."""
+
+
+@hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
+def _hydra_entry(cfg: DictConfig) -> None:
+    from b200lab.job import run_job
+
+    try:
+        run_job(cfg)
+    except Exception as exc:
+        raise JobCrash(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _config_error(exc: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(exc, (HydraException, OmegaConfBaseException))
+
+
+def _say_config_error(exc: BaseException) -> None:
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(exc).strip()
+    if isinstance(exc.__cause__, OmegaConfBaseException):
+        text += "\n" + str(exc.__cause__).strip()
+    print(f"b200lab: {text}", file=sys.stderr)
+
+
+def run(overrides: list[str]) -> int:
+    """Hydra does the rest; the callbacks end the process with the exit code (b200lab/callbacks.py)."""
+    from b200lab.config import register_configs
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises, so its errors get exit code 2 here
+    sys.argv = [sys.argv[0], *overrides]
+    register_configs()
+    try:
+        _hydra_entry()
+    except KeyboardInterrupt:
+        print("\nb200lab: interrupted", file=sys.stderr)
+        return 130
+    except JobCrash as exc:
+        traceback.print_exception(exc.__cause__ or exc)
+        return 1
+    except Exception as exc:
+        if not _config_error(exc):
+            raise
+        _say_config_error(exc)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = args[0] if args[:1] and args[0] in COMMANDS else None
+    rest = args[1:] if command else args
+    if command is None and args[:1] in (["-h"], ["--help"]):
+        print(USAGE, end="")
+        sys.exit(0)
+    if command == "sync":
+        from b200lab.sync import main as sync_main
+
+        sys.exit(sync_main(rest))
+    if command == "report":
+        from b200lab.report import main as report_main
+
+        sys.exit(report_main(rest))
+    if command == "power":
+        from b200lab.tools.power import main as power_main
+
+        sys.exit(power_main(rest))
+    sys.exit(run(rest))
