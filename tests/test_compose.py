@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
@@ -34,8 +35,8 @@ def test_option_composes_and_validates(group, option):
     cfg = _compose([f"{group}={option}"])
     assert cfg[group].name == option
     device = "cpu"
-    if group == "parallelism":
-        cfg.parallelism.nproc = 1  # the CPU here may have fewer cores than an option asks for
+    if group == "parallelism" or (group == "workload" and option == "allreduce"):
+        cfg.parallelism.nproc = 2 if option == "allreduce" else 1  # CI's CPU has 2 cores
     if group == "profile" and option in ("nsys", "ncu") and shutil.which(option) is None:
         with pytest.raises(ConfigError, match=f"`{option}` is not on PATH"):
             validate(cfg, device)
@@ -98,9 +99,81 @@ def test_gpt_40b_is_the_legacy_config():
         (["workload=train", "precision=bf16", "precision.master_dtype=none", "precision.grad_accum_dtype=float32"],
          "precision.grad_accum_dtype=float32 needs the parameters or their master copy in float32"),
         (["precision.master_dtype=float16"], "precision.master_dtype='float16': choose one of"),
+        (["precision.compute_dtype=fp8"], "the autocast recipe runs float dtypes only; FP8 is its own recipe class"),
+        (["+seq.bach=4"], "seq.bach: not a field of SeqConfig"),
+        (["+model.n_experts=8", "+model.top_k=2"], "model.n_experts: not a field of GPTConfig"),
+        (["+workload.options.grad_acum=2", "workload=train"], "workload.options.grad_acum: not a field of TrainOptions"),
+        (["+lr=1"], "lr: not a config group or field"),
+        (["model.n_kv_heads=3"], "model.n_kv_heads=3 does not divide model.n_heads=4"),
+        (["attention.backends=[flash,turbo]"], "attention.backends=['flash', 'turbo']: unknown ['turbo']"),
+        (["workload=gemm", "workload.options.shape=8x8"], "workload.options.shape='8x8': expected MxNxK"),
+        (["workload=gemm", "workload.options.dtype=fp8"], "workload.options.dtype=fp8 needs a CUDA GPU"),
+        (["workload=gemm", "compile=default"], "workload=gemm builds no model to compile"),
+        (["workload=allreduce"], "workload=allreduce needs parallelism.nproc >= 2 (it is 1)"),
+        (["workload=train", "workload.options.grad_accum=0"], "workload.options.grad_accum=0: must be >= 1"),
     ],
 )
 def test_validation_names_the_keys(overrides, needle):
     with pytest.raises(ConfigError) as err:
         validate(_compose(overrides), "cpu")
     assert needle in str(err.value)
+
+
+def test_moe_fields_on_the_dense_gpt_are_refused_with_a_hint():
+    with pytest.raises(ConfigError) as err:
+        validate(_compose(["+model.n_experts=8"]), "cpu")
+    assert "mixture-of-experts is its own model family" in str(err.value)
+
+
+def test_unknown_field_without_plus_fails_at_composition():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="n_experts"):
+        _compose(["model.n_experts=8"])
+
+
+def test_validate_fills_each_components_schema_defaults():
+    cfg = validate(_compose(["model=gpt_1b", "workload=train"]), "cpu")
+    assert cfg.model._target_ == "b200lab.models.gpt.GPTFamily"
+    assert (cfg.model.pos, cfg.model.rope_pairs, cfg.model.n_kv_heads) == ("rope", "half", None)
+    assert cfg.workload.options.grad_accum == 1 and cfg.workload.trials == 1
+    assert cfg.precision.master_dtype == "auto"
+
+
+@pytest.mark.parametrize("group,target", [(g, t) for g, names in __import__("b200lab.components", fromlist=["SHIPPED"]).SHIPPED.items() for t in names.values()])
+def test_every_shipped_target_resolves_to_its_base_class_with_a_schema(group, target):
+    from b200lab.components import base_class, resolve_target
+
+    cls = resolve_target(group, target)
+    assert issubclass(cls, base_class(group))
+    assert dataclasses.is_dataclass(cls.Config) and callable(cls.validate)
+
+
+@pytest.mark.parametrize("target", ["os.system", "builtins.eval", "subprocess.run", "planted.Workload"])
+def test_unregistered_targets_are_refused_before_any_import(target, tmp_path, monkeypatch):
+    """A module in the working directory named as a target must not even be imported: its top-level
+    code would run in the parent during validation."""
+    marker = tmp_path / "imported"
+    (tmp_path / "planted.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nclass Workload: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate(_compose([f"workload._target_={target}"]), "cpu")
+    assert f"workload._target_={target!r} is not a registered workload component, so it is not imported" in str(err.value)
+    assert not marker.exists()
+
+
+def test_a_registered_target_that_cannot_import_is_a_configuration_error():
+    from b200lab.components import ComponentError, SHIPPED, resolve_target
+
+    SHIPPED["workload"]["ghost"] = "b200lab.workloads.ghost.Ghost"
+    try:
+        with pytest.raises(ComponentError, match="cannot be imported: ModuleNotFoundError"):
+            resolve_target("workload", "b200lab.workloads.ghost.Ghost")
+    finally:
+        del SHIPPED["workload"]["ghost"]
+
+
+def test_a_target_of_the_wrong_kind_is_refused():
+    with pytest.raises(ConfigError, match="is not a registered workload component"):
+        validate(_compose(["workload._target_=b200lab.models.gpt.GPTFamily"]), "cpu")

@@ -16,10 +16,11 @@ from omegaconf import OmegaConf
 from b200lab.aggregate import aggregate
 from b200lab.attention import SdpaAttention
 from b200lab.measure.energy import EnergyMeter, integrate
-from b200lab.measure.flops import flops_per_token, matmul_params
+from b200lab.components import complete
+from b200lab.measure import flops
 from b200lab.measure.peaks import lookup
 from b200lab.measure.timing import time_steps
-from b200lab.models.gpt import GPT
+from b200lab.models.gpt import GPT, GPTFamily
 from b200lab.profiling import ncu_table
 from b200lab.report import compile_speedups
 
@@ -39,10 +40,14 @@ def test_min_time_extends_a_short_step_count():
 
 
 def _cfg(**kw):
-    base = dict(name="t", family="gpt", n_layers=2, d_model=64, n_heads=4, d_ff=256, vocab_size=1000, pos="rope",
-                max_seq_len=4096, tie_embeddings=False, norm_eps=1e-5, rope_base=10000.0, rope_pairs="half", n_experts=0, top_k=0, d_ff_expert=None)
+    base = dict(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4, d_ff=256, vocab_size=1000,
+                max_seq_len=4096)
     base.update(kw)
-    return OmegaConf.create(base)
+    return complete("model", base)
+
+
+def _per_token(cfg, T, training):
+    return GPTFamily(cfg).flops_per_sample(T, training) / T
 
 
 def test_dense_flops_hand_count():
@@ -50,17 +55,22 @@ def test_dense_flops_hand_count():
     # per layer: QKV 64*192 + out 64*64 + up 64*256 + down 256*64 = 12288 + 4096 + 16384 + 16384 = 49152
     # N = 2 * 49152 + head 1000*64 = 98304 + 64000 = 162304
     # causal attention per token per layer: mean over i of 4*64*(i+1) = 2*64*129 = 16512; two layers: 33024
-    assert matmul_params(_cfg()) == 162304
-    assert flops_per_token(_cfg(), 128, training=False) == 2 * 162304 + 33024
-    assert flops_per_token(_cfg(), 128, training=True) == 3 * (2 * 162304 + 33024)
+    assert GPTFamily(_cfg()).matmul_params() == 162304
+    assert GPTFamily(_cfg()).flops_per_sample(128, training=False) == 128 * (2 * 162304 + 33024)
+    assert GPTFamily(_cfg()).flops_per_sample(128, training=True) == 128 * 3 * (2 * 162304 + 33024)
 
 
-def test_moe_flops_hand_count():
-    # 8 experts, top-2, expert width 128: per layer QKV+out 16384, router 64*8 = 512,
-    # two experts 2 * (64*128 + 128*64) = 32768 -> 49664; N = 2 * 49664 + 64000 = 163328
-    cfg = _cfg(n_experts=8, top_k=2, d_ff_expert=128)
-    assert matmul_params(cfg) == 163328
-    assert flops_per_token(cfg, 128, training=True) == 3 * (2 * 163328 + 33024)
+def test_grouped_query_flops_hand_count():
+    # 4 query heads of 16 dims, 1 K/V head: QKV 64*(64+16+16) = 6144, out 4096, MLP 32768 -> 43008
+    # N = 2 * 43008 + 64000 = 150016; attention still scores every query head: 33024 per token
+    fam = GPTFamily(_cfg(n_kv_heads=1))
+    assert fam.matmul_params() == 150016
+    assert fam.flops_per_sample(128, training=False) == 128 * (2 * 150016 + 33024)
+
+
+def test_moe_mlp_flops_hand_count():
+    # 8 experts, top-2, expert width 128, d=64: router 64*8 = 512, two experts 2 * (64*128 + 128*64) = 32768
+    assert flops.moe_mlp_params(64, 8, 2, 128) == 33280
 
 
 def test_causal_attention_term_matches_a_brute_force_count():
@@ -68,21 +78,36 @@ def test_causal_attention_term_matches_a_brute_force_count():
     brute = 0
     for i in range(T):  # query i: (i+1) keys, d multiply-adds each for QK^T and for AV, 2 FLOPs per multiply-add
         brute += 2 * (i + 1) * d * 2
-    assert flops_per_token(_cfg(), T, False) - 2 * matmul_params(_cfg()) == L * brute / T
+    assert _per_token(_cfg(), T, False) - 2 * GPTFamily(_cfg()).matmul_params() == pytest.approx(L * brute / T)
 
 
-def test_matmul_params_equal_the_models_linear_weights():
-    model = GPT(_cfg(), SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu"))
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_matmul_params_equal_the_models_linear_weights(kv_heads):
+    cfg = _cfg(n_kv_heads=kv_heads)
+    model = GPT(cfg, SdpaAttention(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa"}), "cpu"))
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    assert matmul_params(_cfg()) == linear
+    assert GPTFamily(cfg).matmul_params() == linear
 
 
 @pytest.mark.parametrize("name,dtype,peak", [
     ("NVIDIA H100 80GB HBM3", "bfloat16", 989.4), ("NVIDIA H100 PCIe", "bfloat16", 756.5), ("NVIDIA H100 NVL", "fp8", 1670.5),
     ("NVIDIA H200", "bfloat16", 989.4), ("NVIDIA H200 NVL", "tf32", 417.5), ("NVIDIA B200", "fp8", 4500.0), ("NVIDIA GB200", "bfloat16", 2500.0),
+    ("NVIDIA GH200 480GB", "bfloat16", None),  # not an H200 SXM: a whole-word match only
 ])
 def test_peak_table(name, dtype, peak):
     assert lookup(name, dtype)[0] == peak
+
+
+def test_mfu_follows_the_recipes_peak_key_and_its_extra_peaks():
+    """An FP8 recipe names fp8 as its MFU basis and asks for the bf16 ratio too; no dtype string is
+    interpreted by the aggregator."""
+    rank = {"rank": 0, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 1000, "flops_per_step": 2e15,
+            "step_ms": [100.0] * 4, "warmup_ms": [], "span_s": 0.4, "metrics": {}, "env": {"gpu": "NVIDIA H100 80GB HBM3"},
+            "effective": {"precision": {"compute_dtype": "bfloat16", "peak_key": "fp8", "extra_peak_keys": ["bf16"]}}, "energy": {}}
+    m = aggregate([rank])["metrics"]
+    assert m["timed_span_s"] == 0.4
+    assert m["tflops"] == pytest.approx(2e15 * 4 / 0.4 / 1e12)
+    assert m["mfu"] == pytest.approx(m["tflops"] / 1978.9) and m["mfu_vs_bf16_peak"] == pytest.approx(m["tflops"] / 989.4)
 
 
 def test_unknown_card_gets_no_mfu_and_a_reason():

@@ -10,9 +10,14 @@ import torch
 from omegaconf import OmegaConf
 
 from b200lab.aggregate import aggregate
-from b200lab.attention import MathAttention, SdpaAttention
+from b200lab.attention import AttnMask, MathAttention, SdpaAttention
+from b200lab.components import complete
 from b200lab.measure.timing import step_stats
 from b200lab.models.gpt import GPT, apply_rotary, rotary_tables
+
+
+def backend(cls, **fields):
+    return cls(complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": cls.__name__, **fields}), "cpu")
 
 
 def naive_causal_attention(q, k, v):
@@ -30,11 +35,11 @@ def naive_causal_attention(q, k, v):
     return out
 
 
-@pytest.mark.parametrize("backend", [SdpaAttention, MathAttention])
-def test_attention_matches_float64_loop(backend):
+@pytest.mark.parametrize("cls", [SdpaAttention, MathAttention])
+def test_attention_matches_float64_loop(cls):
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     q, k, v = (torch.randn(2, 3, 17, 8, generator=g) for _ in range(3))
-    attn = backend(OmegaConf.create({"name": backend.__name__, "options": {}}), "cpu")
+    attn = backend(cls)
     out = attn(q, k, v)
     ref = naive_causal_attention(q, k, v)
     rel = (out.double() - ref).norm() / ref.norm()
@@ -43,7 +48,7 @@ def test_attention_matches_float64_loop(backend):
 
 def test_attention_is_causal():
     q, k, v = (torch.randn(1, 2, 9, 4) for _ in range(3))
-    attn = SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu")
+    attn = backend(SdpaAttention)
     base = attn(q, k, v)
     k2, v2 = k.clone(), v.clone()
     k2[..., 5:, :] += 10 * torch.randn_like(k2[..., 5:, :])
@@ -54,23 +59,23 @@ def test_attention_is_causal():
 
 
 def _model_cfg(**kw):
-    base = dict(name="t", family="gpt", n_layers=3, d_model=48, n_heads=6, d_ff=96, vocab_size=101, pos="rope",
-                max_seq_len=64, tie_embeddings=False, norm_eps=1e-5, rope_base=10000.0, rope_pairs="interleaved")
+    base = dict(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=3, d_model=48, n_heads=6, d_ff=96, vocab_size=101,
+                max_seq_len=64, rope_pairs="interleaved")
     base.update(kw)
-    return OmegaConf.create(base)
+    return complete("model", base)
 
 
 @pytest.mark.parametrize("tie,pos", [(False, "rope"), (True, "learned")])
 def test_gpt_parameter_count_matches_formula(tie, pos):
     L, d, f, V, S = 3, 48, 96, 101, 64
-    model = GPT(_model_cfg(tie_embeddings=tie, pos=pos), SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu"))
+    model = GPT(_model_cfg(tie_embeddings=tie, pos=pos), backend(SdpaAttention))
     per_block = 3 * d * d + d * d + 2 * d * f + 2 * d  # qkv, out, up+down, two norms
     expected = V * d + L * per_block + d + (0 if tie else V * d) + (S * d if pos == "learned" else 0)
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
 def test_gpt_forward_shape_and_causality():
-    model = GPT(_model_cfg(), SdpaAttention(OmegaConf.create({"name": "sdpa", "options": {}}), "cpu")).eval()
+    model = GPT(_model_cfg(), backend(SdpaAttention)).eval()
     idx = torch.randint(0, 101, (2, 20))
     out = model(idx)
     assert out.shape == (2, 20, 101) and torch.isfinite(out).all()
@@ -157,14 +162,23 @@ def test_aggregate_job_status_is_the_worst_rank():
 
 def _train_cfg(precision: dict, grad_accum: int):
     return OmegaConf.create({
-        "model": dict(_target_="b200lab.models.gpt.GPT", **_model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50)),
-        "precision": {"_target_": "b200lab.precision.autocast.AutocastPrecision", "param_dtype": "auto", "options": {}, **precision},
-        "attention": {"_target_": "b200lab.attention.MathAttention", "name": "math", "options": {}},
+        "model": _model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50),
+        "precision": complete("precision", {"_target_": "b200lab.precision.autocast.AutocastPrecision", **precision}),
+        "attention": complete("attention", {"_target_": "b200lab.attention.MathAttention", "name": "math"}),
+        "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.DataParallel", "name": "single"}),
         "compile": {"name": "none", "mode": None, "fullgraph": False},
         "seq": {"name": "t", "len": 12, "batch": 3},
         "run": {"seed": int(torch.seed() % 10_000)},
-        "workload": {"_target_": "b200lab.workloads.train.Train", "name": "train", "options": {"lr": 1e-2, "grad_accum": grad_accum}},
+        "workload": complete("workload", {"_target_": "b200lab.workloads.train.Train", "name": "train", "options": {"lr": 1e-2, "grad_accum": grad_accum}}),
     })
+
+
+def _rank_context(cfg):
+    from b200lab.parallel import DataParallel
+    from b200lab.workloads.base import RankContext
+
+    device = torch.device("cpu")
+    return RankContext(cfg=cfg, device=device, strategy=DataParallel(cfg.parallelism, 0, 1, device))
 
 
 def test_gradient_accumulation_equals_one_full_batch_step():
@@ -180,7 +194,7 @@ def test_gradient_accumulation_equals_one_full_batch_step():
     cfg = _train_cfg({"name": "fp64", "compute_dtype": "float64"}, grad_accum=2)
     torch.set_default_dtype(torch.float64)
     try:
-        work = Train(cfg.workload, RankContext(cfg=cfg, device=torch.device("cpu")))
+        work = Train(cfg.workload, _rank_context(cfg))
         work.setup()
         assert work.master is None
         reference = copy.deepcopy(work.model)
@@ -213,7 +227,7 @@ def test_bf16_training_steps_float32_master_weights(accum_dtype):
 
     accum = 4
     cfg = _train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": accum_dtype}, grad_accum=accum)
-    work = Train(cfg.workload, RankContext(cfg=cfg, device=torch.device("cpu")))
+    work = Train(cfg.workload, _rank_context(cfg))
     work.setup()
     assert {p.dtype for p in work.model.parameters()} == {torch.bfloat16}
     assert {m.dtype for m in work.optimizer.param_groups[0]["params"]} == {torch.float32}
@@ -304,3 +318,85 @@ def test_master_weights_count_an_unused_parameter_as_zero_gradient():
         master.accumulate()
     assert torch.equal(master.masters[0].grad, 2 * g.float())
     assert torch.equal(master.masters[1].grad, g.float())
+
+
+def naive_attention(q, k, v, allowed):
+    """float64 loop with an explicit predicate allowed(b, i, j) and K/V heads shared by groups
+    of query heads (grouped-query attention written out)."""
+    q, k, v = (t.double() for t in (q, k, v))
+    B, H, Tq, D = q.shape
+    group = H // k.shape[1]
+    out = torch.zeros_like(q)
+    for b in range(B):
+        for h in range(H):
+            kh = h // group
+            for i in range(Tq):
+                js = [j for j in range(k.shape[2]) if allowed(b, i, j)]
+                s = torch.tensor([float(q[b, h, i] @ k[b, kh, j]) / math.sqrt(D) for j in js], dtype=torch.float64)
+                w = torch.exp(s - s.max())
+                out[b, h, i] = ((w / w.sum())[:, None] * v[b, kh, js]).sum(0)
+    return out
+
+
+@pytest.mark.parametrize("cls", [SdpaAttention, MathAttention])
+def test_masked_grouped_attention_matches_a_float64_loop(cls):
+    """Sliding window + packed documents + 2 K/V heads for 6 query heads."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    B, T, D, window = 2, 19, 8, 5
+    q = torch.randn(B, 6, T, D, generator=g)
+    k, v = torch.randn(B, 2, T, D, generator=g), torch.randn(B, 2, T, D, generator=g)
+    docs = torch.sort(torch.randint(0, 4, (B, T), generator=g), dim=1).values
+    out = backend(cls)(q, k, v, AttnMask(window=window, doc_ids=docs))
+    ref = naive_attention(q, k, v, lambda b, i, j: j <= i and i - j < window and docs[b, i] == docs[b, j])
+    assert (out.double() - ref).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("cls", [SdpaAttention, MathAttention])
+def test_decode_queries_see_the_cache_up_to_their_position(cls):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q = torch.randn(1, 4, 3, 8, generator=g)  # 3 new queries against 11 keys: positions 8, 9, 10
+    k, v = torch.randn(1, 4, 11, 8, generator=g), torch.randn(1, 4, 11, 8, generator=g)
+    out = backend(cls)(q, k, v, AttnMask())
+    ref = naive_attention(q, k, v, lambda b, i, j: j <= 8 + i)
+    assert (out.double() - ref).abs().max() < 1e-5
+
+
+def test_sdpa_records_the_kernel_its_dispatcher_chose():
+    attn = backend(SdpaAttention)
+    q = torch.randn(1, 2, 16, 8)
+    attn.probe(q, q, q)
+    assert attn.effective["kernel"] == "sdpa-flash"  # PyTorch's CPU flash kernel
+    math_only = backend(SdpaAttention, backends=["math"])
+    math_only(q, q, q)
+    assert math_only.effective["kernel"] == "sdpa-math" and math_only.effective["allowed"] == ["math"]
+    masked = backend(SdpaAttention)
+    masked(q, q, q, AttnMask(window=4))
+    assert masked.effective["kernel"].endswith("-masked")
+
+
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_kv_cache_decode_equals_the_full_forward(kv_heads):
+    """Prefill 9 tokens, then decode 3 one at a time from the cache: float64 logits equal the
+    full causal forward's at every position."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = GPT(_model_cfg(n_kv_heads=kv_heads), backend(SdpaAttention)).eval()
+        model.prepare(64)
+        idx = torch.randint(0, 101, (2, 12))
+        full = model(idx)
+        cache = model.new_cache(2, 16)
+        steps = [model(idx[:, :9], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(9, 12)]
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert cache.length == 12
+    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-10
+
+
+def test_document_ids_keep_attention_inside_each_document():
+    model = GPT(_model_cfg(), backend(MathAttention)).eval()
+    idx = torch.randint(0, 101, (1, 16))
+    docs = torch.tensor([[0] * 7 + [1] * 9])
+    alone = model(idx[:, 7:], positions=torch.arange(9))  # document 1 on its own, positions restarting at 0
+    packed = model(idx, positions=torch.cat([torch.arange(7), torch.arange(9)]), doc_ids=docs)
+    assert (packed[:, 7:] - alone).abs().max() < 1e-4
+    assert (model(idx)[:, 7:] - alone).abs().max() > 1e-3  # without doc ids the first document leaks in
