@@ -1,75 +1,79 @@
-"""The extension seam: a new attention backend and a new workload, each one module plus one YAML
-file, found through Hydra's search path, with no edit to b200lab."""
+"""The seams, proven from outside the package: a vision model family, a precision recipe, a masked
+attention backend and a parallelism strategy, each one module plus one YAML under tests/plugins/,
+registered through entry points (tests/plugins/lab_plugins-0.1.dist-info, what `pip install` of
+a plugin package would write) and found through PYTHONPATH and hydra.searchpath. Nothing in
+b200lab is edited for them."""
 
 from __future__ import annotations
 
-import textwrap
+import json
 
-from conftest import run_cli, runs, results_files
+import pytest
 
-BACKEND = '''
-import torch.nn.functional as F
-from b200lab.attention import AttentionBackend
+from conftest import REPO, results_files, run_cli, runs
 
-class ReversedHeads(AttentionBackend):
-    """Throwaway backend: SDPA with the head order reversed twice (a no-op we can detect)."""
-    def __init__(self, cfg, device):
-        super().__init__(cfg, device)
-        self.effective["kernel"] = "throwaway:" + str(self.options["tag"])
-    def __call__(self, q, k, v):
-        out = F.scaled_dot_product_attention(q.flip(1), k.flip(1), v.flip(1), is_causal=True)
-        return out.flip(1)
-'''
+PLUGINS = REPO / "tests" / "plugins"
+SEARCH = f"hydra.searchpath=[file://{PLUGINS / 'conf'}]"
+SHORT = ["seq=short", "workload.warmup_steps=1", "workload.steps=3"]
 
-WORKLOAD = '''
-import torch
-from b200lab.workloads.base import Workload
-
-class MatrixSquare(Workload):
-    """Throwaway workload: squares a random matrix; reports its Frobenius norm."""
-    metric_rules = {"square_norm": "mean"}
-    def setup(self):
-        n = int(self.options["n"])
-        self.x = torch.randn(n, n, device=self.ctx.device, generator=self.ctx.generator())
-        self.effective = {"n": n}
-    def step(self):
-        self.y = self.x @ self.x
-    def metrics(self, stats):
-        return {"square_norm": float(self.y.norm())}
-'''
+pytestmark = pytest.mark.e2e
 
 
-def test_a_new_backend_and_workload_plug_in_from_outside(tmp_path, store):
-    pkg = tmp_path / "plugins"
-    pkg.mkdir()
-    (pkg / "my_attention.py").write_text(BACKEND)
-    (pkg / "my_workload.py").write_text(WORKLOAD)
-    conf = tmp_path / "extra_conf"
-    (conf / "attention").mkdir(parents=True)
-    (conf / "workload").mkdir()
-    (conf / "attention" / "reversed.yaml").write_text(textwrap.dedent("""\
-        _target_: my_attention.ReversedHeads
-        name: reversed
-        options: {tag: hello}
-        """))
-    (conf / "workload" / "square.yaml").write_text(textwrap.dedent("""\
-        _target_: my_workload.MatrixSquare
-        name: square
-        options: {n: 64}
-        """))
-    env = {**store, "PYTHONPATH": str(pkg)}
-    search = f"hydra.searchpath=[file://{conf}]"
+def plugin_env(store: dict) -> dict:
+    return {**store, "PYTHONPATH": str(PLUGINS)}
 
-    proc = run_cli([search, "attention=reversed", "seq=short", "workload.steps=3", "workload.warmup_steps=1"], tmp_path, env)
+
+def one_result(root):
+    [res] = results_files(root)
+    ranks = [json.loads(p.read_text()) for p in sorted(root.rglob("rank*.json"))]
+    return res, ranks
+
+
+def test_a_vision_family_trains_with_its_own_fields_and_flops(tmp_path, store):
+    proc = run_cli([SEARCH, "model=vit_tiny", "model.patch_size=4", "workload=train", "seq.batch=4", *SHORT, "run.launcher=inline"],
+                   tmp_path, plugin_env(store))
     assert proc.returncode == 0, proc.output
-    [res] = results_files(tmp_path / "outputs")
-    assert res["effective"]["attention"] == {"name": "reversed", "reason": None, "kernel": "throwaway:hello"}
-    assert res["metrics"]["tokens_per_s"] > 0
+    res, [rank] = one_result(tmp_path / "outputs")
+    assert res["effective"]["model"] == {"family": "vit", "target": "lab_vit.TinyViT"}
+    # 32x32 images in 4x4 patches: 64 patches a sample, 4 samples a step
+    assert res["metrics"]["tokens_per_step"] == 4 * 64
+    # written out: per patch 2 * (patch embedding 3*16*64 + 2 layers * (4*64^2 + 2*64*128)) = 137216,
+    # attention over all 64 patches 4 * 2 * 64 * 64 = 32768; per image 64 * 169984 + head 2*64*10;
+    # training x3; 4 images
+    assert rank["flops_per_step"] == 4 * 3 * (64 * (137216 + 32768) + 1280)
+    assert 1.0 < res["metrics"]["loss"] < 4.0  # 10 random classes: about ln 10 = 2.3
+    [run] = runs(store["MLFLOW_TRACKING_URI"])
+    assert run.info.status == "FINISHED" and run.data.params["model.patch_size"] == "4"
+    assert run.data.metrics["tokens_per_s"] > 0
 
-    proc = run_cli([search, "workload=square", "hydra.run.dir=out2"], tmp_path, env)
+
+def test_a_plugin_component_validates_its_own_fields(tmp_path, store):
+    proc = run_cli([SEARCH, "model=vit_tiny", "model.patch_size=5"], tmp_path, plugin_env(store))
+    assert proc.returncode == 2
+    assert "model.patch_size=5 does not divide model.image_size=32" in proc.stderr
+    assert runs(store["MLFLOW_TRACKING_URI"]) == []
+
+
+def test_a_precision_recipe_and_a_masked_backend_plug_in(tmp_path, store):
+    proc = run_cli([SEARCH, "precision=bf16_keep_norms", "attention=window8", *SHORT, "run.launcher=inline"], tmp_path, plugin_env(store))
     assert proc.returncode == 0, proc.output
-    [res] = results_files(tmp_path / "out2")
-    assert res["effective"] == {"workload": "square", "n": 64}
-    assert res["metrics"]["square_norm"] > 0 and res["metrics"]["n_steps"] == 20
-    assert "tokens_per_s" not in res["metrics"]  # a microbenchmark processes no tokens
-    assert {r.data.tags["status"] for r in runs(store["MLFLOW_TRACKING_URI"])} == {"ok"}
+    res, _ = one_result(tmp_path / "outputs")
+    prec, attn = res["effective"]["precision"], res["effective"]["attention"]
+    # tiny: two RMSNorm weights of 128 per block, 2 blocks, and the final norm
+    assert (prec["weight_dtype"], prec["fp32_params"], prec["peak_key"]) == ("bfloat16", 2 * 2 * 128 + 128, "bf16")
+    assert attn["kernel"] == "sdpa with a dense sliding-window mask (window 8)"
+    [run] = runs(store["MLFLOW_TRACKING_URI"])
+    assert run.data.tags["effective.attention_kernel"] == attn["kernel"] and run.data.params["attention.window"] == "8"
+
+
+def test_all_four_plugins_in_one_two_rank_sweep(tmp_path, store):
+    """The replicated strategy: both ranks read shard 0, so the job's tokens are one batch's, not two."""
+    proc = run_cli(["-m", SEARCH, "model=vit_tiny", "precision=bf16_keep_norms", "attention=window8", "parallelism=replicated",
+                    "workload=train", "seq.batch=2", *SHORT], tmp_path, plugin_env(store))
+    assert proc.returncode == 0, proc.output
+    res, ranks = one_result(tmp_path / "multirun")
+    assert [r["data_shard"] for r in ranks] == [0, 0]
+    assert res["metrics"]["world_size"] == 2 and res["metrics"]["tokens_per_step"] == 2 * 16
+    assert res["effective"]["parallelism"] == {"name": "replicated", "ranks": 2, "replicas": 2}
+    children = [r for r in runs(store["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" in r.data.tags]
+    assert [c.info.status for c in children] == ["FINISHED"]
