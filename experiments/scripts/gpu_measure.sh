@@ -48,6 +48,11 @@ for phase in "$@"; do
     rope_b8) lab -m hydra.sweep.dir=multirun/rope_b8 $TRAIN1B precision=bf16 workload.options.grad_accum=8 seq.batch=8 model.rope_pairs=half ;;
     trace_half) lab hydra.run.dir=outputs/gpt1b_trace_half $GPT1B compile=default profile=torch workload.steps=4 workload.options.grad_accum=2 model.rope_pairs=half ;;
     trace_master) lab hydra.run.dir=outputs/gpt1b_trace_master $GPT1B compile=default profile=torch workload.steps=5 ;;
+    # issue 7's re-verification after the seams refactor: the ceilings and the MFU point
+    reverify)
+      lab -m hydra.sweep.dir=multirun/reverify_gemm workload=gemm workload.options.dtype=bf16,fp8
+      lab -m hydra.sweep.dir=multirun/reverify_hbm workload=hbm workload.options.size_mb=4096
+      lab -m hydra.sweep.dir=multirun/reverify_mfu experiment=mfu_gpt1b precision=bf16 ;;
     *) echo "unknown phase $phase" ;;
   esac
   # after every phase, so a command cut off at its time limit still returns what was measured
