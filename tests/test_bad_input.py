@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
-import os
-
-import pytest
 import signal
 import subprocess
 import sys
 import time
 
-from conftest import FAST, results_files, run_cli, runs
+import pytest
+
+from conftest import FAST, INLINE, cli_env, popen_cli, results_files, run_cli, runs
+
+pytestmark = pytest.mark.e2e
 
 
-def test_unknown_option_fails_at_composition(tmp_path, store):
-    proc = run_cli(["model=nope"], tmp_path, store)
-    assert proc.returncode == 1
-    assert "Could not find 'model/nope'" in proc.output and "gpt_1b" in proc.output  # Hydra lists the options
+@pytest.mark.parametrize("override, message", [
+    ("model=nope", ["Could not find 'model/nope'", "gpt_1b", "tiny"]),  # Hydra lists the options
+    ("modle=tiny", ["Could not override 'modle'", "+modle=tiny"]),
+    ("seq.batch=abc", ["Value 'abc' of type 'str' could not be converted to Integer", "seq.batch"]),
+])
+def test_hydra_composition_errors_exit_2_before_anything_runs(tmp_path, store, override, message):
+    proc = run_cli([override], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert proc.stderr.startswith("b200lab: ")
+    for text in message:
+        assert text in proc.stderr
+    assert "Traceback" not in proc.output
     assert runs(store["MLFLOW_TRACKING_URI"]) == [] and not (tmp_path / "outputs").exists()
 
 
-def test_malformed_value_fails_at_composition(tmp_path, store):
-    proc = run_cli(["seq.batch=abc"], tmp_path, store)
-    assert proc.returncode == 1
-    assert "Value 'abc' of type 'str' could not be converted to Integer" in proc.output and "seq.batch" in proc.output
+def test_a_bad_value_in_a_sweep_exits_2_and_creates_no_run(tmp_path, store):
+    proc = run_cli(["-m", "seq.batch=4,abc", *FAST, INLINE], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert "b200lab: Error merging override seq.batch=abc" in proc.stderr
+    assert runs(store["MLFLOW_TRACKING_URI"]) == [] and results_files(tmp_path) == []
+
+
+def test_an_exception_inside_a_job_is_not_a_configuration_error(tmp_path, store):
+    # ~precision composes (the group is optional to Hydra) but the job reads cfg.precision: an
+    # omegaconf error raised inside the job, reported as a crash with its traceback, exit 1
+    proc = run_cli(["~precision", *FAST, INLINE], tmp_path, store)
+    assert proc.returncode == 1, proc.output
+    assert "Traceback" in proc.stderr and "MissingMandatoryValue" in proc.stderr
 
 
 def test_impossible_values_name_their_keys_and_create_no_run(tmp_path, store):
@@ -48,32 +66,29 @@ def test_unwritable_output_dir(tmp_path, store):
     assert "hydra.run.dir=" in proc.stderr and "is not a writable directory" in proc.stderr
 
 
-def test_unreachable_store_is_stated_fast_results_kept_and_synced_later(tmp_path, store):
-    t0 = time.monotonic()
-    proc = run_cli(FAST, tmp_path, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+def test_unreachable_store_is_stated_results_kept_and_synced_later(tmp_path, store):
+    proc = run_cli([*FAST, INLINE], tmp_path, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert proc.returncode == 3, proc.output
-    assert time.monotonic() - t0 < 45
     assert "tracking server http://127.0.0.1:9 did not answer" in proc.output
-    assert "upload with `b200lab sync`" in proc.output
+    assert "1 result(s) not in MLflow; upload with `b200lab sync`" in proc.stderr
     [res] = results_files(tmp_path / "outputs")
     assert res["status"] == "ok" and res["mlflow"]["synced"] is False and res["metrics"]["tokens_per_s"] > 0
 
-    sync = subprocess.run([sys.executable, "-m", "b200lab", "sync"], cwd=tmp_path, env={**os.environ, **store},
-                          capture_output=True, text=True, timeout=300)
+    sync = subprocess.run([sys.executable, "-m", "b200lab", "sync"], cwd=tmp_path, env=cli_env(store), capture_output=True, text=True, timeout=300)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     [run] = runs(store["MLFLOW_TRACKING_URI"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["tokens_per_s"] == pytest.approx(res["metrics"]["tokens_per_s"])
+    assert run.data.tags["mlflow.source.git.commit"] == res["env"]["git_sha"]
     [res] = results_files(tmp_path / "outputs")
     assert res["mlflow"]["synced"] and res["mlflow"]["run_id"] == run.info.run_id
-    again = subprocess.run([sys.executable, "-m", "b200lab", "sync"], cwd=tmp_path, env={**os.environ, **store},
-                           capture_output=True, text=True, timeout=300)
-    assert "nothing to upload" in again.stdout
+    again = subprocess.run([sys.executable, "-m", "b200lab", "sync"], cwd=tmp_path, env=cli_env(store), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing to upload" in again.stdout
 
 
 def test_sweep_records_failures_and_oom_and_goes_on(tmp_path, store):
     # point 0 measures, point 1 is impossible, point 2 cannot allocate its batch (oom), point 3 still runs
-    proc = run_cli(["-m", "seq.batch=4,0,4000000000,2", "seq.len=128", "workload.warmup_steps=1", "workload.steps=2"], tmp_path, store)
+    proc = run_cli(["-m", "seq.batch=4,0,4000000000,2", "seq.len=128", "workload.warmup_steps=1", "workload.steps=2", INLINE], tmp_path, store)
     assert proc.returncode == 1, proc.output
     by_batch = {r["config"]["seq"]["batch"]: r for r in results_files(tmp_path / "multirun")}
     assert by_batch[4]["status"] == "ok" and by_batch[2]["status"] == "ok"
@@ -84,20 +99,32 @@ def test_sweep_records_failures_and_oom_and_goes_on(tmp_path, store):
     assert "oom" in proc.stdout and "error" in proc.stdout
 
 
-def test_ctrl_c_ends_the_run_killed_with_measurements_kept(tmp_path, store):
-    env = {**os.environ, **store}
-    p = subprocess.Popen([sys.executable, "-m", "b200lab", "seq=short", "workload.steps=1000000"], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _interrupt_after_first_timed_step(proc: subprocess.Popen) -> str:
     seen = []
-    for line in p.stdout:
+    for line in proc.stdout:
         seen.append(line)
         if "timed" in line:
             time.sleep(1.0)
-            p.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGINT)
             break
-    out = "".join(seen) + p.communicate(timeout=120)[0]
+    return "".join(seen) + proc.communicate(timeout=120)[0]
+
+
+def test_ctrl_c_ends_the_run_killed_with_measurements_kept(tmp_path, store):
+    p = popen_cli(["seq=short", "workload.steps=1000000"], tmp_path, store)
+    out = _interrupt_after_first_timed_step(p)
     assert p.returncode == 130, out
     [res] = results_files(tmp_path / "outputs")
     assert res["status"] == "interrupted" and res["metrics"]["n_steps"] > 0
     [run] = runs(store["MLFLOW_TRACKING_URI"])
     assert run.info.status == "KILLED" and run.data.metrics["n_steps"] == res["metrics"]["n_steps"]
+
+
+def test_ctrl_c_in_a_sweep_kills_the_parent_run_too(tmp_path, store):
+    p = popen_cli(["-m", "seq.batch=2,4", "seq=short", "workload.steps=1000000", INLINE], tmp_path, store)
+    out = _interrupt_after_first_timed_step(p)
+    assert p.returncode == 130, out
+    [res] = results_files(tmp_path / "multirun")  # the second point never started
+    assert res["status"] == "interrupted" and res["metrics"]["n_steps"] > 0
+    statuses = {("child" if "mlflow.parentRunId" in r.data.tags else "parent"): r.info.status for r in runs(store["MLFLOW_TRACKING_URI"])}
+    assert statuses == {"parent": "KILLED", "child": "KILLED"}
