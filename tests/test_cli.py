@@ -1,20 +1,22 @@
-"""The real CLI as a subprocess, real torchrun, a real sqlite MLflow store."""
+"""The real CLI as a subprocess, real torchrun where ranks are the point, real sqlite MLflow stores."""
 
 from __future__ import annotations
 
-import pytest
 import json
-import time
+import subprocess
+import sys
+from pathlib import Path
 
-from conftest import FAST, results_files, run_cli, runs
+import pytest
+
+from conftest import FAST, INLINE, parents_and_children, results_files, run_cli, runs
+
+pytestmark = pytest.mark.e2e
 
 
-def test_default_run_finishes_fast_and_lands_in_the_default_store(tmp_path):
-    t0 = time.monotonic()
-    proc = run_cli([], tmp_path)  # no MLFLOW_TRACKING_URI: MLflow's default sqlite:///mlflow.db here
-    elapsed = time.monotonic() - t0
+def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
+    proc = run_cli([], tmp_path)  # no MLFLOW_TRACKING_URI: the default sqlite:///mlflow.db here
     assert proc.returncode == 0, proc.output
-    assert elapsed < 60, f"default run took {elapsed:.1f} s"
     assert (tmp_path / "mlflow.db").exists()
     [run] = runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert run.info.status == "FINISHED"
@@ -24,6 +26,9 @@ def test_default_run_finishes_fast_and_lands_in_the_default_store(tmp_path):
     assert tags["status"] == "ok" and tags["effective.precision"] == "float32" and tags["requested.precision"] == "auto"
     assert tags["device"] == "cpu" and tags["git_sha"]
     [res] = results_files(tmp_path / "outputs")
+    assert tags["mlflow.source.git.commit"] == res["env"]["git_sha"] == tags["git_sha"]
+    assert tags["mlflow.source.name"] == "b200lab" and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    assert res["schema_version"] == 2
     assert res["mlflow"]["run_id"] == run.info.run_id and res["mlflow"]["synced"]
     for key in ("python", "torch", "hostname", "git_sha", "device", "gpu_count"):
         assert key in res["env"]
@@ -33,32 +38,40 @@ def test_default_run_finishes_fast_and_lands_in_the_default_store(tmp_path):
 
 
 def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
-    proc = run_cli(["-m", "seq=1k,2k", "model=tiny"], tmp_path, store)
+    uri = store["MLFLOW_TRACKING_URI"]
+    proc = run_cli(["-m", "seq=1k,2k", "model=tiny", "workload.warmup_steps=1", "workload.steps=2", INLINE], tmp_path, store)
     assert proc.returncode == 0, proc.output
-    all_runs = runs(store["MLFLOW_TRACKING_URI"])
-    parents = [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in all_runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    assert all(c.info.status == "FINISHED" for c in children)
+    [parent], children = parents_and_children(uri)
+    assert len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
     assert sorted(c.data.params["seq.len"] for c in children) == ["1024", "2048"]
+    for r in (parent, *children):
+        assert r.data.tags["mlflow.source.git.commit"] and r.data.tags["mlflow.user"] and r.data.tags["mlflow.source.name"] == "b200lab"
     files = sorted((tmp_path / "multirun").rglob("results.json"))
     assert len(files) == 2
-    assert "point" in proc.stdout and "seq=1k model=tiny" in proc.stdout and "seq=2k model=tiny" in proc.stdout
+    assert "seq=1k model=tiny" in proc.stdout and "seq=2k model=tiny" in proc.stdout
     assert (files[0].parents[1] / "summary.csv").exists()
     png = files[0].parents[1] / "summary.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from mlflow import MlflowClient
 
-    logged = {a.path for a in MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"]).list_artifacts(parents[0].info.run_id)}
+    client = MlflowClient(tracking_uri=uri)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.png"} <= logged
+    # the results.json in MLflow is the final one: synced, with its own run ids
+    child = children[0]
+    (tmp_path / "dl").mkdir()
+    uploaded = json.loads(Path(client.download_artifacts(child.info.run_id, "results.json", str(tmp_path / "dl"))).read_text())
+    assert uploaded["mlflow"]["synced"] is True
+    assert uploaded["mlflow"]["run_id"] == child.info.run_id and uploaded["mlflow"]["parent_run_id"] == parent.info.run_id
 
 
 def test_two_gloo_ranks_report_global_throughput_once(tmp_path, store):
     proc = run_cli(["parallelism.nproc=2", "workload=train", *FAST], tmp_path, store)
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")
-    ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs").rglob("rank*.json"))]
+    ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs").rglob("rank?.json"))]
     assert len(ranks) == 2 and {r["data_shard"] for r in ranks} == {0, 1}
     m = res["metrics"]
     assert m["world_size"] == 2
@@ -85,10 +98,25 @@ def test_two_gloo_ranks_train_bf16_weights_with_float32_masters(tmp_path, store)
 
 
 def test_compiled_run_reports_compile_time_apart(tmp_path, store):
-    proc = run_cli(["compile=default", "workload.warmup_steps=2", "workload.steps=3", "seq=short"], tmp_path, store)
+    proc = run_cli(["compile=default", "workload.warmup_steps=2", "workload.steps=3", "seq=short", INLINE], tmp_path, store)
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")
     assert res["effective"]["compiled"] is True
     m = res["metrics"]
     assert m["compile_s"] > 0.5  # inductor compiles in the first warm-up step
     assert m["step_ms_p50"] < m["first_step_ms"] / 5
+
+
+def test_one_command_with_subcommands(tmp_path):
+    usage = subprocess.run(["b200lab", "--help"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0
+    for text in ("b200lab sync", "b200lab report", "b200lab power", "-m seq=1k,2k", "130", "bad configuration", "not in MLflow"):
+        assert text in usage.stdout
+    hydra_help = run_cli(["run", "--help"], tmp_path)
+    assert hydra_help.returncode == 0 and "== Configuration groups ==" in hydra_help.stdout and "model: " in hydra_help.stdout
+    power = run_cli(["power", "--", sys.executable, "-c", "import sys; sys.exit(7)"], tmp_path)
+    assert power.returncode == 7 and json.loads(power.stdout)["returncode"] == 7
+    report = run_cli(["report", "table", str(tmp_path)], tmp_path)
+    assert report.returncode == 2 and "no results.json" in report.stderr
+    sync = run_cli(["sync", str(tmp_path)], tmp_path)
+    assert sync.returncode == 0 and "nothing to upload" in sync.stdout
