@@ -1,0 +1,40 @@
+"""Sweep bookkeeping lives in files, so a Hydra launcher plugin that runs each job in its own
+process (submitit's local executor, the one SLURM users swap for submitit_slurm) gives the same
+MLflow layout and exit code as Hydra's basic in-process launcher."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import INLINE, parents_and_children, results_files, run_cli
+
+pytestmark = pytest.mark.e2e
+
+POINT = ["seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE]
+
+
+def layout(uri: str) -> dict:
+    [parent], children = parents_and_children(uri)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    return {"parent": parent.info.status, "children": sorted((c.data.params["seq.batch"], c.info.status) for c in children)}
+
+
+@pytest.mark.parametrize("batches, code, children, parent", [
+    ("2,4", 0, [("2", "FINISHED"), ("4", "FINISHED")], "FINISHED"),
+    ("2,0", 1, [("0", "FAILED"), ("2", "FINISHED")], "FAILED"),  # seq.batch=0 fails validation inside its job
+])
+def test_submitit_launcher_matches_the_basic_launcher(tmp_path, template_store, batches, code, children, parent):
+    from conftest import copy_store
+
+    seen = {}
+    for launcher in ("basic", "submitit_local"):
+        work = tmp_path / launcher
+        work.mkdir()
+        uri = copy_store(template_store, work)
+        proc = run_cli(["-m", f"hydra/launcher={launcher}", f"seq.batch={batches}", *POINT], work, {"MLFLOW_TRACKING_URI": uri})
+        assert proc.returncode == code, proc.output
+        seen[launcher] = layout(uri)
+        records = results_files(work / "multirun")
+        assert len(records) == 2 and len({r["sweep_id"] for r in records}) == 1
+        assert all(r["mlflow"]["synced"] for r in records)
+    assert seen["basic"] == seen["submitit_local"] == {"parent": parent, "children": children}
