@@ -86,9 +86,9 @@ class Tracker:
         from b200lab.store_lock import store_lock
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
         self.system_metrics = system_metrics
         with store_lock(uri):  # the first use creates a new store's tables; see store_lock.py
+            self.client = MlflowClient(tracking_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
             self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
         self._monitor = None

@@ -1,0 +1,31 @@
+"""Two sweeps started at the same moment into one new sqlite store: MLflow creates the schema and
+the experiment on first use, which collides without the store lock (b200lab/store_lock.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import INLINE, parents_and_children, popen_cli, results_files
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_sweeps_at_once_into_a_new_store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/new.db"  # does not exist yet: both sweeps race to create it
+    sweeps = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        sweeps.append(popen_cli(["-m", "seq.batch=2,4", "seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE],
+                                tmp_path / name, {"MLFLOW_TRACKING_URI": uri}))
+    outputs = [p.communicate(timeout=600)[0] for p in sweeps]
+    for p, out in zip(sweeps, outputs):
+        assert p.returncode == 0, out
+    parents, children = parents_and_children(uri)
+    assert len(parents) == 2 and len(children) == 4
+    assert all(c.info.status == "FINISHED" for c in children) and all(p.info.status == "FINISHED" for p in parents)
+    for name in ("a", "b"):  # each sweep's children point at its own parent
+        records = results_files(tmp_path / name / "multirun")
+        assert len(records) == 2
+        [parent_id] = {r["mlflow"]["parent_run_id"] for r in records}
+        own = {c.info.run_id for c in children if c.data.tags["mlflow.parentRunId"] == parent_id}
+        assert own == {r["mlflow"]["run_id"] for r in records}
