@@ -136,8 +136,10 @@ def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
         results["env"].update(agg["env"])
         if agg["unaggregated"]:
             results["unaggregated_metrics"] = agg["unaggregated"]
-        if killed and killed not in (results["error"] or ""):
-            results.update(status="error", error=f"{killed}; {results['error']}" if results["error"] else killed)
+        if killed:  # the signal first; the ranks it took down with it after
+            kept = "; the steps timed before are kept" if any(r.get("partial") for r in outcome.ranks) else ""
+            others = [f"rank {r['rank']}: {r['error']}" for r in outcome.ranks if r.get("error") and not r.get("partial")]
+            results.update(status="error", error="; ".join([killed + kept, *others]))
     else:
         why = killed or f"no rank reported (exit code {outcome.returncode})"
         results.update(status="error", error=f"{why}; last output:\n{outcome.log_tail[-1500:]}")
