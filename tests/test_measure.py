@@ -187,11 +187,12 @@ def test_compile_report_speedup_and_band():
     assert out["max-autotune"]["verdict"] == "no clear difference"
 
 
+@pytest.mark.e2e
 def test_microbenchmarks_report_their_ceiling_metrics(tmp_path, store):
     proc = run_cli(["-m", "workload=gemm", "workload.options.dtype=fp32", "workload.options.shape=256x384x512",
-                    "workload.min_time_s=0", "workload.steps=10", "workload.warmup_steps=2"], tmp_path, store)
+                    "workload.min_time_s=0", "workload.steps=10", "workload.warmup_steps=2", "run.launcher=inline"], tmp_path, store)
     assert proc.returncode == 0, proc.output
-    proc = run_cli(["workload=hbm", "workload.options.size_mb=32", "workload.min_time_s=0", "workload.steps=10"], tmp_path, store)
+    proc = run_cli(["workload=hbm", "workload.options.size_mb=32", "workload.min_time_s=0", "workload.steps=10", "run.launcher=inline"], tmp_path, store)
     assert proc.returncode == 0, proc.output
     proc = run_cli(["workload=allreduce", "parallelism.nproc=2", "workload.options.size_mb=2", "hydra.run.dir=ar"], tmp_path, store)
     assert proc.returncode == 0, proc.output
@@ -211,14 +212,17 @@ def test_microbenchmarks_report_their_ceiling_metrics(tmp_path, store):
     assert "tokens_per_s" not in g["metrics"]
 
 
+@pytest.mark.e2e
 def test_allreduce_needs_two_ranks(tmp_path, store):
     proc = run_cli(["workload=allreduce", "workload.options.size_mb=1"], tmp_path, store)
-    assert proc.returncode == 1
-    assert "workload=allreduce needs parallelism.nproc >= 2" in proc.output
+    assert proc.returncode == 2  # refused before anything runs
+    assert "workload=allreduce needs parallelism.nproc >= 2 (it is 1)" in proc.stderr
+    assert runs(store["MLFLOW_TRACKING_URI"]) == []
 
 
+@pytest.mark.e2e
 def test_torch_profiler_trace_is_a_loadable_chrome_trace_and_an_artifact(tmp_path, store):
-    proc = run_cli(["profile=torch", "workload=train", "seq=short", "workload.steps=3", "workload.warmup_steps=1"], tmp_path, store)
+    proc = run_cli(["profile=torch", "workload=train", "seq=short", "workload.steps=3", "workload.warmup_steps=1", "run.launcher=inline"], tmp_path, store)
     assert proc.returncode == 0, proc.output
     [trace] = list((tmp_path / "outputs").rglob("trace_rank0.json.gz"))
     events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
@@ -234,6 +238,7 @@ def test_torch_profiler_trace_is_a_loadable_chrome_trace_and_an_artifact(tmp_pat
     assert names == ["traces/trace_rank0.json.gz"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("tool", ["nsys", "ncu"])
 def test_nsight_profilers_say_when_they_are_missing(tmp_path, store, tool):
     import shutil
@@ -245,8 +250,9 @@ def test_nsight_profilers_say_when_they_are_missing(tmp_path, store, tool):
     assert f"`{tool}` is not on PATH" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_report_table_reads_archived_results(tmp_path, store):
-    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=5"], tmp_path, store)
+    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=5", "run.launcher=inline"], tmp_path, store)
     assert proc.returncode == 0, proc.output
     [src] = list((tmp_path / "outputs").rglob("results.json"))
     archive = tmp_path / "archive"
@@ -308,8 +314,9 @@ def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
     assert drawn[3].value is None and drawn[3].status == "oom"
 
 
+@pytest.mark.e2e
 def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, store):
-    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=6", "hydra.run.dir=hbm"], tmp_path, store)
+    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=6", "hydra.run.dir=hbm", "run.launcher=inline"], tmp_path, store)
     assert proc.returncode == 0, proc.output
     report = [sys.executable, "-m", "b200lab.report", "plot", str(tmp_path / "hbm")]
     ok = subprocess.run([*report, "--out", str(tmp_path / "hbm.png")], capture_output=True, text=True)
@@ -318,3 +325,23 @@ def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, sto
     bad = subprocess.run([*report, "--metric", "tokens_per_s"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2
     assert "no ok result has metric 'tokens_per_s'; these do:" in bad.stderr and "hbm_gbps" in bad.stderr
+
+
+def test_microbenchmark_defaults_fit_the_device_they_land_on():
+    """On a CPU, shape=auto is 1024^3 (8192^3 takes minutes a product) and size_mb=null is 256 MB
+    (4096 MB buffers took 8.4 GB of RAM); on a GPU they stay 8192^3 and 4096 MB."""
+    from b200lab.parallel import DataParallel
+    from b200lab.workloads import gemm, hbm
+    from b200lab.workloads.base import RankContext
+
+    device = torch.device("cpu")
+    cfg = OmegaConf.create({"run": {"seed": random.randrange(10_000)}, "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.DataParallel", "name": "single"})})
+    ctx = RankContext(cfg=cfg, device=device, strategy=DataParallel(cfg.parallelism, 0, 1, device))
+    g = gemm.Gemm(complete("workload", {"_target_": "b200lab.workloads.gemm.Gemm", "name": "gemm"}), ctx)
+    g.setup()
+    assert g.effective["shape"] == "1024x1024x1024" and g.flops_per_step == 2 * 1024 ** 3
+    assert g.a.abs().sum() > 0  # random inputs, never zeros
+    h = hbm.HbmCopy(complete("workload", {"_target_": "b200lab.workloads.hbm.HbmCopy", "name": "hbm"}), ctx)
+    h.setup()
+    assert h.effective["size_mb"] == pytest.approx(256.0) and h.bytes_per_step == 2 * 256_000_000
+    assert (gemm.AUTO_SHAPE["cuda"], hbm.AUTO_SIZE_MB["cuda"]) == ("8192x8192x8192", 4096.0)

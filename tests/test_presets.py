@@ -8,6 +8,7 @@ import yaml
 from conftest import REPO, results_files, run_cli, runs
 
 PRESETS = sorted((REPO / "experiments").glob("*.yaml"))
+pytestmark = pytest.mark.e2e
 TINY = ["model=tiny", "seq=short", "run.device=cpu", "workload.warmup_steps=1", "workload.steps=2", "workload.min_time_s=0"]
 
 
