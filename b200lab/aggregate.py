@@ -18,6 +18,7 @@ Rules (DESIGN.md: never double-count a replicated request or token):
 from __future__ import annotations
 
 from b200lab.measure.timing import step_stats
+from b200lab.rank_report import RankReport, RankReportError
 
 RULES = {
     "peak_mem_allocated_gb": "max",
@@ -43,10 +44,19 @@ def _combine(rule: str, values: list[float]) -> float:
 
 
 def aggregate(ranks: list[dict]) -> dict:
-    """Return {status, error, metrics, effective, env, info, step_ms, unaggregated} for the job."""
-    ranks = sorted(ranks, key=lambda r: r["rank"])
-    status = min((r["status"] for r in ranks), key=STATUS_ORDER.index)
-    errors = [f"rank {r['rank']}: {r['error']}" for r in ranks if r.get("error")]
+    """Return {status, error, metrics, effective, env, info, step_ms, unaggregated} for the job.
+    A malformed rank report makes the job an error that names it; the others are still read."""
+    parsed, bad = [], []
+    for i, r in enumerate(ranks):
+        try:
+            parsed.append(RankReport.from_dict(r, f"rank report {i}").to_json_dict())
+        except RankReportError as exc:
+            bad.append(str(exc))
+    if not parsed:
+        return {"status": "error", "error": "; ".join(bad), "metrics": {}, "effective": {}, "env": {}, "unaggregated": [], "info": {}, "step_ms": []}
+    ranks = sorted(parsed, key=lambda r: r["rank"])
+    status = "error" if bad else min((r["status"] for r in ranks), key=STATUS_ORDER.index)
+    errors = bad + [f"rank {r['rank']}: {r['error']}" for r in ranks if r.get("error")]
     n = min(len(r["step_ms"]) for r in ranks)
     step_ms = [max(r["step_ms"][i] for r in ranks) for i in range(n)]
     tokens_by_shard = {r["data_shard"]: r["tokens_per_step"] for r in ranks}

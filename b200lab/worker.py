@@ -24,9 +24,8 @@ from b200lab.measure.energy import EnergyMeter
 from b200lab.profiling import WorkerProfiler
 from b200lab.measure.timing import Timing, step_stats, time_steps
 from b200lab.components import instantiate
+from b200lab.rank_report import SCHEMA_VERSION, RankReport
 from b200lab.workloads.base import RankContext
-
-SCHEMA_VERSION = 2  # of the rank report; b200lab/aggregate.py reads it
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -140,6 +139,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         out["metrics"]["setup_s"] = setup_s
     if rank == 0:
         out["env"] = device_env(device)
+    out = RankReport.from_dict(out, f"rank {rank}").to_json_dict()
     (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
     _write_json(job_dir / "ranks" / f"rank{rank}.json", out)
     (job_dir / "ranks" / f"rank{rank}.partial.json").unlink(missing_ok=True)
@@ -174,12 +174,14 @@ def _partial_writer(job_dir: Path, rank: int, base: dict, workload, trials: list
     """A checkpoint callback: ``ranks/rankN.partial.json`` with the steps timed so far, so a rank
     killed outright (SIGKILL, the OOM killer) still leaves them; removed when the rank finishes."""
     path = job_dir / "ranks" / f"rank{rank}.partial.json"
+    fixed = dict(base, status="error", error="the rank stopped before it finished (partial report)", partial=True,
+                 effective=_effective(workload, workload.ctx.strategy), metric_rules=dict(workload.metric_rules),
+                 env=device_env(workload.ctx.device) if rank == 0 else {})
 
     def write(current: Timing) -> None:
-        snapshot = dict(base, status="error", error="the rank stopped before it finished (partial report)")
+        snapshot = dict(fixed)
         _fill_timing(snapshot, workload, [*trials[:-1], current])
-        snapshot["partial"] = True
-        _write_json(path, snapshot)
+        _write_json(path, RankReport.from_dict(snapshot, f"rank {rank} (partial)").to_json_dict())
 
     return write
 

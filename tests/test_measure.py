@@ -101,7 +101,7 @@ def test_peak_table(name, dtype, peak):
 def test_mfu_follows_the_recipes_peak_key_and_its_extra_peaks():
     """An FP8 recipe names fp8 as its MFU basis and asks for the bf16 ratio too; no dtype string is
     interpreted by the aggregator."""
-    rank = {"rank": 0, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 1000, "flops_per_step": 2e15,
+    rank = {"rank": 0, "world_size": 1, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 1000, "flops_per_step": 2e15,
             "step_ms": [100.0] * 4, "warmup_ms": [], "span_s": 0.4, "metrics": {}, "env": {"gpu": "NVIDIA H100 80GB HBM3"},
             "effective": {"precision": {"compute_dtype": "bfloat16", "peak_key": "fp8", "extra_peak_keys": ["bf16"]}}, "energy": {}}
     m = aggregate([rank])["metrics"]
@@ -118,7 +118,7 @@ def test_unknown_card_gets_no_mfu_and_a_reason():
 
 
 def test_mfu_is_achieved_flops_over_the_dtype_peak():
-    rank = {"rank": 0, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 8192, "flops_per_step": 8192 * 8.5e9,
+    rank = {"rank": 0, "world_size": 1, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 8192, "flops_per_step": 8192 * 8.5e9,
             "step_ms": [180.0] * 10, "warmup_ms": [500.0], "span_s": 1.8, "metrics": {},
             "effective": {"precision": {"compute_dtype": "bfloat16"}}, "env": {"gpu": "NVIDIA H200"},
             "energy": {"energy_j": 900.0, "energy_j_sampled": 890.0, "avg_power_w": 500.0, "energy_method": "nvml_total_energy_counter"}}

@@ -131,7 +131,7 @@ def test_step_stats_match_numpy_and_hand_values():
 
 
 def _rank(rank, shard, tokens, steps, span, **metrics):
-    return {"rank": rank, "metric_rules": {"loss": "mean"}, "status": "ok", "error": None, "data_shard": shard, "tokens_per_step": tokens,
+    return {"rank": rank, "world_size": 2, "metric_rules": {"loss": "mean"}, "status": "ok", "error": None, "data_shard": shard, "tokens_per_step": tokens,
             "step_ms": steps, "warmup_ms": [50.0], "span_s": span, "metrics": metrics, "effective": {}, "env": {}}
 
 
@@ -400,3 +400,12 @@ def test_document_ids_keep_attention_inside_each_document():
     packed = model(idx, positions=torch.cat([torch.arange(7), torch.arange(9)]), doc_ids=docs)
     assert (packed[:, 7:] - alone).abs().max() < 1e-4
     assert (model(idx)[:, 7:] - alone).abs().max() > 1e-3  # without doc ids the first document leaks in
+
+
+def test_a_malformed_rank_report_is_named_not_a_key_error():
+    good = _rank(0, 0, 100, [10.0, 11.0], 0.021)
+    out = aggregate([good, {k: v for k, v in _rank(1, 1, 100, [10.0], 0.01).items() if k != "data_shard"}])
+    assert out["status"] == "error" and out["error"].startswith("rank report 1: missing data_shard")
+    assert out["metrics"]["n_steps"] == 2  # the readable rank is still aggregated
+    out = aggregate([dict(good, step_ms="fast")])
+    assert out["status"] == "error" and out["error"] == "rank report 0: step_ms='fast' is not list"
