@@ -30,13 +30,23 @@ from conftest import results_files, run_cli, runs
 def test_timing_of_a_known_sleep():
     t = time_steps(lambda: time.sleep(0.02), torch.device("cpu"), warmup=2, steps=10)
     assert len(t.warmup_ms) == 2 and len(t.step_ms) == 10
-    assert all(19.9 <= ms < 26 for ms in t.step_ms), t.step_ms
-    assert 0.199 <= t.span_s < 0.30
+    assert all(ms >= 19.9 for ms in t.step_ms), t.step_ms  # a sleep never ends early; a loaded machine may end it late
+    assert t.span_s >= sum(t.step_ms) / 1e3  # the span holds every step and the gaps between them
 
 
 def test_min_time_extends_a_short_step_count():
     t = time_steps(lambda: time.sleep(0.01), torch.device("cpu"), warmup=0, steps=2, min_time_s=0.25)
-    assert t.span_s >= 0.25 and 15 <= len(t.step_ms) <= 26
+    assert t.span_s >= 0.25 and len(t.step_ms) >= 2
+    # timing stops at the first step that ends past min_time: the steps before it add up to less
+    assert sum(t.step_ms[:-1]) / 1e3 < 0.25
+
+
+def test_checkpoints_hand_over_the_steps_finished_so_far():
+    seen = []
+    t = time_steps(lambda: time.sleep(0.005), torch.device("cpu"), warmup=1, steps=6, on_checkpoint=lambda part: seen.append(part),
+                   checkpoint_every_s=0.0)
+    assert [len(p.step_ms) for p in seen] == [1, 2, 3, 4, 5, 6]
+    assert seen[-1].step_ms == t.step_ms and seen[2].warmup_ms == t.warmup_ms
 
 
 def _cfg(**kw):
