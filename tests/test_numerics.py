@@ -409,3 +409,31 @@ def test_a_malformed_rank_report_is_named_not_a_key_error():
     assert out["metrics"]["n_steps"] == 2  # the readable rank is still aggregated
     out = aggregate([dict(good, step_ms="fast")])
     assert out["status"] == "error" and out["error"] == "rank report 0: step_ms='fast' is not list"
+
+
+def test_a_strategys_flops_share_and_shard_keep_peers_from_double_counting():
+    """Two tensor-parallel-like peers: one data shard, each doing half of one replica's FLOPs.
+    The job's tokens are one batch's and its FLOPs one replica's, spread over two GPUs."""
+    from b200lab.parallel import ParallelStrategy
+    from b200lab.workloads.base import RankContext, model_flops_per_step
+
+    class HalfPeers(ParallelStrategy):
+        def data_shard(self):
+            return 0
+
+        def flops_share(self):
+            return 0.5
+
+    cfg = OmegaConf.create({"model": _model_cfg(), "seq": {"name": "t", "len": 32, "batch": 2}, "run": {"seed": 1},
+                            "parallelism": {"name": "half_peers", "nproc": 2}})
+    device = torch.device("cpu")
+    per_rank = [model_flops_per_step(RankContext(cfg=cfg, device=device, strategy=HalfPeers(cfg.parallelism, r, 2, device), rank=r, world_size=2), 2, True)
+                for r in (0, 1)]
+    from b200lab.models.gpt import GPTFamily
+
+    replica = 2 * GPTFamily(cfg.model).flops_per_sample(32, True)
+    assert per_rank == [replica // 2, replica // 2]
+    ranks = [dict(_rank(r, 0, 64, [10.0, 10.0], 0.02), flops_per_step=f) for r, f in enumerate(per_rank)]
+    m = aggregate(ranks)["metrics"]
+    assert m["tokens_per_step"] == 64
+    assert m["tflops"] == pytest.approx(replica * 2 / 0.02 / 2 / 1e12)
