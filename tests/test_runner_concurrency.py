@@ -29,3 +29,15 @@ def test_two_sweeps_at_once_into_a_new_store(tmp_path):
         [parent_id] = {r["mlflow"]["parent_run_id"] for r in records}
         own = {c.info.run_id for c in children if c.data.tags["mlflow.parentRunId"] == parent_id}
         assert own == {r["mlflow"]["run_id"] for r in records}
+
+
+def test_a_parent_run_that_cannot_be_created_is_an_error(tmp_path, store):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
+    client.delete_experiment(client.get_experiment_by_name("b200lab").experiment_id)  # MLflow refuses runs in it
+    proc = popen_cli(["-m", "seq.batch=2,4", "seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE], tmp_path, store)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 1, out
+    assert "could not create the sweep's parent run" in out and "2 result(s) not in MLflow" in out
+    assert all(r["status"] == "ok" for r in results_files(tmp_path / "multirun"))
