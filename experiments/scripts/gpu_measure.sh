@@ -53,6 +53,9 @@ for phase in "$@"; do
       lab -m hydra.sweep.dir=multirun/reverify_gemm workload=gemm workload.options.dtype=bf16,fp8
       lab -m hydra.sweep.dir=multirun/reverify_hbm workload=hbm workload.options.size_mb=4096
       lab -m hydra.sweep.dir=multirun/reverify_mfu experiment=mfu_gpt1b precision=bf16 ;;
+    reverify_multi)  # on 2 GPUs: NCCL through the DataParallel strategy's DeviceMesh
+      lab -m hydra.sweep.dir=multirun/reverify_allreduce workload=allreduce parallelism.nproc=2 workload.options.size_mb=16,1024
+      lab -m hydra.sweep.dir=multirun/reverify_ddp model=gpt_125m workload=train precision=bf16 seq=2k parallelism.nproc=1,2 workload.min_time_s=3 ;;
     *) echo "unknown phase $phase" ;;
   esac
   # after every phase, so a command cut off at its time limit still returns what was measured
