@@ -51,20 +51,24 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def git_sha(root: Path = REPO_ROOT) -> str:
-    """What source ran. On a checkout: HEAD, or ``HEAD+dirty.TREE`` when the source differs from
+    """What source ran. A staged ``SHA TREE`` pair whose TREE is this tree's hash: SHA. On a checkout: HEAD, or ``HEAD+dirty.TREE`` when the source differs from
     it (TREE: :func:`tree_hash` of what is there). On a copy without .git (a GPU host): the sha
     staged in $B200LAB_GIT_SHA or .gpu/base/GIT_SHA, plain when the copy's tree hash matches the
     staged one, else ``+dirty.TREE`` (or ``+tree.TREE`` when no tree hash was staged);
     ``unknown+tree.TREE`` when nothing was staged."""
-    head = _git(root, "rev-parse", "HEAD")
-    if head:
-        changes = _git(root, "status", "--porcelain", "--", *SOURCE)
-        return head if changes == "" else f"{head}+dirty.{tree_hash(root)}"
     staged = os.environ.get("B200LAB_GIT_SHA") or ""
     if not staged and (root / STAGED_SHA).is_file():
         staged = (root / STAGED_SHA).read_text()
     parts = staged.split()
     local = tree_hash(root)
+    # a staged sha whose tree matches wins: a copied tree may carry a stale .git (the device
+    # copies hold the session's first HEAD), while the staged pair names exactly this source
+    if len(parts) > 1 and parts[1] == local:
+        return parts[0]
+    head = _git(root, "rev-parse", "HEAD")
+    if head:
+        changes = _git(root, "status", "--porcelain", "--", *SOURCE)
+        return head if changes == "" else f"{head}+dirty.{local}"
     if not parts:
         return f"unknown+tree.{local}"
     if len(parts) > 1 and parts[1] == local:
