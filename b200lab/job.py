@@ -41,8 +41,17 @@ def run_name(cfg: DictConfig) -> str:
 
 def run_job(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
-    job_dir = Path(hc.runtime.output_dir)
     sweep_dir = Path(str(hc.sweep.dir)).absolute() if hc.mode == RunMode.MULTIRUN else None
+    try:
+        return _run(cfg, hc, sweep_dir)
+    except KeyboardInterrupt:  # outside the measurement (that one is handled in _run): still end the sweep
+        if sweep_dir:
+            sweep.finish(sweep_dir, interrupted=True)
+        raise
+
+
+def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
+    job_dir = Path(hc.runtime.output_dir)
     record = sweep.read_parent(sweep_dir) if sweep_dir else None
     point = " ".join(hc.overrides.task) or "(defaults)"
     results: dict = {

@@ -108,7 +108,8 @@ def test_compiled_run_reports_compile_time_apart(tmp_path, store):
 
 
 def test_one_command_with_subcommands(tmp_path):
-    usage = subprocess.run(["b200lab", "--help"], capture_output=True, text=True, timeout=60)
+    script = Path(sys.executable).with_name("b200lab")  # the console script pip installed beside this python
+    usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0
     for text in ("b200lab sync", "b200lab report", "b200lab power", "-m seq=1k,2k", "130", "bad configuration", "not in MLflow"):
         assert text in usage.stdout
