@@ -51,18 +51,20 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def git_sha(root: Path = REPO_ROOT) -> str:
-    """What source ran. A staged ``SHA TREE`` pair whose TREE is this tree's hash: SHA. On a checkout: HEAD, or ``HEAD+dirty.TREE`` when the source differs from
-    it (TREE: :func:`tree_hash` of what is there). On a copy without .git (a GPU host): the sha
-    staged in $B200LAB_GIT_SHA or .gpu/base/GIT_SHA, plain when the copy's tree hash matches the
-    staged one, else ``+dirty.TREE`` (or ``+tree.TREE`` when no tree hash was staged);
-    ``unknown+tree.TREE`` when nothing was staged."""
+    """What source ran (TREE: :func:`tree_hash` of what is there).
+
+    - a staged ``SHA TREE`` pair ($B200LAB_GIT_SHA, else .gpu/base/GIT_SHA) whose TREE matches:
+      ``SHA``. It wins over .git, which a copied tree may carry stale (the device copies hold the
+      session's first HEAD), because it names exactly this source;
+    - a checkout: ``HEAD``, or ``HEAD+dirty.TREE`` when the source differs from it;
+    - a copy without .git: the staged sha with ``+dirty.TREE`` (its tree differs) or ``+tree.TREE``
+      (no tree hash was staged); ``unknown+tree.TREE`` when nothing was staged.
+    """
     staged = os.environ.get("B200LAB_GIT_SHA") or ""
     if not staged and (root / STAGED_SHA).is_file():
         staged = (root / STAGED_SHA).read_text()
     parts = staged.split()
     local = tree_hash(root)
-    # a staged sha whose tree matches wins: a copied tree may carry a stale .git (the device
-    # copies hold the session's first HEAD), while the staged pair names exactly this source
     if len(parts) > 1 and parts[1] == local:
         return parts[0]
     head = _git(root, "rev-parse", "HEAD")
@@ -71,8 +73,6 @@ def git_sha(root: Path = REPO_ROOT) -> str:
         return head if changes == "" else f"{head}+dirty.{local}"
     if not parts:
         return f"unknown+tree.{local}"
-    if len(parts) > 1 and parts[1] == local:
-        return parts[0]
     return f"{parts[0]}+{'dirty' if len(parts) > 1 else 'tree'}.{local}"
 
 
