@@ -43,3 +43,16 @@ def test_the_tree_hash_ignores_bytecode_and_follows_the_experiment_link(tmp_path
     assert tree_hash(copy) == before
     (copy / "experiments" / "smoke.yaml").write_text("changed: true\n")
     assert tree_hash(copy) != before
+
+
+def test_a_matching_staged_pair_wins_over_a_stale_git_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("B200LAB_GIT_SHA", raising=False)
+    copy = _copy_of_head(tmp_path)
+    git = ["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "stale"], check=True)
+    stale = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_sha(copy).startswith(f"{stale}+dirty.")  # the source is untracked in that .git
+    sha, tree = head_line().split()
+    monkeypatch.setenv("B200LAB_GIT_SHA", f"{sha} {tree}")
+    assert git_sha(copy) == sha
