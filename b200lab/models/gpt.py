@@ -142,17 +142,17 @@ class GPT(nn.Module):
         every key slot; ``cache``: keys/values of earlier slots, extended in place."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
-        explicit = positions is not None
-        if positions is None:
-            positions = torch.arange(start, start + T, device=idx.device)
         x = self.embed(idx)
         rope = None
-        if self.pos_embed is not None:
-            x = x + self.pos_embed(positions)
-        elif explicit or start or self.rope_cos is None or self.rope_cos.shape[0] < T:
-            rope = self._rope(positions, idx.device)
+        if positions is None and self.pos_embed is None and not start and self.rope_cos is not None and self.rope_cos.shape[0] >= T:
+            rope = (self.rope_cos[:T], self.rope_sin[:T])  # the training/prefill path: no index tensor
         else:
-            rope = (self.rope_cos[:T], self.rope_sin[:T])
+            if positions is None:
+                positions = torch.arange(start, start + T, device=idx.device)
+            if self.pos_embed is not None:
+                x = x + self.pos_embed(positions)
+            else:
+                rope = self._rope(positions, idx.device)
         # the mask works on cache slots (queries are the last T of start + T keys); positions
         # only rotate, so packed documents may restart their positions
         mask = AttnMask(doc_ids=doc_ids)
