@@ -51,7 +51,8 @@ def _kill(proc: subprocess.Popen) -> None:
 def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_path, store):
     db = Path(store["MLFLOW_TRACKING_URI"][len("sqlite:///"):])
     port = _free_port()
-    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    # no client retries against the dead server: they only add backoff sleeps to the test
+    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     server = _start_server(db, port, tmp_path / "server.log")
     try:
         sweep = popen_cli(["-m", "seq.batch=2,3,4", "seq=short", "workload.min_time_s=3", "workload.steps=2", "workload.warmup_steps=1",
