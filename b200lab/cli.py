@@ -79,6 +79,12 @@ def run(overrides: list[str]) -> int:
     """Hydra does the rest; the callbacks end the process with the exit code (b200lab/callbacks.py)."""
     from b200lab.config import register_configs
 
+    from b200lab.hydra_guard import check
+
+    problems = check(overrides, conf_dir())
+    if problems:
+        print("b200lab: refused before anything ran:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        return 2
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises, so its errors get exit code 2 here
     sys.argv = [sys.argv[0], *overrides]
     register_configs()
@@ -98,7 +104,16 @@ def run(overrides: list[str]) -> int:
     return 0
 
 
+def _drop_working_dir_from_path() -> None:
+    """``python -m`` puts the working directory first on sys.path; a ``hydra_plugins`` folder or
+    a ``*.dist-info`` there would then be imported or trusted as registered. The lab itself is
+    already imported, and plugins come from installed packages or PYTHONPATH."""
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
+
+
 def main(argv: list[str] | None = None) -> None:
+    _drop_working_dir_from_path()
     args = sys.argv[1:] if argv is None else list(argv)
     command = args[0] if args[:1] and args[0] in COMMANDS else None
     rest = args[1:] if command else args

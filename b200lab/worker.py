@@ -242,6 +242,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="one b200lab rank (launched by torchrun)")
     parser.add_argument("--job-dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    cwd = os.getcwd()  # `python -m` put the working directory on sys.path: nothing is imported from it
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
     _interrupt_on_term()
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))

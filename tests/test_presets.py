@@ -16,7 +16,8 @@ TINY = ["model=tiny", "seq=short", "run.device=cpu", "workload.warmup_steps=1", 
 def test_preset_runs_once(path, tmp_path, store):
     preset = yaml.safe_load(path.read_text())
     gpu_only = preset.get("run", {}).get("device") == "cuda"
-    overrides = TINY if gpu_only else []
+    # in-process: the launcher is not what this test is about (test_cli runs torchrun)
+    overrides = [*(TINY if gpu_only else []), "run.launcher=inline"]
     if "compile" in preset.get("hydra", {}).get("sweeper", {}).get("params", {}):
         # max-autotune's CPU autotuning costs minutes and shows nothing more than default does here
         overrides = [*overrides, "compile=none,default"]
