@@ -24,9 +24,9 @@ from b200lab.components import CheckContext, ComponentConfig
 class AttnMask:
     causal: bool = True
     window: Optional[int] = None  # a query sees keys at most window - 1 positions back
-    doc_ids: Optional[torch.Tensor] = None  # (B, Tk) document of each key position; queries take theirs by position
-    q_pos: Optional[torch.Tensor] = None  # (Tq,) absolute query positions; default: the last Tq key positions
-    k_pos: Optional[torch.Tensor] = None  # (Tk,) absolute key positions; default: 0 .. Tk-1
+    doc_ids: Optional[torch.Tensor] = None  # (B, Tk) document of each key slot; the queries are the last Tq slots
+    q_pos: Optional[torch.Tensor] = None  # (Tq,) query positions for causal/window; default: the last Tq key positions
+    k_pos: Optional[torch.Tensor] = None  # (Tk,) key positions (e.g. absolute, in a rolling cache); default: 0 .. Tk-1
 
     def plain_causal(self, tq: int, tk: int) -> bool:
         return self.causal and self.window is None and self.doc_ids is None and self.q_pos is None and self.k_pos is None and tq == tk
@@ -47,7 +47,7 @@ class AttnMask:
             allowed &= delta < self.window
         allowed = allowed[None, None]
         if self.doc_ids is not None:
-            q_doc = self.doc_ids.index_select(1, q_pos.to(self.doc_ids.device))
+            q_doc = self.doc_ids[:, tk - tq:]
             allowed = allowed & (q_doc[:, None, :, None] == self.doc_ids[:, None, None, :])
         return allowed
 
@@ -148,11 +148,23 @@ class SdpaAttention(AttentionBackend):
         with self._context():
             choice = torch._fused_sdp_choice(q, k, v, args["attn_mask"], 0.0, args["is_causal"], enable_gqa=gqa)
         kernel = next((n for b, n in names.items() if b.value == choice), f"backend #{choice}")
-        self.effective["kernel"] = f"sdpa-{kernel}" + ("-masked" if args["attn_mask"] is not None else "")
+        kernel = f"sdpa-{kernel}" + ("-masked" if args["attn_mask"] is not None else "")
+        self.effective.setdefault("kernels", {})[self._kind(q, k, mask)] = kernel
+        if self.effective["kernel"] is None:
+            self.effective["kernel"] = kernel
+
+    @staticmethod
+    def _kind(q, k, mask: AttnMask) -> str:
+        """What a call is, for the record of kernels by kind: causal, masked, decode or full."""
+        if q.shape[-2] != k.shape[-2]:
+            return "decode"
+        if mask.window is not None or mask.doc_ids is not None or mask.q_pos is not None or mask.k_pos is not None:
+            return "masked"
+        return "causal" if mask.causal else "full"
 
     def __call__(self, q, k, v, mask: AttnMask = CAUSAL):
-        if self.effective["kernel"] is None and not torch.compiler.is_compiling():
-            self.probe(q, k, v, mask)
+        if not torch.compiler.is_compiling() and self._kind(q, k, mask) not in self.effective.get("kernels", {}):
+            self.probe(q, k, v, mask)  # eager calls of a new kind are recorded too (a compiled model: the setup probe)
         with self._context():
             return F.scaled_dot_product_attention(q, k, v, **self._args(q, k, v, mask), enable_gqa=q.shape[1] != k.shape[1])
 

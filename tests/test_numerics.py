@@ -372,6 +372,8 @@ def test_sdpa_records_the_kernel_its_dispatcher_chose():
     masked = backend(SdpaAttention)
     masked(q, q, q, AttnMask(window=4))
     assert masked.effective["kernel"].endswith("-masked")
+    attn(q[:, :, -1:], q, q)  # a decode call after the causal probe is recorded by its kind
+    assert set(attn.effective["kernels"]) == {"causal", "decode"} and attn.effective["kernels"]["decode"].endswith("-masked")
 
 
 @pytest.mark.parametrize("kv_heads", [None, 2])
@@ -437,3 +439,17 @@ def test_a_strategys_flops_share_and_shard_keep_peers_from_double_counting():
     m = aggregate(ranks)["metrics"]
     assert m["tokens_per_step"] == 64
     assert m["tflops"] == pytest.approx(replica * 2 / 0.02 / 2 / 1e12)
+
+
+@pytest.mark.parametrize("cls", [SdpaAttention, MathAttention])
+def test_absolute_positions_with_documents_in_a_rolling_window(cls):
+    """Keys at absolute positions 100..107 (a rolling cache), the last 2 slots are the queries;
+    documents are per slot, causality and the window compare positions."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q = torch.randn(1, 2, 2, 8, generator=g)
+    k, v = torch.randn(1, 2, 8, 8, generator=g), torch.randn(1, 2, 8, 8, generator=g)
+    k_pos, q_pos = torch.arange(100, 108), torch.arange(106, 108)
+    docs = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1]])
+    out = backend(cls)(q, k, v, AttnMask(window=4, doc_ids=docs, q_pos=q_pos, k_pos=k_pos))
+    ref = naive_attention(q, k, v, lambda b, i, j: 0 <= int(q_pos[i] - k_pos[j]) < 4 and docs[b, 6 + i] == docs[b, j])
+    assert (out.double() - ref).abs().max() < 1e-5
