@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from b200lab import results as results_io
 from b200lab import sweep
@@ -61,7 +61,7 @@ class LabCallbacks(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         ensure_writable(sweep_dir, "hydra.sweep.dir")
-        overrides = list(config.hydra.overrides.task)
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # as typed
         name = f"sweep {config.get('preset', 'none')} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
         sweep.start(sweep_dir, config.tracking, name, {"preset": config.get("preset"), "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)})
 

@@ -13,6 +13,7 @@ from typing import Optional
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from b200lab import results as results_io
 from b200lab import sweep
@@ -35,8 +36,12 @@ def requested(cfg: DictConfig) -> dict:
     }
 
 
-def run_name(cfg: DictConfig) -> str:
-    return f"{cfg.model.name}-{cfg.workload.name}-{cfg.seq.name}-{cfg.precision.name}-{cfg.attention.name}"
+def run_name(cfg) -> str:
+    """model-workload-seq-precision-attention, from the options as chosen (an option that cannot
+    be resolved shows as typed, so a failed point still gets its MLflow run)."""
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    parts = [(tree.get(g) or {}).get("name", "?") if isinstance(tree.get(g), dict) else "?" for g in ("model", "workload", "seq", "precision", "attention")]
+    return "-".join(str(p) for p in parts)
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -53,13 +58,21 @@ def run_job(cfg: DictConfig) -> dict:
 def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
     job_dir = Path(hc.runtime.output_dir)
     record = sweep.read_parent(sweep_dir) if sweep_dir else None
-    point = " ".join(hc.overrides.task) or "(defaults)"
+    point = " ".join(OmegaConf.to_container(hc.overrides.task, resolve=False)) or "(defaults)"  # as typed, unresolved
+    try:  # an interpolation that cannot resolve or a group left empty is a configuration error
+        resolved, asked, unresolvable = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), requested(cfg), None
+    except OmegaConfBaseException as exc:
+        resolved, asked = OmegaConf.to_container(cfg, resolve=False), {}
+        key = getattr(exc, "full_key", None)
+        unresolvable = ConfigError(f"invalid configuration:\n  - {key + ': ' if key else ''}{str(exc).splitlines()[0]}")
     results: dict = {
         "schema_version": results_io.SCHEMA_VERSION, "status": "ok", "error": None, "point": point,
-        "job_num": hc.job.num if sweep_dir else 0, "sweep_id": (record or {}).get("sweep_id"), "requested": requested(cfg),
-        "effective": {}, "config": OmegaConf.to_container(cfg, resolve=True), "env": host_env(), "metrics": {}, "step_ms": [],
+        "job_num": hc.job.num if sweep_dir else 0, "sweep_id": (record or {}).get("sweep_id"), "requested": asked,
+        "effective": {}, "config": resolved, "env": host_env(), "metrics": {}, "step_ms": [],
     }
     try:
+        if unresolvable:
+            raise unresolvable
         device = resolve_device(cfg.run.device)
         completed = validate(cfg, device)
         if completed is not None:  # the config with each component's defaults filled in

@@ -36,12 +36,16 @@ def test_a_bad_value_in_a_sweep_exits_2_and_creates_no_run(tmp_path, store):
     assert runs(store["MLFLOW_TRACKING_URI"]) == [] and results_files(tmp_path) == []
 
 
-def test_an_exception_inside_a_job_is_not_a_configuration_error(tmp_path, store):
-    # ~precision composes (the group is optional to Hydra) but the job reads cfg.precision: an
-    # omegaconf error raised inside the job, reported as a crash with its traceback, exit 1
-    proc = run_cli(["~precision", *FAST, INLINE], tmp_path, store)
-    assert proc.returncode == 1, proc.output
-    assert "Traceback" in proc.stderr and "MissingMandatoryValue" in proc.stderr
+@pytest.mark.parametrize("override,needle", [
+    ("~precision", "precision: Missing mandatory value"),  # the group removed: composes, cannot run
+    ("seq.len=${nope}", "seq.len: Interpolation key 'nope' not found"),
+    ("model.name=${oc.env:B200LAB_NO_SUCH_VARIABLE}", "Environment variable 'B200LAB_NO_SUCH_VARIABLE' not found"),
+])
+def test_what_composes_but_cannot_resolve_is_a_configuration_error(override, needle, tmp_path, store):
+    proc = run_cli([override, *FAST, INLINE], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert runs(store["MLFLOW_TRACKING_URI"]) == [] and results_files(tmp_path) == []
 
 
 def test_impossible_values_name_their_keys_and_create_no_run(tmp_path, store):
@@ -128,3 +132,13 @@ def test_ctrl_c_in_a_sweep_kills_the_parent_run_too(tmp_path, store):
     assert res["status"] == "interrupted" and res["metrics"]["n_steps"] > 0
     statuses = {("child" if "mlflow.parentRunId" in r.data.tags else "parent"): r.info.status for r in runs(store["MLFLOW_TRACKING_URI"])}
     assert statuses == {"parent": "KILLED", "child": "KILLED"}
+
+
+def test_a_sweep_point_that_cannot_resolve_is_recorded_failed_and_the_sweep_goes_on(tmp_path, store):
+    proc = run_cli(["-m", "seq.name=a,${oc.env:B200LAB_NO_SUCH_VARIABLE}", *FAST, INLINE], tmp_path, store)
+    assert proc.returncode == 1, proc.output
+    by_status = {r.data.tags["status"]: r for r in runs(store["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" in r.data.tags}
+    assert set(by_status) == {"ok", "error"}
+    assert "B200LAB_NO_SUCH_VARIABLE" in by_status["error"].data.tags["error"] and by_status["error"].info.status == "FAILED"
+    [parent] = [r for r in runs(store["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" not in r.data.tags]
+    assert {r.data.tags["mlflow.parentRunId"] for r in by_status.values()} == {parent.info.run_id}
