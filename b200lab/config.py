@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -33,10 +33,20 @@ class CompileConfig:
 
 
 @dataclass
+class ProfileOptions:
+    wait: int = 1  # torch: steps skipped, warmed up and recorded after the timed ones
+    warmup: int = 1
+    active: int = 3
+    launch_count: int = 4000  # ncu: kernels profiled at most
+    top: int = 15  # ncu: kernels in the table
+    memory_entries: int = 200000  # profile.memory: allocator events kept
+
+
+@dataclass
 class ProfileConfig:
     name: str = "none"  # none | torch | nsys | ncu
     memory: bool = False  # CUDA memory snapshot of the job, for pytorch.org/memory_viz
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: ProfileOptions = field(default_factory=ProfileOptions)
 
 
 @dataclass

@@ -111,6 +111,8 @@ def test_gpt_40b_is_the_legacy_config():
         (["workload=gemm", "compile=default"], "workload=gemm builds no model to compile"),
         (["workload=allreduce"], "workload=allreduce needs parallelism.nproc >= 2 (it is 1)"),
         (["workload=train", "workload.options.grad_accum=0"], "workload.options.grad_accum=0: must be >= 1"),
+        (["+workload.options.bogus=1"], "workload.options.bogus: not a field of NoOptions"),
+        (["+profile.options.tpo=5"], "profile.options.tpo: not a field of ProfileOptions"),
     ],
 )
 def test_validation_names_the_keys(overrides, needle):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -38,12 +38,17 @@ class RankContext:
 
 
 @dataclass
+class NoOptions:
+    """A workload without options: any key under workload.options is refused."""
+
+
+@dataclass
 class WorkloadConfig(ComponentConfig):
     warmup_steps: int = 5
     steps: int = 20
     min_time_s: float = 0.0  # time at least this long; the later of steps and min_time_s ends timing
     trials: int = 1  # timed regions back to back (one warm-up); the spread across them is reported
-    options: Dict[str, Any] = field(default_factory=dict)  # a workload with typed options overrides this field
+    options: NoOptions = field(default_factory=NoOptions)  # a workload with options overrides this field with its own dataclass
 
 
 class Workload:
