@@ -47,11 +47,25 @@ def conclude(records: list[dict], bad: list, parent: dict | None = None) -> None
         raise SystemExit(code)
 
 
+def claim_or_exit(directory: Path, key: str) -> None:
+    from b200lab.dir_claim import DirBusy, claim
+
+    try:
+        claim(directory, key)
+    except DirBusy as exc:
+        print(f"b200lab: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 class LabCallbacks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         ensure_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+        claim_or_exit(Path(str(config.hydra.run.dir)), "hydra.run.dir")
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn | None = None, **kwargs) -> None:
+        from b200lab.dir_claim import release
+
+        release(Path(str(config.hydra.run.dir)))
         if job_return is not None and job_return.status == JobStatus.FAILED:
             return  # Hydra re-raises the job's exception
         job_dir = Path(str(config.hydra.runtime.output_dir or config.hydra.run.dir))
@@ -61,11 +75,15 @@ class LabCallbacks(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         ensure_writable(sweep_dir, "hydra.sweep.dir")
+        claim_or_exit(sweep_dir, "hydra.sweep.dir")
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # as typed
         name = f"sweep {config.get('preset', 'none')} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
         sweep.start(sweep_dir, config.tracking, name, {"preset": config.get("preset"), "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)})
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from b200lab.dir_claim import release
+
         sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        release(sweep_dir)
         records, bad = sweep.finish(sweep_dir)
         conclude(records, bad, sweep.read_parent(sweep_dir))

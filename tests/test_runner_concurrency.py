@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import INLINE, parents_and_children, popen_cli, results_files
+import signal
+
+from conftest import INLINE, parents_and_children, popen_cli, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -41,3 +43,30 @@ def test_a_parent_run_that_cannot_be_created_is_an_error(tmp_path, store):
     assert proc.returncode == 1, out
     assert "could not create the sweep's parent run" in out and "2 result(s) not in MLflow" in out
     assert all(r["status"] == "ok" for r in results_files(tmp_path / "multirun"))
+
+
+def test_two_runs_started_into_one_directory_never_mix(tmp_path, store):
+    """The same hydra.run.dir twice at once: the second is refused (exit 2) while the first holds
+    it, and results.json stays the first run's own. Two runs started in one working directory in
+    the same second get directories of their own."""
+    shared = ["hydra.run.dir=shared", "seq=short", "workload.warmup_steps=1", INLINE]
+    first = popen_cli([*shared, "workload.min_time_s=600", "seq.batch=2"], tmp_path, store)
+    seen = []
+    for line in first.stdout:  # the first run is timing: it holds the directory
+        seen.append(line)
+        if "timed" in line:
+            break
+    second = run_cli([*shared, "workload.steps=2", "seq.batch=6"], tmp_path, store)
+    first.send_signal(signal.SIGINT)  # what it measured so far is kept
+    out = "".join(seen) + first.communicate(timeout=120)[0]
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "hydra.run.dir=shared is in use by another b200lab run" in second.stderr
+    assert first.returncode == 130, out
+    [res] = results_files(tmp_path / "shared")
+    assert res["config"]["seq"]["batch"] == 2 and res["metrics"]["tokens_per_step"] == 2 * 128
+
+    procs = [popen_cli(["seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE, f"seq.batch={b}"], tmp_path, store)
+             for b in (2, 6)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    batches = sorted((r["config"]["seq"]["batch"], r["metrics"]["tokens_per_step"]) for r in results_files(tmp_path / "outputs"))
+    assert batches == [(2, 256), (6, 768)]

@@ -1,0 +1,61 @@
+"""One output directory, one run at a time: a claim file names the process that writes there.
+
+Two runs started in one directory at once (the same ``hydra.run.dir`` or ``hydra.sweep.dir``)
+would otherwise overwrite each other's config.yaml and results and mix their measurements
+without a word. A claim held by a live process on this host is refused; one left by a process
+that is gone (a killed run) is taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+CLAIM = ".b200lab_claim"
+
+
+class DirBusy(RuntimeError):
+    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(directory: Path, key: str) -> None:
+    path = Path(directory) / CLAIM
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                owner = {}
+            pid = owner.get("pid")
+            if owner.get("host") != me["host"] or (isinstance(pid, int) and pid != me["pid"] and _alive(pid)):
+                raise DirBusy(f"{key}={directory} is in use by another b200lab run (pid {pid} on {owner.get('host')}); "
+                              f"choose another with {key}=PATH") from None
+            path.unlink(missing_ok=True)  # left by a process that is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return
+
+
+def release(directory: Path) -> None:
+    path = Path(directory) / CLAIM
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
