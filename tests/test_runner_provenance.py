@@ -56,3 +56,20 @@ def test_a_matching_staged_pair_wins_over_a_stale_git_dir(tmp_path, monkeypatch)
     sha, tree = head_line().split()
     monkeypatch.setenv("B200LAB_GIT_SHA", f"{sha} {tree}")
     assert git_sha(copy) == sha
+
+
+def test_an_installed_copy_inside_someone_elses_repository_is_not_that_repository(tmp_path, monkeypatch):
+    """b200lab installed into a venv that sits inside another git checkout: that checkout's HEAD
+    says nothing about b200lab's source."""
+    monkeypatch.delenv("B200LAB_GIT_SHA", raising=False)
+    outer = tmp_path / "their_repo"
+    git = ["git", "-C", str(outer), "-c", "user.name=t", "-c", "user.email=t@t"]
+    outer.mkdir()
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "theirs"], check=True)
+    theirs = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    site = outer / ".venv" / "site"
+    site.mkdir(parents=True)
+    copy = _copy_of_head(site)
+    assert not git_sha(copy).startswith(theirs)
+    assert git_sha(copy) == f"unknown+tree.{tree_hash(copy)}"

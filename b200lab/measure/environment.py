@@ -27,7 +27,7 @@ def _source_files(root: Path) -> list[tuple[str, Path]]:
         for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
             dirnames[:] = [d for d in dirnames if d != "__pycache__" and not d.startswith(".")]
             for name in filenames:
-                if top == "b200lab" and not name.endswith(".py"):
+                if top == "b200lab" and not name.endswith((".py", ".yaml")):  # .yaml: the conf an installed b200lab ships
                     continue
                 path = Path(dirpath) / name
                 files.append((path.relative_to(root).as_posix(), path))
@@ -67,7 +67,8 @@ def git_sha(root: Path = REPO_ROOT) -> str:
     local = tree_hash(root)
     if len(parts) > 1 and parts[1] == local:
         return parts[0]
-    head = _git(root, "rev-parse", "HEAD")
+    # only b200lab's own checkout: an installed b200lab inside someone else's repository is not it
+    head = _git(root, "rev-parse", "HEAD") if (root / ".git").exists() else None
     if head:
         changes = _git(root, "status", "--porcelain", "--", *SOURCE)
         return head if changes == "" else f"{head}+dirty.{local}"
