@@ -99,7 +99,7 @@ def test_gpt_40b_is_the_legacy_config():
         (["workload=train", "precision=bf16", "precision.master_dtype=none", "precision.grad_accum_dtype=float32"],
          "precision.grad_accum_dtype=float32 needs the parameters or their master copy in float32"),
         (["precision.master_dtype=float16"], "precision.master_dtype='float16': choose one of"),
-        (["precision.compute_dtype=fp8"], "the autocast recipe runs float dtypes only; FP8 is its own recipe class"),
+        (["precision.compute_dtype=fp8"], "the autocast recipe runs float dtypes only; FP8 needs an FP8 recipe class"),
         (["+seq.bach=4"], "seq.bach: not a field of SeqConfig"),
         (["+model.n_experts=8", "+model.top_k=2"], "model.n_experts: not a field of GPTConfig"),
         (["+workload.options.grad_acum=2", "workload=train"], "workload.options.grad_acum: not a field of TrainOptions"),

@@ -64,6 +64,8 @@ def test_a_precision_recipe_and_a_masked_backend_plug_in(tmp_path, store):
     assert attn["kernel"] == "sdpa with a dense sliding-window mask (window 8)"
     [run] = runs(store["MLFLOW_TRACKING_URI"])
     assert run.data.tags["effective.attention_kernel"] == attn["kernel"] and run.data.params["attention.window"] == "8"
+    # a recipe with no compute_dtype field is tagged by its name and its MFU basis
+    assert (run.data.tags["effective.precision"], run.data.tags["effective.peak_key"]) == ("bf16_keep_norms", "bf16")
 
 
 def test_all_four_plugins_in_one_two_rank_sweep(tmp_path, store):

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
     (["model._target_=planted.Model"], "model._target_='planted.Model' is not a registered model component"),
     (["+seq.bach=4"], "seq.bach: not a field of SeqConfig"),
     (["+model.n_experts=8"], "mixture-of-experts is its own model family"),
-    (["precision.compute_dtype=fp8"], "FP8 is its own recipe class"),
+    (["precision.compute_dtype=fp8"], "FP8 needs an FP8 recipe class"),
 ])
 def test_seam_refusals_exit_2_and_create_nothing(overrides, needle, tmp_path, store):
     marker = tmp_path / "imported"
