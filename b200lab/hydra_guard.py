@@ -112,7 +112,8 @@ def check(argv: list[str], conf_dir: str) -> list[str]:
 
     args, _ = get_args_parser().parse_known_args(argv)
     problems, dirs = check_overrides(args.overrides or [])
-    if args.config_dir:
-        dirs.append(Path(args.config_dir))
+    for flag in (args.config_dir, args.config_path):  # --config-dir / --config-path: other primary configs
+        if flag:
+            dirs.append(Path(flag))
     experiments = Path(conf_dir) / "experiment"
     return problems + check_files([*dirs, experiments])

@@ -91,3 +91,13 @@ def test_the_working_directory_registers_and_imports_nothing(tmp_path, store):
     proc = run_cli(["seq=short", "workload.steps=2", "workload.warmup_steps=1", "run.launcher=inline"], tmp_path, store)
     assert proc.returncode == 0, proc.output
     assert not marker.exists()
+
+
+@pytest.mark.e2e
+def test_another_primary_config_is_checked_too(tmp_path, store):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text("hydra:\n  callbacks:\n    x: {_target_: pathlib.Path.touch, _args_: [pwned]}\n")
+    proc = run_cli(["--config-path", str(other), "--config-name", "config"], tmp_path, store)
+    assert proc.returncode == 2 and "config.yaml: sets hydra.callbacks" in proc.stderr
+    assert not (tmp_path / "pwned").exists()
