@@ -59,11 +59,14 @@ def _hydra_entry(cfg: DictConfig) -> None:
         raise JobCrash(f"{type(exc).__name__}: {exc}") from exc
 
 
+BARE_NUMBER = "Config group override must be a string"  # Hydra's ValueError for `seq=1024`
+
+
 def _config_error(exc: BaseException) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return isinstance(exc, (HydraException, OmegaConfBaseException))
+    return isinstance(exc, (HydraException, OmegaConfBaseException)) or BARE_NUMBER in str(exc)
 
 
 def _say_config_error(exc: BaseException) -> None:
@@ -72,6 +75,11 @@ def _say_config_error(exc: BaseException) -> None:
     text = str(exc).strip()
     if isinstance(exc.__cause__, OmegaConfBaseException):
         text += "\n" + str(exc.__cause__).strip()
+    if BARE_NUMBER in text:
+        text += ("\noptions are names, never bare numbers (seq=2k, not seq=2048); "
+                 "set a value with GROUP.FIELD=VALUE, e.g. seq.len=2048")
+    elif "is not in struct" in text:
+        text += "\nthat field does not exist; `b200lab --cfg job` prints every field with its value"
     print(f"b200lab: {text}", file=sys.stderr)
 
 
@@ -119,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     rest = args[1:] if command else args
     if command is None and args[:1] in (["-h"], ["--help"]):
         print(USAGE, end="")
+        sys.exit(0)
+    if command is None and args[:1] == ["--version"]:
+        from b200lab.measure.environment import _version
+
+        print(f"b200lab {_version('b200lab') or 'unknown'} (hydra {_version('hydra-core')}, mlflow {_version('mlflow')})")
         sys.exit(0)
     if command == "sync":
         from b200lab.sync import main as sync_main

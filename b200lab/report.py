@@ -95,7 +95,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="b200lab report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="b200lab report", description=__doc__.split("\n\n")[0].replace("``", "`"))
     sub = parser.add_subparsers(dest="report", required=True)
     comp = sub.add_parser("compile", help="eager vs torch.compile speedups from a sweep")
     comp.add_argument("paths", nargs="+", type=Path)

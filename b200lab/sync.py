@@ -20,7 +20,7 @@ from b200lab.tracking import Tracker, flatten, probe, publish, resolve_uri
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="b200lab sync", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="b200lab sync", description=__doc__.split("\n\n")[0].replace("``", "`"))
     parser.add_argument("paths", nargs="*", type=Path, default=[Path("multirun"), Path("outputs")])
     parser.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     parser.add_argument("--experiment", default=None, help="experiment name (default: the one each result was run with)")

@@ -142,3 +142,15 @@ def test_a_sweep_point_that_cannot_resolve_is_recorded_failed_and_the_sweep_goes
     assert "B200LAB_NO_SUCH_VARIABLE" in by_status["error"].data.tags["error"] and by_status["error"].info.status == "FAILED"
     [parent] = [r for r in runs(store["MLFLOW_TRACKING_URI"]) if "mlflow.parentRunId" not in r.data.tags]
     assert {r.data.tags["mlflow.parentRunId"] for r in by_status.values()} == {parent.info.run_id}
+
+
+def test_a_bare_number_for_a_group_option_says_what_to_type(tmp_path, store):
+    proc = run_cli(["seq=2048"], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert "options are names, never bare numbers" in proc.stderr and "seq.len=2048" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_version_names_the_lab(tmp_path):
+    proc = run_cli(["--version"], tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("b200lab ")

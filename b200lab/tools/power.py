@@ -32,7 +32,7 @@ def gpu_meters(interval_s: float) -> tuple[list, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="b200lab power", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="b200lab power", description=__doc__.split("\n\n")[0].replace("``", "`"))
     parser.add_argument("--interval", type=float, default=0.05, help="power sampling interval, seconds")
     parser.add_argument("--csv", help="write the power samples (gpu, t_s, power_w) here")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
