@@ -28,8 +28,12 @@ class AttnMask:
     q_pos: Optional[torch.Tensor] = None  # (Tq,) query positions for causal/window; default: the last Tq key positions
     k_pos: Optional[torch.Tensor] = None  # (Tk,) key positions (e.g. absolute, in a rolling cache); default: 0 .. Tk-1
 
+    def restricted(self) -> bool:
+        """A window, documents or explicit positions: more than the plain causal/full pattern."""
+        return self.window is not None or self.doc_ids is not None or self.q_pos is not None or self.k_pos is not None
+
     def plain_causal(self, tq: int, tk: int) -> bool:
-        return self.causal and self.window is None and self.doc_ids is None and self.q_pos is None and self.k_pos is None and tq == tk
+        return self.causal and not self.restricted() and tq == tk
 
     def positions(self, tq: int, tk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         k_pos = self.k_pos if self.k_pos is not None else torch.arange(tk, device=device)
@@ -158,7 +162,7 @@ class SdpaAttention(AttentionBackend):
         """What a call is, for the record of kernels by kind: causal, masked, decode or full."""
         if q.shape[-2] != k.shape[-2]:
             return "decode"
-        if mask.window is not None or mask.doc_ids is not None or mask.q_pos is not None or mask.k_pos is not None:
+        if mask.restricted():
             return "masked"
         return "causal" if mask.causal else "full"
 
