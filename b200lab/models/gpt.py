@@ -59,8 +59,21 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
+class MLP(nn.Module):
+    """The block's second half: RMSNorm, then the GELU MLP. The part a mixture of experts replaces."""
+
+    def __init__(self, d_model: int, d_ff: int, eps: float):
+        super().__init__()
+        self.norm = nn.RMSNorm(d_model, eps=eps)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(self.norm(x)), approximate="tanh"))
+
+
 class Block(nn.Module):
-    def __init__(self, cfg, attention, index: int):
+    def __init__(self, cfg, attention, index: int, mlp: nn.Module):
         super().__init__()
         d = cfg.d_model
         self.index = index
@@ -70,10 +83,8 @@ class Block(nn.Module):
         self.norm_attn = nn.RMSNorm(d, eps=cfg.norm_eps)
         self.qkv = nn.Linear(d, (self.n_heads + 2 * self.kv_heads) * self.head_dim, bias=False)
         self.out = nn.Linear(d, d, bias=False)
-        self.norm_mlp = nn.RMSNorm(d, eps=cfg.norm_eps)
-        self.up = nn.Linear(d, cfg.d_ff, bias=False)
-        self.down = nn.Linear(cfg.d_ff, d, bias=False)
         self.attention = attention
+        self.mlp = mlp
 
     def forward(self, x: torch.Tensor, rope, mask: AttnMask, cache: Optional[KVCache] = None, start: int = 0) -> torch.Tensor:
         B, T, d = x.shape
@@ -86,16 +97,19 @@ class Block(nn.Module):
             k, v = cache.update(self.index, k, v, start)
         y = self.attention(q, k, v, mask)
         x = x + self.out(y.transpose(1, 2).reshape(B, T, d))
-        return x + self.down(F.gelu(self.up(self.norm_mlp(x)), approximate="tanh"))
+        return x + self.mlp(x)
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg, attention):
+    """``make_mlp(layer index)`` builds each block's MLP (default: the dense :class:`MLP`)."""
+
+    def __init__(self, cfg, attention, make_mlp=None):
         super().__init__()
+        make_mlp = make_mlp or (lambda index: MLP(cfg.d_model, cfg.d_ff, cfg.norm_eps))
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.pos == "learned" else None
-        self.blocks = nn.ModuleList(Block(cfg, attention, i) for i in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, attention, i, make_mlp(i)) for i in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
