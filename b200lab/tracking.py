@@ -204,7 +204,7 @@ def result_tags(results: dict) -> dict:
 
 def job_artifacts(job_dir: Path) -> list[Path]:
     return [job_dir / "config.yaml", job_dir / "results.json", job_dir / "job.log", job_dir / "ranks", job_dir / ".hydra",
-            job_dir / "traces", job_dir / "ncu_top_kernels.csv", job_dir / "ncu_raw.csv", job_dir / "nsys_report.nsys-rep"]
+            job_dir / "traces", job_dir / "artifacts", job_dir / "ncu_top_kernels.csv", job_dir / "ncu_raw.csv", job_dir / "nsys_report.nsys-rep"]
 
 
 def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None:

@@ -113,7 +113,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         strategy = instantiate("parallelism", cfg.parallelism, rank, world_size, device)
         strategy.setup()
         out["data_shard"] = strategy.data_shard()
-        ctx = RankContext(cfg=cfg, device=device, strategy=strategy, rank=rank, world_size=world_size)
+        ctx = RankContext(cfg=cfg, device=device, strategy=strategy, rank=rank, world_size=world_size, job_dir=job_dir)
         workload = instantiate("workload", cfg.workload, ctx)
         t0 = time.perf_counter()
         workload.setup()
@@ -134,6 +134,11 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
     out["metric_rules"] = dict(getattr(workload, "metric_rules", {}))
     ok = workload is not None and out["status"] == "ok"
     out["metrics"] = {**(workload.metrics(step_stats(out["step_ms"])) if ok else {}), **memory_metrics(device)}
+    if ok and rank == 0:
+        try:
+            workload.write_artifacts(job_dir / "artifacts")
+        except Exception as exc:  # the measurement stands; the missing file is said
+            out["effective"]["artifacts"] = f"not written: {type(exc).__name__}: {exc}"[:500]
     out["energy"] = energy
     if setup_s is not None:
         out["metrics"]["setup_s"] = setup_s

@@ -56,7 +56,26 @@ class ModelFamily:
         raise NotImplementedError
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training objective, from everything the model returned (a family whose model
+        returns extra terms, e.g. a router's load-balancing loss, adds them here)."""
         raise NotImplementedError
+
+    # how each metric from ``summarize`` combines across ranks (max, sum, mean, min)
+    metric_rules: dict[str, str] = {}
+
+    def forward_stats(self, outputs) -> dict[str, torch.Tensor]:
+        """Statistics of one forward as detached tensors (e.g. tokens per expert). Called inside
+        the possibly compiled forward, so it must not synchronise with the host."""
+        return {}
+
+    def summarize(self, stats: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Metrics from the ``forward_stats`` of the last steps (after timing, on the host)."""
+        return {}
+
+    def artifacts(self, stats: list[dict[str, torch.Tensor]], out_dir) -> list:
+        """Files (e.g. a per-expert load histogram) written under ``out_dir`` from the same stats;
+        returns their paths."""
+        return []
 
     def parallelize(self, model: torch.nn.Module, strategy, training: bool) -> torch.nn.Module:
         """Apply the strategy; a family with per-layer plans (tensor parallel) overrides this."""

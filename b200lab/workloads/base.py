@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
@@ -20,6 +21,7 @@ class RankContext:
     strategy: Any  # the b200lab.parallel.ParallelStrategy of this job
     rank: int = 0
     world_size: int = 1
+    job_dir: Optional[Path] = None  # the job's folder; files a workload writes under job_dir/artifacts reach MLflow
 
     @property
     def data_shard(self) -> int:
@@ -88,6 +90,9 @@ class Workload:
 
     def metrics(self, stats: dict) -> dict:
         return {}
+
+    def write_artifacts(self, out_dir: Path) -> None:
+        """Rank 0, after timing: files for the run's artifacts (plots, histograms, checkpoints)."""
 
 
 @dataclass
