@@ -54,6 +54,20 @@ class PrecisionRecipe(ABC):
     def grad_scaler(self):
         return None
 
+    def plain_state_dict(self, model: torch.nn.Module) -> dict:
+        """The weights under the model family's own names (what a checkpoint holds), with any
+        torch.compile or DDP wrapper taken off; a recipe that swapped layers maps them back."""
+        return unwrap(model).state_dict()
+
     def record(self) -> dict:
         """``effective`` with the MFU basis, for results.json."""
         return {**self.effective, "peak_key": self.peak_key, "extra_peak_keys": list(self.extra_peak_keys)}
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under torch.compile's and DDP's wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner

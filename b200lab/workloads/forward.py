@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import torch
 
 from b200lab.workloads.base import Workload, build_model, model_flops_per_step
@@ -18,7 +20,16 @@ class Forward(Workload):
         self.inputs, _ = family.synthetic_batch(int(cfg.seq.batch), int(cfg.seq.len), ctx.generator(), ctx.device)
         self.tokens_per_step = int(cfg.seq.batch) * family.tokens_per_sample(int(cfg.seq.len))
         self.flops_per_step = model_flops_per_step(ctx, int(cfg.seq.batch), training=False)
+        self.stats: deque[dict] = deque(maxlen=5)  # the family's forward statistics of the last steps
+        self.metric_rules = dict(family.metric_rules)
 
     def step(self) -> None:
         with torch.inference_mode(), self.built.precision.autocast():
-            self.model(self.inputs)
+            outputs = self.model(self.inputs)
+            self.stats.append(self.built.family.forward_stats(outputs))
+
+    def metrics(self, stats: dict) -> dict:
+        return self.built.family.summarize(list(self.stats))
+
+    def write_artifacts(self, out_dir) -> None:
+        self.built.family.artifacts(list(self.stats), out_dir)

@@ -72,17 +72,21 @@ class Train(Workload):
             self.effective["ddp_sync"] = "every micro-batch" if self.sync_every_micro_batch else "last micro-batch"
         self.flops_per_step = model_flops_per_step(ctx, self.accum * batch, training=True)
         self.losses: deque[torch.Tensor] = deque(maxlen=5)
+        self.stats: deque[dict] = deque(maxlen=5)  # the family's forward statistics of the last steps
+        self.metric_rules = {**type(self).metric_rules, **family.metric_rules}
 
-    def _forward_loss(self, inputs, targets: torch.Tensor) -> torch.Tensor:
+    def _forward_loss(self, inputs, targets: torch.Tensor):
         with self.built.precision.autocast():
             outputs = self.model(inputs)
-        return self.built.family.loss(outputs, targets)
+        family = self.built.family
+        return family.loss(outputs, targets), family.forward_stats(outputs)
 
     def step(self) -> None:
         total = 0.0
         for i, (inputs, targets) in enumerate(zip(self.inputs, self.targets)):
             with self.ctx.strategy.no_sync(self.model, i == self.accum - 1, self.sync_every_micro_batch):
-                loss = self.forward_loss(inputs, targets) / self.accum
+                loss, stats = self.forward_loss(inputs, targets)
+                loss = loss / self.accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             if self.master is not None:
                 self.master.accumulate()
@@ -93,6 +97,7 @@ class Train(Workload):
             self._optimizer_step()
             self.optimizer.zero_grad(set_to_none=True)
         self.losses.append(total)
+        self.stats.append(stats)
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:
@@ -104,4 +109,7 @@ class Train(Workload):
     def metrics(self, stats: dict) -> dict:
         if not self.losses:
             return {}
-        return {"loss": float(torch.stack(list(self.losses)).float().mean())}
+        return {"loss": float(torch.stack(list(self.losses)).float().mean()), **self.built.family.summarize(list(self.stats))}
+
+    def write_artifacts(self, out_dir) -> None:
+        self.built.family.artifacts(list(self.stats), out_dir)
