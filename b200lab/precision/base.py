@@ -29,6 +29,7 @@ class PrecisionRecipe(ABC):
     compute_dtype: torch.dtype = torch.float32  # activations' dtype (shapes probes, e.g. attention)
     peak_key: str = "fp32"
     extra_peak_keys: tuple[str, ...] = ()
+    compile_problem: str | None = None  # why torch.compile must not wrap this recipe's model (it then runs eager, said so)
 
     def __init__(self, cfg, device: str, training: bool):
         self.cfg = cfg
@@ -61,7 +62,10 @@ class PrecisionRecipe(ABC):
 
     def record(self) -> dict:
         """``effective`` with the MFU basis, for results.json."""
-        return {**self.effective, "peak_key": self.peak_key, "extra_peak_keys": list(self.extra_peak_keys)}
+        out = {**self.effective, "peak_key": self.peak_key, "extra_peak_keys": list(self.extra_peak_keys)}
+        if self.compile_problem:
+            out["compile"] = f"eager: {self.compile_problem}"
+        return out
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -123,7 +123,7 @@ def build_model(ctx: RankContext, training: bool, compile_model: bool = True) ->
     family.prepare(model, int(cfg.seq.len))
     _probe_attention(family, attention, precision, int(cfg.seq.len), device)
     model = family.parallelize(model, ctx.strategy, training)
-    compiled = cfg.compile.mode is not None
+    compiled = cfg.compile.mode is not None and precision.compile_problem is None  # the reason is in precision.record()
     if compiled and compile_model:
         model = compile_fn(ctx, model)
     return BuiltModel(model, family, precision, attention, compiled)
