@@ -22,16 +22,21 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-GROUPS = ("model", "precision", "attention", "parallelism", "workload")
+GROUPS = ("model", "precision", "attention", "parallelism", "workload", "data")
 ENTRY_POINT_PREFIX = "b200lab."
 
 # group -> schema name -> class. A config option selects its class and schema through its
 # defaults list (``- /schema/model/gpt@_here_``), which also sets ``_target_``.
 SHIPPED: dict[str, dict[str, str]] = {
     "model": {"gpt": "b200lab.models.gpt.GPTFamily"},
-    "precision": {"autocast": "b200lab.precision.autocast.AutocastPrecision"},
+    "precision": {
+        "autocast": "b200lab.precision.autocast.AutocastPrecision",
+        "te_fp8": "b200lab.precision.te_fp8.TEFP8Precision",
+        "fp8_auto": "b200lab.precision.fp8_auto.FP8AutoPrecision",
+    },
     "attention": {"sdpa": "b200lab.attention.SdpaAttention", "math": "b200lab.attention.MathAttention"},
     "parallelism": {"data_parallel": "b200lab.parallel.DataParallel"},
+    "data": {"random": "b200lab.data.random.RandomData", "text": "b200lab.data.text.TextData"},
     "workload": {
         "forward": "b200lab.workloads.forward.Forward",
         "train": "b200lab.workloads.train.Train",
@@ -112,6 +117,8 @@ def base_class(group: str) -> type:
         from b200lab.attention import AttentionBackend as base
     elif group == "parallelism":
         from b200lab.parallel import ParallelStrategy as base
+    elif group == "data":
+        from b200lab.data.base import DataSource as base
     else:
         from b200lab.workloads.base import Workload as base
     return base

@@ -9,6 +9,7 @@ keeps ``mlflow.synced: false`` and ``b200lab sync`` uploads it later.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import time
 import urllib.error
@@ -181,6 +182,8 @@ def result_tags(results: dict) -> dict:
         "effective.param_dtype": eff_prec.get("param_dtype"),
         "effective.master_dtype": eff_prec.get("master_dtype"),
         "effective.precision_reason": eff_prec.get("reason"),
+        "effective.fp8_recipe": eff_prec.get("recipe"),
+        "effective.fp8_modules": json.dumps(eff_prec["fp8_modules"], sort_keys=True) if eff_prec.get("fp8_modules") else None,
         "effective.attention": eff_attn.get("name"),
         "effective.attention_kernel": eff_attn.get("kernel"),
         "effective.attention_reason": eff_attn.get("reason"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def nvml_gpus() -> list[dict]:
-    """Name, memory and driver of each visible GPU; [] when NVML is missing or sees none."""
+    """Name, memory, driver and compute capability (major, minor) of each visible GPU; [] when NVML is missing or sees none."""
     try:
         import pynvml
 
@@ -25,6 +25,7 @@ def nvml_gpus() -> list[dict]:
                 "name": pynvml.nvmlDeviceGetName(h),
                 "memory_gb": round(pynvml.nvmlDeviceGetMemoryInfo(h).total / 1e9, 1),
                 "driver": driver,
+                "capability": tuple(pynvml.nvmlDeviceGetCudaComputeCapability(h)),
             }
             for h in handles
         ]

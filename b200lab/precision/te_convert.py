@@ -1,0 +1,207 @@
+"""Swap a model's layers for Transformer Engine modules, carrying the weights over.
+
+A model converter in torchtitan's sense: the model code knows nothing of FP8. A norm followed by
+a projection becomes one ``LayerNormLinear`` (the GPT block's attention input, ``norm_attn`` +
+``qkv``); a dense GPT ``MLP`` (norm, up, tanh-GELU, down) becomes one ``LayerNormMLP``; every other
+``nn.Linear`` whose dimensions FP8 GEMMs accept becomes a ``te.Linear``. The norm a fused module
+absorbed is replaced by ``nn.Identity`` in place. What was converted, and what was left (and
+why), is returned as a :class:`Conversion`, which also maps the TE parameter names back to the
+model's own names for checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+FP8_ALIGN = 16  # TE's FP8 GEMMs need both weight dimensions divisible by 16
+
+
+@dataclass
+class Conversion:
+    modules: dict[str, str] = field(default_factory=dict)  # model path -> TE class
+    kept: dict[str, str] = field(default_factory=dict)  # model path -> why it stays in high precision
+    names: dict[str, str] = field(default_factory=dict)  # TE parameter name -> the model's own parameter name
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for cls in self.modules.values():
+            out[cls] = out.get(cls, 0) + 1
+        return out
+
+
+def _norm_kind(norm: nn.Module):
+    if isinstance(norm, nn.RMSNorm):
+        return "RMSNorm"
+    if isinstance(norm, nn.LayerNorm):
+        return "LayerNorm"
+    return None
+
+
+def _aligned(*dims: int) -> bool:
+    return all(d % FP8_ALIGN == 0 for d in dims)
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    with torch.no_grad():
+        dst.copy_(src)
+
+
+def _eps(norm: nn.Module) -> float:
+    eps = getattr(norm, "eps", None)
+    return float(eps) if eps is not None else float(torch.finfo(torch.float32).eps)
+
+
+class Converter:
+    def __init__(self, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = ()):
+        self.te, self.dtype, self.device, self.skip = te, params_dtype, device, skip
+        self.out = Conversion()
+
+    def _map(self, path: str, pairs: dict[str, str]) -> None:
+        for te_name, own in pairs.items():
+            self.out.names[f"{path}.{te_name}" if path else te_name] = own
+
+    def norm_linear(self, norm: nn.Module, linear: nn.Linear, norm_path: str, path: str):
+        te = self.te
+        kind = _norm_kind(norm)
+        has_norm_bias = kind == "LayerNorm" and norm.bias is not None
+        module = te.LayerNormLinear(linear.in_features, linear.out_features, eps=_eps(norm), bias=linear.bias is not None,
+                                    normalization=kind, params_dtype=self.dtype, device=self.device)
+        _copy(module.weight, linear.weight)
+        _copy(module.layer_norm_weight, norm.weight)
+        pairs = {"weight": f"{path}.weight", "layer_norm_weight": f"{norm_path}.weight"}
+        if linear.bias is not None:
+            _copy(module.bias, linear.bias)
+            pairs["bias"] = f"{path}.bias"
+        if has_norm_bias:
+            _copy(module.layer_norm_bias, norm.bias)
+            pairs["layer_norm_bias"] = f"{norm_path}.bias"
+        elif kind == "LayerNorm":
+            nn.init.zeros_(module.layer_norm_bias)
+            module.layer_norm_bias.requires_grad_(False)
+        self._map(path, pairs)
+        self.out.modules[path] = "LayerNormLinear"
+        return module
+
+    def norm_mlp(self, mlp: nn.Module, path: str):
+        te = self.te
+        norm, up, down = mlp.norm, mlp.up, mlp.down
+        kind = _norm_kind(norm)
+        bias = up.bias is not None
+        module = te.LayerNormMLP(up.in_features, up.out_features, eps=_eps(norm), bias=bias, normalization=kind,
+                                 activation="gelu", params_dtype=self.dtype, device=self.device)
+        _copy(module.layer_norm_weight, norm.weight)
+        _copy(module.fc1_weight, up.weight)
+        _copy(module.fc2_weight, down.weight)
+        pairs = {"layer_norm_weight": f"{path}.norm.weight", "fc1_weight": f"{path}.up.weight", "fc2_weight": f"{path}.down.weight"}
+        if bias:
+            _copy(module.fc1_bias, up.bias)
+            _copy(module.fc2_bias, down.bias)
+            pairs.update({"fc1_bias": f"{path}.up.bias", "fc2_bias": f"{path}.down.bias"})
+        if kind == "LayerNorm":
+            if norm.bias is not None:
+                _copy(module.layer_norm_bias, norm.bias)
+                pairs["layer_norm_bias"] = f"{path}.norm.bias"
+            else:
+                nn.init.zeros_(module.layer_norm_bias)
+                module.layer_norm_bias.requires_grad_(False)
+        self._map(path, pairs)
+        self.out.modules[path] = "LayerNormMLP"
+        return module
+
+    def linear(self, linear: nn.Linear, path: str):
+        module = self.te.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                params_dtype=self.dtype, device=self.device)
+        _copy(module.weight, linear.weight)
+        pairs = {"weight": f"{path}.weight"}
+        if linear.bias is not None:
+            _copy(module.bias, linear.bias)
+            pairs["bias"] = f"{path}.bias"
+        self._map(path, pairs)
+        self.out.modules[path] = "Linear"
+        return module
+
+
+def _is_dense_mlp(module: nn.Module) -> bool:
+    from b200lab.models.gpt import MLP
+
+    return type(module) is MLP and _norm_kind(module.norm) is not None
+
+
+def _fusable(norm: nn.Module, linear: nn.Module) -> bool:
+    return _norm_kind(norm) is not None and type(linear) is nn.Linear
+
+
+def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = ()) -> Conversion:
+    """Convert ``model`` in place; ``skip`` names module paths (or their last part, e.g. ``head``)
+    that stay in high precision."""
+    conv = Converter(te, params_dtype, device, skip)
+    tied = _shared_parameters(model)
+
+    def skipped(path: str) -> bool:
+        return path in skip or path.rsplit(".", 1)[-1] in skip
+
+    def visit(parent: nn.Module, prefix: str) -> None:
+        # a block's attention input: its norm followed by its qkv projection
+        norm_attn, qkv = getattr(parent, "norm_attn", None), getattr(parent, "qkv", None)
+        if norm_attn is not None and qkv is not None and _fusable(norm_attn, qkv):
+            path = f"{prefix}qkv"
+            why = _why_not(qkv, path, skipped, tied)
+            if why is None:
+                parent.qkv = conv.norm_linear(norm_attn, qkv, f"{prefix}norm_attn", path)
+                parent.norm_attn = nn.Identity()
+            else:
+                conv.out.kept[path] = why
+        for name, child in list(parent.named_children()):
+            path = f"{prefix}{name}"
+            if path in conv.out.modules or path in conv.out.kept:
+                continue
+            if _is_dense_mlp(child):
+                why = _why_not(child.up, path, skipped, tied) or _why_not(child.down, path, skipped, tied)
+                if why is None:
+                    setattr(parent, name, conv.norm_mlp(child, path))
+                else:
+                    conv.out.kept[path] = why
+            elif type(child) is nn.Linear:
+                why = _why_not(child, path, skipped, tied)
+                if why is None:
+                    setattr(parent, name, conv.linear(child, path))
+                else:
+                    conv.out.kept[path] = why
+            else:
+                visit(child, f"{path}.")
+
+    visit(model, "")
+    return conv.out
+
+
+def _shared_parameters(model: nn.Module) -> set[int]:
+    seen: dict[int, int] = {}
+    for _, module in model.named_modules(remove_duplicate=False):
+        for p in module.parameters(recurse=False):
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    return {k for k, n in seen.items() if n > 1}
+
+
+def _why_not(linear: nn.Linear, path: str, skipped, tied: set[int]):
+    """Why this linear layer stays in high precision, or None when it converts."""
+    if skipped(path):
+        return "skipped by precision.skip"
+    if id(linear.weight) in tied:
+        return "weight tied to another module (the embedding)"
+    if not _aligned(linear.in_features, linear.out_features):
+        return f"{linear.in_features}x{linear.out_features} is not a multiple of {FP8_ALIGN} (FP8 GEMM alignment)"
+    return None
+
+
+def plain_state_dict(model: nn.Module, conversion: Conversion) -> dict:
+    """The converted model's weights under the model's own parameter names (TE's FP8 metadata dropped)."""
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name in conversion.names:
+            out[conversion.names[name]] = tensor
+        elif name.rpartition(".")[0] not in conversion.modules:  # TE's own extras (FP8 metadata, a zero norm bias) go
+            out[name] = tensor
+    return out

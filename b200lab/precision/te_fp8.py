@@ -1,0 +1,138 @@
+"""FP8 (and FP4) training and inference through NVIDIA Transformer Engine.
+
+``precision=fp8`` converts the model's layers to TE modules (b200lab/precision/te_convert.py:
+fused norm + projection, fused norm + MLP, plain linears) with bf16 parameters, and runs each
+forward inside ``te.autocast`` with the recipe ``precision.recipe`` names:
+
+    delayed  DelayedScaling        per-tensor scales from an amax history (TE's default on Hopper)
+    current  Float8CurrentScaling  per-tensor scales from the tensor being cast
+    block    Float8BlockScaling    1x128 / 128x128 block scales (Hopper+, CUDA >= 12.9)
+    mxfp8    MXFP8BlockScaling     32-element blocks with E8M0 scales (Blackwell)
+    nvfp4    NVFP4BlockScaling     4-bit floats in 16-element blocks (Blackwell)
+
+Whatever the card or installation lacks is refused at validation with the reason (exit 2);
+``precision=fp8_auto`` falls back instead. Training keeps float32 master weights unless
+``master_dtype: none``. MFU is against the card's FP8 peak, with the bf16-peak ratio beside it.
+The attention core (``attention=...``), the embedding and anything the converter keeps (listed
+in ``effective.high_precision`` with the reason) run in bf16. TE's delayed scaling does not
+run under torch.compile, so these models run eager and the record says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from b200lab.components import CheckContext
+from b200lab.precision.base import PrecisionConfig, PrecisionRecipe, unwrap
+from b200lab.precision.fp8_support import TE_RECIPES, te_problem, te_says, te_version
+
+FORMATS = ("auto", "hybrid", "e4m3")
+
+
+@dataclass
+class TEFP8Config(PrecisionConfig):
+    recipe: str = "delayed"  # delayed | current | block | mxfp8 | nvfp4
+    fp8_format: str = "auto"  # auto: the recipe's default (hybrid for delayed/current) | hybrid (e4m3 forward, e5m2 grads) | e4m3
+    amax_history_len: int = 1024  # delayed only
+    amax_compute_algo: str = "max"  # delayed only: max | most_recent
+    skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in bf16
+    master_dtype: Optional[str] = "auto"  # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
+
+
+class TEFP8Precision(PrecisionRecipe):
+    Config = TEFP8Config
+    param_dtype = torch.bfloat16
+    compute_dtype = torch.bfloat16  # activations between the FP8 GEMMs
+    peak_key = "fp8"
+    extra_peak_keys = ("bf16",)
+    compile_problem = "Transformer Engine's FP8 modules run eager (DelayedScaling is not supported under torch.compile)"
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = []
+        if cfg.recipe not in TE_RECIPES:
+            return [f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(TE_RECIPES)}"]
+        if cfg.fp8_format not in FORMATS:
+            problems.append(f"precision.fp8_format={cfg.fp8_format!r}: choose one of {', '.join(FORMATS)}")
+        if cfg.amax_compute_algo not in ("max", "most_recent"):
+            problems.append(f"precision.amax_compute_algo={cfg.amax_compute_algo!r}: choose max or most_recent")
+        if cfg.amax_history_len < 1:
+            problems.append(f"precision.amax_history_len={cfg.amax_history_len}: must be >= 1")
+        if str(cfg.master_dtype).lower() not in ("auto", "none", "null", "float32"):
+            problems.append(f"precision.master_dtype={cfg.master_dtype!r}: choose auto, none or float32")
+        tokens = int(ctx.cfg.seq.batch) * int(ctx.cfg.seq.len)
+        if tokens % 16:
+            problems.append(f"seq.batch x seq.len = {tokens} tokens: FP8 GEMMs need a multiple of 16")
+        why = te_problem(cfg.recipe, ctx.device)
+        if why:
+            problems.append(f"precision={cfg.name} precision.recipe={cfg.recipe}: {why}")
+        return problems
+
+    def __init__(self, cfg, device: str, training: bool):
+        super().__init__(cfg, device, training)
+        import transformer_engine.pytorch as te
+
+        ok, reason = te_says(cfg.recipe)
+        if not ok:
+            raise RuntimeError(f"precision.recipe={cfg.recipe}: Transformer Engine says it cannot run here: {reason}")
+        self.te = te
+        self.te_recipe = _build_recipe(cfg)
+        master = str(cfg.master_dtype).lower()
+        self.master_dtype = torch.float32 if training and master in ("auto", "float32") else None
+        self.conversion = None
+        self.effective = {
+            "name": cfg.name,
+            "library": f"transformer_engine {te_version()}",
+            "recipe": cfg.recipe,
+            "te_recipe": repr(self.te_recipe),
+            "compute_dtype": "fp8" if cfg.recipe != "nvfp4" else "fp4",
+            "param_dtype": "bfloat16",
+            "master_dtype": "float32" if self.master_dtype is not None else None,
+            "reason": None,
+        }
+        if cfg.recipe == "nvfp4":
+            self.peak_key = "fp4"
+
+    def convert(self, model: torch.nn.Module) -> torch.nn.Module:
+        from b200lab.precision.te_convert import convert_model
+
+        model = model.to(torch.bfloat16)
+        device = next(model.parameters()).device
+        self.conversion = convert_model(model, self.te, torch.bfloat16, device, tuple(self.cfg.skip))
+        self.effective.update(
+            fp8_modules=self.conversion.counts(),
+            fp8_module_paths=sorted(self.conversion.modules),
+            high_precision={**self.conversion.kept, "attention core": "the attention backend (bf16)",
+                            "embedding": "a lookup, no GEMM"},
+        )
+        return model
+
+    def autocast(self):
+        return self.te.autocast(enabled=True, recipe=self.te_recipe)
+
+    def master_weights(self, model: torch.nn.Module, compile: bool = False):
+        if self.master_dtype is None:
+            return None
+        from b200lab.precision.master import MasterWeights
+
+        return MasterWeights(model.parameters(), self.master_dtype, self.master_dtype, compile=False)
+
+    def plain_state_dict(self, model: torch.nn.Module) -> dict:
+        from b200lab.precision.te_convert import plain_state_dict
+
+        return plain_state_dict(unwrap(model), self.conversion)
+
+
+def _build_recipe(cfg):
+    from transformer_engine.common import recipe as te_recipe
+
+    cls = getattr(te_recipe, TE_RECIPES[cfg.recipe])
+    kwargs = {}
+    if cfg.fp8_format != "auto":
+        kwargs["fp8_format"] = {"hybrid": te_recipe.Format.HYBRID, "e4m3": te_recipe.Format.E4M3}[cfg.fp8_format]
+    if cfg.recipe == "delayed":
+        kwargs.update(amax_history_len=int(cfg.amax_history_len), amax_compute_algo=cfg.amax_compute_algo)
+    return cls(**kwargs)

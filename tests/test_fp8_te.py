@@ -1,0 +1,178 @@
+"""precision=fp8 (Transformer Engine) and fp8_auto: what each machine may run, the converter's
+numerics against the unconverted model, and checkpoints in the model's own names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from b200lab.precision.fp8_support import TE_RECIPES, recipe_problem, te_version
+from conftest import FAST, INLINE, results_files, run_cli, runs
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+@pytest.mark.parametrize("recipe,capability,cuda,needle", [
+    ("delayed", (8, 0), 12.8, "compute capability >= 8.9"),  # an A100
+    ("current", (8, 9), 12.0, "needs CUDA >= 12.1"),
+    ("block", (9, 0), 12.8, "FP8 block scaling needs CUDA >= 12.9"),
+    ("mxfp8", (9, 0), 13.0, "MXFP8 needs compute capability 10.x (Blackwell"),
+    ("nvfp4", (9, 0), 13.0, "NVFP4 needs compute capability >= 10.0"),
+    ("mxfp8", (12, 0), 13.0, "not supported by Transformer Engine on compute capability 12.x"),
+])
+def test_each_recipe_names_what_the_card_lacks(recipe, capability, cuda, needle):
+    message = recipe_problem(recipe, capability, H100, cuda)
+    assert needle in message and f"{capability[0]}.{capability[1]}" in message
+
+
+@pytest.mark.parametrize("recipe,capability,cuda", [
+    ("delayed", (9, 0), 12.8), ("current", (8, 9), 12.4), ("block", (9, 0), 13.0), ("mxfp8", (10, 0), 12.8),
+    ("nvfp4", (10, 0), 12.8), ("delayed", (10, 0), 13.0),
+])
+def test_what_a_card_has_is_allowed(recipe, capability, cuda):
+    assert recipe_problem(recipe, capability, "a GPU", cuda) is None
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(torch.cuda.is_available() and te_version() is not None, reason="this machine can run Transformer Engine FP8")
+@pytest.mark.parametrize("precision", ["fp8", "fp8_current", "fp8_block"])
+def test_fp8_without_te_or_an_fp8_gpu_exits_2_with_the_reason(tmp_path, store, precision):
+    proc = run_cli([f"precision={precision}", "workload=train", *FAST, INLINE], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert f"precision={precision} precision.recipe=" in proc.stderr
+    assert ("this run's device is cpu" in proc.stderr) or ("Transformer Engine is not installed" in proc.stderr)
+    assert "Traceback" not in proc.output and runs(store["MLFLOW_TRACKING_URI"]) == []
+
+
+@pytest.mark.e2e
+def test_an_unknown_recipe_is_refused_naming_the_choices(tmp_path, store):
+    proc = run_cli(["precision=fp8", "precision.recipe=fp6", *FAST, INLINE], tmp_path, store)
+    assert proc.returncode == 2
+    assert "precision.recipe='fp6': choose one of " + ", ".join(TE_RECIPES) in proc.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU fp8_auto may find a real FP8 path; this checks the CPU fallback")
+@pytest.mark.parametrize("workload", ["train", "forward"])
+def test_fp8_auto_on_cpu_falls_back_and_records_why(tmp_path, store, workload):
+    proc = run_cli(["precision=fp8_auto", f"workload={workload}", *FAST, INLINE], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    [res] = results_files(tmp_path)
+    eff = res["effective"]["precision"]
+    assert eff["name"] == "fp8_auto" and eff["fallback"] is True and eff["ran"] == "no fp8 (precision=auto)"
+    assert "transformer_engine: Transformer Engine's FP8 runs on NVIDIA GPUs" in eff["reason"]
+    assert eff["peak_key"] == "fp32" and eff["compute_dtype"] == "float32"
+    [run] = runs(store["MLFLOW_TRACKING_URI"])
+    assert run.data.tags["effective.precision_reason"] == eff["reason"]
+
+
+# ---- on a GPU with Transformer Engine -----------------------------------------------------------
+
+needs_te = pytest.mark.skipif(
+    not (torch.cuda.is_available() and te_version() is not None and torch.cuda.get_device_capability() >= (8, 9)),
+    reason="needs Transformer Engine and an FP8-capable NVIDIA GPU (compute capability >= 8.9)")
+
+
+def _tiny_gpt(**fields):
+    from omegaconf import OmegaConf
+
+    from b200lab.attention import SdpaAttention
+    from b200lab.models.gpt import GPT, GPTConfig
+
+    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=256,
+                                         n_heads=4, d_ff=1024, vocab_size=512, **fields))
+    attention = SdpaAttention(OmegaConf.structured(SdpaAttention.Config(_target_="b200lab.attention.SdpaAttention", name="sdpa")), "cuda")
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = GPT(cfg, attention).to(torch.bfloat16)
+    model.prepare(128)
+    return model
+
+
+def _recipe(name: str, training: bool = False):
+    from omegaconf import OmegaConf
+
+    from b200lab.precision.te_fp8 import TEFP8Precision
+
+    cfg = OmegaConf.structured(TEFP8Precision.Config(_target_="b200lab.precision.te_fp8.TEFP8Precision", name="fp8", recipe=name))
+    return TEFP8Precision(cfg, "cuda", training)
+
+
+@needs_te
+def test_converted_model_with_fp8_off_computes_the_same_function():
+    import copy
+
+    import transformer_engine.pytorch as te
+
+    plain = _tiny_gpt()
+    ref_state = {k: v.clone() for k, v in plain.state_dict().items()}
+    recipe = _recipe("delayed")
+    converted = recipe.convert(copy.deepcopy(plain))
+    assert recipe.effective["fp8_modules"] == {"LayerNormLinear": 2, "Linear": 3, "LayerNormMLP": 2}
+    idx = torch.randint(0, 512, (2, 128), device="cuda")
+    with torch.no_grad():
+        want = plain(idx).double()
+        with te.autocast(enabled=False):
+            got = converted(idx).double()
+    # bf16 everywhere: the fused kernels round differently, within a few bf16 steps of the logits' scale
+    assert (got - want).abs().max() <= 0.02 * want.abs().max(), (got - want).abs().max()
+    back = recipe.plain_state_dict(converted)
+    assert set(back) == set(ref_state)
+    assert all(torch.equal(back[k], ref_state[k]) for k in ref_state)
+
+
+@needs_te
+@pytest.mark.parametrize("name", ["delayed", "current"])
+def test_fp8_loss_is_close_to_bf16_and_training_lowers_it(name):
+    import copy
+
+    plain = _tiny_gpt()
+    recipe = _recipe(name, training=True)
+    model = recipe.convert(copy.deepcopy(plain))
+    g = torch.Generator(device="cuda").manual_seed(1)
+    idx = torch.randint(0, 512, (4, 129), device="cuda", generator=g)
+    x, y = idx[:, :-1], idx[:, 1:]
+    with torch.no_grad():
+        ref = torch.nn.functional.cross_entropy(plain(x).float().flatten(0, 1), y.flatten())
+        with recipe.autocast():
+            fp8 = torch.nn.functional.cross_entropy(model(x).float().flatten(0, 1), y.flatten())
+    assert abs(float(fp8) - float(ref)) <= 0.02 * float(ref)
+    master = recipe.master_weights(model)
+    opt = torch.optim.AdamW(master.masters, lr=1e-3)
+    losses = []
+    for _ in range(30):
+        with recipe.autocast():
+            loss = torch.nn.functional.cross_entropy(model(x).float().flatten(0, 1), y.flatten())
+        loss.backward()
+        master.accumulate()
+        master.step(opt.step)
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@needs_te
+def test_a_tied_head_and_unaligned_layers_stay_bf16_with_the_reason():
+    from b200lab.precision.te_convert import convert_model
+    import transformer_engine.pytorch as te
+
+    model = _tiny_gpt(tie_embeddings=True, d_ff=1000)
+    conv = convert_model(model, te, torch.bfloat16, "cuda")
+    assert conv.kept["head"] == "weight tied to another module (the embedding)"
+    assert "not a multiple of 16" in conv.kept["blocks.0.mlp"]
+
+
+@needs_te
+@pytest.mark.e2e
+def test_lab_train_in_fp8_records_modules_recipe_and_both_mfus(tmp_path, store):
+    proc = run_cli(["precision=fp8", "workload=train", "model=gpt_125m", "model.n_layers=2", "seq=1k", "workload.steps=5"],
+                   tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    [res] = results_files(tmp_path)
+    eff = res["effective"]["precision"]
+    assert eff["recipe"] == "delayed" and "DelayedScaling" in eff["te_recipe"]
+    assert eff["fp8_modules"]["LayerNormMLP"] == 2 and eff["compile"].startswith("eager")
+    assert res["metrics"]["mfu"] > 0 and res["metrics"]["mfu_vs_bf16_peak"] > res["metrics"]["mfu"]
+    tags = runs(store["MLFLOW_TRACKING_URI"])[0].data.tags
+    assert tags["effective.fp8_recipe"] == "delayed" and json.loads(tags["effective.fp8_modules"])["LayerNormLinear"] == 2
