@@ -33,6 +33,8 @@ SHIPPED: dict[str, dict[str, str]] = {
         "autocast": "b200lab.precision.autocast.AutocastPrecision",
         "te_fp8": "b200lab.precision.te_fp8.TEFP8Precision",
         "fp8_auto": "b200lab.precision.fp8_auto.FP8AutoPrecision",
+        "fp8_weight_only": "b200lab.precision.weight_only.FP8WeightOnlyPrecision",
+        "fp8_torchao": "b200lab.precision.torchao_fp8.TorchaoFP8Precision",
     },
     "attention": {"sdpa": "b200lab.attention.SdpaAttention", "math": "b200lab.attention.MathAttention"},
     "parallelism": {"data_parallel": "b200lab.parallel.DataParallel"},

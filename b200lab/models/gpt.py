@@ -1,12 +1,13 @@
 """A dense GPT a reader can hold in their head, and its family (fields, FLOPs, data, loss).
 
-Pre-norm (RMSNorm) blocks: x + attn(norm(x)), then x + mlp(norm(x)); a GELU MLP of width d_ff;
-no biases; rotary positions by default (``pos: learned`` adds a position table and caps the
-sequence at ``max_seq_len``); grouped-query attention when ``n_kv_heads`` < ``n_heads``; an
-untied output head unless ``tie_embeddings``. ``forward(idx, positions, doc_ids, cache)``: with
-no extras it is the causal training/prefill pass; ``positions`` with a :class:`KVCache` is a
-decode step (queries at those positions, keys from the cache); ``doc_ids`` keeps attention
-inside each packed document.
+Pre-norm blocks: x + attn(norm(x)), then x + mlp(norm(x)); a GELU MLP of width d_ff; RMSNorm and
+no biases by default (``norm: layernorm`` with ``bias: true`` is GPT-2's block, so GPT-2 weights
+load: b200lab/models/gpt2_weights.py); rotary positions by default (``pos: learned`` adds a
+position table and caps the sequence at ``max_seq_len``); grouped-query attention when
+``n_kv_heads`` < ``n_heads``; an untied output head unless ``tie_embeddings``.
+``forward(idx, positions, doc_ids, cache)``: with no extras it is the causal training/prefill
+pass; ``positions`` with a :class:`KVCache` is a decode step (queries at those positions, keys
+from the cache); ``doc_ids`` keeps attention inside each packed document.
 """
 
 from __future__ import annotations
@@ -59,14 +60,24 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
-class MLP(nn.Module):
-    """The block's second half: RMSNorm, then the GELU MLP. The part a mixture of experts replaces."""
+NORMS = ("rmsnorm", "layernorm")
 
-    def __init__(self, d_model: int, d_ff: int, eps: float):
+
+def make_norm(kind: str, d_model: int, eps: float, bias: bool = False) -> nn.Module:
+    """RMSNorm, or LayerNorm (with a bias when ``bias``, as GPT-2)."""
+    if kind == "layernorm":
+        return nn.LayerNorm(d_model, eps=eps, bias=bias)
+    return nn.RMSNorm(d_model, eps=eps)
+
+
+class MLP(nn.Module):
+    """The block's second half: the norm, then the GELU MLP. The part a mixture of experts replaces."""
+
+    def __init__(self, d_model: int, d_ff: int, eps: float, norm: str = "rmsnorm", bias: bool = False):
         super().__init__()
-        self.norm = nn.RMSNorm(d_model, eps=eps)
-        self.up = nn.Linear(d_model, d_ff, bias=False)
-        self.down = nn.Linear(d_ff, d_model, bias=False)
+        self.norm = make_norm(norm, d_model, eps, bias)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.gelu(self.up(self.norm(x)), approximate="tanh"))
@@ -80,9 +91,9 @@ class Block(nn.Module):
         self.n_heads, self.kv_heads = cfg.n_heads, cfg.n_kv_heads or cfg.n_heads
         self.head_dim = d // cfg.n_heads
         self.rope_pairs = cfg.rope_pairs
-        self.norm_attn = nn.RMSNorm(d, eps=cfg.norm_eps)
-        self.qkv = nn.Linear(d, (self.n_heads + 2 * self.kv_heads) * self.head_dim, bias=False)
-        self.out = nn.Linear(d, d, bias=False)
+        self.norm_attn = make_norm(cfg.norm, d, cfg.norm_eps, cfg.bias)
+        self.qkv = nn.Linear(d, (self.n_heads + 2 * self.kv_heads) * self.head_dim, bias=cfg.bias)
+        self.out = nn.Linear(d, d, bias=cfg.bias)
         self.attention = attention
         self.mlp = mlp
 
@@ -105,12 +116,12 @@ class GPT(nn.Module):
 
     def __init__(self, cfg, attention, make_mlp=None):
         super().__init__()
-        make_mlp = make_mlp or (lambda index: MLP(cfg.d_model, cfg.d_ff, cfg.norm_eps))
+        make_mlp = make_mlp or (lambda index: MLP(cfg.d_model, cfg.d_ff, cfg.norm_eps, cfg.norm, cfg.bias))
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.pos == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg, attention, i, make_mlp(i)) for i in range(cfg.n_layers))
-        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
@@ -136,6 +147,8 @@ class GPT(nn.Module):
                 # GPT-2's scaled init for the projections that write into the residual stream
                 scale = (2 * self.cfg.n_layers) ** -0.5 if name.endswith(("out.weight", "down.weight")) else 1.0
                 nn.init.normal_(p, mean=0.0, std=std * scale)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)  # GPT-2's projection and norm biases start at zero
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         w = self.embed.weight
@@ -192,6 +205,8 @@ class GPTConfig(ModelConfig):
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     rope_pairs: str = "half"  # half: dims (i, i + D/2) rotate together, as GPT-NeoX/Llama; interleaved: (2i, 2i+1)
+    norm: str = "rmsnorm"  # rmsnorm | layernorm (GPT-2)
+    bias: bool = False  # biases in the projections (and LayerNorm), as GPT-2; the head never has one
 
     HINTS: ClassVar[dict] = {k: "the dense GPT has no experts; mixture-of-experts is its own model family (model=moe, its own issue)"
                              for k in ("n_experts", "top_k", "d_ff_expert")}
@@ -217,6 +232,8 @@ class GPTFamily(ModelFamily):
                 problems.append(f"model.pos=rope needs an even head dim; d_model/n_heads = {cfg.d_model // cfg.n_heads}")
         if cfg.rope_pairs not in ("interleaved", "half"):
             problems.append(f"model.rope_pairs={cfg.rope_pairs!r}: choose interleaved or half")
+        if cfg.norm not in NORMS:
+            problems.append(f"model.norm={cfg.norm!r}: choose {' or '.join(NORMS)}")
         if cfg.pos not in ("rope", "learned"):
             problems.append(f"model.pos={cfg.pos!r}: choose rope or learned")
         seq_len = ctx.cfg.seq.len
