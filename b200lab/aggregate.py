@@ -12,7 +12,9 @@ Rules (DESIGN.md: never double-count a replicated request or token):
 - energy: joules summed over ranks (every GPU of the job), avg_power_w summed, tokens_per_j =
   tokens in the timed region / energy;
 - memory peaks: max over ranks; everything else by RULES, or by the rule its workload declares
-  (``Workload.metric_rules``); a metric with no rule is listed under ``unaggregated``.
+  (``Workload.metric_rules``); a metric with no rule is listed under ``unaggregated``;
+- curves (per-step series): step by step over the ranks that have the step, by the curve's rule
+  (mean without one).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def _combine(rule: str, values: list[float]) -> float:
 
 
 def aggregate(ranks: list[dict]) -> dict:
-    """Return {status, error, metrics, effective, env, info, step_ms, unaggregated} for the job.
+    """Return {status, error, metrics, effective, env, info, step_ms, curves, unaggregated} for the job.
     A malformed rank report makes the job an error that names it; the others are still read."""
     parsed, bad = [], []
     for i, r in enumerate(ranks):
@@ -53,7 +55,8 @@ def aggregate(ranks: list[dict]) -> dict:
         except RankReportError as exc:
             bad.append(str(exc))
     if not parsed:
-        return {"status": "error", "error": "; ".join(bad), "metrics": {}, "effective": {}, "env": {}, "unaggregated": [], "info": {}, "step_ms": []}
+        return {"status": "error", "error": "; ".join(bad), "metrics": {}, "effective": {}, "env": {}, "unaggregated": [], "info": {}, "step_ms": [],
+                "curves": {}}
     ranks = sorted(parsed, key=lambda r: r["rank"])
     status = "error" if bad else min((r["status"] for r in ranks), key=STATUS_ORDER.index)
     errors = bad + [f"rank {r['rank']}: {r['error']}" for r in ranks if r.get("error")]
@@ -95,7 +98,20 @@ def aggregate(ranks: list[dict]) -> dict:
         "unaggregated": unaggregated,
         "info": info,
         "step_ms": step_ms,
+        "curves": _curves(ranks, rules),
     }
+
+
+def _curves(ranks: list[dict], rules: dict) -> dict:
+    names = sorted({name for r in ranks for name in r.get("curves", {})})
+    out = {}
+    for name in names:
+        by_step: dict = {}
+        for r in ranks:
+            for step, value in r.get("curves", {}).get(name, []):
+                by_step.setdefault(step, []).append(value)
+        out[name] = [[step, _combine(rules.get(name, "mean"), values)] for step, values in sorted(by_step.items())]
+    return out
 
 
 def _trial_spread(ranks: list[dict], tokens_per_step: int) -> dict:

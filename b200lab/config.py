@@ -1,7 +1,7 @@
 """The job config: fixed groups with one dataclass each, component groups open at composition.
 
 Hydra checks the fixed groups' types at composition (``seq.batch=abc`` fails there). The
-component groups (model, precision, attention, parallelism, workload) name a class by
+component groups (model, precision, attention, parallelism, workload, data) name a class by
 ``_target_``; that class brings its own schema and checks (b200lab/components.py).
 :func:`validate` completes and checks everything before any run is created: unknown keys
 (also ones added with ``+``), the allowlist of targets, each component's ``validate``, and the
@@ -73,6 +73,7 @@ class Config:
     attention: Any = MISSING
     parallelism: Any = MISSING
     workload: Any = MISSING
+    data: Any = MISSING
     seq: SeqConfig = MISSING
     compile: CompileConfig = MISSING
     profile: ProfileConfig = field(default_factory=ProfileConfig)

@@ -23,6 +23,7 @@ from b200lab.launch import launch
 from b200lab.measure.environment import host_env
 from b200lab.summary import one_line
 from b200lab.tracking import Tracker, flatten, probe, publish, resolve_uri
+from b200lab.workloads.base import stage_inputs
 
 
 def requested(cfg: DictConfig) -> dict:
@@ -78,6 +79,9 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
         if completed is not None:  # the config with each component's defaults filled in
             results["config"] = OmegaConf.to_container(completed, resolve=True)
         results["config"]["run"]["device"] = device
+        staging = stage_inputs(completed, device, job_dir)  # e.g. an MLflow run's checkpoint, for the ranks
+        if staging:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(staging))
     except ConfigError as exc:
         if not sweep_dir:  # nothing is created: say why and stop
             print(f"b200lab: {exc}", file=sys.stderr)
@@ -155,6 +159,8 @@ def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
         agg = aggregate(outcome.ranks)
         results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"],
                        step_ms=agg["step_ms"], measurement=agg["info"])
+        if agg["curves"]:
+            results["curves"] = agg["curves"]
         results["env"].update(agg["env"])
         if agg["unaggregated"]:
             results["unaggregated_metrics"] = agg["unaggregated"]

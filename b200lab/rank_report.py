@@ -36,6 +36,7 @@ class RankReport:
     effective: dict = field(default_factory=dict)
     metric_rules: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)  # name -> [[step, value], ...] (Workload.curves)
     energy: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)  # rank 0 only
     profile: dict = field(default_factory=dict)

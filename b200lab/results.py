@@ -12,6 +12,7 @@
     env        hardware, driver, versions, git sha, host
     metrics    DESIGN.md names (tokens_per_s, step_ms_p50, ...)
     step_ms    every timed step (the slowest rank's), for spread and plots
+    curves     optional: per-step series, {name: [[step, value], ...]} (e.g. train_loss)
     mlflow     tracking_uri, experiment_id, run_id, parent_run_id, synced, error
 
 Readers go through :func:`read`, which checks the record against :class:`JobResult` and names the
@@ -64,6 +65,7 @@ class JobResult(BaseModel):
     env: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     step_ms: list[float] = Field(default_factory=list)
+    curves: dict[str, list[list[float]]] = Field(default_factory=dict)
     mlflow: MlflowRecord = Field(default_factory=MlflowRecord)
 
 

@@ -121,12 +121,17 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict, step_ms: list[float] = ()) -> None:
+    def log_metrics(self, run_id: str, metrics: dict, step_ms: list[float] = (), curves: Optional[dict] = None) -> None:
+        """Scalars at step 0; ``step_ms`` and each curve ({name: [[step, value], ...]}) as a history
+        with their steps (a long curve is thinned evenly to 5000 points, its last one kept)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         items += [Metric("step_ms", float(v), now, i) for i, v in enumerate(step_ms[:5000])]
+        for name, points in (curves or {}).items():
+            every = -(-len(points) // 5000)
+            items += [Metric(name, float(v), now, int(s)) for s, v in [*points[:-1:every], *points[-1:]]]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
@@ -173,6 +178,9 @@ def result_tags(results: dict) -> dict:
         "model": cfg["model"]["name"],
         "workload": cfg["workload"]["name"],
         "seq": cfg["seq"]["name"],
+        "data": (cfg.get("data") or {}).get("name"),
+        "effective.corpus_sha256": ((eff.get("data") or {}).get("corpus") or {}).get("sha256"),
+        "checkpoint.run_id": (eff.get("checkpoint") or {}).get("run_id"),
         "requested.precision": req.get("precision"),
         "requested.attention": req.get("attention"),
         "requested.parallelism": req.get("parallelism"),
@@ -212,7 +220,7 @@ def job_artifacts(job_dir: Path) -> list[Path]:
 
 def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None:
     """Send one job's results.json to its run and close the run with the job's status."""
-    tracker.log_metrics(run_id, results.get("metrics", {}), results.get("step_ms", []))
+    tracker.log_metrics(run_id, results.get("metrics", {}), results.get("step_ms", []), results.get("curves"))
     tracker.set_tags(run_id, result_tags(results))
     tracker.log_files(run_id, job_artifacts(job_dir))
     tracker.end(run_id, results["status"])

@@ -122,6 +122,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         _timed_trials(workload, cfg, device, world_size, rank, job_dir, profiler, trials, energy)
         profiler.after_timing(workload.step)
         out["profile"] = profiler.notes
+        workload.after_timing()  # e.g. validation: after every step, outside the step times
     except KeyboardInterrupt:
         out.update(status="interrupted", error="interrupted by the user (Ctrl-C / SIGTERM)")
     except Exception as exc:  # recorded in the rank file, never swallowed
@@ -134,6 +135,7 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
     out["metric_rules"] = dict(getattr(workload, "metric_rules", {}))
     ok = workload is not None and out["status"] == "ok"
     out["metrics"] = {**(workload.metrics(step_stats(out["step_ms"])) if ok else {}), **memory_metrics(device)}
+    out["curves"] = workload.curves() if ok else {}
     if ok and rank == 0:
         try:
             workload.write_artifacts(job_dir / "artifacts")

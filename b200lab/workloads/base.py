@@ -32,6 +32,11 @@ class RankContext:
         """The model family (b200lab.models.base.ModelFamily) the config names."""
         return instantiate("model", self.cfg.model)
 
+    @cached_property
+    def data(self):
+        """The data source (b200lab.data.base.DataSource) the config names."""
+        return instantiate("data", self.cfg.data, self.family, self.device)
+
     def generator(self) -> torch.Generator:
         """Seeded by run.seed and the data shard: ranks of one shard draw the same data."""
         g = torch.Generator(device=self.device)
@@ -82,13 +87,28 @@ class Workload:
         problems += [f"workload.{k}={cfg[k]}: must be >= 0" for k in ("warmup_steps", "min_time_s") if cfg[k] < 0]
         return problems
 
+    @classmethod
+    def stage(cls, cfg, ctx: CheckContext, job_dir: Path) -> list[str]:
+        """Parent side, after validation and before launch: fetch what the ranks need from places
+        they may not reach (an MLflow run's artifact) into ``job_dir``; problems as ``validate``."""
+        return []
+
     def setup(self) -> None:
         pass
 
     def step(self) -> None:
         raise NotImplementedError
 
+    def after_timing(self) -> None:
+        """After the timed steps (and any profiled ones): work that must not count in step times,
+        e.g. scoring a validation set."""
+
     def metrics(self, stats: dict) -> dict:
+        return {}
+
+    def curves(self) -> dict[str, list[list[float]]]:
+        """Per-step series, ``{name: [[step, value], ...]}`` (logged to MLflow with their steps);
+        combined across ranks step by step with the name's rule in ``metric_rules``."""
         return {}
 
     def write_artifacts(self, out_dir: Path) -> None:
@@ -104,11 +124,13 @@ class BuiltModel:
     compiled: bool
 
 
-def build_model(ctx: RankContext, training: bool, compile_model: bool = True) -> BuiltModel:
+def build_model(ctx: RankContext, training: bool, compile_model: bool = True, state_dict: Optional[dict] = None) -> BuiltModel:
     """The configured model with precision, attention, the parallelism strategy and torch.compile
     applied, in that order. Weights are created directly on the device in their final dtype, so
-    a model that fits only in bf16 is never materialised in fp32. ``compile_model=False`` leaves
-    compiling to the workload (which may compile a larger function around the model)."""
+    a model that fits only in bf16 is never materialised in fp32. ``state_dict`` (the family's
+    plain parameter names, e.g. a checkpoint) is loaded strictly before the precision recipe
+    converts the model. ``compile_model=False`` leaves compiling to the workload (which may
+    compile a larger function around the model)."""
     cfg, device, family = ctx.cfg, ctx.device, ctx.family
     precision = instantiate("precision", cfg.precision, device.type, training)
     attention = instantiate("attention", cfg.attention, device.type)
@@ -119,6 +141,8 @@ def build_model(ctx: RankContext, training: bool, compile_model: bool = True) ->
             model = family.build(attention)
     finally:
         torch.set_default_dtype(default_dtype)
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True)
     model = precision.convert(model)
     family.prepare(model, int(cfg.seq.len))
     _probe_attention(family, attention, precision, int(cfg.seq.len), device)
@@ -139,6 +163,14 @@ def _probe_attention(family, attention, precision, seq_len: int, device) -> None
     q = torch.empty(1, heads, t, d, dtype=precision.compute_dtype, device=device)
     kv = torch.empty(1, kv_heads, t, d, dtype=precision.compute_dtype, device=device)
     attention.probe(q, kv, kv)
+
+
+def stage_inputs(cfg, device: str, job_dir: Path) -> list[str]:
+    """The workload's :meth:`Workload.stage` for a validated job config (parent side)."""
+    from b200lab.components import resolve_target
+
+    cls = resolve_target("workload", cfg.workload._target_)
+    return cls.stage(cfg.workload, CheckContext(cfg=cfg, device=device, training=bool(cls.training)), Path(job_dir))
 
 
 def compile_fn(ctx: RankContext, fn):

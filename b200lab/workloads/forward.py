@@ -17,7 +17,7 @@ class Forward(Workload):
         self.built = build_model(ctx, training=False)
         self.model = self.built.model.eval()
         family = self.built.family
-        self.inputs, _ = family.synthetic_batch(int(cfg.seq.batch), int(cfg.seq.len), ctx.generator(), ctx.device)
+        self.inputs, _ = ctx.data.batch(int(cfg.seq.batch), int(cfg.seq.len), ctx.generator())
         self.tokens_per_step = int(cfg.seq.batch) * family.tokens_per_sample(int(cfg.seq.len))
         self.flops_per_step = model_flops_per_step(ctx, int(cfg.seq.batch), training=False)
         self.stats: deque[dict] = deque(maxlen=5)  # the family's forward statistics of the last steps

@@ -1,24 +1,38 @@
 """One training step: forward, the model family's loss, backward, AdamW step.
 
-Data are the family's synthetic batch (random tokens for the GPT, a fixed batch per data
-shard); the workload measures speed, not learning. Gradients are synchronised by the
-parallelism strategy (DDP for data parallel). With ``compile``, forward and loss are compiled
-as one function, so the cross-entropy fuses with the output head. ``options.grad_accum`` = k runs
-k micro-batches of ``seq.batch`` sequences (forward + backward each) per optimizer step, as
-nanoGPT-style training does; a step then processes k x batch x len tokens. With 16-bit weights
-the optimizer steps float32 master weights (b200lab/precision/master.py); with DDP and float32
-gradient accumulation every micro-batch's gradients are then all-reduced, because each one is
-moved out of the parameters before the next backward.
+Data come from the data group. ``data=random`` (the family's synthetic batch: random tokens for
+the GPT) is one fixed batch per data shard, reused every step: the workload measures speed, not
+learning. ``data=text`` draws new windows of the training split every step, on the device with
+the rank's generator (seeded by run.seed and its data shard, so data-parallel ranks read
+different text), and after the timed steps scores the held-out split: ``val_loss`` and
+``perplexity`` (b200lab/workloads/perplexity.py), outside the step times. The training loss of
+every step is the curve ``train_loss``; ``loss`` is the mean of the last five steps.
+``options.save_checkpoint`` writes the weights forward ran with and the model config to
+``<job_dir>/artifacts/checkpoint/`` (b200lab/workloads/checkpoint.py), so the run's MLflow
+artifacts hold them for ``workload=eval``.
+
+Gradients are synchronised by the parallelism strategy (DDP for data parallel). With
+``compile``, forward and loss are compiled as one function, so the cross-entropy fuses with the
+output head. ``options.grad_accum`` = k runs k micro-batches of ``seq.batch`` sequences (forward
++ backward each) per optimizer step, as nanoGPT-style training does; a step then processes k x
+batch x len tokens. With 16-bit weights the optimizer steps float32 master weights
+(b200lab/precision/master.py); with DDP and float32 gradient accumulation every micro-batch's
+gradients are then all-reduced, because each one is moved out of the parameters before the
+next backward.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from b200lab.components import CheckContext
+from b200lab.precision.base import unwrap
+from b200lab.workloads import checkpoint, perplexity
 from b200lab.workloads.base import Workload, WorkloadConfig, build_model, compile_fn, model_flops_per_step
 
 
@@ -26,6 +40,7 @@ from b200lab.workloads.base import Workload, WorkloadConfig, build_model, compil
 class TrainOptions:
     lr: float = 3e-4
     grad_accum: int = 1  # micro-batches of seq.batch samples per optimizer step
+    save_checkpoint: bool = False  # weights + model config to artifacts/checkpoint (rank 0, after timing)
 
 
 @dataclass
@@ -37,7 +52,7 @@ class Train(Workload):
     Config = TrainConfig
     training = True
     uses_model = True
-    metric_rules = {"loss": "mean"}
+    metric_rules = {"loss": "mean", "train_loss": "mean", **perplexity.METRIC_RULES}
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
@@ -61,18 +76,21 @@ class Train(Workload):
         )
         self.scaler = self.built.precision.grad_scaler()
         self.accum = int(self.options.grad_accum)
-        family, batch, seq_len = self.built.family, int(cfg.seq.batch), int(cfg.seq.len)
-        g = ctx.generator()
-        micro = [family.synthetic_batch(batch, seq_len, g, ctx.device) for _ in range(self.accum)]
-        self.inputs, self.targets = [m[0] for m in micro], [m[1] for m in micro]
-        self.tokens_per_step = self.accum * batch * family.tokens_per_sample(seq_len)
+        family, self.batch, self.seq_len = self.built.family, int(cfg.seq.batch), int(cfg.seq.len)
+        self.data, self.generator = ctx.data, ctx.generator()
+        # synthetic data: one fixed set of micro-batches, reused every step (a speed point)
+        self.fixed = [self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum)] if self.data.synthetic else None
+        self.windows = self.data.validation(self.seq_len)
+        self.tokens_per_step = self.accum * self.batch * family.tokens_per_sample(self.seq_len)
         self.sync_every_micro_batch = self.master is not None and self.master.accumulate_in_master
-        self.effective = {"grad_accum": self.accum}
+        self.effective = {"grad_accum": self.accum, "data": self.data.effective}
         if ctx.world_size > 1 and self.accum > 1:
             self.effective["ddp_sync"] = "every micro-batch" if self.sync_every_micro_batch else "last micro-batch"
-        self.flops_per_step = model_flops_per_step(ctx, self.accum * batch, training=True)
-        self.losses: deque[torch.Tensor] = deque(maxlen=5)
+        self.flops_per_step = model_flops_per_step(ctx, self.accum * self.batch, training=True)
+        self.loss_history = torch.zeros(1024, dtype=torch.float32, device=ctx.device)  # every step's loss, read after timing
+        self.n_steps = 0
         self.stats: deque[dict] = deque(maxlen=5)  # the family's forward statistics of the last steps
+        self.validation: Optional[perplexity.Perplexity] = None
         self.metric_rules = {**type(self).metric_rules, **family.metric_rules}
 
     def _forward_loss(self, inputs, targets: torch.Tensor):
@@ -81,9 +99,14 @@ class Train(Workload):
         family = self.built.family
         return family.loss(outputs, targets), family.forward_stats(outputs)
 
+    def _micro_batches(self):
+        if self.fixed is not None:
+            return self.fixed
+        return [self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum)]
+
     def step(self) -> None:
         total = 0.0
-        for i, (inputs, targets) in enumerate(zip(self.inputs, self.targets)):
+        for i, (inputs, targets) in enumerate(self._micro_batches()):
             with self.ctx.strategy.no_sync(self.model, i == self.accum - 1, self.sync_every_micro_batch):
                 loss, stats = self.forward_loss(inputs, targets)
                 loss = loss / self.accum
@@ -96,7 +119,14 @@ class Train(Workload):
         else:
             self._optimizer_step()
             self.optimizer.zero_grad(set_to_none=True)
-        self.losses.append(total)
+        self._record(total, stats)
+
+    def _record(self, loss: torch.Tensor, stats: dict) -> None:
+        """Keep the step's loss on the device (no host sync inside the timed steps)."""
+        if self.n_steps == self.loss_history.numel():
+            self.loss_history = torch.cat([self.loss_history, torch.zeros_like(self.loss_history)])
+        self.loss_history[self.n_steps] = loss
+        self.n_steps += 1
         self.stats.append(stats)
 
     def _optimizer_step(self) -> None:
@@ -106,10 +136,33 @@ class Train(Workload):
         else:
             self.optimizer.step()
 
+    def after_timing(self) -> None:
+        if self.windows is None:
+            return
+        model = unwrap(self.model).eval()  # the plain module: no DDP collectives, no recompile
+        try:
+            self.validation = perplexity.evaluate(model, self.built.precision, self.windows, self.batch)
+        finally:
+            model.train()
+
     def metrics(self, stats: dict) -> dict:
-        if not self.losses:
+        if not self.n_steps:
             return {}
-        return {"loss": float(torch.stack(list(self.losses)).float().mean()), **self.built.family.summarize(list(self.stats))}
+        out = {"loss": float(self.loss_history[max(0, self.n_steps - 5):self.n_steps].mean()), **self.built.family.summarize(list(self.stats))}
+        if self.validation is not None:
+            out.update(self.validation.metrics())
+        return out
+
+    def curves(self) -> dict:
+        losses = self.loss_history[:self.n_steps].tolist()
+        return {"train_loss": [[i + 1, v] for i, v in enumerate(losses)]} if losses else {}
 
     def write_artifacts(self, out_dir) -> None:
         self.built.family.artifacts(list(self.stats), out_dir)
+        if self.options.save_checkpoint:
+            cfg = self.ctx.cfg
+            checkpoint.save(out_dir / checkpoint.FOLDER, self.built.precision.plain_state_dict(self.model), {
+                "model": OmegaConf.to_container(cfg.model, resolve=True), "data": self.data.effective,
+                "precision": self.built.precision.record(), "steps": self.n_steps, "seq_len": self.seq_len,
+                "seed": int(cfg.run.seed), **({"val_loss": self.validation.val_loss} if self.validation else {}),
+            })

@@ -1,0 +1,68 @@
+"""The data contract: what a workload feeds the model, and what it holds out to score it.
+
+A data source is the class ``data._target_`` names (``data=random``, ``data=text``). It owns its
+config fields and checks, the training batches (``batch``), and a held-out validation set
+cut into sliding windows (``validation``) for perplexity. ``synthetic`` sources (random tokens)
+have no held-out set; a workload may reuse one of their batches every step, as a speed point does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from b200lab.components import CheckContext, ComponentConfig
+
+
+@dataclass
+class DataConfig(ComponentConfig):
+    pass
+
+
+@dataclass
+class Windows:
+    """Windows of ``length`` tokens over a validation ``stream`` (token ids on the device): window
+    i's inputs are ``stream[begin[i] : begin[i] + length]``, its targets the same shifted by one,
+    and only targets from index ``score_from[i]`` on are scored, so every target of the stream is
+    scored exactly once (``scored`` in all)."""
+
+    stream: torch.Tensor
+    begin: torch.Tensor  # (W,)
+    score_from: torch.Tensor  # (W,)
+    length: int
+    scored: int
+
+    def __len__(self) -> int:
+        return int(self.begin.numel())
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(inputs, targets, scored mask), each (len(index), length), for the windows ``index``."""
+        offsets = torch.arange(self.length + 1, device=self.stream.device)
+        tokens = self.stream[self.begin[index, None] + offsets].long()
+        mask = offsets[None, :-1] >= self.score_from[index, None]
+        return tokens[:, :-1], tokens[:, 1:], mask
+
+
+class DataSource:
+    Config = DataConfig
+    synthetic = True  # random data: no learning signal, no held-out set
+
+    def __init__(self, cfg, family, device: torch.device):
+        self.cfg = cfg
+        self.family = family
+        self.device = device
+        self.effective: dict = {"name": cfg.name}
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        return []
+
+    def batch(self, batch: int, seq_len: int, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
+        """(inputs, targets) of ``batch`` samples on the device, drawn with ``generator``."""
+        raise NotImplementedError
+
+    def validation(self, seq_len: int) -> Optional[Windows]:
+        """The held-out set as windows of ``seq_len`` tokens, or None (synthetic data)."""
+        return None
