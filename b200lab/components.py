@@ -42,6 +42,7 @@ SHIPPED: dict[str, dict[str, str]] = {
     "workload": {
         "forward": "b200lab.workloads.forward.Forward",
         "train": "b200lab.workloads.train.Train",
+        "eval": "b200lab.workloads.eval.Eval",
         "gemm": "b200lab.workloads.gemm.Gemm",
         "hbm": "b200lab.workloads.hbm.HbmCopy",
         "allreduce": "b200lab.workloads.allreduce.AllReduce",
