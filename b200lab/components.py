@@ -28,7 +28,7 @@ ENTRY_POINT_PREFIX = "b200lab."
 # group -> schema name -> class. A config option selects its class and schema through its
 # defaults list (``- /schema/model/gpt@_here_``), which also sets ``_target_``.
 SHIPPED: dict[str, dict[str, str]] = {
-    "model": {"gpt": "b200lab.models.gpt.GPTFamily"},
+    "model": {"gpt": "b200lab.models.gpt.GPTFamily", "moe": "b200lab.models.moe.MoEFamily"},
     "precision": {
         "autocast": "b200lab.precision.autocast.AutocastPrecision",
         "te_fp8": "b200lab.precision.te_fp8.TEFP8Precision",
@@ -44,6 +44,7 @@ SHIPPED: dict[str, dict[str, str]] = {
         "train": "b200lab.workloads.train.Train",
         "eval": "b200lab.workloads.eval.Eval",
         "gemm": "b200lab.workloads.gemm.Gemm",
+        "moe_layer": "b200lab.workloads.moe_layer.MoELayerBench",
         "hbm": "b200lab.workloads.hbm.HbmCopy",
         "allreduce": "b200lab.workloads.allreduce.AllReduce",
     },

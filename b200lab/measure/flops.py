@@ -41,6 +41,12 @@ def moe_mlp_params(d: int, n_experts: int, top_k: int, d_ff_expert: int) -> int:
     return d * n_experts + top_k * mlp_params(d, d_ff_expert)
 
 
+def moe_layer_params(d: int, n_experts: int, top_k: int, d_ff_expert: int, n_shared_experts: int = 0) -> int:
+    """Active matmul parameters of one MoE MLP per token with shared experts: the router, the top-k
+    routed experts and the always-on shared experts (each d_ff_expert wide)."""
+    return moe_mlp_params(d, n_experts, top_k, d_ff_expert) + mlp_params(d, n_shared_experts * d_ff_expert)
+
+
 def causal_attention_flops_per_token(n_layers: int, d: int, seq_len: int) -> int:
     return 2 * n_layers * d * (seq_len + 1)
 
