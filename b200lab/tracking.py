@@ -130,7 +130,7 @@ class Tracker:
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         items += [Metric("step_ms", float(v), now, i) for i, v in enumerate(step_ms[:5000])]
         for name, points in (curves or {}).items():
-            every = -(-len(points) // 5000)
+            every = max(1, -(-(len(points) - 1) // 4999))
             items += [Metric(name, float(v), now, int(s)) for s, v in [*points[:-1:every], *points[-1:]]]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])

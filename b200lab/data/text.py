@@ -27,7 +27,7 @@ from typing import Optional
 
 import torch
 
-from b200lab.components import CheckContext
+from b200lab.components import CheckContext, resolve_target
 from b200lab.data import corpus
 from b200lab.data.base import DataConfig, DataSource, Windows
 
@@ -184,6 +184,8 @@ class TextData(DataSource):
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
         problems = []
+        if not resolve_target("workload", ctx.cfg.workload._target_).uses_model:
+            problems.append(f"data=text: workload={ctx.cfg.workload.name} builds no model and reads no data (use forward, train or eval)")
         vocab = ctx.cfg.model.get("vocab_size")
         if vocab is None:
             problems.append(f"data=text feeds byte token ids; model={ctx.cfg.model.name} has no model.vocab_size (not a token model)")

@@ -34,8 +34,10 @@ class RankContext:
 
     @cached_property
     def data(self):
-        """The data source (b200lab.data.base.DataSource) the config names."""
-        return instantiate("data", self.cfg.data, self.family, self.device)
+        """The data source (b200lab.data.base.DataSource) the config names; a config from before
+        the data group reads the family's random data, as it did then."""
+        section = self.cfg.get("data") or {"_target_": "b200lab.data.random.RandomData", "name": "random"}
+        return instantiate("data", section, self.family, self.device)
 
     def generator(self) -> torch.Generator:
         """Seeded by run.seed and the data shard: ranks of one shard draw the same data."""

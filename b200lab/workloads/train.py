@@ -79,7 +79,8 @@ class Train(Workload):
         family, self.batch, self.seq_len = self.built.family, int(cfg.seq.batch), int(cfg.seq.len)
         self.data, self.generator = ctx.data, ctx.generator()
         # synthetic data: one fixed set of micro-batches, reused every step (a speed point)
-        self.fixed = [self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum)] if self.data.synthetic else None
+        fixed = [self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum)] if self.data.synthetic else []
+        self.inputs, self.targets = [m[0] for m in fixed], [m[1] for m in fixed]
         self.windows = self.data.validation(self.seq_len)
         self.tokens_per_step = self.accum * self.batch * family.tokens_per_sample(self.seq_len)
         self.sync_every_micro_batch = self.master is not None and self.master.accumulate_in_master
@@ -87,7 +88,7 @@ class Train(Workload):
         if ctx.world_size > 1 and self.accum > 1:
             self.effective["ddp_sync"] = "every micro-batch" if self.sync_every_micro_batch else "last micro-batch"
         self.flops_per_step = model_flops_per_step(ctx, self.accum * self.batch, training=True)
-        self.loss_history = torch.zeros(1024, dtype=torch.float32, device=ctx.device)  # every step's loss, read after timing
+        self.loss_history = torch.zeros(1024, dtype=torch.float64, device=ctx.device)  # every step's loss, read after timing
         self.n_steps = 0
         self.stats: deque[dict] = deque(maxlen=5)  # the family's forward statistics of the last steps
         self.validation: Optional[perplexity.Perplexity] = None
@@ -100,9 +101,14 @@ class Train(Workload):
         return family.loss(outputs, targets), family.forward_stats(outputs)
 
     def _micro_batches(self):
-        if self.fixed is not None:
-            return self.fixed
-        return [self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum)]
+        if self.inputs:
+            return zip(self.inputs, self.targets)
+        return (self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum))
+
+    @property
+    def losses(self) -> torch.Tensor:
+        """The loss of every step so far (on the device)."""
+        return self.loss_history[:self.n_steps]
 
     def step(self) -> None:
         total = 0.0
@@ -148,13 +154,13 @@ class Train(Workload):
     def metrics(self, stats: dict) -> dict:
         if not self.n_steps:
             return {}
-        out = {"loss": float(self.loss_history[max(0, self.n_steps - 5):self.n_steps].mean()), **self.built.family.summarize(list(self.stats))}
+        out = {"loss": float(self.losses[-5:].mean()), **self.built.family.summarize(list(self.stats))}
         if self.validation is not None:
             out.update(self.validation.metrics())
         return out
 
     def curves(self) -> dict:
-        losses = self.loss_history[:self.n_steps].tolist()
+        losses = self.losses.tolist()
         return {"train_loss": [[i + 1, v] for i, v in enumerate(losses)]} if losses else {}
 
     def write_artifacts(self, out_dir) -> None:
