@@ -9,7 +9,8 @@ files are not read: loading them can run code.
 GPT-2's ``Conv1D`` stores weights as (in, out), so every projection is transposed; ``c_attn``
 produces q, k, v in that order, head by head, which is our fused ``qkv`` layout as it is. The
 model is our GPT with ``norm=layernorm``, ``bias=true``, ``pos=learned`` and a head tied to the
-token embedding (an ``lm_head.weight`` that differs from ``wte`` unties it).
+token embedding, unless ``config.json`` says ``tie_word_embeddings: false`` (then ``lm_head.weight``
+is the head). As in Hugging Face, a tied model ignores a stored ``lm_head.weight``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def model_fields(config: dict, path: Path) -> dict:
         "n_layers": int(config["n_layer"]), "d_model": d, "n_heads": int(config["n_head"]),
         "d_ff": int(config.get("n_inner") or 4 * d), "vocab_size": int(config["vocab_size"]),
         "pos": "learned", "max_seq_len": int(config["n_positions"]), "norm": "layernorm", "bias": True,
-        "tie_embeddings": True, "norm_eps": float(config.get("layer_norm_epsilon", 1e-5)),
+        "tie_embeddings": bool(config.get("tie_word_embeddings", True)), "norm_eps": float(config.get("layer_norm_epsilon", 1e-5)),
     }
 
 
@@ -90,7 +91,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_gpt2_dir(path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(our GPTConfig fields, state dict in our GPT's parameter names) from a GPT-2 directory.
+    """(our GPTConfig fields, state dict in our GPT's parameter names) from a GPT-2 directory
+    (the fields are :func:`model_fields` of its config.json).
 
     The state dict loads strictly into ``GPT(cfg)`` built with those fields (``head.weight`` is
     the token embedding when tied, as the tied model's own state dict has it). Raises
@@ -118,10 +120,11 @@ def load_gpt2_dir(path) -> tuple[dict, dict[str, torch.Tensor]]:
     for i in range(fields["n_layers"]):
         for ours, theirs in BLOCK_NAMES.items():
             take(f"blocks.{i}.{ours}", f"h.{i}.{theirs}", transpose=ours in CONV1D)
-    head = raw.pop("lm_head.weight", None)
-    if head is not None and not torch.equal(head, state["embed.weight"]):
-        fields["tie_embeddings"] = False
-    state["head.weight"] = state["embed.weight"] if head is None else head
+    if fields["tie_embeddings"]:
+        raw.pop("lm_head.weight", None)
+        state["head.weight"] = state["embed.weight"]
+    else:
+        take("head.weight", "lm_head.weight")
     leftover = sorted(k for k in raw if not k.endswith(IGNORED_SUFFIXES))
     if leftover:
         raise GPT2WeightsError(f"{path}: tensors this GPT-2 mapping does not know: {', '.join(leftover[:5])}"
