@@ -66,10 +66,10 @@ def capacity_for(tokens: int, top_k: int, n_experts: int, factor: Optional[float
 
 def route(logits: torch.Tensor, top_k: int, score: str = "softmax", selection_bias: Optional[torch.Tensor] = None,
           renormalize: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(experts (T, k) by descending choice, their weights (T, k) float32, scores (T, E) float32)."""
-    logits = logits.float()
+    """(experts (T, k) by descending choice, their weights (T, k) and scores (T, E), in float32 at least)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     scores = logits.softmax(-1) if score == "softmax" else logits.sigmoid()
-    choice = scores if selection_bias is None else scores + selection_bias.float()
+    choice = scores if selection_bias is None else scores + selection_bias.to(scores.dtype)
     experts = choice.topk(top_k, dim=-1).indices
     weights = scores.gather(-1, experts)
     if renormalize:
@@ -85,25 +85,24 @@ def plan_dispatch(experts: torch.Tensor, n_experts: int, capacity: Optional[int]
     device = experts.device
     slot_major = experts.t().reshape(-1)  # index slot * T + token: first choices first
     order = torch.argsort(slot_major, stable=True)
-    sorted_expert = slot_major[order]
     assignment = (order % T) * k + order // T  # the token-major index t * k + slot
     routed = torch.zeros(n_experts, dtype=torch.int64, device=device).scatter_add_(0, slot_major, torch.ones_like(slot_major))
     positions = torch.arange(n, device=device)
-    if capacity is None:
-        kept, rows, row_valid = routed, positions, None
-    else:
-        rank = positions - (routed.cumsum(0) - routed)[sorted_expert]  # place in the expert's queue
-        keep = rank < capacity
-        kept = routed.clamp(max=capacity)
-        n_kept = kept.sum()
-        dropped_rank = (~keep).cumsum(0) - 1
-        rows = torch.where(keep, (kept.cumsum(0) - kept)[sorted_expert] + rank, n_kept + dropped_rank)
-        row_valid = positions < n_kept
+    if capacity is None:  # row i holds the i-th assignment in sorted order
+        assignment_row = torch.empty_like(assignment).scatter_(0, assignment, positions)
+        return DispatchPlan(assignment // k, assignment, assignment_row, routed.cumsum(0).to(torch.int32), routed, routed, None, None)
+    sorted_expert = slot_major[order]
+    rank = positions - (routed.cumsum(0) - routed)[sorted_expert]  # place in the expert's queue
+    keep = rank < capacity
+    kept = routed.clamp(max=capacity)
+    n_kept = kept.sum()
+    dropped_rank = (~keep).cumsum(0) - 1
+    rows = torch.where(keep, (kept.cumsum(0) - kept)[sorted_expert] + rank, n_kept + dropped_rank)
+    row_valid = positions < n_kept
     row_assignment = torch.empty_like(assignment).scatter_(0, rows, assignment)
     assignment_row = torch.empty_like(assignment).scatter_(0, assignment, rows)
-    kept_mask = None if row_valid is None else row_valid[assignment_row]
     return DispatchPlan(row_assignment // k, row_assignment, assignment_row, kept.cumsum(0).to(torch.int32),
-                        routed, kept, kept_mask, row_valid)
+                        routed, kept, row_valid[assignment_row], row_valid)
 
 
 def load_balancing_loss(scores: torch.Tensor, routed: torch.Tensor, top_k: int, score: str = "softmax") -> torch.Tensor:
@@ -111,12 +110,12 @@ def load_balancing_loss(scores: torch.Tensor, routed: torch.Tensor, top_k: int, 
     P_e its mean routing probability (sigmoid scores normalised per token). 1 when balanced."""
     T, E = scores.shape
     probs = scores if score == "softmax" else scores / scores.sum(-1, keepdim=True)
-    return E * (routed.float() / (T * top_k) * probs.mean(0)).sum()
+    return E * (routed.to(probs.dtype) / (T * top_k) * probs.mean(0)).sum()
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
     """ST-MoE's z-loss: the mean squared log-sum-exp of the router logits."""
-    return torch.logsumexp(logits.float(), dim=-1).square().mean()
+    return torch.logsumexp(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1).square().mean()
 
 
 class _GatherRows(torch.autograd.Function):
@@ -151,7 +150,8 @@ def combine(rows: torch.Tensor, weights: torch.Tensor, plan: DispatchPlan) -> to
     per_assignment = _GatherRows.apply(rows, plan.assignment_row, plan.row_assignment, 1)
     if plan.kept_mask is not None:
         per_assignment = torch.where(plan.kept_mask[:, None], per_assignment, 0)
-    return torch.bmm(weights.to(rows.dtype).unsqueeze(1), per_assignment.view(T, k, -1)).squeeze(1)
+    # elementwise, not bmm: cuBLAS's batched GEMM over T tiny (1 x k) products is slow, in the backward most
+    return (per_assignment.view(T, k, -1) * weights.to(rows.dtype).unsqueeze(-1)).sum(1)
 
 
 def grouped_kernel(device: torch.device, dtype: torch.dtype) -> str:

@@ -116,8 +116,11 @@ class MoELayerBench(Workload):
         self.flops_per_step = o.tokens * F_.training_multiple(2 * moe_params, True)
         self.dense_flops = o.tokens * F_.training_multiple(2 * F_.mlp_params(o.d_model, dense_width), True)
         self.expert_flops = o.tokens * F_.training_multiple(2 * o.top_k * F_.mlp_params(o.d_model, o.d_ff_expert), True)
+        path = self.moe.path(dtype)
         self.effective = {"dtype": o.dtype, "peak_key": o.dtype, "compiled": bool(o.compile), "dense_d_ff": dense_width,
-                          "phases": "each phase's forward + backward timed alone after the layer, same timer and steps"}
+                          "expert_path": path, "phases": "each phase's forward + backward timed alone after the layer, same timer and steps"}
+        if path != "loop":
+            self.effective["grouped_kernel"] = grouped_kernel(device, dtype)
 
     def step(self) -> None:
         y = self.moe_fn(self.x)
@@ -172,10 +175,7 @@ class MoELayerBench(Workload):
     def metrics(self, stats: dict) -> dict:
         if not stats.get("n_steps"):
             return {}
-        path, dtype = self.moe.ran
-        self.effective.update(expert_path=path, expert_dtype=str(dtype).removeprefix("torch."))
-        if path != "loop":
-            self.effective["grouped_kernel"] = grouped_kernel(self.ctx.device, dtype)
+        path, _ = self.moe.ran
         moe_ms, dense_ms = stats["step_ms_p50"], self._time(self._dense_step)
         out = {"moe_step_ms": moe_ms, "dense_step_ms": dense_ms, "moe_tflops": self.flops_per_step / moe_ms / 1e9,
                "dense_tflops": self.dense_flops / dense_ms / 1e9}
