@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from b200lab.components import CheckContext
 from b200lab.precision.base import PrecisionConfig, PrecisionRecipe
-from b200lab.precision.fp8_support import TE_RECIPES, te_problem
+from b200lab.precision.te_support import TE_RECIPES, te_problem
 
 
 @dataclass

@@ -14,8 +14,10 @@ Whatever the card or installation lacks is refused at validation with the reason
 ``precision=fp8_auto`` falls back instead. Training keeps float32 master weights unless
 ``master_dtype: none``. MFU is against the card's FP8 peak, with the bf16-peak ratio beside it.
 The attention core (``attention=...``), the embedding and anything the converter keeps (listed
-in ``effective.high_precision`` with the reason) run in bf16. TE's delayed scaling does not
-run under torch.compile, so these models run eager and the record says so.
+in ``effective.high_precision`` with the reason) run in bf16. With ``compile``, everything
+between the TE modules (rotary, attention, residuals, the loss) is compiled: TE's modules and its
+autocast stay out of the graph (TE marks them so; :class:`FP8Region` enters the autocast in an
+eager frame), so the compiled model has a graph break at each TE module and cannot be fullgraph.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from b200lab.components import CheckContext
 from b200lab.precision.base import PrecisionConfig, PrecisionRecipe, unwrap
-from b200lab.precision.fp8_support import TE_RECIPES, te_problem, te_says, te_version
+from b200lab.precision.te_support import TE_RECIPES, import_te, te_problem, te_says, te_version
 
 FORMATS = ("auto", "hybrid", "e4m3")
 
@@ -48,7 +50,6 @@ class TEFP8Precision(PrecisionRecipe):
     compute_dtype = torch.bfloat16  # activations between the FP8 GEMMs
     peak_key = "fp8"
     extra_peak_keys = ("bf16",)
-    compile_problem = "Transformer Engine's FP8 modules run eager (DelayedScaling is not supported under torch.compile)"
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
@@ -66,6 +67,9 @@ class TEFP8Precision(PrecisionRecipe):
         tokens = int(ctx.cfg.seq.batch) * int(ctx.cfg.seq.len)
         if tokens % 16:
             problems.append(f"seq.batch x seq.len = {tokens} tokens: FP8 GEMMs need a multiple of 16")
+        if ctx.cfg.compile.mode is not None and ctx.cfg.compile.fullgraph:
+            problems.append(f"precision={cfg.name} with compile.fullgraph=true: Transformer Engine's modules are graph breaks "
+                            "(they run eager between the compiled parts); set compile.fullgraph=false")
         why = te_problem(cfg.recipe, ctx.device)
         if why:
             problems.append(f"precision={cfg.name} precision.recipe={cfg.recipe}: {why}")
@@ -73,8 +77,7 @@ class TEFP8Precision(PrecisionRecipe):
 
     def __init__(self, cfg, device: str, training: bool):
         super().__init__(cfg, device, training)
-        import transformer_engine.pytorch as te
-
+        te = import_te()
         ok, reason = te_says(cfg.recipe)
         if not ok:
             raise RuntimeError(f"precision.recipe={cfg.recipe}: Transformer Engine says it cannot run here: {reason}")
@@ -108,10 +111,7 @@ class TEFP8Precision(PrecisionRecipe):
             high_precision={**self.conversion.kept, "attention core": "the attention backend (bf16)",
                             "embedding": "a lookup, no GEMM"},
         )
-        return model
-
-    def autocast(self):
-        return self.te.autocast(enabled=True, recipe=self.te_recipe)
+        return FP8Region(model, self.te, self.te_recipe)
 
     def master_weights(self, model: torch.nn.Module, compile: bool = False):
         if self.master_dtype is None:
@@ -124,6 +124,29 @@ class TEFP8Precision(PrecisionRecipe):
         from b200lab.precision.te_convert import plain_state_dict
 
         return plain_state_dict(unwrap(model), self.conversion)
+
+
+class FP8Region(torch.nn.Module):
+    """The converted model, run inside ``te.autocast``. This frame stays out of torch.compile
+    (TE's autocast cannot be traced, and DelayedScaling refuses compiled regions); the model's
+    own frames inside it are compiled as usual. Attributes the model has (``prepare``, ``cfg``,
+    ``new_cache``) read through."""
+
+    def __init__(self, module: torch.nn.Module, te, recipe):
+        super().__init__()
+        self.module = module
+        self._te, self._recipe = te, recipe
+
+    @torch.compiler.disable(recursive=False)
+    def forward(self, *args, **kwargs):
+        with self._te.autocast(enabled=True, recipe=self._recipe):
+            return self.module(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
 
 
 def _build_recipe(cfg):
