@@ -1,0 +1,45 @@
+"""The kernel-time breakdown of a profiler trace, against a hand sum over a crafted trace."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+from b200lab.measure.kernel_breakdown import breakdown, kind_of, write_breakdown
+
+
+def test_kinds_from_kernel_names():
+    assert kind_of("sm90_xmma_gemm_e4m3bf16_e4m3f32_f32_tn_n_tilesize128x128x64") == "gemm"
+    assert kind_of("nvjet_tst_192x192_64x3_2x1_v_bz_coopA_TNN") == "gemm"
+    assert kind_of("flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>>") == "attention"
+    assert kind_of("transformer_engine::cast_transpose_kernel<...>") == "fp8 cast/transpose"
+    assert kind_of("rmsnorm_fwd_tuned_kernel") == "norm"
+    assert kind_of("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
+    assert kind_of("ncclDevKernel_AllReduce_Sum_bf16_RING_LL") == "communication"
+    assert kind_of("triton_poi_fused_add_mul_0") == "other elementwise / copies"
+
+
+def test_breakdown_sums_kernel_durations_per_step(tmp_path):
+    rng = random.Random(7)
+    names = {"gemm": "sm90_xmma_gemm_bf16", "attention": "flash_bwd_kernel", "optimizer": "multi_tensor_apply_kernel",
+             "other elementwise / copies": "triton_poi_fused_0"}
+    events, want = [], {k: 0.0 for k in names}
+    for _ in range(200):
+        kind = rng.choice(list(names))
+        dur = rng.uniform(1.0, 500.0)  # microseconds
+        want[kind] += dur
+        events.append({"ph": "X", "cat": "kernel", "name": names[kind], "dur": dur, "ts": 0})
+    events.append({"ph": "X", "cat": "cpu_op", "name": "aten::mm", "dur": 1e6, "ts": 0})  # host events do not count
+    path = tmp_path / "trace.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    rows = write_breakdown(path, 4, tmp_path / "k.csv")
+    got = {r["kind"]: r["ms_per_step"] for r in rows}
+    total = sum(want.values())
+    for kind, us in want.items():
+        assert abs(got[kind] - us / 1e3 / 4) < 1e-9
+    assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-12
+    assert rows == sorted(rows, key=lambda r: -r["ms_per_step"])
+    assert abs(dict((r["kind"], r["share"]) for r in breakdown(path, 4))["gemm"] - want["gemm"] / total) < 1e-12
+    assert (tmp_path / "k.csv").read_text().startswith("kind,ms_per_step,share,kernels_per_step")
