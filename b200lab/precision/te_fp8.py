@@ -105,7 +105,11 @@ class TEFP8Precision(PrecisionRecipe):
         model = model.to(torch.bfloat16)
         device = next(model.parameters()).device
         self.conversion = convert_model(model, self.te, torch.bfloat16, device, tuple(self.cfg.skip))
+        in_fp8 = sum(p.numel() for path in self.conversion.modules for name, p in model.get_submodule(path).named_parameters()
+                     if "weight" in name and "layer_norm" not in name)
         self.effective.update(
+            params_in_fp8_gemms=in_fp8,
+            params_elsewhere=sum(p.numel() for p in model.parameters()) - in_fp8,  # embeddings, norms, and e.g. MoE experts
             fp8_modules=self.conversion.counts(),
             fp8_module_paths=sorted(self.conversion.modules),
             high_precision={**self.conversion.kept, "attention core": "the attention backend (bf16)",

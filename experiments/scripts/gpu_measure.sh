@@ -65,6 +65,18 @@ for phase in "$@"; do
         precision=${FP8_8B_PRECISIONS:-bf16,fp8,fp8_current,fp8_block} precision.master_dtype=none,auto workload.steps=20 ;;
     fp8_1b) lab -m hydra.sweep.dir=multirun/fp8_mfu_gpt1b experiment=mfu_gpt1b precision=fp8 precision.master_dtype=auto,none workload.min_time_s=10 ;;
     fp8_long) lab -m hydra.sweep.dir=multirun/fp8_long model=gpt_1b precision=fp8 seq=12k,16k ;;
+    fp8_profile)  # where the fp8 step's kernel time goes, next to bf16 (profile=torch writes traces/kernel_breakdown_rank0.csv)
+      lab -m hydra.sweep.dir=multirun/fp8_profile model=gpt_8b model.n_layers=8 workload=train seq=2k seq.batch=4 compile=default \
+        precision=bf16,fp8 precision.master_dtype=none profile=torch workload.steps=5 ;;
+    wo)  # FP8 weight-only inference forward vs bf16, gpt_1b, compiled
+      lab -m hydra.sweep.dir=multirun/weight_only model=gpt_1b workload=forward seq=2k seq.batch=8 compile=default precision=bf16,fp8_weight_only workload.min_time_s=3 ;;
+    # issue 9: mixture of experts
+    moe_layer)
+      lab -m hydra.sweep.dir=multirun/moe_layer workload=moe_layer workload.options.compile=false,true
+      lab -m hydra.sweep.dir=multirun/moe_layer_fine workload=moe_layer workload.options.n_experts=64 workload.options.top_k=8 \
+        workload.options.d_ff_expert=2048 workload.options.compile=false,true ;;
+    moe_experts) lab -m hydra.sweep.dir=multirun/moe_experts experiment=moe_experts ;;
+    moe_long) lab -m hydra.sweep.dir=multirun/moe_long model=moe precision=${MOE_PRECISION:-fp8} seq=12k,16k ;;
     *) echo "unknown phase $phase" ;;
   esac
   # after every phase, so a command cut off at its time limit still returns what was measured
