@@ -20,7 +20,7 @@ from b200lab.components import CheckContext
 from b200lab.measure import flops as F_
 from b200lab.models import moe_stats
 from b200lab.models.gpt import GPT, GPTConfig, GPTFamily
-from b200lab.models.moe_layer import IMPLS, ROW_ALIGN, SCORES, MoELayer, grouped_kernel
+from b200lab.models.moe_layer import MoELayer, grouped_kernel, layer_problems
 
 
 @dataclass
@@ -92,31 +92,17 @@ class MoEFamily(GPTFamily):
         problems = super().validate(cfg, ctx) + cls.positive(cfg, "n_experts", "top_k")
         if cfg.d_ff_expert is not None:
             problems += cls.positive(cfg, "d_ff_expert")
-        if cfg.n_experts >= 1 and cfg.top_k > cfg.n_experts:
-            problems.append(f"model.top_k={cfg.top_k} exceeds model.n_experts={cfg.n_experts} (a token picks top_k different experts)")
         if cfg.d_ff_expert is None and cfg.top_k >= 1 and cfg.d_ff >= 1 and cfg.d_ff % cfg.top_k:
             problems.append(f"model.d_ff={cfg.d_ff} is not divisible by model.top_k={cfg.top_k}: set model.d_ff_expert "
                             "(null means d_ff / top_k)")
         if cfg.bias:
             problems.append("model.bias=true: the MoE family has no biases (its experts are bias-free 3-D weights)")
-        if cfg.n_shared_experts < 0:
-            problems.append(f"model.n_shared_experts={cfg.n_shared_experts}: must be >= 0")
-        if cfg.router not in SCORES:
-            problems.append(f"model.router={cfg.router!r}: choose {' or '.join(SCORES)}")
-        if cfg.expert_impl not in IMPLS:
-            problems.append(f"model.expert_impl={cfg.expert_impl!r}: choose {' or '.join(IMPLS)}")
-        if cfg.capacity_factor is not None and cfg.capacity_factor <= 0:
-            problems.append(f"model.capacity_factor={cfg.capacity_factor}: must be > 0 (null: dropless)")
         problems += [f"model.{k}={cfg[k]}: must be >= 0" for k in ("aux_loss_coef", "z_loss_coef") if cfg[k] < 0]
         if cfg.selection_bias is not None and len(cfg.selection_bias) != cfg.n_experts:
             problems.append(f"model.selection_bias has {len(cfg.selection_bias)} values; model.n_experts={cfg.n_experts} needs one per expert")
-        if cfg.expert_impl == "grouped" and not problems:
-            width = cls(cfg).d_ff_expert
-            for key, value in (("d_model", cfg.d_model), ("d_ff_expert", width)):
-                if value % ROW_ALIGN:
-                    problems.append(f"model.{key}={value} is not a multiple of {ROW_ALIGN}: the grouped GEMM needs 16-byte "
-                                    "rows (or choose model.expert_impl=loop)")
-        return problems
+        width = cfg.d_ff_expert or (cfg.d_ff // cfg.top_k if cfg.top_k >= 1 and cfg.d_ff % cfg.top_k == 0 else 0)
+        return problems + layer_problems("model", cfg.d_model, cfg.n_experts, cfg.top_k, width, cfg.n_shared_experts,
+                                         cfg.router, cfg.expert_impl, cfg.capacity_factor)
 
     @property
     def d_ff_expert(self) -> int:

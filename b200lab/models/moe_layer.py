@@ -233,6 +233,28 @@ IMPLS = ("grouped", "loop")
 SCORES = ("softmax", "sigmoid")
 
 
+def layer_problems(prefix: str, d_model: int, n_experts: int, top_k: int, d_ff_expert: int, n_shared_experts: int,
+                   router: str, impl: str, capacity_factor: Optional[float]) -> list[str]:
+    """Why a layer of these settings cannot be built, each message naming ``prefix.KEY``
+    (``d_ff_expert`` 0: not known, not checked)."""
+    problems = []
+    if n_experts >= 1 and top_k > n_experts:
+        problems.append(f"{prefix}.top_k={top_k} exceeds {prefix}.n_experts={n_experts} (a token picks top_k different experts)")
+    if n_shared_experts < 0:
+        problems.append(f"{prefix}.n_shared_experts={n_shared_experts}: must be >= 0")
+    if router not in SCORES:
+        problems.append(f"{prefix}.router={router!r}: choose {' or '.join(SCORES)}")
+    if impl not in IMPLS:
+        problems.append(f"{prefix}.expert_impl={impl!r}: choose {' or '.join(IMPLS)}")
+    if capacity_factor is not None and capacity_factor <= 0:
+        problems.append(f"{prefix}.capacity_factor={capacity_factor}: must be > 0 (null: dropless)")
+    if impl == "grouped":
+        problems += [f"{prefix}.{key}={value} is not a multiple of {ROW_ALIGN}: the grouped GEMM needs 16-byte rows "
+                     f"(or {prefix}.expert_impl=loop)" for key, value in (("d_model", d_model), ("d_ff_expert", d_ff_expert))
+                     if value >= 1 and value % ROW_ALIGN]
+    return problems
+
+
 class MoELayer(nn.Module):
     """Norm, router, routed experts (+ shared experts): a drop-in for the GPT block's ``MLP``.
 

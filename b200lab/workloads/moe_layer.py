@@ -30,7 +30,7 @@ from b200lab.measure import flops as F_
 from b200lab.measure.timing import step_stats, time_steps
 from b200lab.models import moe_stats
 from b200lab.models.gpt import MLP
-from b200lab.models.moe_layer import IMPLS, ROW_ALIGN, SCORES, MoELayer, combine, dispatch, grouped_kernel, load_balancing_loss
+from b200lab.models.moe_layer import MoELayer, combine, dispatch, grouped_kernel, layer_problems, load_balancing_loss
 from b200lab.workloads.base import Workload, WorkloadConfig
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -74,25 +74,14 @@ class MoELayerBench(Workload):
         o = cfg.options
         problems += [f"workload.options.{k}={o[k]}: must be a positive integer" for k in
                      ("d_model", "tokens", "n_experts", "top_k", "d_ff_expert") if o[k] < 1]
-        if o.n_shared_experts < 0:
-            problems.append(f"workload.options.n_shared_experts={o.n_shared_experts}: must be >= 0")
-        if o.top_k > o.n_experts >= 1:
-            problems.append(f"workload.options.top_k={o.top_k} exceeds workload.options.n_experts={o.n_experts}")
-        if o.router not in SCORES:
-            problems.append(f"workload.options.router={o.router!r}: choose {' or '.join(SCORES)}")
-        if o.expert_impl not in IMPLS:
-            problems.append(f"workload.options.expert_impl={o.expert_impl!r}: choose {' or '.join(IMPLS)}")
-        if o.capacity_factor is not None and o.capacity_factor <= 0:
-            problems.append(f"workload.options.capacity_factor={o.capacity_factor}: must be > 0 (null: dropless)")
+        problems += layer_problems("workload.options", o.d_model, o.n_experts, o.top_k, o.d_ff_expert, o.n_shared_experts,
+                                   o.router, o.expert_impl, o.capacity_factor)
         if o.dtype not in DTYPES:
             problems.append(f"workload.options.dtype={o.dtype!r}: choose {', '.join(DTYPES)}")
         elif o.compile and o.dtype != "bf16" and o.expert_impl == "grouped":
             problems.append(f"workload.options.compile=true with dtype={o.dtype}: torch.compile traces the grouped GEMM in bf16 only")
         if o.compile and o.expert_impl == "loop":
             problems.append("workload.options.compile=true with expert_impl=loop: the loop's per-expert token counts are data-dependent")
-        if o.expert_impl == "grouped":
-            problems += [f"workload.options.{k}={o[k]} is not a multiple of {ROW_ALIGN}: the grouped GEMM needs 16-byte rows"
-                         for k in ("d_model", "d_ff_expert") if o[k] >= 1 and o[k] % ROW_ALIGN]
         return problems
 
     def setup(self) -> None:
