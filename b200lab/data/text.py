@@ -20,7 +20,6 @@ device with the rank's generator (seeded by run.seed and its data shard). Valida
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -78,9 +77,10 @@ class Document:
     data: bytes
 
 
-def _folder_files(root: Path, pattern: str) -> list[Path]:
-    return sorted(p for p in root.glob(pattern)
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+def _folder_files(root: Path, pattern: str) -> list[tuple[Path, str]]:
+    """(file, its relative posix name) of the folder's matching files, sorted by that name."""
+    found = [(p, p.relative_to(root).as_posix()) for p in root.glob(pattern) if p.is_file()]
+    return sorted(((p, n) for p, n in found if not any(part.startswith(".") for part in n.split("/"))), key=lambda f: f[1])
 
 
 def load_documents(cfg) -> tuple[list[Document], dict]:
@@ -94,7 +94,7 @@ def load_documents(cfg) -> tuple[list[Document], dict]:
         if not path.exists():
             raise CorpusError(f"data.path={cfg.path}: no such file or folder")
         if path.is_dir():
-            files = [(p, p.relative_to(path).as_posix()) for p in _folder_files(path, cfg.glob)]
+            files = _folder_files(path, cfg.glob)
             if not files:
                 raise CorpusError(f"data.path={cfg.path}: no files match data.glob={cfg.glob!r} (hidden files are skipped)")
         else:
