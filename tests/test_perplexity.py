@@ -125,3 +125,32 @@ def test_random_data_trains_as_before_without_validation(tmp_path, store):
     assert "perplexity" not in res["metrics"] and res["effective"]["data"] == {"name": "random"}
     assert len(res["curves"]["train_loss"]) == 4  # one warm-up + three timed steps
     assert OmegaConf.create(res["config"]).data.name == "random"
+
+
+def test_curves_combine_across_ranks_step_by_step_by_their_rule():
+    from b200lab.aggregate import aggregate
+
+    losses = [[random.uniform(1, 5) for _ in range(6)] for _ in range(2)]
+
+    def rank(r):
+        return {"rank": r, "world_size": 2, "status": "ok", "error": None, "data_shard": r, "metric_rules": {"train_loss": "mean"},
+                "curves": {"train_loss": [[s + 1, v] for s, v in enumerate(losses[r])], "other": [[1, float(r)]]}}
+
+    curves = aggregate([rank(0), rank(1)])["curves"]
+    assert curves["train_loss"] == [[s + 1, pytest.approx((a + b) / 2)] for s, (a, b) in enumerate(zip(*losses))]
+    assert curves["other"] == [[1, 0.5]]  # no rule: the mean
+
+
+def test_a_long_curve_reaches_mlflow_thinned_to_5000_points_with_its_last(tmp_path, store):
+    from mlflow import MlflowClient
+
+    from b200lab.tracking import Tracker
+
+    uri = store["MLFLOW_TRACKING_URI"]
+    tracker = Tracker(uri, "b200lab", system_metrics=False)
+    run_id = tracker.create_run("curve", {}, git_sha="0" * 40)
+    n = random.randint(12_000, 13_000)
+    tracker.log_metrics(run_id, {"loss": 1.5}, [], {"train_loss": [[s, s / 7] for s in range(1, n + 1)]})
+    history = sorted((m.step, m.value) for m in MlflowClient(tracking_uri=uri).get_metric_history(run_id, "train_loss"))
+    assert 4000 < len(history) <= 5000 and history[0][0] == 1 and history[-1][0] == n
+    assert all(v == pytest.approx(s / 7) for s, v in history)
