@@ -66,6 +66,14 @@ class TrackingConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The accuracy guard a sweep applies when it ends (b200lab/guard.py)."""
+
+    reference: Optional[str] = None  # the precision whose perplexity the others are compared with (e.g. fp32); None: no guard
+    max_ppl_delta: Optional[float] = None  # fail the sweep when a point's perplexity exceeds the reference's by more (0.01 = 1%)
+
+
+@dataclass
 class Config:
     # component groups: each option's class brings its schema (checked by validate)
     model: Any = MISSING
@@ -79,6 +87,7 @@ class Config:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     preset: str = "none"  # set by experiments/*.yaml
 
 
@@ -122,7 +131,7 @@ def resolve_device(requested: str) -> str:
     return "cuda" if has_gpu else "cpu"
 
 
-FIXED = {"seq": SeqConfig, "compile": CompileConfig, "profile": ProfileConfig, "run": RunConfig, "tracking": TrackingConfig}
+FIXED = {"seq": SeqConfig, "compile": CompileConfig, "profile": ProfileConfig, "run": RunConfig, "tracking": TrackingConfig, "guard": GuardConfig}
 
 
 def validate(cfg: Any, device: str) -> DictConfig:
@@ -162,6 +171,12 @@ def _check_job(cfg: Any, classes: dict) -> List[str]:
     for key in ("len", "batch"):
         if s[key] is None or s[key] < 1:
             problems.append(f"seq.{key}={s[key]}: must be a positive integer")
+    guard = cfg.get("guard") or {}
+    if guard.get("max_ppl_delta") is not None:
+        if guard["max_ppl_delta"] < 0:
+            problems.append(f"guard.max_ppl_delta={guard['max_ppl_delta']}: must be >= 0 (0.01 allows 1% more perplexity)")
+        if not guard.get("reference"):
+            problems.append("guard.max_ppl_delta needs guard.reference: the precision the others are compared with (e.g. fp32)")
     if cfg.compile.mode not in COMPILE_MODES:
         problems.append(f"compile.mode={cfg.compile.mode!r}: choose one of none, {', '.join(sorted(filter(None, COMPILE_MODES)))}")
     if cfg.run.launcher not in ("torchrun", "inline"):

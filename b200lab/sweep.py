@@ -103,18 +103,42 @@ def finish(sweep_dir: Path, interrupted: bool = False) -> tuple[list[dict], list
         print(f"b200lab: skipped {err}", file=sys.stderr)
     statuses = [r["status"] for r in found]
     print(f"b200lab: sweep {sweep_dir}: {len(found)} points, " + ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))))
-    close_parent(sweep_dir, statuses, artifacts, interrupted)
+    report = _guard(found, Path(sweep_dir), artifacts)
+    close_parent(sweep_dir, statuses, artifacts, interrupted, report)
     return found, bad
 
 
-def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], interrupted: bool = False) -> bool:
+def _guard(found: list[dict], sweep_dir: Path, artifacts: list[Path]):
+    """The accuracy guard's report (b200lab/guard.py) when the sweep's config asks for one."""
+    from b200lab import guard
+
+    asked = guard.settings(found)
+    if asked is None:
+        return None
+    report = guard.evaluate(found, *asked)
+    print("\n" + guard.table(report))
+    artifacts.append(guard.write_csv(report, sweep_dir / "guard.csv"))
+    if report.failed:
+        print("b200lab: the accuracy guard failed", file=sys.stderr)
+    with file_lock(sweep_dir / LOCK_FILE):
+        parent = read_parent(sweep_dir)
+        if parent:
+            write_parent(sweep_dir, {**parent, "guard_failed": report.failed})
+    return report
+
+
+def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], interrupted: bool = False, guard_report=None) -> bool:
     with file_lock(Path(sweep_dir) / LOCK_FILE):
         parent = read_parent(sweep_dir)
         if not parent or not parent.get("run_id"):
             return False
         status = "interrupted" if interrupted else ("error" if "error" in statuses or "interrupted" in statuses else "ok")
+        if guard_report is not None and guard_report.failed and status == "ok":
+            status = "error"
         try:
             tracker = Tracker(parent["tracking_uri"], parent["experiment"], system_metrics=False)
+            if guard_report is not None:
+                _log_guard(tracker, parent["run_id"], guard_report)
             tracker.set_tags(parent["run_id"], {"status": status, "n_points": len(statuses), **{f"n_{s}": statuses.count(s) for s in set(statuses)}})
             tracker.log_files(parent["run_id"], artifacts)
             tracker.end(parent["run_id"], status)
@@ -126,13 +150,24 @@ def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], in
         return bool(parent["closed"])
 
 
+def _log_guard(tracker, parent_run_id: str, report) -> None:
+    """Each point's change and speedup on its own run; the verdict on the parent."""
+    for row in report.rows:
+        if row.run_id and row.ppl_delta is not None:
+            tracker.log_metrics(row.run_id, {"ppl_delta": row.ppl_delta, **({"speedup_vs_reference": row.speedup} if row.speedup else {})})
+        if row.run_id:
+            tracker.set_tags(row.run_id, {"guard": row.status})
+    tracker.set_tags(parent_run_id, {"guard": "failed" if report.failed else "passed", "guard.reference": report.reference,
+                                     "guard.max_ppl_delta": report.max_ppl_delta})
+
+
 def exit_code(records: list[dict], bad: list, parent: Optional[dict] = None) -> int:
-    """130 interrupted; 1 a point errored, a record is unreadable or the parent run could not be
-    created; 3 something is not in MLflow; else 0."""
+    """130 interrupted; 1 a point errored, the accuracy guard failed, a record is unreadable or
+    the parent run could not be created; 3 something is not in MLflow; else 0."""
     statuses = [r["status"] for r in records]
     if "interrupted" in statuses:
         return 130
-    if "error" in statuses or bad or (parent or {}).get("state") == "failed":
+    if "error" in statuses or bad or (parent or {}).get("state") == "failed" or (parent or {}).get("guard_failed"):
         return 1
     if unsynced(records) or (parent or {}).get("closed") is False:
         return 3
