@@ -28,6 +28,7 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from b200lab.models.gpt import make_norm
 
@@ -296,14 +297,20 @@ class MoELayer(nn.Module):
 
     def route(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, DispatchPlan]:
         """(logits, experts, weights, scores, plan) for the normalised tokens ``h`` (T, d)."""
-        logits = self.router(h)
-        experts, weights, scores = route(logits, self.top_k, self.score, self.router.selection_bias, self.renormalize)
-        capacity = capacity_for(h.shape[0], self.top_k, self.n_experts, self.capacity_factor)
-        return logits, experts, weights, scores, plan_dispatch(experts, self.n_experts, capacity)
+        with record_function("moe.router"):
+            logits = self.router(h)
+            experts, weights, scores = route(logits, self.top_k, self.score, self.router.selection_bias, self.renormalize)
+            capacity = capacity_for(h.shape[0], self.top_k, self.n_experts, self.capacity_factor)
+            return logits, experts, weights, scores, plan_dispatch(experts, self.n_experts, capacity)
 
     def routed_experts(self, h: torch.Tensor, weights: torch.Tensor, plan: DispatchPlan) -> torch.Tensor:
         """The grouped path: dispatch, grouped GEMMs, combine."""
-        return combine(self.experts.grouped(dispatch(h, plan, self.top_k), plan.offs), weights, plan)
+        with record_function("moe.dispatch"):
+            rows = dispatch(h, plan, self.top_k)
+        with record_function("moe.experts"):
+            rows = self.experts.grouped(rows, plan.offs)
+        with record_function("moe.combine"):
+            return combine(rows, weights, plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

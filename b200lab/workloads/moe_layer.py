@@ -80,6 +80,8 @@ class MoELayerBench(Workload):
             problems.append(f"workload.options.dtype={o.dtype!r}: choose {', '.join(DTYPES)}")
         elif o.compile and o.dtype != "bf16" and o.expert_impl == "grouped":
             problems.append(f"workload.options.compile=true with dtype={o.dtype}: torch.compile traces the grouped GEMM in bf16 only")
+        if o.compile and cfg.warmup_steps < 1:
+            problems.append("workload.options.compile=true needs workload.warmup_steps >= 1 so compilation stays out of the timed steps")
         if o.compile and o.expert_impl == "loop":
             problems.append("workload.options.compile=true with expert_impl=loop: the loop's per-expert token counts are data-dependent")
         return problems
