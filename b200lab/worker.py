@@ -238,7 +238,8 @@ def _effective(workload, strategy) -> dict:
     eff.update({"workload": workload.cfg.name, **workload.effective})
     built = getattr(workload, "built", None)
     if built is not None:
-        eff["model"] = {"family": built.family.cfg.family, "target": built.family.cfg._target_}
+        eff["model"] = {"family": built.family.cfg.family, "target": built.family.cfg._target_,
+                        **getattr(built.family, "effective", {})}  # e.g. which expert path a mixture of experts ran
         eff["precision"] = built.precision.record()
         eff["attention"] = built.attention.effective
         eff["compiled"] = built.compiled
