@@ -59,10 +59,9 @@ for phase in "$@"; do
     # issue 8: FP8 through Transformer Engine
     fp8_tests) python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fp8_te.py tests/test_fp8_weight_only.py 2>&1 | grep -E "^E |Error|passed|failed|FAILED|^tests/" | head -60 ;;
     fp8_ref)  # the plain TE model the lab's fp8 must match, same shape, same card, same call
-      python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed,current,block --out multirun/te_reference.jsonl 2>&1 | grep -v Warning ;;
-    fp8_8b)  # gpt_8b width, 8 layers, seq 2k, batch 4: bf16 (compiled) vs TE recipes (eager), with and without float32 masters
-      lab -m hydra.sweep.dir=multirun/fp8_8b model=gpt_8b model.n_layers=8 workload=train seq=2k seq.batch=4 compile=default \
-        precision=${FP8_8B_PRECISIONS:-bf16,fp8,fp8_current,fp8_block} precision.master_dtype=none,auto workload.steps=20 ;;
+      python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed,current,block --out multirun/te_reference.jsonl 2>&1 | grep '^{' ;;
+    fp8_8b) lab -m hydra.sweep.dir=multirun/fp8_8b experiment=fp8_vs_bf16 ${FP8_8B_PRECISIONS:+precision=$FP8_8B_PRECISIONS} ;;
+    fp8_8b_master) lab -m hydra.sweep.dir=multirun/fp8_8b_master experiment=fp8_vs_bf16 precision=bf16,fp8 precision.master_dtype=auto ;;
     fp8_1b) lab -m hydra.sweep.dir=multirun/fp8_mfu_gpt1b experiment=mfu_gpt1b precision=fp8 precision.master_dtype=auto,none workload.min_time_s=10 ;;
     fp8_long) lab -m hydra.sweep.dir=multirun/fp8_long model=gpt_1b precision=fp8 seq=12k,16k ;;
     fp8_profile)  # where the fp8 step's kernel time goes, next to bf16 (profile=torch writes traces/kernel_breakdown_rank0.csv)
