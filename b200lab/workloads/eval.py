@@ -28,7 +28,12 @@ from b200lab.workloads.base import Workload, WorkloadConfig, build_model, model_
 
 @dataclass
 class EvalOptions:
-    checkpoint: Optional[str] = None  # run:<MLflow run id>, a checkpoint folder or .pt file, or a GPT-2 folder
+    checkpoint: Optional[str] = None  # run:<MLflow run id>, a checkpoint folder or .pt file, a GPT-2 folder, or train
+    # checkpoint=train: train this model on this data first (once per settings; b200lab/workloads/reference_checkpoint.py)
+    train_steps: int = 1000
+    train_lr: float = 1e-3
+    train_batch: Optional[int] = None  # None: seq.batch
+    train_precision: str = "fp32"
 
 
 @dataclass
@@ -53,8 +58,16 @@ class Eval(Workload):
         from b200lab.tracking import resolve_uri
 
         source = cfg.options.checkpoint
+        uri = resolve_uri(ctx.cfg.tracking.uri)
+        if source == "train":
+            from b200lab.workloads import reference_checkpoint
+
+            try:
+                source = f"run:{reference_checkpoint.ensure(ctx.cfg, uri, job_dir)}"
+            except RuntimeError as exc:
+                return [f"{checkpoint.KEY}=train: {exc}"]
         try:
-            info = checkpoint.locate(source, resolve_uri(ctx.cfg.tracking.uri), job_dir / "inputs")
+            info = checkpoint.locate(source, uri, job_dir / "inputs")
             problems = checkpoint.check_model(checkpoint.model_fields(Path(info["path"])), ctx.cfg.model, info["source"])
         except checkpoint.CheckpointError as exc:
             return [str(exc)]
