@@ -57,7 +57,11 @@ for phase in "$@"; do
       lab -m hydra.sweep.dir=multirun/reverify_allreduce workload=allreduce parallelism.nproc=2 workload.options.size_mb=16,1024
       lab -m hydra.sweep.dir=multirun/reverify_ddp model=gpt_125m workload=train precision=bf16 seq=2k parallelism.nproc=1,2 workload.min_time_s=3 ;;
     # issue 8: FP8 through Transformer Engine
-    fp8_tests) python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fp8_te.py tests/test_fp8_weight_only.py 2>&1 | grep -E "^E |Error|passed|failed|FAILED|^tests/" | head -60 ;;
+    gpu_tests)  # the GPU-only tests of FP8 and MoE (they skip on CI's CPU)
+      python3 -m pytest -q -p no:cacheprovider --tb=short -m "not e2e" tests/test_fp8_te.py tests/test_fp8_weight_only.py tests/test_moe.py 2>&1 | grep -E "^E |passed|failed|FAILED|^tests/" | head -40
+      python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fp8_te.py -k lab_train 2>&1 | grep -E "^E |passed|failed|FAILED" | head -20 ;;
+    guard) lab -m hydra.sweep.dir=multirun/accuracy_guard experiment=accuracy_guard ;;
+    mfu_bf16) lab -m hydra.sweep.dir=multirun/mfu_gpt1b_bf16 experiment=mfu_gpt1b precision=bf16 ;;
     fp8_ref)  # the plain TE model the lab's fp8 must match, same shape, same card, same call
       python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed,current,block --out multirun/te_reference.jsonl 2>&1 | grep '^{' ;;
     fp8_8b) lab -m hydra.sweep.dir=multirun/fp8_8b experiment=fp8_vs_bf16 ${FP8_8B_PRECISIONS:+precision=$FP8_8B_PRECISIONS} ;;
