@@ -32,6 +32,8 @@ from b200lab.precision.base import PrecisionConfig, PrecisionRecipe, unwrap
 from b200lab.precision.te_support import TE_RECIPES, import_te, te_problem, te_says, te_version
 
 FORMATS = ("auto", "hybrid", "e4m3")
+# recipes whose models run eager even with compile (the record says why)
+EAGER_RECIPES = {"block": "Float8BlockScaling under torch.compile fails in dynamo (InternalTorchDynamoError, TE 2.20, torch 2.11)"}
 
 
 @dataclass
@@ -98,6 +100,8 @@ class TEFP8Precision(PrecisionRecipe):
         }
         if cfg.recipe == "nvfp4":
             self.peak_key = "fp4"
+        if cfg.recipe in EAGER_RECIPES:
+            self.compile_problem = EAGER_RECIPES[cfg.recipe]
 
     def convert(self, model: torch.nn.Module) -> torch.nn.Module:
         from b200lab.precision.te_convert import convert_model
