@@ -31,10 +31,11 @@ def test_breakdown_sums_kernel_durations_per_step(tmp_path):
         want[kind] += dur
         events.append({"ph": "X", "cat": "kernel", "name": names[kind], "dur": dur, "ts": 0})
     events.append({"ph": "X", "cat": "cpu_op", "name": "aten::mm", "dur": 1e6, "ts": 0})  # host events do not count
+    events += [{"ph": "X", "cat": "user_annotation", "name": "b200lab_step", "dur": 1.0, "ts": 0} for _ in range(4)]
     path = tmp_path / "trace.json.gz"
     with gzip.open(path, "wt") as f:
         json.dump({"traceEvents": events}, f)
-    rows = write_breakdown(path, 4, tmp_path / "k.csv")
+    rows = write_breakdown(path, 3, tmp_path / "k.csv")  # the trace's 4 marked steps win over the schedule's 3
     got = {r["kind"]: r["ms_per_step"] for r in rows}
     total = sum(want.values())
     for kind, us in want.items():

@@ -34,18 +34,26 @@ def kind_of(name: str) -> str:
     return "other elementwise / copies"
 
 
+STEP_ANNOTATION = "b200lab_step"  # the record_function each profiled step runs under (b200lab/profiling.py)
+
+
 def _events(trace_path: Path) -> list[dict]:
     opener = gzip.open if trace_path.suffix == ".gz" else open
     with opener(trace_path, "rt") as f:
         data = json.load(f)
     events = data["traceEvents"] if isinstance(data, dict) else data
-    return [e for e in events if e.get("ph") == "X" and e.get("cat") == "kernel"]
+    return [e for e in events if e.get("ph") == "X"]
 
 
 def breakdown(trace_path: Path, steps: int) -> list[dict]:
-    """Rows of (kind, ms per step, share of kernel time, kernel count per step), largest first."""
+    """Rows of (kind, ms per step, share of kernel time, kernel count per step), largest first.
+    Per step means over the steps the trace holds: its ``b200lab_step`` ranges when it has them
+    (a trace can hold one more step than the schedule's active ones), else ``steps``."""
+    events = _events(trace_path)
+    marked = sum(1 for e in events if e.get("name") == STEP_ANNOTATION and e.get("cat") in ("user_annotation", "cpu_op"))
+    steps = marked or steps
     totals: dict[str, list[float]] = {}
-    for e in _events(trace_path):
+    for e in (e for e in events if e.get("cat") == "kernel"):
         entry = totals.setdefault(kind_of(e.get("name", "")), [0.0, 0])
         entry[0] += float(e.get("dur", 0.0)) / 1e3  # trace durations are in microseconds
         entry[1] += 1
