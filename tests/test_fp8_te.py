@@ -81,8 +81,8 @@ def _tiny_gpt(**fields):
     from b200lab.attention import SdpaAttention
     from b200lab.models.gpt import GPT, GPTConfig
 
-    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=256,
-                                         n_heads=4, d_ff=1024, vocab_size=512, **fields))
+    shape = {"n_layers": 2, "d_model": 256, "n_heads": 4, "d_ff": 1024, "vocab_size": 512, **fields}
+    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", **shape))
     attention = SdpaAttention(OmegaConf.structured(SdpaAttention.Config(_target_="b200lab.attention.SdpaAttention", name="sdpa")), "cuda")
     torch.manual_seed(0)
     with torch.device("cuda"):
