@@ -59,7 +59,7 @@ def test_an_unknown_recipe_is_refused_naming_the_choices(tmp_path, store):
 def test_fp8_auto_on_cpu_falls_back_and_records_why(tmp_path, store, workload):
     proc = run_cli(["precision=fp8_auto", f"workload={workload}", *FAST, INLINE], tmp_path, store)
     assert proc.returncode == 0, proc.output
-    [res] = results_files(tmp_path)
+    [res] = results_files(tmp_path / "outputs")
     eff = res["effective"]["precision"]
     assert eff["name"] == "fp8_auto" and eff["fallback"] is True and eff["ran"] == "no fp8 (precision=auto)"
     assert "transformer_engine: Transformer Engine's FP8 runs on NVIDIA GPUs" in eff["reason"]
@@ -169,7 +169,7 @@ def test_lab_train_in_fp8_records_modules_recipe_and_both_mfus(tmp_path, store, 
     proc = run_cli(["precision=fp8", "workload=train", "model=gpt_125m", "model.n_layers=2", "seq=1k", "workload.steps=5",
                     f"compile={compile}"], tmp_path, store)
     assert proc.returncode == 0, proc.output
-    [res] = results_files(tmp_path)
+    [res] = results_files(tmp_path / "outputs")
     eff = res["effective"]["precision"]
     assert eff["recipe"] == "delayed" and "DelayedScaling" in eff["te_recipe"]
     assert eff["fp8_modules"]["LayerNormMLP"] == 2 and res["effective"]["compiled"] is (compile != "none")
