@@ -60,6 +60,11 @@ for phase in "$@"; do
     gpu_tests)  # the GPU-only tests of FP8 and MoE (they skip on CI's CPU)
       python3 -m pytest -q -p no:cacheprovider --tb=short -m "not e2e" tests/test_fp8_te.py tests/test_fp8_weight_only.py tests/test_moe.py 2>&1 | grep -E "^E |passed|failed|FAILED|^tests/" | head -40
       python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fp8_te.py -k lab_train 2>&1 | grep -E "^E |passed|failed|FAILED" | head -20 ;;
+    torchao)  # torchao's float8 training beside TE (the wheel staged in .gpu/tao)
+      python3 -m pip install -q --no-index --no-deps .gpu/tao/torchao-*.whl
+      python3 -m pytest -q -p no:cacheprovider --tb=short -m "not e2e" tests/test_fp8_torchao.py 2>&1 | grep -E "^E |passed|failed|FAILED" | head -20
+      lab -m hydra.sweep.dir=multirun/torchao experiment=fp8_vs_bf16 precision=fp8_torchao precision.recipe=tensorwise,rowwise
+      lab -m hydra.sweep.dir=multirun/torchao_bf16 experiment=fp8_vs_bf16 precision=bf16 ;;
     guard) lab -m hydra.sweep.dir=multirun/accuracy_guard experiment=accuracy_guard ;;
     mfu_bf16) lab -m hydra.sweep.dir=multirun/mfu_gpt1b_bf16 experiment=mfu_gpt1b precision=bf16 ;;
     fp8_ref)  # the plain TE model the lab's fp8 must match, same shape, same card, same call
