@@ -176,3 +176,35 @@ def test_lab_train_in_fp8_records_modules_recipe_and_both_mfus(tmp_path, store, 
     assert res["metrics"]["mfu"] > 0 and res["metrics"]["mfu_vs_bf16_peak"] > res["metrics"]["mfu"]
     tags = runs(store["MLFLOW_TRACKING_URI"])[0].data.tags
     assert tags["effective.fp8_recipe"] == "delayed" and json.loads(tags["effective.fp8_modules"])["LayerNormLinear"] == 2
+
+
+@needs_te
+@pytest.mark.parametrize("capacity_factor", [None, 1.0])
+def test_moe_experts_on_te_grouped_linear_match_the_bf16_grouped_path(capacity_factor):
+    import copy
+
+    from b200lab.models.moe_layer import MoELayer
+    from b200lab.precision.te_convert import convert_model, plain_state_dict
+    from b200lab.precision.te_support import import_te
+
+    te = import_te()
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        layer = MoELayer(256, 8, 2, 512, capacity_factor=capacity_factor).to(torch.bfloat16)
+        layer.reset_parameters()
+    want_state = {k: v.clone() for k, v in layer.state_dict().items()}
+    converted = copy.deepcopy(layer)
+    conv = convert_model(converted, te, torch.bfloat16, "cuda")
+    assert conv.modules["experts"] == "GroupedLinear x2"
+    x = torch.randn(4, 96, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    want = layer(x).double()
+    got = converted(x).double()  # outside te.autocast: bf16 grouped GEMMs
+    assert (got - want).abs().max() <= 0.02 * want.abs().max(), (got - want).abs().max()
+    back = plain_state_dict(converted, conv)
+    assert set(back) == set(want_state) and all(torch.equal(back[k], want_state[k]) for k in want_state)
+    with te.autocast(enabled=True, recipe=_recipe("delayed").te_recipe):
+        fp8 = converted(x)
+    fp8.float().pow(2).mean().backward()
+    assert converted.experts.up_gemm.weight0.grad is not None and x.grad.abs().sum() > 0
+    rel = (fp8.double() - want).norm() / want.norm()
+    assert rel < 0.1, rel  # e4m3's relative step is 2^-3; errors average down over the GEMMs' sums

@@ -145,7 +145,8 @@ class MoEFamily(GPTFamily):
             path, dtype = ran
             out.update(expert_path=path, expert_dtype=str(dtype).removeprefix("torch."))
             if path != "loop":
-                out["grouped_kernel"] = grouped_kernel(self.layers[0].experts.up.device, dtype)
+                experts = self.layers[0].experts
+                out["grouped_kernel"] = getattr(experts, "kernel", None) or grouped_kernel(next(experts.parameters()).device, dtype)
             if path != c.expert_impl:
                 out["reason"] = {"loop": "torch grouped GEMM unavailable for this dtype (float64) or this torch",
                                  "grouped-eager": "torch.compile traces the grouped GEMM in bfloat16 only: it runs eagerly"}[path]

@@ -24,6 +24,7 @@ class Conversion:
     modules: dict[str, str] = field(default_factory=dict)  # model path -> TE class
     kept: dict[str, str] = field(default_factory=dict)  # model path -> why it stays in high precision
     names: dict[str, str] = field(default_factory=dict)  # TE parameter name -> the model's own parameter name
+    stacks: dict[str, list[str]] = field(default_factory=dict)  # the model's 3-D parameter -> the TE parameters it splits into
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -111,6 +112,18 @@ class Converter:
         self.out.modules[path] = "LayerNormMLP"
         return module
 
+    def experts(self, experts: nn.Module, path: str):
+        """A mixture of experts' 3-D up (E, f, d) and down (E, d, f) weights as two TE GroupedLinear."""
+        module = TEExperts(self.te, experts.up.shape[0], experts.up.shape[2], experts.up.shape[1], self.dtype, self.device)
+        for name in ("up", "down"):
+            stacked = getattr(experts, name)
+            grouped = getattr(module, f"{name}_gemm")
+            for i in range(stacked.shape[0]):
+                _copy(getattr(grouped, f"weight{i}"), stacked[i])
+            self.out.stacks[f"{path}.{name}"] = [f"{path}.{name}_gemm.weight{i}" for i in range(stacked.shape[0])]
+        self.out.modules[path] = "GroupedLinear x2"
+        return module
+
     def linear(self, linear: nn.Linear, path: str):
         module = self.te.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
                                 params_dtype=self.dtype, device=self.device)
@@ -124,10 +137,44 @@ class Converter:
         return module
 
 
+class TEExperts(nn.Module):
+    """The experts of b200lab/models/moe_layer.py on TE GroupedLinear: FP8 grouped GEMMs under the
+    recipe. TE takes the group sizes on the host, so each call reads them once (a sync per
+    layer, which the bf16 ``torch._grouped_mm`` path does not have); groups are padded to the
+    recipe's FP8 alignment with TE's Fp8Padding and unpadded after."""
+
+    def __init__(self, te, n_experts: int, d_model: int, d_ff: int, dtype, device):
+        super().__init__()
+        self.up_gemm = te.GroupedLinear(n_experts, d_model, d_ff, bias=False, params_dtype=dtype, device=device)
+        self.down_gemm = te.GroupedLinear(n_experts, d_ff, d_model, bias=False, params_dtype=dtype, device=device)
+        self.pad, self.unpad = te.Fp8Padding(n_experts), te.Fp8Unpadding(n_experts)
+        self.kernel = "Transformer Engine GroupedLinear (FP8 under te.autocast; group sizes read on the host)"
+
+    @torch.compiler.disable
+    def grouped(self, rows: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+        """Same contract as ``Experts.grouped``: rows sorted by expert, group e ending at offs[e];
+        rows past offs[-1] (dropped by the capacity) come back as zeros."""
+        ends = offs.to(torch.int64).tolist()
+        splits = [b - a for a, b in zip([0, *ends[:-1]], ends)]
+        x, padded = self.pad(rows[: ends[-1]], splits)
+        hidden = torch.nn.functional.gelu(self.up_gemm(x, padded), approximate="tanh")
+        y = self.unpad(self.down_gemm(hidden, padded), splits)
+        if ends[-1] < rows.shape[0]:
+            y = torch.cat([y, y.new_zeros(rows.shape[0] - ends[-1], y.shape[1])])
+        return y
+
+
 def _is_dense_mlp(module: nn.Module) -> bool:
     from b200lab.models.gpt import MLP
 
     return type(module) is MLP and _norm_kind(module.norm) is not None
+
+
+def _is_grouped_experts(module: nn.Module, parent: nn.Module) -> bool:
+    """A mixture of experts' expert weights that run the grouped path (the loop path is the reference)."""
+    from b200lab.models.moe_layer import Experts
+
+    return type(module) is Experts and getattr(parent, "impl", "grouped") == "grouped" and _aligned(*module.up.shape[1:])
 
 
 def _fusable(norm: nn.Module, linear: nn.Module) -> bool:
@@ -164,6 +211,8 @@ def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip:
                     setattr(parent, name, conv.norm_mlp(child, path))
                 else:
                     conv.out.kept[path] = why
+            elif _is_grouped_experts(child, parent):
+                setattr(parent, name, conv.experts(child, path))
             elif type(child) is nn.Linear:
                 why = _why_not(child, path, skipped, tied)
                 if why is None:
@@ -198,8 +247,12 @@ def _why_not(linear: nn.Linear, path: str, skipped, tied: set[int]):
 
 def plain_state_dict(model: nn.Module, conversion: Conversion) -> dict:
     """The converted model's weights under the model's own parameter names (TE's FP8 metadata dropped)."""
-    out = {}
-    for name, tensor in model.state_dict().items():
+    state = model.state_dict()
+    out = {own: torch.stack([state[n] for n in parts]) for own, parts in conversion.stacks.items()}
+    stacked = {n for parts in conversion.stacks.values() for n in parts}
+    for name, tensor in state.items():
+        if name in stacked:
+            continue
         if name in conversion.names:
             out[conversion.names[name]] = tensor
         elif name.rpartition(".")[0] not in conversion.modules:  # TE's own extras (FP8 metadata, a zero norm bias) go
