@@ -245,6 +245,11 @@ def _why_not(linear: nn.Linear, path: str, skipped, tied: set[int]):
     return None
 
 
+def _inside(name: str, paths) -> bool:
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in paths for i in range(1, len(parts)))
+
+
 def plain_state_dict(model: nn.Module, conversion: Conversion) -> dict:
     """The converted model's weights under the model's own parameter names (TE's FP8 metadata dropped)."""
     state = model.state_dict()
@@ -255,6 +260,6 @@ def plain_state_dict(model: nn.Module, conversion: Conversion) -> dict:
             continue
         if name in conversion.names:
             out[conversion.names[name]] = tensor
-        elif name.rpartition(".")[0] not in conversion.modules:  # TE's own extras (FP8 metadata, a zero norm bias) go
+        elif not _inside(name, conversion.modules):  # TE's own extras (FP8 metadata, a zero norm bias) go
             out[name] = tensor
     return out

@@ -68,6 +68,7 @@ for phase in "$@"; do
     moe_fp8)  # MoE experts on TE GroupedLinear: the GPU test, then the mission's form
       python3 -m pytest -q -p no:cacheprovider --tb=short -m "not e2e" tests/test_fp8_te.py 2>&1 | grep -E "^E |passed|failed|FAILED" | head -20
       lab -m hydra.sweep.dir=multirun/moe_long_te model=moe precision=fp8 seq=12k,16k ;;
+    moe_fp8_train) lab -m hydra.sweep.dir=multirun/moe_train_fp8 model=moe model.n_layers=8 workload=train seq=2k precision=bf16,fp8 precision.master_dtype=none ;;
     guard) lab -m hydra.sweep.dir=multirun/accuracy_guard experiment=accuracy_guard ;;
     mfu_bf16) lab -m hydra.sweep.dir=multirun/mfu_gpt1b_bf16 experiment=mfu_gpt1b precision=bf16 ;;
     fp8_ref)  # the plain TE model the lab's fp8 must match, same shape, same card, same call
