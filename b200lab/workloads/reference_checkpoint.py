@@ -5,7 +5,7 @@ to train first and paste a run id, an eval whose checkpoint is ``train`` finds, 
 tracking store, a finished run tagged with this training's key (a hash of the model, data,
 sequence and training settings and the source's git sha) and loads that run's checkpoint; when
 there is none, the parent trains it first with an ordinary ``b200lab`` job (its own MLflow run,
-results.json and outputs folder), then tags it. Every eval point of a sweep therefore shares one
+results.json and folder outputs/reference_checkpoints/KEY, the eval's preset), then tags it. Every eval point of a sweep therefore shares one
 training, and names its run id in ``effective.checkpoint.run_id``.
 """
 
@@ -31,7 +31,7 @@ def training_overrides(cfg) -> list[str]:
            f"workload.steps={int(opts.train_steps)}", "workload.warmup_steps=0", "workload.min_time_s=0",
            f"workload.options.lr={float(opts.train_lr)}", f"seq.batch={int(opts.train_batch or cfg.seq.batch)}",
            f"seq.len={int(cfg.seq.len)}", f"run.device={cfg.run.device}", f"run.launcher={cfg.run.launcher}",
-           f"run.seed={int(cfg.run.seed)}", f"compile={cfg.compile.name}"]
+           f"run.seed={int(cfg.run.seed)}", f"compile={cfg.compile.name}", f"preset={cfg.preset}"]
     for group in ("model", "data"):
         for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
             if key not in ("_target_", "name"):
@@ -45,7 +45,7 @@ def training_overrides(cfg) -> list[str]:
 def key_of(overrides: list[str]) -> str:
     from b200lab.measure.environment import git_sha
 
-    text = json.dumps({"overrides": sorted(o for o in overrides if not o.startswith(("tracking.", "run.launcher"))),
+    text = json.dumps({"overrides": sorted(o for o in overrides if not o.startswith(("tracking.", "run.launcher", "preset="))),
                        "git_sha": git_sha()})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -71,7 +71,7 @@ def ensure(cfg, tracking_uri: str, job_dir: Path) -> str:
     if run_id:
         print(f"b200lab: checkpoint=train: reusing run {run_id} (training key {key})", flush=True)
         return run_id
-    out_dir = Path(job_dir).parent / f"reference_checkpoint_{key}"
+    out_dir = Path("outputs") / "reference_checkpoints" / key  # beside single runs, not a point of the sweep
     command = [sys.executable, "-m", "b200lab", *overrides, f"hydra.run.dir={out_dir}", f"tracking.uri={tracking_uri}"]
     print(f"b200lab: checkpoint=train: training the reference checkpoint first ({out_dir})", flush=True)
     proc = subprocess.run(command)
