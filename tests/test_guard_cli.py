@@ -25,7 +25,9 @@ def test_guard_compares_with_the_reference_and_fails_without_one(tmp_path, store
     trained = {r["effective"]["checkpoint"]["run_id"] for r in rows.values()}
     assert len(trained) == 1 and None not in trained  # one training, cited by both points
     parents, children = parents_and_children(store["MLFLOW_TRACKING_URI"])
-    [parent] = [p for p in parents if p.data.tags.get("preset") == "accuracy_guard"]
+    training = [p for p in parents if p.info.run_id in trained]
+    assert len(training) == 1 and training[0].data.tags["preset"] == "accuracy_guard"
+    [parent] = [p for p in parents if "sweep_dir" in p.data.tags]  # the training is a run of its own, not a sweep
     assert parent.data.tags["guard"] == "passed" and parent.info.status == "FINISHED"
     child = next(c for c in children if c.info.run_id == rows["bf16"]["mlflow"]["run_id"])
     assert math.isclose(child.data.metrics["ppl_delta"], bf16["perplexity"] / ref["perplexity"] - 1, rel_tol=1e-9, abs_tol=1e-12)
@@ -38,7 +40,7 @@ def test_guard_compares_with_the_reference_and_fails_without_one(tmp_path, store
     assert "no point ran precision=fp32 with a perplexity" in failing.stdout and "the accuracy guard failed" in failing.stderr
     assert "reusing run" in failing.stdout  # the same training, found in the store
     parents, _ = parents_and_children(store["MLFLOW_TRACKING_URI"])
-    latest = max((p for p in parents if p.data.tags.get("preset") == "accuracy_guard"), key=lambda p: p.info.start_time)
+    latest = max((p for p in parents if "sweep_dir" in p.data.tags), key=lambda p: p.info.start_time)
     assert latest.data.tags["guard"] == "failed" and latest.info.status == "FAILED"
 
 

@@ -20,7 +20,7 @@ def test_preset_runs_once(path, tmp_path, store):
     overrides = [*(TINY if gpu_only else []), "run.launcher=inline"]
     swept = preset.get("hydra", {}).get("sweeper", {}).get("params", {})
     if preset.get("workload", {}).get("options", {}).get("checkpoint") == "train":
-        overrides = [*overrides, "workload.options.train_steps=5"]  # the reference training, as short as the rest
+        overrides = [*overrides, "workload.options.train_steps=5", "data.val_tokens=4096"]  # short training, a slice of the held-out text
     if gpu_only and any(p.startswith("fp8") and p not in ("fp8_auto", "fp8_weight_only") for p in str(swept.get("precision", "")).split(",")):
         overrides = [*overrides, "precision=fp32,fp8_auto"]  # Transformer Engine needs a GPU; fp8_auto falls back here
     if "compile" in swept:
