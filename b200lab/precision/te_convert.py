@@ -64,50 +64,45 @@ class Converter:
         for te_name, own in pairs.items():
             self.out.names[f"{path}.{te_name}" if path else te_name] = own
 
-    def norm_linear(self, norm: nn.Module, linear: nn.Linear, norm_path: str, path: str):
-        te = self.te
-        kind = _norm_kind(norm)
-        has_norm_bias = kind == "LayerNorm" and norm.bias is not None
-        module = te.LayerNormLinear(linear.in_features, linear.out_features, eps=_eps(norm), bias=linear.bias is not None,
-                                    normalization=kind, params_dtype=self.dtype, device=self.device)
-        _copy(module.weight, linear.weight)
+    @staticmethod
+    def _norm_into(module, norm: nn.Module, norm_path: str) -> dict[str, str]:
+        """Copy a norm's weight (and LayerNorm bias) into a fused TE module; its name pairs. A
+        LayerNorm without a bias gets TE's bias frozen at zero."""
         _copy(module.layer_norm_weight, norm.weight)
-        pairs = {"weight": f"{path}.weight", "layer_norm_weight": f"{norm_path}.weight"}
+        pairs = {"layer_norm_weight": f"{norm_path}.weight"}
+        if _norm_kind(norm) == "LayerNorm":
+            if norm.bias is not None:
+                _copy(module.layer_norm_bias, norm.bias)
+                pairs["layer_norm_bias"] = f"{norm_path}.bias"
+            else:
+                nn.init.zeros_(module.layer_norm_bias)
+                module.layer_norm_bias.requires_grad_(False)
+        return pairs
+
+    def norm_linear(self, norm: nn.Module, linear: nn.Linear, norm_path: str, path: str):
+        module = self.te.LayerNormLinear(linear.in_features, linear.out_features, eps=_eps(norm), bias=linear.bias is not None,
+                                         normalization=_norm_kind(norm), params_dtype=self.dtype, device=self.device)
+        _copy(module.weight, linear.weight)
+        pairs = {"weight": f"{path}.weight", **self._norm_into(module, norm, norm_path)}
         if linear.bias is not None:
             _copy(module.bias, linear.bias)
             pairs["bias"] = f"{path}.bias"
-        if has_norm_bias:
-            _copy(module.layer_norm_bias, norm.bias)
-            pairs["layer_norm_bias"] = f"{norm_path}.bias"
-        elif kind == "LayerNorm":
-            nn.init.zeros_(module.layer_norm_bias)
-            module.layer_norm_bias.requires_grad_(False)
         self._map(path, pairs)
         self.out.modules[path] = "LayerNormLinear"
         return module
 
     def norm_mlp(self, mlp: nn.Module, path: str):
-        te = self.te
-        norm, up, down = mlp.norm, mlp.up, mlp.down
-        kind = _norm_kind(norm)
+        up, down = mlp.up, mlp.down
         bias = up.bias is not None
-        module = te.LayerNormMLP(up.in_features, up.out_features, eps=_eps(norm), bias=bias, normalization=kind,
-                                 activation="gelu", params_dtype=self.dtype, device=self.device)
-        _copy(module.layer_norm_weight, norm.weight)
+        module = self.te.LayerNormMLP(up.in_features, up.out_features, eps=_eps(mlp.norm), bias=bias, normalization=_norm_kind(mlp.norm),
+                                      activation="gelu", params_dtype=self.dtype, device=self.device)
         _copy(module.fc1_weight, up.weight)
         _copy(module.fc2_weight, down.weight)
-        pairs = {"layer_norm_weight": f"{path}.norm.weight", "fc1_weight": f"{path}.up.weight", "fc2_weight": f"{path}.down.weight"}
+        pairs = {"fc1_weight": f"{path}.up.weight", "fc2_weight": f"{path}.down.weight", **self._norm_into(module, mlp.norm, f"{path}.norm")}
         if bias:
             _copy(module.fc1_bias, up.bias)
             _copy(module.fc2_bias, down.bias)
             pairs.update({"fc1_bias": f"{path}.up.bias", "fc2_bias": f"{path}.down.bias"})
-        if kind == "LayerNorm":
-            if norm.bias is not None:
-                _copy(module.layer_norm_bias, norm.bias)
-                pairs["layer_norm_bias"] = f"{path}.norm.bias"
-            else:
-                nn.init.zeros_(module.layer_norm_bias)
-                module.layer_norm_bias.requires_grad_(False)
         self._map(path, pairs)
         self.out.modules[path] = "LayerNormMLP"
         return module
@@ -174,7 +169,7 @@ def _is_grouped_experts(module: nn.Module, parent: nn.Module) -> bool:
     """A mixture of experts' expert weights that run the grouped path (the loop path is the reference)."""
     from b200lab.models.moe_layer import Experts
 
-    return type(module) is Experts and getattr(parent, "impl", "grouped") == "grouped" and _aligned(*module.up.shape[1:])
+    return type(module) is Experts and getattr(parent, "impl", "grouped") == "grouped"
 
 
 def _fusable(norm: nn.Module, linear: nn.Module) -> bool:
@@ -212,7 +207,10 @@ def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip:
                 else:
                     conv.out.kept[path] = why
             elif _is_grouped_experts(child, parent):
-                setattr(parent, name, conv.experts(child, path))
+                if _aligned(*child.up.shape[1:]):
+                    setattr(parent, name, conv.experts(child, path))
+                else:
+                    conv.out.kept[path] = f"experts {child.up.shape[2]}x{child.up.shape[1]} are not a multiple of {FP8_ALIGN} (FP8 GEMM alignment)"
             elif type(child) is nn.Linear:
                 why = _why_not(child, path, skipped, tied)
                 if why is None:
