@@ -208,3 +208,59 @@ def test_moe_experts_on_te_grouped_linear_match_the_bf16_grouped_path(capacity_f
     assert converted.experts.up_gemm.weight0.grad is not None and x.grad.abs().sum() > 0
     rel = (fp8.double() - want).norm() / want.norm()
     assert rel < 0.1, rel  # e4m3's relative step is 2^-3; errors average down over the GEMMs' sums
+
+
+class _TEStandIns:
+    """Modules with Transformer Engine's parameter names and shapes (LayerNormLinear, LayerNormMLP,
+    Linear, GroupedLinear), so the converter's copying and naming run on a CPU. They check the
+    mapping, not TE's kernels (those run in the GPU tests above)."""
+
+    class LayerNormLinear(torch.nn.Module):
+        def __init__(self, i, o, eps, bias, normalization, params_dtype, device):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(o, i, dtype=params_dtype))
+            self.layer_norm_weight = torch.nn.Parameter(torch.empty(i, dtype=params_dtype))
+            self.layer_norm_bias = torch.nn.Parameter(torch.empty(i, dtype=params_dtype)) if normalization == "LayerNorm" else None
+            self.bias = torch.nn.Parameter(torch.empty(o, dtype=params_dtype)) if bias else None
+
+    class LayerNormMLP(torch.nn.Module):
+        def __init__(self, d, f, eps, bias, normalization, activation, params_dtype, device):
+            super().__init__()
+            self.layer_norm_weight = torch.nn.Parameter(torch.empty(d, dtype=params_dtype))
+            self.layer_norm_bias = torch.nn.Parameter(torch.empty(d, dtype=params_dtype)) if normalization == "LayerNorm" else None
+            self.fc1_weight = torch.nn.Parameter(torch.empty(f, d, dtype=params_dtype))
+            self.fc2_weight = torch.nn.Parameter(torch.empty(d, f, dtype=params_dtype))
+            self.fc1_bias = torch.nn.Parameter(torch.empty(f, dtype=params_dtype)) if bias else None
+            self.fc2_bias = torch.nn.Parameter(torch.empty(d, dtype=params_dtype)) if bias else None
+
+    class Linear(torch.nn.Module):
+        def __init__(self, i, o, bias, params_dtype, device):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(o, i, dtype=params_dtype))
+            self.bias = torch.nn.Parameter(torch.empty(o, dtype=params_dtype)) if bias else None
+
+
+@pytest.mark.parametrize("fields", [{}, {"norm": "layernorm", "bias": True}, {"norm": "layernorm", "bias": False}])
+def test_the_converter_carries_every_weight_and_maps_the_names_back(fields):
+    from omegaconf import OmegaConf
+
+    from b200lab.attention import MathAttention
+    from b200lab.models.gpt import GPT, GPTConfig
+    from b200lab.precision.te_convert import convert_model, plain_state_dict
+
+    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4,
+                                         d_ff=256, vocab_size=128, **fields))
+    attention = MathAttention(OmegaConf.structured(MathAttention.Config(_target_="b200lab.attention.MathAttention", name="math")), "cpu")
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,))))
+    model = GPT(cfg, attention)
+    for p in model.parameters():  # fresh values everywhere, biases and norm weights included
+        torch.nn.init.normal_(p)
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    conv = convert_model(model, _TEStandIns, torch.float32, "cpu")
+    assert conv.counts() == {"LayerNormLinear": 2, "LayerNormMLP": 2, "Linear": 3}
+    assert isinstance(model.blocks[0].norm_attn, torch.nn.Identity)
+    back = plain_state_dict(model, conv)
+    assert set(back) == set(want) and all(torch.equal(back[k], want[k]) for k in want)
+    if fields.get("norm") == "layernorm" and not fields.get("bias"):  # TE's bias stays zero and frozen
+        ln = model.blocks[0].qkv.layer_norm_bias
+        assert not ln.requires_grad and not ln.any()
