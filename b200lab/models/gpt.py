@@ -98,7 +98,8 @@ class Block(nn.Module):
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor, rope, mask: AttnMask, cache: Optional[KVCache] = None, start: int = 0) -> torch.Tensor:
-        B, T, d = x.shape
+        B, T, _ = x.shape
+        # n_heads/kv_heads are this rank's heads (all of them unless tensor parallel splits them)
         q, k, v = self.qkv(self.norm_attn(x)).split([self.n_heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], -1)
         q, k, v = q.view(B, T, self.n_heads, self.head_dim), k.view(B, T, self.kv_heads, self.head_dim), v.view(B, T, self.kv_heads, self.head_dim)
         if rope is not None:
@@ -107,7 +108,7 @@ class Block(nn.Module):
         if cache is not None:
             k, v = cache.update(self.index, k, v, start)
         y = self.attention(q, k, v, mask)
-        x = x + self.out(y.transpose(1, 2).reshape(B, T, d))
+        x = x + self.out(y.transpose(1, 2).reshape(B, T, -1))
         return x + self.mlp(x)
 
 
