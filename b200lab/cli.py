@@ -1,4 +1,4 @@
-"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``power``."""
+"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``baseline``, ``gate``, ``power``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from omegaconf import DictConfig
 USAGE = """\
 usage: b200lab [run] [OVERRIDES...] [-m]     measure (the default command; Hydra overrides)
        b200lab sync [PATH...]                upload results that never reached MLflow
+       b200lab report [PATH... | --parent RUN | --tag K=V] --out DIR   Markdown + HTML report, line charts
        b200lab report {table,compile,plot} PATH...
+       b200lab baseline save [PATH... | --parent RUN] --out FILE   record a baseline
+       b200lab gate --baseline FILE [PATH... | --parent RUN]        fail on a regression
        b200lab power [--csv FILE] -- CMD...  GPU energy of any command
 
 examples:
@@ -23,6 +26,8 @@ examples:
   b200lab -m experiment=smoke                a preset from experiments/
   b200lab sync                               upload what a dead tracking server missed
   b200lab report table multirun/DATE/TIME    a markdown table of a sweep
+  b200lab report --parent latest --out rep   the newest sweep in MLflow as rep/report.html
+  b200lab gate --baseline base.json --parent latest   the newest sweep against a baseline
   b200lab run --help                         config groups and Hydra's options
 
 exit codes:
@@ -30,12 +35,13 @@ exit codes:
   1    a point errored (or a results.json is unreadable)
   2    bad configuration: nothing ran
   3    measured but not in MLflow: run `b200lab sync`
+  4    gate: the hardware differs from the baseline's (no verdict)
   130  interrupted (Ctrl-C): runs end KILLED with what was measured
 
 MLflow: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here; outputs under outputs/ and multirun/.
 """
 
-COMMANDS = ("run", "sync", "report", "power")
+COMMANDS = ("run", "sync", "report", "baseline", "gate", "power")
 
 
 def conf_dir() -> str:
@@ -141,6 +147,14 @@ def main(argv: list[str] | None = None) -> None:
         from b200lab.report import main as report_main
 
         sys.exit(report_main(rest))
+    if command == "baseline":
+        from b200lab.baseline import main as baseline_main
+
+        sys.exit(baseline_main(rest))
+    if command == "gate":
+        from b200lab.gate import main as gate_main
+
+        sys.exit(gate_main(rest))
     if command == "power":
         from b200lab.tools.power import main as power_main
 

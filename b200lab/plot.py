@@ -1,9 +1,8 @@
 """A sweep's headline rate per point, as a bar chart a user can read at a glance.
 
-Every rate the lab reports (tokens/s, TFLOP/s, GB/s) is work per unit of step time, so the
-spread of the step times gives the rate's spread: the bar is the recorded value and the whisker
-runs from value x p50 / p90 to value x p50 / p10 of that point's step times. Failed points are
-drawn as empty rows labelled with their status, so a missing bar is explained.
+The bar is the recorded value and the whisker its step-time band (b200lab/spread.py: value x
+p50 / p90 to value x p50 / p10). Failed points are drawn as empty rows labelled with their
+status, so a missing bar is explained. Line charts against a swept value are b200lab/charts.py.
 """
 
 from __future__ import annotations
@@ -13,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from b200lab.points import card
+from b200lab.spread import band
 
 # first one present in the ok rows is plotted unless a metric is named
 RATES = [
@@ -40,25 +42,17 @@ def headline(rows: list[dict]) -> str | None:
     return next((key for key, _ in RATES if key in present), None)
 
 
-def _gpu(r: dict) -> str:
-    return (r.get("env", {}).get("gpu") or "cpu").replace("NVIDIA ", "")
-
-
 def bars(rows: list[dict], metric: str) -> list[Bar]:
-    several_gpus = len({_gpu(r) for r in rows}) > 1
+    several_gpus = len({card(r) for r in rows}) > 1
     out = []
     for r in rows:
         run_id = r.get("mlflow", {}).get("run_id")
         value = r.get("metrics", {}).get(metric)
-        label = (r.get("point") or "?") + (f" [{_gpu(r)}]" if several_gpus else "")
+        label = (r.get("point") or "?") + (f" [{card(r)}]" if several_gpus else "")
         if r["status"] != "ok" or value is None:
             out.append(Bar(label, r["status"], run_id=run_id))
             continue
-        steps = r.get("step_ms") or []
-        low = high = value
-        if len(steps) >= 2:
-            p10, p50, p90 = np.percentile(steps, [10, 50, 90])
-            low, high = value * p50 / p90, value * p50 / p10
+        low, high = band(r, metric) or (value, value)
         out.append(Bar(label, "ok", float(value), float(low), float(high), run_id))
     return out
 
@@ -87,7 +81,7 @@ def plot(rows: list[dict], path: Path, metric: str | None = None) -> list[Bar]:
         ax.text(b.high, y, f"  {b.value:,.4g}", va="center")
     ax.set_yticks(ys, [textwrap.fill(b.label, 60) for b in drawn], fontsize=8)
     ax.set_xlabel(f"{LABELS.get(metric, metric)}  (whisker: step-time p10-p90)")
-    gpus = sorted({_gpu(r) for r in rows})
+    gpus = sorted({card(r) for r in rows})
     ax.set_title(f"{LABELS.get(metric, metric)} per point on {', '.join(gpus)}", fontsize=10)
     ax.margins(x=0.15)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""Reports over recorded results: ``python -m b200lab.report {table,compile,plot} PATH [...]``.
+"""Reports over recorded results.
+
+``b200lab report [PATH... | --experiment E --parent RUN --tag K=V] --out DIR``: the sweep report
+(b200lab/sweep_report.py), Markdown and HTML with line charts, from results.json folders or MLflow.
+
+``b200lab report {table,compile,plot} PATH [...]``: quick views of results.json files:
 
 ``table``: one markdown row per results.json: point, status, the headline metrics that apply,
 energy, peak memory, the card and the MLflow run id.
@@ -94,8 +99,53 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+QUICK_VIEWS = ("table", "compile", "plot")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="b200lab report", description=__doc__.split("\n\n")[0].replace("``", "`"))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] and argv[0] in QUICK_VIEWS:
+        return quick_view(argv)
+    return sweep_report(argv)
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} precision=fp32")
+        out[key] = value
+    return out
+
+
+def sweep_report(argv: list[str]) -> int:
+    from b200lab import selection, sweep_report as doc
+
+    parser = argparse.ArgumentParser(prog="b200lab report", description="A sweep report (Markdown and HTML, line charts) from results.json "
+                                     "folders or MLflow runs; `b200lab report {table,compile,plot} PATH...` for the quick views.")
+    selection.add_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md, report.html and charts/ (default: report)")
+    parser.add_argument("--reference", action="append", default=[], metavar="KEY=VALUE",
+                        help="speedups against the point with this value (default: the first point's value of the first varied key)")
+    parser.add_argument("--x", help="config key the line charts are drawn against (default: the swept numeric value, seq.len first)")
+    parser.add_argument("--title", default="b200lab report")
+    args = parser.parse_args(argv)
+    try:
+        reference = _pairs(args.reference, "--reference") or None
+        records, source, skipped = selection.select(args)
+    except (ValueError, selection.SelectionError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return 2
+    for problem in skipped:
+        print(f"report: skipped {problem}", file=sys.stderr)
+    md, page = doc.write(records, args.out, args.title, source, reference, args.x)
+    print(f"report: {md} and {page} ({len(records)} points, {source})")
+    return 1 if skipped else 0
+
+
+def quick_view(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="b200lab report", description=__doc__.split("\n\n")[2].replace("``", "`"))
     sub = parser.add_subparsers(dest="report", required=True)
     comp = sub.add_parser("compile", help="eager vs torch.compile speedups from a sweep")
     comp.add_argument("paths", nargs="+", type=Path)

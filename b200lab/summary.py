@@ -1,13 +1,22 @@
-"""Human-readable results: one line per job, a table per sweep, a CSV beside it."""
+"""Human-readable results: one line per job, a table per sweep, a CSV beside it.
+
+The sweep's table names each point by what varied (b200lab/points.py), shows what ran
+(effective precision and attention kernel), drops the columns no point has and fits 120 columns.
+"""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from b200lab.points import attention_ran, label, precision_ran, varied_keys
+
+WIDTH = 120
 COLUMNS = [
     ("point", "point", "{}"),
     ("status", "status", "{}"),
+    ("precision", "precision_ran", "{}"),
+    ("attention", "attention_ran", "{}"),
     ("tokens/s", "tokens_per_s", "{:,.0f}"),
     ("step p50 ms", "step_ms_p50", "{:.2f}"),
     ("p90 ms", "step_ms_p90", "{:.2f}"),
@@ -28,6 +37,10 @@ def _cell(results: dict, key: str, fmt: str) -> str:
     metrics = results.get("metrics", {})
     if key in ("point", "status"):
         value = results.get(key)
+    elif key == "precision_ran":
+        value = precision_ran(results)
+    elif key == "attention_ran":
+        value = attention_ran(results)
     elif key == "peak_mem":
         value = _peak_mem(metrics)
     elif key == "gbps":  # the bandwidth microbenchmarks' headline
@@ -47,9 +60,19 @@ def one_line(results: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    grid = [[name for name, _, _ in COLUMNS]] + [[_cell(r, key, fmt) for _, key, fmt in COLUMNS] for r in rows]
-    widths = [max(len(row[i]) for row in grid) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)) for row in grid]
+    keys = varied_keys(rows)
+    cols = [c for c in COLUMNS if c[1] == "point" or any(_cell(r, c[1], c[2]) != "-" for r in rows)]
+    grid = [[name for name, _, _ in cols]]
+    grid += [[label(r, keys) if key == "point" else _cell(r, key, fmt) for _, key, fmt in cols] for r in rows]
+    widths = [max(len(row[i]) for row in grid) for i in range(len(cols))]
+    widths[0] = max(len("point"), min(widths[0], WIDTH - sum(widths[1:]) - 2 * (len(cols) - 1)))
+    text_cols = {"point", "status", "precision_ran", "attention_ran"}
+
+    def fit(cell: str, i: int) -> str:
+        cell = cell if len(cell) <= widths[i] else cell[: widths[i] - 1] + "…"
+        return cell.ljust(widths[i]) if cols[i][1] in text_cols else cell.rjust(widths[i])
+
+    lines = ["  ".join(fit(cell, i) for i, cell in enumerate(row)).rstrip() for row in grid]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from b200lab import results as results_io
+from b200lab.points import sweep_name
 from b200lab.store_lock import file_lock
 from b200lab.summary import table, write_csv
 from b200lab.tracking import Tracker, probe, resolve_uri
@@ -64,7 +65,8 @@ def parent_run(sweep_dir: Path) -> dict:
         else:
             try:
                 tracker = Tracker(info["tracking_uri"], info["experiment"], system_metrics=False)
-                run_id = tracker.create_run(info["name"], {"sweep": "true", **info["tags"]}, git_sha=info["tags"].get("git_sha"))
+                name = sweep_name([], info["tags"].get("preset"), info["tags"].get("overrides"))  # renamed from the points at the end
+                run_id = tracker.create_run(name, {"sweep": "true", **info["tags"]}, git_sha=info["tags"].get("git_sha"))
                 info.update(state="created", run_id=run_id, experiment_id=tracker.experiment_id, error=None, closed=False)
             except Exception as exc:
                 info.update(state="failed", error=f"MLflow: {type(exc).__name__}: {exc}")
@@ -104,7 +106,7 @@ def finish(sweep_dir: Path, interrupted: bool = False) -> tuple[list[dict], list
     statuses = [r["status"] for r in found]
     print(f"b200lab: sweep {sweep_dir}: {len(found)} points, " + ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))))
     report = _guard(found, Path(sweep_dir), artifacts)
-    close_parent(sweep_dir, statuses, artifacts, interrupted, report)
+    close_parent(sweep_dir, statuses, artifacts, interrupted, report, found)
     return found, bad
 
 
@@ -127,7 +129,8 @@ def _guard(found: list[dict], sweep_dir: Path, artifacts: list[Path]):
     return report
 
 
-def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], interrupted: bool = False, guard_report=None) -> bool:
+def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], interrupted: bool = False, guard_report=None,
+                 records: Optional[list[dict]] = None) -> bool:
     with file_lock(Path(sweep_dir) / LOCK_FILE):
         parent = read_parent(sweep_dir)
         if not parent or not parent.get("run_id"):
@@ -140,6 +143,7 @@ def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], in
             if guard_report is not None:
                 _log_guard(tracker, parent["run_id"], guard_report)
             tracker.set_tags(parent["run_id"], {"status": status, "n_points": len(statuses), **{f"n_{s}": statuses.count(s) for s in set(statuses)}})
+            artifacts = artifacts + _summary(tracker, parent, records or [], Path(sweep_dir), status)
             tracker.log_files(parent["run_id"], artifacts)
             tracker.end(parent["run_id"], status)
             parent.update(closed=True, close_error=None)
@@ -148,6 +152,20 @@ def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], in
             print(f"b200lab: could not close the sweep's parent run ({parent['close_error']}); `b200lab sync` retries", file=sys.stderr)
         write_parent(sweep_dir, parent)
         return bool(parent["closed"])
+
+
+def _summary(tracker, parent: dict, records: list[dict], sweep_dir: Path, status: str) -> list[Path]:
+    """The parent run as the sweep's summary (b200lab/parent_summary.py); never at the cost of closing it."""
+    from b200lab import parent_summary
+
+    if not records:
+        return []
+    try:
+        return parent_summary.publish(tracker, parent["run_id"], records, sweep_dir, parent["tags"].get("preset"),
+                                      parent["tags"].get("overrides"), status)
+    except Exception as exc:
+        print(f"b200lab: the sweep's summary is incomplete ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return []
 
 
 def _log_guard(tracker, parent_run_id: str, report) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -19,6 +20,10 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# MLflow's UI opens a "GenAI" experiment on its traces overview; ours are model development: the runs table
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# config keys that say how the lab ran, not what was measured: kept in config.yaml / results.json, not params
+NOT_PARAMS = ("tracking.", "run.", "hydra.")
 END_STATUS = {"ok": "FINISHED", "oom": "FINISHED", "error": "FAILED", "interrupted": "KILLED"}
 # fail fast rather than after minutes of client retries when a server goes away mid-sweep
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -88,10 +93,14 @@ class Tracker:
 
         self.uri = uri
         self.system_metrics = system_metrics
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (system metrics started/stopped) drown the sweep's
         with store_lock(uri):  # the first use creates a new store's tables; see store_lock.py
             self.client = MlflowClient(tracking_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+            if exp and not any(k in exp.tags for k in EXPERIMENT_KIND):
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         self._monitor = None
 
     def create_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None, git_sha: Optional[str] = None) -> str:
@@ -115,9 +124,10 @@ class Tracker:
             return None
 
     def log_params(self, run_id: str, params: dict) -> None:
+        """The flattened config, less what describes the lab rather than the experiment (NOT_PARAMS, ``_target_``)."""
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, str(v)[:6000]) for k, v in params.items() if experiment_param(k)]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
@@ -164,8 +174,15 @@ class Tracker:
             self._monitor.finish()
             self._monitor = None
 
+    def rename(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name)
+
     def end(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=END_STATUS.get(status, status))
+
+
+def experiment_param(key: str) -> bool:
+    return not key.startswith(NOT_PARAMS) and key.rsplit(".", 1)[-1] != "_target_"
 
 
 def result_tags(results: dict) -> dict:
@@ -174,6 +191,8 @@ def result_tags(results: dict) -> dict:
     eff_prec, eff_attn = eff.get("precision", {}), eff.get("attention", {})
     return {
         "status": results["status"],
+        "point": results.get("point"),
+        "job_num": results.get("job_num"),
         "preset": cfg.get("preset"),
         "model": cfg["model"]["name"],
         "workload": cfg["workload"]["name"],
@@ -218,9 +237,21 @@ def job_artifacts(job_dir: Path) -> list[Path]:
             job_dir / "traces", job_dir / "artifacts", job_dir / "ncu_top_kernels.csv", job_dir / "ncu_raw.csv", job_dir / "nsys_report.nsys-rep"]
 
 
+def child_name(results: dict, job_dir: Path) -> str:
+    """What the point varied and what it ran. The sweep's other points are not known yet, so what
+    varied is guessed from the command line in the sweep's record (sweep.py renames every child
+    when the sweep ends, from all its points)."""
+    from b200lab.points import point_name, swept_keys
+
+    record = job_dir.parent / "mlflow_parent.json"
+    typed = (json.loads(record.read_text()).get("tags") or {}).get("overrides") if record.exists() else None
+    return point_name(results, swept_keys(results.get("point"), typed) if typed is not None else [])
+
+
 def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None:
-    """Send one job's results.json to its run and close the run with the job's status."""
+    """Send one job's results.json to its run, name it by what ran, close it with the job's status."""
     tracker.log_metrics(run_id, results.get("metrics", {}), results.get("step_ms", []), results.get("curves"))
     tracker.set_tags(run_id, result_tags(results))
+    tracker.rename(run_id, child_name(results, job_dir))
     tracker.log_files(run_id, job_artifacts(job_dir))
     tracker.end(run_id, results["status"])

@@ -1,0 +1,150 @@
+"""``b200lab gate``: compare a candidate sweep with a baseline (b200lab/baseline.py) and fail on a
+regression.
+
+For each baseline point and gated metric, the candidate's relative change is checked against
+an allowance: the metric's threshold (``--threshold tokens_per_s=0.03``), plus, for numbers that
+come from step times, the measured spread of both runs (half their step-time p10..p90 over the
+median), so noise that was measured is not called a regression. A point the candidate lacks or
+did not measure (oom, error) is a regression too.
+
+A different GPU or GPU count between baseline and candidate is flagged and the gate exits 4
+without a verdict (``--allow-hardware-change`` compares anyway); a different driver, CUDA,
+torch, Transformer Engine or Python is flagged beside the verdict.
+
+Exit codes: 0 no regression; 1 a regression (the offending rows are printed); 2 bad input;
+4 hardware changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from b200lab.baseline import ENV_KEYS, GATED, FROM_STEPS, HARDWARE_KEYS, BaselineError, entry, load
+
+
+@dataclass
+class Row:
+    key: str
+    metric: str
+    baseline: Optional[float]
+    candidate: Optional[float]
+    change: Optional[float]  # relative, signed so that < 0 is worse
+    allowed: Optional[float]
+    verdict: str  # ok | REGRESSION | improved | missing | not measured | new
+    runs: str
+
+
+def _allowed(metric: str, threshold: float, base: dict, cand: dict) -> float:
+    noise = (base.get("spread") or 0.0) + (cand.get("spread") or 0.0) if metric in FROM_STEPS else 0.0
+    return threshold + noise
+
+
+def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float]) -> list[Row]:
+    found = {c["key"]: c for c in candidates}
+    rows: list[Row] = []
+    for base in baseline["points"]:
+        cand = found.get(base["key"])
+        runs = f"{base.get('run_id')} -> {(cand or {}).get('run_id')}"
+        if cand is None or cand.get("status") != "ok":
+            verdict = "missing" if cand is None else f"not measured ({cand.get('status')})"
+            rows.append(Row(base["key"], "-", None, None, None, None, verdict, runs))
+            continue
+        for metric, value in base["metrics"].items():
+            direction, default = GATED[metric]
+            new = cand["metrics"].get(metric)
+            if new is None:
+                rows.append(Row(base["key"], metric, value, None, None, None, "missing", runs))
+                continue
+            change = (new / value - 1.0) if value else 0.0
+            change = change if direction == "higher" else -change
+            allowed = _allowed(metric, thresholds.get(metric, default), base, cand)
+            verdict = "REGRESSION" if change < -allowed else ("improved" if change > allowed else "ok")
+            rows.append(Row(base["key"], metric, value, new, change, allowed, verdict, runs))
+    known = {b["key"] for b in baseline["points"]}
+    rows += [Row(c["key"], "-", None, None, None, None, "new", f"-> {c.get('run_id')}") for c in candidates if c["key"] not in known]
+    return rows
+
+
+def failed(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.verdict == "REGRESSION" or r.verdict == "missing" or r.verdict.startswith("not measured")]
+
+
+def env_changes(baseline: dict, candidates: list[dict]) -> tuple[list[str], list[str]]:
+    """(hardware changes, software changes) as 'key: before -> after' lines."""
+    def values(points: list[dict], key: str) -> str:
+        return ", ".join(sorted({str((p.get("env") or {}).get(key)) for p in points}))
+
+    hardware, software = [], []
+    for key in ENV_KEYS:
+        before, after = values(baseline["points"], key), values(candidates, key)
+        if before != after:
+            (hardware if key in HARDWARE_KEYS else software).append(f"{key}: {before} -> {after}")
+    return hardware, software
+
+
+def _num(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def table(rows: list[Row]) -> str:
+    grid = [["point", "metric", "baseline", "candidate", "change", "allowed", "verdict", "runs (baseline -> candidate)"]]
+    for r in rows:
+        grid.append([r.key, r.metric, _num(r.baseline), _num(r.candidate), "-" if r.change is None else f"{r.change:+.1%}",
+                     "-" if r.allowed is None else f"±{r.allowed:.1%}", r.verdict, r.runs])
+    widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from b200lab import selection
+
+    parser = argparse.ArgumentParser(prog="b200lab gate", description=__doc__.split("\n\n")[0].replace("``", "`"))
+    parser.add_argument("--baseline", type=Path, required=True, help="a file written by `b200lab baseline save`")
+    selection.add_arguments(parser)
+    parser.add_argument("--threshold", action="append", default=[], metavar="METRIC=FRACTION",
+                        help="allowed relative worsening beyond the measured spread (defaults: rates and step time 0.05, "
+                             "peak memory 0.02, perplexity 0.01)")
+    parser.add_argument("--allow-hardware-change", action="store_true", help="compare even when the GPU or GPU count differs")
+    args = parser.parse_args(argv)
+    try:
+        thresholds = {}
+        for item in args.threshold:
+            metric, _, value = item.partition("=")
+            if metric not in GATED:
+                raise BaselineError(f"--threshold {item!r}: {metric!r} is not gated; gated metrics: {', '.join(GATED)}")
+            try:
+                thresholds[metric] = float(value)
+            except ValueError:
+                raise BaselineError(f"--threshold {item!r}: {value!r} is not a number (a fraction, e.g. 0.05)") from None
+        baseline = load(args.baseline)
+        records, source, skipped = selection.select(args)
+    except (BaselineError, selection.SelectionError) as exc:
+        print(f"gate: {exc}", file=sys.stderr)
+        return 2
+    for problem in skipped:
+        print(f"gate: skipped {problem}", file=sys.stderr)
+    candidates = [entry(r) for r in records]
+    hardware, software = env_changes(baseline, candidates)
+    rows = compare(baseline, candidates, thresholds)
+    print(f"gate: baseline {args.baseline} ({len(baseline['points'])} points, {baseline.get('created')}) vs {source}")
+    for line in software:
+        print(f"gate: SOFTWARE CHANGED {line}")
+    print(table(rows))
+    if hardware and not args.allow_hardware_change:
+        for line in hardware:
+            print(f"gate: HARDWARE CHANGED {line}", file=sys.stderr)
+        print("gate: not comparable, no verdict (--allow-hardware-change compares anyway)", file=sys.stderr)
+        return 4
+    bad = failed(rows)
+    if bad:
+        print(f"\ngate: FAILED, {len(bad)} offending row(s):", file=sys.stderr)
+        print(table(bad), file=sys.stderr)
+        return 1
+    print(f"gate: passed ({sum(r.verdict == 'ok' for r in rows)} ok, {sum(r.verdict == 'improved' for r in rows)} improved)")
+    return 0

@@ -1,0 +1,128 @@
+"""What a sweep varied and what each point ran: the words its runs, tables and charts are named by.
+
+A point is the Hydra overrides that made its job (``results.json``'s ``point``, e.g.
+``seq=1k model=tiny``). The keys whose values differ between the points of a set are what the
+set *varied*; a point is named by its values of those keys plus what actually ran (effective
+precision, attention kernel, compile mode), so ``precision=auto`` shows as ``float32``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Optional
+
+# keys that select a preset, not a value of the experiment: the preset is named on its own
+NOT_VARIED = ("experiment",)
+SWEEP_SYNTAX = re.compile(r"^(range|choice|glob|interval|tag)\(|,")
+
+
+def overrides(point: Optional[str]) -> dict[str, str]:
+    """``"seq=1k model=tiny"`` -> ``{"seq": "1k", "model": "tiny"}`` (Hydra's ``+``/``~`` prefixes dropped)."""
+    out: dict[str, str] = {}
+    for token in (point or "").split():
+        key, sep, value = token.partition("=")
+        if sep:
+            out[key.lstrip("+~")] = value
+    return out
+
+
+def varied_keys(records: Iterable[dict]) -> list[str]:
+    """Override keys whose values differ between the records (a key some points lack counts), in
+    the order they first appear."""
+    points = [overrides(r.get("point")) for r in records]
+    keys: list[str] = []
+    for p in points:
+        keys += [k for k in p if k not in keys and k not in NOT_VARIED]
+    return [k for k in keys if len({p.get(k) for p in points}) > 1]
+
+
+def swept_keys(point: Optional[str], typed: Optional[str]) -> list[str]:
+    """One job's guess of what its sweep varies, before the other jobs exist: the keys of its
+    point that the command line swept (``a,b``, ``range(...)``) or never typed (a preset's
+    ``hydra.sweeper.params``)."""
+    fixed = {k: v for k, v in overrides(typed).items() if not SWEEP_SYNTAX.search(v)}
+    return [k for k in overrides(point) if k not in fixed and k not in NOT_VARIED]
+
+
+def precision_ran(record: dict) -> Optional[str]:
+    eff = (record.get("effective") or {}).get("precision") or {}
+    return eff.get("compute_dtype") or eff.get("name")
+
+
+def attention_ran(record: dict) -> Optional[str]:
+    eff = (record.get("effective") or {}).get("attention") or {}
+    return eff.get("kernel") or eff.get("name")
+
+
+def compile_ran(record: dict) -> Optional[str]:
+    """The compile mode of a compiled run, ``eager`` otherwise (requested mode when nothing ran)."""
+    eff = record.get("effective") or {}
+    mode = ((record.get("config") or {}).get("compile") or {}).get("name") or (record.get("requested") or {}).get("compile")
+    if "compiled" in eff:
+        return (mode or "compiled") if eff["compiled"] else "eager"
+    return None if mode in (None, "none") else mode
+
+
+def what_ran(record: dict) -> str:
+    """``float32 sdpa-math eager``: effective precision, attention kernel, compile mode."""
+    return " ".join(p for p in (precision_ran(record), attention_ran(record), compile_ran(record)) if p)
+
+
+def card(record: dict) -> str:
+    """The hardware a number came from: ``H100 80GB HBM3``, ``2x H200``, ``cpu``."""
+    env = record.get("env") or {}
+    gpu = (env.get("gpu") or env.get("device") or "cpu").replace("NVIDIA ", "")
+    count = env.get("gpu_count") or 1
+    return f"{count}x {gpu}" if env.get("gpu") and int(count) > 1 else gpu
+
+
+def short_sha(record: dict) -> str:
+    """The git sha in 12 characters, ``+dirty`` kept: enough to find the commit."""
+    sha = str((record.get("env") or {}).get("git_sha") or "?")
+    head, _, rest = sha.partition("+")
+    return head[:12] + ("+" + rest.split(".")[0] if rest else "")
+
+
+def label(record: dict, keys: list[str]) -> str:
+    """The point's values of ``keys`` as ``k=v`` words (the whole point when ``keys`` is empty)."""
+    values = overrides(record.get("point"))
+    words = [f"{k}={values.get(k, '-')}" for k in keys] if keys else [f"{k}={v}" for k, v in values.items() if k not in NOT_VARIED]
+    return " ".join(words) or "(defaults)"
+
+
+def point_name(record: dict, keys: list[str]) -> str:
+    ran = what_ran(record)
+    return f"{label(record, keys)} | {ran}" if ran else label(record, keys)
+
+
+def unique_names(records: list[dict], keys: Optional[list[str]] = None) -> list[str]:
+    """One name per record, no two alike: a repeated name gets its job number (``#3``)."""
+    keys = varied_keys(records) if keys is None else keys
+    names = [point_name(r, keys) for r in records]
+    one_sweep = len({r.get("sweep_id") for r in records}) == 1
+
+    def tag(i: int, r: dict) -> str:
+        return f"#{r.get('job_num', i)}" if one_sweep else f"#{(r.get('sweep_id') or 'single')[:6]}.{r.get('job_num', i)}"
+
+    return [f"{n} {tag(i, r)}" if names.count(n) > 1 else n for i, (n, r) in enumerate(zip(names, records))]
+
+
+def sweep_name(records: list[dict], preset: Optional[str] = None, typed: Optional[str] = None) -> str:
+    """The parent run's name: the preset when there is one, then what varied with its values
+    (``seq=1k,2k model=tiny``), from the records or, before any ran, from the command line."""
+    if records:
+        keys = varied_keys(records)
+        values = {k: [] for k in keys}
+        for r in records:
+            for k in keys:
+                value = overrides(r.get("point")).get(k, "-")
+                if value not in values[k]:
+                    values[k].append(value)
+        shared = {k: v for k, v in overrides(typed).items() if k not in keys and k not in NOT_VARIED and not SWEEP_SYNTAX.search(v)}
+        words = [f"{k}={','.join(v)}" for k, v in values.items()] + [f"{k}={v}" for k, v in shared.items()]
+    else:
+        words = [t for t in (typed or "").split() if not t.startswith("experiment=")]
+    text = " ".join(words)
+    if preset and str(preset).lower() not in ("none", "null"):
+        return f"{preset}: {text}" if text else str(preset)
+    return text or "(defaults)"

@@ -1,0 +1,48 @@
+"""The spread of a point's numbers, from its timed steps.
+
+Every rate the lab reports (tokens/s, TFLOP/s, MFU, GB/s) is work per unit of step time, so the
+step times' p10..p90 give the rate's band: value x p50 / p90 .. value x p50 / p10. Step-time
+metrics get p10..p90 directly. Other metrics (memory, energy) carry no band.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+RATES = ("tokens_per_s", "tokens_per_s_per_gpu", "tflops", "mfu", "gemm_tflops", "hbm_gbps", "allreduce_busbw_gbps", "output_tokens_per_s")
+
+
+def step_percentiles(record: dict) -> Optional[tuple[float, float, float]]:
+    """(p10, p50, p90) of the timed steps, from ``step_ms`` or, without it, the recorded metrics."""
+    steps = record.get("step_ms") or []
+    if len(steps) >= 2:
+        p10, p50, p90 = np.percentile(steps, [10, 50, 90])
+        return float(p10), float(p50), float(p90)
+    m = record.get("metrics") or {}
+    if all(k in m for k in ("step_ms_p10", "step_ms_p50", "step_ms_p90")):
+        return float(m["step_ms_p10"]), float(m["step_ms_p50"]), float(m["step_ms_p90"])
+    return None
+
+
+def band(record: dict, metric: str) -> Optional[tuple[float, float]]:
+    """(low, high) of ``metric`` over the step-time spread, or None where it has none."""
+    value = (record.get("metrics") or {}).get(metric)
+    q = step_percentiles(record)
+    if value is None or q is None or min(q) <= 0:
+        return None
+    p10, p50, p90 = q
+    if metric in RATES:
+        return value * p50 / p90, value * p50 / p10
+    if metric == "step_ms_p50":
+        return p10, p90
+    return None
+
+
+def relative_spread(record: dict) -> Optional[float]:
+    """Half the p10..p90 band over the median: the run-to-run noise a comparison must allow."""
+    q = step_percentiles(record)
+    if q is None or q[1] <= 0:
+        return None
+    return (q[2] - q[0]) / (2 * q[1])
