@@ -34,6 +34,10 @@ NEEDS_FP8_GPU = {**{o: "this run's device is cpu" for o in ("fp8", "fp8_current"
                  "fp8_torchao": "precision=fp8_torchao"}
 
 
+NEEDS_CUDA_ATTENTION = {"sdpa_cudnn": "cuDNN attention needs a CUDA GPU", "sdpa_efficient": "memory-efficient attention needs a CUDA GPU",
+                        "te": "attention=te needs a CUDA GPU"}
+
+
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_option_composes_and_validates(group, option):
     cfg = _compose([f"{group}={option}"])
@@ -43,6 +47,10 @@ def test_option_composes_and_validates(group, option):
         cfg.parallelism.nproc = 2 if option == "allreduce" else 1  # CI's CPU has 2 cores
     if group == "precision" and option in NEEDS_FP8_GPU:  # refused on a CPU, each with its reason
         with pytest.raises(ConfigError, match=NEEDS_FP8_GPU[option]):
+            validate(cfg, device)
+        return
+    if group == "attention" and option in NEEDS_CUDA_ATTENTION:
+        with pytest.raises(ConfigError, match=NEEDS_CUDA_ATTENTION[option]):
             validate(cfg, device)
         return
     if group == "profile" and option in ("nsys", "ncu") and shutil.which(option) is None:

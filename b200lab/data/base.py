@@ -46,8 +46,12 @@ class Windows:
 
 
 class DataSource:
+    """``documents`` (set from attention.documents) asks for packed sequences: ``batch`` then
+    returns its inputs as ``{"idx": tokens, "doc_ids": document of each position}``."""
+
     Config = DataConfig
     synthetic = True  # random data: no learning signal, no held-out set
+    documents = False
 
     def __init__(self, cfg, family, device: torch.device):
         self.cfg = cfg
@@ -62,6 +66,13 @@ class DataSource:
     def batch(self, batch: int, seq_len: int, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
         """(inputs, targets) of ``batch`` samples on the device, drawn with ``generator``."""
         raise NotImplementedError
+
+    def packed(self, tokens: torch.Tensor, doc_ids: torch.Tensor):
+        """The inputs of a batch: the tokens, with their document ids when documents are asked for."""
+        if not self.documents:
+            return tokens
+        self.effective["documents_per_sample"] = round(float(doc_ids[:, -1].float().mean()) + 1, 2)
+        return {"idx": tokens, "doc_ids": doc_ids}
 
     def validation(self, seq_len: int) -> Optional[Windows]:
         """The held-out set as windows of ``seq_len`` tokens, or None (synthetic data)."""

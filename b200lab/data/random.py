@@ -1,12 +1,38 @@
-"""``data=random``: the model family's synthetic batch (uniform random tokens for the GPT)."""
+"""``data=random``: the model family's synthetic batch (uniform random tokens for the GPT).
+
+With packed documents (attention.documents, e.g. attention=flex_document), each position after
+the first starts a new document with probability 1 / ``data.doc_len``, so documents have
+geometric lengths with mean about ``doc_len`` (the last one cut by the sequence end).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from b200lab.data.base import DataSource
+from b200lab.components import CheckContext
+from b200lab.data.base import DataConfig, DataSource
+
+
+@dataclass
+class RandomConfig(DataConfig):
+    doc_len: int = 2048  # mean document length of packed sequences (only with attention.documents)
 
 
 class RandomData(DataSource):
+    Config = RandomConfig
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        doc_len = cfg.get("doc_len", 2048)
+        return [] if doc_len >= 1 else [f"data.doc_len={doc_len}: must be a positive number of tokens"]
+
     def batch(self, batch: int, seq_len: int, generator: torch.Generator):
-        return self.family.synthetic_batch(batch, seq_len, generator, self.device)
+        inputs, targets = self.family.synthetic_batch(batch, seq_len, generator, self.device)
+        if not self.documents:
+            return inputs, targets
+        starts = torch.rand(batch, seq_len, generator=generator, device=self.device) < 1.0 / int(self.cfg.get("doc_len", 2048))
+        starts[:, 0] = False
+        self.effective["doc_len"] = int(self.cfg.get("doc_len", 2048))
+        return self.packed(inputs, starts.long().cumsum(dim=1)), targets

@@ -156,6 +156,13 @@ def token_stream(docs: list[Document]) -> torch.Tensor:
     return out
 
 
+def documents_at(tokens: torch.Tensor, eod: int) -> torch.Tensor:
+    """Document index of each position: a document ends with (and owns) its EOD token, and the
+    next one starts after it."""
+    ends = (tokens == eod).long()
+    return ends.cumsum(dim=1) - ends
+
+
 def window_plan(n_targets: int, length: int, stride: int) -> list[tuple[int, int]]:
     """(begin, score_from) of each validation window over a stream of ``n_targets`` + 1 tokens.
 
@@ -232,7 +239,7 @@ class TextData(DataSource):
     def batch(self, batch: int, seq_len: int, generator: torch.Generator):
         starts = torch.randint(0, self.train_stream.numel() - seq_len, (batch,), generator=generator, device=self.device)
         tokens = self.train_stream[starts[:, None] + torch.arange(seq_len + 1, device=self.device)].long()
-        return tokens[:, :-1], tokens[:, 1:]
+        return self.packed(tokens[:, :-1], documents_at(tokens[:, :-1], TOKENIZER.eod)), tokens[:, 1:]
 
     def validation(self, seq_len: int) -> Windows:
         stride = int(self.cfg.stride or seq_len)

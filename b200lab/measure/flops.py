@@ -16,7 +16,9 @@ Attention scores and the weighted sum: for the query at position i (0-based), ca
 touches i + 1 keys: (i + 1) * d multiply-adds for Q K^T and as many for A V, i.e. 4 d (i + 1)
 FLOPs. Averaged over i = 0 .. T-1 that is 2 d (T + 1) per token per layer, half the 4 d T a
 non-causal count would give. (Grouped K/V heads do not change it: every query head still
-scores every key.)
+scores every key.) A sliding window of w tokens keeps w(w+1)/2 + (T-w)w pairs instead of
+T(T+1)/2 (``causal_pairs``). A document mask (packed sequences) is counted as causal: the pairs it
+skips depend on the batch, so MFU with attention=flex_document overstates the useful work a little.
 
     forward   = 2 N + 2 L d (T + 1)
     training  = 3 x forward                        (backward costs twice the forward)
@@ -25,6 +27,8 @@ Norms, activations, softmax and the optimizer are not counted (model FLOPs, as i
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 
 def attention_proj_params(d: int, heads: int, kv_heads: int) -> int:
@@ -47,8 +51,18 @@ def moe_layer_params(d: int, n_experts: int, top_k: int, d_ff_expert: int, n_sha
     return moe_mlp_params(d, n_experts, top_k, d_ff_expert) + mlp_params(d, n_shared_experts * d_ff_expert)
 
 
-def causal_attention_flops_per_token(n_layers: int, d: int, seq_len: int) -> int:
-    return 2 * n_layers * d * (seq_len + 1)
+def causal_pairs(seq_len: int, window: Optional[int] = None) -> int:
+    """Query-key pairs causal attention computes over ``seq_len`` tokens: T(T+1)/2, or with a
+    sliding window of ``window`` (a query sees itself and window - 1 keys back) w(w+1)/2 + (T-w)w."""
+    if window is None or window >= seq_len:
+        return seq_len * (seq_len + 1) // 2
+    return window * (window + 1) // 2 + (seq_len - window) * window
+
+
+def causal_attention_flops(n_layers: int, d: int, seq_len: int, window: Optional[int] = None) -> int:
+    """Forward attention FLOPs of one sequence: QK^T and PV, 2 FLOPs per multiply-add each, over
+    the pairs the mask keeps (d = heads x head dim)."""
+    return 4 * n_layers * d * causal_pairs(seq_len, window)
 
 
 def full_attention_flops_per_token(n_layers: int, d: int, seq_len: int) -> int:

@@ -12,6 +12,7 @@ from the cache); ``doc_ids`` keeps attention inside each packed document.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -112,6 +113,38 @@ class Block(nn.Module):
         return x + self.mlp(x)
 
 
+CHECKPOINTING = ("none", "full", "selective")
+
+
+def _save_matmuls_and_attention(ctx, op, *args, **kwargs):
+    """Selective recomputation: keep what a matmul or an attention kernel produced, recompute
+    the cheap rest (norms, rotary, GELU, residual adds)."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS() else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@functools.lru_cache(maxsize=1)
+def _SAVED_OPS() -> frozenset:
+    aten = torch.ops.aten
+    ops = [aten.mm.default, aten.addmm.default, aten.bmm.default, aten._scaled_mm.default,
+           aten._scaled_dot_product_flash_attention.default, aten._scaled_dot_product_efficient_attention.default,
+           aten._scaled_dot_product_cudnn_attention.default, aten._scaled_dot_product_flash_attention_for_cpu.default]
+    flex = getattr(torch.ops.higher_order, "flex_attention", None)
+    return frozenset(ops + ([flex] if flex is not None else []))
+
+
+def checkpointed(block: nn.Module, mode: str, x: torch.Tensor, rope, mask: AttnMask) -> torch.Tensor:
+    """The block under activation checkpointing: ``full`` keeps only its input and recomputes the
+    block in backward; ``selective`` also keeps matmul and attention outputs."""
+    from torch.utils.checkpoint import checkpoint, create_selective_checkpoint_contexts
+
+    extra = {}
+    if mode == "selective":
+        extra["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _save_matmuls_and_attention)
+    return checkpoint(block, x, rope, mask, use_reentrant=False, **extra)
+
+
 class GPT(nn.Module):
     """``make_mlp(layer index)`` builds each block's MLP (default: the dense :class:`MLP`)."""
 
@@ -184,8 +217,9 @@ class GPT(nn.Module):
         # the mask works on cache slots (queries are the last T of start + T keys); positions
         # only rotate, so packed documents may restart their positions
         mask = AttnMask(doc_ids=doc_ids)
+        recompute = self.cfg.checkpointing != "none" and self.training and torch.is_grad_enabled() and cache is None
         for block in self.blocks:
-            x = block(x, rope, mask, cache, start)
+            x = checkpointed(block, self.cfg.checkpointing, x, rope, mask) if recompute else block(x, rope, mask, cache, start)
         if cache is not None:
             cache.length = start + T
         return self.head(self.norm(x))
@@ -208,6 +242,7 @@ class GPTConfig(ModelConfig):
     rope_pairs: str = "half"  # half: dims (i, i + D/2) rotate together, as GPT-NeoX/Llama; interleaved: (2i, 2i+1)
     norm: str = "rmsnorm"  # rmsnorm | layernorm (GPT-2)
     bias: bool = False  # biases in the projections (and LayerNorm), as GPT-2; the head never has one
+    checkpointing: str = "none"  # none | full | selective: activation checkpointing of each block in training
 
     HINTS: ClassVar[dict] = {k: "the dense GPT has no experts; mixture-of-experts is its own model family (model=moe, its own issue)"
                              for k in ("n_experts", "top_k", "d_ff_expert")}
@@ -237,11 +272,23 @@ class GPTFamily(ModelFamily):
             problems.append(f"model.norm={cfg.norm!r}: choose {' or '.join(NORMS)}")
         if cfg.pos not in ("rope", "learned"):
             problems.append(f"model.pos={cfg.pos!r}: choose rope or learned")
+        problems += cls._checkpointing_problems(cfg, ctx)
         seq_len = ctx.cfg.seq.len
         if cfg.pos == "learned" and seq_len > cfg.max_seq_len:
             problems.append(f"seq.len={seq_len} exceeds model.max_seq_len={cfg.max_seq_len} (model.pos=learned has no "
                             "position embeddings past it)")
         return problems
+
+    @staticmethod
+    def _checkpointing_problems(cfg, ctx: CheckContext) -> list[str]:
+        if cfg.checkpointing not in CHECKPOINTING:
+            return [f"model.checkpointing={cfg.checkpointing!r}: choose {', '.join(CHECKPOINTING)}"]
+        target = str((ctx.cfg.get("precision") or {}).get("_target_", ""))
+        if cfg.checkpointing != "none" and any(t in target for t in ("te_fp8", "fp8_auto")):
+            return [f"model.checkpointing={cfg.checkpointing} with precision={ctx.cfg.precision.name}: recomputing a "
+                    "Transformer Engine FP8 block outside its autocast region would rerun it in another precision; "
+                    "use model.checkpointing=none with FP8 (TE's own checkpoint is not wired yet)"]
+        return []
 
     def build(self, attention) -> nn.Module:
         return GPT(self.cfg, attention)
@@ -259,9 +306,12 @@ class GPTFamily(ModelFamily):
         per_layer = F_.attention_proj_params(c.d_model, c.n_heads, c.n_kv_heads or c.n_heads) + F_.mlp_params(c.d_model, c.d_ff)
         return c.n_layers * per_layer + c.vocab_size * c.d_model
 
+    attention_window: Optional[int] = None  # set from attention.window: attention FLOPs count the pairs a window keeps
+
     def flops_per_sample(self, seq_len: int, training: bool) -> int:
-        per_token = 2 * self.matmul_params() + F_.causal_attention_flops_per_token(self.cfg.n_layers, self.cfg.d_model, seq_len)
-        return seq_len * F_.training_multiple(per_token, training)
+        forward = (seq_len * 2 * self.matmul_params()
+                   + F_.causal_attention_flops(self.cfg.n_layers, self.cfg.d_model, seq_len, self.attention_window))
+        return F_.training_multiple(forward, training)
 
     def synthetic_batch(self, batch: int, seq_len: int, generator: torch.Generator, device):
         """Uniform random token ids (never all zeros); targets are the inputs shifted by one."""

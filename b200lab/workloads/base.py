@@ -29,15 +29,22 @@ class RankContext:
 
     @cached_property
     def family(self):
-        """The model family (b200lab.models.base.ModelFamily) the config names."""
-        return instantiate("model", self.cfg.model)
+        """The model family (b200lab.models.base.ModelFamily) the config names; a sliding
+        window from the attention group narrows the attention FLOPs it counts."""
+        family = instantiate("model", self.cfg.model)
+        window = (self.cfg.get("attention") or {}).get("window")
+        if window is not None and hasattr(family, "attention_window"):
+            family.attention_window = int(window)
+        return family
 
     @cached_property
     def data(self):
         """The data source (b200lab.data.base.DataSource) the config names; a config from before
         the data group reads the family's random data, as it did then."""
         section = self.cfg.get("data") or {"_target_": "b200lab.data.random.RandomData", "name": "random"}
-        return instantiate("data", section, self.family, self.device)
+        source = instantiate("data", section, self.family, self.device)
+        source.documents = bool((self.cfg.get("attention") or {}).get("documents", False))
+        return source
 
     def generator(self) -> torch.Generator:
         """Seeded by run.seed and the data shard: ranks of one shard draw the same data."""
@@ -147,7 +154,7 @@ def build_model(ctx: RankContext, training: bool, compile_model: bool = True, st
         model.load_state_dict(state_dict, strict=True)
     model = precision.convert(model)
     family.prepare(model, int(cfg.seq.len))
-    _probe_attention(family, attention, precision, int(cfg.seq.len), device)
+    _probe_attention(family, attention, precision, int(cfg.seq.len), device, training)
     model = family.parallelize(model, ctx.strategy, training)
     compiled = cfg.compile.mode is not None and precision.compile_problem is None  # the reason is in precision.record()
     if compiled and compile_model:
@@ -155,13 +162,14 @@ def build_model(ctx: RankContext, training: bool, compile_model: bool = True, st
     return BuiltModel(model, family, precision, attention, compiled)
 
 
-def _probe_attention(family, attention, precision, seq_len: int, device) -> None:
+def _probe_attention(family, attention, precision, seq_len: int, device, training: bool) -> None:
     """Ask the backend which kernel a call of this run's shapes takes (batch 1, uninitialised
     tensors: nothing is computed), so a compiled model still records it."""
     shapes = getattr(family, "attention_shapes", None)
     if shapes is None:
         return
     heads, kv_heads, t, d = shapes(seq_len)
+    attention.training = training
     q = torch.empty(1, heads, t, d, dtype=precision.compute_dtype, device=device)
     kv = torch.empty(1, kv_heads, t, d, dtype=precision.compute_dtype, device=device)
     attention.probe(q, kv, kv)
@@ -173,6 +181,11 @@ def stage_inputs(cfg, device: str, job_dir: Path) -> list[str]:
 
     cls = resolve_target("workload", cfg.workload._target_)
     return cls.stage(cfg.workload, CheckContext(cfg=cfg, device=device, training=bool(cls.training)), Path(job_dir))
+
+
+def call_model(model, inputs):
+    """The model on a batch's inputs: token ids, or a dict of them with extras (``doc_ids``)."""
+    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
 
 
 def compile_fn(ctx: RankContext, fn):

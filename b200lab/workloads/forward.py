@@ -6,7 +6,7 @@ from collections import deque
 
 import torch
 
-from b200lab.workloads.base import Workload, build_model, model_flops_per_step
+from b200lab.workloads.base import Workload, build_model, call_model, model_flops_per_step
 
 
 class Forward(Workload):
@@ -22,10 +22,11 @@ class Forward(Workload):
         self.flops_per_step = model_flops_per_step(ctx, int(cfg.seq.batch), training=False)
         self.stats: deque[dict] = deque(maxlen=5)  # the family's forward statistics of the last steps
         self.metric_rules = dict(family.metric_rules)
+        self.effective = {"data": ctx.data.effective}
 
     def step(self) -> None:
         with torch.inference_mode(), self.built.precision.autocast():
-            outputs = self.model(self.inputs)
+            outputs = call_model(self.model, self.inputs)
             self.stats.append(self.built.family.forward_stats(outputs))
 
     def metrics(self, stats: dict) -> dict:

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 from b200lab.components import CheckContext
 from b200lab.precision.base import unwrap
 from b200lab.workloads import checkpoint, perplexity
-from b200lab.workloads.base import Workload, WorkloadConfig, build_model, compile_fn, model_flops_per_step
+from b200lab.workloads.base import Workload, WorkloadConfig, build_model, call_model, compile_fn, model_flops_per_step
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Train(Workload):
 
     def _forward_loss(self, inputs, targets: torch.Tensor):
         with self.built.precision.autocast():
-            outputs = self.model(inputs)
+            outputs = call_model(self.model, inputs)
         family = self.built.family
         return family.loss(outputs, targets), family.forward_stats(outputs)
 

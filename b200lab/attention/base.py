@@ -1,0 +1,150 @@
+"""Attention backends behind one call: ``backend(q, k, v, mask) -> out``.
+
+Shapes: q (B, Hq, Tq, D); k and v (B, Hkv, Tk, D) with Hq a multiple of Hkv (grouped-query
+attention). ``mask`` (:class:`AttnMask`) says which keys a query may see: causal, a sliding
+window, document ids, and the absolute positions of queries and keys, so a decode step
+(Tq = 1 against a KV cache of Tk keys) is the same call. A backend that cannot do what a mask
+asks raises; ``effective`` records the kernel that ran and a reason for any difference from the
+request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from b200lab.components import CheckContext, ComponentConfig
+
+
+@dataclass
+class AttnMask:
+    causal: bool = True
+    window: Optional[int] = None  # a query sees keys at most window - 1 positions back
+    doc_ids: Optional[torch.Tensor] = None  # (B, Tk) document of each key slot; the queries are the last Tq slots
+    q_pos: Optional[torch.Tensor] = None  # (Tq,) query positions for causal/window; default: the last Tq key positions
+    k_pos: Optional[torch.Tensor] = None  # (Tk,) key positions (e.g. absolute, in a rolling cache); default: 0 .. Tk-1
+    # what a backend derives from this mask once per forward (a block mask), shared by every layer
+    # and by copies made with dataclasses.replace
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def restricted(self) -> bool:
+        """A window, documents or explicit positions: more than the plain causal/full pattern."""
+        return self.window is not None or self.doc_ids is not None or self.q_pos is not None or self.k_pos is not None
+
+    def plain_causal(self, tq: int, tk: int) -> bool:
+        return self.causal and not self.restricted() and tq == tk
+
+    def positions(self, tq: int, tk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        k_pos = self.k_pos if self.k_pos is not None else torch.arange(tk, device=device)
+        q_pos = self.q_pos if self.q_pos is not None else k_pos[tk - tq:]
+        return q_pos, k_pos
+
+    def dense(self, tq: int, tk: int, device) -> torch.Tensor:
+        """Boolean (B or 1, 1, Tq, Tk): True where the query may attend to the key."""
+        q_pos, k_pos = self.positions(tq, tk, device)
+        allowed = torch.ones(tq, tk, dtype=torch.bool, device=device)
+        delta = q_pos[:, None] - k_pos[None, :]
+        if self.causal:
+            allowed &= delta >= 0
+        if self.window is not None:
+            allowed &= delta < self.window
+        allowed = allowed[None, None]
+        if self.doc_ids is not None:
+            q_doc = self.doc_ids[:, tk - tq:]
+            allowed = allowed & (q_doc[:, None, :, None] == self.doc_ids[:, None, None, :])
+        return allowed
+
+
+CAUSAL = AttnMask()
+
+
+@dataclass
+class AttentionConfig(ComponentConfig):
+    window: Optional[int] = None  # sliding window: a query sees itself and the window - 1 keys before it
+    documents: bool = False  # packed sequences: the data marks documents and no query sees past its own
+
+
+class AttentionBackend:
+    """``__call__`` applies the configured pattern (``window``) to the model's mask and calls
+    ``attend``. ``supports_window`` / ``supports_documents`` say what ``attend`` can take; the
+    base ``validate`` refuses the rest with the backend's name."""
+
+    Config = AttentionConfig
+    supports_window = True
+    supports_documents = True
+    training = False  # set by the model builder before ``probe``: calls will need a backward
+
+    def __init__(self, cfg, device: str):
+        self.cfg = cfg
+        self.requested = cfg.name
+        self.device = device
+        self.window = cfg.get("window")
+        self.effective = {"name": cfg.name, "kernel": None, "reason": None}
+        if self.window is not None:
+            self.effective["window"] = int(self.window)
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = []
+        window = cfg.get("window")
+        if window is not None:
+            if window < 1:
+                problems.append(f"attention.window={window}: must be a positive number of tokens")
+            elif not cls.supports_window:
+                problems.append(f"attention={cfg.name} has no sliding window; use attention=flex_sliding (or sdpa/math, "
+                                "which apply it as a dense mask)")
+        if cfg.get("documents") and not cls.supports_documents:
+            problems.append(f"attention={cfg.name} cannot keep attention inside packed documents; use "
+                            "attention=flex_document (or sdpa/math, which apply it as a dense mask)")
+        return problems
+
+    def configured(self, mask: AttnMask) -> AttnMask:
+        """The model's mask with this backend's configured pattern applied."""
+        if self.window is None or mask.window == self.window:
+            return mask
+        return dataclasses.replace(mask, window=self.window)
+
+    def probe(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask = CAUSAL) -> None:
+        """Record in ``effective`` the kernel a call with these shapes runs (called once, eagerly,
+        before timing, so a compiled model still reports it)."""
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask = CAUSAL) -> torch.Tensor:
+        return self.attend(q, k, v, self.configured(mask))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttnMask) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class AttentionUnsupported(RuntimeError):
+    """A backend asked for by name cannot run this call (device, dtype, shape): the message says why."""
+
+
+def expand_kv(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """Repeat grouped K/V heads to the query heads."""
+    groups = q.shape[1] // kv.shape[1]
+    return kv if groups == 1 else kv.repeat_interleave(groups, dim=1)
+
+
+def reference_attention(q, k, v, mask: AttnMask) -> torch.Tensor:
+    """Explicit scores, the dense mask, a softmax in fp32 (fp64 for fp64 inputs), then the
+    weighted sum: the readable definition every backend is checked against."""
+    k, v = expand_kv(q, k), expand_kv(q, v)
+    tq, tk = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-2, -1)).to(torch.promote_types(q.dtype, torch.float32)) * (1.0 / math.sqrt(q.shape[-1]))
+    scores = scores.masked_fill(~mask.dense(tq, tk, q.device), float("-inf"))
+    return scores.softmax(dim=-1).to(v.dtype) @ v
+
+
+class MathAttention(AttentionBackend):
+    """:func:`reference_attention`, any mask: slow and memory-hungry (T x T scores), exact."""
+
+    def __init__(self, cfg, device: str):
+        super().__init__(cfg, device)
+        self.effective["kernel"] = "math (explicit matmul + mask + softmax)"
+
+    def attend(self, q, k, v, mask: AttnMask):
+        return reference_attention(q, k, v, mask)

@@ -1,0 +1,182 @@
+"""FlexAttention: the mask as a function, a block mask that skips whole tiles, one compiled kernel.
+
+``attention=flex`` (causal), ``flex_sliding`` (``attention.window`` tokens) and ``flex_document``
+(packed sequences: a query sees only its own document) share this class. The block mask of a
+shape is built once and cached (document masks follow the batch, so they are built once per
+forward and shared by its layers). ``attention.flex_backend`` picks the kernel: ``triton``
+(PyTorch's Triton template), ``flash`` (FlexAttention's FLASH backend: FlashAttention-4 in CuTe
+DSL, ``kernel_options={"BACKEND": "FLASH"}``, from the optional ``flash-attn-4`` package) or
+``auto``: flash where it is importable, the card is Hopper or newer and a trial call at the run's
+shapes succeeds, else triton, with the reason recorded. On a CPU, inductor's C++ kernel runs
+forward only: PyTorch has no FlexAttention backward there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
+import torch
+from omegaconf import OmegaConf
+
+from b200lab.attention.base import AttentionBackend, AttentionConfig, AttentionUnsupported, AttnMask, CAUSAL
+from b200lab.attention.kernels import launched_kernels, short
+from b200lab.components import CheckContext
+
+FLEX_BACKENDS = ("auto", "triton", "flash")
+FLASH_MIN_CC = (9, 0)  # FlashAttention-4's CuTe kernels: Hopper (sm_90) and Blackwell
+FLASH_INSTALL = "pip install 'b200lab[flash]' (the flash-attn-4 package)"
+
+
+@dataclass
+class FlexConfig(AttentionConfig):
+    flex_backend: str = "auto"  # auto | triton | flash
+    block_size: int = 128  # tokens per block-mask tile (queries and keys)
+    kernel_options: Dict[str, Any] = field(default_factory=dict)  # passed to flex_attention, e.g. BLOCK_M, num_warps, USE_TMA
+
+
+def flash_importable() -> bool:
+    try:
+        return importlib.util.find_spec("flash_attn.cute") is not None
+    except ImportError:
+        return False
+
+
+_COMPILED = None
+
+
+def compiled_flex_attention():
+    """flex_attention compiled once per process (called from eager code or inlined into a compiled model)."""
+    global _COMPILED
+    if _COMPILED is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _COMPILED = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED
+
+
+def mask_mod_for(mask: AttnMask, tq: int, tk: int):
+    """The mask as FlexAttention's ``mask_mod(b, h, q_idx, kv_idx) -> bool``; the same rule as
+    :meth:`AttnMask.dense` (queries are the last ``tq`` of ``tk`` key slots)."""
+    offset = tk - tq
+    q_pos, k_pos, docs, window, causal = mask.q_pos, mask.k_pos, mask.doc_ids, mask.window, mask.causal
+
+    def mod(b, h, q_idx, kv_idx):
+        qp = q_pos[q_idx] if q_pos is not None else q_idx + offset
+        kp = k_pos[kv_idx] if k_pos is not None else kv_idx
+        allowed = qp >= kp if causal else qp == qp
+        if window is not None:
+            allowed = allowed & (qp - kp < window)
+        if docs is not None:
+            allowed = allowed & (docs[b, q_idx + offset] == docs[b, kv_idx])
+        return allowed
+
+    return mod
+
+
+class FlexAttention(AttentionBackend):
+    Config = FlexConfig
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = super().validate(cfg, ctx)
+        if cfg.flex_backend not in FLEX_BACKENDS:
+            return problems + [f"attention.flex_backend={cfg.flex_backend!r}: choose {', '.join(FLEX_BACKENDS)}"]
+        if cfg.block_size < 16 or cfg.block_size % 16:
+            problems.append(f"attention.block_size={cfg.block_size}: must be a positive multiple of 16")
+        if ctx.device != "cuda":
+            if ctx.training:
+                problems.append(f"attention={cfg.name} cannot train on {ctx.device}: PyTorch's FlexAttention has no "
+                                "backward pass there. Use attention=sdpa, or run on a GPU")
+            if cfg.flex_backend == "flash":
+                problems.append(f"attention.flex_backend=flash needs a CUDA GPU (Hopper or newer) and this job runs on "
+                                f"{ctx.device}; use attention.flex_backend=auto")
+        elif cfg.flex_backend == "flash" and not flash_importable():
+            problems.append(f"attention.flex_backend=flash needs FlashAttention-4, which is not installed: {FLASH_INSTALL}; "
+                            "or use attention.flex_backend=auto (Triton where flash is missing)")
+        return problems
+
+    def __init__(self, cfg, device: str):
+        super().__init__(cfg, device)
+        self.block_size = int(cfg.block_size)
+        self.user_options = OmegaConf.to_container(cfg.kernel_options) if OmegaConf.is_config(cfg.kernel_options) else dict(cfg.kernel_options)
+        self.masks: dict = {}  # (tq, tk, causal, window) -> BlockMask, for masks that do not follow the data
+        self.kernel = self._choose(cfg.flex_backend, device)
+        self.effective.update(flex_backend=cfg.flex_backend, block_size=self.block_size, kernel_options=self.user_options or None)
+        self._record()
+
+    def _choose(self, requested: str, device: str) -> str:
+        if device != "cuda":
+            return "cpu"
+        if requested != "auto":
+            return requested
+        if not flash_importable():
+            self.effective["reason"] = f"auto chose triton: FlashAttention-4 is not installed ({FLASH_INSTALL})"
+            return "triton"
+        cc = torch.cuda.get_device_capability()
+        if cc < FLASH_MIN_CC:
+            self.effective["reason"] = f"auto chose triton: the FLASH backend needs compute capability >= 9.0, this card is {cc[0]}.{cc[1]}"
+            return "triton"
+        return "flash"
+
+    def _record(self) -> None:
+        self.effective["kernel"] = f"flex-{self.kernel}"
+
+    def kernel_options(self) -> dict:
+        if self.kernel == "cpu":
+            return dict(self.user_options)
+        return {**self.user_options, "BACKEND": self.kernel.upper()}
+
+    def block_mask(self, mask: AttnMask, batch: int, tq: int, tk: int, device):
+        """The BlockMask of this call: cached by shape, or (document masks) once per forward."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        follows_data = mask.doc_ids is not None or mask.q_pos is not None or mask.k_pos is not None
+        key = (tq, tk, mask.causal, mask.window, self.block_size)
+        store = mask.memo if follows_data else self.masks
+        if key not in store:
+            store[key] = create_block_mask(mask_mod_for(mask, tq, tk), batch if mask.doc_ids is not None else None, None,
+                                           tq, tk, device=device, BLOCK_SIZE=self.block_size)
+        return store[key]
+
+    def probe(self, q, k, v, mask: AttnMask = CAUSAL) -> None:
+        mask = self.configured(mask)
+        tq, tk = q.shape[-2], k.shape[-2]
+        if mask.doc_ids is None:
+            bm = self.block_mask(mask, q.shape[0], tq, tk, q.device)
+            self.effective["tiles_computed"] = round(1.0 - float(bm.sparsity()) / 100.0, 4)  # the share of tiles not skipped
+        if q.device.type != "cuda":
+            return
+        try:  # the FLASH backend's limits (head dim, dtype, backward) show only when it compiles: try it here
+            self.effective["launched"] = self._trial(q, k, v, mask)
+        except Exception as exc:  # noqa: BLE001 - any failure of the trial decides the same way
+            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if self.kernel != "flash" or self.cfg.flex_backend == "flash":
+                raise AttentionUnsupported(f"attention={self.requested} (flex_backend={self.cfg.flex_backend}, kernel "
+                                           f"{self.kernel}) cannot run this call (q {tuple(q.shape)} {q.dtype}): {why}. "
+                                           "Use attention.flex_backend=auto or triton, or attention=sdpa") from None
+            self.kernel = "triton"
+            self.effective["reason"] = f"auto chose triton: the FLASH backend failed a trial call ({why})"
+            self._record()
+            self.effective["launched"] = self._trial(q, k, v, mask)
+
+    def _trial(self, q, k, v, mask: AttnMask) -> list[str]:
+        """One call (and backward when training) at the run's shapes, batch 1: compiles the kernel
+        and returns the names of the CUDA kernels it launched."""
+        grad = self.training
+        q1, k1, v1 = (torch.randn_like(t[:1]).requires_grad_(grad) for t in (q, k, v))
+
+        def call():
+            out = self.attend(q1, k1, v1, mask)
+            if grad:
+                out.sum().backward()
+
+        call()
+        return [short(n) for n in launched_kernels(call)]
+
+    def attend(self, q, k, v, mask: AttnMask):
+        tq, tk = q.shape[-2], k.shape[-2]
+        bm = self.block_mask(mask, q.shape[0], tq, tk, q.device)
+        return compiled_flex_attention()(q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1],
+                                         kernel_options=self.kernel_options())

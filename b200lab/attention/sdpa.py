@@ -1,0 +1,150 @@
+"""PyTorch's scaled_dot_product_attention, free (``sdpa``) or held to one kernel (``sdpa_flash``,
+``sdpa_cudnn``, ``sdpa_efficient``).
+
+Free, PyTorch's dispatcher picks the kernel and ``effective`` records which, with the
+dispatcher's own reason when it passed over FlashAttention (a CUDA device only). Held to one
+kernel, a call it cannot take (device, dtype, head dim, mask) fails with the dispatcher's
+reasons instead of quietly running another kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from b200lab.attention.base import AttentionBackend, AttentionConfig, AttentionUnsupported, AttnMask, CAUSAL
+from b200lab.components import CheckContext
+
+SDPA_BACKENDS = ("flash", "efficient", "cudnn", "math")
+GPU_ONLY = {"efficient": "memory-efficient attention", "cudnn": "cuDNN attention"}  # PyTorch's CPU build has flash and math
+FLASH_MAX_HEAD_DIM = 256  # PyTorch's FlashAttention-2 kernels (head dims up to 256, multiples of 8)
+
+
+@dataclass
+class SdpaConfig(AttentionConfig):
+    backends: List[str] = field(default_factory=list)  # allowed SDPA kernels; empty: PyTorch chooses
+
+
+def _sdpa_enum(name: str):
+    from torch.nn.attention import SDPBackend
+
+    return {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name]
+
+
+def head_dim_of(cfg) -> Optional[int]:
+    """The attention head dim the job's model (or attention workload) will call with, if known."""
+    options = cfg.workload.get("options") or {}
+    if "head_dim" in options:
+        return int(options["head_dim"])
+    model = cfg.get("model") or {}
+    if model.get("d_model") and model.get("n_heads"):
+        return int(model["d_model"]) // int(model["n_heads"])
+    return None
+
+
+def dispatcher_reasons(q, k, v, attn_mask, is_causal: bool, kernel: str) -> str:
+    """Why PyTorch's dispatcher would not take ``kernel`` for this call (its debug warnings)."""
+    check = {"flash": torch.backends.cuda.can_use_flash_attention, "efficient": torch.backends.cuda.can_use_efficient_attention,
+             "cudnn": getattr(torch.backends.cuda, "can_use_cudnn_attention", None)}.get(kernel)
+    if check is None:
+        return ""
+    params = torch.backends.cuda.SDPAParams(q, k, v, attn_mask, 0.0, is_causal, q.shape[1] != k.shape[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        usable = check(params, True)
+    if usable:
+        return ""
+    return "; ".join(str(w.message).strip() for w in caught) or f"{kernel} is not usable for this call"
+
+
+class SdpaAttention(AttentionBackend):
+    """PyTorch's SDPA. The kernel is PyTorch's choice among ``backends`` (all when empty), read
+    from its own dispatcher (``torch._fused_sdp_choice``) for the run's shapes."""
+
+    Config = SdpaConfig
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = super().validate(cfg, ctx)
+        bad = [b for b in cfg.backends if b not in SDPA_BACKENDS]
+        if bad:
+            return problems + [f"attention.backends={list(cfg.backends)}: unknown {bad}; choose from {', '.join(SDPA_BACKENDS)}"]
+        if len(cfg.backends) == 1:
+            only = cfg.backends[0]
+            if ctx.device != "cuda" and only in GPU_ONLY:
+                problems.append(f"attention={cfg.name}: {GPU_ONLY[only]} needs a CUDA GPU and this job runs on {ctx.device}; "
+                                "use attention=sdpa to let PyTorch choose a kernel")
+            head_dim = head_dim_of(ctx.cfg)
+            if only == "flash" and ctx.device == "cuda" and head_dim and (head_dim > FLASH_MAX_HEAD_DIM or head_dim % 8):
+                problems.append(f"attention={cfg.name}: FlashAttention takes head dims up to {FLASH_MAX_HEAD_DIM} in "
+                                f"multiples of 8; this model's is {head_dim}. Use attention=sdpa to let PyTorch choose")
+        return problems
+
+    def __init__(self, cfg, device: str):
+        super().__init__(cfg, device)
+        self.strict = cfg.backends[0] if len(cfg.backends) == 1 else None
+        self.allowed = [_sdpa_enum(n) for n in cfg.backends] or None
+        self.effective["allowed"] = list(cfg.backends) or "all"
+
+    def _context(self):
+        if self.allowed is None:
+            return contextlib.nullcontext()
+        from torch.nn.attention import sdpa_kernel
+
+        return sdpa_kernel(self.allowed)
+
+    @staticmethod
+    def _args(q, k, v, mask: AttnMask):
+        tq, tk = q.shape[-2], k.shape[-2]
+        if mask.plain_causal(tq, tk):
+            return dict(attn_mask=None, is_causal=True)
+        if not mask.causal and mask.window is None and mask.doc_ids is None:
+            return dict(attn_mask=None, is_causal=False)
+        return dict(attn_mask=mask.dense(tq, tk, q.device), is_causal=False)
+
+    def probe(self, q, k, v, mask: AttnMask = CAUSAL) -> None:
+        from torch.nn.attention import SDPBackend
+
+        mask = self.configured(mask)
+        names = {SDPBackend.FLASH_ATTENTION: "flash", SDPBackend.EFFICIENT_ATTENTION: "efficient",
+                 SDPBackend.CUDNN_ATTENTION: "cudnn", SDPBackend.MATH: "math"}
+        args = self._args(q, k, v, mask)
+        gqa = q.shape[1] != k.shape[1]
+        with self._context():
+            try:
+                choice = torch._fused_sdp_choice(q, k, v, args["attn_mask"], 0.0, args["is_causal"], enable_gqa=gqa)
+            except RuntimeError as exc:
+                why = dispatcher_reasons(q, k, v, args["attn_mask"], args["is_causal"], self.strict or "flash") if q.is_cuda else ""
+                raise AttentionUnsupported(
+                    f"attention={self.requested} cannot run this call (q {tuple(q.shape)} {q.dtype} on {q.device.type}"
+                    f"{', masked' if args['attn_mask'] is not None else ''}): {why or exc}. "
+                    "Use attention=sdpa to let PyTorch choose a kernel") from None
+        kernel = next((n for b, n in names.items() if b.value == choice), f"backend #{choice}")
+        if self.allowed is None and q.is_cuda and kernel not in ("flash", "cudnn"):
+            reason = dispatcher_reasons(q, k, v, args["attn_mask"], args["is_causal"], "flash")
+            self.effective["reason"] = f"PyTorch chose {kernel}, not flash: {reason}" if reason else None
+        kernel = f"sdpa-{kernel}" + ("-masked" if args["attn_mask"] is not None else "")
+        self.effective.setdefault("kernels", {})[self._kind(q, k, mask)] = kernel
+        if self.effective["kernel"] is None:
+            self.effective["kernel"] = kernel
+
+    @staticmethod
+    def _kind(q, k, mask: AttnMask) -> str:
+        """What a call is, for the record of kernels by kind: causal, masked, decode or full."""
+        if q.shape[-2] != k.shape[-2]:
+            return "decode"
+        if mask.restricted():
+            return "masked"
+        return "causal" if mask.causal else "full"
+
+    def attend(self, q, k, v, mask: AttnMask):
+        if not torch.compiler.is_compiling() and self._kind(q, k, mask) not in self.effective.get("kernels", {}):
+            self.probe(q, k, v, mask)  # eager calls of a new kind are recorded too (a compiled model: the setup probe)
+        with self._context():
+            return F.scaled_dot_product_attention(q, k, v, **self._args(q, k, v, mask), enable_gqa=q.shape[1] != k.shape[1])

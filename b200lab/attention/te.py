@@ -1,0 +1,74 @@
+"""Transformer Engine's DotProductAttention (``attention=te``): TE picks among its fused cuDNN
+attention, FlashAttention and an unfused path; the probe records the kernels a call launched.
+
+Causal, optionally a sliding window (TE's ``window_size=(window - 1, 0)``); grouped-query
+attention through ``num_gqa_groups``. Our calls are (B, H, T, D); TE takes (B, T, H, D), so q, k
+and v are transposed on the way in and the output on the way out (a copy each way where TE needs
+contiguous tensors: part of what this backend costs here).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from b200lab.attention.base import AttentionBackend, AttentionUnsupported, AttnMask, CAUSAL
+from b200lab.attention.kernels import launched_kernels, short
+from b200lab.components import CheckContext
+
+TE_INSTALL = "pip install 'b200lab[fp8]' (transformer-engine[pytorch])"
+
+
+class TEAttention(AttentionBackend):
+    supports_documents = False
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        from b200lab.precision.te_support import te_version
+
+        problems = super().validate(cfg, ctx)
+        if ctx.device != "cuda":
+            problems.append(f"attention=te needs a CUDA GPU (Transformer Engine has no CPU kernels) and this job runs on "
+                            f"{ctx.device}; use attention=sdpa")
+        elif te_version() is None:
+            problems.append(f"attention=te needs Transformer Engine, which is not installed: {TE_INSTALL}")
+        return problems
+
+    def __init__(self, cfg, device: str):
+        super().__init__(cfg, device)
+        self.modules: dict = {}
+        self.effective["kernel"] = "te DotProductAttention"
+
+    def _module(self, heads: int, kv_heads: int, head_dim: int):
+        key = (heads, kv_heads, head_dim)
+        if key not in self.modules:
+            from b200lab.precision.te_support import import_te
+
+            te = import_te()
+            window = (self.window - 1, 0) if self.window is not None else None
+            self.modules[key] = te.DotProductAttention(heads, head_dim, num_gqa_groups=kv_heads, attention_dropout=0.0,
+                                                       qkv_format="bshd", attn_mask_type="causal", window_size=window)
+        return self.modules[key]
+
+    def probe(self, q, k, v, mask: AttnMask = CAUSAL) -> None:
+        mask = self.configured(mask)
+        q1, k1, v1 = (torch.randn_like(t[:1]).requires_grad_(self.training) for t in (q, k, v))
+
+        def call():
+            out = self.attend(q1, k1, v1, mask)
+            if self.training:
+                out.sum().backward()
+
+        call()  # TE chooses and sets up its backend on the first call
+        names = launched_kernels(call)
+        self.effective["kernel"] = "te: " + " | ".join(short(n) for n in names) if names else "te DotProductAttention"
+
+    def attend(self, q, k, v, mask: AttnMask):
+        tq, tk = q.shape[-2], k.shape[-2]
+        if tq != tk or mask.doc_ids is not None or mask.q_pos is not None or mask.k_pos is not None or not mask.causal:
+            raise AttentionUnsupported("attention=te runs causal (optionally windowed) self-attention over the whole "
+                                       "sequence only; this call is a decode step or carries documents/positions. "
+                                       "Use attention=sdpa or flex for it")
+        B, H, T, D = q.shape
+        dpa = self._module(H, k.shape[1], D)
+        out = dpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H * D)
+        return out.view(B, T, H, D).transpose(1, 2)
