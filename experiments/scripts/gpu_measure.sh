@@ -89,6 +89,21 @@ for phase in "$@"; do
         workload.options.d_ff_expert=2048 workload.options.compile=false,true ;;
     moe_experts) lab -m hydra.sweep.dir=multirun/moe_experts experiment=moe_experts ;;
     moe_long) lab -m hydra.sweep.dir=multirun/moe_long model=moe precision=${MOE_PRECISION:-fp8} seq=12k,16k ;;
+    # issue 10: attention backends and long context (B1 x 16 heads x head_dim 128, bf16)
+    attn_tests)  # the GPU-only attention tests (they skip on CI's CPU)
+      python3 -m pytest -q -p no:cacheprovider --tb=short -m gpu tests/test_attention_backends.py 2>&1 | grep -E "^E |passed|failed|FAILED" | head -30 ;;
+    attn_micro) lab -m hydra.sweep.dir=multirun/attn_micro workload=attention seq=4k,16k,32k seq.batch=1 attention=sdpa,flex workload.options.backward=false,true ;;
+    attn_kernels) lab -m hydra.sweep.dir=multirun/attn_kernels workload=attention seq=4k,16k seq.batch=1 attention=sdpa_cudnn,te workload.options.backward=false,true
+      lab -m hydra.sweep.dir=multirun/attn_triton workload=attention seq=4k,16k seq.batch=1 attention=flex attention.flex_backend=triton workload.options.backward=false,true ;;
+    attn_small)  # the 4K gap: launch overhead (CUDA graphs) and tile sizes
+      lab -m hydra.sweep.dir=multirun/attn_graph workload=attention seq=4k seq.batch=1 attention=sdpa,flex workload.options.cuda_graph=true workload.options.backward=false,true
+      lab -m hydra.sweep.dir=multirun/attn_tiles workload=attention seq=4k seq.batch=1 attention=flex attention.flex_backend=triton \
+        +attention.kernel_options.BLOCK_M=64,128 +attention.kernel_options.BLOCK_N=64,128 ;;
+    attn_sliding) lab -m hydra.sweep.dir=multirun/attn_sliding workload=attention seq=16k seq.batch=1 attention=flex_sliding attention.window=4096 workload.options.backward=false,true ;;
+    long_ctx) lab -m hydra.sweep.dir=multirun/long_context experiment=long_context attention=sdpa,flex workload=train seq=4k,16k,32k ;;
+    long_ctx_more)
+      lab -m hydra.sweep.dir=multirun/long_context_te experiment=long_context attention=te workload=train seq=32k
+      lab -m hydra.sweep.dir=multirun/long_context_fwd experiment=long_context attention=sdpa,flex workload=forward seq=32k ;;
     *) echo "unknown phase $phase" ;;
   esac
   # after every phase, so a command cut off at its time limit still returns what was measured
