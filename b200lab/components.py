@@ -38,7 +38,7 @@ SHIPPED: dict[str, dict[str, str]] = {
     },
     "attention": {"sdpa": "b200lab.attention.SdpaAttention", "math": "b200lab.attention.MathAttention",
                   "flex": "b200lab.attention.FlexAttention", "te": "b200lab.attention.TEAttention"},
-    "parallelism": {"data_parallel": "b200lab.parallel.DataParallel"},
+    "parallelism": {"data_parallel": "b200lab.parallel.DataParallel", "mesh": "b200lab.parallel.MeshParallel"},
     "data": {"random": "b200lab.data.random.RandomData", "text": "b200lab.data.text.TextData"},
     "workload": {
         "forward": "b200lab.workloads.forward.Forward",
@@ -49,6 +49,8 @@ SHIPPED: dict[str, dict[str, str]] = {
         "moe_layer": "b200lab.workloads.moe_layer.MoELayerBench",
         "hbm": "b200lab.workloads.hbm.HbmCopy",
         "allreduce": "b200lab.workloads.allreduce.AllReduce",
+        "comms": "b200lab.workloads.comms.Comms",
+        "validate": "b200lab.workloads.validate.Validate",
     },
 }
 

@@ -1,5 +1,9 @@
 """Launch one job as its own torchrun process group (or inline, for debugging) and collect the
-rank files. The parent process never initialises CUDA: it only starts processes and reads JSON."""
+rank files. The parent process never initialises CUDA: it only starts processes and reads JSON.
+
+A job over several machines (``parallelism.nnodes`` > 1) runs one torchrun per machine with a
+static rendezvous at node 0's host:port (:func:`rendezvous`); the rank files land in the job
+dir, which the nodes must share (as a SLURM cluster's shared file system does)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
 
 FINAL = re.compile(r"rank(\d+)\.json")
 PARTIAL = re.compile(r"rank(\d+)\.partial\.json")
@@ -67,25 +74,79 @@ def read_ranks(job_dir: Path, killed: dict[int, str] | None = None) -> list[dict
     return ranks
 
 
-def torchrun_command(job_dir: Path, nproc: int) -> list[str]:
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-        f"--nproc-per-node={nproc}", "-m", "b200lab.worker", "--job-dir", str(job_dir),
-    ]
+@dataclass
+class Rendezvous:
+    """Where this machine's ranks meet the others: ranks per node, node count, this node's index
+    and node 0's host:port (static rendezvous: node r runs global ranks r x per_node ...)."""
+
+    per_node: int
+    nnodes: int = 1
+    node_rank: int = 0
+    endpoint: Optional[str] = None
 
 
-def launch_torchrun(job_dir: Path, nproc: int, timeout_s: float, log_path: Path, prefix: list[str] = ()) -> LaunchOutcome:
+def rendezvous(parallelism, env: Optional[dict] = None) -> Rendezvous:
+    """From ``parallelism.nnodes/node_rank/rdzv_endpoint``, each unset one from the environment:
+    $NODE_RANK or $SLURM_NODEID; $B200LAB_RDZV_ENDPOINT, $MASTER_ADDR:$MASTER_PORT, or the first
+    host of a SLURM allocation (port 29500). ValueError names what is missing."""
+    env = os.environ if env is None else env
+    nnodes, nproc = int(parallelism.get("nnodes") or 1), int(parallelism.nproc)
+    if nnodes == 1:
+        return Rendezvous(nproc)
+    node_rank = parallelism.get("node_rank")
+    if node_rank is None:
+        node_rank = int(env.get("NODE_RANK", env.get("SLURM_NODEID", 0)))
+    endpoint = parallelism.get("rdzv_endpoint") or env.get("B200LAB_RDZV_ENDPOINT")
+    if not endpoint and env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
+        endpoint = f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}"
+    if not endpoint and env.get("SLURM_JOB_NODELIST"):
+        endpoint = _slurm_first_host(env["SLURM_JOB_NODELIST"]) + ":29500"
+    if not endpoint or ":" not in endpoint:
+        raise ValueError(f"parallelism.nnodes={nnodes} needs node 0's host:port: set parallelism.rdzv_endpoint=HOST:PORT, "
+                         "$B200LAB_RDZV_ENDPOINT, or $MASTER_ADDR and $MASTER_PORT")
+    if not 0 <= int(node_rank) < nnodes:
+        raise ValueError(f"parallelism.node_rank={node_rank}: must be in [0, parallelism.nnodes={nnodes})")
+    return Rendezvous(nproc // nnodes, nnodes, int(node_rank), endpoint)
+
+
+def _slurm_first_host(nodelist: str) -> str:
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True).stdout
+        return out.split()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return ""
+
+
+def torchrun_command(job_dir: Path, rdzv: Rendezvous) -> list[str]:
+    if rdzv.nnodes == 1:
+        where = ["--standalone", "--nnodes=1"]
+    else:
+        host, _, port = rdzv.endpoint.rpartition(":")
+        where = [f"--nnodes={rdzv.nnodes}", f"--node-rank={rdzv.node_rank}", f"--master-addr={host}", f"--master-port={port}"]
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={rdzv.per_node}",
+            "-m", "b200lab.worker", "--job-dir", str(job_dir)]
+
+
+def rank_env(nproc: int) -> dict:
+    """The ranks' environment: unbuffered output, CPU threads split between the ranks, and NVLink
+    SHARP multicast off (NCCL_NVLS_ENABLE=0) unless the caller's environment sets it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if nproc > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    env.setdefault("NCCL_NVLS_ENABLE", "0")
+    return env
+
+
+def launch_torchrun(job_dir: Path, rdzv: Rendezvous, timeout_s: float, log_path: Path, prefix: list[str] = ()) -> LaunchOutcome:
     """Run the ranks in a new process session, streaming their output to the console and the
     job log. Ctrl-C here is passed on as SIGINT to the whole group, which then writes what it
     measured; the caller re-raises the interrupt after the rank files are read. A job past
     ``timeout_s`` gets SIGTERM the same way and is reported as timed out."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if nproc > 1 and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    env = rank_env(rdzv.per_node)
     tail: list[str] = []
     with open(log_path, "a") as log:
         proc = subprocess.Popen(
-            [*prefix, *torchrun_command(job_dir, nproc)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [*prefix, *torchrun_command(job_dir, rdzv)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env=env, start_new_session=True,
         )
 
@@ -150,7 +211,9 @@ def launch(job_dir: Path, cfg, log_path: Path) -> LaunchOutcome:
     from b200lab import profiling
 
     prefix, notes = profiling.command_prefix(cfg.profile, job_dir)
-    outcome = launch_torchrun(job_dir, int(cfg.parallelism.nproc), float(cfg.run.timeout_s), log_path, prefix)
+    # the completed config (job_dir/config.yaml): a derived nproc (tp x dp) is filled in there
+    parallelism = OmegaConf.load(job_dir / "config.yaml").parallelism
+    outcome = launch_torchrun(job_dir, rendezvous(parallelism), float(cfg.run.timeout_s), log_path, prefix)
     outcome.profile = notes
     if cfg.profile.name == "ncu" and (job_dir / "ncu_raw.csv").exists():
         rows = profiling.ncu_table(job_dir / "ncu_raw.csv", notes["ncu_metrics"], int(cfg.profile.options.get("top", 15)))

@@ -78,5 +78,33 @@ class ModelFamily:
         return []
 
     def parallelize(self, model: torch.nn.Module, strategy, training: bool) -> torch.nn.Module:
-        """Apply the strategy; a family with per-layer plans (tensor parallel) overrides this."""
+        """Apply the strategy: the family's tensor-parallel plan over the strategy's TP mesh (from
+        :data:`TENSOR_PARALLEL_PLANS`), then the strategy's data-parallel wrapper."""
+        mesh = strategy.tp_mesh()
+        if mesh is not None:
+            tensor_parallel_plan(self.cfg.family).apply(model, mesh, strategy.sequence_parallel)
         return strategy.wrap(model, training)
+
+
+# model family (``model.family``) -> module with its tensor-parallel plan: ``problems(model_cfg,
+# tp, sequence_parallel, seq_len)``, ``apply(model, tp_mesh, sequence_parallel)`` and
+# ``plain(name, full_tensor, model_cfg, tp)`` (a parameter in the family's own layout)
+TENSOR_PARALLEL_PLANS: dict[str, str] = {"gpt": "b200lab.models.gpt_parallel"}
+
+
+def tensor_parallel_plan(family: str):
+    import importlib
+
+    if family not in TENSOR_PARALLEL_PLANS:
+        raise ValueError(f"model family {family!r} has no tensor-parallel plan")
+    return importlib.import_module(TENSOR_PARALLEL_PLANS[family])
+
+
+def tensor_parallel_problems(model_cfg, tp: int, sequence_parallel: bool, seq_len: int) -> list[str]:
+    """Why ``model_cfg`` cannot be split over ``tp`` ranks (empty when it can)."""
+    family = model_cfg.get("family")
+    if family not in TENSOR_PARALLEL_PLANS:
+        hint = ("its experts are not split over ranks (expert parallel is its own issue); use parallelism=ddp or fsdp"
+                if family == "moe" else f"families with one: {', '.join(sorted(TENSOR_PARALLEL_PLANS))}")
+        return [f"parallelism.tp={tp}: model family {family!r} (model={model_cfg.get('name')}) has no tensor-parallel plan; {hint}"]
+    return tensor_parallel_plan(family).problems(model_cfg, tp, sequence_parallel, seq_len)

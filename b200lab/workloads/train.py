@@ -66,7 +66,8 @@ class Train(Workload):
         self.built = build_model(ctx, training=True, compile_model=False)
         self.model = self.built.model.train()
         self.forward_loss = compile_fn(ctx, self._forward_loss) if self.built.compiled else self._forward_loss
-        self.master = self.built.precision.master_weights(self.model, compile=self.built.compiled)
+        # parallelism: FSDP2 mixed precision keeps float32 shards itself (no second master copy)
+        self.master = None if ctx.strategy.keeps_master_weights else self.built.precision.master_weights(self.model, compile=self.built.compiled)
         fused = ctx.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.master.masters if self.master else self.model.parameters(),
@@ -84,9 +85,13 @@ class Train(Workload):
         self.windows = self.data.validation(self.seq_len)
         self.tokens_per_step = self.accum * self.batch * family.tokens_per_sample(self.seq_len)
         self.sync_every_micro_batch = self.master is not None and self.master.accumulate_in_master
+        # parallelism: sum micro-batches in the float32 masters under no_sync, all-reduce them once per step
+        self.reduce_masters = self.sync_every_micro_batch and self.accum > 1 and ctx.strategy.reduces_master_grads()
+        self.sync_every_micro_batch = self.sync_every_micro_batch and not self.reduce_masters
         self.effective = {"grad_accum": self.accum, "data": self.data.effective}
         if ctx.world_size > 1 and self.accum > 1:
-            self.effective["ddp_sync"] = "every micro-batch" if self.sync_every_micro_batch else "last micro-batch"
+            self.effective["ddp_sync"] = ("once per step (float32 master gradients)" if self.reduce_masters else
+                                          "every micro-batch" if self.sync_every_micro_batch else "last micro-batch")
         self.flops_per_step = model_flops_per_step(ctx, self.accum * self.batch, training=True)
         self.loss_history = torch.zeros(1024, dtype=torch.float64, device=ctx.device)  # every step's loss, read after timing
         self.n_steps = 0
@@ -113,13 +118,15 @@ class Train(Workload):
     def step(self) -> None:
         total = 0.0
         for i, (inputs, targets) in enumerate(self._micro_batches()):
-            with self.ctx.strategy.no_sync(self.model, i == self.accum - 1, self.sync_every_micro_batch):
+            with self.ctx.strategy.no_sync(self.model, i == self.accum - 1 and not self.reduce_masters, self.sync_every_micro_batch):
                 loss, stats = self.forward_loss(inputs, targets)
                 loss = loss / self.accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             if self.master is not None:
                 self.master.accumulate()
             total = total + loss.detach()
+        if self.reduce_masters:  # parallelism: the one gradient reduction of this optimizer step
+            self.ctx.strategy.reduce_master_grads([m.grad for m in self.master.masters])
         if self.master is not None:
             self.master.step(self._optimizer_step)
         else:
