@@ -150,7 +150,11 @@ def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -
         ax.set_xticks(range(len(axis.categories)), axis.categories)
     ax.set_xlabel(axis.x)
     ax.set_ylabel(title)
-    ax.set_ylim(bottom=0)
+    ys = [p[1] for line in drawn for p in line.points]
+    if min(ys) > 0 and max(ys) / min(ys) > 20:  # a model-size ladder spans decades: a linear axis flattens the small end
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
     cards = sorted({card(r) for r in records})
     ax.set_title(f"{title} against {axis.x} on {', '.join(cards)}\n(whiskers: step-time p10-p90; every point is a run in the table)", fontsize=9)
     ax.grid(alpha=0.3)

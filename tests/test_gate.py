@@ -1,0 +1,95 @@
+"""`b200lab baseline save` and `b200lab gate` on a real 4-point sweep: the sweep passes against its own
+baseline; a candidate made slower fails with its offending rows printed; a changed GPU is flagged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from tiny_sweep import tiny_sweep
+
+pytestmark = pytest.mark.e2e
+RATES = ("tokens_per_s", "tokens_per_s_per_gpu", "tflops", "mfu")
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, template_store):
+    sweep = tiny_sweep(tmp_path_factory, template_store)
+    out = tmp_path_factory.mktemp("baseline") / "baseline.json"
+    proc = run_cli(["baseline", "save", "--parent", sweep["parent_run_id"], "--out", str(out)], out.parent, {"MLFLOW_TRACKING_URI": sweep["uri"]})
+    assert proc.returncode == 0, proc.output
+    return sweep, out
+
+
+def _candidate(sweep: dict, tmp_path: Path, change) -> Path:
+    """A copy of the sweep's results.json files with ``change`` applied to each record."""
+    for path in Path(sweep["sweep_dir"]).rglob("results.json"):
+        record = json.loads(path.read_text())
+        change(record)
+        target = tmp_path / "candidate" / path.parent.name / "results.json"
+        target.parent.mkdir(parents=True)
+        target.write_text(json.dumps(record))
+    return tmp_path / "candidate"
+
+
+def test_baseline_records_every_point_with_its_run_and_spread(baseline):
+    sweep, path = baseline
+    data = json.loads(path.read_text())
+    assert len(data["points"]) == 4 and data["schema"] == "b200lab.baseline/1"
+    for p in data["points"]:
+        assert p["key"].startswith("precision=") and p["run_id"] and p["card"] == "cpu" and p["git_sha"]
+        assert p["metrics"]["tokens_per_s"] > 0 and p["band"][0] <= 1 <= p["band"][1] and p["n_steps"] == 5
+
+
+def test_gate_passes_against_its_own_baseline(baseline):
+    sweep, path = baseline
+    proc = run_cli(["gate", "--baseline", str(path), "--parent", sweep["parent_run_id"]], path.parent, {"MLFLOW_TRACKING_URI": sweep["uri"]})
+    assert proc.returncode == 0, proc.output
+    assert "gate: passed" in proc.stdout and "REGRESSION" not in proc.output and "CHANGED" not in proc.output
+
+
+def test_gate_fails_on_a_slower_candidate_and_prints_the_offending_rows(baseline, tmp_path):
+    sweep, path = baseline
+
+    [base] = [p for p in json.loads(path.read_text())["points"] if "precision=fp32" in p["key"] and "seq.len=64" in p["key"]]
+    factor = 3 * base["band"][1] / base["band"][0]  # slower by three times the point's own p10..p90 spread (CPU steps are noisy)
+
+    def slower(record):
+        if "seq.len=64 precision=fp32" in record["point"]:
+            record["step_ms"] = [t * factor for t in record["step_ms"]]
+            for key in record["metrics"]:
+                if key.startswith("step_ms_"):
+                    record["metrics"][key] *= factor
+                elif key in RATES:
+                    record["metrics"][key] /= factor
+
+    proc = run_cli(["gate", "--baseline", str(path), str(_candidate(sweep, tmp_path, slower))], tmp_path)
+    assert proc.returncode == 1, proc.output
+    offending = proc.stderr[proc.stderr.index("offending row(s):"):].splitlines()[3:]
+    assert offending and all("precision=fp32" in line and "seq.len=64" in line and "REGRESSION" in line for line in offending)
+    assert {line.split()[5] for line in offending} >= {"tokens_per_s", "step_ms_p50"}
+
+
+def test_gate_flags_a_changed_gpu_instead_of_comparing(baseline, tmp_path):
+    sweep, path = baseline
+
+    def on_h100(record):
+        record["env"].update(gpu="NVIDIA H100 80GB HBM3", gpu_count=1)
+
+    proc = run_cli(["gate", "--baseline", str(path), str(_candidate(sweep, tmp_path, on_h100))], tmp_path)
+    assert proc.returncode == 4, proc.output
+    assert "HARDWARE CHANGED gpu: None -> NVIDIA H100 80GB HBM3" in proc.stderr and "no verdict" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--baseline", "missing.json", "."], "cannot read baseline missing.json"),
+    (["--baseline", "BASE", "--threshold", "tokens_per_s=fast", "."], "'fast' is not a number"),
+])
+def test_gate_bad_input_says_why_and_exits_2(baseline, tmp_path, args, message):
+    _, path = baseline
+    proc = run_cli(["gate", *[str(path) if a == "BASE" else a for a in args]], tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.output

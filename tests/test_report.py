@@ -1,0 +1,90 @@
+"""`b200lab report` on a real 4-point sweep: from MLflow (values read back from the store) and from
+its results.json folders; line charts against the swept value; speedups against a reference."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import run_cli
+from tiny_sweep import tiny_sweep
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, template_store):
+    return tiny_sweep(tmp_path_factory, template_store)
+
+
+def _row(md: str, run_id: str) -> list[str]:
+    """The run's row of the key-metrics table (its row in the requested-vs-effective table comes first)."""
+    config_row, metrics_row = [line for line in md.splitlines() if line.endswith(f"| {run_id} |")]
+    return [c.strip().replace("\\|", "|") for c in metrics_row.strip("|").split(" | ")]
+
+
+@pytest.mark.e2e
+def test_report_from_mlflow_holds_every_point_with_the_values_mlflow_has(sweep, tmp_path):
+    proc = run_cli(["report", "--parent", sweep["parent_run_id"], "--out", "rep", "--title", "tiny"], tmp_path,
+                   {"MLFLOW_TRACKING_URI": sweep["uri"]})
+    assert proc.returncode == 0, proc.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    client = MlflowClient(tracking_uri=sweep["uri"])
+    children = client.search_runs([client.get_run(sweep["parent_run_id"]).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{sweep['parent_run_id']}'")
+    assert len(children) == 4
+    header = next(line for line in md.splitlines() if line.startswith("| point | status | tokens/s"))
+    columns = [c.strip() for c in header.strip("|").split(" | ")]
+    for child in children:
+        m, tags = child.data.metrics, child.data.tags
+        row = dict(zip(columns, _row(md, child.info.run_id)))
+        assert row["point"] == child.info.run_name and row["status"] == "ok"
+        assert row["tokens/s (p10–p90 band)"].startswith(f"{m['tokens_per_s']:,.0f} (")
+        assert row["step p50 ms (p10–p90)"].startswith(f"{m['step_ms_p50']:.2f} (")
+        assert row["n steps"] == "5" and row["card"] == "cpu" and row["git sha"] == tags["git_sha"][:12] + "+dirty" * ("+dirty" in tags["git_sha"])
+        speedup = row[next(c for c in columns if c.startswith("speedup vs precision=fp32"))]
+        assert speedup == "reference" if child.data.params["precision.name"] == "fp32" else re.match(r"\d+\.\d{3}x \(", speedup)
+    assert md.count("| fp32 → float32 |") == 2 and md.count("| bf16 → bfloat16 |") == 2  # requested vs effective
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert html.count("<tr>") == 1 + 4 + 1 + 4 and "<img src=\"charts/tokens_per_s_vs_seq_len.png\"" in html
+    assert (tmp_path / "rep" / "charts" / "tokens_per_s_vs_seq_len.png").read_bytes()[:8] == PNG
+    assert "![tokens/s](charts/tokens_per_s_vs_seq_len.png)" in md
+
+
+@pytest.mark.e2e
+def test_report_from_results_folders_with_a_chosen_reference(sweep, tmp_path):
+    proc = run_cli(["report", sweep["sweep_dir"], "--out", str(tmp_path / "rep"), "--reference", "seq.len=32"], tmp_path)
+    assert proc.returncode == 0, proc.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "speedup vs seq.len=32 (tokens_per_s)" in md and md.count("| reference |") == 2
+
+
+def test_line_chart_axis_is_the_swept_numeric_value_one_line_per_other_key(sweep):
+    from b200lab import results as results_io
+    from b200lab.charts import choose_axis, lines
+
+    records = [r for _, r in results_io.read_all(results_io.find([Path(sweep["sweep_dir"])]))[0]]
+    axis = choose_axis(records)
+    assert (axis.x, axis.numeric, axis.lines) == ("seq.len", True, ["precision"])
+    drawn = {line.label: [(x, v) for x, v, *_ in line.points] for line in lines(records, "tokens_per_s", axis)}
+    expected = {}
+    for r in records:
+        expected.setdefault(f"precision={r['config']['precision']['name']}", []).append((float(r["config"]["seq"]["len"]), r["metrics"]["tokens_per_s"]))
+    assert drawn == {k: sorted(v) for k, v in expected.items()}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("args, message", [
+    (["--parent", "0123456789abcdef"], "no run '0123456789abcdef'"),
+    (["--experiment", "nope", "--parent", "latest"], "no experiment 'nope'"),
+    (["SWEEP", "--reference", "fp32"], "--reference 'fp32': expected KEY=VALUE"),
+    (["no/such/dir"], "no results.json under no/such/dir"),
+])
+def test_report_bad_selection_says_why_and_exits_2(sweep, tmp_path, args, message):
+    args = [sweep["sweep_dir"] if a == "SWEEP" else a for a in args]
+    proc = run_cli(["report", *args, "--out", "rep"], tmp_path, {"MLFLOW_TRACKING_URI": sweep["uri"]})
+    assert proc.returncode == 2 and message in proc.stderr, proc.output
+    assert not (tmp_path / "rep").exists()
