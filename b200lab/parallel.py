@@ -195,6 +195,10 @@ class MeshConfig(ParallelismConfig):
     reshard_after_forward: bool = True  # FSDP2: free the gathered weights after forward (ZeRO-3) or keep them for backward (ZeRO-2)
     mp_param_dtype: str = "auto"  # FSDP2 MixedPrecisionPolicy compute dtype; auto: the precision's parameter dtype
     mp_reduce_dtype: str = "float32"  # FSDP2 gradient reduce-scatter dtype
+    # FSDP2 training of 16-bit parameters: float32 shards the optimizer steps (FSDP2's own master
+    # weights), or "param" to keep the shards 16-bit (the precision's master_dtype then decides:
+    # float32 masters of the shards, or none with precision.master_dtype=none)
+    sharded_dtype: str = "float32"
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -234,6 +238,8 @@ class MeshParallel(ParallelStrategy):
         if cfg.nnodes > 1 and cfg.tp > cfg.nproc // cfg.nnodes:
             problems.append(f"parallelism.tp={cfg.tp} exceeds the {cfg.nproc // cfg.nnodes} ranks per node: a tensor-parallel "
                             "group must stay inside one node")
+        if cfg.sharded_dtype not in ("float32", "param"):
+            problems.append(f"parallelism.sharded_dtype={cfg.sharded_dtype!r}: choose float32 or param")
         for key in ("mp_param_dtype", "mp_reduce_dtype"):
             allowed = ("auto", *DTYPES) if key == "mp_param_dtype" else tuple(DTYPES)
             if cfg[key] not in allowed:
@@ -272,7 +278,7 @@ class MeshParallel(ParallelStrategy):
         mp = None
         if training:
             compute = param_dtype if self.cfg.mp_param_dtype == "auto" else DTYPES[self.cfg.mp_param_dtype]
-            if param_dtype in (torch.bfloat16, torch.float16):
+            if param_dtype in (torch.bfloat16, torch.float16) and self.cfg.sharded_dtype == "float32":
                 # FSDP2's recipe: float32 sharded parameters are the master weights the optimizer
                 # steps; each forward gathers them cast to the compute dtype
                 model.float()
