@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -74,6 +75,8 @@ class Validate(Workload):
             value = cfg.options[key]
             if value is not None and value <= 0:
                 problems.append(f"workload.options.{key}={value}: must be > 0")
+        if (ctx.cfg.get("attention") or {}).get("documents"):
+            problems.append("workload=validate compares batches of token ids; packed documents (attention.documents=true) are not supported")
         if ctx.cfg.compile.mode is not None:
             problems.append(f"workload=validate runs eager (compile={ctx.cfg.compile.name}): choose compile=none")
         return problems
@@ -150,7 +153,9 @@ class Validate(Workload):
         it issued (DTensor and FSDP2 ones; DDP's reducer runs below what is counted)."""
         self.model.zero_grad(set_to_none=True)
         counter = _comm_counter() if self.ctx.world_size > 1 else None
-        with counter if counter is not None else _nothing():
+        with counter if counter is not None else _nothing(), warnings.catch_warnings():
+            # CommDebugMode's module hooks warn that the token ids need no gradient: true, harmless
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
             logits, loss = self._forward(self.built, self.model, self.inputs, self.targets)
             loss.backward()
         counts = {str(k).split(".")[-1]: int(v) for k, v in counter.get_comm_counts().items()} if counter is not None else {}
