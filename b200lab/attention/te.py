@@ -70,5 +70,7 @@ class TEAttention(AttentionBackend):
                                        "Use attention=sdpa or flex for it")
         B, H, T, D = q.shape
         dpa = self._module(H, k.shape[1], D)
-        out = dpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, T, H * D)
+        # TE reads bshd tensors as laid out in memory (a transposed view would be read as garbage)
+        q, k, v = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+        out = dpa(q, k, v)  # (B, T, H * D)
         return out.view(B, T, H, D).transpose(1, 2)
