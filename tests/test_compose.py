@@ -43,8 +43,8 @@ def test_option_composes_and_validates(group, option):
     cfg = _compose([f"{group}={option}"])
     assert cfg[group].name == option
     device = "cpu"
-    if group == "parallelism" or (group == "workload" and option == "allreduce"):
-        cfg.parallelism.nproc = 2 if option == "allreduce" else 1  # CI's CPU has 2 cores
+    if (group == "parallelism" and "tp" not in cfg.parallelism) or (group == "workload" and option in ("allreduce", "comms")):
+        cfg.parallelism.nproc = 2 if option in ("allreduce", "comms") else 1  # CI's CPU has 2 cores; tp/fsdp derive tp x dp
     if group == "precision" and option in NEEDS_FP8_GPU:  # refused on a CPU, each with its reason
         with pytest.raises(ConfigError, match=NEEDS_FP8_GPU[option]):
             validate(cfg, device)
