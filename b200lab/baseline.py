@@ -6,8 +6,8 @@ The file is JSON meant to live in a repository (small, sorted, one entry per poi
     created     when it was saved (UTC); source: the runs it was read from
     points      per point: key (its overrides, sorted, bookkeeping dropped), point, status,
                 run_id, card, git_sha, env (gpu, gpu_count, driver, cuda, torch,
-                transformer_engine, python), metrics (the gated ones it has), spread (half the
-                step-time p10..p90 over the median), n_steps
+                transformer_engine, python), metrics (the gated ones it has), band (step-time
+                p10 / p50 and p90 / p50: the run's noise), n_steps
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from b200lab.points import card, overrides
-from b200lab.spread import relative_spread
+from b200lab.spread import band_ratios
 
 SCHEMA = "b200lab.baseline/1"
 ENV_KEYS = ("gpu", "gpu_count", "driver", "cuda", "torch", "transformer_engine", "python")
 HARDWARE_KEYS = ("gpu", "gpu_count")
 NOT_IDENTITY = ("hydra.", "tracking.", "run.launcher", "run.timeout_s")
-# gated metrics: (direction, threshold) -- the relative change allowed beyond the measured spread
+# gated metrics: (direction, threshold) -- the relative worsening allowed beyond the measured spread
 GATED = {
     "tokens_per_s": ("higher", 0.05), "tokens_per_s_per_gpu": ("higher", 0.05), "tflops": ("higher", 0.05), "mfu": ("higher", 0.05),
     "gemm_tflops": ("higher", 0.05), "hbm_gbps": ("higher", 0.05), "allreduce_busbw_gbps": ("higher", 0.05),
@@ -54,7 +54,7 @@ def entry(record: dict) -> dict:
         "run_id": (record.get("mlflow") or {}).get("run_id"), "card": card(record), "git_sha": env.get("git_sha"),
         "env": {k: env.get(k) for k in ENV_KEYS if env.get(k) is not None},
         "metrics": {k: float(metrics[k]) for k in GATED if isinstance(metrics.get(k), (int, float))},
-        "spread": relative_spread(record), "n_steps": metrics.get("n_steps"),
+        "band": band_ratios(record), "n_steps": metrics.get("n_steps"),
     }
 
 

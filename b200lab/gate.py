@@ -1,11 +1,12 @@
 """``b200lab gate``: compare a candidate sweep with a baseline (b200lab/baseline.py) and fail on a
 regression.
 
-For each baseline point and gated metric, the candidate's relative change is checked against
-an allowance: the metric's threshold (``--threshold tokens_per_s=0.03``), plus, for numbers that
-come from step times, the measured spread of both runs (half their step-time p10..p90 over the
-median), so noise that was measured is not called a regression. A point the candidate lacks or
-did not measure (oom, error) is a regression too.
+For each baseline point and gated metric the candidate regresses when even its best case is worse
+than the baseline's worst case by more than the metric's threshold (``--threshold
+tokens_per_s=0.03``). Best and worst cases come from each run's step-time band (p10 and p90 over
+p50) for the numbers that come from step times (rates, step time), so noise that was measured is
+not called a regression; memory and perplexity are compared as they are. A point the candidate
+lacks or did not measure (oom, error) is a regression too.
 
 A different GPU or GPU count between baseline and candidate is flagged and the gate exits 4
 without a verdict (``--allow-hardware-change`` compares anyway); a different driver, CUDA,
@@ -33,14 +34,20 @@ class Row:
     baseline: Optional[float]
     candidate: Optional[float]
     change: Optional[float]  # relative, signed so that < 0 is worse
-    allowed: Optional[float]
+    allowed: Optional[float]  # the largest worsening that is not a regression
     verdict: str  # ok | REGRESSION | improved | missing | not measured | new
     runs: str
 
 
-def _allowed(metric: str, threshold: float, base: dict, cand: dict) -> float:
-    noise = (base.get("spread") or 0.0) + (cand.get("spread") or 0.0) if metric in FROM_STEPS else 0.0
-    return threshold + noise
+def _allowed(metric: str, direction: str, threshold: float, base: dict, cand: dict) -> float:
+    """The largest relative worsening of the recorded value that is not a regression: the
+    candidate's best case against the baseline's worst, less the threshold."""
+    noisy = metric in FROM_STEPS
+    b10, b90 = (base.get("band") if noisy else None) or (1.0, 1.0)
+    c10, c90 = (cand.get("band") if noisy else None) or (1.0, 1.0)
+    if direction == "higher":  # a rate: its best case is value / (p10/p50), the baseline's worst value / (p90/p50)
+        return 1.0 - (1.0 - threshold) * c10 / b90
+    return (1.0 + threshold) * b90 / c10 - 1.0  # a time: best case value x p10/p50, worst value x p90/p50
 
 
 def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float]) -> list[Row]:
@@ -61,7 +68,7 @@ def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float]
                 continue
             change = (new / value - 1.0) if value else 0.0
             change = change if direction == "higher" else -change
-            allowed = _allowed(metric, thresholds.get(metric, default), base, cand)
+            allowed = _allowed(metric, direction, thresholds.get(metric, default), base, cand)
             verdict = "REGRESSION" if change < -allowed else ("improved" if change > allowed else "ok")
             rows.append(Row(base["key"], metric, value, new, change, allowed, verdict, runs))
     known = {b["key"] for b in baseline["points"]}
@@ -91,10 +98,10 @@ def _num(value: Optional[float]) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    grid = [["point", "metric", "baseline", "candidate", "change", "allowed", "verdict", "runs (baseline -> candidate)"]]
+    grid = [["point", "metric", "baseline", "candidate", "change", "worst allowed", "verdict", "runs (baseline -> candidate)"]]
     for r in rows:
         grid.append([r.key, r.metric, _num(r.baseline), _num(r.candidate), "-" if r.change is None else f"{r.change:+.1%}",
-                     "-" if r.allowed is None else f"±{r.allowed:.1%}", r.verdict, r.runs])
+                     "-" if r.allowed is None else f"{-r.allowed:+.1%}", r.verdict, r.runs])
     widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in grid]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -40,9 +40,9 @@ def band(record: dict, metric: str) -> Optional[tuple[float, float]]:
     return None
 
 
-def relative_spread(record: dict) -> Optional[float]:
-    """Half the p10..p90 band over the median: the run-to-run noise a comparison must allow."""
+def band_ratios(record: dict) -> Optional[tuple[float, float]]:
+    """(p10 / p50, p90 / p50) of the step times: the band as factors, the noise a comparison must allow."""
     q = step_percentiles(record)
-    if q is None or q[1] <= 0:
+    if q is None or min(q) <= 0:
         return None
-    return (q[2] - q[0]) / (2 * q[1])
+    return q[0] / q[1], q[2] / q[1]
