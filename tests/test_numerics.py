@@ -17,7 +17,7 @@ from b200lab.models.gpt import GPT, apply_rotary, rotary_tables
 
 
 def backend(cls, **fields):
-    return cls(complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": cls.__name__, **fields}), "cpu")
+    return cls(complete("attention", {"_target_": f"b200lab.attention.{cls.__name__}", "name": cls.__name__, **fields}), "cpu")
 
 
 def naive_causal_attention(q, k, v):

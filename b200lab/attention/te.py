@@ -18,6 +18,16 @@ from b200lab.components import CheckContext
 TE_INSTALL = "pip install 'b200lab[fp8]' (transformer-engine[pytorch])"
 
 
+def te_kernel_family(names: list[str]) -> str:
+    """A short name for what TE ran, from the kernels' names (the full names go to ``launched``)."""
+    joined = " ".join(names).lower()
+    if "cudnn" in joined or "fused_attn" in joined:
+        return "te-cudnn-fused-attention"
+    if "flash" in joined:
+        return "te-flash-attention"
+    return "te-unfused" if names else "te DotProductAttention"
+
+
 class TEAttention(AttentionBackend):
     supports_documents = False
 
@@ -60,7 +70,8 @@ class TEAttention(AttentionBackend):
 
         call()  # TE chooses and sets up its backend on the first call
         names = launched_kernels(call)
-        self.effective["kernel"] = "te: " + " | ".join(short(n) for n in names) if names else "te DotProductAttention"
+        self.effective["launched"] = [short(n) for n in names]
+        self.effective["kernel"] = te_kernel_family(names)
 
     def attend(self, q, k, v, mask: AttnMask):
         tq, tk = q.shape[-2], k.shape[-2]

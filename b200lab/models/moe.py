@@ -97,6 +97,9 @@ class MoEFamily(GPTFamily):
                             "(null means d_ff / top_k)")
         if cfg.bias:
             problems.append("model.bias=true: the MoE family has no biases (its experts are bias-free 3-D weights)")
+        if cfg.checkpointing != "none":
+            problems.append(f"model.checkpointing={cfg.checkpointing}: not built for the MoE family (its router statistics "
+                            "leave each block as side outputs, which recomputation would count twice); use none")
         problems += [f"model.{k}={cfg[k]}: must be >= 0" for k in ("aux_loss_coef", "z_loss_coef") if cfg[k] < 0]
         if cfg.selection_bias is not None and len(cfg.selection_bias) != cfg.n_experts:
             problems.append(f"model.selection_bias has {len(cfg.selection_bias)} values; model.n_experts={cfg.n_experts} needs one per expert")
