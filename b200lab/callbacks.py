@@ -16,6 +16,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from b200lab import progress
 from b200lab import results as results_io
 from b200lab import sweep
 
@@ -79,6 +80,9 @@ class LabCallbacks(Callback):
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # as typed
         name = f"sweep {config.get('preset', 'none')} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
         sweep.start(sweep_dir, config.tracking, name, {"preset": config.get("preset"), "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)})
+        params = config.hydra.sweeper.get("params")
+        swept = OmegaConf.to_container(params, resolve=False) if params else {}
+        progress.start(sweep_dir, *progress.plan(str(config.hydra.sweeper.get("_target_")), swept, overrides))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from b200lab.dir_claim import release

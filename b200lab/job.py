@@ -7,6 +7,7 @@ written to files, so the job runs the same under any Hydra launcher."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from b200lab import progress
 from b200lab import results as results_io
 from b200lab import sweep
 from b200lab.aggregate import aggregate
@@ -60,6 +62,8 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
     job_dir = Path(hc.runtime.output_dir)
     record = sweep.read_parent(sweep_dir) if sweep_dir else None
     point = " ".join(OmegaConf.to_container(hc.overrides.task, resolve=False)) or "(defaults)"  # as typed, unresolved
+    started = time.monotonic()
+    progress.say(sweep_dir, hc.job.num if sweep_dir else 0, point, "starts")
     try:  # an interpolation that cannot resolve or a group left empty is a configuration error
         resolved, asked, unresolvable = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), requested(cfg), None
     except OmegaConfBaseException as exc:
@@ -102,6 +106,7 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
                 tracker.stop_system_metrics()
     _save_and_publish(tracker, results, job_dir)
     print(one_line(results), flush=True)
+    progress.say(sweep_dir, hc.job.num if sweep_dir else 0, point, f"{results['status']} in {time.monotonic() - started:.1f} s")
     if interrupted:
         print("\nb200lab: interrupted; what was measured is kept (status interrupted, MLflow KILLED)", file=sys.stderr)
         if sweep_dir:
