@@ -137,7 +137,7 @@ def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -
         if not line.points:
             continue
         xs, ys, lows, highs, _ = zip(*line.points)
-        ax.errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]], marker="o", capsize=3,
+        ax.errorbar(xs, ys, yerr=[[max(y - lo, 0.0) for y, lo in zip(ys, lows)], [max(hi - y, 0.0) for y, hi in zip(ys, highs)]], marker="o", capsize=3,
                     label=line.label + (f" (no value at {', '.join(line.missing)})" if line.missing else ""))
     if axis.numeric:
         values = sorted({p[0] for line in drawn for p in line.points})

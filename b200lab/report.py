@@ -130,6 +130,8 @@ def sweep_report(argv: list[str]) -> int:
                         help="speedups against the point with this value (default: the first point's value of the first varied key)")
     parser.add_argument("--x", help="config key the line charts are drawn against (default: the swept numeric value, seq.len first)")
     parser.add_argument("--title", default="b200lab report")
+    parser.add_argument("--date", help="the generation date the report states (default: now, UTC); a fixed one makes the "
+                                       "report reproducible (experiments/scripts/regenerate_reports.sh)")
     args = parser.parse_args(argv)
     try:
         reference = _pairs(args.reference, "--reference") or None
@@ -139,7 +141,7 @@ def sweep_report(argv: list[str]) -> int:
         return 2
     for problem in skipped:
         print(f"report: skipped {problem}", file=sys.stderr)
-    md, page = doc.write(records, args.out, args.title, source, reference, args.x)
+    md, page = doc.write(records, args.out, args.title, source, reference, args.x, args.date)
     print(f"report: {md} and {page} ({len(records)} points, {source})")
     return 1 if skipped else 0
 
