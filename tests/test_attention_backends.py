@@ -7,15 +7,13 @@ same step without it. GPU-only kernels (sdpa_cudnn, sdpa_efficient, flex on CUDA
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from b200lab.attention import (AttentionUnsupported, AttnMask, FlexAttention, MathAttention, SdpaAttention, TEAttention,
                                reference_attention)
-from b200lab.attention.flex import mask_mod_for
+from b200lab.attention.flex import flash_importable, mask_mod_for
 from b200lab.components import CheckContext, complete
 from b200lab.data.text import documents_at
 from b200lab.measure.flops import causal_pairs
@@ -233,6 +231,34 @@ def test_checkpointing_recomputes_blocks_and_changes_no_number(mode):
         assert torch.allclose(p.grad, q.grad, rtol=1e-10, atol=1e-12), name
 
 
+def backward_matmuls(mode: str) -> int:
+    """Matrix multiplies run during backward (recomputed forward ones included) under ``mode``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountMatmuls(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default):
+                CountMatmuls.n += 1
+            return func(*args, **(kwargs or {}))
+
+    cfg = OmegaConf.structured(GPTConfig(n_layers=3, d_model=32, n_heads=4, d_ff=64, vocab_size=97, checkpointing=mode))
+    model = GPT(cfg, backend(SdpaAttention, "sdpa")).double().train()
+    loss = model(torch.randint(0, 97, (2, 40))).logsumexp(-1).mean()
+    with CountMatmuls():
+        loss.backward()
+    return CountMatmuls.n
+
+
+def test_selective_checkpointing_keeps_the_matmuls_full_recomputes():
+    counts = {mode: backward_matmuls(mode) for mode in ("none", "selective", "full")}
+    # full reruns each block's forward matmuls in backward (qkv, out, up; recomputation stops early
+    # once what backward needs is back, so the last one, down, may be skipped): 3 blocks x 3 or 4
+    assert counts["none"] + 3 * 3 <= counts["full"] <= counts["none"] + 3 * 4, counts
+    assert counts["selective"] == counts["none"], counts  # matmul outputs saved: none recomputed
+
+
 # --- GPU kernels (skipped without CUDA) ------------------------------------------------------------
 
 GPU_BACKENDS = [
@@ -247,7 +273,7 @@ GPU_BACKENDS = [
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU: these kernels have no CPU implementation")
+@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU: the CUDA kernels (and FlexAttention's backward) have no CPU path")
 @pytest.mark.parametrize("cls,name,fields", GPU_BACKENDS, ids=[f"{b[1]}-{b[2]}" for b in GPU_BACKENDS])
 def test_gpu_backend_forward_and_backward_match_math(cls, name, fields):
     if cls is TEAttention and te_version() is None:  # not importorskip: TE must be imported through import_te
@@ -263,6 +289,8 @@ def test_gpu_backend_forward_and_backward_match_math(cls, name, fields):
     ref = reference_attention(q32, k32, v32, AttnMask(window=fields.get("window")))
     ref_grads = torch.autograd.grad(ref, (q32, k32, v32), grad_out.float())
     assert (out.float() - ref).abs().max() < 3e-2, attn.effective
+    if fields.get("flex_backend") == "auto" and flash_importable() and torch.cuda.get_device_capability() >= (9, 0):
+        assert attn.effective["kernel"] == "flex-flash", attn.effective  # auto must not fall back silently
     for got, want in zip(grads, ref_grads):
         scale = want.abs().max()
         assert (got.float() - want).abs().max() < 3e-2 * max(1.0, float(scale)), attn.effective
@@ -297,4 +325,59 @@ def test_gpu_checkpointing_lowers_peak_memory():
         peaks[mode] = torch.cuda.max_memory_allocated()
         del model
     assert peaks["full"] < peaks["selective"] < peaks["none"], peaks
-    assert math.isfinite(peaks["full"])
+
+
+# --- the attention microbenchmark ----------------------------------------------------------------
+
+def test_the_microbenchmark_check_passes_a_right_backend_and_stops_a_wrong_one():
+    from b200lab.workloads.attention_bench import check_against_math
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q, k, v = qkv(batch=1, heads=2, kv_heads=2, t=300, d=16, dtype=torch.float32)
+    grad_out = torch.randn_like(q)
+    found = check_against_math(backend(SdpaAttention, "sdpa", window=40), q, k, v, grad_out, 32, g)
+    assert len(found["rows"]) == 3 and found["rows"][0] == [0, 32] and found["rows"][-1] == [268, 300]
+    assert found["out_rel_err"] < 1e-5 and found["dq_rel_err"] < 1e-4
+    q16, k16, v16 = (x.bfloat16() for x in (q, k, v))  # bf16 within its own tolerance
+    assert check_against_math(backend(SdpaAttention, "sdpa", window=40), q16, k16, v16, None, 32, g)["out_rel_err"] < 2e-2
+
+    class DropsTheWindow(SdpaAttention):  # a wrong kernel: says it has a window, attends causally
+        def configured(self, mask):
+            return mask
+
+    wrong = DropsTheWindow(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa", "window": 40}), "cpu")
+    with pytest.raises(RuntimeError, match=r"attention=sdpa differs from the math reference \(.*output rows 268\.\.300"):
+        check_against_math(wrong, q, k, v, None, 32, g)  # the first rows cannot see the window: later blocks can
+
+
+@pytest.mark.e2e
+def test_attention_workload_counts_the_pairs_its_mask_keeps(tmp_path, store):
+    from conftest import INLINE, results_files, run_cli
+
+    t, window, heads, d = 256, 64, 2, 16
+    proc = run_cli(["-m", "workload=attention", f"seq.len={t}", "seq.batch=1", f"workload.options.heads={heads}",
+                    f"workload.options.head_dim={d}", "workload.warmup_steps=1", "workload.steps=3", "workload.min_time_s=0",
+                    "attention=sdpa,flex_sliding", f"attention.window={window}", INLINE], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    runs = {r["config"]["attention"]["name"]: r for r in results_files(tmp_path)}
+    assert set(runs) == {"sdpa", "flex_sliding"}
+    pairs = sum(min(i + 1, window) for i in range(t))  # counted one query at a time
+    for r in runs.values():
+        m = r["metrics"]
+        assert r["status"] == "ok" and r["effective"]["pairs"] == pairs
+        flops = m["attn_tflops"] * 1e12 * m["step_ms_p50"] / 1e3
+        assert abs(flops - 4 * heads * d * pairs) < 1e-6 * flops
+        assert m["out_rel_err_vs_math"] < 1e-4
+    assert runs["flex_sliding"]["effective"]["attention"]["kernel"] == "flex-cpu"
+    assert runs["sdpa"]["effective"]["attention"]["kernel"].startswith("sdpa-")
+
+
+@pytest.mark.e2e
+def test_attention_workload_refuses_what_a_cpu_cannot_time(tmp_path, store):
+    from conftest import run_cli
+
+    proc = run_cli(["workload=attention", "workload.options.cuda_graph=true", "attention=flex", "workload.options.backward=true"],
+                   tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert "workload.options.cuda_graph=true needs a CUDA GPU and this job runs on cpu" in proc.stderr
+    assert "workload.options.backward=true with attention=flex on cpu: PyTorch's FlexAttention has no backward pass there" in proc.stderr

@@ -133,7 +133,7 @@ class FlexAttention(AttentionBackend):
         from torch.nn.attention.flex_attention import create_block_mask
 
         follows_data = mask.doc_ids is not None or mask.q_pos is not None or mask.k_pos is not None
-        key = (tq, tk, mask.causal, mask.window, self.block_size)
+        key = (batch if mask.doc_ids is not None else None, tq, tk, mask.causal, mask.window, self.block_size)
         store = mask.memo if follows_data else self.masks
         if key not in store:
             store[key] = create_block_mask(mask_mod_for(mask, tq, tk), batch if mask.doc_ids is not None else None, None,

@@ -126,13 +126,22 @@ class SdpaAttention(AttentionBackend):
                     f"{', masked' if args['attn_mask'] is not None else ''}): {why or exc}. "
                     "Use attention=sdpa to let PyTorch choose a kernel") from None
         kernel = next((n for b, n in names.items() if b.value == choice), f"backend #{choice}")
-        if self.allowed is None and q.is_cuda and kernel not in ("flash", "cudnn"):
-            reason = dispatcher_reasons(q, k, v, args["attn_mask"], args["is_causal"], "flash")
-            self.effective["reason"] = f"PyTorch chose {kernel}, not flash: {reason}" if reason else None
+        if self.allowed is None and kernel not in ("flash", "cudnn"):
+            self.effective["reason"] = self._why_not_flash(q, k, v, args, kernel)
         kernel = f"sdpa-{kernel}" + ("-masked" if args["attn_mask"] is not None else "")
         self.effective.setdefault("kernels", {})[self._kind(q, k, mask)] = kernel
         if self.effective["kernel"] is None:
             self.effective["kernel"] = kernel
+
+    @staticmethod
+    def _why_not_flash(q, k, v, args, kernel: str) -> str:
+        """The recorded reason for a fallback: PyTorch's own on CUDA; its CPU build gives none, so
+        the call's layout is stated instead."""
+        if q.is_cuda:
+            reason = dispatcher_reasons(q, k, v, args["attn_mask"], args["is_causal"], "flash")
+            return f"PyTorch chose {kernel}, not flash: {reason or 'no reason given'}"
+        return (f"PyTorch chose {kernel}, not its CPU flash kernel, for q {tuple(q.shape)} {q.dtype} with strides "
+                f"{tuple(q.stride())} (that kernel needs a contiguous head dim and no dropout)")
 
     @staticmethod
     def _kind(q, k, mask: AttnMask) -> str:

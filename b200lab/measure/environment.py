@@ -104,7 +104,8 @@ def device_env(device) -> dict:
     """Collected inside a worker rank, where CUDA may be initialised."""
     import torch
 
-    env = {"device": device.type, "cuda": torch.version.cuda, "transformer_engine": _version("transformer_engine") or _version("transformer-engine")}
+    env = {"device": device.type, "cuda": torch.version.cuda, "transformer_engine": _version("transformer_engine") or _version("transformer-engine"),
+           "triton": _version("triton"), "flash_attn_4": _version("flash-attn-4") or _version("flash_attn_4")}
     if device.type == "cuda":
         from b200lab.measure.gpus import nvml_gpus
 
@@ -119,6 +120,7 @@ def device_env(device) -> dict:
             driver=gpus[0]["driver"] if gpus else None,
             cudnn=torch.backends.cudnn.version(),
             nccl=".".join(map(str, torch.cuda.nccl.version())) if hasattr(torch.cuda, "nccl") else None,
+            gpu_uuid=str(getattr(props, "uuid", "")) or None,  # which physical card: tells two lent machines apart
         )
     else:
         env.update(gpu=None, gpu_count=0, cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())

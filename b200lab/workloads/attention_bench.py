@@ -9,9 +9,12 @@ the scores and does four more matmuls' worth, FlashAttention's convention).
 ``options.cuda_graph`` captures one step in a CUDA graph and replays it, which removes the host's
 launch work from the timing: the difference is what launch overhead costs the backend at this size.
 
-Before timing, the output rows of the first and last ``options.check_rows`` queries are compared
-with the ``math`` reference in float32 (the rows cost little even at 32K); ``max_err_vs_math`` is
-recorded and a difference beyond the dtype's tolerance fails the run.
+Before timing, :func:`check_against_math` compares three blocks of ``options.check_rows`` query
+rows (the first, a random one, the last) with the float32 ``math`` reference: the output, and dq
+when timing the backward (the rows cost little even at 32K). ``out_rel_err_vs_math`` and
+``dq_rel_err_vs_math`` are recorded; a difference beyond the dtype's tolerance fails the run.
+The FLOP count (3.5 x forward with backward) includes the backward's recomputed scores: ``tflops``
+and ``mfu`` of this workload are hardware utilisation, unlike training's model-FLOPs MFU (3 x).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from b200lab.components import CheckContext, instantiate
 from b200lab.measure.flops import causal_pairs
 from b200lab.workloads.base import Workload, WorkloadConfig
 
-TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3, torch.float64: 1e-9}
+# (atol, rtol) of the output against the reference rounded to the dtype; dq: rtol of its largest value
+TOLERANCE = {torch.float64: (1e-9, 1e-9), torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 5e-3), torch.bfloat16: (1e-2, 2e-2)}
+DQ_RTOL = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 BACKWARD_MULTIPLE = 3.5  # forward + backward = 1 + 2.5 forwards
 
 
@@ -37,7 +42,7 @@ class AttentionBenchOptions:
     head_dim: int = 128
     backward: bool = False  # forward + backward (gradients of q, k, v)
     cuda_graph: bool = False  # capture one step in a CUDA graph and replay it (GPU only)
-    check_rows: int = 64  # output rows compared with the math reference at each end of the sequence
+    check_rows: int = 64  # query rows per block compared with the math reference (first, random, last)
 
 
 @dataclass
@@ -45,9 +50,49 @@ class AttentionBenchConfig(WorkloadConfig):
     options: AttentionBenchOptions = field(default_factory=AttentionBenchOptions)
 
 
+def check_against_math(attention, q, k, v, grad_out, rows: int, generator) -> dict:
+    """Compare the backend with :func:`reference_attention` (float32) on three blocks of ``rows``
+    query rows: the first, one at a random place, and the last, each against every key. The output
+    must match the reference rounded to its dtype within ``atol + rtol x`` the block's largest
+    value; with ``grad_out``, dq of those rows (which depends only on them) within ``DQ_RTOL`` of
+    its largest value. Raises when it does not: a wrong kernel is not timed."""
+    t = q.shape[-2]
+    middle = int(torch.randint(0, max(1, t - rows), (1,), generator=generator, device=generator.device))
+    begins = sorted({0, middle, t - rows})
+    q = q.detach().requires_grad_(grad_out is not None)
+    out = attention(q, k, v)
+    dq = torch.autograd.grad(out, q, grad_out)[0] if grad_out is not None else None
+    out = out.detach()
+    atol, rtol = TOLERANCE.get(q.dtype, TOLERANCE[torch.bfloat16])
+    k32, v32 = k.float(), v.float()
+    found = {"rows": [[b, b + rows] for b in begins], "out_err": 0.0, "out_rel_err": 0.0}
+    failures = []
+    for b in begins:
+        q_blk = q.detach()[:, :, b:b + rows].float().requires_grad_(grad_out is not None)
+        mask = AttnMask(window=attention.window, q_pos=torch.arange(b, b + rows, device=q.device))
+        ref = reference_attention(q_blk, k32, v32, mask)
+        scale = float(ref.abs().max())
+        err = float((out[:, :, b:b + rows].float() - ref.detach().to(out.dtype).float()).abs().max())
+        found["out_err"] = max(found["out_err"], err)
+        found["out_rel_err"] = max(found["out_rel_err"], err / max(scale, 1e-30))
+        if not err <= atol + rtol * scale:
+            failures.append(f"output rows {b}..{b + rows}: |diff| {err:.3g} > {atol:g} + {rtol:g} x {scale:.3g}")
+        if grad_out is not None:
+            ref_dq = torch.autograd.grad(ref, q_blk, grad_out[:, :, b:b + rows].float())[0]
+            dq_scale = float(ref_dq.abs().max())
+            dq_err = float((dq[:, :, b:b + rows].float() - ref_dq).abs().max()) / max(dq_scale, 1e-30)
+            found["dq_rel_err"] = max(found.get("dq_rel_err", 0.0), dq_err)
+            if not dq_err <= DQ_RTOL.get(q.dtype, DQ_RTOL[torch.bfloat16]):
+                failures.append(f"dq rows {b}..{b + rows}: relative error {dq_err:.3g}")
+    if failures:
+        raise RuntimeError(f"attention={attention.requested} differs from the math reference ({'; '.join(failures)}) "
+                           f"for {q.dtype}: its result is wrong, not timed")
+    return found
+
+
 class AttentionBench(Workload):
     Config = AttentionBenchConfig
-    metric_rules = {"attn_tflops": "mean", "max_err_vs_math": "max"}
+    metric_rules = {"attn_tflops": "mean", "out_rel_err_vs_math": "max", "dq_rel_err_vs_math": "max"}
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
@@ -84,7 +129,8 @@ class AttentionBench(Workload):
         for x in (self.q, self.k, self.v):
             x.requires_grad_(bool(o.backward))
         self.attention.probe(self.q, self.k, self.v)
-        self.max_err = self._check_against_math(min(int(o.check_rows), t))
+        self.check = check_against_math(self.attention, self.q.detach(), self.k.detach(), self.v.detach(), self.grad_out,
+                                        min(int(o.check_rows), t), g)
         window = self.attention.window
         forward = 4 * batch * o.heads * o.head_dim * causal_pairs(t, window)
         self.flops_per_step = int(forward * (BACKWARD_MULTIPLE if o.backward else 1))
@@ -93,7 +139,7 @@ class AttentionBench(Workload):
                           "dtype": str(self.dtype).replace("torch.", ""), "pass": "forward+backward" if o.backward else "forward",
                           "pairs": causal_pairs(t, window), "cuda_graph": bool(o.cuda_graph),
                           "peak_key": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32"),
-                          "max_err_vs_math": self.max_err, "check_rows": min(int(o.check_rows), t),
+                          "check_vs_math": self.check,
                           "attention": self.attention.effective, "precision": precision.record()}
 
     def _call(self):
@@ -101,24 +147,6 @@ class AttentionBench(Workload):
         if self.grad_out is not None:
             return torch.autograd.grad(out, (self.q, self.k, self.v), self.grad_out)
         return out
-
-    def _check_against_math(self, rows: int) -> float:
-        """Max |backend - math| over the first and last ``rows`` query rows, against all keys."""
-        t = self.q.shape[-2]
-        with torch.no_grad():
-            out = self.attention(self.q.detach(), self.k.detach(), self.v.detach()).float()
-        err = 0.0
-        for begin in sorted({0, t - rows}):
-            q_pos = torch.arange(begin, begin + rows, device=self.q.device)
-            mask = AttnMask(window=self.attention.window, q_pos=q_pos)
-            q = self.q.detach()[:, :, begin:begin + rows].float()
-            ref = reference_attention(q, self.k.detach().float(), self.v.detach().float(), mask)
-            err = max(err, float((out[:, :, begin:begin + rows] - ref).abs().max()))
-        tolerance = TOLERANCE.get(self.dtype, 3e-2)
-        if not err <= tolerance:
-            raise RuntimeError(f"attention={self.attention.requested} differs from the math reference by {err:.3g} "
-                               f"(tolerance {tolerance:g} for {self.dtype}): its output is wrong, not timed")
-        return err
 
     def _capture(self):
         """One step in a CUDA graph, after warm-up calls on a side stream (CUDA graph rules)."""
@@ -140,7 +168,7 @@ class AttentionBench(Workload):
             self.out = self._call()
 
     def metrics(self, stats: dict) -> dict:
-        out = {"max_err_vs_math": self.max_err}
+        out = {f"{k}_vs_math": v for k, v in self.check.items() if k.endswith("rel_err")}
         if stats.get("n_steps"):
             out["attn_tflops"] = self.flops_per_step / (stats["step_ms_p50"] / 1e3) / 1e12
         return out
