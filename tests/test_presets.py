@@ -23,6 +23,10 @@ def test_preset_runs_once(path, tmp_path, store):
         overrides = [*overrides, "workload.options.train_steps=5", "data.val_tokens=4096"]  # short training, a slice of the held-out text
     if gpu_only and any(p.startswith("fp8") and p not in ("fp8_auto", "fp8_weight_only") for p in str(swept.get("precision", "")).split(",")):
         overrides = [*overrides, "precision=fp32,fp8_auto"]  # Transformer Engine needs a GPU; fp8_auto falls back here
+    if gpu_only and "te" in str(swept.get("attention", "")).split(","):
+        # attention=te needs CUDA and Transformer Engine, FlexAttention has no CPU backward: the
+        # CPU-capable part of the sweep (both backends forward)
+        overrides = [*overrides, "attention=sdpa,flex", "workload=forward"]
     if "compile" in swept:
         # max-autotune's CPU autotuning costs minutes and shows nothing more than default does here
         overrides = [*overrides, "compile=none,default"]
