@@ -55,7 +55,7 @@ def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float]
     rows: list[Row] = []
     for base in baseline["points"]:
         cand = found.get(base["key"])
-        runs = f"{base.get('run_id')} -> {(cand or {}).get('run_id')}"
+        runs = f"{_short(base.get('run_id'))}->{_short((cand or {}).get('run_id'))}"
         if cand is None or cand.get("status") != "ok":
             verdict = "missing" if cand is None else f"not measured ({cand.get('status')})"
             rows.append(Row(base["key"], "-", None, None, None, None, verdict, runs))
@@ -72,7 +72,7 @@ def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float]
             verdict = "REGRESSION" if change < -allowed else ("improved" if change > allowed else "ok")
             rows.append(Row(base["key"], metric, value, new, change, allowed, verdict, runs))
     known = {b["key"] for b in baseline["points"]}
-    rows += [Row(c["key"], "-", None, None, None, None, "new", f"-> {c.get('run_id')}") for c in candidates if c["key"] not in known]
+    rows += [Row(c["key"], "-", None, None, None, None, "new", f"->{_short(c.get('run_id'))}") for c in candidates if c["key"] not in known]
     return rows
 
 
@@ -97,13 +97,33 @@ def _num(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def table(rows: list[Row]) -> str:
-    grid = [["point", "metric", "baseline", "candidate", "change", "worst allowed", "verdict", "runs (baseline -> candidate)"]]
+WIDTH = 120  # terminal columns a table fits: points are named by what differs between them
+
+
+def _short(run_id) -> str:
+    """A run id as tables show it (8 characters, as MLflow's UI does); the baseline keeps it whole."""
+    return str(run_id)[:8] if run_id else "-"
+
+
+def point_labels(keys: list[str]) -> dict[str, str]:
+    """Each point key (``a=1 b=2 ...``) shortened to the overrides that differ between the points."""
+    parsed = {key: dict(part.split("=", 1) if "=" in part else (part, "") for part in key.split()) for key in keys}
+    names = {name for items in parsed.values() for name in items}
+    varied = [n for n in sorted(names) if len({items.get(n) for items in parsed.values()}) > 1]
+    return {key: " ".join(f"{n}={items[n]}" for n in varied if n in items) or key for key, items in parsed.items()}
+
+
+def table(rows: list[Row], every: Optional[list[Row]] = None) -> str:
+    """``rows`` as text; points are named by what differs among ``every`` row (default: ``rows``)."""
+    labels = point_labels(sorted({r.key for r in (every or rows)}))
+    grid = [["point", "metric", "baseline", "candidate", "change", "allowed", "verdict", "runs (base->cand)"]]
     for r in rows:
-        grid.append([r.key, r.metric, _num(r.baseline), _num(r.candidate), "-" if r.change is None else f"{r.change:+.1%}",
+        grid.append([labels[r.key], r.metric, _num(r.baseline), _num(r.candidate), "-" if r.change is None else f"{r.change:+.1%}",
                      "-" if r.allowed is None else f"{-r.allowed:+.1%}", r.verdict, r.runs])
     widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in grid]
+    widths[0] = max(len("point"), min(widths[0], WIDTH - sum(widths[1:]) - 2 * (len(widths) - 1)))
+    fit = lambda c, w: (c if len(c) <= w else c[: w - 1] + "…").ljust(w)  # noqa: E731
+    lines = ["  ".join(fit(c, w) for c, w in zip(row, widths)).rstrip() for row in grid]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -151,7 +171,7 @@ def main(argv: list[str]) -> int:
     bad = failed(rows)
     if bad:
         print(f"\ngate: FAILED, {len(bad)} offending row(s):", file=sys.stderr)
-        print(table(bad), file=sys.stderr)
+        print(table(bad, rows), file=sys.stderr)
         return 1
     print(f"gate: passed ({sum(r.verdict == 'ok' for r in rows)} ok, {sum(r.verdict == 'improved' for r in rows)} improved)")
     return 0
