@@ -33,6 +33,9 @@ RULES = {
 STATUS_ORDER = ["interrupted", "error", "oom", "ok"]  # the job takes its worst rank's status
 
 
+PER_RANK = ("peak_mem_allocated_gb", "peak_mem_reserved_gb", "nvml_used_gb", "peak_rss_gb")  # also logged rank by rank
+
+
 def _combine(rule: str, values: list[float]) -> float:
     if rule == "max":
         return max(values)
@@ -86,6 +89,11 @@ def aggregate(ranks: list[dict]) -> dict:
         if values:
             metrics[key] = _combine(rule, values)
     metrics["world_size"] = world
+    if world > 1:  # the job's figure above is the worst rank's; every rank's own, so an uneven layout shows
+        for r in ranks:
+            for key in PER_RANK:
+                if key in r.get("metrics", {}):
+                    metrics[f"{key}_rank{r['rank']}"] = r["metrics"][key]
     metrics.update(_trial_spread(ranks, tokens_per_step))
     info = _compute_and_energy(ranks, metrics, n, span_s, tokens_per_step)
     unaggregated = sorted({k for r in ranks for k in r.get("metrics", {})} - set(rules))
@@ -177,6 +185,8 @@ def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float,
         info["clock_limits"] = energies[0]["clock_limits"]
     if all("energy_j" in e for e in energies) and energies:
         metrics["energy_j"] = sum(e["energy_j"] for e in energies)
+        if len(ranks) > 1:
+            metrics.update({f"energy_j_rank{r['rank']}": e["energy_j"] for r, e in zip(ranks, energies)})
         metrics["avg_power_w"] = sum(e["avg_power_w"] for e in energies)
         if all("energy_j_sampled" in e for e in energies):
             metrics["energy_j_sampled"] = sum(e["energy_j_sampled"] for e in energies)

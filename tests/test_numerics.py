@@ -144,6 +144,11 @@ def test_aggregate_counts_distinct_shards_once_and_takes_the_slowest_rank():
     assert agg["tokens_per_s_per_gpu"] == pytest.approx(agg["tokens_per_s"] / 2)
     assert agg["step_ms_p50"] == pytest.approx(12.0)  # per-step max: [11, 12, 13]
     assert agg["peak_rss_gb"] == 1.5 and agg["loss"] == 3.0
+    assert agg["peak_rss_gb_rank0"] == 1.0 and agg["peak_rss_gb_rank1"] == 1.5  # every rank's own, not only the max
+    a["energy"] = {"energy_j": 3.0, "avg_power_w": 30.0, "energy_method": "nvml counter"}
+    b["energy"] = {"energy_j": 5.0, "avg_power_w": 50.0, "energy_method": "nvml counter"}
+    agg = aggregate([a, b])["metrics"]
+    assert agg["energy_j"] == 8.0 and (agg["energy_j_rank0"], agg["energy_j_rank1"]) == (3.0, 5.0)
 
 
 def test_aggregate_does_not_double_count_replicated_ranks():
