@@ -24,3 +24,20 @@ def launched_kernels(fn: Callable[[], object], top: int = 3) -> list[str]:
 
 def short(name: str, limit: int = 120) -> str:
     return name if len(name) <= limit else name[:limit - 3] + "..."
+
+
+def trial_kernels(attend, q, k, v, mask, backward: bool) -> list[str]:
+    """One call of ``attend`` (and its backward when ``backward``) on random batch-1 tensors of the
+    run's shapes: warms it up (compiles, lets a library pick its kernel), then returns the names of
+    the CUDA kernels a second call launches, longest first."""
+    import torch
+
+    q1, k1, v1 = (torch.randn_like(t[:1]).requires_grad_(backward) for t in (q, k, v))
+
+    def call():
+        out = attend(q1, k1, v1, mask)
+        if backward:
+            out.sum().backward()
+
+    call()
+    return launched_kernels(call)

@@ -9,10 +9,8 @@ contiguous tensors: part of what this backend costs here).
 
 from __future__ import annotations
 
-import torch
-
 from b200lab.attention.base import AttentionBackend, AttentionUnsupported, AttnMask, CAUSAL
-from b200lab.attention.kernels import launched_kernels, short
+from b200lab.attention.kernels import short, trial_kernels
 from b200lab.components import CheckContext
 
 TE_INSTALL = "pip install 'b200lab[fp8]' (transformer-engine[pytorch])"
@@ -60,16 +58,7 @@ class TEAttention(AttentionBackend):
         return self.modules[key]
 
     def probe(self, q, k, v, mask: AttnMask = CAUSAL) -> None:
-        mask = self.configured(mask)
-        q1, k1, v1 = (torch.randn_like(t[:1]).requires_grad_(self.training) for t in (q, k, v))
-
-        def call():
-            out = self.attend(q1, k1, v1, mask)
-            if self.training:
-                out.sum().backward()
-
-        call()  # TE chooses and sets up its backend on the first call
-        names = launched_kernels(call)
+        names = trial_kernels(self.attend, q, k, v, self.configured(mask), self.training)  # TE picks its backend on the first call
         self.effective["launched"] = [short(n) for n in names]
         self.effective["kernel"] = te_kernel_family(names)
 

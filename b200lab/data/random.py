@@ -32,7 +32,7 @@ class RandomData(DataSource):
         inputs, targets = self.family.synthetic_batch(batch, seq_len, generator, self.device)
         if not self.documents:
             return inputs, targets
-        starts = torch.rand(batch, seq_len, generator=generator, device=self.device) < 1.0 / int(self.cfg.get("doc_len", 2048))
+        self.effective["doc_len"] = doc_len = int(self.cfg.get("doc_len", 2048))
+        starts = torch.rand(batch, seq_len, generator=generator, device=self.device) < 1.0 / doc_len
         starts[:, 0] = False
-        self.effective["doc_len"] = int(self.cfg.get("doc_len", 2048))
         return self.packed(inputs, starts.long().cumsum(dim=1)), targets
