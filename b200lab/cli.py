@@ -1,4 +1,4 @@
-"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``baseline``, ``gate``, ``power``."""
+"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``tables``, ``baseline``, ``gate``, ``power``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ usage: b200lab [run] [OVERRIDES...] [-m]     measure (the default command; Hydra
        b200lab sync [PATH...]                upload results that never reached MLflow
        b200lab report [PATH... | --parent RUN | --tag K=V] --out DIR   Markdown + HTML report, line charts
        b200lab report {table,compile,plot} PATH...
+       b200lab tables [--check] FILE.md...   regenerate the results tables embedded in Markdown files
        b200lab baseline save [PATH... | --parent RUN] --out FILE   record a baseline
        b200lab gate --baseline FILE [PATH... | --parent RUN]        fail on a regression
        b200lab power [--csv FILE] -- CMD...  GPU energy of any command
@@ -41,7 +42,7 @@ exit codes:
 MLflow: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here; outputs under outputs/ and multirun/.
 """
 
-COMMANDS = ("run", "sync", "report", "baseline", "gate", "power")
+COMMANDS = ("run", "sync", "report", "tables", "baseline", "gate", "power")
 
 
 def conf_dir() -> str:
@@ -147,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
         from b200lab.report import main as report_main
 
         sys.exit(report_main(rest))
+    if command == "tables":
+        from b200lab.doc_tables import main as tables_main
+
+        sys.exit(tables_main(rest))
     if command == "baseline":
         from b200lab.baseline import main as baseline_main
 

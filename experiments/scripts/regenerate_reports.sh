@@ -10,6 +10,9 @@
 # script ran, so a rerun changes nothing unless the data or the tool changed. Paths are relative to
 # the repository root, which is where this script runs.
 #
+# Then the tables embedded in the READMEs (<!-- b200lab:table ... --> blocks) are regenerated from the
+# same files by `b200lab tables` (tests/test_doc_tables.py checks them).
+#
 #   bash experiments/scripts/regenerate_reports.sh          # every report
 #   bash experiments/scripts/regenerate_reports.sh attention # the reports of folders matching *attention*
 set -euo pipefail
@@ -97,3 +100,5 @@ report $S gemm "Re-verify: GEMM bf16 and FP8 on three calls" -- $M/$S/call*-reve
 report $S hbm "Re-verify: HBM copy on three calls" -- $M/$S/call*-reverify_hbm-*.results.json
 report $S mfu_gpt1b "Re-verify: mfu_gpt1b bf16 on three calls" -- $M/$S/call*-reverify_mfu-*.results.json
 report $S two_gpus "Re-verify: all-reduce and DDP on 2 GPUs" -- $M/$S/call2-reverify_allreduce-*.results.json $M/$S/call2-reverify_ddp-*.results.json
+
+b200lab tables README.md $M/*/README.md

@@ -1,0 +1,169 @@
+"""The results tables embedded in the repository's Markdown (``<!-- b200lab:table ... -->`` blocks,
+b200lab/doc_tables.py) are what their results.json files give today; a bad spec is refused with a
+message that names the file, line and problem; a ratio column and the ratios README prose states
+agree with a computation straight from the raw results.json files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from b200lab import doc_tables
+from conftest import REPO
+
+MEASUREMENTS = REPO / "docs" / "measurements"
+RERUN = "run `b200lab tables README.md docs/measurements/*/README.md` (or experiments/scripts/regenerate_reports.sh) and commit"
+
+
+def markdown_with_tables() -> list[Path]:
+    files = [REPO / "README.md", *sorted(REPO.glob("docs/**/*.md"))]
+    return [p for p in files if "<!-- b200lab:table" in p.read_text()]
+
+
+@pytest.mark.parametrize("path", markdown_with_tables(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_table_matches_its_data(path):
+    text = path.read_text()
+    fresh, count = doc_tables.refresh(text, path)
+    assert count > 0
+    assert fresh == text, f"{path.relative_to(REPO)}: a table differs from its results.json files: {RERUN}"
+
+
+def test_every_measurement_readme_has_generated_tables():
+    readmes = sorted(MEASUREMENTS.glob("*/README.md"))
+    assert readmes
+    assert set(markdown_with_tables()) >= {REPO / "README.md", *readmes}
+
+
+# --- a ratio column against the raw files -------------------------------------------------------
+
+def raw(folder: str, pattern: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((MEASUREMENTS / folder).glob(pattern))]
+
+
+def block_rows(path: Path, index: int) -> list[list[str]]:
+    """The cells of the ``index``-th generated table in ``path`` (header and rule dropped)."""
+    body = list(doc_tables.BLOCK.finditer(path.read_text()))[index].group("body")
+    lines = [line for line in body.splitlines() if line.startswith("|")][2:]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_microbenchmark_ratio_column_is_flex_over_sdpa_from_the_raw_files():
+    runs = raw("2026-11-26-attention", "runs/attn_micro_*.results.json")
+    by = {(r["config"]["seq"]["len"], r["config"]["workload"]["options"]["backward"], r["config"]["attention"]["name"]): r for r in runs}
+    rows = block_rows(MEASUREMENTS / "2026-11-26-attention" / "README.md", 0)
+    assert len(rows) == 6
+    seq = {"4K": 4096, "16K": 16384, "32K": 32768}
+    for row in rows:
+        key = (seq[row[0]], row[1] == "forward + backward")
+        flex, sdpa = by[(*key, "flex")], by[(*key, "sdpa")]
+        expected = flex["metrics"]["attn_tflops"] / sdpa["metrics"]["attn_tflops"]
+        assert float(row[4]) == pytest.approx(expected, abs=5e-4), row
+        assert row[5] == f"{sdpa['mlflow']['run_id'][:8]}, {flex['mlflow']['run_id'][:8]}"
+
+
+# --- ratios stated in prose, against the raw files -----------------------------------------------
+
+def metric_of(run_id: str, metric: str) -> float:
+    found = [r for r in (json.loads(p.read_text()) for p in MEASUREMENTS.rglob("*results.json"))
+             if (r.get("mlflow") or {}).get("run_id", "").startswith(run_id)]
+    assert len(found) == 1, f"run {run_id}: {len(found)} files"
+    return found[0]["metrics"][metric]
+
+
+PROSE_RATIOS = [  # (file, the text that states it, numerator run, denominator run, metric, stated ratio, decimals)
+    ("2026-11-26-attention/README.md", "flex is 1.056x sdpa", "84b2d144", "46587518", "tokens_per_s", 1.056, 3),
+    ("2026-11-26-attention/README.md", "te 0.88x", "91153fef", "46587518", "tokens_per_s", 0.88, 2),
+    ("2026-11-26-attention/README.md", "1.22x faster than full", "23fda045", "84b2d144", "tokens_per_s", 1.22, 2),
+    ("2026-11-26-attention/README.md", "104,383 tokens/s (1.045x)", "a7c348d2", "976fe3fe", "tokens_per_s", 1.045, 3),
+    ("2026-11-26-fp8-moe/README.md", "fp8: 64,709 tokens/s (`0fd87948`), 1.386×", "0fd87948", "ffc0c379", "tokens_per_s", 1.386, 3),
+    ("2026-11-26-fp8-moe/README.md", "fp8: 70,145 tokens/s (`e9e96f1f`), 0.70×", "e9e96f1f", "b492e746", "tokens_per_s", 0.70, 2),
+    ("2026-11-26-fp8-moe/README.md", "The speedup is 1.392×", "7a7ad44d", "4358f661", "tokens_per_s", 1.392, 3),
+    ("2026-11-26-h200x2-nccl/README.md", "(run e6ac9956), 1.65x", "e6ac9956", "01999527", "tokens_per_s", 1.65, 2),
+    ("2026-11-26-seams-reverify/README.md", "476,268 on two (8eaeeecb), 1.75x", "8eaeeecb", "c4494bf6", "tokens_per_s", 1.75, 2),
+    ("2026-11-26-parallel-partial/README.md", "0.912 of linear", "500696a9", "724e6535", "tokens_per_s", 2 * 0.912, 2),
+]
+
+
+@pytest.mark.parametrize("claim", PROSE_RATIOS, ids=lambda c: f"{c[0].split('/')[0][11:]}:{c[5]}")
+def test_ratio_stated_in_prose_matches_the_runs(claim):
+    file, text, a, b, metric, stated, decimals = claim
+    assert text in (MEASUREMENTS / file).read_text(), f"{file} no longer says {text!r}: update PROSE_RATIOS"
+    assert round(metric_of(a, metric) / metric_of(b, metric), decimals) == pytest.approx(stated, abs=10 ** -decimals / 2 + 1e-9)
+
+
+def test_mfu_per_ghz_stated_in_prose():
+    text = (MEASUREMENTS / "2026-11-26-seams-reverify" / "README.md").read_text()
+    for run_id, stated in (("16487e50", "0.3619"), ("e198f690", "0.3622"), ("caeeef93", "0.3624")):
+        assert f"{stated} ({run_id})" in text
+        assert f"{metric_of(run_id, 'mfu') / metric_of(run_id, 'sm_clock_mhz_mean') * 1000:.4f}" == stated
+
+
+# --- bad specs -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    """Two microbenchmark results.json files (sdpa and flex, 4K forward) beside a Markdown file."""
+    base = tmp_path_factory.mktemp("doc") / "runs"
+    base.mkdir()
+    for name in ("attn_micro_0", "attn_micro_2"):
+        shutil.copy(MEASUREMENTS / "2026-11-26-attention" / "runs" / f"{name}.results.json", base)
+    return base.parent
+
+
+def block(spec: str) -> str:
+    return f"# t\n\n<!-- b200lab:table\n{spec}\n-->\n<!-- /b200lab:table -->\n"
+
+
+BAD_SPECS = [
+    ("files: runs/*.results.json\nrows: [seq.len]\ncolour: red", "unknown spec key(s) colour"),
+    ("rows: [seq.len]\nmetrics: [attn_tflops]", "`files` is required"),
+    ("files: runs/*.results.json\nmetrics: [attn_tflops]", "`rows` is required"),
+    ("files: nothing/*.results.json\nrows: [seq.len]\nmetrics: [attn_tflops]", "files 'nothing/*.results.json' matches nothing"),
+    ("files: runs/*.results.json\nrows: [seq.len]\nmetrics: [atn_tflops]", "metric 'atn_tflops' is in none of the 2 selected runs"),
+    ("files: runs/*.results.json\nrows: [seq.len]\nmetrics: [attn_tflops]", "is claimed by 2 runs"),
+    ("files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [flex/sdpa]", "expected 'A / B'"),
+    ("files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [te / sdpa]",
+     "'te' is not a column; the columns are ['sdpa', 'flex']"),
+    ("files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name", "needs `metric`"),
+    ("files: runs/*.results.json\ncolumns: [a]\nrows:\n  - {label: x, metric: attn_tflops, runs: [deadbeef]}", "run 'deadbeef' is in none"),
+    ("files: runs/*.results.json\nrows: [seq.len\n", "the spec is not YAML"),
+]
+
+
+@pytest.mark.parametrize("spec,message", BAD_SPECS, ids=[m[:30] for _, m in BAD_SPECS])
+def test_a_bad_spec_is_refused_with_its_reason(runs_dir, spec, message):
+    path = runs_dir / "README.md"
+    with pytest.raises(doc_tables.TableSpecError) as err:
+        doc_tables.refresh(block(spec), path)
+    assert message in str(err.value)
+    assert str(err.value).startswith(f"{path}:3: ")  # the line of the block's start
+
+
+def test_a_block_without_its_end_marker_is_refused(runs_dir):
+    with pytest.raises(doc_tables.TableSpecError, match="needs a `<!-- /b200lab:table -->`"):
+        doc_tables.refresh(block("files: runs/*.results.json").replace("<!-- /b200lab:table -->", ""), runs_dir / "README.md")
+
+
+@pytest.mark.e2e
+def test_check_fails_on_a_stale_table_and_refresh_fixes_it(runs_dir):
+    path = runs_dir / "README.md"
+    spec = "files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [flex / sdpa]\nruns: true"
+    fresh, _ = doc_tables.refresh(block(spec), path)
+    path.write_text(fresh.replace("178.5", "278.5"))  # a hand edit
+    cmd = [sys.executable, "-m", "b200lab", "tables", "--check", str(path)]
+    checked = subprocess.run(cmd, capture_output=True, text=True, cwd=runs_dir)
+    assert checked.returncode == 1, checked.stderr
+    assert "-| 4096 | 439.8 | 278.5 | 0.406 | 7bd7c1e2, fbe26176 |" in checked.stdout  # the diff: committed, then the data's
+    assert "+| 4096 | 439.8 | 178.5 | 0.406 | 7bd7c1e2, fbe26176 |" in checked.stdout
+    assert "tables: stale: 1 file(s)" in checked.stderr and str(path) in checked.stderr
+    assert subprocess.run(cmd[:4] + [str(path)], capture_output=True, text=True, cwd=runs_dir).returncode == 0
+    assert path.read_text() == fresh
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=runs_dir)
+    assert again.returncode == 0 and "match their data" in again.stdout
+    bad = subprocess.run(cmd[:4] + [str(runs_dir / "missing.md")], capture_output=True, text=True, cwd=runs_dir)
+    assert bad.returncode == 2 and "cannot read" in bad.stderr
