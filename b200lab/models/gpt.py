@@ -7,11 +7,15 @@ position table and caps the sequence at ``max_seq_len``); grouped-query attentio
 ``n_kv_heads`` < ``n_heads``; an untied output head unless ``tie_embeddings``.
 ``forward(idx, positions, doc_ids, cache)``: with no extras it is the causal training/prefill
 pass; ``positions`` with a :class:`KVCache` is a decode step (queries at those positions, keys
-from the cache); ``doc_ids`` keeps attention inside each packed document.
+from the cache); ``doc_ids`` keeps attention inside each packed document. A cache that places its
+own slots (:class:`StaticKVCache` here, the paged cache in b200lab/serving/) takes the decode path
+that compiles and captures as a CUDA graph: fixed shapes, positions as a tensor, no Python int that
+changes per step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import ClassVar, Optional
@@ -37,7 +41,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pairs: s
     a float64 model). ``interleaved`` pairs dims (2i, 2i+1), ``half`` pairs (i, i + D/2): the same
     rotation applied to a fixed permutation of the head dims."""
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    cos, sin = cos[:, None, :], sin[:, None, :]
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # (T, 1, D/2), or (B, T, 1, D/2) for per-row positions
     if pairs == "half":
         x0, x1 = xf.chunk(2, dim=-1)
         return torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).type_as(x)
@@ -59,6 +63,58 @@ class KVCache:
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+@dataclasses.dataclass
+class CacheMask(AttnMask):
+    """An :class:`AttnMask` whose dense form is built once per forward and shared by every layer
+    (a static cache's length mask: the same for all of them)."""
+
+    def dense(self, tq: int, tk: int, device) -> torch.Tensor:
+        key = ("dense", tq, tk, self.window, self.causal)
+        if key not in self.memo:
+            self.memo[key] = super().dense(tq, tk, device)
+        return self.memo[key]
+
+
+class StaticKVCache:
+    """Keys and values of every layer in fixed ``(batch, kv_heads, max_len, head_dim)`` buffers,
+    written at a position tensor (``index_copy_``), so a decode step has the same shapes and
+    addresses at every position: it compiles once and replays as a CUDA graph.
+
+    ``forward(idx, cache=c)`` (no positions) is a prefill from slot 0: it writes slots 0..T-1 and
+    attends over its own keys (the plain causal kernel). ``forward(idx, positions, cache=c)``
+    writes at ``positions`` and attends over all ``max_len`` slots with a length mask (a key is
+    seen when its slot <= the query's position; later slots hold stale or zero values and are
+    masked), so keep ``max_len`` tight: every step reads the whole buffer."""
+
+    places_slots = True
+
+    def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
+        shape = (batch, kv_heads, max_len, head_dim)
+        self.max_len = max_len
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.slots = torch.arange(max_len, device=device)
+        if torch.device(device).type == "cuda":  # torch.compile's CUDA graphs keep these in place (no copy per replay)
+            for t in (*self.k, *self.v, self.slots):
+                torch._dynamo.mark_static_address(t)
+
+    def begin(self, idx: torch.Tensor, positions: Optional[torch.Tensor]):
+        """(positions of these tokens, the mask, what ``update`` needs) for one forward."""
+        if positions is None:
+            positions = self.slots[:idx.shape[1]]
+            return positions, AttnMask(), (positions, True)
+        return positions, CacheMask(q_pos=positions, k_pos=self.slots), (positions, False)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, where) -> tuple[torch.Tensor, torch.Tensor]:
+        positions, fresh = where
+        self.k[layer].index_copy_(2, positions, k)
+        self.v[layer].index_copy_(2, positions, v)
+        return (k, v) if fresh else (self.k[layer], self.v[layer])
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))
 
 
 NORMS = ("rmsnorm", "layernorm")
@@ -98,7 +154,9 @@ class Block(nn.Module):
         self.attention = attention
         self.mlp = mlp
 
-    def forward(self, x: torch.Tensor, rope, mask: AttnMask, cache: Optional[KVCache] = None, start: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope, mask: AttnMask, cache=None, start=0) -> torch.Tensor:
+        """``start``: where ``cache`` writes these keys: the first slot for a :class:`KVCache`, what
+        ``begin`` returned for a cache that places its own slots."""
         B, T, _ = x.shape
         # n_heads/kv_heads are this rank's heads (all of them unless tensor parallel splits them)
         q, k, v = self.qkv(self.norm_attn(x)).split([self.n_heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], -1)
@@ -186,7 +244,21 @@ class GPT(nn.Module):
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         w = self.embed.weight
-        return KVCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads or self.cfg.n_heads, max_len, self.head_dim, w.dtype, w.device)
+        return KVCache(self.cfg.n_layers, batch, self.blocks[0].kv_heads, max_len, self.head_dim, w.dtype, w.device)
+
+    def new_static_cache(self, batch: int, max_len: int, dtype=None) -> StaticKVCache:
+        """A :class:`StaticKVCache` of this rank's K/V heads (tensor parallel splits them); the
+        rotary table is extended to ``max_len`` so a decode step indexes it without a host sync."""
+        w = self.embed.weight
+        self.ensure_positions(max_len)
+        return StaticKVCache(self.cfg.n_layers, batch, self.blocks[0].kv_heads, max_len, self.head_dim, dtype or w.dtype, w.device)
+
+    def ensure_positions(self, max_len: int) -> None:
+        if self.pos_embed is not None:
+            if max_len > self.cfg.max_seq_len:
+                raise ValueError(f"a cache of {max_len} positions exceeds model.max_seq_len={self.cfg.max_seq_len} (learned positions)")
+        elif self.rope_cos is None or self.rope_cos.shape[0] < max_len:
+            self.prepare(max_len)
 
     def _rope(self, positions: torch.Tensor, device):
         end = int(positions.max()) + 1 if positions.numel() else 0
@@ -197,10 +269,14 @@ class GPT(nn.Module):
         return cos[positions], sin[positions]
 
     def forward(self, idx: torch.Tensor, positions: Optional[torch.Tensor] = None, doc_ids: Optional[torch.Tensor] = None,
-                cache: Optional[KVCache] = None) -> torch.Tensor:
+                cache=None, last_only: bool = False) -> torch.Tensor:
         """idx (B, T) -> logits (B, T, V). ``positions`` (T,): the rotary/learned positions of these
         tokens (default: continuing the cache from 0); ``doc_ids`` (B, cached + T): document of
-        every key slot; ``cache``: keys/values of earlier slots, extended in place."""
+        every key slot; ``cache``: keys/values of earlier slots, extended in place (a
+        :class:`KVCache`, or a cache that places its own slots: :meth:`_forward_slots`).
+        ``last_only``: logits of the last position only (B, 1, V), as generation needs."""
+        if cache is not None and getattr(cache, "places_slots", False):
+            return self._forward_slots(idx, positions, cache, last_only)
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         x = self.embed(idx)
@@ -222,6 +298,26 @@ class GPT(nn.Module):
             x = checkpointed(block, self.cfg.checkpointing, x, rope, mask) if recompute else block(x, rope, mask, cache, start)
         if cache is not None:
             cache.length = start + T
+        if last_only:
+            x = x[:, -1:]
+        return self.head(self.norm(x))
+
+    def _forward_slots(self, idx: torch.Tensor, positions: Optional[torch.Tensor], cache, last_only: bool) -> torch.Tensor:
+        """The decode path: ``cache.begin`` gives the tokens' positions ((T,) or per row (B, T)),
+        the mask over its slots and where to write; nothing here reads a Python int that changes
+        from step to step, so the step compiles once. The rotary table must already cover the
+        cache (``new_static_cache`` / ``ensure_positions``)."""
+        positions, mask, where = cache.begin(idx, positions)
+        x = self.embed(idx)
+        rope = None
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+        else:
+            rope = (self.rope_cos[positions], self.rope_sin[positions])
+        for block in self.blocks:
+            x = block(x, rope, mask, cache, where)
+        if last_only:
+            x = x[:, -1:]
         return self.head(self.norm(x))
 
 

@@ -67,8 +67,8 @@ class MoEGPT(GPT):
             layer.reset_parameters(residual_scale=(2 * self.cfg.n_layers) ** -0.5)
 
     def forward(self, idx: torch.Tensor, positions: Optional[torch.Tensor] = None, doc_ids: Optional[torch.Tensor] = None,
-                cache=None) -> MoEOutput:
-        logits = super().forward(idx, positions, doc_ids, cache)
+                cache=None, last_only: bool = False) -> MoEOutput:
+        logits = super().forward(idx, positions, doc_ids, cache, last_only)
         layers = self.moe_layers()
         stats = [layer.stats for layer in layers]
         for layer in layers:

@@ -1,0 +1,164 @@
+"""The in-process server: a queue, admission limits and continuous batching over a block KV cache.
+
+Each iteration of :meth:`Engine.run`:
+
+1. requests whose arrival time has come are sent (at most ``max_concurrency`` outstanding, as
+   vLLM's client limits them) and queued; a request that cannot ever fit (prompt + output over
+   ``max_model_len`` or over the whole pool) or that finds the queue full (``max_queue``) is
+   rejected;
+2. queued requests are admitted in arrival order while fewer than ``max_running`` run and the
+   pool has blocks for their prompt and whole output (a request holds its blocks until it ends,
+   so it is never preempted); each admitted request is prefilled alone and gets its first token;
+3. one decode step runs every other running request together, one token each: requests join the
+   batch the iteration after their prefill and leave it when their output is complete.
+
+A token's time is the clock's reading after the step that produced it: the step ends with the
+tokens copied to the host (a server must see them to stream them). Nothing in the schedule
+depends on token values (outputs have fixed lengths, no end-of-sequence token), so ranks that
+read the same clock (``SyncedClock``) take identical steps. The clock is injectable: ``WallClock``
+measures; ``ScriptedClock`` charges a fixed cost per prefill and decode step, so a scripted trace
+gives latencies that can be computed by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from b200lab.serving.latency import RequestRecord
+from b200lab.serving.loadgen import RequestSpec
+from b200lab.serving.paged import BlockPool, Row
+
+
+class WallClock:
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep_until(self, t: float) -> None:
+        delay = t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+    def work(self, kind: str, rows: int, tokens: int) -> None:
+        """Told after every prefill and decode step (the wall clock has already moved)."""
+
+
+class ScriptedClock:
+    """Time moves only when the engine works or waits: ``prefill_s`` + ``prefill_token_s`` per
+    prompt token for a prefill, ``decode_s`` for a decode step."""
+
+    def __init__(self, prefill_s: float = 0.0, prefill_token_s: float = 0.0, decode_s: float = 0.0):
+        self.t = 0.0
+        self.prefill_s, self.prefill_token_s, self.decode_s = prefill_s, prefill_token_s, decode_s
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep_until(self, t: float) -> None:
+        self.t = max(self.t, t)
+
+    def work(self, kind: str, rows: int, tokens: int) -> None:
+        self.t += self.prefill_s + self.prefill_token_s * tokens if kind == "prefill" else self.decode_s
+
+
+@dataclass
+class Limits:
+    max_running: int = 64  # requests in the running batch
+    max_queue: int = 1024  # waiting requests; an arrival beyond it is rejected
+    max_concurrency: Optional[int] = None  # outstanding requests the client allows (None: no limit)
+    max_model_len: int = 4096  # prompt + output tokens of one request
+
+
+@dataclass
+class _Running:
+    spec: RequestSpec
+    record: RequestRecord
+    blocks: list[int]
+
+
+class Engine:
+    """``model(idx, cache=view, last_only=True)`` -> logits (B, 1, V) (a GPT or a MoE output);
+    ``pick(logits (B, V)) -> ids (B,)``; ``on_complete(record)`` after each request ends."""
+
+    def __init__(self, model, pool: BlockPool, limits: Limits, clock, pick: Callable[[torch.Tensor], torch.Tensor],
+                 autocast=contextlib.nullcontext, on_complete: Optional[Callable[[RequestRecord], None]] = None):
+        self.model, self.pool, self.limits, self.clock, self.pick = model, pool, limits, clock, pick
+        self.autocast, self.on_complete = autocast, on_complete
+        self.hook_s = 0.0  # time spent in on_complete (it runs inline, so it delays the requests still running)
+        self.max_batch = 0
+        self.max_queue_depth = 0
+
+    def _forward(self, idx: torch.Tensor, rows: list[Row]) -> list[int]:
+        with torch.inference_mode(), self.autocast():
+            out = self.model(idx, cache=self.pool.view(rows), last_only=True)
+            logits = out.logits if hasattr(out, "logits") else out
+            return self.pick(logits[:, -1]).tolist()
+
+    def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
+        lim, clock = self.limits, self.clock
+        records = {s.id: RequestRecord(s.id, s.arrival_s, s.prompt_len, s.output_len) for s in trace}
+        pending = deque(sorted(trace, key=lambda s: (s.arrival_s, s.id)))
+        queue: deque[RequestSpec] = deque()
+        running: list[_Running] = []
+        device = self.pool.device
+        t0 = clock.now()
+        while pending or queue or running:
+            now = clock.now() - t0
+            while pending and pending[0].arrival_s <= now and (lim.max_concurrency is None or len(queue) + len(running) < lim.max_concurrency):
+                spec = pending.popleft()
+                rec = records[spec.id]
+                rec.arrival_s = max(spec.arrival_s, now) if lim.max_concurrency is not None else spec.arrival_s
+                need = spec.prompt_len + spec.output_len
+                if need > lim.max_model_len or self.pool.blocks_for(need) > self.pool.num_blocks:
+                    rec.status, rec.reason = "rejected", f"{need} tokens exceed the cache (max_model_len {lim.max_model_len}, pool {self.pool.num_blocks * self.pool.block_size})"
+                elif len(queue) >= lim.max_queue:
+                    rec.status, rec.reason = "rejected", f"queue full ({lim.max_queue})"
+                else:
+                    rec.status = "queued"
+                    queue.append(spec)
+            self.max_queue_depth = max(self.max_queue_depth, len(queue))
+            if not queue and not running:
+                if pending:
+                    clock.sleep_until(t0 + pending[0].arrival_s)
+                continue
+            decoding = list(running)
+            while queue and len(running) < lim.max_running and self.pool.can_hold(queue[0].prompt_len + queue[0].output_len):
+                spec = queue.popleft()
+                rec = records[spec.id]
+                rec.status, rec.admitted_s = "running", clock.now() - t0
+                job = _Running(spec, rec, self.pool.allocate(spec.prompt_len + spec.output_len))
+                idx = torch.tensor([spec.prompt], dtype=torch.long, device=device)
+                token = self._forward(idx, [Row(job.blocks, 0, spec.prompt_len)])[0]
+                clock.work("prefill", 1, spec.prompt_len)
+                self._emit(job, token, clock.now() - t0)
+                running.append(job)
+            for spec in queue:
+                records[spec.id].waited = True
+            if decoding:
+                self.max_batch = max(self.max_batch, len(decoding))
+                idx = torch.tensor([[j.record.tokens[-1]] for j in decoding], dtype=torch.long, device=device)
+                rows = [Row(j.blocks, j.spec.prompt_len + len(j.record.tokens) - 1, 1) for j in decoding]
+                tokens = self._forward(idx, rows)
+                clock.work("decode", len(decoding), len(decoding))
+                t = clock.now() - t0
+                for job, token in zip(decoding, tokens):
+                    self._emit(job, token, t)
+            for job in [j for j in running if len(j.record.tokens) >= j.spec.output_len]:
+                running.remove(job)
+                self.pool.release(job.blocks)
+                job.record.status = "done"
+                if self.on_complete is not None:
+                    begin = time.perf_counter()
+                    self.on_complete(job.record)
+                    self.hook_s += time.perf_counter() - begin
+        return [records[s.id] for s in trace]
+
+    @staticmethod
+    def _emit(job: _Running, token: int, t: float) -> None:
+        job.record.tokens.append(int(token))
+        job.record.token_s.append(t)

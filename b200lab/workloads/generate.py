@@ -1,0 +1,288 @@
+"""Generation: prefill a batch of prompts, then decode one token per step from a static KV cache.
+
+One step of this workload is one whole generation: the prefill of ``seq.batch`` prompts of
+``options.prompt_len`` tokens (default ``seq.len``) with logits of the last position only, the
+first token, then ``options.output_len - 1`` decode steps. The cache holds ``max_len`` =
+prompt_len + output_len slots (``options.max_len`` to widen it), written at a position tensor, so
+the decode step has the same shapes at every position: with ``compile`` it compiles once, and on
+a GPU it is captured in a CUDA graph (``options.cuda_graph``, default on for CUDA) and replayed,
+its next token, position and output column updated inside the graph; the host only replays and
+records an event per step (no sync inside the loop). ``compile=reduce-overhead`` leaves the graphs
+to torch.compile instead.
+
+Metrics (b200lab/serving/latency.py's percentiles): ``ttft_ms_*`` (prefill and first token of a
+generation), ``tpot_ms_*`` ((e2e - ttft) / (output_len - 1) per generation), ``itl_ms_*`` (every
+decode step), ``prefill_tokens_per_s``, ``decode_tokens_per_s``, and on a GPU ``hbm_bw_util``:
+the weight and KV bytes of the decode steps over their time over the card's copy bandwidth
+measured in the same job before the model is built (b200lab/serving/bandwidth.py; or
+``options.copy_gbps`` from a recorded ``workload=hbm`` run, recorded as given). docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from b200lab.components import CheckContext
+from b200lab.serving import bandwidth
+from b200lab.serving.latency import _percentiles
+from b200lab.serving.ranks import shard_leader
+from b200lab.serving.sampling import SAMPLING, next_token
+from b200lab.workloads.base import Workload, WorkloadConfig, build_model
+
+NO_DECODE = {"b200lab.attention.TEAttention": "Transformer Engine's DotProductAttention here runs whole causal sequences only"}
+DECODE_FAMILIES = ("b200lab.models.gpt.GPTFamily", "b200lab.models.moe.MoEFamily")
+
+
+@dataclass
+class GenerateOptions:
+    prompt_len: Optional[int] = None  # null: seq.len
+    output_len: int = 128  # tokens generated per sequence (the first by the prefill)
+    max_len: Optional[int] = None  # cache slots; null: prompt_len + output_len (every decode step reads all of them)
+    sampling: str = "greedy"  # greedy | sample
+    temperature: float = 1.0
+    top_k: Optional[int] = None  # sample among the k likeliest tokens (null: all)
+    cuda_graph: Optional[bool] = None  # capture the decode step in a CUDA graph; null: on a GPU
+    copy_gbps: Optional[float] = None  # the card's copy bandwidth (GB/s) from a recorded workload=hbm run; null: measured here (GPU)
+    copy_size_mb: Optional[float] = None  # buffer size of the in-job copy measurement; null: workload=hbm's default
+
+
+@dataclass
+class GenerateConfig(WorkloadConfig):
+    options: GenerateOptions = field(default_factory=GenerateOptions)
+
+
+def decode_problems(cfg, ctx: CheckContext, workload: str) -> list[str]:
+    """What any decode workload refuses: model families and attention backends without a decode
+    path, packed documents, sequence parallel."""
+    problems = []
+    model_target = str(ctx.cfg.model.get("_target_", ""))
+    if model_target not in DECODE_FAMILIES:
+        problems.append(f"workload={workload} needs a model with a KV-cache decode path (model=gpt family or moe); "
+                        f"model={ctx.cfg.model.name} ({model_target}) has none")
+    attention = ctx.cfg.attention
+    if str(attention.get("_target_", "")) in NO_DECODE:
+        problems.append(f"attention={attention.name} has no decode path for workload={workload}: "
+                        f"{NO_DECODE[str(attention._target_)]}; use attention=sdpa or flex")
+    if attention.get("documents"):
+        problems.append(f"attention={attention.name} keeps packed documents apart; workload={workload} decodes whole "
+                        "prompts: use attention=sdpa, flex or flex_sliding")
+    if (ctx.cfg.parallelism or {}).get("sequence_parallel"):
+        problems.append(f"parallelism.sequence_parallel=true cannot split a one-token decode step over the sequence; "
+                        f"turn it off for workload={workload}")
+    return problems
+
+
+def sequence_limit_problems(ctx: CheckContext, tokens: int, what: str) -> list[str]:
+    model = ctx.cfg.model
+    if model.get("pos") == "learned" and tokens > model.get("max_seq_len", tokens):
+        return [f"{what} = {tokens} exceeds model.max_seq_len={model.max_seq_len} (model.pos=learned has no positions past it)"]
+    return []
+
+
+def sampling_problems(o, prefix: str) -> list[str]:
+    problems = []
+    if o.sampling not in SAMPLING:
+        problems.append(f"{prefix}.sampling={o.sampling!r}: choose {' or '.join(SAMPLING)}")
+    if o.temperature <= 0:
+        problems.append(f"{prefix}.temperature={o.temperature}: must be > 0 (greedy is sampling=greedy)")
+    if o.top_k is not None and o.top_k < 1:
+        problems.append(f"{prefix}.top_k={o.top_k}: must be a positive integer or null")
+    return problems
+
+
+class _Marks:
+    """Points in a generation: CUDA events (read after the worker's end-of-trial sync) or host
+    clock readings on a CPU, where ops run synchronously."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.points = cuda, []
+
+    def record(self) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.points.append(event)
+        else:
+            self.points.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        """Each point's time after the first."""
+        if self.cuda:
+            return [self.points[0].elapsed_time(e) / 1e3 for e in self.points]
+        return [t - self.points[0] for t in self.points]
+
+
+class Generate(Workload):
+    Config = GenerateConfig
+    uses_model = True
+    metric_rules = {
+        **{f"{m}_ms_{p}": "max" for m in ("ttft", "tpot", "itl") for p in ("p50", "p90", "p99", "mean")},
+        "prefill_tokens_per_s": "sum", "decode_tokens_per_s": "sum",  # from each data shard's first rank only
+        "hbm_bw_util": "mean", "hbm_bw_util_min": "min", "hbm_bw_util_max": "max", "decode_gbps": "mean", "copy_gbps": "mean",
+        "decode_bytes_per_step": "sum",
+    }
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = super().validate(cfg, ctx) + decode_problems(cfg, ctx, "generate")
+        o = cfg.options
+        prompt = o.prompt_len if o.prompt_len is not None else ctx.cfg.seq.len
+        for key, value in (("prompt_len", prompt), ("output_len", o.output_len)):
+            if value is None or value < 1:
+                problems.append(f"workload.options.{key}={value}: must be a positive integer")
+        need = (prompt or 0) + (o.output_len or 0)
+        if o.max_len is not None and o.max_len < need:
+            problems.append(f"workload.options.max_len={o.max_len} cannot hold prompt_len + output_len = {prompt} + "
+                            f"{o.output_len} = {need} tokens; raise it or leave it null (= the sum)")
+        problems += sequence_limit_problems(ctx, o.max_len or need, "the cache (prompt_len + output_len)")
+        problems += sampling_problems(o, "workload.options")
+        if o.cuda_graph and ctx.device != "cuda":
+            problems.append(f"workload.options.cuda_graph=true needs a CUDA GPU and this job runs on {ctx.device}")
+        if o.copy_gbps is not None and o.copy_gbps <= 0:
+            problems.append(f"workload.options.copy_gbps={o.copy_gbps}: must be > 0 (GB/s), or null to measure it")
+        if o.copy_size_mb is not None and o.copy_size_mb <= 0:
+            problems.append(f"workload.options.copy_size_mb={o.copy_size_mb}: must be > 0")
+        return problems
+
+    def setup(self) -> None:
+        from b200lab.workloads.hbm import AUTO_SIZE_MB
+
+        cfg, ctx, o = self.ctx.cfg, self.ctx, self.options
+        device = ctx.device
+        cuda = device.type == "cuda"
+        self.batch, self.prompt_len, self.output_len = int(cfg.seq.batch), int(o.prompt_len or cfg.seq.len), int(o.output_len)
+        self.max_len = int(o.max_len or self.prompt_len + self.output_len)
+        self.copy = None
+        if o.copy_gbps is not None:
+            self.copy = {"gbps": float(o.copy_gbps), "source": "given (workload.options.copy_gbps)"}
+        elif cuda:
+            size = float(o.copy_size_mb or AUTO_SIZE_MB["cuda"])
+            self.copy = {"gbps": bandwidth.copy_gbps(device, size), "source": f"measured in this job before the model was built "
+                         f"(device copy of {size:g} MB, read + write, median of 20)"}
+        self.built = build_model(ctx, training=False, compile_model=False)
+        model = self.built.model.eval()
+        precision = self.built.precision
+        self.cache = model.new_static_cache(self.batch, self.max_len, dtype=precision.compute_dtype)
+        inputs, _ = ctx.data.batch(self.batch, self.prompt_len, ctx.generator())
+        self.prompts = inputs["idx"] if isinstance(inputs, dict) else inputs
+        self.tok = torch.zeros(self.batch, 1, dtype=torch.long, device=device)
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.out = torch.zeros(self.batch, self.output_len, dtype=torch.long, device=device)
+        self.sample = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k)
+        self.model = model
+        mode = cfg.compile.mode if self.built.compiled else None
+        self.graph_by = None
+        graph = bool(o.cuda_graph if o.cuda_graph is not None else cuda)
+        if graph and mode == "reduce-overhead":
+            self.graph_by, graph = "torch.compile's CUDA graphs (compile.mode=reduce-overhead)", False
+        self.prefill_fn, self.decode_fn = self._prefill, self._decode
+        if mode is not None:
+            # our own graph wraps the step: inductor must not capture its own inside it
+            step_mode = "max-autotune-no-cudagraphs" if graph and mode == "max-autotune" else mode
+            prefill_mode = "default" if mode == "reduce-overhead" else step_mode  # one prefill per generation: no graph
+            self.prefill_fn = torch.compile(self._prefill, mode=prefill_mode, fullgraph=cfg.compile.fullgraph)
+            self.decode_fn = torch.compile(self._decode, mode=step_mode, fullgraph=cfg.compile.fullgraph)
+        self.graph = self._capture() if graph else None
+        if self.graph is not None:
+            self.graph_by = "a CUDA graph of the decode step (torch.cuda.CUDAGraph, captured after warm-up)"
+        self.leader = shard_leader(ctx)
+        self.generations: list[_Marks] = []
+        self.tokens_per_step = self.batch * self.output_len
+        head_dim = model.cfg.d_model // model.cfg.n_heads
+        self.weight_bytes = bandwidth.weight_bytes(model, self.batch)
+        self.kv_step = lambda p: bandwidth.kv_bytes(model.cfg.n_layers, self.batch, model.blocks[0].kv_heads, head_dim,
+                                                    self.cache.k[0].element_size(), p)
+        self.effective = {
+            "data": ctx.data.effective,
+            "generate": {"batch": self.batch, "prompt_len": self.prompt_len, "output_len": self.output_len, "max_len": self.max_len,
+                         "cache": "static (max_len slots, index_copy_ at a position tensor, length mask)",
+                         "cache_dtype": str(self.cache.k[0].dtype).removeprefix("torch."), "cache_gb": self.cache.nbytes() / 1e9,
+                         "sampling": o.sampling, "compiled": mode, "cuda_graph": self.graph_by or "none",
+                         "weight_bytes_per_step": self.weight_bytes},
+            "copy_bandwidth": self.copy or {"source": None, "reason": "not measured on a CPU (no HBM; a tiny model sits in cache): "
+                                            "hbm_bw_util is defined for GPUs; pass workload.options.copy_gbps to compute it anyway"},
+        }
+        if model.cfg.family == "moe":
+            self.effective["copy_bandwidth"]["hbm_bw_util"] = "not computed: a MoE step reads only the experts its tokens route to"
+
+    def _prefill(self) -> None:
+        out = self.model(self.prompts, cache=self.cache, last_only=True)
+        first = self.sample((out.logits if hasattr(out, "logits") else out)[:, -1])
+        self.tok.copy_(first[:, None])
+        self.out[:, :1].copy_(first[:, None])
+        self.pos.fill_(self.prompt_len)
+
+    def _decode(self) -> None:
+        out = self.model(self.tok, positions=self.pos, cache=self.cache)
+        nxt = self.sample((out.logits if hasattr(out, "logits") else out)[:, -1])
+        self.tok.copy_(nxt[:, None])
+        self.out.index_copy_(1, self.pos - (self.prompt_len - 1), nxt[:, None])
+        self.pos.add_(1)
+
+    def _capture(self):
+        """The (compiled) decode step in a CUDA graph, after warm-up calls on a side stream."""
+        with torch.no_grad(), self.built.precision.autocast():
+            self.prefill_fn()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self.pos.fill_(self.prompt_len)
+                    self.decode_fn()
+            torch.cuda.current_stream().wait_stream(side)
+            self.pos.fill_(self.prompt_len)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.decode_fn()
+        return graph
+
+    def step(self) -> None:
+        marks = _Marks(self.ctx.device.type == "cuda")
+        marks.record()
+        with torch.no_grad(), self.built.precision.autocast():
+            self.prefill_fn()
+            marks.record()
+            for _ in range(self.output_len - 1):
+                if self.graph is not None:
+                    self.graph.replay()
+                else:
+                    self.decode_fn()
+                marks.record()
+        self.generations.append(marks)
+
+    def metrics(self, stats: dict) -> dict:
+        n = int(stats.get("n_steps", 0))
+        warm = int(self.cfg.warmup_steps)
+        timed = [m.seconds() for m in self.generations[warm:warm + n]]
+        if not timed:
+            return {}
+        ttft = [t[1] for t in timed]
+        decode = [t[-1] - t[1] for t in timed]
+        out = _percentiles("ttft", ttft)
+        out.update(_percentiles("itl", [b - a for t in timed for a, b in zip(t[1:], t[2:])]))
+        if self.output_len > 1:
+            out.update(_percentiles("tpot", [d / (self.output_len - 1) for d in decode]))
+        if self.leader:
+            out["prefill_tokens_per_s"] = self.batch * self.prompt_len * len(timed) / sum(ttft)
+            if self.output_len > 1:
+                out["decode_tokens_per_s"] = self.batch * (self.output_len - 1) * len(timed) / sum(decode)
+        if self.output_len > 1:
+            per_gen = (self.output_len - 1) * self.weight_bytes + sum(self.kv_step(p) for p in range(self.prompt_len, self.prompt_len + self.output_len - 1))
+            out["decode_bytes_per_step"] = per_gen / (self.output_len - 1)
+            out["decode_gbps"] = per_gen * len(timed) / sum(decode) / 1e9
+            if self.copy is not None and self.model.cfg.family != "moe":
+                out["copy_gbps"] = self.copy["gbps"]
+                utils = [per_gen / d / 1e9 / self.copy["gbps"] for d in decode]
+                out["hbm_bw_util"] = out["decode_gbps"] / self.copy["gbps"]
+                out["hbm_bw_util_min"], out["hbm_bw_util_max"] = float(np.min(utils)), float(np.max(utils))
+        return out
+
+    def write_artifacts(self, out_dir) -> None:
+        """The tokens of the last generation (a check that decoding ran, and what it produced)."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savetxt(out_dir / "generated_tokens.txt", self.out.cpu().numpy(), fmt="%d")
