@@ -47,7 +47,9 @@ import yaml
 from b200lab import results as results_io
 from b200lab.points import attention_ran, card, compile_ran, precision_ran, what_ran
 
-BLOCK = re.compile(r"<!-- b200lab:table\b(?P<spec>.*?)-->\n(?P<body>.*?)<!-- /b200lab:table -->", re.S)
+# markers start a line, so an indented example of a block (docs/mlflow.md) is text, not a block
+BLOCK = re.compile(r"^<!-- b200lab:table\b(?P<spec>.*?)-->\n(?P<body>.*?)^<!-- /b200lab:table -->", re.S | re.M)
+OPEN, CLOSE = re.compile(r"^<!-- b200lab:table\b", re.M), re.compile(r"^<!-- /b200lab:table -->", re.M)
 SPEC_KEYS = {"files", "where", "rows", "columns", "metric", "metrics", "format", "ratio", "ratio_format", "runs",
              "names", "headers", "vs", "sort"}
 RECORD_ROOTS = ("status", "point", "effective", "requested", "env", "metrics", "mlflow", "config", "measurement")
@@ -376,9 +378,9 @@ def refresh(text: str, path: Path) -> tuple[str, int]:
         return match.group(0)[: match.start("body") - match.start()] + table(match.group("spec"), path.parent, where) + "<!-- /b200lab:table -->"
 
     out = BLOCK.sub(one, text)
-    opened = text.count("<!-- b200lab:table")
-    if opened != count or text.count("<!-- /b200lab:table -->") != count:
-        raise TableSpecError(f"{path}: {opened} block start(s), {text.count('<!-- /b200lab:table -->')} end(s), {count} whole block(s): "
+    opened, closed = len(OPEN.findall(text)), len(CLOSE.findall(text))
+    if opened != count or closed != count:
+        raise TableSpecError(f"{path}: {opened} block start(s), {closed} end(s), {count} whole block(s): "
                              "each `<!-- b200lab:table ... -->` needs a `<!-- /b200lab:table -->` after its table")
     return out, count
 

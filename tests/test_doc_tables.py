@@ -22,7 +22,7 @@ RERUN = "run `b200lab tables README.md docs/measurements/*/README.md` (or experi
 
 def markdown_with_tables() -> list[Path]:
     files = [REPO / "README.md", *sorted(REPO.glob("docs/**/*.md"))]
-    return [p for p in files if "<!-- b200lab:table" in p.read_text()]
+    return [p for p in files if doc_tables.OPEN.search(p.read_text())]
 
 
 @pytest.mark.parametrize("path", markdown_with_tables(), ids=lambda p: str(p.relative_to(REPO)))
