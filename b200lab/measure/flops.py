@@ -24,6 +24,12 @@ skips depend on the batch, so MFU with attention=flex_document overstates the us
     training  = 3 x forward                        (backward costs twice the forward)
 
 Norms, activations, softmax and the optimizer are not counted (model FLOPs, as in PaLM's MFU).
+
+The vision, diffusion and recommender families (docs/measurement.md, "Vision, diffusion and
+recommender families") add up the same pieces per sample: ``linear_flops`` (2 x rows x in x out:
+a patch embedding is one per patch, a conditioning layer one per sample), ``encoder_layer_flops``
+(a non-causal pre-norm block: QKV, output, MLP and full attention over T tokens, 4 T^2 d) and
+``mlp_stack_flops`` (a DLRM's MLPs).
 """
 
 from __future__ import annotations
@@ -72,3 +78,20 @@ def full_attention_flops_per_token(n_layers: int, d: int, seq_len: int) -> int:
 
 def training_multiple(forward_flops: int, training: bool) -> int:
     return 3 * forward_flops if training else forward_flops
+
+
+def linear_flops(rows: int, d_in: int, d_out: int) -> int:
+    """A matmul of ``rows`` vectors through a d_in x d_out weight: 2 FLOPs per multiply-add."""
+    return 2 * rows * d_in * d_out
+
+
+def encoder_layer_flops(tokens: int, d: int, d_ff: int) -> int:
+    """One non-causal transformer layer over ``tokens``: the QKV, output and MLP matmuls, and full
+    attention (every query scores every key: QK^T and PV, 2 T^2 d multiply-adds)."""
+    projections = linear_flops(tokens, d, 3 * d) + linear_flops(tokens, d, d) + 2 * linear_flops(tokens, d, d_ff)
+    return projections + full_attention_flops_per_token(1, d, tokens) * tokens
+
+
+def mlp_stack_flops(widths: list[int]) -> int:
+    """An MLP of layers widths[0] -> widths[1] -> ... for one sample."""
+    return sum(linear_flops(1, a, b) for a, b in zip(widths[:-1], widths[1:]))

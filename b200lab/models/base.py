@@ -77,6 +77,11 @@ class ModelFamily:
         returns their paths."""
         return []
 
+    def rate_metrics(self, stats: dict, samples_per_step: int, seq_len: int, training: bool) -> dict:
+        """Rates of the family's own work from this rank's step statistics (``stats``: step_ms_p50,
+        ...), e.g. a recommender's embedding bytes per second; their rules go in ``metric_rules``."""
+        return {}
+
     def parallelize(self, model: torch.nn.Module, strategy, training: bool) -> torch.nn.Module:
         """Apply the strategy: the family's tensor-parallel plan over the strategy's TP mesh (from
         :data:`TENSOR_PARALLEL_PLANS`), then the strategy's data-parallel wrapper."""

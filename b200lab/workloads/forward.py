@@ -30,7 +30,8 @@ class Forward(Workload):
             self.stats.append(self.built.family.forward_stats(outputs))
 
     def metrics(self, stats: dict) -> dict:
-        return self.built.family.summarize(list(self.stats))
+        family, cfg = self.built.family, self.ctx.cfg
+        return {**family.summarize(list(self.stats)), **family.rate_metrics(stats, int(cfg.seq.batch), int(cfg.seq.len), False)}
 
     def write_artifacts(self, out_dir) -> None:
         self.built.family.artifacts(list(self.stats), out_dir)

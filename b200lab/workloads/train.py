@@ -161,7 +161,9 @@ class Train(Workload):
     def metrics(self, stats: dict) -> dict:
         if not self.n_steps:
             return {}
-        out = {"loss": float(self.losses[-5:].mean()), **self.built.family.summarize(list(self.stats))}
+        family = self.built.family
+        out = {"loss": float(self.losses[-5:].mean()), **family.summarize(list(self.stats)),
+               **family.rate_metrics(stats, self.accum * self.batch, self.seq_len, True)}
         if self.validation is not None:
             out.update(self.validation.metrics())
         return out
