@@ -30,6 +30,7 @@ from typing import Callable, Optional
 
 import torch
 
+from b200lab.serving.decoder import logits_of
 from b200lab.serving.latency import RequestRecord
 from b200lab.serving.loadgen import RequestSpec
 from b200lab.serving.paged import BlockPool, Row
@@ -95,9 +96,7 @@ class Engine:
 
     def _forward(self, idx: torch.Tensor, rows: list[Row]) -> list[int]:
         with torch.inference_mode(), self.autocast():
-            out = self.model(idx, cache=self.pool.view(rows), last_only=True)
-            logits = out.logits if hasattr(out, "logits") else out
-            return self.pick(logits[:, -1]).tolist()
+            return self.pick(logits_of(self.model(idx, cache=self.pool.view(rows), last_only=True))[:, -1]).tolist()
 
     def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
         lim, clock = self.limits, self.clock

@@ -65,7 +65,7 @@ class RequestRecord:
                 "e2e_ms": ms(self.e2e_s) if done else "", "itl_ms_max": ms(max(self.itl_s, default=0.0)) if done else ""}
 
 
-def _percentiles(name: str, values_s: list[float]) -> dict:
+def percentiles(name: str, values_s: list[float]) -> dict:
     if not values_s:
         return {}
     p50, p90, p99 = np.percentile(np.asarray(values_s) * 1e3, [50, 90, 99])
@@ -85,11 +85,11 @@ def request_metrics(runs: list[list[RequestRecord]], slo_ttft_ms: Optional[float
     duration = sum(max(r.token_s[-1] for r in run if r.status == "done") - min(r.arrival_s for r in run)
                    for run in runs if any(r.status == "done" for r in run))
     tokens = sum(len(r.token_s) for r in done)
-    out.update(_percentiles("ttft", [r.ttft_s for r in done]))
-    out.update(_percentiles("tpot", [r.tpot_s for r in done if len(r.token_s) > 1]))
-    out.update(_percentiles("itl", [g for r in done for g in r.itl_s]))
-    out.update(_percentiles("e2e", [r.e2e_s for r in done]))
-    out.update(_percentiles("queue", [r.queue_s for r in done]))
+    out.update(percentiles("ttft", [r.ttft_s for r in done]))
+    out.update(percentiles("tpot", [r.tpot_s for r in done if len(r.token_s) > 1]))
+    out.update(percentiles("itl", [g for r in done for g in r.itl_s]))
+    out.update(percentiles("e2e", [r.e2e_s for r in done]))
+    out.update(percentiles("queue", [r.queue_s for r in done]))
     out["output_tokens"] = tokens
     out["input_tokens"] = sum(r.prompt_len for r in done)
     out["duration_s"] = duration

@@ -29,7 +29,8 @@ import torch
 
 from b200lab.components import CheckContext
 from b200lab.serving import bandwidth
-from b200lab.serving.latency import _percentiles
+from b200lab.serving.decoder import StaticDecoder
+from b200lab.serving.latency import percentiles
 from b200lab.serving.ranks import shard_leader
 from b200lab.serving.sampling import SAMPLING, next_token
 from b200lab.workloads.base import Workload, WorkloadConfig, build_model
@@ -167,28 +168,22 @@ class Generate(Workload):
         self.built = build_model(ctx, training=False, compile_model=False)
         model = self.built.model.eval()
         precision = self.built.precision
-        self.cache = model.new_static_cache(self.batch, self.max_len, dtype=precision.compute_dtype)
         inputs, _ = ctx.data.batch(self.batch, self.prompt_len, ctx.generator())
         self.prompts = inputs["idx"] if isinstance(inputs, dict) else inputs
-        self.tok = torch.zeros(self.batch, 1, dtype=torch.long, device=device)
-        self.pos = torch.zeros(1, dtype=torch.long, device=device)
-        self.out = torch.zeros(self.batch, self.output_len, dtype=torch.long, device=device)
-        self.sample = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k)
+        pick = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k)  # noqa: E731
+        self.decoder = StaticDecoder(model, self.batch, self.prompt_len, self.output_len, self.max_len, precision.compute_dtype,
+                                     pick, precision.autocast)
+        self.cache = self.decoder.cache
         self.model = model
         mode = cfg.compile.mode if self.built.compiled else None
-        self.graph_by = None
         graph = bool(o.cuda_graph if o.cuda_graph is not None else cuda)
+        self.graph_by = "none"
         if graph and mode == "reduce-overhead":
             self.graph_by, graph = "torch.compile's CUDA graphs (compile.mode=reduce-overhead)", False
-        self.prefill_fn, self.decode_fn = self._prefill, self._decode
         if mode is not None:
-            # our own graph wraps the step: inductor must not capture its own inside it
-            step_mode = "max-autotune-no-cudagraphs" if graph and mode == "max-autotune" else mode
-            prefill_mode = "default" if mode == "reduce-overhead" else step_mode  # one prefill per generation: no graph
-            self.prefill_fn = torch.compile(self._prefill, mode=prefill_mode, fullgraph=cfg.compile.fullgraph)
-            self.decode_fn = torch.compile(self._decode, mode=step_mode, fullgraph=cfg.compile.fullgraph)
-        self.graph = self._capture() if graph else None
-        if self.graph is not None:
+            self.decoder.compile(mode, bool(cfg.compile.fullgraph), own_graph=graph)
+        if graph:
+            self.decoder.capture(self.prompts)
             self.graph_by = "a CUDA graph of the decode step (torch.cuda.CUDAGraph, captured after warm-up)"
         self.leader = shard_leader(ctx)
         self.generations: list[_Marks] = []
@@ -202,7 +197,7 @@ class Generate(Workload):
             "generate": {"batch": self.batch, "prompt_len": self.prompt_len, "output_len": self.output_len, "max_len": self.max_len,
                          "cache": "static (max_len slots, index_copy_ at a position tensor, length mask)",
                          "cache_dtype": str(self.cache.k[0].dtype).removeprefix("torch."), "cache_gb": self.cache.nbytes() / 1e9,
-                         "sampling": o.sampling, "compiled": mode, "cuda_graph": self.graph_by or "none",
+                         "sampling": o.sampling, "compiled": mode, "cuda_graph": self.graph_by,
                          "weight_bytes_per_step": self.weight_bytes},
             "copy_bandwidth": self.copy or {"source": None, "reason": "not measured on a CPU (no HBM; a tiny model sits in cache): "
                                             "hbm_bw_util is defined for GPUs; pass workload.options.copy_gbps to compute it anyway"},
@@ -210,49 +205,10 @@ class Generate(Workload):
         if model.cfg.family == "moe":
             self.effective["copy_bandwidth"]["hbm_bw_util"] = "not computed: a MoE step reads only the experts its tokens route to"
 
-    def _prefill(self) -> None:
-        out = self.model(self.prompts, cache=self.cache, last_only=True)
-        first = self.sample((out.logits if hasattr(out, "logits") else out)[:, -1])
-        self.tok.copy_(first[:, None])
-        self.out[:, :1].copy_(first[:, None])
-        self.pos.fill_(self.prompt_len)
-
-    def _decode(self) -> None:
-        out = self.model(self.tok, positions=self.pos, cache=self.cache)
-        nxt = self.sample((out.logits if hasattr(out, "logits") else out)[:, -1])
-        self.tok.copy_(nxt[:, None])
-        self.out.index_copy_(1, self.pos - (self.prompt_len - 1), nxt[:, None])
-        self.pos.add_(1)
-
-    def _capture(self):
-        """The (compiled) decode step in a CUDA graph, after warm-up calls on a side stream."""
-        with torch.no_grad(), self.built.precision.autocast():
-            self.prefill_fn()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self.pos.fill_(self.prompt_len)
-                    self.decode_fn()
-            torch.cuda.current_stream().wait_stream(side)
-            self.pos.fill_(self.prompt_len)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.decode_fn()
-        return graph
-
     def step(self) -> None:
         marks = _Marks(self.ctx.device.type == "cuda")
         marks.record()
-        with torch.no_grad(), self.built.precision.autocast():
-            self.prefill_fn()
-            marks.record()
-            for _ in range(self.output_len - 1):
-                if self.graph is not None:
-                    self.graph.replay()
-                else:
-                    self.decode_fn()
-                marks.record()
+        self.decoder.generate(self.prompts, marks.record)
         self.generations.append(marks)
 
     def metrics(self, stats: dict) -> dict:
@@ -263,10 +219,10 @@ class Generate(Workload):
             return {}
         ttft = [t[1] for t in timed]
         decode = [t[-1] - t[1] for t in timed]
-        out = _percentiles("ttft", ttft)
-        out.update(_percentiles("itl", [b - a for t in timed for a, b in zip(t[1:], t[2:])]))
+        out = percentiles("ttft", ttft)
+        out.update(percentiles("itl", [b - a for t in timed for a, b in zip(t[1:], t[2:])]))
         if self.output_len > 1:
-            out.update(_percentiles("tpot", [d / (self.output_len - 1) for d in decode]))
+            out.update(percentiles("tpot", [d / (self.output_len - 1) for d in decode]))
         if self.leader:
             out["prefill_tokens_per_s"] = self.batch * self.prompt_len * len(timed) / sum(ttft)
             if self.output_len > 1:
@@ -285,4 +241,4 @@ class Generate(Workload):
     def write_artifacts(self, out_dir) -> None:
         """The tokens of the last generation (a check that decoding ran, and what it produced)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.savetxt(out_dir / "generated_tokens.txt", self.out.cpu().numpy(), fmt="%d")
+        np.savetxt(out_dir / "generated_tokens.txt", self.decoder.out.cpu().numpy(), fmt="%d")

@@ -7,7 +7,8 @@ arriving at ``options.qps``, bounded by ``options.duration_s``); warm-up steps r
 (b200lab/serving/latency.py): ttft, tpot, itl and e2e percentiles, request_throughput,
 output_tokens_per_s, goodput under ``options.slo``, completed / rejected / queued counts; every
 request of the last timed run goes to ``artifacts/requests.csv``, and ``options.on_complete``
-(``module:function``) is called with each finished request's row, on rank 0.
+(``module:function``) is called on rank 0 with each finished request's CSV row plus ``phase``
+(warm-up or timed) and ``run`` (the timed run it belongs to).
 
 Ranks serve the same trace in lockstep (rank 0's clock): tensor-parallel peers split the model,
 ``parallelism=ddp`` replicas repeat the work. Request-level metrics come from rank 0 only and
@@ -183,7 +184,8 @@ class Serve(Workload):
         clock = SyncedClock(WallClock()) if ctx.world_size > 1 else WallClock()
         hook = load_hook(o.on_complete) if o.on_complete and ctx.rank == 0 else None
         self.runs: list[list[RequestRecord]] = []
-        on_complete = (lambda rec: hook({**rec.row(), "run": len(self.runs)})) if hook else None
+        self.phase = "warm-up"
+        on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": len(self.runs)})) if hook else None
         limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len)
         self.engine = Engine(model, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete)
         self.calls = 0
@@ -203,6 +205,7 @@ class Serve(Workload):
         if self.calls <= int(self.cfg.warmup_steps):
             self.engine.run(self.warmup_trace)
             return
+        self.phase = "timed"
         records = self.engine.run(self.trace)
         self.runs.append(records)
         tokens = sum(len(r.tokens) for r in records if r.status == "done")

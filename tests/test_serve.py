@@ -1,0 +1,148 @@
+"""workload=serve: the block KV cache against full recomputation, continuous batching against
+sequential generation, the latency metrics against a hand computation on a scripted trace, a
+2-rank run that counts each request once, and refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+
+import pytest
+import torch
+
+from b200lab.serving.engine import Engine, Limits, ScriptedClock
+from b200lab.serving.latency import request_metrics
+from b200lab.serving.loadgen import RequestSpec, make_trace
+from b200lab.serving.paged import BlockPool, Row
+from b200lab.serving.sampling import next_token
+
+from conftest import INLINE, results_files, run_cli
+from test_generate import greedy_by_recompute, tiny_gpt
+
+
+def pool_for(model, blocks: int = 32, block_size: int = 4) -> BlockPool:
+    return BlockPool(model.cfg.n_layers, blocks, block_size, model.blocks[0].kv_heads, model.head_dim, torch.float64, "cpu")
+
+
+def test_block_cache_rows_of_different_lengths_reproduce_the_full_recompute():
+    """Two requests in one pool (blocks of 4), prefilled apart, then decoded together while
+    their lengths differ: float64 logits equal each sequence's full forward."""
+    model = tiny_gpt("sdpa", n_kv_heads=2)
+    pool = pool_for(model)
+    a, b = torch.randint(0, 97, (13,)), torch.randint(0, 97, (8,))
+    with torch.no_grad():
+        ref_a, ref_b = model(a[None])[0], model(b[None])[0]
+        blocks_a, blocks_b = pool.allocate(13), pool.allocate(8)
+        assert (model(a[None, :9], cache=pool.view([Row(blocks_a, 0, 9)]))[0] - ref_a[:9]).abs().max() < 1e-10
+        assert (model(b[None, :4], cache=pool.view([Row(blocks_b, 0, 4)]))[0] - ref_b[:4]).abs().max() < 1e-10
+        for s in range(4):
+            out = model(torch.stack([a[9 + s:10 + s], b[4 + s:5 + s]]), cache=pool.view([Row(blocks_a, 9 + s, 1), Row(blocks_b, 4 + s, 1)]))
+            assert (out[0, 0] - ref_a[9 + s]).abs().max() < 1e-10 and (out[1, 0] - ref_b[4 + s]).abs().max() < 1e-10
+    pool.release(blocks_a)
+    assert pool.used_blocks == 2 and pool.allocate(5) == [0, 1]  # freed blocks are handed out again
+
+
+def test_continuous_batching_returns_the_tokens_of_sequential_generation():
+    """Six requests of different prompt and output lengths arriving at different times, at most
+    two running, so some wait in the queue: each request's greedy tokens equal its tokens
+    generated alone by full recomputation."""
+    model = tiny_gpt("sdpa", n_kv_heads=2)
+    trace = make_trace(3, 6, 1e9, qps=200.0, process="poisson", burstiness=1.0, prompt_len=6, prompt_dist="uniform", output_len=5,
+                       output_dist="uniform", spread=0.8, max_prompt=12, max_output=9, vocab_size=97)
+    assert len({s.prompt_len for s in trace}) > 2 and len({s.output_len for s in trace}) > 2
+    engine = Engine(model, pool_for(model, blocks=12), Limits(max_running=2, max_model_len=40), ScriptedClock(0.01, 0.0, 0.004),
+                    lambda logits: next_token(logits))
+    records = engine.run(trace)
+    assert engine.max_batch >= 2 and any(r.waited for r in records)  # requests did share steps, and one did wait
+    with torch.no_grad():
+        for spec, rec in zip(trace, records):
+            assert rec.status == "done"
+            expected = greedy_by_recompute(model, torch.tensor([spec.prompt]), spec.output_len)[0].tolist()
+            assert rec.tokens == expected, spec.id
+
+
+def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():
+    """Prefill costs 10 ms, a decode step 2 ms (ScriptedClock). A (t=0, 3 tokens), B (t=5 ms,
+    2 tokens), C (t=100 ms, 1 token), D (too long for the cache). By hand:
+      0: A prefill -> A0 at 10;  10: B prefill -> B0 at 20, decode [A] -> A1 at 22;
+      22: decode [A, B] -> A2, B1 at 24;  idle to 100: C prefill -> C0 at 110.
+    A: ttft 10, e2e 24, tpot 7, itl 12, 2;  B: ttft 15, e2e 19, tpot 4, itl 4;  C: ttft 10, e2e 10."""
+    model = tiny_gpt("sdpa")
+    p = lambda n: tuple(range(1, n + 1))  # noqa: E731
+    trace = [RequestSpec(0, 0.0, p(4), 3), RequestSpec(1, 0.005, p(3), 2), RequestSpec(2, 0.100, p(5), 1), RequestSpec(3, 0.050, p(30), 20)]
+    finished = []
+    engine = Engine(model, pool_for(model), Limits(max_running=2, max_model_len=32), ScriptedClock(prefill_s=0.010, decode_s=0.002),
+                    lambda logits: next_token(logits), on_complete=lambda rec: finished.append(rec.id))
+    records = engine.run(trace)
+    assert finished == [0, 1, 2] and records[3].status == "rejected" and "50 tokens exceed the cache" in records[3].reason
+    m = request_metrics([records], slo_ttft_ms=12.0)
+    assert m["requests"] == 4 and m["completed"] == 3 and m["rejected"] == 1 and m["queued"] == 0
+    assert m["ttft_ms_p50"] == pytest.approx(10.0) and m["ttft_ms_p99"] == pytest.approx(10 + 0.98 * 5)
+    assert m["tpot_ms_p50"] == pytest.approx(5.5) and m["tpot_ms_p90"] == pytest.approx(4 + 0.9 * 3)
+    assert m["itl_ms_p50"] == pytest.approx(4.0) and m["itl_ms_mean"] == pytest.approx(6.0)
+    assert m["e2e_ms_p50"] == pytest.approx(19.0) and m["e2e_ms_p99"] == pytest.approx(19 + 0.98 * 5)
+    assert m["output_tokens"] == 6 and m["duration_s"] == pytest.approx(0.110)
+    assert m["request_throughput"] == pytest.approx(3 / 0.110) and m["output_tokens_per_s"] == pytest.approx(6 / 0.110)
+    assert m["goodput"] == pytest.approx(2 / 0.110)  # A and C meet ttft <= 12 ms
+    assert request_metrics([records], slo_ttft_ms=12.0, slo_tpot_ms=5.0)["goodput"] == pytest.approx(1 / 0.110)  # C only (tpot 0)
+
+
+def test_the_queue_rejects_beyond_max_queue_and_max_concurrency_holds_requests_back():
+    model = tiny_gpt("sdpa")
+    burst = [RequestSpec(i, 0.0, (1, 2, 3), 2) for i in range(5)]
+    full = Engine(model, pool_for(model), Limits(max_running=1, max_queue=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
+    assert [r.status for r in full] == ["done", "done", "rejected", "rejected", "rejected"]
+    held = Engine(model, pool_for(model), Limits(max_running=4, max_concurrency=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
+    assert all(r.status == "done" for r in held)
+    assert sorted(r.arrival_s for r in held)[2] > 0  # the third was sent only when one of the first two finished
+    assert all(r.ttft_s == pytest.approx(r.token_s[0] - r.arrival_s) for r in held)
+
+
+HOOK = """
+import json, os
+
+def record(row):
+    with open(os.environ["HOOK_OUT"], "a") as f:
+        f.write(json.dumps(row) + "\\n")
+"""
+
+
+@pytest.mark.e2e
+def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, store):
+    """parallelism=tp over 2 gloo ranks (torchrun) serving one trace: the request counts, the
+    tokens and the per-request CSV are those of one server, the completion hook ran once per
+    request, and only rank 0 reports request metrics."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "lab_hook.py").write_text(textwrap.dedent(HOOK))
+    env = {**store, "PYTHONPATH": str(tmp_path / "hooks"), "HOOK_OUT": str(tmp_path / "hook.jsonl")}
+    proc = run_cli(["workload=serve", "parallelism=tp", "seq=short", "workload.options.num_requests=6", "workload.options.qps=200",
+                    "workload.options.output_len=4", "workload.options.prompt_len=16", "workload.options.warmup_requests=2",
+                    "workload.options.slo.ttft_ms=10000", "workload.options.on_complete=lab_hook:record"], tmp_path, env)
+    assert proc.returncode == 0, proc.output
+    (row,) = results_files(tmp_path / "outputs")
+    m = row["metrics"]
+    assert m["world_size"] == 2 and m["requests"] == 6 and m["completed"] == 6
+    assert m["tokens_per_step"] == m["output_tokens"] and m["goodput"] == pytest.approx(m["request_throughput"])
+    ranks = {r: json.loads(next((tmp_path / "outputs").rglob(f"rank{r}.json")).read_text()) for r in (0, 1)}
+    assert ranks[0]["metrics"]["completed"] == 6 and "completed" not in ranks[1]["metrics"]
+    assert ranks[0]["tokens_per_step"] == ranks[1]["tokens_per_step"] == m["output_tokens"]  # one data shard: counted once
+    rows = list(csv.DictReader(open(next((tmp_path / "outputs").rglob("requests.csv")))))
+    assert len(rows) == 6 and sum(int(r["output_len"]) for r in rows) == m["output_tokens"]
+    hooked = [json.loads(line) for line in (tmp_path / "hook.jsonl").read_text().splitlines()]
+    assert sorted(h["id"] for h in hooked if h["phase"] == "timed" and h["run"] == 0) == list(range(6))
+    assert len(hooked) == 6 + 2 and all(float(h["ttft_ms"]) > 0 for h in hooked)  # the warm-up's 2 requests too
+    assert row["effective"]["serve"]["clock"].startswith("rank 0's")
+
+
+@pytest.mark.e2e
+def test_serve_refuses_bad_input(tmp_path, store):
+    proc = run_cli(["workload=serve", INLINE, "seq=short", "workload.options.qps=0", "compile=default", "workload.options.on_complete=os:system",
+                    "workload.options.arrival=uniform", "attention=te"], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    for needle in ("workload.options.qps=0.0: must be > 0 requests per second",
+                   "compile=default: workload=serve runs the model eagerly",
+                   "workload.options.on_complete='os:system': a hook is a function of your own package, not the standard library",
+                   "workload.options.arrival='uniform': choose poisson or gamma",
+                   "attention=te has no decode path for workload=serve"):
+        assert needle in proc.stderr, needle
