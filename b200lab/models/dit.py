@@ -177,7 +177,7 @@ class DiTFamily(SampleFamily):
     token_unit = "sample"
     seq_field = "latent_size"
     seq_meaning = "the latent side (latent pixels)"
-    seq_option = "latent32"
+    seq_options = {32: "latent32", 8: "latent8"}
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:

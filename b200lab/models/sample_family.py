@@ -40,7 +40,7 @@ class SampleFamily(ModelFamily):
     takes_fp8 = True
     seq_field: Optional[str] = None  # the model field seq.len must equal; None: seq.len is free (its meaning still applies)
     seq_meaning = ""  # what seq.len is for this family
-    seq_option = ""  # the seq option that fits the presets
+    seq_options: dict = {}  # the seq option that sets seq.len to a preset's size, by that size
 
     def tokens_per_sample(self, seq_len: int) -> int:
         return 1
@@ -63,7 +63,7 @@ class SampleFamily(ModelFamily):
         if cls.seq_field is None or seq.len == cfg[cls.seq_field]:
             return []
         want = cfg[cls.seq_field]
-        option = f"seq={cls.seq_option} or " if cls.seq_option else ""
+        option = f"seq={cls.seq_options[want]} or " if want in cls.seq_options else ""
         return [f"seq={seq.name} (seq.len={seq.len}) with model={cfg.name}: a {cls.label} reads seq.len as {cls.seq_meaning}, "
                 f"and model.{cls.seq_field}={want} fixes it; use {option}seq.len={want} (seq.batch is {cls.token_unit}s per step)"]
 

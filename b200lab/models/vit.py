@@ -117,7 +117,7 @@ class ViTFamily(SampleFamily):
     token_unit = "image"
     seq_field = "image_size"
     seq_meaning = "the image side in pixels"
-    seq_option = "img224"
+    seq_options = {224: "img224", 32: "img32"}
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
