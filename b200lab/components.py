@@ -28,7 +28,9 @@ ENTRY_POINT_PREFIX = "b200lab."
 # group -> schema name -> class. A config option selects its class and schema through its
 # defaults list (``- /schema/model/gpt@_here_``), which also sets ``_target_``.
 SHIPPED: dict[str, dict[str, str]] = {
-    "model": {"gpt": "b200lab.models.gpt.GPTFamily", "moe": "b200lab.models.moe.MoEFamily"},
+    "model": {"gpt": "b200lab.models.gpt.GPTFamily", "moe": "b200lab.models.moe.MoEFamily",
+              "vision": "b200lab.models.vit.ViTFamily", "diffusion": "b200lab.models.dit.DiTFamily",
+              "recommender": "b200lab.models.dlrm.DLRMFamily"},
     "precision": {
         "autocast": "b200lab.precision.autocast.AutocastPrecision",
         "te_fp8": "b200lab.precision.te_fp8.TEFP8Precision",
