@@ -54,20 +54,19 @@ class BlockPool:
         t = rows[0].new_tokens
         if any(r.new_tokens != t for r in rows):
             raise ValueError("every row of one step writes the same number of tokens")
-        lengths = [r.start + t for r in rows]
-        width = max(lengths)
         bs = self.block_size
-        write, read, valid, positions = [], [], [], []
-        for r, length in zip(rows, lengths):
-            slot = [r.blocks[p // bs] * bs + p % bs for p in range(length)]
-            pad = width - length
-            write.append(slot[r.start:])
-            read.append([0] * pad + slot)
-            valid.append([0] * pad + [1] * length)
-            positions.append(list(range(r.start, length)))
-        as_long = dict(dtype=torch.long, device=self.device)
-        return PagedStep(self, torch.tensor(write, **as_long), torch.tensor(read, **as_long), torch.tensor(valid, **as_long),
-                         torch.tensor(positions, **as_long))
+        width = max(r.start for r in rows) + t
+        table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
+        for i, r in enumerate(rows):
+            table[i, :len(r.blocks)] = torch.tensor(r.blocks)
+        starts = torch.tensor([r.start for r in rows])
+        table, starts = table.to(self.device, non_blocking=True), starts.to(self.device, non_blocking=True)
+        # right-aligned: column j of row b holds position j - (width - length_b); the new tokens are the last t columns
+        pos = torch.arange(width, device=self.device)[None, :] - (width - t - starts)[:, None]
+        valid = pos >= 0
+        at = pos.clamp(min=0)
+        read = table.gather(1, at // bs) * bs + at % bs
+        return PagedStep(self, read[:, width - t:], read, valid.long(), pos[:, width - t:])
 
 
 @dataclass
