@@ -36,9 +36,13 @@ class StaticDecoder:
         self.graph: Optional[torch.cuda.CUDAGraph] = None
 
     def compile(self, mode: str, fullgraph: bool, own_graph: bool) -> None:
-        """torch.compile both functions; under our own CUDA graph inductor must not capture its
+        """torch.compile both functions (inductor's coordinate-descent tuning on, as gpt-fast does;
+        this process is the job's own). Under our own CUDA graph inductor must not capture its
         own (max-autotune -> max-autotune-no-cudagraphs); the prefill runs once per generation
         and never takes reduce-overhead's graphs."""
+        import torch._inductor.config as inductor
+
+        inductor.coordinate_descent_tuning = True  # gpt-fast's setting: tunes the small fused kernels of a one-token step
         step_mode = "max-autotune-no-cudagraphs" if own_graph and mode == "max-autotune" else mode
         self.prefill_fn = torch.compile(self._prefill, mode="default" if mode == "reduce-overhead" else step_mode, fullgraph=fullgraph)
         self.decode_fn = torch.compile(self._decode, mode=step_mode, fullgraph=fullgraph)

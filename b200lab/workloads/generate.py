@@ -197,7 +197,7 @@ class Generate(Workload):
             "generate": {"batch": self.batch, "prompt_len": self.prompt_len, "output_len": self.output_len, "max_len": self.max_len,
                          "cache": "static (max_len slots, index_copy_ at a position tensor, length mask)",
                          "cache_dtype": str(self.cache.k[0].dtype).removeprefix("torch."), "cache_gb": self.cache.nbytes() / 1e9,
-                         "sampling": o.sampling, "compiled": mode, "cuda_graph": self.graph_by,
+                         "sampling": o.sampling, "compiled": mode and f"{mode} (inductor coordinate_descent_tuning)", "cuda_graph": self.graph_by,
                          "weight_bytes_per_step": self.weight_bytes},
             "copy_bandwidth": self.copy or {"source": None, "reason": "not measured on a CPU (no HBM; a tiny model sits in cache): "
                                             "hbm_bw_util is defined for GPUs; pass workload.options.copy_gbps to compute it anyway"},

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 12 on a lent Hopper host: generation (batch-1 decode, hbm_bw_util) and serving under load.
+#   bash experiments/scripts/gpu_serving.sh PHASE [PHASE...]
+# Phases:
+#   decode            the card's copy bandwidth (workload=hbm, 1 and 4 GB), then batch-1 bf16 decode of gpt_1b and
+#                     gpt_8b, compiled + CUDA graph, prompt 128, 256 tokens out, 3 trials x 5 generations; each
+#                     generate job also measures the copy bandwidth itself before building the model (hbm_bw_util)
+#   decode_baselines  the same decode eager (no graph), compiled without a graph, and compile=reduce-overhead
+#   decode_autotune   compile=max-autotune (Triton GEMV templates with fused epilogues; minutes of autotuning for 8b)
+#   decode_profile    one profiled generation of each (profile=torch): traces/kernel_breakdown_rank0.csv says where
+#                     the kernel time goes; step time minus kernel time is launch gaps
+#   serve_load        experiment=serve_load (gpt_1b, qps 16/64/256)
+#   serve_tp2         the same at tp2 (needs 2 GPUs)
+# Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Results land in multirun/
+# and the MLflow store mlflow.db; $OUT receives them as one tarball after every phase when OUT is set.
+set -uo pipefail
+export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
+python3 -c 'import hydra, mlflow' 2>/dev/null || { mkdir -p /root/parts && cp .gpu/p*/* /root/parts/ 2>/dev/null; bash .gpu/base/install.sh >/dev/null; }
+lab() { python3 -m b200lab "$@" 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]"; }
+DECODE="workload=generate precision=bf16 seq.batch=1 seq.len=128 workload.options.output_len=256 workload.warmup_steps=2 workload.steps=5 workload.trials=3"
+for phase in "$@"; do
+  echo "=== phase $phase $(date -u +%FT%TZ)"
+  case $phase in
+    decode)
+      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv
+      lab -m hydra.sweep.dir=multirun/serving_hbm workload=hbm workload.options.size_mb=1024,4096
+      lab -m hydra.sweep.dir=multirun/decode $DECODE model=gpt_1b,gpt_8b compile=default ;;
+    decode_baselines)
+      lab -m hydra.sweep.dir=multirun/decode_eager $DECODE model=gpt_1b,gpt_8b compile=none workload.options.cuda_graph=false
+      lab -m hydra.sweep.dir=multirun/decode_nograph $DECODE model=gpt_1b,gpt_8b compile=default workload.options.cuda_graph=false
+      lab -m hydra.sweep.dir=multirun/decode_ro $DECODE model=gpt_1b,gpt_8b compile=reduce-overhead ;;
+    decode_autotune) lab -m hydra.sweep.dir=multirun/decode_autotune $DECODE model=gpt_1b,gpt_8b compile=max-autotune ;;
+    decode_profile)
+      lab -m hydra.sweep.dir=multirun/decode_profile $DECODE model=gpt_1b,gpt_8b compile=default profile=torch workload.trials=1 workload.steps=3
+      for f in multirun/decode_profile/*/traces/kernel_breakdown_rank0.csv; do echo "--- $f"; cat "$f"; done ;;
+    serve_load) lab -m hydra.sweep.dir=multirun/serve_load experiment=serve_load ;;
+    serve_tp2) lab -m hydra.sweep.dir=multirun/serve_load_tp2 experiment=serve_load parallelism=tp ;;
+    *) echo "unknown phase $phase" ;;
+  esac
+  [ -n "${OUT:-}" ] && tar czf "$OUT/results.tgz" mlflow.db multirun outputs 2>/dev/null
+done
