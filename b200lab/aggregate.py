@@ -61,6 +61,10 @@ def aggregate(ranks: list[dict]) -> dict:
         return {"status": "error", "error": "; ".join(bad), "metrics": {}, "effective": {}, "env": {}, "unaggregated": [], "info": {}, "step_ms": [],
                 "curves": {}}
     ranks = sorted(parsed, key=lambda r: r["rank"])
+    expected = max(r.get("world_size", 1) for r in ranks)
+    missing = sorted(set(range(expected)) - {r["rank"] for r in ranks})
+    if missing:  # e.g. another node's ranks whose files never reached the shared job dir
+        bad.append(f"ranks {', '.join(map(str, missing))} of {expected} did not report (nothing in ranks/)")
     status = "error" if bad else min((r["status"] for r in ranks), key=STATUS_ORDER.index)
     errors = bad + [f"rank {r['rank']}: {r['error']}" for r in ranks if r.get("error")]
     n = min(len(r["step_ms"]) for r in ranks)

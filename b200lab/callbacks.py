@@ -48,27 +48,39 @@ def conclude(records: list[dict], bad: list, parent: dict | None = None) -> None
         raise SystemExit(code)
 
 
-def claim_or_exit(directory: Path, key: str) -> None:
+def claim_or_exit(directory: Path, key: str, node: int = 0) -> None:
     from b200lab.dir_claim import DirBusy, claim
 
     try:
-        claim(directory, key)
+        claim(directory, key, node)
     except DirBusy as exc:
         print(f"b200lab: {exc}", file=sys.stderr)
         raise SystemExit(2)
 
 
+def _node(config: DictConfig) -> int:
+    """This machine's node rank in a multi-node job (0 otherwise, or where the config cannot say)."""
+    from b200lab.launch import this_node
+
+    try:
+        return this_node(config.parallelism)
+    except Exception:  # an unresolvable config: the job reports it
+        return 0
+
+
 class LabCallbacks(Callback):
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         ensure_writable(Path(str(config.hydra.run.dir)), "hydra.run.dir")
-        claim_or_exit(Path(str(config.hydra.run.dir)), "hydra.run.dir")
+        claim_or_exit(Path(str(config.hydra.run.dir)), "hydra.run.dir", _node(config))
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn | None = None, **kwargs) -> None:
         from b200lab.dir_claim import release
 
-        release(Path(str(config.hydra.run.dir)))
+        release(Path(str(config.hydra.run.dir)), _node(config))
         if job_return is not None and job_return.status == JobStatus.FAILED:
             return  # Hydra re-raises the job's exception
+        if _node(config):  # node 0 writes the job's results.json and concludes
+            return
         job_dir = Path(str(config.hydra.runtime.output_dir or config.hydra.run.dir))
         good, bad = results_io.read_all(results_io.find([job_dir / results_io.FILENAME]))
         conclude([r for _, r in good], bad)

@@ -30,8 +30,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim(directory: Path, key: str) -> None:
-    path = Path(directory) / CLAIM
+def claim(directory: Path, key: str, node: int = 0) -> None:
+    """``node``: a multi-node job's machines share one job dir, each node holding its own claim."""
+    path = Path(directory) / claim_name(node)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     while True:
         try:
@@ -52,8 +53,12 @@ def claim(directory: Path, key: str) -> None:
         return
 
 
-def release(directory: Path) -> None:
-    path = Path(directory) / CLAIM
+def claim_name(node: int) -> str:
+    return CLAIM if not node else f"{CLAIM}.node{node}"
+
+
+def release(directory: Path, node: int = 0) -> None:
+    path = Path(directory) / claim_name(node)
     try:
         if json.loads(path.read_text()).get("pid") == os.getpid():
             path.unlink()

@@ -21,7 +21,7 @@ from b200lab import results as results_io
 from b200lab import sweep
 from b200lab.aggregate import aggregate
 from b200lab.config import ConfigError, resolve_device, validate
-from b200lab.launch import launch
+from b200lab.launch import launch, rendezvous
 from b200lab.measure.environment import host_env
 from b200lab.summary import one_line
 from b200lab.tracking import Tracker, flatten, probe, publish, resolve_uri
@@ -32,11 +32,22 @@ def requested(cfg: DictConfig) -> dict:
     return {
         "precision": cfg.precision.name,
         "attention": cfg.attention.name,
-        "parallelism": f"{cfg.parallelism.name} nproc={cfg.parallelism.nproc}",
+        "parallelism": requested_layout(cfg.parallelism),
         "device": cfg.run.device,
         "compile": cfg.compile.name,
         "workload": cfg.workload.name,
     }
+
+
+def requested_layout(parallelism) -> str:
+    """The layout as asked: ``ddp nproc=2``, or for a mesh (nproc derived) ``tp tp=2 dp=1``."""
+    if parallelism.get("nproc") is None and "tp" in parallelism:
+        words = [f"tp={parallelism.tp}", f"dp={parallelism.dp}"]
+    else:
+        words = [f"nproc={parallelism.nproc}"]
+    if int(parallelism.get("nnodes") or 1) > 1:
+        words.append(f"nnodes={parallelism.nnodes}")
+    return " ".join([parallelism.name, *words])
 
 
 def run_name(cfg) -> str:
@@ -91,6 +102,9 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
             print(f"b200lab: {exc}", file=sys.stderr)
             raise SystemExit(2)
         results.update(status="error", error=str(exc))
+    node = _node_rank(results)
+    if node:  # node 0 writes the job dir's config.yaml (the ranks of every node read it) and results
+        return _run_other_node(cfg, job_dir, results, node)
     OmegaConf.save(OmegaConf.create(results["config"]), job_dir / "config.yaml")
 
     tracker = _open_run(cfg, results, sweep_dir)
@@ -113,6 +127,27 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
             sweep.finish(sweep_dir, interrupted=True)
         raise SystemExit(130)
     return results
+
+
+def _node_rank(results: dict) -> int:
+    """This machine's node rank in a multi-node job (0 for a one-node job or a config error)."""
+    parallelism = (results["config"] or {}).get("parallelism") or {}
+    if results["status"] != "ok" or int(parallelism.get("nnodes") or 1) == 1:
+        return 0
+    return rendezvous(OmegaConf.create(parallelism)).node_rank
+
+
+def _run_other_node(cfg: DictConfig, job_dir: Path, results: dict, node: int) -> dict:
+    """Node ``node`` > 0 of a multi-node job runs its share of the ranks and records nothing:
+    node 0 opens the job's one MLflow run and writes results.json from every rank's file in the
+    shared job dir."""
+    print(f"b200lab: node {node}: running this node's ranks; node 0 records the job ({job_dir})", flush=True)
+    outcome = launch(job_dir, cfg, job_dir / f"job.node{node}.log", OmegaConf.create(results["config"]["parallelism"]))
+    ok = outcome.returncode == 0 and not (outcome.interrupted or outcome.timed_out)
+    print(f"b200lab: node {node}: ranks {'finished' if ok else f'ended with exit code {outcome.returncode}'}", flush=True)
+    if outcome.interrupted or not ok:
+        raise SystemExit(130 if outcome.interrupted else 1)
+    return {**results, "node_rank": node}
 
 
 def _save_and_publish(tracker: Optional[Tracker], results: dict, job_dir: Path) -> None:
@@ -155,7 +190,7 @@ def _open_run(cfg: DictConfig, results: dict, sweep_dir: Optional[Path]) -> Opti
 
 def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
     """Launch the ranks and fold their reports into results; True if interrupted by the user."""
-    outcome = launch(job_dir, cfg, job_dir / "job.log")
+    outcome = launch(job_dir, cfg, job_dir / "job.log", OmegaConf.create(results["config"]["parallelism"]))
     profile_notes = {**outcome.profile, **(outcome.ranks[0].get("profile", {}) if outcome.ranks else {})}
     if profile_notes:
         results["profile"] = profile_notes

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -85,6 +86,15 @@ class Rendezvous:
     endpoint: Optional[str] = None
 
 
+def this_node(parallelism, env: Optional[dict] = None) -> int:
+    """This machine's node rank: ``parallelism.node_rank``, else $NODE_RANK, else $SLURM_NODEID, else 0."""
+    env = os.environ if env is None else env
+    if int(parallelism.get("nnodes") or 1) == 1:
+        return 0
+    node_rank = parallelism.get("node_rank")
+    return int(env.get("NODE_RANK", env.get("SLURM_NODEID", 0)) if node_rank is None else node_rank)
+
+
 def rendezvous(parallelism, env: Optional[dict] = None) -> Rendezvous:
     """From ``parallelism.nnodes/node_rank/rdzv_endpoint``, each unset one from the environment:
     $NODE_RANK or $SLURM_NODEID; $B200LAB_RDZV_ENDPOINT, $MASTER_ADDR:$MASTER_PORT, or the first
@@ -93,9 +103,7 @@ def rendezvous(parallelism, env: Optional[dict] = None) -> Rendezvous:
     nnodes, nproc = int(parallelism.get("nnodes") or 1), int(parallelism.nproc)
     if nnodes == 1:
         return Rendezvous(nproc)
-    node_rank = parallelism.get("node_rank")
-    if node_rank is None:
-        node_rank = int(env.get("NODE_RANK", env.get("SLURM_NODEID", 0)))
+    node_rank = this_node(parallelism, env)
     endpoint = parallelism.get("rdzv_endpoint") or env.get("B200LAB_RDZV_ENDPOINT")
     if not endpoint and env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
         endpoint = f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}"
@@ -205,15 +213,29 @@ def launch_inline(job_dir: Path) -> LaunchOutcome:
     return LaunchOutcome([result], 0, result["status"] == "interrupted", False, "")
 
 
-def launch(job_dir: Path, cfg, log_path: Path) -> LaunchOutcome:
+def await_all_ranks(job_dir: Path, nproc: int, ranks: list[dict], killed: dict, wait_s: float = 60.0) -> list[dict]:
+    """Node 0 of a multi-node job: this node's ranks are done; the other nodes' ranks write their
+    files into the shared job dir at about the same time. Wait up to ``wait_s`` for all of them."""
+    deadline = time.monotonic() + wait_s
+    while len(ranks) < nproc and time.monotonic() < deadline:
+        time.sleep(0.5)
+        ranks = read_ranks(job_dir, killed)
+    return ranks
+
+
+def launch(job_dir: Path, cfg, log_path: Path, parallelism=None) -> LaunchOutcome:
+    """``parallelism``: the completed section (a derived nproc filled in; this node's rank), by
+    default job_dir/config.yaml's (which the nodes of a multi-node job share)."""
     if cfg.run.launcher == "inline":
         return launch_inline(job_dir)
     from b200lab import profiling
 
     prefix, notes = profiling.command_prefix(cfg.profile, job_dir)
-    # the completed config (job_dir/config.yaml): a derived nproc (tp x dp) is filled in there
-    parallelism = OmegaConf.load(job_dir / "config.yaml").parallelism
-    outcome = launch_torchrun(job_dir, rendezvous(parallelism), float(cfg.run.timeout_s), log_path, prefix)
+    parallelism = parallelism or OmegaConf.load(job_dir / "config.yaml").parallelism
+    rdzv = rendezvous(parallelism)
+    outcome = launch_torchrun(job_dir, rdzv, float(cfg.run.timeout_s), log_path, prefix)
+    if rdzv.nnodes > 1 and not outcome.interrupted:
+        outcome.ranks = await_all_ranks(job_dir, int(parallelism.nproc), outcome.ranks, outcome.killed)
     outcome.profile = notes
     if cfg.profile.name == "ncu" and (job_dir / "ncu_raw.csv").exists():
         rows = profiling.ncu_table(job_dir / "ncu_raw.csv", notes["ncu_metrics"], int(cfg.profile.options.get("top", 15)))

@@ -80,3 +80,32 @@ def test_multi_node_torchrun_uses_a_static_rendezvous_from_config_or_environment
     single = rendezvous(OmegaConf.create({"nproc": 2}), {})
     assert "--standalone" in torchrun_command(tmp_path, single) and "--nproc-per-node=2" in torchrun_command(tmp_path, single)
     assert rank_env(2)["NCCL_NVLS_ENABLE"] == "0"  # NVLink SHARP multicast stays off
+
+
+@pytest.mark.e2e
+def test_two_nodes_record_one_job_with_every_rank(tmp_path, store):
+    """Two b200lab processes on this machine stand in for two nodes (one gloo rank each, a static
+    rendezvous at node 0, one shared job dir): node 0 writes the job's one results.json and MLflow
+    run from both ranks; node 1 runs its rank and records nothing."""
+    import socket
+
+    from conftest import FAST, popen_cli
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job_dir = tmp_path / "job"
+    common = ["model=tiny", "workload=forward", "parallelism=ddp", "parallelism.nproc=2", "parallelism.nnodes=2",
+              f"parallelism.rdzv_endpoint=127.0.0.1:{port}", f"hydra.run.dir={job_dir}", *FAST]
+    nodes = [popen_cli([*common, f"parallelism.node_rank={n}"], tmp_path, store) for n in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert "node 1: running this node's ranks; node 0 records the job" in outputs[1]
+    (record,) = results_files(job_dir)
+    assert record["status"] == "ok", record["error"]
+    m = record["metrics"]
+    assert m["world_size"] == 2 and {"peak_rss_gb_rank0", "peak_rss_gb_rank1"} <= set(m)
+    assert m["tokens_per_step"] == 2 * record["config"]["seq"]["batch"] * record["config"]["seq"]["len"]  # two data shards
+    assert record["requested"]["parallelism"] == "ddp nproc=2 nnodes=2"
+    (run,) = runs(store["MLFLOW_TRACKING_URI"])
+    assert run.info.run_id == record["mlflow"]["run_id"]
