@@ -80,6 +80,11 @@ def aggregate(ranks: list[dict]) -> dict:
     if n and tokens_per_step and span_s > 0:
         metrics["tokens_per_s"] = tokens_per_step * n / span_s
         metrics["tokens_per_s_per_gpu"] = metrics["tokens_per_s"] / world
+        unit = (ranks[0].get("effective", {}).get("model") or {}).get("unit")
+        if unit and unit != "token":  # a family whose "token" is an image or a sample (docs/families.md)
+            metrics["samples_per_s"] = metrics["tokens_per_s"]
+            if unit != "sample":
+                metrics[f"{unit}s_per_s"] = metrics["tokens_per_s"]
     metrics["tokens_per_step"] = tokens_per_step
     warmup = [max(r["warmup_ms"][i] for r in ranks) for i in range(min(len(r["warmup_ms"]) for r in ranks))]
     if warmup:

@@ -6,6 +6,7 @@ import dataclasses
 import shutil
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -38,9 +39,18 @@ NEEDS_CUDA_ATTENTION = {"sdpa_cudnn": "cuDNN attention needs a CUDA GPU", "sdpa_
                         "te": "attention=te needs a CUDA GPU"}
 
 
+def _own_seq(group: str, option: str) -> list[str]:
+    """The image and latent families fix their sample's size in the model (docs/families.md): such
+    a model option composes with the seq option of that size."""
+    if group != "model":
+        return []
+    spec = yaml.safe_load((CONF / "model" / f"{option}.yaml").read_text())
+    return next(([f"seq={prefix}{spec[key]}"] for key, prefix in (("image_size", "img"), ("latent_size", "latent")) if key in spec), [])
+
+
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_option_composes_and_validates(group, option):
-    cfg = _compose([f"{group}={option}"])
+    cfg = _compose([f"{group}={option}", *_own_seq(group, option)])
     assert cfg[group].name == option
     device = "cpu"
     if (group == "parallelism" and "tp" not in cfg.parallelism) or (group == "workload" and option in ("allreduce", "comms")):

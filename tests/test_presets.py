@@ -30,6 +30,12 @@ def test_preset_runs_once(path, tmp_path, store):
     if "experiment/nightly@_global_" in swept:
         # test_compose composes all of its points; one of each kind runs here (19 inline points cost a minute)
         overrides = [*overrides, "experiment/nightly@_global_=dense_1b_train,moe_e8k2,long_flex_32k_forward,fp8_te"]
+    if "experiment/families@_global_" in swept:
+        # the families' CPU-sized points (the tiny GPT's model/seq would replace the families)
+        overrides = [o for o in overrides if not o.startswith(("model=", "seq="))]
+        overrides = [*overrides, "experiment/families@_global_=vit_mini_forward,dit_mini_forward,dlrm_small_forward"]
+    if {"override /workload": "serve"} in preset.get("defaults", []):
+        overrides = [*overrides, "workload.options.num_requests=8"]  # the load and its metrics, not a long run
     if "compile" in swept:
         # max-autotune's CPU autotuning costs minutes and shows nothing more than default does here
         overrides = [*overrides, "compile=none,default"]

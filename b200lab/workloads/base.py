@@ -172,7 +172,9 @@ def _probe_attention(family, attention, precision, seq_len: int, device, trainin
     attention.training = training
     q = torch.empty(1, heads, t, d, dtype=precision.compute_dtype, device=device)
     kv = torch.empty(1, kv_heads, t, d, dtype=precision.compute_dtype, device=device)
-    attention.probe(q, kv, kv)
+    from b200lab.attention import CAUSAL
+
+    attention.probe(q, kv, kv, getattr(family, "attention_mask", CAUSAL))  # the ViT and DiT attend both ways
 
 
 def stage_inputs(cfg, device: str, job_dir: Path) -> list[str]:
