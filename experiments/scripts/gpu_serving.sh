@@ -17,6 +17,7 @@ set -uo pipefail
 export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
 python3 -c 'import hydra, mlflow' 2>/dev/null || { mkdir -p /root/parts && cp .gpu/p*/* /root/parts/ 2>/dev/null; bash .gpu/base/install.sh >/dev/null; }
 lab() { python3 -m b200lab "$@" 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]"; }
+MODELS=${MODELS:-gpt_1b,gpt_8b}
 DECODE="workload=generate precision=bf16 seq.batch=1 seq.len=128 workload.options.output_len=256 workload.warmup_steps=2 workload.steps=5 workload.trials=3"
 for phase in "$@"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
@@ -24,14 +25,14 @@ for phase in "$@"; do
     decode)
       nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv
       lab -m hydra.sweep.dir=multirun/serving_hbm workload=hbm workload.options.size_mb=1024,4096
-      lab -m hydra.sweep.dir=multirun/decode $DECODE model=gpt_1b,gpt_8b compile=default ;;
+      lab -m hydra.sweep.dir=multirun/decode $DECODE model=$MODELS compile=default ;;
     decode_baselines)
-      lab -m hydra.sweep.dir=multirun/decode_eager $DECODE model=gpt_1b,gpt_8b compile=none workload.options.cuda_graph=false
-      lab -m hydra.sweep.dir=multirun/decode_nograph $DECODE model=gpt_1b,gpt_8b compile=default workload.options.cuda_graph=false
-      lab -m hydra.sweep.dir=multirun/decode_ro $DECODE model=gpt_1b,gpt_8b compile=reduce-overhead ;;
-    decode_autotune) lab -m hydra.sweep.dir=multirun/decode_autotune $DECODE model=gpt_1b,gpt_8b compile=max-autotune ;;
+      lab -m hydra.sweep.dir=multirun/decode_eager $DECODE model=$MODELS compile=none workload.options.cuda_graph=false
+      lab -m hydra.sweep.dir=multirun/decode_nograph $DECODE model=$MODELS compile=default workload.options.cuda_graph=false
+      lab -m hydra.sweep.dir=multirun/decode_ro $DECODE model=$MODELS compile=reduce-overhead ;;
+    decode_autotune) lab -m hydra.sweep.dir=multirun/decode_autotune $DECODE model=$MODELS compile=max-autotune ;;
     decode_profile)
-      lab -m hydra.sweep.dir=multirun/decode_profile $DECODE model=gpt_1b,gpt_8b compile=default profile=torch workload.trials=1 workload.steps=3
+      lab -m hydra.sweep.dir=multirun/decode_profile $DECODE model=$MODELS compile=default profile=torch workload.trials=1 workload.steps=3
       for f in multirun/decode_profile/*/traces/kernel_breakdown_rank0.csv; do echo "--- $f"; cat "$f"; done ;;
     serve_load) lab -m hydra.sweep.dir=multirun/serve_load experiment=serve_load ;;
     serve_tp2) lab -m hydra.sweep.dir=multirun/serve_load_tp2 experiment=serve_load parallelism=tp ;;
