@@ -86,6 +86,8 @@ PROSE_RATIOS = [  # (file, the text that states it, numerator run, denominator r
     ("2026-11-26-h200x2-nccl/README.md", "(run e6ac9956), 1.65x", "e6ac9956", "01999527", "tokens_per_s", 1.65, 2),
     ("2026-11-26-seams-reverify/README.md", "476,268 on two (8eaeeecb), 1.75x", "8eaeeecb", "c4494bf6", "tokens_per_s", 1.75, 2),
     ("2026-11-26-parallel-partial/README.md", "0.912 of linear", "500696a9", "724e6535", "tokens_per_s", 2 * 0.912, 2),
+    ("2026-11-26-parallel-scaling/README.md", "**FSDP2 0.968**", "a2807b48", "17c39c75", "tokens_per_s", 2 * 0.968, 3),
+    ("2026-11-26-parallel-scaling/README.md", "**DDP 0.959**", "afe521d1", "cc9aa424", "tokens_per_s", 2 * 0.959, 3),
 ]
 
 
@@ -101,6 +103,37 @@ def test_mfu_per_ghz_stated_in_prose():
     for run_id, stated in (("16487e50", "0.3619"), ("e198f690", "0.3622"), ("caeeef93", "0.3624")):
         assert f"{stated} ({run_id})" in text
         assert f"{metric_of(run_id, 'mfu') / metric_of(run_id, 'sm_clock_mhz_mean') * 1000:.4f}" == stated
+
+
+FAMILIES = MEASUREMENTS / "2026-11-26-families"
+REFERENCE_RATIOS = [  # (the README's words, lab run, reference model, reference precision, stated ratio)
+    ("autocast 816.97 vs 814.25 images/s, **1.003x**", "e310026c", "vit_l16", "autocast", 1.003),
+    ("bf16 957.80 vs 967.16, **0.990x**", "646dc64c", "vit_l16", "bf16", 0.990),
+    ("autocast 295.18 vs 229.97\n  samples/s, **1.284x**", "0aead49f", "dit_xl2", "autocast", 1.284),
+    ("bf16 368.16 vs 247.30, **1.489x**", "66e10f89", "dit_xl2", "bf16", 1.489),
+]
+
+
+@pytest.mark.parametrize("claim", REFERENCE_RATIOS, ids=lambda c: f"{c[2]}-{c[3]}")
+def test_lab_against_reference_ratio_matches_both_files(claim):
+    """The families README compares lab runs (results.json) with the reference script's lines
+    (reference_families.jsonl, eager, same card and call): each figure and ratio from the files."""
+    text, run_id, model, precision, stated = claim
+    assert text in (FAMILIES / "README.md").read_text()
+    (ref,) = [r for r in map(json.loads, (FAMILIES / "runs" / "reference_families.jsonl").read_text().splitlines())
+              if r["model"] == model and r["precision"] == precision and not r["compile"]]
+    lab = metric_of(run_id, "samples_per_s")
+    lab_text, ref_text = text.split(" vs ")[0].split()[-1], text.split(" vs ")[1].split(",")[0].split()[0]
+    assert (f"{lab:.2f}", f"{ref['samples_per_s']:.2f}") == (lab_text, ref_text)
+    assert round(lab / ref["samples_per_s"], 3) == pytest.approx(stated, abs=5e-4 + 1e-9)
+
+
+def test_dlrm_embedding_bandwidth_fraction_matches_the_copy_bandwidth_run():
+    text = (FAMILIES / "README.md").read_text()
+    assert "**0.294** of 3,031 (ba68959c)" in text and "forward onehot 0.055 (d5be44b7)" in text
+    copy = metric_of("f382bf21", "hbm_gbps")
+    assert f"{metric_of('ba68959c', 'embedding_gbps') / copy:.3f}" == "0.294"
+    assert f"{metric_of('d5be44b7', 'embedding_gbps') / copy:.3f}" == "0.055"
 
 
 # --- bad specs -----------------------------------------------------------------------------------
