@@ -35,7 +35,8 @@ def test_preset_runs_once(path, tmp_path, store):
         overrides = [o for o in overrides if not o.startswith(("model=", "seq="))]
         overrides = [*overrides, "experiment/families@_global_=vit_mini_forward,dit_mini_forward,dlrm_small_forward"]
     if {"override /workload": "serve"} in preset.get("defaults", []):
-        overrides = [*overrides, "workload.options.num_requests=8"]  # the load and its metrics, not a long run
+        # the load and its metrics, not a long run: the preset's GPU rates (1-4 requests/s) would wait out real seconds here
+        overrides = [*overrides, "workload.options.num_requests=8", "workload.options.qps=64,256"]
     if "compile" in swept:
         # max-autotune's CPU autotuning costs minutes and shows nothing more than default does here
         overrides = [*overrides, "compile=none,default"]

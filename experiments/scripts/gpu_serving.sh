@@ -9,7 +9,7 @@
 #   decode_autotune   compile=max-autotune (Triton GEMV templates with fused epilogues; minutes of autotuning for 8b)
 #   decode_profile    one profiled generation of each (profile=torch): traces/kernel_breakdown_rank0.csv says where
 #                     the kernel time goes; step time minus kernel time is launch gaps
-#   serve_load        experiment=serve_load (gpt_1b, qps 16/64/256)
+#   serve_load        experiment=serve_load (gpt_1b, qps 1/2/4)
 #   serve_tp2         the same at tp2 (needs 2 GPUs)
 # Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Results land in multirun/
 # and the MLflow store mlflow.db; $OUT receives them as one tarball after every phase when OUT is set.
