@@ -232,6 +232,11 @@ class MeshParallel(ParallelStrategy):
             problems += tensor_parallel_problems(ctx.cfg.model, cfg.tp, cfg.sequence_parallel, ctx.cfg.seq.len)
         elif cfg.sequence_parallel:
             problems.append("parallelism.sequence_parallel=true needs parallelism.tp > 1 (it shards between tensor-parallel regions)")
+        precision = str((ctx.cfg.get("precision") or {}).get("name", ""))
+        if cfg.tp > 1 and precision.startswith("fp8"):
+            problems.append(f"precision={precision} with parallelism.tp={cfg.tp}: the FP8 recipes replace nn.Linear with Transformer "
+                            "Engine or torchao modules, which the tensor-parallel plan (ColwiseParallel/RowwiseParallel on nn.Linear) "
+                            "cannot split; FP8 under tensor parallel is not built (docs/KNOWN_GAPS.md). Use bf16 with tp, or FP8 with fsdp/ddp")
         if cfg.tp > 1 and cfg.dp > 1 and ctx.training and not cfg.fsdp:
             problems.append(f"parallelism.tp={cfg.tp} with parallelism.dp={cfg.dp} trains its replicas through FSDP2 over dp: "
                             "set parallelism.fsdp=true")

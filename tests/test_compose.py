@@ -205,3 +205,41 @@ def test_a_registered_target_that_cannot_import_is_a_configuration_error():
 def test_a_target_of_the_wrong_kind_is_refused():
     with pytest.raises(ConfigError, match="is not a registered workload component"):
         validate(_compose(["workload._target_=b200lab.models.gpt.GPTFamily"]), "cpu")
+
+
+def _scale_script_points(gpus: int = 8) -> list[list[str]]:
+    """Every b200lab command of experiments/scripts/gpu_scale.sh (issue 15's 4/8-GPU runs) as
+    override lists, its shell variables filled in for a host of ``gpus`` GPUs, one list per
+    value of each swept key."""
+    import itertools
+    import re
+
+    text = (REPO / "experiments" / "scripts" / "gpu_scale.sh").read_text().replace("\\\n", " ")
+    widths = lambda *ns: ",".join(str(n) for n in ns if n <= gpus)  # noqa: E731 (the script's upto)
+    env = {"$TP": widths(4, 8), "$DP": widths(1, 2, 4, 8), "$(upto 8 | grep -q 8 && echo 8 || echo 4)": "8" if gpus >= 8 else "4",
+           "$(upto 4 8 | tr , '\\n' | tail -1)": str(max(n for n in (4, 8) if n <= gpus))}
+    points = []
+    for line in re.findall(r"^\s*lab -m (.+)$", text, flags=re.M):
+        for var, value in env.items():
+            line = line.replace(var, value)
+        args = [a for a in line.split() if not a.startswith("hydra.sweep.dir=") and a not in (";;",)]
+        choices = [a.split("=", 1)[1].split(",") if "," in a.split("=", 1)[-1] else [a.split("=", 1)[1]] for a in args]
+        keys = [a.split("=", 1)[0] for a in args]
+        points += [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*choices)]
+    return points
+
+
+@pytest.mark.parametrize("gpus", [4, 8])
+def test_scale_script_commands_compose(gpus):
+    """Issue 15's commands are ready to run: each point composes, and on this CPU the only thing
+    validation refuses is the rank count (no other key is wrong)."""
+    points = _scale_script_points(gpus)
+    assert len(points) >= 10
+    for overrides in points:
+        cfg = _compose(overrides)
+        try:
+            validate(cfg, "cpu")
+        except ConfigError as exc:
+            problems = [p for p in str(exc).splitlines()[1:] if p.strip()]
+            others = [p for p in problems if "gloo ranks" not in p and "exceeds the" not in p]
+            assert not others, (overrides, others)
