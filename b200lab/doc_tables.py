@@ -1,4 +1,4 @@
-"""Tables in Markdown files generated from results.json files, so no table a person reads is typed by hand.
+"""Tables in Markdown files generated from results.json (or CSV) files, so no table a person reads is typed by hand.
 
 A block is a spec in an HTML comment (invisible when rendered), then the table it generates, then
 an end marker. ``b200lab tables FILE...`` rewrites every block from its spec; ``--check`` rewrites
@@ -22,7 +22,11 @@ Three shapes (the spec keys are in SPEC_KEYS; docs/mlflow.md documents them):
 - **metrics**: ``rows`` keys, one run per row, a column per entry of ``metrics``; ``vs`` columns
   divide a metric by that of one reference run (``where``);
 - **runs named**: ``rows`` a list of ``{label, metric, runs: [id, ...]}`` with ``columns`` a list
-  of headers: each cell is the metric of the named run, ``value (id)``.
+  of headers: each cell is the metric of the named run, ``value (id)``;
+- **CSV rows**: ``csv`` (globs of CSV files, instead of ``files``) with ``columns`` a list of
+  ``{column, header, format}``: one table row per CSV row, in file order (``sort: COLUMN`` or
+  ``-COLUMN``), the first ``limit``. With ``csv`` the pivot and metrics shapes work too: each CSV row
+  is a record whose keys and metrics are its columns, plus ``file`` (its path as the spec wrote it).
 
 A key is a config key (``seq.len``, ``attention.name``), a path into the record (``status``,
 ``effective.attention.kernel``, ``env.gpu``, ``metrics.mfu``) or one of DERIVED. Rows sort by
@@ -34,6 +38,7 @@ a silent blank.
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import glob
 import re
@@ -51,7 +56,7 @@ from b200lab.points import attention_ran, card, compile_ran, precision_ran, what
 BLOCK = re.compile(r"^<!-- b200lab:table\b(?P<spec>.*?)-->\n(?P<body>.*?)^<!-- /b200lab:table -->", re.S | re.M)
 OPEN, CLOSE = re.compile(r"^<!-- b200lab:table\b", re.M), re.compile(r"^<!-- /b200lab:table -->", re.M)
 SPEC_KEYS = {"files", "where", "rows", "columns", "metric", "metrics", "format", "ratio", "ratio_format", "runs",
-             "names", "headers", "vs", "sort"}
+             "names", "headers", "vs", "sort", "csv", "limit"}
 RECORD_ROOTS = ("status", "point", "effective", "requested", "env", "metrics", "mlflow", "config", "measurement")
 DERIVED: dict[str, Callable[[dict], Any]] = {
     "card": card, "ran": what_ran, "precision_ran": precision_ran, "attention_ran": attention_ran, "compile_ran": compile_ran,
@@ -65,6 +70,7 @@ FORMATS = {  # a metric's default format; others get "{:.4g}"
     "sm_clock_mhz_mean": "{:.0f}", "perplexity": "{:.4f}",
 }
 RUN_ID_CHARS = 8
+CSV_ROW = "csv_row"  # a record made from a CSV row holds its columns (and `file`) under this key
 NUMERIC_CELL = re.compile(r"(?:(?:[-+]?[\d,.]+(?:e[-+]\d+)?%?x?|oom|error|interrupted)(?: \([0-9a-f]{8}\))?|-|–|reference)")  # right-aligned
 
 
@@ -78,6 +84,8 @@ def short_id(record: dict) -> str:
 
 def value_of(record: dict, key: str) -> Any:
     """``seq.len`` -> config's seq.len; ``status`` / ``effective.…`` / ``env.…`` / ``metrics.…`` -> the record's; DERIVED by name."""
+    if CSV_ROW in record:
+        return record[CSV_ROW].get(key)
     if key in DERIVED:
         return DERIVED[key](record)
     parts = key.split(".")
@@ -317,33 +325,122 @@ def parse_spec(text: str, where: str) -> dict:
     unknown = sorted(set(raw) - SPEC_KEYS)
     if unknown:
         raise TableSpecError(f"{where}: unknown spec key(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}")
-    if not raw.get("files"):
-        raise TableSpecError(f"{where}: `files` is required (globs of results.json files, relative to the Markdown file)")
-    if not raw.get("rows"):
-        raise TableSpecError(f"{where}: `rows` is required (config keys, or rows naming runs)")
+    if raw.get("files") and raw.get("csv"):
+        raise TableSpecError(f"{where}: give `files` (results.json) or `csv` (CSV files), not both")
+    if not raw.get("files") and not raw.get("csv"):
+        raise TableSpecError(f"{where}: `files` is required (globs of results.json files, relative to the Markdown file), "
+                             "or `csv` (globs of CSV files)")
+    csv_rows = bool(raw.get("csv")) and isinstance(raw.get("columns"), list)
+    if not raw.get("rows") and not csv_rows:
+        raise TableSpecError(f"{where}: `rows` is required (config keys, or rows naming runs; "
+                             "with `csv`, `columns: [{column, header, format}]` needs none)")
+    if "limit" in raw and (not csv_rows or not isinstance(raw["limit"], int) or isinstance(raw["limit"], bool) or raw["limit"] < 1):
+        raise TableSpecError(f"{where}: `limit` is a positive integer, for a `csv` table with `columns: [...]`; got {raw['limit']!r}")
     return raw
 
 
-def load(raw: dict, base: Path, where: str) -> list[dict]:
-    """The records the spec's ``files`` globs name (relative to ``base``), filtered by ``where``."""
-    patterns = raw["files"] if isinstance(raw["files"], list) else [raw["files"]]
+def _paths(raw: dict, key: str, base: Path, where: str) -> list[Path]:
+    """The files the spec's ``key`` globs name, relative to ``base``, each once, in the globs' order."""
+    patterns = raw[key] if isinstance(raw[key], list) else [raw[key]]
     paths: list[Path] = []
     for pattern in patterns:
         matched = sorted(Path(p) for p in glob.glob(str(base / pattern), recursive=True))
         if not matched:
-            raise TableSpecError(f"{where}: files {pattern!r} matches nothing under {base}")
+            raise TableSpecError(f"{where}: {key} {pattern!r} matches nothing under {base}")
         paths += [p for p in matched if p not in paths]
-    try:
-        records = [results_io.read(p) for p in paths]
-    except results_io.ResultsError as exc:
-        raise TableSpecError(f"{where}: {exc}") from exc
+    return paths
+
+
+def _filtered(records: list[dict], raw: dict, files: int, where: str) -> list[dict]:
     filters = raw.get("where") or {}
     if not isinstance(filters, dict):
         raise TableSpecError(f"{where}: `where` is a mapping KEY: VALUE (or [VALUES]), not {filters!r}")
     records = [r for r in records if _matches(r, filters)]
     if not records:
-        raise TableSpecError(f"{where}: no run of {len(paths)} files passes where {filters}")
+        raise TableSpecError(f"{where}: no {'row' if raw.get('csv') else 'run'} of {files} files passes where {filters}")
     return records
+
+
+def load(raw: dict, base: Path, where: str) -> list[dict]:
+    """The records the spec's ``files`` globs name (relative to ``base``), filtered by ``where``."""
+    paths = _paths(raw, "files", base, where)
+    try:
+        records = [results_io.read(p) for p in paths]
+    except results_io.ResultsError as exc:
+        raise TableSpecError(f"{where}: {exc}") from exc
+    return _filtered(records, raw, len(paths), where)
+
+
+def _csv_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _csv_names(raw: dict) -> set[str]:
+    """The column names a csv spec uses: row keys, the pivot key, metrics, columns, where keys, sort."""
+    names = set(raw.get("where") or {})
+    rows, cols = raw.get("rows"), raw.get("columns")
+    names |= {rows} if isinstance(rows, str) else {k for k in rows or [] if isinstance(k, str)}
+    if isinstance(cols, list):
+        names |= {c if isinstance(c, str) else c.get("column") for c in cols if isinstance(c, (str, dict))}
+    elif cols:
+        names.add(cols.get("key") if isinstance(cols, dict) else cols)
+    metric = raw.get("metric")
+    names.add(metric.get("metric") if isinstance(metric, dict) else metric)
+    names |= {m if isinstance(m, str) else m.get("metric") for m in raw.get("metrics") or [] if isinstance(m, (str, dict))}
+    if isinstance(raw.get("sort"), str):
+        names.add(raw["sort"].removeprefix("-"))
+    return {str(n) for n in names if n is not None}
+
+
+def load_csv(raw: dict, base: Path, where: str) -> list[dict]:
+    """One record per row of the CSV files the spec's ``csv`` globs name, filtered by ``where``;
+    a column the spec names that a file lacks is an error."""
+    paths = _paths(raw, "csv", base, where)
+    wanted = _csv_names(raw)
+    records = []
+    for path in paths:
+        name = path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+        try:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                header = reader.fieldnames or []
+                missing = sorted(wanted - set(header) - {"file"})
+                if missing:
+                    raise TableSpecError(f"{where}: column(s) {', '.join(map(repr, missing))} not in {name} "
+                                         f"(its columns: {', '.join(header) or 'none, the file is empty'})")
+                for row in reader:
+                    if None in row or None in row.values():
+                        raise TableSpecError(f"{where}: {name}:{reader.line_num}: {len(header)} columns in the header, "
+                                             "a different number in this row")
+                    values = {k: _csv_value(v) for k, v in row.items()}
+                    records.append({CSV_ROW: {**values, "file": name}, "metrics": values, "status": "ok"})
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise TableSpecError(f"{where}: cannot read {name} ({exc})") from exc
+    return _filtered(records, raw, len(paths), where)
+
+
+def _csv_table(spec: Spec) -> tuple[list[str], list[list[str]]]:
+    """One table row per CSV row: ``columns: [{column, header, format}]``, ``sort``, ``limit``."""
+    cols = []
+    for item in spec.raw["columns"]:
+        item = {"column": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or not isinstance(item.get("column"), str):
+            raise spec.fail(f"a csv column is a name or {{column: NAME, header: TEXT, format: FORMAT}}, not {item!r}")
+        cols.append(Column(item["column"], str(item.get("header", item["column"])), str(item.get("format", ""))))
+    records = spec.records
+    order = spec.raw.get("sort")
+    if isinstance(order, str):
+        key = order.removeprefix("-")
+        records = sorted(records, key=lambda r: (isinstance(value_of(r, key), str), value_of(r, key)), reverse=order.startswith("-"))
+    records = records[: spec.raw.get("limit")]
+    auto = lambda v: "{}" if isinstance(v, (str, int)) else "{:.4g}"  # noqa: E731
+    return [c.header for c in cols], [[_format(value_of(r, c.metric), c.format or auto(value_of(r, c.metric)), spec) for c in cols]
+                                      for r in records]
 
 
 def render(header: list[str], rows: list[list[str]]) -> str:
@@ -357,7 +454,12 @@ def render(header: list[str], rows: list[list[str]]) -> str:
 def table(spec_text: str, base: Path, where: str) -> str:
     """The Markdown table a spec makes from the results.json files under ``base``."""
     raw = parse_spec(spec_text, where)
-    spec = Spec(where, load(raw, base, where), raw)
+    if raw.get("csv"):
+        spec = Spec(where, load_csv(raw, base, where), {"runs": False, **raw})  # CSV rows have no run ids
+        if isinstance(raw.get("columns"), list):
+            return render(*_csv_table(spec))
+    else:
+        spec = Spec(where, load(raw, base, where), raw)
     rows = raw["rows"]
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
         return render(*_by_run_ids(spec))

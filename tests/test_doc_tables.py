@@ -5,7 +5,9 @@ agree with a computation straight from the raw results.json files."""
 
 from __future__ import annotations
 
+import csv
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -140,11 +142,18 @@ def test_dlrm_embedding_bandwidth_fraction_matches_the_copy_bandwidth_run():
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory) -> Path:
-    """Two microbenchmark results.json files (sdpa and flex, 4K forward) beside a Markdown file."""
+    """Two microbenchmark results.json files (sdpa and flex, 4K forward) under runs/ beside a Markdown
+    file, and k.csv: 20 rows of fresh random numbers and a category column."""
     base = tmp_path_factory.mktemp("doc") / "runs"
     base.mkdir()
     for name in ("attn_micro_0", "attn_micro_2"):
         shutil.copy(MEASUREMENTS / "2026-11-26-attention" / "runs" / f"{name}.results.json", base)
+    rng = random.Random()
+    with open(base.parent / "k.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "group", "ms", "n"])
+        for i in range(20):
+            w.writerow([f"k{i}", "ab"[i % 2], rng.uniform(0.1, 100.0), rng.randint(1, 500)])
     return base.parent
 
 
@@ -165,6 +174,12 @@ BAD_SPECS = [
     ("files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name", "needs `metric`"),
     ("files: runs/*.results.json\ncolumns: [a]\nrows:\n  - {label: x, metric: attn_tflops, runs: [deadbeef]}", "run 'deadbeef' is in none"),
     ("files: runs/*.results.json\nrows: [seq.len\n", "the spec is not YAML"),
+    ("csv: missing.csv\ncolumns: [name]", "csv 'missing.csv' matches nothing under"),
+    ("csv: k.csv\ncolumns: [name, {column: msec}]", "column(s) 'msec' not in k.csv (its columns: name, group, ms, n)"),
+    ("csv: k.csv\nrows: [kind]\nmetrics: [ms]", "column(s) 'kind' not in k.csv"),
+    ("csv: k.csv\nfiles: runs/*.results.json\ncolumns: [name]", "give `files` (results.json) or `csv` (CSV files), not both"),
+    ("csv: k.csv\ncolumns: [name]\nlimit: 0", "`limit` is a positive integer"),
+    ("csv: k.csv\ncolumns: [{header: x}]", "a csv column is a name or {column: NAME"),
 ]
 
 
@@ -200,3 +215,60 @@ def test_check_fails_on_a_stale_table_and_refresh_fixes_it(runs_dir):
     assert again.returncode == 0 and "match their data" in again.stdout
     bad = subprocess.run(cmd[:4] + [str(runs_dir / "missing.md")], capture_output=True, text=True, cwd=runs_dir)
     assert bad.returncode == 2 and "cannot read" in bad.stderr
+
+
+# --- tables from CSV files -----------------------------------------------------------------------
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def rows_of_block_reading(path: Path, name: str) -> list[list[str]]:
+    """The cells of the one generated table in ``path`` whose spec names ``name``."""
+    specs = [m.group("spec") for m in doc_tables.BLOCK.finditer(path.read_text())]
+    (index,) = [i for i, spec in enumerate(specs) if name in spec]
+    return block_rows(path, index)
+
+
+def test_ncu_table_is_the_top_rows_of_its_csv():
+    """gpt1b-mfu's Nsight Compute table, cell by cell, against its CSV read with the csv module."""
+    folder = MEASUREMENTS / "2026-11-26-gpt1b-mfu"
+    want = sorted(csv_rows(folder / "ncu" / "gpt1b_ncu_compiled.ncu_top_kernels.csv"), key=lambda r: -float(r["time_ms"]))[:12]
+    rows = rows_of_block_reading(folder / "README.md", "gpt1b_ncu_compiled.ncu_top_kernels.csv")
+    assert len(rows) == 12
+    decimals = (("time_ms", 2), ("time_share", 3), ("tensor_op_hmma_pct", 1), ("dram_pct_of_peak", 1), ("achieved_occupancy_pct", 1))
+    for row, r in zip(rows, want):
+        assert row == [f"`{r['kernel'][:60]}`", r["launches"], *(f"{float(r[c]):.{d}f}" for c, d in decimals)]
+
+
+def test_kernel_share_table_joins_the_two_breakdown_csvs():
+    """fp8-moe's "Where the step goes": one row per kind, bf16 and fp8 shares from their two CSVs, fp8's order."""
+    folder = MEASUREMENTS / "2026-11-26-fp8-moe"
+    share = {p: {r["kind"]: float(r["share"]) for r in csv_rows(folder / f"kernel_breakdown_{p}.csv")} for p in ("bf16", "fp8")}
+    rows = rows_of_block_reading(folder / "README.md", "kernel_breakdown_fp8.csv")
+    names = {"GEMMs": "gemm", "optimizer (fused AdamW)": "optimizer", "FP8 casts / transposes / amax": "fp8 cast/transpose",
+             "attention (flash)": "attention", "other elementwise / copies": "other elementwise / copies", "norms": "norm", "loss": "loss"}
+    assert [names[r[0]] for r in rows] == sorted(share["fp8"], key=lambda k: -share["fp8"][k])
+    for row in rows:
+        assert row[1:] == [f"{100 * share['bf16'][names[row[0]]]:.1f}%", f"{100 * share['fp8'][names[row[0]]]:.1f}%"]
+
+
+def test_csv_rows_sorted_filtered_limited_against_the_file(runs_dir):
+    spec = ("csv: k.csv\nwhere: {group: a}\nsort: -ms\nlimit: 4\n"
+            "columns: [name, {column: ms, header: time ms, format: '{:.3f}'}, {column: n, header: launches}]")
+    fresh, count = doc_tables.refresh(block(spec), runs_dir / "README.md")
+    assert count == 1
+    want = sorted((r for r in csv_rows(runs_dir / "k.csv") if r["group"] == "a"), key=lambda r: -float(r["ms"]))[:4]
+    lines = [line for line in fresh.splitlines() if line.startswith("|")]
+    assert lines[0] == "| name | time ms | launches |"
+    assert lines[2:] == [f"| {r['name']} | {float(r['ms']):.3f} | {r['n']} |" for r in want]
+
+
+@pytest.mark.e2e
+def test_cli_refuses_a_csv_spec_naming_an_unknown_column_with_exit_2(runs_dir):
+    path = runs_dir / "bad.md"
+    path.write_text(block("csv: k.csv\ncolumns: [name, time_ms]"))
+    done = subprocess.run([sys.executable, "-m", "b200lab", "tables", "--check", str(path)], capture_output=True, text=True, cwd=runs_dir)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"tables: {path}:3: column(s) 'time_ms' not in k.csv"), done.stderr
