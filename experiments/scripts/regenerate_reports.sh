@@ -101,4 +101,17 @@ report $S hbm "Re-verify: HBM copy on three calls" -- $M/$S/call*-reverify_hbm-*
 report $S mfu_gpt1b "Re-verify: mfu_gpt1b bf16 on three calls" -- $M/$S/call*-reverify_mfu-*.results.json
 report $S two_gpus "Re-verify: all-reduce and DDP on 2 GPUs" -- $M/$S/call2-reverify_allreduce-*.results.json $M/$S/call2-reverify_ddp-*.results.json
 
+G=2026-11-26-serving
+report $G decode "Batch-1 decode, gpt_1b and gpt_8b, bf16, two H100s" -- $M/$G/runs/decode*.results.json
+report $G serve_load "serve_load: gpt_1b under Poisson load, one H100" --x workload.options.qps -- $M/$G/runs/serve_load_*.results.json
+
+F=2026-11-26-families
+report $F lab_vs_reference "ViT-L/16 and DiT-XL/2 training (the lab's side of the timm / diffusers pairs), one H100" -- \
+    $M/$F/runs/fam_vit_*.results.json $M/$F/runs/fam_dit_*.results.json
+report $F fp8 "ViT-L/16 and DiT-XL/2, bf16 vs Transformer Engine FP8, one H100" --reference precision=bf16 -- $M/$F/runs/fam_fp8_*.results.json
+report $F dlrm "DLRM-style recommender, dlrm_large, one H100" -- $M/$F/runs/fam_dlrm_*.results.json
+
+D=2026-11-26-parallel-scaling
+report $D scaling "gpt_1b FSDP2 and DDP training on 1 and 2 H100s" --x parallelism.nproc -- $M/$D/runs/p11_*.results.json
+
 b200lab tables README.md $M/*/README.md
