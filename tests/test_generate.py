@@ -4,6 +4,7 @@ sampler, the byte count behind hbm_bw_util, and the workload through the CLI."""
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 from b200lab.attention import FlexAttention, MathAttention, SdpaAttention
+from b200lab.components import complete
 from b200lab.models.gpt import GPT, GPTConfig
+from b200lab.precision.weight_only import FP8WeightOnlyPrecision
 from b200lab.serving import bandwidth
 from b200lab.serving.decoder import StaticDecoder
 from b200lab.serving.sampling import next_token
@@ -21,17 +24,26 @@ from conftest import INLINE, results_files, run_cli
 BACKENDS = {"sdpa": SdpaAttention, "math": MathAttention, "flex": FlexAttention}
 
 
-def tiny_gpt(attention: str = "sdpa", dtype=torch.float64, **fields) -> GPT:
-    """A 2-layer GPT with fresh random weights, in ``dtype``."""
+def tiny_gpt(attention: str = "sdpa", dtype=torch.float64, std: Optional[float] = None, window: Optional[int] = None,
+             **fields) -> GPT:
+    """A 2-layer GPT with fresh random weights, in ``dtype``. ``std``: every weight redrawn from
+    N(0, std^2). At the init's 0.02 the next greedy token hardly depends on anything but the
+    current one, so a check of tokens alone misses cache and position bugs; at 1.0 rotating the
+    decoded token one position late changed every request's tokens of the continuous-batching
+    trace (at 0.3, none)."""
     cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=32, n_heads=4,
                                          d_ff=64, vocab_size=97, **fields))
-    acfg = OmegaConf.merge(OmegaConf.structured(BACKENDS[attention].Config), {"name": attention, "_target_": "x"})
+    acfg = OmegaConf.merge(OmegaConf.structured(BACKENDS[attention].Config), {"name": attention, "_target_": "x", "window": window})
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         model = GPT(cfg, BACKENDS[attention](acfg, "cpu")).eval()
     finally:
         torch.set_default_dtype(default)
+    if std is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, std, generator=torch.Generator().manual_seed(p.numel()))
     model.prepare(16)
     return model
 
@@ -42,6 +54,17 @@ def greedy_by_recompute(model, prompts: torch.Tensor, n: int) -> torch.Tensor:
     for _ in range(n):
         seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
     return seq[:, prompts.shape[1]:]
+
+
+def assert_context_matters(model, seq: torch.Tensor, start: int) -> None:
+    """The greedy token after each position from ``start`` on differs, at least a third of the
+    time, from the one the same token alone would give: a decode step that loses the cache or
+    shifts a position changes the tokens, so comparing tokens can catch it."""
+    with torch.no_grad():
+        logits = model(seq)[:, start:-1]
+        alone = torch.cat([model(seq[:, t:t + 1]) for t in range(start, seq.shape[1] - 1)], dim=1)
+    differ = (logits.argmax(-1) != alone.argmax(-1)).float().mean().item()
+    assert differ >= 1 / 3, f"only {differ:.0%} of the next tokens depend on the context"
 
 
 @pytest.mark.parametrize("attention,fields", [("sdpa", {}), ("sdpa", {"n_kv_heads": 2}), ("math", {"n_kv_heads": 2}),
@@ -64,23 +87,37 @@ def test_static_cache_decode_reproduces_the_full_recompute_logits(attention, fie
 
 
 def test_static_decoder_greedy_tokens_equal_recomputation_eager_and_compiled():
-    """The workload's decoder (buffers updated in place, one position tensor) gives the tokens
-    of greedy decoding by full recomputation; compiled, the decode step compiles once and gives
-    the same tokens at every position."""
-    model = tiny_gpt("sdpa", n_kv_heads=2)
-    prompts = torch.randint(0, 97, (3, 5))
+    """The workload's decoder (buffers updated in place, one position tensor) gives the logits
+    and tokens of greedy decoding by full recomputation, with weights large enough that the
+    tokens depend on the context; compiled, the decode step compiles once, takes the buffers it
+    mutates as static inputs (compile=reduce-overhead's CUDA graphs skip a step that mutates a
+    non-static input) and gives the same tokens at every position."""
+    model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
+    prompts = torch.randint(0, 97, (3, 5), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = greedy_by_recompute(model, prompts, 6)
-    pick = lambda logits: next_token(logits)  # noqa: E731
+        full = model(torch.cat([prompts, expected], dim=1))[:, 4:-1]  # the logits that chose each token
+    assert_context_matters(model, torch.cat([prompts, expected], dim=1), 4)
+    seen = []
+    pick = lambda logits: seen.append(logits.clone()) or next_token(logits)  # noqa: E731
     eager = StaticDecoder(model, 3, 5, 6, 11, torch.float64, pick)
     assert torch.equal(eager.generate(prompts), expected)
+    assert (torch.stack(seen, dim=1) - full).abs().max() < 1e-10
     assert torch.equal(eager.generate(prompts), expected)  # a second generation over the stale cache: the length mask hides it
     torch._dynamo.reset()
-    compiled = StaticDecoder(model, 3, 5, 6, 11, torch.float64, pick)
+    compiled = StaticDecoder(model, 3, 5, 6, 11, torch.float64, next_token)
+    static = {}
+
+    def inductor_noting_static_inputs(gm, example_inputs):
+        static.update({id(t): getattr(t, "_dynamo_static_input_type", None) for t in example_inputs if isinstance(t, torch.Tensor)})
+        return torch._inductor.compile(gm, example_inputs)
+
     compiled.compile("default", fullgraph=True, own_graph=False)
+    compiled.decode_fn = torch.compile(compiled._decode, backend=inductor_noting_static_inputs, fullgraph=True)
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert torch.equal(compiled.generate(prompts), expected)
         assert torch.equal(compiled.generate(prompts), expected)
+    assert all(static.get(id(t)) for t in (compiled.tok, compiled.pos, compiled.out)), static
 
 
 def test_sampling_draws_within_top_k_and_repeats_with_the_seed():
@@ -104,11 +141,42 @@ def test_decode_bytes_count_weights_once_and_embedding_rows_only():
     assert bandwidth.weight_bytes(tied, 3) == bandwidth.weight_bytes(tiny_gpt("sdpa", dtype=torch.float32), 3) - 4 * 3 * 32
     # 2 layers x K and V x batch 3 x 2 heads x head dim 8 x 4 bytes, for 10 positions read and 1 written
     assert bandwidth.kv_bytes(2, 3, 2, 8, 4, position=9) == 2 * 2 * 3 * 2 * 8 * 4 * 11
+    # under a sliding window of 4 the token at position 9 reads the last 4 keys; at position 2 all 3 it has
+    assert bandwidth.kv_bytes(2, 3, 2, 8, 4, position=9, window=4) == 2 * 2 * 3 * 2 * 8 * 4 * (4 + 1)
+    assert bandwidth.kv_bytes(2, 3, 2, 8, 4, position=2, window=4) == 2 * 2 * 3 * 2 * 8 * 4 * (3 + 1)
+
+
+def test_decode_bytes_of_fp8_weights_count_their_buffers():
+    """precision=fp8_weight_only keeps each converted layer's weight as buffers (e4m3 weight, a
+    float32 scale per output row): they are read every step and count; the rotary tables
+    (buffers too, not persistent) do not."""
+    model = tiny_gpt("sdpa", dtype=torch.float32, n_kv_heads=2)
+    recipe = FP8WeightOnlyPrecision(complete("precision", {"_target_": "b200lab.precision.weight_only.FP8WeightOnlyPrecision",
+                                                            "name": "fp8_weight_only"}), "cpu", training=False)
+    model = recipe.convert(model)
+    assert model.rope_cos is not None
+    linears = [(32, 64), (32, 32), (32, 64), (64, 32)]  # (in, out) of qkv (4 + 2 + 2 heads x 8), out, up, down
+    fp8 = sum(i * o * 1 + o * 4 for i, o in linears)  # e4m3 weight + float32 scale per output row
+    head = 32 * 97 + 97 * 4
+    norms = 4 * (2 * 32 * 2 + 32)  # two per layer and the final one, float32
+    assert bandwidth.weight_bytes(model, batch=3) == 2 * fp8 + head + norms + 4 * 3 * 32  # + 3 float32 embedding rows
+
+
+def test_generation_bytes_by_hand_with_and_without_a_window():
+    """One generation's decode steps: the weights once per step, the KV bytes at each position
+    fed (prompt_len .. prompt_len + output_len - 2), each capped at the attention window."""
+    plain, windowed = tiny_gpt("sdpa", dtype=torch.float32), tiny_gpt("sdpa", dtype=torch.float32, window=7)
+    weights = bandwidth.weight_bytes(plain, 2)
+    per_position = 2 * 2 * 2 * 4 * 8 * 4  # layers x K and V x batch 2 x 4 heads x head dim 8 x 4 bytes
+    # prompt 5, output 5: decode steps at positions 5, 6, 7, 8 read 6, 7, 8, 9 keys (window 7: 6, 7, 7, 7) and write 1
+    assert bandwidth.generation_bytes(plain, 2, 5, 5, 4) == 4 * weights + per_position * (7 + 8 + 9 + 10)
+    assert bandwidth.generation_bytes(windowed, 2, 5, 5, 4) == 4 * weights + per_position * (7 + 8 + 8 + 8)
 
 
 @pytest.mark.e2e
 def test_generate_through_the_cli(tmp_path, store):
-    """One point: metrics with their relationships, the copy bandwidth as given, the tokens."""
+    """One point: metrics with their relationships, the bytes per decode step by hand, the copy
+    bandwidth as given, the tokens."""
     proc = run_cli(["workload=generate", INLINE, "seq=short", "seq.batch=2", "workload.options.output_len=6", "workload.steps=3",
                     "workload.warmup_steps=1", "workload.options.copy_gbps=10"], tmp_path, store)
     assert proc.returncode == 0, proc.output
@@ -121,6 +189,13 @@ def test_generate_through_the_cli(tmp_path, store):
     assert m["hbm_bw_util"] == pytest.approx(m["decode_gbps"] / 10, rel=1e-9) and m["copy_gbps"] == 10
     assert m["hbm_bw_util_min"] <= m["hbm_bw_util"] <= m["hbm_bw_util_max"]
     gen = row["effective"]["generate"]
+    # model=tiny in float32: 2 layers, d_model 128, 4 heads of 32, d_ff 512, vocab 2048, untied head
+    per_layer = 128 * 3 * 128 + 128 * 128 + 2 * 128 * 512 + 2 * 128  # qkv, out, up + down, two RMSNorm weights
+    weights = 4 * (2 * per_layer + 128 + 2048 * 128 + 2 * 128)  # + final norm, head, 2 embedding rows
+    kv = 2 * 2 * 2 * 4 * 32 * 4  # one position: layers x K and V x batch 2 x 4 heads x 32 x 4 bytes
+    # 5 decode steps feed positions 128..132: each reads keys 0..p and writes p
+    assert gen["cache_dtype"] == "float32" and gen["weight_bytes_per_step"] == weights
+    assert m["decode_bytes_per_step"] == pytest.approx((5 * weights + kv * sum(p + 2 for p in range(128, 133))) / 5, rel=1e-12)
     assert gen["max_len"] == 128 + 6 and gen["cuda_graph"] == "none" and row["effective"]["copy_bandwidth"]["source"].startswith("given")
     tokens = np.loadtxt(next((tmp_path / "outputs").rglob("generated_tokens.txt")), dtype=int)
     assert tokens.shape == (2, 6) and (tokens >= 0).all() and (tokens < 2048).all()
@@ -128,10 +203,11 @@ def test_generate_through_the_cli(tmp_path, store):
 
 @pytest.mark.e2e
 def test_generate_refuses_what_cannot_decode(tmp_path, store):
-    proc = run_cli(["workload=generate", INLINE, "seq=short", "workload.options.output_len=64", "workload.options.max_len=100",
+    proc = run_cli(["workload=generate", INLINE, "seq=short", "workload.options.output_len=1", "workload.options.max_len=100",
                     "workload.options.sampling=beam", "workload.options.cuda_graph=true", "attention=te"], tmp_path, store)
     assert proc.returncode == 2, proc.output
-    for needle in ("workload.options.max_len=100 cannot hold prompt_len + output_len = 128 + 64 = 192 tokens",
+    for needle in ("workload.options.max_len=100 cannot hold prompt_len + output_len = 128 + 1 = 129 tokens",
+                   "workload.options.output_len=1: must be at least 2",
                    "workload.options.sampling='beam': choose greedy or sample",
                    "workload.options.cuda_graph=true needs a CUDA GPU and this job runs on cpu",
                    "attention=te has no decode path for workload=generate"):

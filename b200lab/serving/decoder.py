@@ -32,6 +32,8 @@ class StaticDecoder:
         self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.out = torch.zeros(batch, output_len, dtype=torch.long, device=device)
+        for t in (self.tok, self.pos, self.out):  # mutated by the step: reduce-overhead's CUDA graphs skip a non-static one
+            torch._dynamo.mark_static_address(t)
         self.prefill_fn, self.decode_fn = self._prefill, self._decode
         self.graph: Optional[torch.cuda.CUDAGraph] = None
 
@@ -61,6 +63,8 @@ class StaticDecoder:
 
     def capture(self, prompts: torch.Tensor) -> None:
         """The (compiled) decode step in a CUDA graph, after warm-up calls on a side stream."""
+        if self.output_len < 2:
+            raise ValueError(f"output_len={self.output_len}: no decode step to capture (the prefill gives the only token)")
         with torch.no_grad(), self.autocast():
             self.prefill_fn(prompts)
             side = torch.cuda.Stream()

@@ -42,7 +42,7 @@ DECODE_FAMILIES = ("b200lab.models.gpt.GPTFamily", "b200lab.models.moe.MoEFamily
 @dataclass
 class GenerateOptions:
     prompt_len: Optional[int] = None  # null: seq.len
-    output_len: int = 128  # tokens generated per sequence (the first by the prefill)
+    output_len: int = 128  # tokens generated per sequence (the first by the prefill), at least 2
     max_len: Optional[int] = None  # cache slots; null: prompt_len + output_len (every decode step reads all of them)
     sampling: str = "greedy"  # greedy | sample
     temperature: float = 1.0
@@ -133,9 +133,11 @@ class Generate(Workload):
         problems = super().validate(cfg, ctx) + decode_problems(cfg, ctx, "generate")
         o = cfg.options
         prompt = o.prompt_len if o.prompt_len is not None else ctx.cfg.seq.len
-        for key, value in (("prompt_len", prompt), ("output_len", o.output_len)):
-            if value is None or value < 1:
-                problems.append(f"workload.options.{key}={value}: must be a positive integer")
+        if prompt is None or prompt < 1:
+            problems.append(f"workload.options.prompt_len={prompt}: must be a positive integer")
+        if o.output_len is None or o.output_len < 2:
+            problems.append(f"workload.options.output_len={o.output_len}: must be at least 2 (the prefill gives the first "
+                            "token; workload=generate times the decode steps after it)")
         need = (prompt or 0) + (o.output_len or 0)
         if o.max_len is not None and o.max_len < need:
             problems.append(f"workload.options.max_len={o.max_len} cannot hold prompt_len + output_len = {prompt} + "
@@ -188,10 +190,9 @@ class Generate(Workload):
         self.leader = shard_leader(ctx)
         self.generations: list[_Marks] = []
         self.tokens_per_step = self.batch * self.output_len
-        head_dim = model.cfg.d_model // model.cfg.n_heads
         self.weight_bytes = bandwidth.weight_bytes(model, self.batch)
-        self.kv_step = lambda p: bandwidth.kv_bytes(model.cfg.n_layers, self.batch, model.blocks[0].kv_heads, head_dim,
-                                                    self.cache.k[0].element_size(), p)
+        self.generation_bytes = bandwidth.generation_bytes(model, self.batch, self.prompt_len, self.output_len,
+                                                           self.cache.k[0].element_size())
         self.effective = {
             "data": ctx.data.effective,
             "generate": {"batch": self.batch, "prompt_len": self.prompt_len, "output_len": self.output_len, "max_len": self.max_len,
@@ -221,21 +222,18 @@ class Generate(Workload):
         decode = [t[-1] - t[1] for t in timed]
         out = percentiles("ttft", ttft)
         out.update(percentiles("itl", [b - a for t in timed for a, b in zip(t[1:], t[2:])]))
-        if self.output_len > 1:
-            out.update(percentiles("tpot", [d / (self.output_len - 1) for d in decode]))
+        out.update(percentiles("tpot", [d / (self.output_len - 1) for d in decode]))
         if self.leader:
             out["prefill_tokens_per_s"] = self.batch * self.prompt_len * len(timed) / sum(ttft)
-            if self.output_len > 1:
-                out["decode_tokens_per_s"] = self.batch * (self.output_len - 1) * len(timed) / sum(decode)
-        if self.output_len > 1:
-            per_gen = (self.output_len - 1) * self.weight_bytes + sum(self.kv_step(p) for p in range(self.prompt_len, self.prompt_len + self.output_len - 1))
-            out["decode_bytes_per_step"] = per_gen / (self.output_len - 1)
-            out["decode_gbps"] = per_gen * len(timed) / sum(decode) / 1e9
-            if self.copy is not None and self.model.cfg.family != "moe":
-                out["copy_gbps"] = self.copy["gbps"]
-                utils = [per_gen / d / 1e9 / self.copy["gbps"] for d in decode]
-                out["hbm_bw_util"] = out["decode_gbps"] / self.copy["gbps"]
-                out["hbm_bw_util_min"], out["hbm_bw_util_max"] = float(np.min(utils)), float(np.max(utils))
+            out["decode_tokens_per_s"] = self.batch * (self.output_len - 1) * len(timed) / sum(decode)
+        per_gen = self.generation_bytes
+        out["decode_bytes_per_step"] = per_gen / (self.output_len - 1)
+        out["decode_gbps"] = per_gen * len(timed) / sum(decode) / 1e9
+        if self.copy is not None and self.model.cfg.family != "moe":
+            out["copy_gbps"] = self.copy["gbps"]
+            utils = [per_gen / d / 1e9 / self.copy["gbps"] for d in decode]
+            out["hbm_bw_util"] = out["decode_gbps"] / self.copy["gbps"]
+            out["hbm_bw_util_min"], out["hbm_bw_util_max"] = float(np.min(utils)), float(np.max(utils))
         return out
 
     def write_artifacts(self, out_dir) -> None:
