@@ -18,7 +18,7 @@ from b200lab.serving.paged import BlockPool, Row
 from b200lab.serving.sampling import next_token
 
 from conftest import INLINE, results_files, run_cli
-from test_generate import greedy_by_recompute, tiny_gpt
+from test_generate import assert_context_matters, greedy_by_recompute, tiny_gpt
 
 
 def pool_for(model, blocks: int = 32, block_size: int = 4) -> BlockPool:
@@ -46,8 +46,9 @@ def test_block_cache_rows_of_different_lengths_reproduce_the_full_recompute():
 def test_continuous_batching_returns_the_tokens_of_sequential_generation():
     """Six requests of different prompt and output lengths arriving at different times, at most
     two running, so some wait in the queue: each request's greedy tokens equal its tokens
-    generated alone by full recomputation."""
-    model = tiny_gpt("sdpa", n_kv_heads=2)
+    generated alone by full recomputation, with weights large enough that the tokens depend on
+    the context (a key cached in the wrong slot or rotated at the wrong position changes them)."""
+    model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
     trace = make_trace(3, 6, 1e9, qps=200.0, process="poisson", burstiness=1.0, prompt_len=6, prompt_dist="uniform", output_len=5,
                        output_dist="uniform", spread=0.8, max_prompt=12, max_output=9, vocab_size=97)
     assert len({s.prompt_len for s in trace}) > 2 and len({s.output_len for s in trace}) > 2
@@ -58,8 +59,11 @@ def test_continuous_batching_returns_the_tokens_of_sequential_generation():
     with torch.no_grad():
         for spec, rec in zip(trace, records):
             assert rec.status == "done"
-            expected = greedy_by_recompute(model, torch.tensor([spec.prompt]), spec.output_len)[0].tolist()
-            assert rec.tokens == expected, spec.id
+            prompt = torch.tensor([spec.prompt])
+            expected = greedy_by_recompute(model, prompt, spec.output_len)
+            assert rec.tokens == expected[0].tolist(), spec.id
+            if spec.output_len > 3:
+                assert_context_matters(model, torch.cat([prompt, expected], dim=1), spec.prompt_len - 1)
 
 
 def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():
@@ -136,13 +140,46 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
 
 
 @pytest.mark.e2e
+def test_two_data_parallel_replicas_count_each_request_and_token_once_and_profiled_runs_apart(tmp_path, store):
+    """parallelism=ddp over 2 gloo ranks (torchrun): each rank serves the whole trace (two data
+    shards), yet the tokens, requests and hook calls are those of one server. profile=torch runs
+    the trace twice more after the timed run: the hook marks those runs 'profiled' and
+    requests.csv holds the timed run."""
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "lab_hook.py").write_text(textwrap.dedent(HOOK))
+    env = {**store, "PYTHONPATH": str(tmp_path / "hooks"), "HOOK_OUT": str(tmp_path / "hook.jsonl")}
+    proc = run_cli(["workload=serve", "parallelism=ddp", "seq=short", "workload.options.num_requests=4", "workload.options.qps=200",
+                    "workload.options.output_len=3", "workload.options.prompt_len=16", "workload.options.warmup_requests=1",
+                    "workload.options.on_complete=lab_hook:record", "profile=torch", "profile.options.wait=0",
+                    "profile.options.warmup=0", "profile.options.active=2"], tmp_path, env)
+    assert proc.returncode == 0, proc.output
+    (row,) = results_files(tmp_path / "outputs")
+    m = row["metrics"]
+    assert m["world_size"] == 2 and m["n_steps"] == 1 and m["requests"] == 4 and m["completed"] == 4
+    ranks = {r: json.loads(next((tmp_path / "outputs").rglob(f"rank{r}.json")).read_text()) for r in (0, 1)}
+    assert [ranks[r]["data_shard"] for r in (0, 1)] == [0, 1]
+    assert ranks[0]["tokens_per_step"] == m["output_tokens"] and ranks[1]["tokens_per_step"] == 0
+    assert m["tokens_per_step"] == m["output_tokens"]  # the aggregator sums the shards: the replica adds nothing
+    hooked = [json.loads(line) for line in (tmp_path / "hook.jsonl").read_text().splitlines()]
+    phases = sorted((h["phase"], h["run"]) for h in hooked)
+    assert phases == [("profiled", 0)] * 4 + [("profiled", 1)] * 4 + [("timed", 0)] * 4 + [("warm-up", 0)]
+    timed = {h["id"]: h["ttft_ms"] for h in hooked if h["phase"] == "timed"}
+    rows = list(csv.DictReader(open(next((tmp_path / "outputs").rglob("requests.csv")))))
+    assert {int(r["id"]): float(r["ttft_ms"]) for r in rows} == timed
+
+
+@pytest.mark.e2e
 def test_serve_refuses_bad_input(tmp_path, store):
     proc = run_cli(["workload=serve", INLINE, "seq=short", "workload.options.qps=0", "compile=default", "workload.options.on_complete=os:system",
-                    "workload.options.arrival=uniform", "attention=te"], tmp_path, store)
+                    "workload.options.arrival=uniform", "attention=te", "workload.options.prompt_dist=lognormal",
+                    "workload.options.output_dist=fixed", "workload.options.len_spread=-0.5", "profile=torch",
+                    "workload.min_time_s=1"], tmp_path, store)
     assert proc.returncode == 2, proc.output
     for needle in ("workload.options.qps=0.0: must be > 0 requests per second",
                    "compile=default: workload=serve runs the model eagerly",
                    "workload.options.on_complete='os:system': a hook is a function of your own package, not the standard library",
                    "workload.options.arrival='uniform': choose poisson or gamma",
-                   "attention=te has no decode path for workload=serve"):
+                   "attention=te has no decode path for workload=serve",
+                   "workload.options.len_spread=-0.5: lognormal lengths take it as sigma, which must be >= 0",
+                   "profile=torch with workload.min_time_s=1.0: the profiled runs follow the timed ones"):
         assert needle in proc.stderr, needle

@@ -8,7 +8,8 @@ arriving at ``options.qps``, bounded by ``options.duration_s``); warm-up steps r
 output_tokens_per_s, goodput under ``options.slo``, completed / rejected / queued counts; every
 request of the last timed run goes to ``artifacts/requests.csv``, and ``options.on_complete``
 (``module:function``) is called on rank 0 with each finished request's CSV row plus ``phase``
-(warm-up or timed) and ``run`` (the timed run it belongs to).
+(warm-up, timed, or profiled: the runs ``profile=torch`` adds after the timed ones) and ``run``
+(its run's index in that phase).
 
 Ranks serve the same trace in lockstep (rank 0's clock): tensor-parallel peers split the model,
 ``parallelism=ddp`` replicas repeat the work. Request-level metrics come from rank 0 only and
@@ -132,8 +133,11 @@ class Serve(Workload):
         for key in ("prompt_dist", "output_dist"):
             if o[key] not in LENGTHS:
                 problems.append(f"workload.options.{key}={o[key]!r}: choose {', '.join(LENGTHS)}")
-        if not 0 <= o.len_spread < 1 and (o.prompt_dist == "uniform" or o.output_dist == "uniform"):
+        dists = (o.prompt_dist, o.output_dist)
+        if not 0 <= o.len_spread < 1 and "uniform" in dists:
             problems.append(f"workload.options.len_spread={o.len_spread}: a uniform spread must be in [0, 1)")
+        elif o.len_spread < 0 and "lognormal" in dists:
+            problems.append(f"workload.options.len_spread={o.len_spread}: lognormal lengths take it as sigma, which must be >= 0")
         for key in ("num_requests", "output_len", "max_running", "max_queue", "block_size", "warmup_requests"):
             if o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer")
@@ -147,6 +151,10 @@ class Serve(Workload):
                 problems.append(f"workload.options.slo.{key}={o.slo[key]}: must be > 0 ms or null")
         problems += sampling_problems(o, "workload.options")
         problems += hook_problems(o.on_complete)
+        if ctx.cfg.profile.name == "torch" and cfg.min_time_s > 0:
+            problems.append(f"profile=torch with workload.min_time_s={cfg.min_time_s}: the profiled runs follow the timed ones, "
+                            "whose number min_time_s leaves open, so they could not be told apart (requests.csv, the hook's "
+                            "phase); set workload.min_time_s=0 and workload.steps to the runs you want")
         if ctx.cfg.compile.mode is not None:
             problems.append(f"compile={ctx.cfg.compile.name}: workload=serve runs the model eagerly (its batch and cache window "
                             "change every step); use compile=none, or workload=generate for the compiled decode step")
@@ -183,9 +191,11 @@ class Serve(Workload):
         pick = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k, generator=gen)  # noqa: E731
         clock = SyncedClock(WallClock()) if ctx.world_size > 1 else WallClock()
         hook = load_hook(o.on_complete) if o.on_complete and ctx.rank == 0 else None
-        self.runs: list[list[RequestRecord]] = []
-        self.phase = "warm-up"
-        on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": len(self.runs)})) if hook else None
+        self.runs: list[list[RequestRecord]] = []  # the timed runs
+        # profile=torch runs the trace again after the timed runs (min_time_s = 0 is validated, so they are counted)
+        self.timed_steps = int(cfg.workload.trials) * int(cfg.workload.steps) if cfg.profile.name == "torch" else None
+        self.phase, self.run_index = "warm-up", 0
+        on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": self.run_index})) if hook else None
         limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len)
         self.engine = Engine(model, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete)
         self.calls = 0
@@ -205,9 +215,12 @@ class Serve(Workload):
         if self.calls <= int(self.cfg.warmup_steps):
             self.engine.run(self.warmup_trace)
             return
-        self.phase = "timed"
+        n = self.calls - int(self.cfg.warmup_steps)
+        profiled = self.timed_steps is not None and n > self.timed_steps
+        self.phase, self.run_index = ("profiled", n - 1 - self.timed_steps) if profiled else ("timed", n - 1)
         records = self.engine.run(self.trace)
-        self.runs.append(records)
+        if not profiled:
+            self.runs.append(records)
         tokens = sum(len(r.tokens) for r in records if r.status == "done")
         self.tokens_per_step = tokens if self.ctx.data_shard == 0 else 0
 
