@@ -21,7 +21,7 @@ from b200lab import results as results_io
 from b200lab import sweep
 from b200lab.aggregate import aggregate
 from b200lab.config import ConfigError, resolve_device, validate
-from b200lab.launch import launch, rendezvous
+from b200lab.launch import launch, this_node
 from b200lab.measure.environment import host_env
 from b200lab.summary import one_line
 from b200lab.tracking import Tracker, flatten, probe, publish, resolve_uri
@@ -131,10 +131,9 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
 
 def _node_rank(results: dict) -> int:
     """This machine's node rank in a multi-node job (0 for a one-node job or a config error)."""
-    parallelism = (results["config"] or {}).get("parallelism") or {}
-    if results["status"] != "ok" or int(parallelism.get("nnodes") or 1) == 1:
+    if results["status"] != "ok":
         return 0
-    return rendezvous(OmegaConf.create(parallelism)).node_rank
+    return this_node(OmegaConf.create(results["config"]["parallelism"]))
 
 
 def _run_other_node(cfg: DictConfig, job_dir: Path, results: dict, node: int) -> dict:
