@@ -102,10 +102,10 @@ class ParallelStrategy:
 
     def reduces_master_grads(self) -> bool:
         """True when the strategy reduces the float32 master gradients once per optimizer step
-        (:meth:`reduce_master_grads`) instead of each micro-batch's 16-bit gradients."""
+        (:meth:`reduce_masters_in_backward`) instead of each micro-batch's 16-bit gradients."""
         return False
 
-    def reduce_master_grads(self, grads: list[torch.Tensor]) -> None:
+    def reduce_masters_in_backward(self, model: torch.nn.Module, master) -> None:
         raise NotImplementedError
 
 
@@ -118,7 +118,6 @@ class DataParallelConfig(ParallelismConfig):
 
 
 GRAD_SYNC = ("micro_batch", "optimizer_step")
-BUCKET_BYTES = 256 * 2**20  # float32 master gradients are all-reduced in flat buckets this large
 
 
 class DataParallel(ParallelStrategy):
@@ -157,32 +156,41 @@ class DataParallel(ParallelStrategy):
     def reduces_master_grads(self) -> bool:
         return self.world_size > 1 and self.cfg.grad_sync == "optimizer_step"
 
-    @torch.no_grad()
-    def reduce_master_grads(self, grads: list[torch.Tensor]) -> None:
-        """Average the float32 master gradients over the ranks: one all-reduce per flat bucket."""
-        import torch.distributed as dist
-
-        group, n = self.mesh.get_group("dp"), self.world_size
-        for bucket in _buckets(grads, BUCKET_BYTES):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            dist.all_reduce(flat, group=group)
-            flat.div_(n)
-            offset = 0
-            for g in bucket:
-                g.copy_(flat[offset:offset + g.numel()].view_as(g))
-                offset += g.numel()
+    def reduce_masters_in_backward(self, model: torch.nn.Module, master) -> None:
+        """The one gradient reduction of an optimizer step, overlapped with the last micro-batch's
+        backward: DDP hands each gradient bucket, as it fills, to a comm hook that adds the bucket's
+        16-bit gradients to their float32 master sums (the earlier micro-batches, summed under
+        no_sync) and all-reduces that float32 sum while the backward goes on. The caller then drops
+        the last micro-batch's 16-bit gradients instead of accumulating them (they are in the sum)."""
+        model.register_comm_hook(_MasterSum(master, self.mesh.get_group("dp"), self.world_size), _sum_into_masters_and_all_reduce)
+        self.effective["grad_reduction"] = "float32 master sums, all-reduced per DDP bucket during the last micro-batch's backward"
 
 
-def _buckets(tensors: list[torch.Tensor], limit_bytes: int):
-    bucket, size = [], 0
-    for t in tensors:
-        if bucket and size + t.numel() * t.element_size() > limit_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append(t)
-        size += t.numel() * t.element_size()
-    if bucket:
-        yield bucket
+class _MasterSum:
+    """The comm hook's state: where each parameter's float32 master gradient lives."""
+
+    def __init__(self, master, group, world_size: int):
+        self.master, self.group, self.world_size = master, group, world_size
+
+
+def _sum_into_masters_and_all_reduce(state: _MasterSum, bucket):  # no return annotation: DDP checks it as an object, and this module postpones annotations
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        sums = [state.master.master_grad(p) for p in bucket.parameters()]
+        flat = torch.cat([s.reshape(-1) for s in sums])
+        for part, grad in zip(flat.split([s.numel() for s in sums]), bucket.gradients()):
+            part.add_(grad.reshape(-1))
+        flat.div_(state.world_size)
+    reduced = dist.all_reduce(flat, group=state.group, async_op=True).get_future()
+
+    def unpack(fut) -> torch.Tensor:
+        with torch.no_grad():
+            for s, part in zip(sums, fut.value()[0].split([s.numel() for s in sums])):
+                s.copy_(part.view_as(s))
+        return bucket.buffer()  # DDP writes it into .grad; the caller drops those
+
+    return reduced.then(unpack)
 
 
 @dataclass
@@ -193,6 +201,10 @@ class MeshConfig(ParallelismConfig):
     fsdp: bool = False  # shard parameters, gradients and optimizer state over dp with FSDP2 fully_shard
     sequence_parallel: bool = False  # norms and residual stream sharded over the sequence between the TP regions
     reshard_after_forward: bool = True  # FSDP2: free the gathered weights after forward (ZeRO-3) or keep them for backward (ZeRO-2)
+    # FSDP2 with grad_accum > 1: free the gathered weights after each micro-batch's backward, or keep
+    # them (and the unsharded gradient sums) until the optimizer step's last micro-batch; with
+    # reshard_after_forward=false that is one all-gather per optimizer step instead of one per micro-batch
+    reshard_after_backward: bool = True
     mp_param_dtype: str = "auto"  # FSDP2 MixedPrecisionPolicy compute dtype; auto: the precision's parameter dtype
     mp_reduce_dtype: str = "float32"  # FSDP2 gradient reduce-scatter dtype
     # FSDP2 training of 16-bit parameters: float32 shards the optimizer steps (FSDP2's own master
@@ -295,6 +307,7 @@ class MeshParallel(ParallelStrategy):
         fully_shard(model, **kwargs)
         self.effective["wrapper"] = "FSDP2 fully_shard"
         self.effective["fsdp"] = {"reshard_after_forward": bool(self.cfg.reshard_after_forward),
+                                  "reshard_after_backward": bool(self.cfg.reshard_after_backward),
                                   "param_dtype": str(mp.param_dtype).removeprefix("torch.") if mp else str(param_dtype).removeprefix("torch."),
                                   "reduce_dtype": str(mp.reduce_dtype).removeprefix("torch.") if mp else None,
                                   "sharded_param_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
@@ -304,7 +317,10 @@ class MeshParallel(ParallelStrategy):
     def no_sync(self, model, last_micro_batch: bool, every_micro_batch: bool):
         if not hasattr(model, "set_requires_gradient_sync"):
             return contextlib.nullcontext()
-        model.set_requires_gradient_sync(last_micro_batch or every_micro_batch)
+        sync = last_micro_batch or every_micro_batch
+        model.set_requires_gradient_sync(sync)
+        if not self.cfg.reshard_after_backward:
+            model.set_reshard_after_backward(sync)  # keep the gathered weights until the step's last micro-batch
         return contextlib.nullcontext()
 
 

@@ -33,6 +33,7 @@ class MasterWeights:
     ):
         self.params = [p for p in params if p.requires_grad]
         self.masters = [p.detach().to(master_dtype, copy=True) for p in self.params]
+        self._index = {id(p): i for i, p in enumerate(self.params)}
         self.accumulate_in_master = accum_dtype == master_dtype
         self._copy = torch.compile(_copy_into) if compile else _copy_into
         self._add = torch.compile(_add_into) if compile else _add_into
@@ -41,6 +42,10 @@ class MasterWeights:
     def _grads(self) -> list[torch.Tensor]:
         # a parameter the micro-batch did not use (an expert no token chose) contributes zero
         return [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
+
+    def master_grad(self, param: torch.nn.Parameter) -> torch.Tensor:
+        """The float32 gradient sum of ``param``'s master (allocated by the first ``accumulate``)."""
+        return self.masters[self._index[id(param)]].grad
 
     def _master_grads(self) -> list[torch.Tensor]:
         for m in self.masters:
@@ -57,6 +62,12 @@ class MasterWeights:
         for p in self.params:
             p.grad = None
         self._first = False
+
+    def drop_grads(self) -> None:
+        """Call after a backward whose gradients reached the master sums another way (the data-
+        parallel comm hook added and reduced them): they must not be added a second time."""
+        for p in self.params:
+            p.grad = None
 
     @torch.no_grad()
     def step(self, optimizer_step: Callable[[], None]) -> None:

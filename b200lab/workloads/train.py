@@ -16,9 +16,12 @@ Gradients are synchronised by the parallelism strategy (DDP for data parallel). 
 output head. ``options.grad_accum`` = k runs k micro-batches of ``seq.batch`` sequences (forward
 + backward each) per optimizer step, as nanoGPT-style training does; a step then processes k x
 batch x len tokens. With 16-bit weights the optimizer steps float32 master weights
-(b200lab/precision/master.py); with DDP and float32 gradient accumulation every micro-batch's
-gradients are then all-reduced, because each one is moved out of the parameters before the
-next backward.
+(b200lab/precision/master.py). With DDP and float32 gradient accumulation,
+``parallelism.grad_sync=optimizer_step`` (ddp's default) sums the micro-batches in the float32
+masters under no_sync and reduces once, inside the last micro-batch's backward (a DDP comm hook
+adds each bucket to its float32 sums and all-reduces them while the backward goes on);
+``grad_sync=micro_batch`` all-reduces every micro-batch's 16-bit gradients before they move to
+the masters.
 """
 
 from __future__ import annotations
@@ -88,9 +91,11 @@ class Train(Workload):
         # parallelism: sum micro-batches in the float32 masters under no_sync, all-reduce them once per step
         self.reduce_masters = self.sync_every_micro_batch and self.accum > 1 and ctx.strategy.reduces_master_grads()
         self.sync_every_micro_batch = self.sync_every_micro_batch and not self.reduce_masters
+        if self.reduce_masters:
+            ctx.strategy.reduce_masters_in_backward(self.model, self.master)
         self.effective = {"grad_accum": self.accum, "data": self.data.effective}
         if ctx.world_size > 1 and self.accum > 1:
-            self.effective["ddp_sync"] = ("once per step (float32 master gradients)" if self.reduce_masters else
+            self.effective["ddp_sync"] = ("once per step (float32 master gradients, in the last backward)" if self.reduce_masters else
                                           "every micro-batch" if self.sync_every_micro_batch else "last micro-batch")
         self.flops_per_step = model_flops_per_step(ctx, self.accum * self.batch, training=True)
         self.loss_history = torch.zeros(1024, dtype=torch.float64, device=ctx.device)  # every step's loss, read after timing
@@ -118,15 +123,16 @@ class Train(Workload):
     def step(self) -> None:
         total = 0.0
         for i, (inputs, targets) in enumerate(self._micro_batches()):
-            with self.ctx.strategy.no_sync(self.model, i == self.accum - 1 and not self.reduce_masters, self.sync_every_micro_batch):
+            last = i == self.accum - 1
+            with self.ctx.strategy.no_sync(self.model, last, self.sync_every_micro_batch):
                 loss, stats = self.forward_loss(inputs, targets)
                 loss = loss / self.accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            if self.master is not None:
+            if self.master is not None and last and self.reduce_masters:
+                self.master.drop_grads()  # parallelism: this backward's comm hook added them to the reduced float32 sums
+            elif self.master is not None:
                 self.master.accumulate()
             total = total + loss.detach()
-        if self.reduce_masters:  # parallelism: the one gradient reduction of this optimizer step
-            self.ctx.strategy.reduce_master_grads([m.grad for m in self.master.masters])
         if self.master is not None:
             self.master.step(self._optimizer_step)
         else:

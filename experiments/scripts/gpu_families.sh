@@ -8,7 +8,8 @@
 # timed by experiments/scripts/reference_families.py (multirun/reference_families.jsonl) with the
 # same method: 5 warm-up steps, then 3 trials of 20 steps queued back to back, a CUDA event pair
 # per step, rate = every timed sample / the trials' spans summed (the trial range beside it).
-# Both sides eager in vit/dit, both compiled (torch.compile, default mode) in vit_compiled/dit_compiled.
+# Both sides eager in vit/dit, both compiled (torch.compile, default mode) in vit_compiled/dit_compiled
+# (vit_compiled_bf16: bf16 weights); vit_profile writes both sides' per-kernel times (trace_kernels.py).
 # $OUT receives results.tgz (mlflow.db, multirun, outputs) after every phase.
 set -uo pipefail
 export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
@@ -42,6 +43,15 @@ for phase in "$@"; do
     vit_compiled)
       lab -m hydra.sweep.dir=multirun/fam_vit_compiled $VIT precision=bf16_autocast compile=default
       ref --model vit_l16 --batch 64 --precision autocast --compile ;;
+    vit_compiled_bf16)
+      lab -m hydra.sweep.dir=multirun/fam_vit_compiled_bf16 $VIT precision=bf16 precision.master_dtype=none compile=default
+      ref --model vit_l16 --batch 64 --precision bf16 --compile ;;
+    vit_profile)  # the eager bf16 pair kernel by kernel: the lab's trace and timm's profile, same columns
+      lab -m hydra.sweep.dir=multirun/fam_vit_profile $VIT precision=bf16 precision.master_dtype=none profile=torch workload.trials=1
+      python3 experiments/scripts/trace_kernels.py multirun/fam_vit_profile/0/traces/trace_rank0.json.gz multirun/fam_vit_profile/lab_kernels.csv
+      python3 experiments/scripts/reference_families.py --model vit_l16 --batch 64 --precision bf16 --trials 1 \
+        --kernels multirun/fam_vit_profile/timm_kernels.csv 2>&1 | grep -vE "UserWarning|warnings.warn"
+      head -25 multirun/fam_vit_profile/lab_kernels.csv multirun/fam_vit_profile/timm_kernels.csv ;;
     dit_compiled)
       need_diffusers
       lab -m hydra.sweep.dir=multirun/fam_dit_compiled $DIT precision=bf16_autocast compile=default

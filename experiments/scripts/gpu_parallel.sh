@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 11's recorded runs on one host of 2 GPUs (nvidia-h100-x2 / nvidia-h200-x2), by phase:
 #   bash experiments/scripts/gpu_parallel.sh PHASE [PHASE...]
-# Phases: info validate forward fsdp_1b ddp_1b fsdp_8b comms summary (all: every one in that order).
+# Phases: info validate forward fsdp_1b fsdp_1b_keep ddp_1b fsdp_8b comms summary (all: every one in that order).
 # Run from the repo root, as gpu_measure.sh: installs the staged wheels first when hydra/mlflow
 # are missing; results land in multirun/ and the MLflow store mlflow.db, which $OUT receives as
 # one tarball after every phase when OUT is set. NVLink SHARP multicast stays off: b200lab's
@@ -17,7 +17,7 @@ lab() { python3 -m b200lab "$@" 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) "; }
 TRAIN1B="model=gpt_1b workload=train precision=bf16 seq=2k seq.batch=8 workload.options.grad_accum=4 compile=default workload.min_time_s=15"
 # gpt_8b: float32 shards + Adam are 110 GB, so 1 GPU is expected to record oom; full activation checkpointing
 TRAIN8B="model=gpt_8b workload=train precision=bf16 seq=2k seq.batch=2 workload.options.grad_accum=2 model.checkpointing=full workload.min_time_s=15"
-phases=("$@"); [ "${1:-}" = all ] && phases=(info validate forward fsdp_1b ddp_1b fsdp_8b comms summary)
+phases=("$@"); [ "${1:-}" = all ] && phases=(info validate forward fsdp_1b fsdp_1b_keep ddp_1b fsdp_8b comms summary)
 for phase in "${phases[@]}"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
   case $phase in
@@ -31,6 +31,9 @@ for phase in "${phases[@]}"; do
       lab -m hydra.sweep.dir=multirun/p11_forward_8b model=gpt_8b workload=forward precision=bf16 seq=2k seq.batch=8 \
         parallelism=single,tp compile=none,default workload.min_time_s=10 ;;
     fsdp_1b) lab -m hydra.sweep.dir=multirun/p11_fsdp_1b $TRAIN1B parallelism=fsdp parallelism.dp=1,2 ;;
+    fsdp_1b_keep)  # gathered weights kept across the micro-batches: one all-gather per optimizer step
+      lab -m hydra.sweep.dir=multirun/p11_fsdp_1b_keep $TRAIN1B parallelism=fsdp parallelism.dp=1,2 \
+        parallelism.reshard_after_forward=false parallelism.reshard_after_backward=false ;;
     ddp_1b)  # DDP with one float32 gradient all-reduce per optimizer step (ddp.yaml: grad_sync=optimizer_step) vs today's per micro-batch
       lab -m hydra.sweep.dir=multirun/p11_ddp_1b $TRAIN1B parallelism=ddp parallelism.nproc=1,2
       lab -m hydra.sweep.dir=multirun/p11_ddp_1b_per_micro_batch $TRAIN1B parallelism=ddp parallelism.nproc=2 parallelism.grad_sync=micro_batch ;;

@@ -100,6 +100,8 @@ def run(args) -> dict:
         step_ms += [s.elapsed_time(e) for s, e in events]
         spans.append(events[0][0].elapsed_time(events[-1][1]) / 1e3)
         rates.append(args.batch * args.steps / spans[-1])
+    if args.kernels:
+        write_kernel_table(step, args.kernels)
     q = statistics.quantiles(step_ms, n=100)
     return {"script": "reference_families", "model": args.model, **info, "params": sum(p.numel() for p in model.parameters()),
             "precision": args.precision, "compile": bool(args.compile), "batch": args.batch, "trials": args.trials,
@@ -109,6 +111,22 @@ def run(args) -> dict:
             "step_ms_p10": q[9], "step_ms_p90": q[89], "step_ms_mean": statistics.fmean(step_ms), "final_loss": float(loss),
             "peak_mem_allocated_gb": torch.cuda.max_memory_allocated() / 1e9, "gpu": torch.cuda.get_device_name(),
             "torch": torch.__version__, "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_kernel_table(step, path: str, steps: int = 3) -> None:
+    """Profile ``steps`` more steps (after the timed ones) and write each CUDA kernel's calls and
+    device time per step, longest first: the same columns for the lab's run come from its trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    rows = [(e.key, e.count / steps, e.device_time_total / steps) for e in prof.key_averages() if e.device_time_total > 0]
+    with open(path, "w") as f:
+        f.write("kernel,calls_per_step,us_per_step\n")
+        for name, calls, us in sorted(rows, key=lambda r: -r[2]):
+            f.write(f"\"{name.replace(chr(34), chr(39))}\",{calls:g},{us:.1f}\n")
 
 
 def main() -> None:
@@ -121,6 +139,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--out", default=None, help="append the JSON line to this file")
+    p.add_argument("--kernels", default=None, help="also profile 3 steps and write a per-kernel CSV here")
     args = p.parse_args()
     line = json.dumps(run(args))
     print(line, flush=True)
