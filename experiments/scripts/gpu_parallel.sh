@@ -14,9 +14,9 @@ python3 -c 'import hydra, mlflow' 2>/dev/null || { mkdir -p /root/parts && cp .g
 lab() { python3 -m b200lab "$@" 2>&1 | grep -vE " INFO |^\s+(warm-up|timed) "; }
 # the scaling points: the same per-GPU batch (8 x 2048 tokens per micro-batch, 4 micro-batches per
 # optimizer step) on 1 and 2 GPUs; scaling efficiency = tokens/s on 2 / (2 x tokens/s on 1)
-TRAIN1B="model=gpt_1b workload=train precision=bf16 seq=2k seq.batch=8 workload.options.grad_accum=4 compile=default workload.min_time_s=15"
+TRAIN1B="model=gpt_1b workload=train precision=bf16 seq=2k seq.batch=8 workload.options.grad_accum=4 compile=default workload.min_time_s=${MIN_TIME_S:-15}"
 # gpt_8b: float32 shards + Adam are 110 GB, so 1 GPU is expected to record oom; full activation checkpointing
-TRAIN8B="model=gpt_8b workload=train precision=bf16 seq=2k seq.batch=2 workload.options.grad_accum=2 model.checkpointing=full workload.min_time_s=15"
+TRAIN8B="model=gpt_8b workload=train precision=bf16 seq=2k seq.batch=2 workload.options.grad_accum=2 model.checkpointing=full workload.min_time_s=${MIN_TIME_S:-15}"
 phases=("$@"); [ "${1:-}" = all ] && phases=(info validate forward fsdp_1b fsdp_1b_keep ddp_1b fsdp_8b comms summary)
 for phase in "${phases[@]}"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
