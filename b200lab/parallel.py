@@ -18,6 +18,7 @@ replicated token or FLOP is counted twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -115,6 +116,9 @@ class DataParallelConfig(ParallelismConfig):
     # 16-bit gradients (DDP's own hooks); optimizer_step sums micro-batches in the float32 masters
     # under no_sync and all-reduces those once per optimizer step
     grad_sync: str = "micro_batch"
+    # DDP's gradient bucket size; under torch.compile each bucket is also a graph break (dynamo's
+    # DDPOptimizer splits the graph at bucket boundaries so reductions overlap the backward)
+    bucket_cap_mb: float = 25.0
 
 
 GRAD_SYNC = ("micro_batch", "optimizer_step")
@@ -130,6 +134,8 @@ class DataParallel(ParallelStrategy):
         problems = super().validate(cfg, ctx)
         if cfg.grad_sync not in GRAD_SYNC:
             problems.append(f"parallelism.grad_sync={cfg.grad_sync!r}: choose {' or '.join(GRAD_SYNC)}")
+        if not cfg.bucket_cap_mb > 0:
+            problems.append(f"parallelism.bucket_cap_mb={cfg.bucket_cap_mb}: must be a positive number of MiB")
         return problems
 
     def setup(self) -> None:
@@ -145,8 +151,9 @@ class DataParallel(ParallelStrategy):
         from torch.nn.parallel import DistributedDataParallel
 
         self.effective["wrapper"] = "DistributedDataParallel"
+        self.effective["bucket_cap_mb"] = float(self.cfg.bucket_cap_mb)
         return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                       process_group=self.mesh.get_group("dp"))
+                                       process_group=self.mesh.get_group("dp"), bucket_cap_mb=float(self.cfg.bucket_cap_mb))
 
     def no_sync(self, model, last_micro_batch: bool, every_micro_batch: bool):
         if last_micro_batch or every_micro_batch or not hasattr(model, "no_sync"):
@@ -302,8 +309,12 @@ class MeshParallel(ParallelStrategy):
                 self.keeps_master_weights = True
             mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=DTYPES[self.cfg.mp_reduce_dtype])
         kwargs = {"mesh": mesh, "reshard_after_forward": bool(self.cfg.reshard_after_forward), **({"mp_policy": mp} if mp else {})}
+        # the blocks take their inputs as the root made them: FSDP2 in torch 2.11 does not cast a
+        # block's inputs again when activation checkpointing recomputes it in backward, so a cast
+        # here (the float32 rotary tables to bf16) would make the recompute differ from the forward
+        block_kwargs = {**kwargs, "mp_policy": dataclasses.replace(mp, cast_forward_inputs=False)} if mp else kwargs
         for block in _blocks(model):
-            fully_shard(block, **kwargs)
+            fully_shard(block, **block_kwargs)
         fully_shard(model, **kwargs)
         self.effective["wrapper"] = "FSDP2 fully_shard"
         self.effective["fsdp"] = {"reshard_after_forward": bool(self.cfg.reshard_after_forward),

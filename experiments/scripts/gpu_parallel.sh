@@ -37,6 +37,9 @@ for phase in "${phases[@]}"; do
     ddp_1b)  # DDP with one float32 gradient all-reduce per optimizer step (ddp.yaml: grad_sync=optimizer_step) vs today's per micro-batch
       lab -m hydra.sweep.dir=multirun/p11_ddp_1b $TRAIN1B parallelism=ddp parallelism.nproc=1,2
       lab -m hydra.sweep.dir=multirun/p11_ddp_1b_per_micro_batch $TRAIN1B parallelism=ddp parallelism.nproc=2 parallelism.grad_sync=micro_batch ;;
+    ddp_1b_buckets)  # DDP's bucket size under torch.compile (each bucket is a graph break): 1 GPU, then 2 at 25 and 200 MiB
+      lab -m hydra.sweep.dir=multirun/p11_ddp_1b_buckets $TRAIN1B parallelism=ddp parallelism.nproc=1
+      lab -m hydra.sweep.dir=multirun/p11_ddp_1b_buckets_2gpu $TRAIN1B parallelism=ddp parallelism.nproc=2 parallelism.bucket_cap_mb=25,200 ;;
     fsdp_8b)
       lab -m hydra.sweep.dir=multirun/p11_fsdp_8b $TRAIN8B parallelism=fsdp parallelism.dp=1,2
       # 16-bit shards, no master copy: what fits on one GPU, for the 1 -> 2 comparison
