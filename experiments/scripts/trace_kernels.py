@@ -11,7 +11,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from b200lab.measure.kernel_breakdown import STEP_ANNOTATION, _events
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere: b200lab need not be installed
+from b200lab.measure.kernel_breakdown import STEP_ANNOTATION, _events  # noqa: E402
 
 
 def main(trace: str, out: str) -> None:
