@@ -70,11 +70,15 @@ def test_microbenchmark_ratio_column_is_flex_over_sdpa_from_the_raw_files():
 
 # --- ratios stated in prose, against the raw files -----------------------------------------------
 
-def metric_of(run_id: str, metric: str) -> float:
+def run_record(run_id: str) -> dict:
     found = [r for r in (json.loads(p.read_text()) for p in MEASUREMENTS.rglob("*results.json"))
              if (r.get("mlflow") or {}).get("run_id", "").startswith(run_id)]
     assert len(found) == 1, f"run {run_id}: {len(found)} files"
-    return found[0]["metrics"][metric]
+    return found[0]
+
+
+def metric_of(run_id: str, metric: str) -> float:
+    return run_record(run_id)["metrics"][metric]
 
 
 PROSE_RATIOS = [  # (file, the text that states it, numerator run, denominator run, metric, stated ratio, decimals)
@@ -108,26 +112,129 @@ def test_mfu_per_ghz_stated_in_prose():
 
 
 FAMILIES = MEASUREMENTS / "2026-11-26-families"
-REFERENCE_RATIOS = [  # (the README's words, lab run, reference model, reference precision, stated ratio)
-    ("autocast 816.97 vs 814.25 images/s, **1.003x**", "e310026c", "vit_l16", "autocast", 1.003),
-    ("bf16 957.80 vs 967.16, **0.990x**", "646dc64c", "vit_l16", "bf16", 0.990),
-    ("autocast 295.18 vs 229.97\n  samples/s, **1.284x**", "0aead49f", "dit_xl2", "autocast", 1.284),
-    ("bf16 368.16 vs 247.30, **1.489x**", "66e10f89", "dit_xl2", "bf16", 1.489),
+FAMILIES_COMPILED = MEASUREMENTS / "2026-11-26-families-compiled"
+REFERENCE_RATIOS = [  # (folder, the README's words, lab run, stated ratio)
+    ("2026-11-26-families", "autocast 816.97 vs 814.25 images/s, **1.003x**", "e310026c", 1.003),
+    ("2026-11-26-families", "bf16 957.80 vs 967.16, **0.990x**", "646dc64c", 0.990),
+    ("2026-11-26-families", "autocast 295.18 vs 229.97\n  samples/s, **1.284x**", "0aead49f", 1.284),
+    ("2026-11-26-families", "bf16 368.16 vs 247.30, **1.489x**", "66e10f89", 1.489),
+    ("2026-11-26-families-compiled", "1127.23 vs 1114.62 images/s, **1.011x**", "ae90677b", 1.011),
+    ("2026-11-26-families-compiled", "1015.96 vs 1005.20, **1.011x**", "399eff06", 1.011),
+    ("2026-11-26-families-compiled", "981.62 vs 972.02, **1.010x**", "7c721b61", 1.010),
+]
+REFERENCE_PRECISION = {"bf16_autocast": "autocast", "bf16": "bf16"}  # the lab's precision -> reference_families.py's
+
+
+def one_line(text: str) -> str:
+    """Prose with its line breaks and indents as single spaces, so a rewrapped paragraph still matches."""
+    return " ".join(text.split())
+
+
+def references(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "runs" / "reference_families.jsonl").read_text().splitlines()]
+
+
+def reference_for(folder: Path, lab: dict) -> dict:
+    """The one line of the folder's reference_families.jsonl that ran what the lab run ran: the same
+    model, precision, compile (or not), trials and batch."""
+    cfg = lab["config"]
+    if cfg["precision"]["name"] == "bf16":
+        assert cfg["precision"]["master_dtype"] == "none", "the reference's bf16 keeps no float32 masters"
+    want = {"model": cfg["model"]["name"], "precision": REFERENCE_PRECISION[cfg["precision"]["name"]],
+            "compile": cfg["compile"]["name"] != "none", "trials": cfg["workload"]["trials"], "batch": cfg["seq"]["batch"]}
+    found = [r for r in references(folder) if {k: r[k] for k in want} == want]
+    assert len(found) == 1, f"{folder.name}: {len(found)} reference lines match {want}"
+    return found[0]
+
+
+@pytest.mark.parametrize("claim", REFERENCE_RATIOS, ids=lambda c: f"{c[0][11:]}:{c[2]}")
+def test_lab_against_reference_ratio_matches_both_files(claim):
+    """The families READMEs compare lab runs (results.json) with the reference script's lines
+    (reference_families.jsonl in the same folder, same card and call): the reference line is the one
+    that ran the lab run's model, precision, compile mode, trials and batch; each figure and the ratio
+    come from the files."""
+    folder, text, run_id, stated = claim
+    folder = MEASUREMENTS / folder
+    assert one_line(text) in one_line((folder / "README.md").read_text())
+    lab = run_record(run_id)
+    ref = reference_for(folder, lab)
+    rate = lab["metrics"]["samples_per_s"]
+    lab_text, ref_text = text.split(" vs ")[0].split()[-1], text.split(" vs ")[1].split(",")[0].split()[0]
+    assert (f"{rate:.2f}", f"{ref['samples_per_s']:.2f}") == (lab_text, ref_text)
+    assert round(rate / ref["samples_per_s"], 3) == pytest.approx(stated, abs=5e-4 + 1e-9)
+
+
+def test_compile_gain_of_both_sides_stated_in_prose():
+    """families-compiled: torch.compile's gain on the same card, the lab's (two results.json) and
+    timm's (two reference lines: compiled 3 trials over eager 1 trial, bf16)."""
+    text = one_line((FAMILIES_COMPILED / "README.md").read_text())
+    lab = metric_of("ae90677b", "samples_per_s") / metric_of("7c721b61", "samples_per_s")
+    assert f"the lab {lab:.3f}x over its eager bf16 run (ae90677b over 7c721b61)" in text
+    timm = {(r["compile"], r["trials"]): r["samples_per_s"] for r in references(FAMILIES_COMPILED) if r["precision"] == "bf16"}
+    compiled, eager = timm[(True, 3)], timm[(False, 1)]
+    assert f"timm {compiled / eager:.3f}x ({compiled:.2f} over {eager:.2f})" in text
+
+
+def test_compiled_pairs_lead_beyond_their_trial_spread():
+    """The lab's slowest trial against timm's fastest, as the families-compiled README states them."""
+    text = one_line((FAMILIES_COMPILED / "README.md").read_text())
+    lab = [metric_of(run, "trial_tokens_per_s_min") for run in ("ae90677b", "399eff06")]
+    ref = [reference_for(FAMILIES_COMPILED, run_record(run))["samples_per_s_max"] for run in ("ae90677b", "399eff06")]
+    assert all(a > b for a, b in zip(lab, ref))
+    assert f"({lab[0]:,.1f} and {lab[1]:,.1f} images/s) beats timm's fastest ({ref[0]:,.2f} and {ref[1]:,.2f}" in text
+
+
+def kernel_rows(name: str) -> list[dict]:
+    return csv_rows(FAMILIES_COMPILED / "runs" / f"vit_profile_{name}_kernels.csv")
+
+
+def the_kernel(rows: list[dict], part: str) -> dict:
+    (row,) = [r for r in rows if part in r["kernel"]]
+    return row
+
+
+def per_call(row: dict) -> float:
+    return float(row["us_per_step"]) / float(row["calls_per_step"])
+
+
+GELU = "GeluCUDAKernelImpl(at::TensorIteratorBase&, at::native::GeluType)::{lambda()#"
+GELU_BACKWARD = "GeluBackwardCUDAKernelImpl(at::TensorIteratorBase&, at::native::GeluType)::{lambda()#"
+KERNELS_PER_CALL = [  # (what the README states, lab / timm per call, "lab vs timm"; the lab's kernel, timm's kernel)
+    ("103.9 vs 103.5 (`coopA_NNT`)", "nvjet_sm90_tst_256x128_64x4_2x1_v_bz_coopA_NNT", None),
+    ("105.8 vs 105.9 (`coopA_bias_TNT`)", "nvjet_sm90_tst_256x128_64x4_2x1_v_bz_coopA_bias_TNT", None),
+    ("128.2 vs 128.3 (`coopA_NTT`)", "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NTT", None),
+    ("112.4 vs 113.1 (`coopB_bias_TNN`)", "nvjet_sm90_tst_192x192_64x4_2x1_v_bz_coopB_bias_TNN", None),
+    ("forward 60.8 vs 61.3", "sdpa_sm90_flash_fprop", None),
+    ("backward 163.4 vs 162.8", "sdpa_sm90_flash_bprop", None),
+    ("LayerNorm forward 32.3 vs 33.2", "vectorized_layer_norm_kernel<", None),
+    ("input gradient 28.6 vs 29.4", "layer_norm_grad_input_kernel_vectorized<", None),
+    ("fused Adam 122.1 vs 122.5", "FusedAdamMathFunctor", None),
+    ("convolution 462.6 vs 470.8", "s16816fprop_optimized_bf16_128x128", None),
+    ("forward 69.1 vs 75.5 µs per call", GELU + "1}", GELU + "2}"),  # tanh form (lab) vs erf form (timm)
+    ("backward 97.6 vs 104.1", GELU_BACKWARD + "1}", GELU_BACKWARD + "2}"),
 ]
 
 
-@pytest.mark.parametrize("claim", REFERENCE_RATIOS, ids=lambda c: f"{c[2]}-{c[3]}")
-def test_lab_against_reference_ratio_matches_both_files(claim):
-    """The families README compares lab runs (results.json) with the reference script's lines
-    (reference_families.jsonl, eager, same card and call): each figure and ratio from the files."""
-    text, run_id, model, precision, stated = claim
-    assert text in (FAMILIES / "README.md").read_text()
-    (ref,) = [r for r in map(json.loads, (FAMILIES / "runs" / "reference_families.jsonl").read_text().splitlines())
-              if r["model"] == model and r["precision"] == precision and not r["compile"]]
-    lab = metric_of(run_id, "samples_per_s")
-    lab_text, ref_text = text.split(" vs ")[0].split()[-1], text.split(" vs ")[1].split(",")[0].split()[0]
-    assert (f"{lab:.2f}", f"{ref['samples_per_s']:.2f}") == (lab_text, ref_text)
-    assert round(lab / ref["samples_per_s"], 3) == pytest.approx(stated, abs=5e-4 + 1e-9)
+@pytest.mark.parametrize("claim", KERNELS_PER_CALL, ids=lambda c: c[0].split(" (")[0])
+def test_kernel_time_per_call_stated_in_prose_matches_both_csvs(claim):
+    """families-compiled's kernel-by-kernel comparison: device time per call of each named kernel,
+    from the lab's and timm's per-kernel CSVs (us per step / calls per step)."""
+    text, lab_kernel, timm_kernel = claim
+    assert text in one_line((FAMILIES_COMPILED / "README.md").read_text())
+    lab = per_call(the_kernel(kernel_rows("lab"), lab_kernel))
+    timm = per_call(the_kernel(kernel_rows("timm"), timm_kernel or lab_kernel))
+    assert f"{lab:.1f} vs {timm:.1f}" in text
+
+
+def test_the_lab_trace_holds_kernels_beyond_its_marked_steps():
+    """The families-compiled README's reason to compare per call: fused-Adam and largest-GEMM calls in
+    the lab's 3-step trace against timm's per-step counts."""
+    text = one_line((FAMILIES_COMPILED / "README.md").read_text())
+    adam = [float(the_kernel(kernel_rows(side), "FusedAdamMathFunctor")["calls_per_step"]) for side in ("lab", "timm")]
+    gemm = [float(the_kernel(kernel_rows(side), "coopA_NNT")["calls_per_step"]) for side in ("lab", "timm")]
+    assert f"It has {round(3 * adam[0])} fused-Adam calls ({adam[0]:.1f} per step) where 3 steps make {round(3 * adam[1])}" in text
+    assert f"(timm: {adam[1]:g} per step)" in text
+    assert f"{round(3 * gemm[0])} calls of the largest GEMM where timm has {gemm[1]:g} per step" in text
 
 
 def test_dlrm_embedding_bandwidth_fraction_matches_the_copy_bandwidth_run():

@@ -11,7 +11,8 @@
 # the repository root, which is where this script runs.
 #
 # Then the tables embedded in the READMEs (<!-- b200lab:table ... --> blocks) are regenerated from the
-# same files by `b200lab tables` (tests/test_doc_tables.py checks them).
+# same files by `b200lab tables` (tests/test_doc_tables.py checks them): every README, or with a
+# FOLDER argument only those of the matching folders.
 #
 #   bash experiments/scripts/regenerate_reports.sh          # every report
 #   bash experiments/scripts/regenerate_reports.sh attention # the reports of folders matching *attention*
@@ -111,7 +112,19 @@ report $F lab_vs_reference "ViT-L/16 and DiT-XL/2 training (the lab's side of th
 report $F fp8 "ViT-L/16 and DiT-XL/2, bf16 vs Transformer Engine FP8, one H100" --reference precision=bf16 -- $M/$F/runs/fam_fp8_*.results.json
 report $F dlrm "DLRM-style recommender, dlrm_large, one H100" -- $M/$F/runs/fam_dlrm_*.results.json
 
+F=2026-11-26-families-compiled
+report $F lab_side "ViT-L/16 training, the lab's side of the compiled and profiled timm pairs, one H100" --x compile -- $M/$F/runs/fam_vit_*.results.json
+
+G=2026-11-26-serving-load
+report $G decode "Batch-1 decode, gpt_8b, bf16, compile=default, one H100" -- $M/$G/runs/decode8b_*.results.json
+report $G serve_load "serve_load: gpt_1b at 4 and 2 requests/s, one H100 beside a compiling neighbour" --x workload.options.qps -- \
+    $M/$G/runs/serve_load_*.results.json
+
 D=2026-11-26-parallel-scaling
 report $D scaling "gpt_1b FSDP2 and DDP training on 1 and 2 H100s" --x parallelism.nproc -- $M/$D/runs/p11_*.results.json
 
-b200lab tables README.md $M/*/README.md
+if [[ -n $only ]]; then  # only the READMEs of the folders asked for: other people's may be mid-edit
+    b200lab tables $M/*$only*/README.md
+else
+    b200lab tables README.md $M/*/README.md
+fi
