@@ -165,6 +165,8 @@ class WorkerProfiler:
                 for _ in range(wait + warmup + active):
                     with torch.profiler.record_function("b200lab_step"):
                         step()
+                    if self.device.type == "cuda":  # the step's kernels end inside its window, not in the next one's
+                        torch.cuda.synchronize(self.device)
                     prof.step()
             self.notes["torch_trace"] = str(out.relative_to(self.job_dir))
             self.notes["torch_trace_steps"] = active

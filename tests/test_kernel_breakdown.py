@@ -14,6 +14,9 @@ def test_kinds_from_kernel_names():
     assert kind_of("nvjet_tst_192x192_64x3_2x1_v_bz_coopA_TNN") == "gemm"
     assert kind_of("flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>>") == "attention"
     assert kind_of("transformer_engine::cast_transpose_kernel<...>") == "fp8 cast/transpose"
+    # ATen's plain bf16 copies carry "cast" in their template names: not FP8 work
+    assert kind_of("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::direct_copy_kernel_cuda") == "other elementwise / copies"
+    assert kind_of("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda, LoadWithCast<1>, StoreWithCast<1> >") == "other elementwise / copies"
     assert kind_of("rmsnorm_fwd_tuned_kernel") == "norm"
     assert kind_of("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
     assert kind_of("ncclDevKernel_AllReduce_Sum_bf16_RING_LL") == "communication"

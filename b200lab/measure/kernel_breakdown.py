@@ -19,7 +19,8 @@ KINDS: list[tuple[str, str]] = [
     ("communication", r"nccl"),
     ("attention", r"flash|fmha|attn|attention|cudnn_generated_fort_native_sdpa|sdpa"),
     ("gemm", r"gemm|sm\d+_xmma|cutlass|nvjet|cublas|wgmma|matmul|_mm_"),
-    ("fp8 cast/transpose", r"cast|transpose|quantize|amax|fp8|scale"),
+    # "cast" but not ATen's plain copies (gpu_kernel_impl_nocast, LoadWithCast): those are bf16 copies
+    ("fp8 cast/transpose", r"(?<!no)(?<!with)cast|transpose|quantize|amax|fp8|scale"),
     ("norm", r"norm"),
     ("optimizer", r"adam|multi_tensor|foreach|optimizer"),
     ("loss", r"cross_entropy|log_softmax|nll_loss"),

@@ -50,7 +50,7 @@ for phase in "$@"; do
       lab -m hydra.sweep.dir=multirun/fam_vit_profile $VIT precision=bf16 precision.master_dtype=none profile=torch workload.trials=1
       python3 experiments/scripts/trace_kernels.py multirun/fam_vit_profile/0/traces/trace_rank0.json.gz multirun/fam_vit_profile/lab_kernels.csv
       python3 experiments/scripts/reference_families.py --model vit_l16 --batch 64 --precision bf16 --trials 1 \
-        --kernels multirun/fam_vit_profile/timm_kernels.csv 2>&1 | grep -vE "UserWarning|warnings.warn"
+        --out multirun/reference_families.jsonl --kernels multirun/fam_vit_profile/timm_kernels.csv 2>&1 | grep -vE "UserWarning|warnings.warn"
       head -25 multirun/fam_vit_profile/lab_kernels.csv multirun/fam_vit_profile/timm_kernels.csv ;;
     dit_compiled)
       need_diffusers

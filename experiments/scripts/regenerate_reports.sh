@@ -123,6 +123,13 @@ report $G serve_load "serve_load: gpt_1b at 4 and 2 requests/s, one H100 beside 
 D=2026-11-26-parallel-scaling
 report $D scaling "gpt_1b FSDP2 and DDP training on 1 and 2 H100s" --x parallelism.nproc -- $M/$D/runs/p11_*.results.json
 
+P=2026-11-26-parallel-overlap
+report $P fsdp_keep "gpt_1b FSDP2 keeping gathered weights across micro-batches, 1 and 2 H100s" --x parallelism.nproc -- \
+    $M/$P/runs/p11_fsdp_1b_keep_*.results.json
+report $P ddp_buckets "gpt_1b DDP, one float32 reduction per step, 25 vs 200 MiB buckets, 1 and 2 H100s" --x parallelism.nproc -- \
+    $M/$P/runs/p11_ddp_1b_buckets*.results.json
+report $P fsdp_8b "gpt_8b FSDP2 training on 1 and 2 H100s" --x parallelism.nproc -- $M/$P/runs/p11_fsdp_8b*.results.json
+
 if [[ -n $only ]]; then  # only the READMEs of the folders asked for: other people's may be mid-edit
     b200lab tables $M/*$only*/README.md
 else
