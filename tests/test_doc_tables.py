@@ -243,6 +243,9 @@ def test_dlrm_embedding_bandwidth_fraction_matches_the_copy_bandwidth_run():
     copy = metric_of("f382bf21", "hbm_gbps")
     assert f"{metric_of('ba68959c', 'embedding_gbps') / copy:.3f}" == "0.294"
     assert f"{metric_of('d5be44b7', 'embedding_gbps') / copy:.3f}" == "0.055"
+    assert "(multihot, 0.059 of copy, 6acb9c3b)" in text and "(onehot, 0.005, ff4b545d)" in text
+    assert f"{metric_of('6acb9c3b', 'embedding_gbps') / copy:.3f}" == "0.059"
+    assert f"{metric_of('ff4b545d', 'embedding_gbps') / copy:.3f}" == "0.005"
 
 
 # --- bad specs -----------------------------------------------------------------------------------

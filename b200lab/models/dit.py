@@ -153,7 +153,8 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x (B, C, S, S) noisy latents, t (B,) timesteps, y (B,) classes -> (B, out, S, S)."""
         B, p, g = x.shape[0], self.cfg.patch_size, self.grid
-        h = self.patch(x.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2) + self.pos  # (B, T, d)
+        h = self.patch(x.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)  # (B, T, d)
+        h = h + self.pos.to(h.dtype)  # the compute dtype, also where FSDP2 keeps float32 shards and buffers
         c = self.condition(t, y)
         for block in self.blocks:
             h = block(h, c)
