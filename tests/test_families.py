@@ -94,6 +94,22 @@ def test_forward_flops_match_the_matmuls_the_model_runs(model, seq):
     assert counter.get_total_flops() == 3 * fam.flops_per_sample(int(cfg.seq.len), training=False)
 
 
+def test_dit_residual_stream_takes_the_weights_dtype():
+    """The DiT's float32 position buffer joins the residual stream in the dtype the weights set:
+    float32 under autocast (float32 weights), bf16 with bf16 weights."""
+    cfg, fam = _family("dit_mini", "latent8")
+    net = fam.build(instantiate("attention", _cfg("attention=math").attention, "cpu")).eval()
+    inputs, _ = fam.synthetic_batch(2, int(cfg.seq.len), torch.Generator().manual_seed(1), "cpu")
+    seen = []
+    net.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(**inputs)
+    net.to(torch.bfloat16)
+    with torch.no_grad():
+        net(**inputs)
+    assert seen == [torch.float32, torch.bfloat16]
+
+
 # --- attention: the configured backend against the explicit reference ------------------------------
 
 @pytest.mark.parametrize("model,seq", [("vit_mini", "img32"), ("dit_mini", "latent8")])

@@ -154,7 +154,9 @@ class DiT(nn.Module):
         """x (B, C, S, S) noisy latents, t (B,) timesteps, y (B,) classes -> (B, out, S, S)."""
         B, p, g = x.shape[0], self.cfg.patch_size, self.grid
         h = self.patch(x.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)  # (B, T, d)
-        h = h + self.pos.to(h.dtype)  # the compute dtype, also where FSDP2 keeps float32 shards and buffers
+        # the dtype the weights set (float32 under autocast, as before); under FSDP2 mixed precision the
+        # gathered weights are bf16 while the buffer stays float32 with the float32 shards
+        h = h + self.pos.to(torch.promote_types(h.dtype, self.patch.weight.dtype))
         c = self.condition(t, y)
         for block in self.blocks:
             h = block(h, c)

@@ -1,8 +1,11 @@
-"""DDP with float32 master weights and ``grad_sync=optimizer_step``: two real gloo ranks (spawned
-processes), each on its own data shard, bf16 weights, 3 micro-batches per optimizer step. The
-optimizer must see, on both ranks, the mean over ranks of each rank's float32 sum of its bf16
-micro-batch gradients: checked against a float64 sum computed from a plain copy of the model,
-outside DDP and outside the comm hook that does the reduction."""
+"""Gradient synchronisation over two real gloo ranks (spawned processes).
+
+DDP with float32 master weights and ``grad_sync=optimizer_step``: each rank on its own data shard,
+bf16 weights, 3 micro-batches per optimizer step. The optimizer must see, on both ranks, the mean
+over ranks of each rank's float32 sum of its bf16 micro-batch gradients: checked against a float64
+sum computed from a plain copy of the model, outside DDP and outside the comm hook that does the
+reduction. FSDP2: keeping the gathered weights across micro-batches issues one all-gather per unit
+per step and gives the default layout's update; activation checkpointing trains as without it."""
 
 from __future__ import annotations
 
