@@ -114,15 +114,18 @@ def record(row):
 
 @pytest.mark.e2e
 def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, store):
-    """parallelism=tp over 2 gloo ranks (torchrun) serving one trace: the request counts, the
-    tokens and the per-request CSV are those of one server, the completion hook ran once per
-    request, and only rank 0 reports request metrics."""
+    """parallelism=tp over 2 gloo ranks (torchrun) serving one trace with the compiled step
+    (the eager one serves the data-parallel test below): the request counts, the tokens and the
+    per-request CSV are those of one server, the completion hook ran once per request (not for
+    the shape warm-up), only rank 0 reports request metrics, and nothing compiled once timing
+    began."""
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "lab_hook.py").write_text(textwrap.dedent(HOOK))
     env = {**store, "PYTHONPATH": str(tmp_path / "hooks"), "HOOK_OUT": str(tmp_path / "hook.jsonl")}
     proc = run_cli(["workload=serve", "parallelism=tp", "seq=short", "workload.options.num_requests=6", "workload.options.qps=200",
                     "workload.options.output_len=4", "workload.options.prompt_len=16", "workload.options.warmup_requests=2",
-                    "workload.options.slo.ttft_ms=10000", "workload.options.on_complete=lab_hook:record"], tmp_path, env)
+                    "workload.options.slo.ttft_ms=10000", "workload.options.on_complete=lab_hook:record",
+                    "compile=default"], tmp_path, env)
     assert proc.returncode == 0, proc.output
     (row,) = results_files(tmp_path / "outputs")
     m = row["metrics"]
@@ -137,6 +140,7 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
     assert sorted(h["id"] for h in hooked if h["phase"] == "timed" and h["run"] == 0) == list(range(6))
     assert len(hooked) == 6 + 2 and all(float(h["ttft_ms"]) > 0 for h in hooked)  # the warm-up's 2 requests too
     assert row["effective"]["serve"]["clock"].startswith("rank 0's")
+    assert m["compiles_timed"] == 0 and row["effective"]["serve"]["compiled"]["graphs"] >= 3
 
 
 @pytest.mark.e2e
@@ -170,16 +174,48 @@ def test_two_data_parallel_replicas_count_each_request_and_token_once_and_profil
 
 @pytest.mark.e2e
 def test_serve_refuses_bad_input(tmp_path, store):
-    proc = run_cli(["workload=serve", INLINE, "seq=short", "workload.options.qps=0", "compile=default", "workload.options.on_complete=os:system",
+    proc = run_cli(["workload=serve", INLINE, "seq=short", "workload.options.qps=0", "compile=reduce-overhead", "workload.options.on_complete=os:system",
                     "workload.options.arrival=uniform", "attention=te", "workload.options.prompt_dist=lognormal",
                     "workload.options.output_dist=fixed", "workload.options.len_spread=-0.5", "profile=torch",
                     "workload.min_time_s=1"], tmp_path, store)
     assert proc.returncode == 2, proc.output
     for needle in ("workload.options.qps=0.0: must be > 0 requests per second",
-                   "compile=default: workload=serve runs the model eagerly",
+                   "compile=reduce-overhead: workload=serve compiles its step with symbolic shapes",
+                   "captures CUDA graphs, which replay one shape; use compile=default or compile=none",
                    "workload.options.on_complete='os:system': a hook is a function of your own package, not the standard library",
                    "workload.options.arrival='uniform': choose poisson or gamma",
                    "attention=te has no decode path for workload=serve",
                    "workload.options.len_spread=-0.5: lognormal lengths take it as sigma, which must be >= 0",
                    "profile=torch with workload.min_time_s=1.0: the profiled runs follow the timed ones"):
         assert needle in proc.stderr, needle
+
+
+def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_the_shape_warmup():
+    """compile=default's serve step (symbolic shapes): the shape warm-up trace compiles every
+    graph, then a continuous-batching trace of other prompt lengths, batches and cache windows
+    compiles none, and each request's greedy tokens equal the eager engine's (float64)."""
+    from b200lab.serving.compiled import compile_step, graphs_compiled, shape_warmup_trace
+
+    model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
+    model.ensure_positions(27)
+    trace = make_trace(5, 8, 1e9, qps=300.0, process="poisson", burstiness=1.0, prompt_len=9, prompt_dist="uniform", output_len=6,
+                       output_dist="uniform", spread=0.7, max_prompt=16, max_output=11, vocab_size=97)
+    assert len({s.prompt_len for s in trace}) > 3 and len({s.output_len for s in trace}) > 3
+
+    def serve(forward):
+        return Engine(model, pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27), ScriptedClock(0.01, 0.0, 0.004),
+                      next_token, forward=forward) if forward else Engine(model, pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27),
+                                                                          ScriptedClock(0.01, 0.0, 0.004), next_token)
+
+    torch._dynamo.reset()
+    compiled = serve(compile_step("default", False))
+    before = graphs_compiled()
+    compiled.run(shape_warmup_trace(9, 27, 97))
+    warm = graphs_compiled()
+    assert warm - before >= 3  # a prefill, a one-row and a many-row decode step
+    got = compiled.run(trace)
+    assert graphs_compiled() == warm
+    assert compiled.max_batch == 3
+    expected = serve(None).run(trace)
+    assert [r.tokens for r in got] == [r.tokens for r in expected]
+    assert all(r.status == "done" and len(r.tokens) == s.output_len for r, s in zip(got, trace))

@@ -82,21 +82,29 @@ class _Running:
     blocks: list[int]
 
 
+def last_logits(model, idx: torch.Tensor, step) -> torch.Tensor:
+    """The logits (B, V) of each row's last token, the cache view ``step`` extended in place."""
+    return logits_of(model(idx, cache=step, last_only=True))[:, -1]
+
+
 class Engine:
     """``model(idx, cache=view, last_only=True)`` -> logits (B, 1, V) (a GPT or a MoE output);
-    ``pick(logits (B, V)) -> ids (B,)``; ``on_complete(record)`` after each request ends."""
+    ``pick(logits (B, V)) -> ids (B,)``; ``on_complete(record)`` after each request ends.
+    ``forward(model, idx, view)``: :func:`last_logits`, or a compiled copy of it
+    (b200lab/serving/compiled.py)."""
 
     def __init__(self, model, pool: BlockPool, limits: Limits, clock, pick: Callable[[torch.Tensor], torch.Tensor],
-                 autocast=contextlib.nullcontext, on_complete: Optional[Callable[[RequestRecord], None]] = None):
+                 autocast=contextlib.nullcontext, on_complete: Optional[Callable[[RequestRecord], None]] = None,
+                 forward: Callable = last_logits):
         self.model, self.pool, self.limits, self.clock, self.pick = model, pool, limits, clock, pick
-        self.autocast, self.on_complete = autocast, on_complete
+        self.autocast, self.on_complete, self.forward = autocast, on_complete, forward
         self.hook_s = 0.0  # time spent in on_complete (it runs inline, so it delays the requests still running)
         self.max_batch = 0
         self.max_queue_depth = 0
 
     def _forward(self, idx: torch.Tensor, rows: list[Row]) -> list[int]:
         with torch.inference_mode(), self.autocast():
-            return self.pick(logits_of(self.model(idx, cache=self.pool.view(rows), last_only=True))[:, -1]).tolist()
+            return self.pick(self.forward(self.model, idx, self.pool.view(rows))).tolist()
 
     def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
         lim, clock = self.limits, self.clock

@@ -6,8 +6,8 @@ K/V heads). A request is given the blocks for its prompt plus its output when it
 rows of one engine step into what the GPT's decode path reads (``places_slots``): each row's
 new keys are written to its slots, and its keys are gathered from its blocks into one
 right-aligned window (``(B, kv_heads, W, head_dim)``, W the longest row; shorter rows are
-padded on the left), masked by ``doc_ids`` (1 for a real key, 0 for padding), so every
-attention backend that takes document masks runs it. The gather is a copy of the rows' keys:
+padded on the left, and W rounded up to a multiple of ``WINDOW_ALIGN``), masked by ``doc_ids``
+(1 for a real key, 0 for padding), so every attention backend that takes document masks runs it. The gather is a copy of the rows' keys:
 a paged attention kernel would read the blocks in place (docs/serving.md).
 """
 
@@ -19,6 +19,10 @@ from typing import Optional
 import torch
 
 from b200lab.attention import AttnMask
+
+# SDPA's memory-efficient kernel wants a mask whose rows start 16-element aligned (eager pads a
+# copy, a compiled graph may not), and a window that grows 16 keys at a time, not one
+WINDOW_ALIGN = 16
 
 
 class BlockPool:
@@ -55,7 +59,7 @@ class BlockPool:
         if any(r.new_tokens != t for r in rows):
             raise ValueError("every row of one step writes the same number of tokens")
         bs = self.block_size
-        width = max(r.start for r in rows) + t
+        width = -(-(max(r.start for r in rows) + t) // WINDOW_ALIGN) * WINDOW_ALIGN
         table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
         for i, r in enumerate(rows):
             table[i, :len(r.blocks)] = torch.tensor(r.blocks)
@@ -66,7 +70,10 @@ class BlockPool:
         valid = pos >= 0
         at = pos.clamp(min=0)
         read = table.gather(1, at // bs) * bs + at % bs
-        return PagedStep(self, read[:, width - t:], read, valid.long(), pos[:, width - t:])
+        # the new tokens' slots and positions as tensors of their own: a slice's storage offset
+        # would be one more size for a compiled step to specialise on
+        return PagedStep(self, read[:, width - t:].clone(memory_format=torch.contiguous_format), read, valid.long(),
+                         pos[:, width - t:].clone(memory_format=torch.contiguous_format))
 
 
 @dataclass

@@ -22,13 +22,15 @@ import importlib
 import importlib.util
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
 from b200lab.components import CheckContext
-from b200lab.serving.engine import Engine, Limits, WallClock
+from b200lab.serving.compiled import compile_problems, compile_step, graphs_compiled, shape_warmup_trace
+from b200lab.serving.engine import Engine, Limits, WallClock, last_logits
 from b200lab.serving.latency import RequestRecord, request_metrics, write_csv
 from b200lab.serving.loadgen import ARRIVALS, LENGTHS, make_trace
 from b200lab.serving.paged import BlockPool
@@ -40,7 +42,7 @@ from b200lab.workloads.generate import decode_problems, sampling_problems, seque
 REQUEST_METRICS = [*(f"{m}_ms_{p}" for m in ("ttft", "tpot", "itl", "e2e", "queue") for p in ("p50", "p90", "p99", "mean")),
                    "request_throughput", "output_tokens_per_s", "goodput", "goodput_fraction", "requests", "completed",
                    "rejected", "queued", "output_tokens", "input_tokens", "duration_s", "max_batch", "max_queue_depth",
-                   "kv_blocks", "hook_s"]
+                   "kv_blocks", "hook_s", "compiles_timed"]
 
 
 @dataclass
@@ -155,9 +157,7 @@ class Serve(Workload):
             problems.append(f"profile=torch with workload.min_time_s={cfg.min_time_s}: the profiled runs follow the timed ones, "
                             "whose number min_time_s leaves open, so they could not be told apart (requests.csv, the hook's "
                             "phase); set workload.min_time_s=0 and workload.steps to the runs you want")
-        if ctx.cfg.compile.mode is not None:
-            problems.append(f"compile={ctx.cfg.compile.name}: workload=serve runs the model eagerly (its batch and cache window "
-                            "change every step); use compile=none, or workload=generate for the compiled decode step")
+        problems += compile_problems(ctx.cfg.compile.mode, ctx.cfg.compile.name)
         if not problems:
             _, max_prompt, max_output = length_caps(o, ctx.cfg.seq.len)
             max_model_len = o.max_model_len or max_prompt + max_output
@@ -197,7 +197,10 @@ class Serve(Workload):
         self.phase, self.run_index = "warm-up", 0
         on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": self.run_index})) if hook else None
         limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len)
-        self.engine = Engine(model, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete)
+        forward = compile_step(cfg.compile.mode, bool(cfg.compile.fullgraph)) if self.built.compiled else last_logits
+        self.engine = Engine(model, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete, forward)
+        compiled = self._compile_shapes(mean_prompt, int(model.cfg.vocab_size)) if self.built.compiled else None
+        self.graphs_before_timed = None
         self.calls = 0
         self.report = ctx.rank == 0
         self.effective = {
@@ -207,8 +210,21 @@ class Serve(Workload):
                       "attention_reads": "each row's blocks gathered into one right-aligned window per layer (a copy), masked by doc_ids",
                       "scheduling": "FIFO admission, prefill one request at a time, then one decode step of the running batch",
                       "counted_by": "rank 0 (request metrics); tokens on data shard 0",
-                      "clock": "rank 0's, broadcast each iteration" if ctx.world_size > 1 else "wall clock (perf_counter)"},
+                      "clock": "rank 0's, broadcast each iteration" if ctx.world_size > 1 else "wall clock (perf_counter)",
+                      "compiled": compiled or "no (eager)"},
         }
+
+    def _compile_shapes(self, mean_prompt: int, vocab_size: int) -> dict:
+        """Compile every graph a run needs before anything is timed (b200lab/serving/compiled.py):
+        a scripted trace through prefill, many-row and one-row decode, with no hook called."""
+        hook, self.engine.on_complete = self.engine.on_complete, None
+        before, begin = graphs_compiled(), time.perf_counter()
+        self.engine.run(shape_warmup_trace(mean_prompt, self.max_model_len, vocab_size))
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.engine.on_complete, self.engine.max_batch, self.engine.max_queue_depth = hook, 0, 0
+        return {"mode": str(self.ctx.cfg.compile.mode), "dynamic_shapes": True, "graphs": graphs_compiled() - before,
+                "compile_s": round(time.perf_counter() - begin, 2)}
 
     def step(self) -> None:
         self.calls += 1
@@ -216,6 +232,8 @@ class Serve(Workload):
             self.engine.run(self.warmup_trace)
             return
         n = self.calls - int(self.cfg.warmup_steps)
+        if self.graphs_before_timed is None:
+            self.graphs_before_timed = graphs_compiled()
         profiled = self.timed_steps is not None and n > self.timed_steps
         self.phase, self.run_index = ("profiled", n - 1 - self.timed_steps) if profiled else ("timed", n - 1)
         records = self.engine.run(self.trace)
@@ -231,7 +249,7 @@ class Serve(Workload):
         o = self.options
         out = request_metrics(runs, o.slo.ttft_ms, o.slo.tpot_ms)
         out.update(max_batch=self.engine.max_batch, max_queue_depth=self.engine.max_queue_depth, kv_blocks=self.pool.num_blocks,
-                   hook_s=self.engine.hook_s)
+                   hook_s=self.engine.hook_s, compiles_timed=graphs_compiled() - (self.graphs_before_timed or 0))
         return out
 
     def write_artifacts(self, out_dir) -> None:
