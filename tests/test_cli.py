@@ -30,7 +30,7 @@ def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
     assert tags["mlflow.source.name"] == "b200lab" and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
     assert res["schema_version"] == 2
     assert res["mlflow"]["run_id"] == run.info.run_id and res["mlflow"]["synced"]
-    for key in ("python", "torch", "hostname", "git_sha", "device", "gpu_count"):
+    for key in ("python", "torch", "hostname", "git_sha", "device", "gpu_count", "cpu_model"):
         assert key in res["env"]
     assert res["effective"]["precision"]["reason"] == "auto on cpu means float32"
     assert len(res["step_ms"]) == res["metrics"]["n_steps"] >= 20

@@ -141,6 +141,7 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
     assert len(hooked) == 6 + 2 and all(float(h["ttft_ms"]) > 0 for h in hooked)  # the warm-up's 2 requests too
     assert row["effective"]["serve"]["clock"].startswith("rank 0's")
     assert m["compiles_timed"] == 0 and row["effective"]["serve"]["compiled"]["graphs"] >= 3
+    assert {"causal", "decode"} <= set(row["effective"]["attention"]["kernels"])  # recorded though the calls are compiled
 
 
 @pytest.mark.e2e

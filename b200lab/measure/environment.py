@@ -97,7 +97,19 @@ def host_env() -> dict:
         "hydra": _version("hydra-core"),
         "git_sha": git_sha(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),  # a host-bound workload (serve, small decode steps) runs at the host's pace
     }
+
+
+def cpu_model() -> str | None:
+    """The processor's name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def device_env(device) -> dict:

@@ -216,10 +216,16 @@ class Serve(Workload):
 
     def _compile_shapes(self, mean_prompt: int, vocab_size: int) -> dict:
         """Compile every graph a run needs before anything is timed (b200lab/serving/compiled.py):
-        a scripted trace through prefill, many-row and one-row decode, with no hook called."""
+        a scripted trace through prefill, many-row and one-row decode, with no hook called. It runs
+        eagerly first, so the attention backend records the kernels of those calls (the compiled
+        calls go to the same SDPA op, and a compiled call records nothing)."""
         hook, self.engine.on_complete = self.engine.on_complete, None
+        trace = shape_warmup_trace(mean_prompt, self.max_model_len, vocab_size)
+        compiled, self.engine.forward = self.engine.forward, last_logits
+        self.engine.run(trace)
+        self.engine.forward = compiled
         before, begin = graphs_compiled(), time.perf_counter()
-        self.engine.run(shape_warmup_trace(mean_prompt, self.max_model_len, vocab_size))
+        self.engine.run(trace)
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize()
         self.engine.on_complete, self.engine.max_batch, self.engine.max_queue_depth = hook, 0, 0
