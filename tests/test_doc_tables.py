@@ -94,6 +94,9 @@ PROSE_RATIOS = [  # (file, the text that states it, numerator run, denominator r
     ("2026-11-26-parallel-partial/README.md", "0.912 of linear", "500696a9", "724e6535", "tokens_per_s", 2 * 0.912, 2),
     ("2026-11-26-parallel-scaling/README.md", "**FSDP2 0.968**", "a2807b48", "17c39c75", "tokens_per_s", 2 * 0.968, 3),
     ("2026-11-26-parallel-scaling/README.md", "**DDP 0.959**", "afe521d1", "cc9aa424", "tokens_per_s", 2 * 0.959, 3),
+    ("2026-11-26-serving-preset/README.md", "token is 4.8x slower than one GPU's", "d54d3426", "869b65be", "itl_ms_p50", 4.8, 1),
+    ("2026-11-26-serving-preset/README.md", "61.0 ms here is 2.7x that", "869b65be", "be46e3c1", "itl_ms_p50", 2.7, 1),
+    ("2026-11-26-serving-compiled/README.md", "(be46e3c1), 0.59 of the eager time", "d1f8f8e2", "be46e3c1", "itl_ms_p50", 0.59, 2),
 ]
 
 

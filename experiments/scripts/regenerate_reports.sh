@@ -120,6 +120,14 @@ report $G decode "Batch-1 decode, gpt_8b, bf16, compile=default, one H100" -- $M
 report $G serve_load "serve_load: gpt_1b at 4 and 2 requests/s, one H100 beside a compiling neighbour" --x workload.options.qps -- \
     $M/$G/runs/serve_load_*.results.json
 
+G=2026-11-26-serving-preset
+report $G serve_load "serve_load as written: gpt_1b at 4, 2 and 1 requests/s, one H200 beside the tp2 sweep" --x workload.options.qps -- \
+    $M/$G/runs/serve_single_*.results.json
+
+G=2026-11-26-serving-compiled
+report $G eager_vs_compiled "serve_load, gpt_1b: the eager step (all requests at t = 0) and the compiled step (16 requests/s), one H100" \
+    --x compile -- $M/$G/runs/*.results.json
+
 D=2026-11-26-parallel-scaling
 report $D scaling "gpt_1b FSDP2 and DDP training on 1 and 2 H100s" --x parallelism.nproc -- $M/$D/runs/p11_*.results.json
 
