@@ -207,22 +207,24 @@ def test_a_target_of_the_wrong_kind_is_refused():
         validate(_compose(["workload._target_=b200lab.models.gpt.GPTFamily"]), "cpu")
 
 
-def _scale_script_points(gpus: int = 8) -> list[list[str]]:
-    """Every b200lab command of experiments/scripts/gpu_scale.sh (issue 15's 4/8-GPU runs) as
-    override lists, its shell variables filled in for a host of ``gpus`` GPUs, one list per
-    value of each swept key."""
+def _scale_script_points(gpus: int = 8, script: str = "gpu_scale.sh", only: str = "") -> list[list[str]]:
+    """Every b200lab command of experiments/scripts/``script`` (by default gpu_scale.sh, issue
+    15's 4/8-GPU runs) whose line holds ``only``, as override lists, its shell variables filled in
+    for a host of ``gpus`` GPUs, one list per value of each swept key."""
     import itertools
     import re
 
-    text = (REPO / "experiments" / "scripts" / "gpu_scale.sh").read_text().replace("\\\n", " ")
+    text = (REPO / "experiments" / "scripts" / script).read_text().replace("\\\n", " ")
     widths = lambda *ns: ",".join(str(n) for n in ns if n <= gpus)  # noqa: E731 (the script's upto)
     env = {"$TP": widths(4, 8), "$DP": widths(1, 2, 4, 8), "$(upto 8 | grep -q 8 && echo 8 || echo 4)": "8" if gpus >= 8 else "4",
-           "$(upto 4 8 | tr , '\\n' | tail -1)": str(max(n for n in (4, 8) if n <= gpus))}
+           "$(upto 4 8 | tr , '\\n' | tail -1)": str(max([n for n in (4, 8) if n <= gpus], default=gpus))}
     points = []
-    for line in re.findall(r"^\s*lab -m (.+)$", text, flags=re.M):
+    for line in re.findall(r"^\s*(?:\w+\) )?lab -m (.+)$", text, flags=re.M):
+        if only not in line:
+            continue
         for var, value in env.items():
             line = line.replace(var, value)
-        args = [a for a in line.split() if not a.startswith("hydra.sweep.dir=") and a not in (";;",)]
+        args = [a.strip("'") for a in line.split() if not a.startswith("hydra.sweep.dir=") and a not in (";;",)]
         choices = [a.split("=", 1)[1].split(",") if "," in a.split("=", 1)[-1] else [a.split("=", 1)[1]] for a in args]
         keys = [a.split("=", 1)[0] for a in args]
         points += [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*choices)]
@@ -243,3 +245,15 @@ def test_scale_script_commands_compose(gpus):
             problems = [p for p in str(exc).splitlines()[1:] if p.strip()]
             others = [p for p in problems if "gloo ranks" not in p and "exceeds the" not in p]
             assert not others, (overrides, others)
+
+
+def test_serving_script_commands_compose():
+    """The serve phases of experiments/scripts/gpu_serving.sh are ready to run: on a machine
+    taken for a GPU host, validation refuses only the GPU count (0 here)."""
+    points = _scale_script_points(2, "gpu_serving.sh", only="experiment=serve_load")
+    assert len(points) >= 14 and any("compile=default" in p for p in points) and any("attention.backends=[efficient]" in p for p in points)
+    for overrides in points:
+        with pytest.raises(ConfigError) as exc:
+            validate(_compose(overrides), "cuda")
+        problems = [p for p in str(exc.value).splitlines()[1:] if p.strip()]
+        assert len(problems) == 1 and "GPUs visible on this machine" in problems[0], (overrides, problems)

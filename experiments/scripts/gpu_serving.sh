@@ -9,8 +9,12 @@
 #   decode_autotune   compile=max-autotune (Triton GEMV templates with fused epilogues; minutes of autotuning for 8b)
 #   decode_profile    one profiled generation of each (profile=torch): traces/kernel_breakdown_rank0.csv says where
 #                     the kernel time goes; step time minus kernel time is launch gaps
-#   serve_load        experiment=serve_load (gpt_1b, qps 1/2/4)
+#   serve_load        experiment=serve_load (gpt_1b, qps 4/2/1: the slowest last, so a cut-short command loses it)
 #   serve_tp2         the same at tp2 (needs 2 GPUs)
+#   serve_compiled    the preset with compile=default, every request at t = 0 (capacity) and at 16/8/4 requests/s
+#   serve_tp2_compiled  the preset at tp2 with compile=default (needs 2 GPUs)
+#   serve_kernels     the cuDNN-plan hypothesis (docs/KNOWN_GAPS.md): every request at t = 0, 3 timed runs, the
+#                     default SDPA choice (cuDNN for the masked decode) against attention.backends=[efficient]
 # Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Results land in multirun/
 # and the MLflow store mlflow.db; $OUT receives them as one tarball after every phase when OUT is set.
 set -uo pipefail
@@ -34,8 +38,14 @@ for phase in "$@"; do
     decode_profile)
       lab -m hydra.sweep.dir=multirun/decode_profile $DECODE model=$MODELS compile=default profile=torch workload.trials=1 workload.steps=3
       for f in multirun/decode_profile/*/traces/kernel_breakdown_rank0.csv; do echo "--- $f"; cat "$f"; done ;;
-    serve_load) lab -m hydra.sweep.dir=multirun/serve_load experiment=serve_load ;;
-    serve_tp2) lab -m hydra.sweep.dir=multirun/serve_load_tp2 experiment=serve_load parallelism=tp ;;
+    serve_load) lab -m hydra.sweep.dir=multirun/serve_load experiment=serve_load workload.options.qps=4,2,1 ;;
+    serve_tp2) lab -m hydra.sweep.dir=multirun/serve_load_tp2 experiment=serve_load parallelism=tp workload.options.qps=4,2,1 ;;
+    serve_compiled) lab -m hydra.sweep.dir=multirun/serve_compiled experiment=serve_load compile=default workload.options.qps=inf,16,8,4 ;;
+    serve_tp2_compiled) lab -m hydra.sweep.dir=multirun/serve_tp2_compiled experiment=serve_load parallelism=tp compile=default \
+      workload.options.qps=4,2,1 ;;
+    serve_kernels)
+      lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf
+      lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf 'attention.backends=[efficient]' ;;
     *) echo "unknown phase $phase" ;;
   esac
   [ -n "${OUT:-}" ] && tar czf "$OUT/results.tgz" mlflow.db multirun outputs 2>/dev/null
