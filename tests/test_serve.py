@@ -220,3 +220,17 @@ def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_th
     expected = serve(None).run(trace)
     assert [r.tokens for r in got] == [r.tokens for r in expected]
     assert all(r.status == "done" and len(r.tokens) == s.output_len for r, s in zip(got, trace))
+
+
+def test_compiled_serving_refuses_flex_attention_with_the_reason():
+    """The compiled step with FlexAttention fails inside inductor (its block mask is rebuilt every
+    step); validation refuses the pair before a rank starts, and each half alone passes."""
+    from b200lab.config import ConfigError, validate
+    from test_compose import _compose
+
+    for flex in ("flex", "flex_sliding"):
+        with pytest.raises(ConfigError) as exc:
+            validate(_compose(["workload=serve", "seq=short", f"attention={flex}", "compile=default"]), "cpu")
+        assert f"compile=default with attention={flex}: the compiled serve step fails in inductor" in str(exc.value)
+    validate(_compose(["workload=serve", "seq=short", "attention=flex"]), "cpu")
+    validate(_compose(["workload=serve", "seq=short", "compile=default"]), "cpu")

@@ -157,7 +157,7 @@ class Serve(Workload):
             problems.append(f"profile=torch with workload.min_time_s={cfg.min_time_s}: the profiled runs follow the timed ones, "
                             "whose number min_time_s leaves open, so they could not be told apart (requests.csv, the hook's "
                             "phase); set workload.min_time_s=0 and workload.steps to the runs you want")
-        problems += compile_problems(ctx.cfg.compile.mode, ctx.cfg.compile.name)
+        problems += compile_problems(ctx.cfg.compile.mode, ctx.cfg.compile.name, ctx.cfg.attention)
         if not problems:
             _, max_prompt, max_output = length_caps(o, ctx.cfg.seq.len)
             max_model_len = o.max_model_len or max_prompt + max_output
