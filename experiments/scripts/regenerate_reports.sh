@@ -138,6 +138,11 @@ report $P ddp_buckets "gpt_1b DDP, one float32 reduction per step, 25 vs 200 MiB
     $M/$P/runs/p11_ddp_1b_buckets*.results.json
 report $P fsdp_8b "gpt_8b FSDP2 training on 1 and 2 H100s" --x parallelism.nproc -- $M/$P/runs/p11_fsdp_8b*.results.json
 
+C=2026-11-26-scale-4gpu
+report $C fsdp_scaling "gpt_1b and gpt_8b FSDP2 training on 1, 2 and 4 H200s, the same per-GPU batch" --x parallelism.dp \
+    --reference parallelism.dp=1 -- $M/$C/runs/p15_fsdp_*.results.json
+report $C forward_40b "gpt_40b forward at tp4, bf16, B4 x 2k to 16k tokens, 4 x H200" --x seq.len -- $M/$C/runs/p15_forward_40b_*.results.json
+
 if [[ -n $only ]]; then  # only the READMEs of the folders asked for: other people's may be mid-edit
     b200lab tables $M/*$only*/README.md
 else
