@@ -7,8 +7,9 @@ rows of one engine step into what the GPT's decode path reads (``places_slots``)
 new keys are written to its slots, and its keys are gathered from its blocks into one
 right-aligned window (``(B, kv_heads, W, head_dim)``, W the longest row; shorter rows are
 padded on the left, and W rounded up to a multiple of ``WINDOW_ALIGN``), masked by ``doc_ids``
-(1 for a real key, 0 for padding), so every attention backend that takes document masks runs it. The gather is a copy of the rows' keys:
-a paged attention kernel would read the blocks in place (docs/serving.md).
+(1 for a real key, 0 for padding), so every attention backend that takes document masks runs
+it. The gather is a copy of the rows' keys: a paged attention kernel would read the blocks in
+place (docs/serving.md).
 """
 
 from __future__ import annotations
