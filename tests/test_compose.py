@@ -224,6 +224,7 @@ def _scale_script_points(gpus: int = 8, script: str = "gpu_scale.sh", only: str 
             continue
         for var, value in env.items():
             line = line.replace(var, value)
+        line = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line)  # ${QPS:-4,2,1}: the default
         args = [a.strip("'") for a in line.split() if not a.startswith("hydra.sweep.dir=") and a not in (";;",)]
         choices = [a.split("=", 1)[1].split(",") if "," in a.split("=", 1)[-1] else [a.split("=", 1)[1]] for a in args]
         keys = [a.split("=", 1)[0] for a in args]

@@ -15,6 +15,7 @@
 #   serve_tp2_compiled  the preset at tp2 with compile=default (needs 2 GPUs)
 #   serve_kernels     the cuDNN-plan hypothesis (docs/KNOWN_GAPS.md): every request at t = 0, 3 timed runs, the
 #                     default SDPA choice (cuDNN for the masked decode) against attention.backends=[efficient]
+# QPS=... replaces the rates of serve_compiled and serve_tp2_compiled (split a sweep over 10-minute commands).
 # Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Results land in multirun/
 # and the MLflow store mlflow.db; $OUT receives them as one tarball after every phase when OUT is set.
 set -uo pipefail
@@ -40,9 +41,9 @@ for phase in "$@"; do
       for f in multirun/decode_profile/*/traces/kernel_breakdown_rank0.csv; do echo "--- $f"; cat "$f"; done ;;
     serve_load) lab -m hydra.sweep.dir=multirun/serve_load experiment=serve_load workload.options.qps=4,2,1 ;;
     serve_tp2) lab -m hydra.sweep.dir=multirun/serve_load_tp2 experiment=serve_load parallelism=tp workload.options.qps=4,2,1 ;;
-    serve_compiled) lab -m hydra.sweep.dir=multirun/serve_compiled experiment=serve_load compile=default workload.options.qps=inf,16,8,4 ;;
+    serve_compiled) lab -m hydra.sweep.dir=multirun/serve_compiled experiment=serve_load compile=default workload.options.qps=${QPS:-inf,16,8,4} ;;
     serve_tp2_compiled) lab -m hydra.sweep.dir=multirun/serve_tp2_compiled experiment=serve_load parallelism=tp compile=default \
-      workload.options.qps=4,2,1 ;;
+      workload.options.qps=${QPS:-4,2,1} ;;
     serve_kernels)
       lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf
       lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf 'attention.backends=[efficient]' ;;
