@@ -1,6 +1,7 @@
-"""Line charts against a swept value: tokens/s, MFU, peak memory and tokens/J against seq (or
-whatever the points varied), one line per value of the other varied keys (precision, attention,
-model ...), whiskers from the step-time spread (b200lab/spread.py).
+"""Line charts against a swept value: tokens/s, MFU, peak memory and tokens/J (and a serve sweep's
+itl p50, ttft p99 and goodput) against seq (or whatever the points varied), one line per value of
+the other varied keys (precision, attention, model ...), whiskers from the step-time spread
+(b200lab/spread.py) where a metric has one (rates; not latency percentiles).
 
 The x axis is a numeric config value the points varied (``seq.len`` first; a swept group such as
 ``seq=1k,2k`` is drawn at its numeric field), else the first varied key as categories.
@@ -20,6 +21,9 @@ METRICS = [
     ("mfu", "MFU (fraction of the dense peak)"),
     ("peak_mem_allocated_gb", "peak memory allocated (GB)"),
     ("tokens_per_j", "tokens/J"),
+    ("itl_ms_p50", "inter-token latency p50 (ms)"),
+    ("ttft_ms_p99", "time to first token p99 (ms)"),
+    ("goodput_fraction", "goodput (fraction of requests within the SLO)"),
 ]
 PREFERRED_X = ("seq.len", "seq.batch", "model.n_experts", "workload.options.size_mb")
 
@@ -156,7 +160,8 @@ def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -
     else:
         ax.set_ylim(bottom=0)
     cards = sorted({card(r) for r in records})
-    ax.set_title(f"{title} against {axis.x} on {', '.join(cards)}\n(whiskers: step-time p10-p90; every point is a run in the table)", fontsize=9)
+    spread = "whiskers: step-time p10-p90" if any(band(r, metric) for r in records) else "no whiskers: this metric has no step-time band"
+    ax.set_title(f"{title} against {axis.x} on {', '.join(cards)}\n({spread}; every point is a run in the table)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -89,12 +89,15 @@ def reference_of(records: list[dict], spec: dict[str, str]) -> list[Optional[dic
 
 
 REFERENCE_KEYS = ("precision", "attention", "compile", "model", "parallelism")
+# the offered load of a serve sweep: more tokens/s at a higher rate is more demand, not a speedup
+LOAD_KEYS = ("workload.options.qps", "workload.options.max_concurrency")
 
 
 def default_reference(records: list[dict]) -> dict[str, str]:
     """The first point's value of the first varied key of REFERENCE_KEYS, else of any varied key
-    (``precision=fp32`` for a precision x seq sweep)."""
-    keys = varied_keys(records)
+    but the offered load (``precision=fp32`` for a precision x seq sweep); none for a serve sweep
+    that varied only its load."""
+    keys = [k for k in varied_keys(records) if k not in LOAD_KEYS]
     if not keys or not records:
         return {}
     key = next((k for k in REFERENCE_KEYS if k in keys), keys[0])
@@ -156,6 +159,32 @@ def metric_table(records: list[dict], names: list[str], link: RunLink, reference
     return Table(header + ["card", "git sha", "run"], rows)
 
 
+SERVE_COLUMNS = [  # (header, metric, format): vLLM's definitions (docs/serving.md)
+    ("requests/s", "request_throughput", "{:.2f}"),
+    ("output tokens/s", "output_tokens_per_s", "{:,.0f}"),
+    ("ttft p50 ms", "ttft_ms_p50", "{:,.1f}"),
+    ("ttft p99 ms", "ttft_ms_p99", "{:,.1f}"),
+    ("tpot p50 ms", "tpot_ms_p50", "{:.1f}"),
+    ("tpot p99 ms", "tpot_ms_p99", "{:.1f}"),
+    ("itl p50 ms", "itl_ms_p50", "{:.1f}"),
+    ("itl p99 ms", "itl_ms_p99", "{:.1f}"),
+    ("e2e p50 ms", "e2e_ms_p50", "{:,.0f}"),
+    ("goodput fraction", "goodput_fraction", "{:.3f}"),
+    ("completed", "completed", "{:.0f}"),
+    ("rejected", "rejected", "{:.0f}"),
+    ("max batch", "max_batch", "{:.0f}"),
+]
+
+
+def serving_table(records: list[dict], names: list[str], link: RunLink) -> Optional[Table]:
+    """The latency percentiles and goodput of the serve points, or None when there are none."""
+    served = [(r, n) for r, n in zip(records, names) if "goodput_fraction" in (r.get("metrics") or {})]
+    if not served:
+        return None
+    rows = [[name, *[_fmt((r.get("metrics") or {}).get(key), fmt) for _, key, fmt in SERVE_COLUMNS], link(r)] for r, name in served]
+    return Table(["point", *[c[0] for c in SERVE_COLUMNS], "run"], rows)
+
+
 def sections(records: list[dict], link: RunLink, reference: Optional[dict[str, str]] = None, charts: list[tuple[str, Path]] = (),
              names: Optional[list[str]] = None) -> list[Section]:
     names = names or unique_names(records)
@@ -171,6 +200,13 @@ def sections(records: list[dict], link: RunLink, reference: Optional[dict[str, s
               "a speedup's band divides the point's band by its reference's."),
         ("table", metric_table(records, names, link, reference)),
     ]
+    served = serving_table(records, names, link)
+    if served is not None:
+        out += [("h2", "Serving: latency percentiles and goodput"),
+                ("p", "Percentiles over every request of a point's timed runs (vLLM's definitions: docs/serving.md); goodput "
+                      "counts the requests that met the SLO (`serve.slo`). A higher request rate offers more load: tokens/s "
+                      "rises with it, so the serve points are not compared by speedup across rates."),
+                ("table", served)]
     if charts:
         out.append(("h2", "Charts"))
         out += [("img", Image(title, path)) for title, path in charts]

@@ -88,3 +88,50 @@ def test_report_bad_selection_says_why_and_exits_2(sweep, tmp_path, args, messag
     proc = run_cli(["report", *args, "--out", "rep"], tmp_path, {"MLFLOW_TRACKING_URI": sweep["uri"]})
     assert proc.returncode == 2 and message in proc.stderr, proc.output
     assert not (tmp_path / "rep").exists()
+
+
+SERVE_RUNS = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "2026-11-26-serving-tp2" / "runs"
+
+
+def test_serve_sweep_report_shows_latency_and_goodput_and_no_speedup_across_rates(tmp_path):
+    """A serve sweep over request rates (recorded GPU runs): each point's percentiles and goodput as
+    results.json holds them, charts of them against the rate, and no 'speedup' of one offered load
+    over another."""
+    import json
+
+    from b200lab import sweep_report
+
+    files = sorted(SERVE_RUNS.glob("single_q*.results.json"))
+    records = [json.loads(f.read_text()) for f in files]
+    assert len(records) == 3 and len({r["config"]["workload"]["options"]["qps"] for r in records}) == 3
+    assert sweep_report.default_reference(records) == {}
+    md_path, _ = sweep_report.write(records, tmp_path, "serve", "test", made="2026-11-26")
+    md = md_path.read_text()
+    assert "speedup vs" not in md
+    table = md.split("## Serving: latency percentiles and goodput", 1)[1]
+    header = [c.strip() for c in table.split("\n| point |", 1)[1].split("\n", 1)[0].strip("|").split("|")]
+    for r in records:
+        m, run = r["metrics"], r["mlflow"]["run_id"]
+        row = next(line for line in table.splitlines() if line.endswith(f"| {run} |"))
+        cells = dict(zip(["point", *header], [c.strip() for c in row.strip("|").split(" | ")]))
+        assert cells["itl p50 ms"] == f"{m['itl_ms_p50']:.1f}" and cells["ttft p99 ms"] == f"{m['ttft_ms_p99']:,.1f}"
+        assert cells["goodput fraction"] == f"{m['goodput_fraction']:.3f}" and cells["completed"] == f"{m['completed']:.0f}"
+    charts = {p.name for p in (tmp_path / "charts").iterdir()}
+    assert {"itl_ms_p50_vs_workload_options_qps.png", "goodput_fraction_vs_workload_options_qps.png"} <= charts
+    assert (tmp_path / "charts" / "itl_ms_p50_vs_workload_options_qps.png").read_bytes().startswith(PNG)
+
+
+def test_a_serve_sweep_that_varies_more_than_its_load_compares_within_a_rate():
+    """Rates and parallelism swept together, against parallelism=tp: each one-GPU point is compared
+    with the tp2 point of its own rate, never across rates."""
+    import json
+
+    from b200lab import sweep_report
+
+    files = sorted(SERVE_RUNS.glob("single_q*.results.json")) + [SERVE_RUNS / f"tp2_q{q}.results.json" for q in (1, 2, 4)]
+    records = [json.loads(f.read_text()) for f in files]
+    assert list(sweep_report.default_reference(records)) == ["parallelism"]  # not the load
+    refs = sweep_report.reference_of(records, {"parallelism": "tp"})
+    for r, ref in zip(records, refs):
+        assert ref is not None and ref["config"]["workload"]["options"]["qps"] == r["config"]["workload"]["options"]["qps"]
+        assert ref["config"]["parallelism"]["name"] == "tp"

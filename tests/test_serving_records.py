@@ -4,6 +4,7 @@ its per-request CSVs (the last timed run of a rate) and results.json files (all 
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -33,3 +34,37 @@ def test_the_misses_of_the_last_run_at_one_request_per_second_are_tpot_misses():
     assert sum(float(r["ttft_ms"]) > SLO_TTFT_MS for r in rows) == 0
     assert sum(bool(r["tpot_ms"]) and float(r["tpot_ms"]) > SLO_TPOT_MS for r in rows) == 3
     assert "the 3 that missed, missed tpot" in (FOLDER / "README.md").read_text()
+
+
+TP2 = MEASUREMENTS / "2026-11-26-serving-tp2"
+FIRST_RUN_ROWS = {"cuDNN (default)": "kernels_cudnn", "memory-efficient": "kernels_efficient"}
+
+
+def _first_run_table() -> dict:
+    """The README's hand-laid first-run table: label -> (run 1, [runs 2, 3], excess, run id)."""
+    rows = {}
+    for line in (TP2 / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and cells[0] in FIRST_RUN_ROWS:
+            rows[cells[0]] = (float(cells[1]), [float(v) for v in cells[2].split(",")], float(cells[3]), cells[4])
+    return rows
+
+
+def test_first_run_table_matches_each_runs_step_times():
+    rows = _first_run_table()
+    assert set(rows) == set(FIRST_RUN_ROWS)
+    for label, (first, later, excess, run_id) in rows.items():
+        record = json.loads((TP2 / "runs" / f"{FIRST_RUN_ROWS[label]}.results.json").read_text())
+        assert record["mlflow"]["run_id"].startswith(run_id)
+        seconds = [ms / 1000 for ms in record["step_ms"]]
+        assert len(seconds) == 3 and first == round(seconds[0], 2) and later == [round(s, 2) for s in seconds[1:]]
+        assert excess == round(seconds[0] - sum(seconds[1:]) / 2, 2)
+
+
+def test_first_run_prose_follows_from_the_table():
+    rows = _first_run_table()
+    (cudnn_first, cudnn_later, cudnn_excess, _), (eff_first, eff_later, eff_excess, _) = rows["cuDNN (default)"], rows["memory-efficient"]
+    text = one_line((TP2 / "README.md").read_text())
+    assert f"run 1's excess is {cudnn_excess - eff_excess:.2f} s smaller ({cudnn_excess:.2f} against {eff_excess:.2f} s)" in text
+    saving = 1 - sum(cudnn_later) / sum(eff_later)
+    assert f"the mean of runs 2 and 3 is {saving:.1%} shorter with cuDNN" in text

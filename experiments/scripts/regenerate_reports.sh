@@ -128,6 +128,14 @@ G=2026-11-26-serving-compiled
 report $G eager_vs_compiled "serve_load, gpt_1b: the eager step (all requests at t = 0) and the compiled step (16 requests/s), one H100" \
     --x compile -- $M/$G/runs/*.results.json
 
+G=2026-11-26-serving-tp2
+report $G tp2 "serve_load at tp2, compiled: gpt_1b at 4, 2 and 1 requests/s, two H200 hosts" --x workload.options.qps -- \
+    $M/$G/runs/tp2_q1.results.json $M/$G/runs/tp2_q2.results.json $M/$G/runs/tp2_q4.results.json
+report $G one_gpu "serve_load on one H200, compiled: gpt_1b at 4, 2 and 1 requests/s" --x workload.options.qps -- \
+    $M/$G/runs/single_*.results.json
+report $G kernels "serve_load, every request at t = 0: eager cuDNN vs memory-efficient attention on one H200" \
+    --x effective.attention.kernel -- $M/$G/runs/kernels_*.results.json
+
 D=2026-11-26-parallel-scaling
 report $D scaling "gpt_1b FSDP2 and DDP training on 1 and 2 H100s" --x parallelism.nproc -- $M/$D/runs/p11_*.results.json
 
