@@ -118,12 +118,13 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
     (the eager one serves the data-parallel test below): the request counts, the tokens and the
     per-request CSV are those of one server, the completion hook ran once per request (not for
     the shape warm-up), only rank 0 reports request metrics, and nothing compiled once timing
-    began."""
+    began. The warm-up step replays the timed trace (the default): the same requests, and its
+    duration reported as first_warmup_run_ms."""
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "lab_hook.py").write_text(textwrap.dedent(HOOK))
     env = {**store, "PYTHONPATH": str(tmp_path / "hooks"), "HOOK_OUT": str(tmp_path / "hook.jsonl")}
     proc = run_cli(["workload=serve", "parallelism=tp", "seq=short", "workload.options.num_requests=6", "workload.options.qps=200",
-                    "workload.options.output_len=4", "workload.options.prompt_len=16", "workload.options.warmup_requests=2",
+                    "workload.options.output_len=4", "workload.options.prompt_len=16",
                     "workload.options.slo.ttft_ms=10000", "workload.options.on_complete=lab_hook:record",
                     "compile=default"], tmp_path, env)
     assert proc.returncode == 0, proc.output
@@ -138,7 +139,10 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
     assert len(rows) == 6 and sum(int(r["output_len"]) for r in rows) == m["output_tokens"]
     hooked = [json.loads(line) for line in (tmp_path / "hook.jsonl").read_text().splitlines()]
     assert sorted(h["id"] for h in hooked if h["phase"] == "timed" and h["run"] == 0) == list(range(6))
-    assert len(hooked) == 6 + 2 and all(float(h["ttft_ms"]) > 0 for h in hooked)  # the warm-up's 2 requests too
+    assert len(hooked) == 6 + 6 and all(float(h["ttft_ms"]) > 0 for h in hooked)  # the warm-up replay's 6 requests too
+    lengths = {(h["phase"], h["id"]): (h["prompt_len"], h["output_len"]) for h in hooked}
+    assert all(lengths[("warm-up", i)] == lengths[("timed", i)] for i in range(6))
+    assert row["effective"]["serve"]["warmup"] == "1 replay(s) of the timed trace" and m["first_warmup_run_ms"] > 0
     assert row["effective"]["serve"]["clock"].startswith("rank 0's")
     assert m["compiles_timed"] == 0 and row["effective"]["serve"]["compiled"]["graphs"] >= 3
     assert {"causal", "decode"} <= set(row["effective"]["attention"]["kernels"])  # recorded though the calls are compiled
@@ -154,7 +158,8 @@ def test_two_data_parallel_replicas_count_each_request_and_token_once_and_profil
     (tmp_path / "hooks" / "lab_hook.py").write_text(textwrap.dedent(HOOK))
     env = {**store, "PYTHONPATH": str(tmp_path / "hooks"), "HOOK_OUT": str(tmp_path / "hook.jsonl")}
     proc = run_cli(["workload=serve", "parallelism=ddp", "seq=short", "workload.options.num_requests=4", "workload.options.qps=200",
-                    "workload.options.output_len=3", "workload.options.prompt_len=16", "workload.options.warmup_requests=1",
+                    "workload.options.output_len=3", "workload.options.prompt_len=16", "workload.options.warmup=short",
+                    "workload.options.warmup_requests=1",
                     "workload.options.on_complete=lab_hook:record", "profile=torch", "profile.options.wait=0",
                     "profile.options.warmup=0", "profile.options.active=2"], tmp_path, env)
     assert proc.returncode == 0, proc.output
@@ -178,7 +183,7 @@ def test_serve_refuses_bad_input(tmp_path, store):
     proc = run_cli(["workload=serve", INLINE, "seq=short", "workload.options.qps=0", "compile=reduce-overhead", "workload.options.on_complete=os:system",
                     "workload.options.arrival=uniform", "attention=te", "workload.options.prompt_dist=lognormal",
                     "workload.options.output_dist=fixed", "workload.options.len_spread=-0.5", "profile=torch",
-                    "workload.min_time_s=1"], tmp_path, store)
+                    "workload.min_time_s=1", "workload.options.warmup=first"], tmp_path, store)
     assert proc.returncode == 2, proc.output
     for needle in ("workload.options.qps=0.0: must be > 0 requests per second",
                    "compile=reduce-overhead: workload=serve compiles its step with symbolic shapes",
@@ -187,7 +192,8 @@ def test_serve_refuses_bad_input(tmp_path, store):
                    "workload.options.arrival='uniform': choose poisson or gamma",
                    "attention=te has no decode path for workload=serve",
                    "workload.options.len_spread=-0.5: lognormal lengths take it as sigma, which must be >= 0",
-                   "profile=torch with workload.min_time_s=1.0: the profiled runs follow the timed ones"):
+                   "profile=torch with workload.min_time_s=1.0: the profiled runs follow the timed ones",
+                   "workload.options.warmup='first': choose replay (warm-up steps replay the timed trace) or short"):
         assert needle in proc.stderr, needle
 
 

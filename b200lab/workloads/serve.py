@@ -2,8 +2,12 @@
 by a seeded load generator (b200lab/serving/).
 
 One step of this workload is one run of the whole trace (``options.num_requests`` requests
-arriving at ``options.qps``, bounded by ``options.duration_s``); warm-up steps run
-``options.warmup_requests`` requests at once instead. Metrics follow vLLM's definitions
+arriving at ``options.qps``, bounded by ``options.duration_s``). A warm-up step replays that trace
+(``options.warmup=replay``), so the timed runs meet no shape for the first time: a first contact
+(cuDNN's plans, the allocator's growth: docs/measurements/2026-11-26-serving-tp2) would inflate the
+first timed run and the pooled percentiles. Its cost stays visible as ``first_warmup_run_ms``.
+``options.warmup=short`` runs ``options.warmup_requests`` requests at t = 0 instead (quick, and
+the first timed run then pays that first contact). Metrics follow vLLM's definitions
 (b200lab/serving/latency.py): ttft, tpot, itl and e2e percentiles, request_throughput,
 output_tokens_per_s, goodput under ``options.slo``, completed / rejected / queued counts; every
 request of the last timed run goes to ``artifacts/requests.csv``, and ``options.on_complete``
@@ -42,7 +46,8 @@ from b200lab.workloads.generate import decode_problems, sampling_problems, seque
 REQUEST_METRICS = [*(f"{m}_ms_{p}" for m in ("ttft", "tpot", "itl", "e2e", "queue") for p in ("p50", "p90", "p99", "mean")),
                    "request_throughput", "output_tokens_per_s", "goodput", "goodput_fraction", "requests", "completed",
                    "rejected", "queued", "output_tokens", "input_tokens", "duration_s", "max_batch", "max_queue_depth",
-                   "kv_blocks", "hook_s", "compiles_timed"]
+                   "kv_blocks", "hook_s", "compiles_timed", "first_warmup_run_ms"]
+WARMUPS = ("replay", "short")
 
 
 @dataclass
@@ -74,7 +79,8 @@ class ServeOptions:
     top_k: Optional[int] = None
     slo: Slo = field(default_factory=Slo)
     on_complete: Optional[str] = None  # "package.module:function", called with each finished request's row (rank 0)
-    warmup_requests: int = 4  # requests of a warm-up step (all at t = 0)
+    warmup: str = "replay"  # replay: a warm-up step replays the timed trace; short: warmup_requests at t = 0
+    warmup_requests: int = 4  # requests of a short warm-up step (all at t = 0)
 
 
 @dataclass
@@ -146,6 +152,9 @@ class Serve(Workload):
         for key in ("prompt_len", "num_blocks", "max_concurrency", "max_model_len"):
             if o[key] is not None and o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer or null")
+        if o.warmup not in WARMUPS:
+            problems.append(f"workload.options.warmup={o.warmup!r}: choose replay (warm-up steps replay the timed trace) "
+                            "or short (warmup_requests requests at t = 0)")
         if o.duration_s <= 0:
             problems.append(f"workload.options.duration_s={o.duration_s}: must be > 0")
         for key in ("ttft_ms", "tpot_ms"):
@@ -185,7 +194,8 @@ class Serve(Workload):
                           prompt_dist=o.prompt_dist, output_len=int(o.output_len), output_dist=o.output_dist, spread=float(o.len_spread),
                           max_prompt=max_prompt, max_output=max_output, vocab_size=int(model.cfg.vocab_size))
         self.trace = make_trace(seed, int(o.num_requests), qps=float(o.qps), **trace_args)
-        self.warmup_trace = make_trace(seed + 1, int(o.warmup_requests), qps=math.inf, **trace_args)
+        self.warmup_trace = self.trace if o.warmup == "replay" else make_trace(seed + 1, int(o.warmup_requests), qps=math.inf, **trace_args)
+        self.first_warmup_run_ms: Optional[float] = None
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
         pick = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k, generator=gen)  # noqa: E731
@@ -211,6 +221,8 @@ class Serve(Workload):
                       "scheduling": "FIFO admission, prefill one request at a time, then one decode step of the running batch",
                       "counted_by": "rank 0 (request metrics); tokens on data shard 0",
                       "clock": "rank 0's, broadcast each iteration" if ctx.world_size > 1 else "wall clock (perf_counter)",
+                      "warmup": (f"{cfg.workload.warmup_steps} replay(s) of the timed trace" if o.warmup == "replay"
+                                 else f"{cfg.workload.warmup_steps} run(s) of {o.warmup_requests} requests at t = 0"),
                       "compiled": compiled or "no (eager)"},
         }
 
@@ -235,7 +247,10 @@ class Serve(Workload):
     def step(self) -> None:
         self.calls += 1
         if self.calls <= int(self.cfg.warmup_steps):
-            self.engine.run(self.warmup_trace)
+            begin = time.perf_counter()
+            self.engine.run(self.warmup_trace)  # each step ends with the tokens on the host: nothing left in flight
+            if self.calls == 1:
+                self.first_warmup_run_ms = (time.perf_counter() - begin) * 1000
             return
         n = self.calls - int(self.cfg.warmup_steps)
         if self.graphs_before_timed is None:
@@ -256,6 +271,8 @@ class Serve(Workload):
         out = request_metrics(runs, o.slo.ttft_ms, o.slo.tpot_ms)
         out.update(max_batch=self.engine.max_batch, max_queue_depth=self.engine.max_queue_depth, kv_blocks=self.pool.num_blocks,
                    hook_s=self.engine.hook_s, compiles_timed=graphs_compiled() - (self.graphs_before_timed or 0))
+        if self.first_warmup_run_ms is not None:
+            out["first_warmup_run_ms"] = self.first_warmup_run_ms
         return out
 
     def write_artifacts(self, out_dir) -> None:

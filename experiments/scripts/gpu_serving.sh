@@ -13,8 +13,9 @@
 #   serve_tp2         the same at tp2 (needs 2 GPUs)
 #   serve_compiled    the preset with compile=default, every request at t = 0 (capacity) and at 16/8/4 requests/s
 #   serve_tp2_compiled  the preset at tp2 with compile=default (needs 2 GPUs)
-#   serve_kernels     the cuDNN-plan hypothesis (docs/KNOWN_GAPS.md): every request at t = 0, 3 timed runs, the
-#                     default SDPA choice (cuDNN for the masked decode) against attention.backends=[efficient]
+#   serve_kernels     the first-run test (docs/measurements/2026-11-26-serving-tp2): every request at t = 0, the short
+#                     warm-up, 3 timed runs, the default SDPA choice (cuDNN for the masked decode) against
+#                     attention.backends=[efficient]
 # QPS=... replaces the rates of serve_compiled and serve_tp2_compiled (split a sweep over 10-minute commands).
 # Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Results land in multirun/
 # and the MLflow store mlflow.db; $OUT receives them as one tarball after every phase when OUT is set.
@@ -44,9 +45,10 @@ for phase in "$@"; do
     serve_compiled) lab -m hydra.sweep.dir=multirun/serve_compiled experiment=serve_load compile=default workload.options.qps=${QPS:-inf,16,8,4} ;;
     serve_tp2_compiled) lab -m hydra.sweep.dir=multirun/serve_tp2_compiled experiment=serve_load parallelism=tp compile=default \
       workload.options.qps=${QPS:-4,2,1} ;;
-    serve_kernels)
-      lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf
-      lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf 'attention.backends=[efficient]' ;;
+    serve_kernels)  # the short warm-up, so the first timed run meets the trace's shapes first (as recorded)
+      lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf workload.options.warmup=short
+      lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf workload.options.warmup=short \
+        'attention.backends=[efficient]' ;;
     *) echo "unknown phase $phase" ;;
   esac
   [ -n "${OUT:-}" ] && tar czf "$OUT/results.tgz" mlflow.db multirun outputs 2>/dev/null
