@@ -68,3 +68,45 @@ def test_first_run_prose_follows_from_the_table():
     assert f"run 1's excess is {cudnn_excess - eff_excess:.2f} s smaller ({cudnn_excess:.2f} against {eff_excess:.2f} s)" in text
     saving = 1 - sum(cudnn_later) / sum(eff_later)
     assert f"the mean of runs 2 and 3 is {saving:.1%} shorter with cuDNN" in text
+
+
+WARMUP = MEASUREMENTS / "2026-11-27-serving-warmup"
+WARMUP_ROWS = {"compiled, cuDNN attention": "compiled", "eager, cuDNN attention": "eager_a",
+               "eager, memory-efficient attention": "eager_efficient", "eager, cuDNN attention, 5 timed runs": "eager_b"}
+
+
+def _warmup_table() -> dict:
+    """The replay record's table: label -> (warm-up run s, [timed runs s], run id)."""
+    rows = {}
+    for line in (WARMUP / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and cells[0] in WARMUP_ROWS:
+            rows[cells[0]] = (float(cells[1]), [float(v) for v in cells[2].split(",")], cells[3])
+    return rows
+
+
+def test_replay_warmup_table_matches_the_runs():
+    rows = _warmup_table()
+    assert set(rows) == set(WARMUP_ROWS)
+    for label, (warm, timed, run_id) in rows.items():
+        record = json.loads((WARMUP / "runs" / f"{WARMUP_ROWS[label]}.results.json").read_text())
+        assert record["mlflow"]["run_id"].startswith(run_id)
+        assert record["effective"]["serve"]["warmup"] == "1 replay(s) of the timed trace"
+        assert warm == round(record["metrics"]["first_warmup_run_ms"] / 1000, 2)
+        assert timed == [round(ms / 1000, 2) for ms in record["step_ms"]]
+
+
+def test_replay_warmup_ratios_stated_in_prose():
+    rows = _warmup_table()
+    text = one_line((WARMUP / "README.md").read_text())
+    compiled = rows["compiled, cuDNN attention"]
+    assert f"within {max(compiled[1]) / min(compiled[1]) - 1:.1%} of each other" in text
+    assert f"{compiled[0]:.2f} s ({compiled[0] / sorted(compiled[1])[1]:.1f}x the timed median)" in text
+    eager_a, eager_b = rows["eager, cuDNN attention"][1], rows["eager, cuDNN attention, 5 timed runs"][1]
+    efficient = rows["eager, memory-efficient attention"][1]
+    assert f"{eager_a[0] / eager_a[-1]:.2f}x the last in d4051129" in text
+    assert f"{eager_b[0] / eager_b[-1]:.2f}x over five runs in f66016cd" in text
+    assert f"memory-efficient kernel {efficient[0] / min(efficient):.2f}x its fastest" in text
+    assert f"({eager_b[-1] / eager_a[-1]:.2f}x)" in text
+    tp2 = json.loads((TP2 / "runs" / "tp2_qinf.results.json").read_text())["step_ms"]
+    assert f"had been {tp2[0] / (sum(tp2[1:]) / 2):.1f}x its later ones" in text

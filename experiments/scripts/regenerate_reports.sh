@@ -136,6 +136,9 @@ report $G one_gpu "serve_load on one H200, compiled: gpt_1b at 4, 2 and 1 reques
 report $G kernels "serve_load, every request at t = 0: eager cuDNN vs memory-efficient attention on one H200" \
     --x effective.attention.kernel -- $M/$G/runs/kernels_*.results.json
 
+G=2026-11-27-serving-warmup
+report $G warmup "serve_load, every request at t = 0, after a replay warm-up: compiled and eager on one H100" -- $M/$G/runs/*.results.json
+
 D=2026-11-26-parallel-scaling
 report $D scaling "gpt_1b FSDP2 and DDP training on 1 and 2 H100s" --x parallelism.nproc -- $M/$D/runs/p11_*.results.json
 
