@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
-    proc = run_cli([], tmp_path)  # no MLFLOW_TRACKING_URI: the default sqlite:///mlflow.db here
+    proc = run_cli([], tmp_path, {"NCCL_ALGO": "Ring", "TORCH_NCCL_USE_COMM_NONBLOCKING": "0"})  # no MLFLOW_TRACKING_URI: the default sqlite:///mlflow.db here
     assert proc.returncode == 0, proc.output
     assert (tmp_path / "mlflow.db").exists()
     [run] = runs(f"sqlite:///{tmp_path}/mlflow.db")
@@ -32,6 +32,9 @@ def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
     assert res["mlflow"]["run_id"] == run.info.run_id and res["mlflow"]["synced"]
     for key in ("python", "torch", "hostname", "git_sha", "device", "gpu_count", "cpu_model"):
         assert key in res["env"]
+    # the variables that change what a rank measures travel with the result, the unrelated ones do not
+    assert {"NCCL_ALGO": "Ring", "TORCH_NCCL_USE_COMM_NONBLOCKING": "0"}.items() <= res["env"]["env_vars"].items()
+    assert "MLFLOW_TRACKING_URI" not in res["env"]["env_vars"] and "PATH" not in res["env"]["env_vars"]
     assert res["effective"]["precision"]["reason"] == "auto on cpu means float32"
     assert len(res["step_ms"]) == res["metrics"]["n_steps"] >= 20
     assert "status=ok" in proc.stdout and "timed" in proc.stdout

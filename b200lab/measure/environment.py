@@ -112,12 +112,24 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+TUNING_PREFIXES = ("NCCL_", "TORCH_NCCL_", "CUDA_", "PYTORCH_", "TORCHINDUCTOR_", "TORCH_COMPILE", "CUBLAS", "CUDNN_",
+                   "NVTE_", "OMP_", "MKL_")
+
+
+def tuning_env_vars(environ=None) -> dict:
+    """The rank's environment variables that can change what it measures (NCCL's protocol and
+    communicator modes, the allocator, inductor, thread counts, visible devices), sorted."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in sorted(environ) if k.startswith(TUNING_PREFIXES)}
+
+
 def device_env(device) -> dict:
     """Collected inside a worker rank, where CUDA may be initialised."""
     import torch
 
     env = {"device": device.type, "cuda": torch.version.cuda, "transformer_engine": _version("transformer_engine") or _version("transformer-engine"),
-           "triton": _version("triton"), "flash_attn_4": _version("flash-attn-4") or _version("flash_attn_4")}
+           "triton": _version("triton"), "flash_attn_4": _version("flash-attn-4") or _version("flash_attn_4"),
+           "env_vars": tuning_env_vars()}
     if device.type == "cuda":
         from b200lab.measure.gpus import nvml_gpus
 

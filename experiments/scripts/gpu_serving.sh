@@ -13,6 +13,7 @@
 #   serve_tp2         the same at tp2 (needs 2 GPUs)
 #   serve_compiled    the preset with compile=default, every request at t = 0 (capacity) and at 16/8/4 requests/s
 #   serve_tp2_compiled  the preset at tp2 with compile=default (needs 2 GPUs)
+#   serve_tp2_nccl    tp2 compiled at QPS (default 2), then the same with TORCH_NCCL_USE_COMM_NONBLOCKING=0 (needs 2 GPUs)
 #   serve_kernels     the first-run test (docs/measurements/2026-11-26-serving-tp2): every request at t = 0, the short
 #                     warm-up, 3 timed runs, the default SDPA choice (cuDNN for the masked decode) against
 #                     attention.backends=[efficient]
@@ -45,6 +46,10 @@ for phase in "$@"; do
     serve_compiled) lab -m hydra.sweep.dir=multirun/serve_compiled experiment=serve_load compile=default workload.options.qps=${QPS:-inf,16,8,4} ;;
     serve_tp2_compiled) lab -m hydra.sweep.dir=multirun/serve_tp2_compiled experiment=serve_load parallelism=tp compile=default \
       workload.options.qps=${QPS:-4,2,1} ;;
+    serve_tp2_nccl)  # the non-blocking-communicator hypothesis (docs/KNOWN_GAPS.md): the same tp2 point twice
+      lab -m hydra.sweep.dir=multirun/serve_tp2_nccl_default experiment=serve_load parallelism=tp compile=default workload.options.qps=${QPS:-2}
+      TORCH_NCCL_USE_COMM_NONBLOCKING=0 lab -m hydra.sweep.dir=multirun/serve_tp2_nccl_blocking experiment=serve_load parallelism=tp \
+        compile=default workload.options.qps=${QPS:-2} ;;
     serve_kernels)  # the short warm-up, so the first timed run meets the trace's shapes first (as recorded)
       lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf workload.options.warmup=short
       lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf workload.options.warmup=short \
