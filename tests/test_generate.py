@@ -204,12 +204,15 @@ def test_generate_through_the_cli(tmp_path, store):
 @pytest.mark.e2e
 def test_generate_refuses_what_cannot_decode(tmp_path, store):
     proc = run_cli(["workload=generate", INLINE, "seq=short", "workload.options.output_len=1", "workload.options.max_len=100",
-                    "workload.options.sampling=beam", "workload.options.cuda_graph=true", "attention=te"], tmp_path, store)
+                    "workload.options.sampling=beam", "workload.options.cuda_graph=true", "attention=te", "precision=fp8_mxfp8",
+                    "seq.batch=8"], tmp_path, store)
     assert proc.returncode == 2, proc.output
     for needle in ("workload.options.max_len=100 cannot hold prompt_len + output_len = 128 + 1 = 129 tokens",
                    "workload.options.output_len=1: must be at least 2",
                    "workload.options.sampling='beam': choose greedy or sample",
                    "workload.options.cuda_graph=true needs a CUDA GPU and this job runs on cpu",
-                   "attention=te has no decode path for workload=generate"):
+                   "attention=te has no decode path for workload=generate",
+                   "precision=fp8_mxfp8: Transformer Engine's FP8 GEMMs need a multiple of 32 rows, and a decode step has seq.batch=8; "
+                   "use precision=fp8_weight_only"):
         assert needle in proc.stderr, needle
     assert not (tmp_path / "outputs").exists() or not results_files(tmp_path / "outputs")

@@ -183,7 +183,7 @@ def test_serve_refuses_bad_input(tmp_path, store):
     proc = run_cli(["workload=serve", INLINE, "seq=short", "workload.options.qps=0", "compile=reduce-overhead", "workload.options.on_complete=os:system",
                     "workload.options.arrival=uniform", "attention=te", "workload.options.prompt_dist=lognormal",
                     "workload.options.output_dist=fixed", "workload.options.len_spread=-0.5", "profile=torch",
-                    "workload.min_time_s=1", "workload.options.warmup=first"], tmp_path, store)
+                    "workload.min_time_s=1", "workload.options.warmup=first", "precision=fp8_current"], tmp_path, store)
     assert proc.returncode == 2, proc.output
     for needle in ("workload.options.qps=0.0: must be > 0 requests per second",
                    "compile=reduce-overhead: workload=serve compiles its step with symbolic shapes",
@@ -193,7 +193,9 @@ def test_serve_refuses_bad_input(tmp_path, store):
                    "attention=te has no decode path for workload=serve",
                    "workload.options.len_spread=-0.5: lognormal lengths take it as sigma, which must be >= 0",
                    "profile=torch with workload.min_time_s=1.0: the profiled runs follow the timed ones",
-                   "workload.options.warmup='first': choose replay (warm-up steps replay the timed trace) or short"):
+                   "workload.options.warmup='first': choose replay (warm-up steps replay the timed trace) or short",
+                   "precision=fp8_current: Transformer Engine's FP8 GEMMs need a multiple of 8 rows, and a decode step has as many "
+                   "rows as requests running"):
         assert needle in proc.stderr, needle
 
 

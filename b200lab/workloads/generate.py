@@ -75,7 +75,37 @@ def decode_problems(cfg, ctx: CheckContext, workload: str) -> list[str]:
     if (ctx.cfg.parallelism or {}).get("sequence_parallel"):
         problems.append(f"parallelism.sequence_parallel=true cannot split a one-token decode step over the sequence; "
                         f"turn it off for workload={workload}")
-    return problems
+    return problems + te_decode_problems(ctx, workload)
+
+
+TE_PRECISION = "b200lab.precision.te_fp8.TEFP8Precision"
+TE_ROW_ALIGN = {"mxfp8": 32, "nvfp4": 32}  # rows a Transformer Engine GEMM needs a multiple of (other recipes: 8)
+
+
+def te_decode_problems(ctx: CheckContext, workload: str) -> list[str]:
+    """Transformer Engine's FP8 GEMMs need a row count that is a multiple of 8 (32 for mxfp8 and
+    nvfp4), and a decode step has one row per sequence: generate's seq.batch, serve's running batch
+    (any size) and each prompt's length. Refused before anything runs, rather than an assertion
+    inside TE at the first decode step; fp8_auto counts when TE is the path it would take here."""
+    precision = ctx.cfg.precision
+    target = str(precision.get("_target_", ""))
+    recipe = str(precision.get("recipe", ""))
+    if target.endswith("FP8AutoPrecision"):
+        from b200lab.precision.te_support import te_problem
+
+        if ctx.device != "cuda" or te_problem(recipe, ctx.device) is not None:
+            return []  # fp8_auto takes another path here (its effective.reason says which)
+    elif target != TE_PRECISION:
+        return []
+    align = TE_ROW_ALIGN.get(recipe, 8)
+    rows = int(ctx.cfg.seq.batch)
+    if workload == "generate" and rows % align == 0:
+        return []
+    where = (f"a decode step has seq.batch={rows}" if workload == "generate"
+             else "a decode step has as many rows as requests running and a prefill as many as its prompt's tokens")
+    return [f"precision={precision.name}: Transformer Engine's FP8 GEMMs need a multiple of {align} rows, and {where}; "
+            f"use precision=fp8_weight_only (e4m3 weights, bf16 compute) or bf16"
+            + (f", or a seq.batch that is a multiple of {align}" if workload == "generate" else "")]
 
 
 def sequence_limit_problems(ctx: CheckContext, tokens: int, what: str) -> list[str]:
