@@ -9,6 +9,7 @@ The x axis is a numeric config value the points varied (``seq.len`` first; a swe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -38,7 +39,8 @@ def config_value(record: dict, path: str) -> Any:
 
 
 def _numeric(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A value a numeric axis can place (``qps=inf`` cannot: such a sweep is drawn as categories)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _numeric_paths(records: list[dict], key: str) -> list[str]:

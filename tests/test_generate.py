@@ -216,3 +216,51 @@ def test_generate_refuses_what_cannot_decode(tmp_path, store):
                    "use precision=fp8_weight_only"):
         assert needle in proc.stderr, needle
     assert not (tmp_path / "outputs").exists() or not results_files(tmp_path / "outputs")
+
+
+@pytest.mark.parametrize("workload, precision, batch, refused", [
+    ("generate", "fp8", 8, False),          # 8 rows a decode step: TE's delayed recipe runs it
+    ("generate", "fp8_current", 12, True),  # 12 is not a multiple of 8
+    ("generate", "fp8_mxfp8", 16, True),    # mxfp8 needs 32
+    ("generate", "fp8_mxfp8", 32, False),
+    ("serve", "fp8", 32, True),             # any running batch and prompt length
+    ("serve", "fp8_auto", 32, False),       # fp8_auto takes its next path instead (below)
+    ("generate", "bf16", 3, False),
+])
+def test_transformer_engine_decode_rows(workload, precision, batch, refused):
+    """Transformer Engine FP8 in a decode workload: refused exactly where its row alignment cannot
+    hold, with the alternatives named."""
+    from test_compose import _compose
+
+    from b200lab.components import CheckContext
+    from b200lab.workloads.generate import te_decode_problems
+
+    cfg = _compose([f"workload={workload}", f"precision={precision}", f"seq.batch={batch}", "seq=short"])
+    problems = te_decode_problems(CheckContext(cfg, "cuda", False), workload)
+    assert bool(problems) == refused, problems
+    if refused:
+        assert problems[0].startswith(f"precision={precision}: Transformer Engine's FP8 GEMMs need a multiple of")
+        assert "use precision=fp8_weight_only" in problems[0]
+
+
+def test_fp8_auto_passes_transformer_engine_over_for_a_decode_step_and_says_why():
+    """A decode workload tells fp8_auto why TE cannot run its steps (generate at an unaligned batch,
+    serve always); fp8_auto then takes its next path with that reason first, and an aligned
+    generate leaves it free to pick TE."""
+    from omegaconf import OmegaConf
+    from test_compose import _compose
+
+    from b200lab.precision.fp8_auto import _candidates
+    from b200lab.workloads.generate import decode_precision
+
+    class Ctx:  # decode_precision reads only the rank context's config
+        def __init__(self, overrides):
+            self.cfg = _compose(["precision=fp8_auto", "seq=short", *overrides])
+
+    assert decode_precision(Ctx(["workload=generate", "seq.batch=8"])) == {}
+    assert decode_precision(Ctx(["workload=serve", "precision=bf16"])) == {}
+    avoid = decode_precision(Ctx(["workload=serve"]))
+    assert avoid["avoid_te"].startswith("Transformer Engine's FP8 GEMMs need a multiple of 8 rows")
+    cfg = OmegaConf.merge(_compose(["precision=fp8_auto"]).precision, avoid)
+    target, passed = _candidates(cfg, "cuda", training=False)
+    assert passed[0] == f"transformer_engine: {avoid['avoid_te']}" and not target.endswith("TEFP8Precision")

@@ -135,3 +135,17 @@ def test_a_serve_sweep_that_varies_more_than_its_load_compares_within_a_rate():
     for r, ref in zip(records, refs):
         assert ref is not None and ref["config"]["workload"]["options"]["qps"] == r["config"]["workload"]["options"]["qps"]
         assert ref["config"]["parallelism"]["name"] == "tp"
+
+
+def test_a_rate_sweep_with_every_request_at_t0_is_drawn_as_categories(tmp_path):
+    """qps=inf has no place on a numeric axis: the rates become categories, and every chart draws."""
+    import json
+
+    from b200lab.charts import choose_axis, line_charts
+
+    records = [json.loads((SERVE_RUNS / f"tp2_q{q}.results.json").read_text()) for q in ("1", "2", "4", "inf")]
+    axis = choose_axis(records)
+    assert axis is not None and not axis.numeric and axis.x == "workload.options.qps"
+    assert sorted(axis.categories) == ["1", "2", "4", "inf"]
+    charts = line_charts(records, tmp_path)
+    assert any(p.name.startswith("itl_ms_p50") for _, p in charts) and all(p.read_bytes().startswith(PNG) for _, p in charts)

@@ -5,7 +5,9 @@ float8 training (training, where torchao is installed); FP8 weight-only GEMMs (i
 card whose ``torch._scaled_mm`` runs FP8). Where none can run (a CPU, an A100, a missing
 library) the run falls back to ``precision=auto`` (bf16 on a GPU, float32 on a CPU). The
 reason every earlier choice was passed over is in ``effective.reason``, and ``effective.name``
-says which recipe ran, so a fallback is never reported as FP8.
+says which recipe ran, so a fallback is never reported as FP8. A decode workload whose steps TE's
+FP8 GEMMs cannot run (their row alignment: b200lab/precision/te_support.py) sets ``avoid_te``,
+and TE is passed over for that reason.
 """
 
 from __future__ import annotations
@@ -17,19 +19,20 @@ from omegaconf import OmegaConf
 
 from b200lab.components import CheckContext
 from b200lab.precision.base import PrecisionConfig, PrecisionRecipe
-from b200lab.precision.te_support import TE_RECIPES, te_problem
+from b200lab.precision.te_support import TE_RECIPES, te_decode_rows_problem, te_problem
 
 
 @dataclass
 class FP8AutoConfig(PrecisionConfig):
     recipe: str = "delayed"  # the Transformer Engine recipe to try first
     master_dtype: Optional[str] = "auto"
+    avoid_te: Optional[str] = None  # why Transformer Engine cannot run this workload (a decode workload sets it)
 
 
 def _candidates(cfg, device: str, training: bool) -> tuple[str, list[str]]:
     """(the recipe class path to run, why each better choice was passed over)."""
     passed: list[str] = []
-    why = te_problem(cfg.recipe, device)
+    why = cfg.get("avoid_te") or te_problem(cfg.recipe, device)
     if why is None:
         return "b200lab.precision.te_fp8.TEFP8Precision", passed
     passed.append(f"transformer_engine: {why}")
@@ -71,7 +74,9 @@ class FP8AutoPrecision(PrecisionRecipe):
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
         if cfg.recipe not in TE_RECIPES:
             return [f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(TE_RECIPES)}"]
-        target, _ = _candidates(cfg, ctx.device, ctx.training)
+        workload = str(ctx.cfg.workload.get("name", ""))
+        avoid = te_decode_rows_problem(cfg.recipe, workload, int(ctx.cfg.seq.batch)) if "seq" in ctx.cfg else None
+        target, _ = _candidates(OmegaConf.merge(cfg, {"avoid_te": avoid}) if avoid else cfg, ctx.device, ctx.training)
         return _load(target).validate(_inner_config(cfg, target), ctx)
 
     def __init__(self, cfg, device: str, training: bool):

@@ -82,6 +82,23 @@ def recipe_problem(recipe: str, capability: Optional[tuple[int, int]], gpu: str,
     return f"unknown recipe {recipe!r}"
 
 
+TE_ROW_ALIGN = {"mxfp8": 32}  # rows a Transformer Engine FP8 GEMM needs a multiple of (the others: 8)
+
+
+def te_decode_rows_problem(recipe: str, workload: str, batch: int) -> Optional[str]:
+    """Why Transformer Engine's FP8 GEMMs cannot run a decode workload's steps, or None: they need
+    the product of an input's leading dimensions to be a multiple of 8 (32 for mxfp8), and a decode
+    step has one row per sequence (generate: seq.batch; serve: as many as requests running, and a
+    prefill as many as its prompt's tokens)."""
+    align = TE_ROW_ALIGN.get(recipe, 8)
+    if workload == "generate":
+        return None if batch % align == 0 else f"Transformer Engine's FP8 GEMMs need a multiple of {align} rows, and a decode step has seq.batch={batch}"
+    if workload == "serve":
+        return (f"Transformer Engine's FP8 GEMMs need a multiple of {align} rows, and a decode step has as many rows as requests "
+                "running and a prefill as many as its prompt's tokens")
+    return None
+
+
 def te_problem(recipe: str, device: str) -> Optional[str]:
     """Why Transformer Engine cannot run ``recipe`` on this machine (parent side), or None."""
     if device != "cuda":

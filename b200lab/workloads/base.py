@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from omegaconf import OmegaConf
 
 from b200lab.components import CheckContext, ComponentConfig, instantiate
 
@@ -133,15 +134,19 @@ class BuiltModel:
     compiled: bool
 
 
-def build_model(ctx: RankContext, training: bool, compile_model: bool = True, state_dict: Optional[dict] = None) -> BuiltModel:
+def build_model(ctx: RankContext, training: bool, compile_model: bool = True, state_dict: Optional[dict] = None,
+                precision_overrides: Optional[dict] = None) -> BuiltModel:
     """The configured model with precision, attention, the parallelism strategy and torch.compile
     applied, in that order. Weights are created directly on the device in their final dtype, so
     a model that fits only in bf16 is never materialised in fp32. ``state_dict`` (the family's
     plain parameter names, e.g. a checkpoint) is loaded strictly before the precision recipe
     converts the model. ``compile_model=False`` leaves compiling to the workload (which may
-    compile a larger function around the model)."""
+    compile a larger function around the model). ``precision_overrides``: fields set on the
+    precision's config for this build (a decode workload tells fp8_auto what Transformer Engine
+    cannot run)."""
     cfg, device, family = ctx.cfg, ctx.device, ctx.family
-    precision = instantiate("precision", cfg.precision, device.type, training)
+    precision_cfg = OmegaConf.merge(cfg.precision, precision_overrides) if precision_overrides else cfg.precision
+    precision = instantiate("precision", precision_cfg, device.type, training)
     attention = instantiate("attention", cfg.attention, device.type)
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(precision.param_dtype)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from b200lab.components import CheckContext
+from b200lab.precision.te_support import te_decode_rows_problem
 from b200lab.serving import bandwidth
 from b200lab.serving.decoder import StaticDecoder
 from b200lab.serving.latency import percentiles
@@ -79,33 +80,30 @@ def decode_problems(cfg, ctx: CheckContext, workload: str) -> list[str]:
 
 
 TE_PRECISION = "b200lab.precision.te_fp8.TEFP8Precision"
-TE_ROW_ALIGN = {"mxfp8": 32, "nvfp4": 32}  # rows a Transformer Engine GEMM needs a multiple of (other recipes: 8)
 
 
 def te_decode_problems(ctx: CheckContext, workload: str) -> list[str]:
-    """Transformer Engine's FP8 GEMMs need a row count that is a multiple of 8 (32 for mxfp8 and
-    nvfp4), and a decode step has one row per sequence: generate's seq.batch, serve's running batch
-    (any size) and each prompt's length. Refused before anything runs, rather than an assertion
-    inside TE at the first decode step; fp8_auto counts when TE is the path it would take here."""
+    """A Transformer Engine recipe whose FP8 GEMMs cannot run this workload's decode steps, refused
+    before anything runs (not an assertion inside TE at the first step). fp8_auto takes its next
+    path there instead (b200lab/precision/fp8_auto.py)."""
     precision = ctx.cfg.precision
-    target = str(precision.get("_target_", ""))
-    recipe = str(precision.get("recipe", ""))
-    if target.endswith("FP8AutoPrecision"):
-        from b200lab.precision.te_support import te_problem
+    if str(precision.get("_target_", "")) != TE_PRECISION:
+        return []
+    why = te_decode_rows_problem(str(precision.recipe), workload, int(ctx.cfg.seq.batch))
+    if why is None:
+        return []
+    return [f"precision={precision.name}: {why}; use precision=fp8_weight_only (e4m3 weights, bf16 compute), fp8_auto or bf16"
+            + (", or a seq.batch that is a multiple of TE's alignment" if workload == "generate" else "")]
 
-        if ctx.device != "cuda" or te_problem(recipe, ctx.device) is not None:
-            return []  # fp8_auto takes another path here (its effective.reason says which)
-    elif target != TE_PRECISION:
-        return []
-    align = TE_ROW_ALIGN.get(recipe, 8)
-    rows = int(ctx.cfg.seq.batch)
-    if workload == "generate" and rows % align == 0:
-        return []
-    where = (f"a decode step has seq.batch={rows}" if workload == "generate"
-             else "a decode step has as many rows as requests running and a prefill as many as its prompt's tokens")
-    return [f"precision={precision.name}: Transformer Engine's FP8 GEMMs need a multiple of {align} rows, and {where}; "
-            f"use precision=fp8_weight_only (e4m3 weights, bf16 compute) or bf16"
-            + (f", or a seq.batch that is a multiple of {align}" if workload == "generate" else "")]
+
+def decode_precision(ctx) -> dict:
+    """Overrides for the precision this decode workload builds: fp8_auto is told why Transformer
+    Engine cannot run the steps, so it takes its next path and says why."""
+    precision = ctx.cfg.precision
+    if not str(precision.get("_target_", "")).endswith("FP8AutoPrecision"):
+        return {}
+    why = te_decode_rows_problem(str(precision.recipe), str(ctx.cfg.workload.name), int(ctx.cfg.seq.batch))
+    return {"avoid_te": why} if why else {}
 
 
 def sequence_limit_problems(ctx: CheckContext, tokens: int, what: str) -> list[str]:
@@ -197,7 +195,7 @@ class Generate(Workload):
             size = float(o.copy_size_mb or AUTO_SIZE_MB["cuda"])
             self.copy = {"gbps": bandwidth.copy_gbps(device, size), "source": f"measured in this job before the model was built "
                          f"(device copy of {size:g} MB, read + write, median of 20)"}
-        self.built = build_model(ctx, training=False, compile_model=False)
+        self.built = build_model(ctx, training=False, compile_model=False, precision_overrides=decode_precision(ctx))
         model = self.built.model.eval()
         precision = self.built.precision
         inputs, _ = ctx.data.batch(self.batch, self.prompt_len, ctx.generator())

@@ -3,11 +3,13 @@ by a seeded load generator (b200lab/serving/).
 
 One step of this workload is one run of the whole trace (``options.num_requests`` requests
 arriving at ``options.qps``, bounded by ``options.duration_s``). A warm-up step replays that trace
-(``options.warmup=replay``), so the timed runs meet no shape for the first time: a first contact
-(cuDNN's plans, the allocator's growth: docs/measurements/2026-11-26-serving-tp2) would inflate the
-first timed run and the pooled percentiles. Its cost stays visible as ``first_warmup_run_ms``.
-``options.warmup=short`` runs ``options.warmup_requests`` requests at t = 0 instead (quick, and
-the first timed run then pays that first contact). Metrics follow vLLM's definitions
+(``options.warmup=replay``), so the timed runs follow a run that met the trace's prompt lengths
+and batch sizes (every shape, where the schedule does not depend on timing: ``qps=inf``); a first
+contact (cuDNN's plans, the allocator's growth) would otherwise inflate the first timed run and the
+pooled percentiles. Its cost stays visible as ``warmup_s``. ``options.warmup=short`` runs
+``options.warmup_requests`` requests at t = 0 instead (quick, and the first timed run then pays
+that first contact). The engine's counters (largest batch, longest queue, hook time) cover the
+timed runs only. Metrics follow vLLM's definitions
 (b200lab/serving/latency.py): ttft, tpot, itl and e2e percentiles, request_throughput,
 output_tokens_per_s, goodput under ``options.slo``, completed / rejected / queued counts; every
 request of the last timed run goes to ``artifacts/requests.csv``, and ``options.on_complete``
@@ -41,12 +43,12 @@ from b200lab.serving.paged import BlockPool
 from b200lab.serving.ranks import SyncedClock
 from b200lab.serving.sampling import next_token
 from b200lab.workloads.base import Workload, WorkloadConfig, build_model
-from b200lab.workloads.generate import decode_problems, sampling_problems, sequence_limit_problems
+from b200lab.workloads.generate import decode_precision, decode_problems, sampling_problems, sequence_limit_problems
 
 REQUEST_METRICS = [*(f"{m}_ms_{p}" for m in ("ttft", "tpot", "itl", "e2e", "queue") for p in ("p50", "p90", "p99", "mean")),
                    "request_throughput", "output_tokens_per_s", "goodput", "goodput_fraction", "requests", "completed",
                    "rejected", "queued", "output_tokens", "input_tokens", "duration_s", "max_batch", "max_queue_depth",
-                   "kv_blocks", "hook_s", "compiles_timed", "first_warmup_run_ms"]
+                   "kv_blocks", "hook_s", "compiles_timed"]
 WARMUPS = ("replay", "short")
 
 
@@ -179,7 +181,7 @@ class Serve(Workload):
     def setup(self) -> None:
         cfg, ctx, o = self.ctx.cfg, self.ctx, self.options
         device = ctx.device
-        self.built = build_model(ctx, training=False, compile_model=False)
+        self.built = build_model(ctx, training=False, compile_model=False, precision_overrides=decode_precision(ctx))
         model = self.built.model.eval()
         mean_prompt, max_prompt, max_output = length_caps(o, cfg.seq.len)
         self.max_model_len = int(o.max_model_len or max_prompt + max_output)
@@ -195,7 +197,6 @@ class Serve(Workload):
                           max_prompt=max_prompt, max_output=max_output, vocab_size=int(model.cfg.vocab_size))
         self.trace = make_trace(seed, int(o.num_requests), qps=float(o.qps), **trace_args)
         self.warmup_trace = self.trace if o.warmup == "replay" else make_trace(seed + 1, int(o.warmup_requests), qps=math.inf, **trace_args)
-        self.first_warmup_run_ms: Optional[float] = None
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
         pick = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k, generator=gen)  # noqa: E731
@@ -247,14 +248,13 @@ class Serve(Workload):
     def step(self) -> None:
         self.calls += 1
         if self.calls <= int(self.cfg.warmup_steps):
-            begin = time.perf_counter()
-            self.engine.run(self.warmup_trace)  # each step ends with the tokens on the host: nothing left in flight
-            if self.calls == 1:
-                self.first_warmup_run_ms = (time.perf_counter() - begin) * 1000
+            self.engine.run(self.warmup_trace)
             return
         n = self.calls - int(self.cfg.warmup_steps)
-        if self.graphs_before_timed is None:
+        if self.graphs_before_timed is None:  # the first timed run: what the warm-up counted is not the timed runs'
             self.graphs_before_timed = graphs_compiled()
+            self.engine.max_batch = self.engine.max_queue_depth = 0
+            self.engine.hook_s = 0.0
         profiled = self.timed_steps is not None and n > self.timed_steps
         self.phase, self.run_index = ("profiled", n - 1 - self.timed_steps) if profiled else ("timed", n - 1)
         records = self.engine.run(self.trace)
@@ -271,8 +271,6 @@ class Serve(Workload):
         out = request_metrics(runs, o.slo.ttft_ms, o.slo.tpot_ms)
         out.update(max_batch=self.engine.max_batch, max_queue_depth=self.engine.max_queue_depth, kv_blocks=self.pool.num_blocks,
                    hook_s=self.engine.hook_s, compiles_timed=graphs_compiled() - (self.graphs_before_timed or 0))
-        if self.first_warmup_run_ms is not None:
-            out["first_warmup_run_ms"] = self.first_warmup_run_ms
         return out
 
     def write_artifacts(self, out_dir) -> None:
