@@ -74,8 +74,7 @@ class FP8AutoPrecision(PrecisionRecipe):
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
         if cfg.recipe not in TE_RECIPES:
             return [f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(TE_RECIPES)}"]
-        workload = str(ctx.cfg.workload.get("name", ""))
-        avoid = te_decode_rows_problem(cfg.recipe, workload, int(ctx.cfg.seq.batch)) if "seq" in ctx.cfg else None
+        avoid = te_decode_rows_problem(ctx.cfg)
         target, _ = _candidates(OmegaConf.merge(cfg, {"avoid_te": avoid}) if avoid else cfg, ctx.device, ctx.training)
         return _load(target).validate(_inner_config(cfg, target), ctx)
 

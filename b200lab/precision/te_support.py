@@ -85,13 +85,15 @@ def recipe_problem(recipe: str, capability: Optional[tuple[int, int]], gpu: str,
 TE_ROW_ALIGN = {"mxfp8": 32}  # rows a Transformer Engine FP8 GEMM needs a multiple of (the others: 8)
 
 
-def te_decode_rows_problem(recipe: str, workload: str, batch: int) -> Optional[str]:
-    """Why Transformer Engine's FP8 GEMMs cannot run a decode workload's steps, or None: they need
-    the product of an input's leading dimensions to be a multiple of 8 (32 for mxfp8), and a decode
-    step has one row per sequence (generate: seq.batch; serve: as many as requests running, and a
-    prefill as many as its prompt's tokens)."""
-    align = TE_ROW_ALIGN.get(recipe, 8)
+def te_decode_rows_problem(job) -> Optional[str]:
+    """Why Transformer Engine's FP8 GEMMs (``job.precision.recipe``) cannot run the decode steps of
+    the job's workload, or None: they need the product of an input's leading dimensions to be a
+    multiple of 8 (32 for mxfp8), and a decode step has one row per sequence (generate:
+    seq.batch; serve: as many as requests running, and a prefill as many as its prompt's tokens)."""
+    workload = str(job.workload.get("name", ""))
+    align = TE_ROW_ALIGN.get(str(job.precision.get("recipe", "")), 8)
     if workload == "generate":
+        batch = int(job.seq.batch)
         return None if batch % align == 0 else f"Transformer Engine's FP8 GEMMs need a multiple of {align} rows, and a decode step has seq.batch={batch}"
     if workload == "serve":
         return (f"Transformer Engine's FP8 GEMMs need a multiple of {align} rows, and a decode step has as many rows as requests "

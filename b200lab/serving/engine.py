@@ -98,6 +98,10 @@ class Engine:
                  forward: Callable = last_logits):
         self.model, self.pool, self.limits, self.clock, self.pick = model, pool, limits, clock, pick
         self.autocast, self.on_complete, self.forward = autocast, on_complete, forward
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        """Start counting anew (the serve workload does so when its timed runs begin)."""
         self.hook_s = 0.0  # time spent in on_complete (it runs inline, so it delays the requests still running)
         self.max_batch = 0
         self.max_queue_depth = 0

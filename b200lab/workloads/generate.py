@@ -89,7 +89,7 @@ def te_decode_problems(ctx: CheckContext, workload: str) -> list[str]:
     precision = ctx.cfg.precision
     if str(precision.get("_target_", "")) != TE_PRECISION:
         return []
-    why = te_decode_rows_problem(str(precision.recipe), workload, int(ctx.cfg.seq.batch))
+    why = te_decode_rows_problem(ctx.cfg)
     if why is None:
         return []
     return [f"precision={precision.name}: {why}; use precision=fp8_weight_only (e4m3 weights, bf16 compute), fp8_auto or bf16"
@@ -99,10 +99,9 @@ def te_decode_problems(ctx: CheckContext, workload: str) -> list[str]:
 def decode_precision(ctx) -> dict:
     """Overrides for the precision this decode workload builds: fp8_auto is told why Transformer
     Engine cannot run the steps, so it takes its next path and says why."""
-    precision = ctx.cfg.precision
-    if not str(precision.get("_target_", "")).endswith("FP8AutoPrecision"):
+    if not str(ctx.cfg.precision.get("_target_", "")).endswith("FP8AutoPrecision"):
         return {}
-    why = te_decode_rows_problem(str(precision.recipe), str(ctx.cfg.workload.name), int(ctx.cfg.seq.batch))
+    why = te_decode_rows_problem(ctx.cfg)
     return {"avoid_te": why} if why else {}
 
 

@@ -241,7 +241,7 @@ class Serve(Workload):
         self.engine.run(trace)
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize()
-        self.engine.on_complete, self.engine.max_batch, self.engine.max_queue_depth = hook, 0, 0
+        self.engine.on_complete = hook
         return {"mode": str(self.ctx.cfg.compile.mode), "dynamic_shapes": True, "graphs": graphs_compiled() - before,
                 "compile_s": round(time.perf_counter() - begin, 2)}
 
@@ -253,8 +253,7 @@ class Serve(Workload):
         n = self.calls - int(self.cfg.warmup_steps)
         if self.graphs_before_timed is None:  # the first timed run: what the warm-up counted is not the timed runs'
             self.graphs_before_timed = graphs_compiled()
-            self.engine.max_batch = self.engine.max_queue_depth = 0
-            self.engine.hook_s = 0.0
+            self.engine.reset_counters()
         profiled = self.timed_steps is not None and n > self.timed_steps
         self.phase, self.run_index = ("profiled", n - 1 - self.timed_steps) if profiled else ("timed", n - 1)
         records = self.engine.run(self.trace)
