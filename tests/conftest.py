@@ -1,4 +1,9 @@
-"""Shared helpers: the real CLI as a subprocess, real sqlite MLflow stores in temp dirs.
+"""Fixtures, and the rule that runs the ``gpu`` tier only where a GPU is (helpers: support.py).
+
+Tiers (``--strict-markers``): unit tests carry no marker and run in-process (compose, validate
+and refuse in this process, registration once per session); ``e2e`` tests start the CLI,
+torchrun or a server; ``gpu`` tests need a CUDA GPU and are skipped, with that reason, on a
+machine without one. ``python -m pytest -m "not e2e and not gpu"`` is the unit tier.
 
 Creating a sqlite store runs MLflow's schema migrations (8-10 s on two cores), so the session
 builds one store with the ``b200lab`` experiment and each test gets a copy of that file
@@ -7,38 +12,29 @@ builds one store with the ``b200lab`` experiment and each test gets a copy of th
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-FAST = ["seq=short", "workload.warmup_steps=1", "workload.steps=3"]
-INLINE = "run.launcher=inline"  # where torchrun is not what a test is about
+from support import copy_store
 
 
-def cli_env(env: dict | None = None) -> dict:
-    full = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "B200LAB_GIT_SHA")}
-    full.update(env or {})
-    return full
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
 
 
-def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "b200lab", *args], cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout)
-    proc.output = proc.stdout + proc.stderr  # type: ignore[attr-defined]
-    return proc
-
-
-def popen_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    """The CLI in the background, stdout and stderr merged into one text pipe."""
-    return subprocess.Popen([sys.executable, "-m", "b200lab", *args], cwd=cwd, env=cli_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def pytest_collection_modifyitems(config, items):
+    if _cuda():
+        return
+    skip = pytest.mark.skip(reason="gpu tier: needs a CUDA GPU, and this machine has none (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -67,34 +63,7 @@ def template_store(tmp_path_factory) -> Path:
     return path
 
 
-def copy_store(template: Path, directory: Path) -> str:
-    """A copy of the template store in ``directory``; its artifacts go to ``directory``/mlruns."""
-    path = directory / "mlflow.db"
-    shutil.copyfile(template, path)
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (str(template.parent), str(directory)))
-    return f"sqlite:///{path}"
-
-
 @pytest.fixture
 def store(tmp_path: Path, template_store: Path) -> dict:
     """A ready sqlite tracking store for this test; pass as env= to run_cli."""
     return {"MLFLOW_TRACKING_URI": copy_store(template_store, tmp_path)}
-
-
-def runs(uri: str, experiment: str = "b200lab") -> list:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id]) if exp else []
-
-
-def parents_and_children(uri: str) -> tuple[list, list]:
-    all_runs = runs(uri)
-    return ([r for r in all_runs if "mlflow.parentRunId" not in r.data.tags],
-            [r for r in all_runs if "mlflow.parentRunId" in r.data.tags])
-
-
-def results_files(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.rglob("results.json"))]

@@ -11,20 +11,28 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from b200lab.attention import (AttentionUnsupported, AttnMask, FlexAttention, MathAttention, SdpaAttention, TEAttention,
-                               reference_attention)
-from b200lab.attention.flex import flash_importable, mask_mod_for
-from b200lab.components import CheckContext, complete
+from b200lab.attention.base import (
+    AttentionUnsupported,
+    AttnMask,
+    MathAttention,
+    reference_attention,
+)
+from b200lab.attention.flex import FlexAttention, flash_importable, mask_mod_for
+from b200lab.attention.sdpa import SdpaAttention
+from b200lab.attention.te import TEAttention
+from b200lab.core.component import CheckContext
+from b200lab.core.registry import complete
 from b200lab.data.text import documents_at
 from b200lab.measure.flops import causal_pairs
-from b200lab.models.gpt import GPT, GPTConfig, apply_rotary, rotary_tables
-from b200lab.precision.te_support import te_version
+from b200lab.models.config.gpt import GPTConfig
+from b200lab.models.gpt.model import GPT, apply_rotary, rotary_tables
+from b200lab.precision.availability import te_version
 
 ON_GPU = torch.cuda.is_available()
 
 
 def backend(cls, name: str, device: str = "cpu", **fields):
-    cfg = complete("attention", {"_target_": f"b200lab.attention.{cls.__name__}", "name": name, **fields})
+    cfg = complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": name, **fields})
     return cls(cfg, device)
 
 
@@ -156,9 +164,9 @@ def test_gpt_with_flex_documents_gives_the_math_backends_logits():
 # --- what a backend cannot do --------------------------------------------------------------------
 
 def check(cls, name, device="cpu", training=False, **fields):
-    cfg = complete("attention", {"_target_": f"b200lab.attention.{cls.__name__}", "name": name, **fields})
+    cfg = complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": name, **fields})
     job = OmegaConf.create({"attention": cfg, "workload": {"name": "forward"}, "model": {"d_model": 64, "n_heads": 4}})
-    return cls.validate(cfg, CheckContext(cfg=job, device=device, training=training))
+    return cls.Config.validate(cfg, CheckContext(cfg=job, device=device, training=training))
 
 
 def test_backends_refuse_what_they_cannot_run_with_the_reason():
@@ -345,14 +353,14 @@ def test_the_microbenchmark_check_passes_a_right_backend_and_stops_a_wrong_one()
         def configured(self, mask):
             return mask
 
-    wrong = DropsTheWindow(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa", "window": 40}), "cpu")
+    wrong = DropsTheWindow(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa", "window": 40}), "cpu")
     with pytest.raises(RuntimeError, match=r"attention=sdpa differs from the math reference \(.*output rows 268\.\.300"):
         check_against_math(wrong, q, k, v, None, 32, g)  # the first rows cannot see the window: later blocks can
 
 
 @pytest.mark.e2e
 def test_attention_workload_counts_the_pairs_its_mask_keeps(tmp_path, store):
-    from conftest import INLINE, results_files, run_cli
+    from support import INLINE, results_files, run_cli
 
     t, window, heads, d = 256, 64, 2, 16
     proc = run_cli(["-m", "workload=attention", f"seq.len={t}", "seq.batch=1", f"workload.options.heads={heads}",
@@ -374,7 +382,7 @@ def test_attention_workload_counts_the_pairs_its_mask_keeps(tmp_path, store):
 
 @pytest.mark.e2e
 def test_attention_workload_refuses_what_a_cpu_cannot_time(tmp_path, store):
-    from conftest import run_cli
+    from support import run_cli
 
     proc = run_cli(["workload=attention", "workload.options.cuda_graph=true", "attention=flex", "workload.options.backward=true"],
                    tmp_path, store)

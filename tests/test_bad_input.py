@@ -8,8 +8,7 @@ import sys
 import time
 
 import pytest
-
-from conftest import FAST, INLINE, cli_env, popen_cli, results_files, run_cli, runs
+from support import FAST, INLINE, cli_env, popen_cli, results_files, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 

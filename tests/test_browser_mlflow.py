@@ -19,8 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from conftest import parents_and_children
+from support import parents_and_children
 from tiny_sweep import tiny_sweep
 
 CHROMIUM = "/usr/bin/chromium"

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import FAST, INLINE, parents_and_children, results_files, run_cli, runs
+from support import FAST, INLINE, parents_and_children, results_files, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 

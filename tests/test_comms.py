@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 from mlflow import MlflowClient
-
-from conftest import run_cli, runs
+from support import run_cli, runs
 
 pytestmark = pytest.mark.e2e
 

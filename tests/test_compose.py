@@ -7,23 +7,15 @@ import shutil
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support import CONF, REPO, compose
 
-from b200lab.config import ConfigError, register_configs, validate
+from b200lab.core.machine import ConfigError
+from b200lab.core.validation import validate
 
-from conftest import REPO
-
-CONF = REPO / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "experiment")
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "debug"))
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 PRESETS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
-
-
-def _compose(overrides: list[str], return_hydra_config: bool = False):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def test_every_group_has_options():
@@ -50,7 +42,7 @@ def _own_seq(group: str, option: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_option_composes_and_validates(group, option):
-    cfg = _compose([f"{group}={option}", *_own_seq(group, option)])
+    cfg = compose([f"{group}={option}", *_own_seq(group, option)])
     assert cfg[group].name == option
     device = "cpu"
     if (group == "parallelism" and "tp" not in cfg.parallelism) or (group == "workload" and option in ("allreduce", "comms")):
@@ -72,17 +64,17 @@ def test_option_composes_and_validates(group, option):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_composes(preset):
-    cfg = _compose([f"experiment={preset}"], return_hydra_config=True)
+    cfg = compose([f"experiment={preset}"], return_hydra_config=True)
     assert cfg.preset == preset
     sweep = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert sweep, f"preset {preset} defines no sweep"
     for key, values in sweep.items():  # every swept value composes too
         for value in str(values).split(","):
-            _compose([f"experiment={preset}", f"{key}={value}"])
+            compose([f"experiment={preset}", f"{key}={value}"])
 
 
 def test_seq_ladder_matches_the_legacy_suite():
-    ladder = {name: (_compose([f"seq={name}"]).seq.len, _compose([f"seq={name}"]).seq.batch) for name in ["1k", "2k", "4k", "8k", "12k", "16k", "32k"]}
+    ladder = {name: (compose([f"seq={name}"]).seq.len, compose([f"seq={name}"]).seq.batch) for name in ["1k", "2k", "4k", "8k", "12k", "16k", "32k"]}
     assert ladder == {"1k": (1024, 8), "2k": (2048, 4), "4k": (4096, 2), "8k": (8192, 2), "12k": (12288, 1), "16k": (16384, 1), "32k": (32768, 1)}
 
 
@@ -101,12 +93,12 @@ def test_seq_ladder_matches_the_legacy_suite():
 def test_precision_recipes_resolve_as_documented(overrides, training, expected):
     from b200lab.precision.recipe import resolve
 
-    r = resolve(_compose(overrides).precision, "cuda", training)
+    r = resolve(compose(overrides).precision, "cuda", training)
     assert (r.compute, r.param, r.master, r.grad_accum, r.autocast) == expected
 
 
 def test_gpt_40b_is_the_legacy_config():
-    m = _compose(["model=gpt_40b"]).model
+    m = compose(["model=gpt_40b"]).model
     assert (m.n_layers, m.d_model, m.n_heads, m.d_ff, m.vocab_size) == (48, 8192, 64, 32768, 50304)
 
 
@@ -143,13 +135,13 @@ def test_gpt_40b_is_the_legacy_config():
 )
 def test_validation_names_the_keys(overrides, needle):
     with pytest.raises(ConfigError) as err:
-        validate(_compose(overrides), "cpu")
+        validate(compose(overrides), "cpu")
     assert needle in str(err.value)
 
 
 def test_moe_fields_on_the_dense_gpt_are_refused_with_a_hint():
     with pytest.raises(ConfigError) as err:
-        validate(_compose(["+model.n_experts=8"]), "cpu")
+        validate(compose(["+model.n_experts=8"]), "cpu")
     assert "mixture-of-experts is its own model family" in str(err.value)
 
 
@@ -157,24 +149,26 @@ def test_unknown_field_without_plus_fails_at_composition():
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException, match="n_experts"):
-        _compose(["model.n_experts=8"])
+        compose(["model.n_experts=8"])
 
 
 def test_validate_fills_each_components_schema_defaults():
-    cfg = validate(_compose(["model=gpt_1b", "workload=train"]), "cpu")
-    assert cfg.model._target_ == "b200lab.models.gpt.GPTFamily"
+    cfg = validate(compose(["model=gpt_1b", "workload=train"]), "cpu")
+    assert cfg.model._target_ == "b200lab.models.gpt.family.GPTFamily"
     assert (cfg.model.pos, cfg.model.rope_pairs, cfg.model.n_kv_heads) == ("rope", "half", None)
     assert cfg.workload.options.grad_accum == 1 and cfg.workload.trials == 1
     assert cfg.precision.master_dtype == "auto"
 
 
-@pytest.mark.parametrize("group,target", [(g, t) for g, names in __import__("b200lab.components", fromlist=["SHIPPED"]).SHIPPED.items() for t in names.values()])
-def test_every_shipped_target_resolves_to_its_base_class_with_a_schema(group, target):
-    from b200lab.components import base_class, resolve_target
+@pytest.mark.parametrize("group,name", [(g, n) for g, names in __import__("b200lab.core.registry", fromlist=["SHIPPED"]).SHIPPED.items()
+                                        for n in names])
+def test_every_shipped_option_names_an_implementation_of_its_group_that_carries_its_config_class(group, name):
+    from b200lab.core.registry import BASE_CLASSES, implementation, load, options
 
-    cls = resolve_target(group, target)
-    assert issubclass(cls, base_class(group))
-    assert dataclasses.is_dataclass(cls.Config) and callable(cls.validate)
+    option = options(group)[name]
+    cls = implementation(group, option.target)
+    assert issubclass(cls, load(BASE_CLASSES[group]))
+    assert cls.Config is option.config and dataclasses.is_dataclass(option.config) and callable(option.config.validate)
 
 
 @pytest.mark.parametrize("target", ["os.system", "builtins.eval", "subprocess.run", "planted.Workload"])
@@ -186,25 +180,26 @@ def test_unregistered_targets_are_refused_before_any_import(target, tmp_path, mo
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as err:
-        validate(_compose([f"workload._target_={target}"]), "cpu")
+        validate(compose([f"workload._target_={target}"]), "cpu")
     assert f"workload._target_={target!r} is not a registered workload component, so it is not imported" in str(err.value)
     assert not marker.exists()
 
 
-def test_a_registered_target_that_cannot_import_is_a_configuration_error():
-    from b200lab.components import ComponentError, SHIPPED, resolve_target
+def test_a_registered_target_that_cannot_import_is_a_configuration_error(monkeypatch):
+    from b200lab.core import registry
 
-    SHIPPED["workload"]["ghost"] = "b200lab.workloads.ghost.Ghost"
+    monkeypatch.setattr(registry, "plugin_entries", lambda group: {"ghost": ("ghost_pkg.Ghost", "ghost-dist")} if group == "workload" else {})
+    registry._options.cache_clear()
     try:
-        with pytest.raises(ComponentError, match="cannot be imported: ModuleNotFoundError"):
-            resolve_target("workload", "b200lab.workloads.ghost.Ghost")
+        with pytest.raises(ConfigError, match="ghost_pkg.Ghost cannot be imported: ModuleNotFoundError"):
+            validate(compose(["workload._target_=ghost_pkg.Ghost"]), "cpu")
     finally:
-        del SHIPPED["workload"]["ghost"]
+        registry._options.cache_clear()
 
 
 def test_a_target_of_the_wrong_kind_is_refused():
     with pytest.raises(ConfigError, match="is not a registered workload component"):
-        validate(_compose(["workload._target_=b200lab.models.gpt.GPTFamily"]), "cpu")
+        validate(compose(["workload._target_=b200lab.models.gpt.family.GPTFamily"]), "cpu")
 
 
 def _scale_script_points(gpus: int = 8, script: str = "gpu_scale.sh", only: str = "") -> list[list[str]]:
@@ -239,7 +234,7 @@ def test_scale_script_commands_compose(gpus):
     points = _scale_script_points(gpus)
     assert len(points) >= 10
     for overrides in points:
-        cfg = _compose(overrides)
+        cfg = compose(overrides)
         try:
             validate(cfg, "cpu")
         except ConfigError as exc:
@@ -255,6 +250,13 @@ def test_serving_script_commands_compose():
     assert len(points) >= 14 and any("compile=default" in p for p in points) and any("attention.backends=[efficient]" in p for p in points)
     for overrides in points:
         with pytest.raises(ConfigError) as exc:
-            validate(_compose(overrides), "cuda")
+            validate(compose(overrides), "cuda")
         problems = [p for p in str(exc.value).splitlines()[1:] if p.strip()]
         assert len(problems) == 1 and "GPUs visible on this machine" in problems[0], (overrides, problems)
+
+
+def test_debug_fast_is_the_one_short_run_every_test_uses():
+    cfg = compose(["debug=fast", "model=gpt_1b", "workload=train"])
+    assert (cfg.seq.name, cfg.workload.warmup_steps, cfg.workload.steps, cfg.workload.min_time_s) == ("short", 1, 3, 0)
+    assert compose(["debug=fast", "seq=2k"]).seq.name == "2k"  # the command line still wins
+    validate(cfg, "cpu")

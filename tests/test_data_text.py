@@ -13,12 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from support import run_cli, runs
+from tiny_models import write_corpus
 
-from b200lab.components import CheckContext, complete
+from b200lab.core.component import CheckContext
+from b200lab.core.registry import complete
 from b200lab.data import corpus
-from b200lab.data.text import TOKENIZER, Document, TextData, corpus_sha256, load_documents, split_documents, token_stream
-
-from conftest import run_cli, runs
+from b200lab.data.documents import (
+    TOKENIZER,
+    Document,
+    corpus_sha256,
+    load_documents,
+    split_documents,
+)
+from b200lab.data.text import TextData, token_stream
 
 TEXT = "b200lab.data.text.TextData"
 
@@ -34,19 +42,10 @@ def job_cfg(data, vocab=300, seq_len=16, workload="b200lab.workloads.train.Train
 
 def problems(data, **job):
     cfg = job_cfg(data, **job)
-    return TextData.validate(cfg.data, CheckContext(cfg=cfg, device="cpu", training=True))
+    from b200lab.core.registry import config_class
 
-
-def write_corpus(root, n_docs=6, size=(200, 400)):
-    """Files of fresh random printable text (never empty), with names in no particular order."""
-    rng = random.Random()
-    texts = {}
-    for i in rng.sample(range(100), n_docs):
-        name = f"sub{i % 3}/doc{i:02d}.txt"
-        texts[name] = "".join(rng.choice("abcdefgh ijklmnop\nqrstuvwxyzé€") for _ in range(rng.randint(*size)))
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(texts[name], encoding="utf-8")
-    return texts
+    specs = {"workload": config_class("workload", cfg.workload._target_)}
+    return TextData.Config.validate(cfg.data, CheckContext(cfg=cfg, device="cpu", training=True, specs=specs))
 
 
 def test_byte_tokenizer_round_trips_any_text_and_bytes():
@@ -164,11 +163,11 @@ def test_training_windows_are_slices_of_the_training_stream_and_follow_the_gener
 
 
 def test_data_parallel_ranks_draw_different_training_windows(tmp_path):
-    from b200lab.parallel import DataParallel
+    from b200lab.parallel.data_parallel import DataParallel
     from b200lab.workloads.base import RankContext
 
     write_corpus(tmp_path, n_docs=8)
-    cfg = OmegaConf.create({"run": {"seed": random.randrange(10_000)}, "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.DataParallel", "name": "ddp", "nproc": 2})})
+    cfg = OmegaConf.create({"run": {"seed": random.randrange(10_000)}, "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "ddp", "nproc": 2})})
     data = TextData(text_cfg(path=str(tmp_path)), family=None, device=torch.device("cpu"))
     cpu = torch.device("cpu")
     batches = [data.batch(4, 16, RankContext(cfg, cpu, DataParallel(cfg.parallelism, rank, 2, cpu), rank, 2).generator())[0] for rank in (0, 1, 0)]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from b200lab.dir_claim import CLAIM, DirBusy, claim, release
+from b200lab.runner.dir_claim import CLAIM, DirBusy, claim, release
 
 
 def test_a_live_owner_is_refused_and_a_dead_ones_claim_is_taken_over(tmp_path):

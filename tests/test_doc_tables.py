@@ -1,5 +1,5 @@
 """The results tables embedded in the repository's Markdown (``<!-- b200lab:table ... -->`` blocks,
-b200lab/doc_tables.py) are what their results.json files give today; a bad spec is refused with a
+b200lab/reports/doc_tables.py) are what their results.json files give today; a bad spec is refused with a
 message that names the file, line and problem; a ratio column and the ratios README prose states
 agree with a computation straight from the raw results.json files."""
 
@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import MEASUREMENTS, REPO, metric_of, one_line, run_record
 
-from b200lab import doc_tables
-from conftest import REPO
+from b200lab.reports import doc_tables
 
-MEASUREMENTS = REPO / "docs" / "measurements"
 RERUN = "run `b200lab tables README.md docs/measurements/*/README.md` (or experiments/scripts/regenerate_reports.sh) and commit"
 
 
@@ -70,17 +69,6 @@ def test_microbenchmark_ratio_column_is_flex_over_sdpa_from_the_raw_files():
 
 # --- ratios stated in prose, against the raw files -----------------------------------------------
 
-def run_record(run_id: str) -> dict:
-    found = [r for r in (json.loads(p.read_text()) for p in MEASUREMENTS.rglob("*results.json"))
-             if (r.get("mlflow") or {}).get("run_id", "").startswith(run_id)]
-    assert len(found) == 1, f"run {run_id}: {len(found)} files"
-    return found[0]
-
-
-def metric_of(run_id: str, metric: str) -> float:
-    return run_record(run_id)["metrics"][metric]
-
-
 PROSE_RATIOS = [  # (file, the text that states it, numerator run, denominator run, metric, stated ratio, decimals)
     ("2026-11-26-attention/README.md", "flex is 1.056x sdpa", "84b2d144", "46587518", "tokens_per_s", 1.056, 3),
     ("2026-11-26-attention/README.md", "te 0.88x", "91153fef", "46587518", "tokens_per_s", 0.88, 2),
@@ -128,11 +116,6 @@ REFERENCE_RATIOS = [  # (folder, the README's words, lab run, stated ratio)
     ("2026-11-26-families-compiled", "981.62 vs 972.02, **1.010x**", "7c721b61", 1.010),
 ]
 REFERENCE_PRECISION = {"bf16_autocast": "autocast", "bf16": "bf16"}  # the lab's precision -> reference_families.py's
-
-
-def one_line(text: str) -> str:
-    """Prose with its line breaks and indents as single spaces, so a rewrapped paragraph still matches."""
-    return " ".join(text.split())
 
 
 def references(folder: Path) -> list[dict]:

@@ -12,20 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from support import compose, results_files, run_cli, runs
+from tiny_models import naive_nll, write_corpus
 
-from b200lab.attention import SdpaAttention
-from b200lab.components import complete
-from b200lab.config import validate
-from b200lab.models.gpt import GPT
+from b200lab.attention.sdpa import SdpaAttention
+from b200lab.core.registry import complete
+from b200lab.core.validation import validate
+from b200lab.models.gpt.model import GPT
+from b200lab.runner import staging
 from b200lab.workloads import checkpoint
-from b200lab.workloads.base import RankContext, build_model, stage_inputs
+from b200lab.workloads.base import RankContext, build_model
+from b200lab.workloads.config.eval import EvalConfig
 
-from conftest import results_files, run_cli, runs
-from test_compose import _compose
-from test_data_text import write_corpus
-from test_perplexity import naive_nll
-
-SDPA = {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa"}
+SDPA = {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}
 
 
 def float64_model(model_fields: dict, state: dict, seq_len: int) -> GPT:
@@ -114,7 +113,7 @@ def test_locate_finds_a_runs_checkpoint_and_names_the_key_when_it_cannot(tmp_pat
     with_ckpt, without = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
     _log_checkpoint(client, with_ckpt, tmp_path)
     for source in (f"run:{with_ckpt}", with_ckpt):
-        info = checkpoint.locate(source, uri, tmp_path / "inputs")
+        info = staging.locate(source, uri, tmp_path / "inputs")
         assert info["run_id"] == with_ckpt and (Path(info["path"]) / "model.pt").is_file()
         assert checkpoint.model_fields(Path(info["path"])) == {"d_model": 8}
     key = "workload.options.checkpoint"
@@ -128,7 +127,7 @@ def test_locate_finds_a_runs_checkpoint_and_names_the_key_when_it_cannot(tmp_pat
     ]
     for source, message in cases:
         with pytest.raises(checkpoint.CheckpointError) as err:
-            checkpoint.locate(source, uri, tmp_path / "inputs")
+            staging.locate(source, uri, tmp_path / "inputs")
         assert message in str(err.value)
 
 
@@ -141,9 +140,9 @@ def test_check_model_names_every_differing_key():
 
 
 def test_build_model_loads_a_state_dict_strictly_before_the_precision_converts(tmp_path):
-    from b200lab.parallel import DataParallel
+    from b200lab.parallel.data_parallel import DataParallel
 
-    cfg = _compose(["model.vocab_size=300", "model.d_model=32", "model.n_heads=2", "model.d_ff=64", "precision=fp64", "seq=short"])
+    cfg = compose(["model.vocab_size=300", "model.d_model=32", "model.n_heads=2", "model.d_ff=64", "precision=fp64", "seq=short"])
     cfg = validate(cfg, "cpu")
     cpu = torch.device("cpu")
     ctx = RankContext(cfg, cpu, DataParallel(cfg.parallelism, 0, 1, cpu))
@@ -193,17 +192,17 @@ def _have_safetensors() -> bool:
 
 @pytest.mark.skipif(not _have_safetensors(), reason="writing a GPT-2 folder needs the safetensors package")
 def test_eval_scores_a_gpt2_folder_like_a_naive_float64_loop(tmp_path, store):
-    from b200lab.models.gpt2_weights import load_gpt2_dir
-    from b200lab.parallel import DataParallel
+    from b200lab.models.gpt.gpt2_weights import load_gpt2_dir
+    from b200lab.parallel.data_parallel import DataParallel
     from b200lab.workloads.eval import Eval
 
     write_gpt2_dir(tmp_path / "gpt2")
     texts = write_corpus(tmp_path / "corpus", n_docs=6, size=(100, 200))
-    cfg = _compose([*GPT2_MODEL, "workload=eval", "seq=short", "seq.len=24", "seq.batch=3", f"data.path={tmp_path / 'corpus'}",
+    cfg = compose([*GPT2_MODEL, "workload=eval", "seq=short", "seq.len=24", "seq.batch=3", f"data.path={tmp_path / 'corpus'}",
                     "data.val_fraction=0.34", "data.val_tokens=150", f"workload.options.checkpoint={tmp_path / 'gpt2'}",
                     f"tracking.uri={store['MLFLOW_TRACKING_URI']}"])
     cfg = validate(cfg, "cpu")
-    assert stage_inputs(cfg, "cpu", tmp_path / "job") == []
+    assert staging.stage_inputs(cfg, EvalConfig, tmp_path / "job") == []
     cpu = torch.device("cpu")
     work = Eval(cfg.workload, RankContext(cfg, cpu, DataParallel(cfg.parallelism, 0, 1, cpu), job_dir=tmp_path / "job"))
     work.setup()
@@ -211,14 +210,14 @@ def test_eval_scores_a_gpt2_folder_like_a_naive_float64_loop(tmp_path, store):
     work.after_timing()
     got = work.metrics({})
     fields, state = load_gpt2_dir(tmp_path / "gpt2")
-    reference = naive_nll(float64_model({"_target_": "b200lab.models.gpt.GPTFamily", "name": "ref", **fields}, state, 24),
+    reference = naive_nll(float64_model({"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "ref", **fields}, state, 24),
                           val_stream(texts, 0.34, 150), 24, 24)
     assert got["val_tokens"] == 150 and got["val_loss"] == pytest.approx(reference, rel=1e-4)  # float32 vs float64, as above
     assert work.effective["checkpoint"]["format"] == "gpt2-safetensors"
 
-    mismatched = _compose([*GPT2_MODEL, "model.n_layers=3", "model.tie_embeddings=false", "workload=eval", "seq=short", "seq.len=24",
+    mismatched = compose([*GPT2_MODEL, "model.n_layers=3", "model.tie_embeddings=false", "workload=eval", "seq=short", "seq.len=24",
                            f"data.path={tmp_path / 'corpus'}", "data.val_fraction=0.34", f"workload.options.checkpoint={tmp_path / 'gpt2'}"])
-    (msg,) = stage_inputs(validate(mismatched, "cpu"), "cpu", tmp_path / "job2")
+    (msg,) = staging.stage_inputs(validate(mismatched, "cpu"), EvalConfig, tmp_path / "job2")
     assert "model.n_layers=3 (checkpoint: 2)" in msg and "model.tie_embeddings=False (checkpoint: True)" in msg
 
 

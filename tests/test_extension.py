@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conftest import REPO, results_files, run_cli, runs
+from support import REPO, results_files, run_cli, runs
 
 PLUGINS = REPO / "tests" / "plugins"
 SEARCH = f"hydra.searchpath=[file://{PLUGINS / 'conf'}]"

@@ -9,14 +9,13 @@ import json
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from support import CONF, copy_store, results_files, run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
-from b200lab.components import instantiate
-from b200lab.config import ConfigError, register_configs, validate
-
-from conftest import REPO, copy_store, results_files, run_cli
-
-CONF = REPO / "conf"
+from b200lab.core.machine import ConfigError
+from b200lab.core.registry import instantiate
+from b200lab.core.schema import register_configs
+from b200lab.core.validation import validate
 
 
 def _cfg(*overrides: str, device: str = "cpu"):
@@ -131,7 +130,7 @@ def test_sdpa_matches_math_non_causal(model, seq):
         for block in net.blocks:
             block.attention = math_
         reference = run()
-        from b200lab.attention import AttnMask
+        from b200lab.attention.base import AttnMask
         causal = lambda q, k, v, mask: math_(q, k, v, AttnMask(causal=True))  # noqa: E731
         for block in net.blocks:
             block.attention = causal
@@ -257,7 +256,7 @@ def test_recorded_runs_say_what_ran(cpu_sweep):
 def test_every_family_trains_under_fsdp2_in_bf16(tmp_path, store):
     """FSDP2 over 2 gloo ranks with bf16 compute and float32 shards: the shards, and the buffers with
     them, are float32, so a family must add its float32 buffers in the compute dtype itself (the
-    blocks' inputs are not cast by FSDP2: b200lab/parallel.py). Two steps each, finite loss."""
+    blocks' inputs are not cast by FSDP2: b200lab/parallel/mesh.py). Two steps each, finite loss."""
     points = "vit_mini_train,dit_mini_train,dlrm_small_train"
     proc = run_cli(["-m", "experiment=families", f"experiment/families@_global_={points}", "run.device=cpu", "parallelism=fsdp",
                     "precision=bf16", "workload.warmup_steps=1", "workload.steps=2", "workload.min_time_s=0", "seq.batch=4"],

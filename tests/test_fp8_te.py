@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from support import FAST, INLINE, results_files, run_cli, runs
 
-from b200lab.precision.te_support import TE_RECIPES, recipe_problem, te_version
-from conftest import FAST, INLINE, results_files, run_cli, runs
+from b200lab.precision.availability import TE_RECIPES, recipe_problem, te_version
 
 H100 = "NVIDIA H100 80GB HBM3"
 
@@ -78,12 +78,13 @@ needs_te = pytest.mark.skipif(
 def _tiny_gpt(**fields):
     from omegaconf import OmegaConf
 
-    from b200lab.attention import SdpaAttention
-    from b200lab.models.gpt import GPT, GPTConfig
+    from b200lab.attention.sdpa import SdpaAttention
+    from b200lab.models.config.gpt import GPTConfig
+    from b200lab.models.gpt.model import GPT
 
     shape = {"n_layers": 2, "d_model": 256, "n_heads": 4, "d_ff": 1024, "vocab_size": 512, **fields}
-    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", **shape))
-    attention = SdpaAttention(OmegaConf.structured(SdpaAttention.Config(_target_="b200lab.attention.SdpaAttention", name="sdpa")), "cuda")
+    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.family.GPTFamily", name="t", **shape))
+    attention = SdpaAttention(OmegaConf.structured(SdpaAttention.Config(_target_="b200lab.attention.sdpa.SdpaAttention", name="sdpa")), "cuda")
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = GPT(cfg, attention).to(torch.bfloat16)
@@ -183,7 +184,7 @@ def test_lab_train_in_fp8_records_modules_recipe_and_both_mfus(tmp_path, store, 
 def test_moe_experts_on_te_grouped_linear_match_the_bf16_grouped_path(capacity_factor):
     import copy
 
-    from b200lab.models.moe_layer import MoELayer
+    from b200lab.models.moe.layer import MoELayer
     from b200lab.precision.te_convert import convert_model, plain_state_dict
     from b200lab.precision.te_support import import_te
 
@@ -244,13 +245,14 @@ class _TEStandIns:
 def test_the_converter_carries_every_weight_and_maps_the_names_back(fields):
     from omegaconf import OmegaConf
 
-    from b200lab.attention import MathAttention
-    from b200lab.models.gpt import GPT, GPTConfig
+    from b200lab.attention.base import MathAttention
+    from b200lab.models.config.gpt import GPTConfig
+    from b200lab.models.gpt.model import GPT
     from b200lab.precision.te_convert import convert_model, plain_state_dict
 
-    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4,
+    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4,
                                          d_ff=256, vocab_size=128, **fields))
-    attention = MathAttention(OmegaConf.structured(MathAttention.Config(_target_="b200lab.attention.MathAttention", name="math")), "cpu")
+    attention = MathAttention(OmegaConf.structured(MathAttention.Config(_target_="b200lab.attention.base.MathAttention", name="math")), "cpu")
     torch.manual_seed(int(torch.randint(0, 2**31, (1,))))
     model = GPT(cfg, attention)
     for p in model.parameters():  # fresh values everywhere, biases and norm weights included

@@ -8,12 +8,13 @@ import copy
 
 import pytest
 import torch
+from support import FAST, INLINE, run_cli, runs
 
-from b200lab.components import complete
-from b200lab.precision.torchao_fp8 import TorchaoFP8Precision, torchao_problem
-from conftest import FAST, INLINE, run_cli, runs
+from b200lab.core.registry import complete
+from b200lab.precision.availability import torchao_problem
+from b200lab.precision.torchao_fp8 import TorchaoFP8Precision
 
-FP8_HERE = TorchaoFP8Precision.available("cuda")[0] if torch.cuda.is_available() else False
+FP8_HERE = TorchaoFP8Precision.Config.available("cuda")[0] if torch.cuda.is_available() else False
 
 
 def _recipe(device: str, training: bool, **fields) -> TorchaoFP8Precision:
@@ -22,7 +23,7 @@ def _recipe(device: str, training: bool, **fields) -> TorchaoFP8Precision:
 
 
 def test_availability_names_what_is_missing():
-    ok, why = TorchaoFP8Precision.available("cpu")
+    ok, why = TorchaoFP8Precision.Config.available("cpu")
     assert not ok
     problem = torchao_problem()
     assert why == (problem or "no CUDA GPU (device cpu): FP8 GEMMs need compute capability 8.9 or newer")
@@ -61,12 +62,12 @@ def test_a_torchao_recipe_that_cannot_run_the_workload_is_refused(tmp_path, stor
 def test_torchao_float8_converts_the_projections_and_trains(recipe):
     from torchao.float8.float8_linear import Float8Linear
 
-    from b200lab.attention import SdpaAttention
-    from b200lab.models.gpt import GPT
+    from b200lab.attention.sdpa import SdpaAttention
+    from b200lab.models.gpt.model import GPT
 
-    cfg = complete("model", {"_target_": "b200lab.models.gpt.GPTFamily", "name": "t", "n_layers": 2, "d_model": 256, "n_heads": 4,
+    cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "t", "n_layers": 2, "d_model": 256, "n_heads": 4,
                              "d_ff": 1024, "vocab_size": 512})
-    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa"}), "cuda")
+    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cuda")
     prec = _recipe("cuda", training=True, recipe=recipe)
     torch.set_default_dtype(prec.param_dtype)
     try:

@@ -8,13 +8,14 @@ import copy
 
 import pytest
 import torch
+from support import FAST, INLINE, results_files, run_cli, runs
 
-from b200lab.attention import SdpaAttention
-from b200lab.components import complete
-from b200lab.models.gpt import GPT
-from b200lab.precision.fp8_layers import dequantize_rows, fp8_gemm_support, quantize_rows, scaled_linear
+from b200lab.attention.sdpa import SdpaAttention
+from b200lab.core.registry import complete
+from b200lab.models.gpt.model import GPT
+from b200lab.precision.availability import fp8_gemm_support
+from b200lab.precision.fp8_layers import dequantize_rows, quantize_rows, scaled_linear
 from b200lab.precision.weight_only import FP8WeightLinear, FP8WeightOnlyPrecision
-from conftest import FAST, INLINE, results_files, run_cli, runs
 
 E4M3_HALF_STEP = 2.0 ** -4  # e4m3 keeps 3 mantissa bits: relative step 2^-3, rounding error at most half of it
 E4M3_HALF_SUBNORMAL = 2.0 ** -10  # below 2^-6 the step is 2^-9 (in units of the scale)
@@ -95,7 +96,7 @@ def test_scaled_gemm_stays_within_the_e4m3_bound_of_a_float64_product(per_row):
 
 
 def _gpt_cfg(**fields):
-    base = dict(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4, d_ff=128, vocab_size=96,
+    base = dict(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4, d_ff=128, vocab_size=96,
                 max_seq_len=32)
     return complete("model", {**base, **fields})
 
@@ -106,7 +107,7 @@ def _recipe(device: str = "cpu", **fields) -> FP8WeightOnlyPrecision:
 
 
 def _sdpa():
-    return SdpaAttention(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa"}), "cpu")
+    return SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu")
 
 
 @pytest.mark.parametrize("fields", [{}, {"norm": "layernorm", "bias": True, "pos": "learned", "tie_embeddings": True}],
@@ -160,7 +161,7 @@ def test_on_cpu_the_record_says_dequantised_and_why():
     assert rec["compute_dtype"] == "float32" and rec["peak_key"] == "fp32" and rec["extra_peak_keys"] == []
     assert "auto on cpu means float32" in rec["reason"] and "weights de-quantised to float32 before each matmul" in rec["reason"]
     assert rec["fp8_gemm_modules"] == 0 and rec["fp8_modules"] == 9
-    assert FP8WeightOnlyPrecision.available("cpu") == fp8_gemm_support("cpu") == (False, rec["gemm"][len("dequantised ("):-1])
+    assert FP8WeightOnlyPrecision.Config.available("cpu") == fp8_gemm_support("cpu") == (False, rec["gemm"][len("dequantised ("):-1])
 
     asked = _recipe(gemm="dequantised")
     assert asked.record()["gemm"] == "dequantised (precision.gemm=dequantised)"

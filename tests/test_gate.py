@@ -4,12 +4,10 @@ baseline; a candidate made slower fails with its offending rows printed; a chang
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-
-from conftest import run_cli
+from support import run_cli
 from tiny_sweep import tiny_sweep
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +37,7 @@ def _candidate(sweep: dict, tmp_path: Path, change) -> Path:
 def test_baseline_records_every_point_with_its_run_and_spread(baseline):
     sweep, path = baseline
     data = json.loads(path.read_text())
-    assert len(data["points"]) == 4 and data["schema"] == "b200lab.baseline/1"
+    assert len(data["points"]) == 4 and data["schema"] == "b200lab.reports.baseline/1"
     for p in data["points"]:
         assert p["key"].startswith("precision=") and p["run_id"] and p["card"] == "cpu" and p["git_sha"]
         assert p["metrics"]["tokens_per_s"] > 0 and p["band"][0] <= 1 <= p["band"][1] and p["n_steps"] == 5

@@ -3,68 +3,23 @@ sampler, the byte count behind hbm_bw_util, and the workload through the CLI."""
 
 from __future__ import annotations
 
-import json
-from typing import Optional
-
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from support import INLINE, results_files, run_cli
+from tiny_models import (
+    assert_context_matters,
+    decoder_of,
+    greedy_by_recompute,
+    tiny_gpt,
+)
 
-from b200lab.attention import FlexAttention, MathAttention, SdpaAttention
-from b200lab.components import complete
-from b200lab.models.gpt import GPT, GPTConfig
+from b200lab.core.registry import complete
 from b200lab.precision.weight_only import FP8WeightOnlyPrecision
 from b200lab.serving import bandwidth
 from b200lab.serving.decoder import StaticDecoder
 from b200lab.serving.sampling import next_token
-
-from conftest import INLINE, results_files, run_cli
-
-BACKENDS = {"sdpa": SdpaAttention, "math": MathAttention, "flex": FlexAttention}
-
-
-def tiny_gpt(attention: str = "sdpa", dtype=torch.float64, std: Optional[float] = None, window: Optional[int] = None,
-             **fields) -> GPT:
-    """A 2-layer GPT with fresh random weights, in ``dtype``. ``std``: every weight redrawn from
-    N(0, std^2). At the init's 0.02 the next greedy token hardly depends on anything but the
-    current one, so a check of tokens alone misses cache and position bugs; at 1.0 rotating the
-    decoded token one position late changed every request's tokens of the continuous-batching
-    trace (at 0.3, none)."""
-    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=32, n_heads=4,
-                                         d_ff=64, vocab_size=97, **fields))
-    acfg = OmegaConf.merge(OmegaConf.structured(BACKENDS[attention].Config), {"name": attention, "_target_": "x", "window": window})
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        model = GPT(cfg, BACKENDS[attention](acfg, "cpu")).eval()
-    finally:
-        torch.set_default_dtype(default)
-    if std is not None:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0.0, std, generator=torch.Generator().manual_seed(p.numel()))
-    model.prepare(16)
-    return model
-
-
-def greedy_by_recompute(model, prompts: torch.Tensor, n: int) -> torch.Tensor:
-    """The reference: the whole sequence through the model for every new token."""
-    seq = prompts
-    for _ in range(n):
-        seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return seq[:, prompts.shape[1]:]
-
-
-def assert_context_matters(model, seq: torch.Tensor, start: int) -> None:
-    """The greedy token after each position from ``start`` on differs, at least a third of the
-    time, from the one the same token alone would give: a decode step that loses the cache or
-    shifts a position changes the tokens, so comparing tokens can catch it."""
-    with torch.no_grad():
-        logits = model(seq)[:, start:-1]
-        alone = torch.cat([model(seq[:, t:t + 1]) for t in range(start, seq.shape[1] - 1)], dim=1)
-    differ = (logits.argmax(-1) != alone.argmax(-1)).float().mean().item()
-    assert differ >= 1 / 3, f"only {differ:.0%} of the next tokens depend on the context"
 
 
 @pytest.mark.parametrize("attention,fields", [("sdpa", {}), ("sdpa", {"n_kv_heads": 2}), ("math", {"n_kv_heads": 2}),
@@ -78,10 +33,11 @@ def test_static_cache_decode_reproduces_the_full_recompute_logits(attention, fie
     idx = torch.randint(0, 97, (2, 14))
     with torch.no_grad():
         full = model(idx)
-        cache = model.new_static_cache(2, 20)
-        steps = [model(idx[:, :9], cache=cache)]
-        steps += [model(idx[:, t:t + 1], positions=torch.tensor([t]), cache=cache) for t in range(9, 14)]
-        last = model(idx[:, :9], cache=model.new_static_cache(2, 20), last_only=True)
+        decoder = decoder_of(model)
+        cache = decoder.static_cache(2, 20, torch.float64)
+        steps = [decoder.logits(idx[:, :9], cache=cache)]
+        steps += [decoder.logits(idx[:, t:t + 1], positions=torch.tensor([t]), cache=cache) for t in range(9, 14)]
+        last = decoder.logits(idx[:, :9], cache=decoder.static_cache(2, 20, torch.float64), last_only=True)
     assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-10
     assert last.shape == (2, 1, 97) and (last[:, 0] - full[:, 8]).abs().max() < 1e-10
 
@@ -100,12 +56,12 @@ def test_static_decoder_greedy_tokens_equal_recomputation_eager_and_compiled():
     assert_context_matters(model, torch.cat([prompts, expected], dim=1), 4)
     seen = []
     pick = lambda logits: seen.append(logits.clone()) or next_token(logits)  # noqa: E731
-    eager = StaticDecoder(model, 3, 5, 6, 11, torch.float64, pick)
+    eager = StaticDecoder(decoder_of(model), 3, 5, 6, 11, torch.float64, pick)
     assert torch.equal(eager.generate(prompts), expected)
     assert (torch.stack(seen, dim=1) - full).abs().max() < 1e-10
     assert torch.equal(eager.generate(prompts), expected)  # a second generation over the stale cache: the length mask hides it
     torch._dynamo.reset()
-    compiled = StaticDecoder(model, 3, 5, 6, 11, torch.float64, next_token)
+    compiled = StaticDecoder(decoder_of(model), 3, 5, 6, 11, torch.float64, next_token)
     static = {}
 
     def inductor_noting_static_inputs(gm, example_inputs):
@@ -169,8 +125,8 @@ def test_generation_bytes_by_hand_with_and_without_a_window():
     weights = bandwidth.weight_bytes(plain, 2)
     per_position = 2 * 2 * 2 * 4 * 8 * 4  # layers x K and V x batch 2 x 4 heads x head dim 8 x 4 bytes
     # prompt 5, output 5: decode steps at positions 5, 6, 7, 8 read 6, 7, 8, 9 keys (window 7: 6, 7, 7, 7) and write 1
-    assert bandwidth.generation_bytes(plain, 2, 5, 5, 4) == 4 * weights + per_position * (7 + 8 + 9 + 10)
-    assert bandwidth.generation_bytes(windowed, 2, 5, 5, 4) == 4 * weights + per_position * (7 + 8 + 8 + 8)
+    assert bandwidth.generation_bytes(decoder_of(plain), 2, 5, 5, 4) == 4 * weights + per_position * (7 + 8 + 9 + 10)
+    assert bandwidth.generation_bytes(decoder_of(windowed), 2, 5, 5, 4) == 4 * weights + per_position * (7 + 8 + 8 + 8)
 
 
 @pytest.mark.e2e
@@ -230,13 +186,14 @@ def test_generate_refuses_what_cannot_decode(tmp_path, store):
 def test_transformer_engine_decode_rows(workload, precision, batch, refused):
     """Transformer Engine FP8 in a decode workload: refused exactly where its row alignment cannot
     hold, with the alternatives named."""
-    from test_compose import _compose
+    from support import compose
 
-    from b200lab.components import CheckContext
-    from b200lab.workloads.generate import te_decode_problems
+    from b200lab.core.registry import config_class
 
-    cfg = _compose([f"workload={workload}", f"precision={precision}", f"seq.batch={batch}", "seq=short"])
-    problems = te_decode_problems(CheckContext(cfg, "cuda", False), workload)
+    cfg = compose([f"workload={workload}", f"precision={precision}", f"seq.batch={batch}", "seq=short"])
+    rows = config_class("workload", cfg.workload._target_).decode_rows(cfg.workload, cfg)
+    why = config_class("precision", cfg.precision._target_).decode_problem(cfg.precision, rows)
+    problems = [why] if why else []
     assert bool(problems) == refused, problems
     if refused:
         assert problems[0].startswith(f"precision={precision}: Transformer Engine's FP8 GEMMs need a multiple of")
@@ -247,20 +204,20 @@ def test_fp8_auto_passes_transformer_engine_over_for_a_decode_step_and_says_why(
     """A decode workload tells fp8_auto why TE cannot run its steps (generate at an unaligned batch,
     serve always); fp8_auto then takes its next path with that reason first, and an aligned
     generate leaves it free to pick TE."""
-    from omegaconf import OmegaConf
-    from test_compose import _compose
+    from support import compose
 
-    from b200lab.precision.fp8_auto import _candidates
-    from b200lab.workloads.generate import decode_precision
+    from b200lab.core.registry import config_class
+    from b200lab.precision.config.fp8_auto import FP8AutoConfig
+    from b200lab.precision.config.te_fp8 import TEFP8Config
 
-    class Ctx:  # decode_precision reads only the rank context's config
-        def __init__(self, overrides):
-            self.cfg = _compose(["precision=fp8_auto", "seq=short", *overrides])
+    def overrides(*extra):
+        cfg = compose(["precision=fp8_auto", "seq=short", *extra])
+        return config_class("workload", cfg.workload._target_).precision_overrides(cfg)
 
-    assert decode_precision(Ctx(["workload=generate", "seq.batch=8"])) == {}
-    assert decode_precision(Ctx(["workload=serve", "precision=bf16"])) == {}
-    avoid = decode_precision(Ctx(["workload=serve"]))
+    assert overrides("workload=generate", "seq.batch=8") == {}
+    assert overrides("workload=serve", "precision=bf16") == {}
+    avoid = overrides("workload=serve")
     assert avoid["avoid_te"].startswith("Transformer Engine's FP8 GEMMs need a multiple of 8 rows")
-    cfg = OmegaConf.merge(_compose(["precision=fp8_auto"]).precision, avoid)
-    target, passed = _candidates(cfg, "cuda", training=False)
-    assert passed[0] == f"transformer_engine: {avoid['avoid_te']}" and not target.endswith("TEFP8Precision")
+    cfg = OmegaConf.merge(compose(["precision=fp8_auto"]).precision, avoid)
+    config, passed = FP8AutoConfig.candidates(cfg, "cuda", training=False)
+    assert passed[0] == f"transformer_engine: {avoid['avoid_te']}" and config is not TEFP8Config

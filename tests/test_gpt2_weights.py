@@ -12,13 +12,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from b200lab.attention import SdpaAttention
-from b200lab.components import CheckContext, complete
-from b200lab.models.gpt import GPT, GPTFamily
+from support import check_context, compose
+from b200lab.attention.sdpa import SdpaAttention
+from b200lab.core.component import CheckContext
+from b200lab.core.registry import complete
+from b200lab.models.gpt.family import GPTFamily
+from b200lab.models.gpt.model import GPT
 
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="the GPT-2 loader reads safetensors (pip install safetensors)")
 
-from b200lab.models.gpt2_weights import GPT2WeightsError, is_gpt2_dir, load_gpt2_dir  # noqa: E402
+from b200lab.models.gpt.gpt2_weights import GPT2WeightsError, is_gpt2_dir, load_gpt2_dir  # noqa: E402
 
 HF = dict(n_embd=32, n_layer=2, n_head=4, n_positions=24, vocab_size=67, layer_norm_epsilon=1e-5)
 
@@ -86,8 +89,8 @@ def gpt2_forward(t: dict, cfg: dict, idx: torch.Tensor, head: torch.Tensor | Non
 
 
 def _our_gpt(fields: dict) -> GPT:
-    cfg = complete("model", {"_target_": "b200lab.models.gpt.GPTFamily", "name": "gpt2_dir", **fields})
-    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa"}), "cpu")
+    cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "gpt2_dir", **fields})
+    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu")
     return GPT(cfg, attention).to(torch.float64).eval()
 
 
@@ -186,9 +189,9 @@ def test_without_safetensors_the_error_says_what_to_install(tmp_path, monkeypatc
 def test_the_gpt2_preset_is_gpt2_small():
     """Parameters from GPT-2's equations: embeddings, per layer two LayerNorms (2 x 2d), c_attn
     (3d^2 + 3d), c_proj (d^2 + d), c_fc (4d^2 + 4d), mlp c_proj (4d^2 + d); ln_f; tied head."""
-    from test_compose import _compose
+    from support import compose
 
-    cfg = _compose(["model=gpt2"]).model
+    cfg = compose(["model=gpt2"]).model
     with torch.device("meta"):
         model = GPT(cfg, None)
     d, L, V, P = 768, 12, 50257, 1024
@@ -199,7 +202,7 @@ def test_the_gpt2_preset_is_gpt2_small():
 
 
 def test_default_gpt_is_unchanged_rmsnorm_and_no_biases():
-    cfg = complete("model", {"_target_": "b200lab.models.gpt.GPTFamily", "name": "t"})
+    cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "t"})
     model = GPT(cfg, None)
     assert not any(name.endswith("bias") for name, _ in model.named_parameters())
     norms = [m for m in model.modules() if isinstance(m, (torch.nn.RMSNorm, torch.nn.LayerNorm))]
@@ -207,6 +210,6 @@ def test_default_gpt_is_unchanged_rmsnorm_and_no_biases():
 
 
 def test_an_unknown_norm_is_refused_by_name():
-    cfg = complete("model", {"_target_": "b200lab.models.gpt.GPTFamily", "name": "t", "norm": "batchnorm"})
-    ctx = CheckContext(cfg=OmegaConf.create({"seq": {"len": 16}}), device="cpu", training=False)
-    assert "model.norm='batchnorm': choose rmsnorm or layernorm" in GPTFamily.validate(cfg, ctx)
+    cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "t", "norm": "batchnorm"})
+    job = compose(["seq.len=16"])
+    assert "model.norm='batchnorm': choose rmsnorm or layernorm" in GPTFamily.Config.validate(cfg, check_context(job))

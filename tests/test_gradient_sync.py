@@ -15,10 +15,10 @@ from collections import Counter
 
 import torch
 import torch.multiprocessing as mp
+from tiny_models import train_cfg
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from b200lab.components import complete
-from test_numerics import _train_cfg
+from b200lab.core.registry import complete
 
 ACCUM = 3
 
@@ -33,15 +33,15 @@ def _rank_main(rank: int, port: int, seed: int, out: dict) -> None:
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    from b200lab.parallel import DataParallel
+    from b200lab.parallel.data_parallel import DataParallel
     from b200lab.workloads.base import RankContext
     from b200lab.workloads.train import Train
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        cfg = _train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=ACCUM)
+        cfg = train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=ACCUM)
         cfg.run.seed = seed
-        cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.DataParallel", "name": "ddp", "nproc": 2,
+        cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "ddp", "nproc": 2,
                                                    "grad_sync": "optimizer_step"})
         device = torch.device("cpu")
         strategy = DataParallel(cfg.parallelism, rank, 2, device)
@@ -101,16 +101,17 @@ class _OpCounter(TorchDispatchMode):
 
 def _fsdp_rank_main(rank: int, port: int, seed: int, out: dict) -> None:
     import torch.distributed as dist
-    from b200lab.parallel import MeshParallel
+
+    from b200lab.parallel.mesh import MeshParallel
     from b200lab.workloads.base import RankContext
     from b200lab.workloads.train import Train
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         for keep in (False, True):
-            cfg = _train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=ACCUM)
+            cfg = train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=ACCUM)
             cfg.run.seed = seed
-            cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.MeshParallel", "name": "fsdp", "tp": 1, "dp": 2,
+            cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.mesh.MeshParallel", "name": "fsdp", "tp": 1, "dp": 2,
                                                        "fsdp": True, "reshard_after_forward": not keep, "reshard_after_backward": not keep})
             device = torch.device("cpu")
             strategy = MeshParallel(cfg.parallelism, rank, 2, device)
@@ -150,7 +151,7 @@ def test_fsdp_keeps_gathered_weights_across_micro_batches_with_the_same_update()
 def _fsdp_checkpointed_rank_main(rank: int, port: int, seed: int, out: dict) -> None:
     import torch.distributed as dist
 
-    from b200lab.parallel import MeshParallel
+    from b200lab.parallel.mesh import MeshParallel
     from b200lab.workloads.base import RankContext
     from b200lab.workloads.train import Train
 
@@ -158,10 +159,10 @@ def _fsdp_checkpointed_rank_main(rank: int, port: int, seed: int, out: dict) -> 
     try:
         losses = {}
         for mode in ("none", "full"):
-            cfg = _train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=2)
+            cfg = train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=2)
             cfg.run.seed = seed
             cfg.model.checkpointing = mode
-            cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.MeshParallel", "name": "fsdp", "tp": 1, "dp": 2, "fsdp": True})
+            cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.mesh.MeshParallel", "name": "fsdp", "tp": 1, "dp": 2, "fsdp": True})
             device = torch.device("cpu")
             strategy = MeshParallel(cfg.parallelism, rank, 2, device)
             strategy.setup()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from b200lab import guard
+from b200lab.reports import accuracy_guard as guard
 
 
 def _record(precision: str, ppl, tps, seq: int = 1024, run_id: str = "r") -> dict:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from conftest import parents_and_children, results_files, run_cli
+from support import parents_and_children, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
 SMALL = ["experiment=accuracy_guard", "run.device=cpu", "run.launcher=inline", "model=tiny", "seq.len=64", "seq.batch=4",

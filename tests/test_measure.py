@@ -12,19 +12,19 @@ import time
 import pytest
 import torch
 from omegaconf import OmegaConf
+from support import results_files, run_cli, runs
 
-from b200lab.aggregate import aggregate
-from b200lab.attention import SdpaAttention
-from b200lab.measure.energy import EnergyMeter, integrate
-from b200lab.components import complete
+from b200lab.attention.sdpa import SdpaAttention
+from b200lab.core.registry import complete
 from b200lab.measure import flops
+from b200lab.measure.energy import EnergyMeter, integrate
 from b200lab.measure.peaks import lookup
 from b200lab.measure.timing import time_steps
-from b200lab.models.gpt import GPT, GPTFamily
-from b200lab.profiling import ncu_table
-from b200lab.report import compile_speedups
-
-from conftest import results_files, run_cli, runs
+from b200lab.models.gpt.family import GPTFamily
+from b200lab.models.gpt.model import GPT
+from b200lab.records.aggregate import aggregate
+from b200lab.reports.report import compile_speedups
+from b200lab.runner.profiling import ncu_table
 
 
 def test_timing_of_a_known_sleep():
@@ -50,7 +50,7 @@ def test_checkpoints_hand_over_the_steps_finished_so_far():
 
 
 def _cfg(**kw):
-    base = dict(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4, d_ff=256, vocab_size=1000,
+    base = dict(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4, d_ff=256, vocab_size=1000,
                 max_seq_len=4096)
     base.update(kw)
     return complete("model", base)
@@ -94,7 +94,7 @@ def test_causal_attention_term_matches_a_brute_force_count():
 @pytest.mark.parametrize("kv_heads", [None, 2])
 def test_matmul_params_equal_the_models_linear_weights(kv_heads):
     cfg = _cfg(n_kv_heads=kv_heads)
-    model = GPT(cfg, SdpaAttention(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa"}), "cpu"))
+    model = GPT(cfg, SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu"))
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert GPTFamily(cfg).matmul_params() == linear
 
@@ -269,13 +269,13 @@ def test_report_table_reads_archived_results(tmp_path, store):
     archive.mkdir()
     (archive / "hbm-0.results.json").write_text(src.read_text())
     (archive / "notes.json").write_text("{}")  # not a results file: ignored
-    out = subprocess.run([sys.executable, "-m", "b200lab.report", "table", str(archive)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "b200lab.reports.report", "table", str(archive)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     res = json.loads(src.read_text())
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 3 and "HBM GB/s" in lines[0]
     assert f"{res['metrics']['hbm_gbps']:,.0f}" in lines[2] and res["mlflow"]["run_id"] in lines[2]
-    empty = subprocess.run([sys.executable, "-m", "b200lab.report", "table", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60)
+    empty = subprocess.run([sys.executable, "-m", "b200lab.reports.report", "table", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60)
     assert empty.returncode == 2 and "no results.json under" in empty.stderr
 
 
@@ -304,7 +304,7 @@ def _quantile(xs, q):
 
 
 def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
-    from b200lab.plot import plot
+    from b200lab.reports.plot import plot
 
     rng = random.Random()
     rows = []
@@ -328,7 +328,7 @@ def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
 def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, store):
     proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=6", "hydra.run.dir=hbm", "run.launcher=inline"], tmp_path, store)
     assert proc.returncode == 0, proc.output
-    report = [sys.executable, "-m", "b200lab.report", "plot", str(tmp_path / "hbm")]
+    report = [sys.executable, "-m", "b200lab.reports.report", "plot", str(tmp_path / "hbm")]
     ok = subprocess.run([*report, "--out", str(tmp_path / "hbm.png")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "(1 points)" in ok.stdout and (tmp_path / "hbm.png").read_bytes()[:4] == b"\x89PNG"
@@ -340,12 +340,12 @@ def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, sto
 def test_microbenchmark_defaults_fit_the_device_they_land_on():
     """On a CPU, shape=auto is 1024^3 (8192^3 takes minutes a product) and size_mb=null is 256 MB
     (4096 MB buffers took 8.4 GB of RAM); on a GPU they stay 8192^3 and 4096 MB."""
-    from b200lab.parallel import DataParallel
+    from b200lab.parallel.data_parallel import DataParallel
     from b200lab.workloads import gemm, hbm
     from b200lab.workloads.base import RankContext
 
     device = torch.device("cpu")
-    cfg = OmegaConf.create({"run": {"seed": random.randrange(10_000)}, "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.DataParallel", "name": "single"})})
+    cfg = OmegaConf.create({"run": {"seed": random.randrange(10_000)}, "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "single"})})
     ctx = RankContext(cfg=cfg, device=device, strategy=DataParallel(cfg.parallelism, 0, 1, device))
     g = gemm.Gemm(complete("workload", {"_target_": "b200lab.workloads.gemm.Gemm", "name": "gemm"}), ctx)
     g.setup()

@@ -6,11 +6,10 @@ results.json or a report tool change that was not followed by a rerun of the scr
 from __future__ import annotations
 
 import pytest
+from support import MEASUREMENTS, REPO
 
-from b200lab.report import main as report_main
-from conftest import REPO
+from b200lab.reports.report import main as report_main
 
-MEASUREMENTS = REPO / "docs" / "measurements"
 REPORTS = sorted(p.parent for p in MEASUREMENTS.glob("*/report/*/report.md"))
 RERUN = "rerun `bash experiments/scripts/regenerate_reports.sh` and commit the result"
 

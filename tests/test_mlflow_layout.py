@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 from mlflow import MlflowClient
-
-from conftest import parents_and_children
+from support import parents_and_children
 from tiny_sweep import tiny_sweep
 
 pytestmark = pytest.mark.e2e

@@ -9,15 +9,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from support import compose
 
-from b200lab.components import instantiate
-from b200lab.config import ConfigError, validate
-from b200lab.models import moe_stats
-from b200lab.models.gpt import GPTFamily
-from b200lab.models.moe import MoEFamily
-from b200lab.models.moe_layer import GROUPED_MM, MoELayer, capacity_for, plan_dispatch, route
-
-from test_compose import _compose
+from b200lab.core.machine import ConfigError
+from b200lab.core.registry import instantiate
+from b200lab.core.validation import validate
+from b200lab.models.gpt.family import GPTFamily
+from b200lab.models.moe import stats as moe_stats
+from b200lab.models.moe.family import MoEFamily
+from b200lab.models.moe.layer import (
+    GROUPED_MM,
+    MoELayer,
+    capacity_for,
+    plan_dispatch,
+    route,
+)
 
 needs_grouped_mm = pytest.mark.skipif(GROUPED_MM is None, reason="this torch has no torch._grouped_mm")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -192,7 +198,7 @@ def test_load_metrics_match_a_hand_count_on_a_crafted_routing(tmp_path):
 
 
 def family(**overrides):
-    cfg = validate(_compose(["model=moe_tiny", "attention=math", *(f"model.{k}={v}" for k, v in overrides.items())]), "cpu")
+    cfg = validate(compose(["model=moe_tiny", "attention=math", *(f"model.{k}={v}" for k, v in overrides.items())]), "cpu")
     return MoEFamily(cfg.model), instantiate("attention", cfg.attention, "cpu")
 
 
@@ -317,19 +323,19 @@ def test_on_a_gpu_the_bf16_layer_is_captured_in_a_cuda_graph():
 ])
 def test_bad_moe_configurations_name_the_keys(overrides, needle):
     with pytest.raises(ConfigError) as err:
-        validate(_compose(["model=moe_tiny", *overrides]), "cpu")
+        validate(compose(["model=moe_tiny", *overrides]), "cpu")
     assert needle in str(err.value)
 
 
 def test_a_non_aligned_width_runs_on_the_loop_path():
-    validate(_compose(["model=moe_tiny", "model.d_ff_expert=100", "model.expert_impl=loop"]), "cpu")
+    validate(compose(["model=moe_tiny", "model.d_ff_expert=100", "model.expert_impl=loop"]), "cpu")
 
 
 @pytest.mark.parametrize("seq", ["12k", "16k"])
 @pytest.mark.parametrize("precision", ["bf16", "bf16_autocast", "fp32"])
 def test_the_headline_points_compose_and_validate(seq, precision):
-    cfg = validate(_compose(["model=moe", f"seq={seq}", f"precision={precision}"]), "cpu")
+    cfg = validate(compose(["model=moe", f"seq={seq}", f"precision={precision}"]), "cpu")
     fam = MoEFamily(cfg.model)
     assert (fam.d_ff_expert, cfg.model.n_experts, cfg.model.top_k) == (4096, 8, 2)
-    dense = GPTFamily(validate(_compose(["model=gpt_1b"]), "cpu").model)
+    dense = GPTFamily(validate(compose(["model=gpt_1b"]), "cpu").model)
     assert fam.matmul_params() - dense.matmul_params() == 24 * 2048 * 8  # the same active parameters but the routers'

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from conftest import FAST, INLINE, results_files, run_cli, runs
+from support import FAST, INLINE, results_files, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 

@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_models import model_cfg, train_cfg
 
-from b200lab.aggregate import aggregate
-from b200lab.attention import AttnMask, MathAttention, SdpaAttention
-from b200lab.components import complete
+from b200lab.attention.base import AttnMask, MathAttention
+from b200lab.attention.sdpa import SdpaAttention
+from b200lab.core.registry import complete
 from b200lab.measure.timing import step_stats
-from b200lab.models.gpt import GPT, apply_rotary, rotary_tables
+from b200lab.models.gpt.model import GPT, apply_rotary, rotary_tables
+from b200lab.records.aggregate import aggregate
 
 
 def backend(cls, **fields):
-    return cls(complete("attention", {"_target_": f"b200lab.attention.{cls.__name__}", "name": cls.__name__, **fields}), "cpu")
+    return cls(complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": cls.__name__, **fields}), "cpu")
 
 
 def naive_causal_attention(q, k, v):
@@ -58,24 +60,17 @@ def test_attention_is_causal():
     assert not torch.allclose(base[..., 5:, :], changed[..., 5:, :])
 
 
-def _model_cfg(**kw):
-    base = dict(_target_="b200lab.models.gpt.GPTFamily", name="t", n_layers=3, d_model=48, n_heads=6, d_ff=96, vocab_size=101,
-                max_seq_len=64, rope_pairs="interleaved")
-    base.update(kw)
-    return complete("model", base)
-
-
 @pytest.mark.parametrize("tie,pos", [(False, "rope"), (True, "learned")])
 def test_gpt_parameter_count_matches_formula(tie, pos):
     L, d, f, V, S = 3, 48, 96, 101, 64
-    model = GPT(_model_cfg(tie_embeddings=tie, pos=pos), backend(SdpaAttention))
+    model = GPT(model_cfg(tie_embeddings=tie, pos=pos), backend(SdpaAttention))
     per_block = 3 * d * d + d * d + 2 * d * f + 2 * d  # qkv, out, up+down, two norms
     expected = V * d + L * per_block + d + (0 if tie else V * d) + (S * d if pos == "learned" else 0)
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
 def test_gpt_forward_shape_and_causality():
-    model = GPT(_model_cfg(), backend(SdpaAttention)).eval()
+    model = GPT(model_cfg(), backend(SdpaAttention)).eval()
     idx = torch.randint(0, 101, (2, 20))
     out = model(idx)
     assert out.shape == (2, 20, 101) and torch.isfinite(out).all()
@@ -165,21 +160,8 @@ def test_aggregate_job_status_is_the_worst_rank():
     assert out["status"] == "oom" and "rank 1: CUDA out of memory" in out["error"]
 
 
-def _train_cfg(precision: dict, grad_accum: int):
-    return OmegaConf.create({
-        "model": _model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50),
-        "precision": complete("precision", {"_target_": "b200lab.precision.autocast.AutocastPrecision", **precision}),
-        "attention": complete("attention", {"_target_": "b200lab.attention.MathAttention", "name": "math"}),
-        "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.DataParallel", "name": "single"}),
-        "compile": {"name": "none", "mode": None, "fullgraph": False},
-        "seq": {"name": "t", "len": 12, "batch": 3},
-        "run": {"seed": int(torch.seed() % 10_000)},
-        "workload": complete("workload", {"_target_": "b200lab.workloads.train.Train", "name": "train", "options": {"lr": 1e-2, "grad_accum": grad_accum}}),
-    })
-
-
 def _rank_context(cfg):
-    from b200lab.parallel import DataParallel
+    from b200lab.parallel.data_parallel import DataParallel
     from b200lab.workloads.base import RankContext
 
     device = torch.device("cpu")
@@ -193,10 +175,9 @@ def test_gradient_accumulation_equals_one_full_batch_step():
 
     import torch.nn.functional as F
 
-    from b200lab.workloads.base import RankContext
     from b200lab.workloads.train import Train
 
-    cfg = _train_cfg({"name": "fp64", "compute_dtype": "float64"}, grad_accum=2)
+    cfg = train_cfg({"name": "fp64", "compute_dtype": "float64"}, grad_accum=2)
     torch.set_default_dtype(torch.float64)
     try:
         work = Train(cfg.workload, _rank_context(cfg))
@@ -227,11 +208,10 @@ def test_bf16_training_steps_float32_master_weights(accum_dtype):
 
     import torch.nn.functional as F
 
-    from b200lab.workloads.base import RankContext
     from b200lab.workloads.train import Train
 
     accum = 4
-    cfg = _train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": accum_dtype}, grad_accum=accum)
+    cfg = train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": accum_dtype}, grad_accum=accum)
     work = Train(cfg.workload, _rank_context(cfg))
     work.setup()
     assert {p.dtype for p in work.model.parameters()} == {torch.bfloat16}
@@ -381,26 +361,8 @@ def test_sdpa_records_the_kernel_its_dispatcher_chose():
     assert set(attn.effective["kernels"]) == {"causal", "decode"} and attn.effective["kernels"]["decode"].endswith("-masked")
 
 
-@pytest.mark.parametrize("kv_heads", [None, 2])
-def test_kv_cache_decode_equals_the_full_forward(kv_heads):
-    """Prefill 9 tokens, then decode 3 one at a time from the cache: float64 logits equal the
-    full causal forward's at every position."""
-    torch.set_default_dtype(torch.float64)
-    try:
-        model = GPT(_model_cfg(n_kv_heads=kv_heads), backend(SdpaAttention)).eval()
-        model.prepare(64)
-        idx = torch.randint(0, 101, (2, 12))
-        full = model(idx)
-        cache = model.new_cache(2, 16)
-        steps = [model(idx[:, :9], cache=cache)] + [model(idx[:, t:t + 1], cache=cache) for t in range(9, 12)]
-    finally:
-        torch.set_default_dtype(torch.float32)
-    assert cache.length == 12
-    assert (torch.cat(steps, dim=1) - full).abs().max() < 1e-10
-
-
 def test_document_ids_keep_attention_inside_each_document():
-    model = GPT(_model_cfg(), backend(MathAttention)).eval()
+    model = GPT(model_cfg(), backend(MathAttention)).eval()
     idx = torch.randint(0, 101, (1, 16))
     docs = torch.tensor([[0] * 7 + [1] * 9])
     alone = model(idx[:, 7:], positions=torch.arange(9))  # document 1 on its own, positions restarting at 0
@@ -421,7 +383,7 @@ def test_a_malformed_rank_report_is_named_not_a_key_error():
 def test_a_strategys_flops_share_and_shard_keep_peers_from_double_counting():
     """Two tensor-parallel-like peers: one data shard, each doing half of one replica's FLOPs.
     The job's tokens are one batch's and its FLOPs one replica's, spread over two GPUs."""
-    from b200lab.parallel import ParallelStrategy
+    from b200lab.parallel.base import ParallelStrategy
     from b200lab.workloads.base import RankContext, model_flops_per_step
 
     class HalfPeers(ParallelStrategy):
@@ -431,12 +393,12 @@ def test_a_strategys_flops_share_and_shard_keep_peers_from_double_counting():
         def flops_share(self):
             return 0.5
 
-    cfg = OmegaConf.create({"model": _model_cfg(), "seq": {"name": "t", "len": 32, "batch": 2}, "run": {"seed": 1},
+    cfg = OmegaConf.create({"model": model_cfg(), "seq": {"name": "t", "len": 32, "batch": 2}, "run": {"seed": 1},
                             "parallelism": {"name": "half_peers", "nproc": 2}})
     device = torch.device("cpu")
     per_rank = [model_flops_per_step(RankContext(cfg=cfg, device=device, strategy=HalfPeers(cfg.parallelism, r, 2, device), rank=r, world_size=2), 2, True)
                 for r in (0, 1)]
-    from b200lab.models.gpt import GPTFamily
+    from b200lab.models.gpt.family import GPTFamily
 
     replica = 2 * GPTFamily(cfg.model).flops_per_sample(32, True)
     assert per_rank == [replica // 2, replica // 2]

@@ -9,8 +9,7 @@ import random
 import pytest
 import torch
 from omegaconf import OmegaConf
-
-from conftest import results_files, run_cli, runs
+from support import results_files, run_cli, runs
 
 
 @pytest.mark.e2e
@@ -47,7 +46,7 @@ def test_moe_under_tensor_parallel_and_a_wrong_nproc_are_refused(tmp_path, store
 
 @pytest.mark.parametrize("heads,kv_heads,tp", [(4, 4, 2), (8, 2, 2), (12, 4, 4), (6, 6, 3)])
 def test_interleaved_qkv_rows_give_each_rank_its_own_heads(heads, kv_heads, tp):
-    from b200lab.models.gpt_parallel import interleave_order, plain
+    from b200lab.models.gpt.parallel import interleave_order, plain
 
     head_dim = random.choice([2, 4, 8])
     # each row labelled (part, head, dim) from the fused layout [q heads; k heads; v heads]
@@ -68,7 +67,8 @@ def test_interleaved_qkv_rows_give_each_rank_its_own_heads(heads, kv_heads, tp):
 
 
 def test_multi_node_torchrun_uses_a_static_rendezvous_from_config_or_environment(tmp_path):
-    from b200lab.launch import rank_env, rendezvous, torchrun_command
+    from b200lab.parallel.rendezvous import rendezvous
+    from b200lab.runner.launch import rank_env, torchrun_command
 
     p = OmegaConf.create({"nproc": 16, "nnodes": 2, "node_rank": None, "rdzv_endpoint": None})
     rdzv = rendezvous(p, {"SLURM_NODEID": "1", "MASTER_ADDR": "node-a", "MASTER_PORT": "29400"})
@@ -92,7 +92,7 @@ def test_two_nodes_record_one_job_with_every_rank(tmp_path, store):
     run from both ranks; node 1 runs its rank and records nothing."""
     import socket
 
-    from conftest import FAST, popen_cli
+    from support import FAST, popen_cli
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

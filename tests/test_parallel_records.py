@@ -5,8 +5,7 @@ on 1 GPU), three decimals)."""
 from __future__ import annotations
 
 import pytest
-
-from test_doc_tables import MEASUREMENTS, metric_of
+from support import MEASUREMENTS, metric_of
 
 README = MEASUREMENTS / "2026-11-26-parallel-overlap" / "README.md"
 EFFICIENCIES = [  # (the README's words, 2-GPU run, 1-GPU run, stated efficiency)

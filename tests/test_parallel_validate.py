@@ -8,11 +8,9 @@ replicas: 4 gloo ranks, which a 2-core machine time-shares)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
-from conftest import copy_store, parents_and_children, run_cli, runs
+from support import copy_store, parents_and_children, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 

@@ -9,22 +9,22 @@ import random
 import pytest
 import torch
 from omegaconf import OmegaConf
+from support import FAST, results_files, run_cli, runs
+from tiny_models import naive_nll
 
-from b200lab.attention import SdpaAttention
-from b200lab.components import complete
+from b200lab.attention.sdpa import SdpaAttention
+from b200lab.core.registry import complete
 from b200lab.data.base import Windows
-from b200lab.data.text import window_plan
-from b200lab.models.gpt import GPT
+from b200lab.data.documents import window_plan
+from b200lab.models.gpt.model import GPT
 from b200lab.precision.autocast import AutocastPrecision
 from b200lab.workloads.perplexity import evaluate
 
-from conftest import FAST, results_files, run_cli, runs
-
 
 def tiny_gpt(vocab: int) -> GPT:
-    cfg = complete("model", {"_target_": "b200lab.models.gpt.GPTFamily", "name": "t", "n_layers": 2, "d_model": 32, "n_heads": 4,
+    cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "t", "n_layers": 2, "d_model": 32, "n_heads": 4,
                              "d_ff": 64, "vocab_size": vocab})
-    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.SdpaAttention", "name": "sdpa"}), "cpu")
+    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu")
     model = GPT(cfg, attention).double().eval()
     model.prepare(64)
     return model
@@ -33,22 +33,6 @@ def tiny_gpt(vocab: int) -> GPT:
 def fp64() -> AutocastPrecision:
     return AutocastPrecision(complete("precision", {"_target_": "b200lab.precision.autocast.AutocastPrecision", "name": "fp64",
                                                     "compute_dtype": "float64"}), "cpu", False)
-
-
-def naive_nll(model: GPT, stream: list[int], length: int, stride: int) -> float:
-    """Mean NLL of every target j = 1..n of the stream, each predicted by its own forward pass from
-    the tokens since the documented context start (first stride-aligned position at most
-    ``length`` tokens back, or the last full window's start), in float64."""
-    n = len(stream) - 1
-    total = 0.0
-    for j in range(1, n + 1):
-        start = min(stride * math.ceil(max(0, j - length) / stride), n - length)
-        context = torch.tensor([stream[start:j]])
-        assert 1 <= context.shape[1] <= length
-        with torch.no_grad():
-            logp = torch.log_softmax(model(context)[0, -1].double(), dim=-1)
-        total -= float(logp[stream[j]])
-    return total / n
 
 
 @pytest.mark.parametrize("n,length,stride,batch", [(100, 16, 16, 3), (97, 16, 5, 4), (64, 16, 16, 2), (40, 40, 7, 1), (73, 12, 1, 5)])
@@ -128,7 +112,7 @@ def test_random_data_trains_as_before_without_validation(tmp_path, store):
 
 
 def test_curves_combine_across_ranks_step_by_step_by_their_rule():
-    from b200lab.aggregate import aggregate
+    from b200lab.records.aggregate import aggregate
 
     losses = [[random.uniform(1, 5) for _ in range(6)] for _ in range(2)]
 
@@ -144,7 +128,7 @@ def test_curves_combine_across_ranks_step_by_step_by_their_rule():
 def test_a_long_curve_reaches_mlflow_thinned_to_5000_points_with_its_last(tmp_path, store):
     from mlflow import MlflowClient
 
-    from b200lab.tracking import Tracker
+    from b200lab.records.tracking import Tracker
 
     uri = store["MLFLOW_TRACKING_URI"]
     tracker = Tracker(uri, "b200lab", system_metrics=False)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
-from conftest import REPO, results_files, run_cli, runs
+from support import REPO, results_files, run_cli, runs
 
 PRESETS = sorted((REPO / "experiments").glob("*.yaml"))
 pytestmark = pytest.mark.e2e

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from support import INLINE, run_cli
 
-from b200lab.progress import BASIC_SWEEPER, plan
-from conftest import INLINE, run_cli
+from b200lab.runner.progress import BASIC_SWEEPER, plan
 
 FAST = ["seq=short", "workload.warmup_steps=1", "workload.steps=2", INLINE, "tracking.system_metrics=false"]
 CLOCK = r"\d+:\d\d"
@@ -24,7 +24,7 @@ def test_sweep_prints_position_elapsed_and_time_left(tmp_path, store):
     assert re.fullmatch(rf"\[1/2\] precision=fp32: starts  elapsed {CLOCK}  left \?", start1), start1
     # after the first point the time left is estimated from it: one more point of the same kind
     assert re.search(rf"precision=fp32: ok in \d+\.\d s  elapsed {CLOCK}  left ~{CLOCK}$", end1), end1
-    assert re.search(rf"left ~{CLOCK}$", start2) and re.search(rf"ok in .* left ~0:00$", end2), (start2, end2)
+    assert re.search(rf"left ~{CLOCK}$", start2) and re.search(r"ok in .* left ~0:00$", end2), (start2, end2)
     assert all(len(line) <= 120 for line in lines)
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-
-from conftest import run_cli
+from support import run_cli
 from tiny_sweep import tiny_sweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -63,8 +62,8 @@ def test_report_from_results_folders_with_a_chosen_reference(sweep, tmp_path):
 
 
 def test_line_chart_axis_is_the_swept_numeric_value_one_line_per_other_key(sweep):
-    from b200lab import results as results_io
-    from b200lab.charts import choose_axis, lines
+    from b200lab.records import results as results_io
+    from b200lab.reports.charts import choose_axis, lines
 
     records = [r for _, r in results_io.read_all(results_io.find([Path(sweep["sweep_dir"])]))[0]]
     axis = choose_axis(records)
@@ -99,7 +98,7 @@ def test_serve_sweep_report_shows_latency_and_goodput_and_no_speedup_across_rate
     over another."""
     import json
 
-    from b200lab import sweep_report
+    from b200lab.reports import sweep_report
 
     files = sorted(SERVE_RUNS.glob("single_q*.results.json"))
     records = [json.loads(f.read_text()) for f in files]
@@ -126,7 +125,7 @@ def test_a_serve_sweep_that_varies_more_than_its_load_compares_within_a_rate():
     with the tp2 point of its own rate, never across rates."""
     import json
 
-    from b200lab import sweep_report
+    from b200lab.reports import sweep_report
 
     files = sorted(SERVE_RUNS.glob("single_q*.results.json")) + [SERVE_RUNS / f"tp2_q{q}.results.json" for q in (1, 2, 4)]
     records = [json.loads(f.read_text()) for f in files]
@@ -141,7 +140,7 @@ def test_a_rate_sweep_with_every_request_at_t0_is_drawn_as_categories(tmp_path):
     """qps=inf has no place on a numeric axis: the rates become categories, and every chart draws."""
     import json
 
-    from b200lab.charts import choose_axis, line_charts
+    from b200lab.reports.charts import choose_axis, line_charts
 
     records = [json.loads((SERVE_RUNS / f"tp2_q{q}.results.json").read_text()) for q in ("1", "2", "4", "inf")]
     axis = choose_axis(records)

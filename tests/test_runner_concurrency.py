@@ -1,13 +1,12 @@
 """Two sweeps started at the same moment into one new sqlite store: MLflow creates the schema and
-the experiment on first use, which collides without the store lock (b200lab/store_lock.py)."""
+the experiment on first use, which collides without the store lock (b200lab/records/store_lock.py)."""
 
 from __future__ import annotations
 
-import pytest
-
 import signal
 
-from conftest import INLINE, parents_and_children, popen_cli, results_files, run_cli
+import pytest
+from support import INLINE, parents_and_children, popen_cli, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
 

@@ -8,8 +8,7 @@ import time
 
 import psutil
 import pytest
-
-from conftest import popen_cli, results_files, run_cli, runs
+from support import popen_cli, results_files, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +33,7 @@ def _worker(cli_pid: int, timeout_s: float = 60) -> psutil.Process:
     while time.monotonic() < deadline:
         for child in psutil.Process(cli_pid).children(recursive=True):
             try:
-                if "b200lab.worker" in " ".join(child.cmdline()) and "torch.distributed.run" not in " ".join(child.cmdline()):
+                if "b200lab.runner.rank" in " ".join(child.cmdline()) and "torch.distributed.run" not in " ".join(child.cmdline()):
                     return child
             except psutil.NoSuchProcess:
                 pass

@@ -5,8 +5,7 @@ MLflow layout and exit code as Hydra's basic in-process launcher."""
 from __future__ import annotations
 
 import pytest
-
-from conftest import INLINE, copy_store, parents_and_children, results_files, run_cli
+from support import INLINE, copy_store, parents_and_children, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
 

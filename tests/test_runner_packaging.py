@@ -8,8 +8,7 @@ import sys
 import zipfile
 
 import pytest
-
-from conftest import REPO, cli_env
+from support import REPO, cli_env
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def test_an_installed_b200lab_runs_from_an_empty_directory(wheel, tmp_path, stor
     empty = tmp_path / "empty"
     empty.mkdir()
     env = cli_env({**store, "PYTHONPATH": str(site)})  # ahead of the editable checkout
-    where = subprocess.run([sys.executable, "-c", "import b200lab.cli as c; print(c.conf_dir())"], cwd=empty, env=env,
+    where = subprocess.run([sys.executable, "-c", "import b200lab.core.schema as c; print(c.conf_dir())"], cwd=empty, env=env,
                            capture_output=True, text=True, check=True)
     assert where.stdout.strip() == str(site / "b200lab" / "conf")
     proc = subprocess.run([sys.executable, "-m", "b200lab", "experiment=smoke", "seq=short", "workload.steps=2", "workload.warmup_steps=1",

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
+from support import REPO
+
 from b200lab.measure.environment import SOURCE, git_sha, tree_hash
 from b200lab.tools.provenance import head_line
-from conftest import REPO
 
 
 def _copy_of_head(dest):

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from support import parents_and_children
 
-from b200lab import report
-from b200lab import results as results_io
-from b200lab import sync
-from conftest import parents_and_children
+from b200lab.records import results as results_io
+from b200lab.reports import report
+from b200lab.runner import sync
 
 
 def record(job_num: int, batch: int) -> dict:

@@ -12,8 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from conftest import INLINE, cli_env, parents_and_children, popen_cli, results_files, run_cli
+from support import INLINE, parents_and_children, popen_cli, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
 

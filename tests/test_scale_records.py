@@ -7,8 +7,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-
-from test_doc_tables import MEASUREMENTS, metric_of, run_record
+from support import MEASUREMENTS, metric_of, run_record
 
 FOLDER = MEASUREMENTS / "2026-11-26-scale-4gpu"
 README = FOLDER / "README.md"
@@ -126,7 +125,7 @@ def test_longer_sequences_against_2k():
 def gpt_40b_parameters(model: dict) -> tuple[int, int, int]:
     """(all parameters, those the tensor-parallel plan splits, those it replicates): untied embedding and head, RMSNorm
     weights, no biases, a two-matrix MLP; the tp plan splits the blocks' GEMMs and the head and
-    replicates the embedding and norms (b200lab/models/gpt_parallel.py)."""
+    replicates the embedding and norms (b200lab/models/gpt/parallel.py)."""
     d, layers, ff, vocab = model["d_model"], model["n_layers"], model["d_ff"], model["vocab_size"]
     gemms = layers * (4 * d * d + 2 * d * ff) + vocab * d  # the blocks and the output head
     replicated = vocab * d + layers * 2 * d + d  # embedding, the norms

@@ -4,8 +4,7 @@ nothing created (no MLflow run, no results, no torchrun)."""
 from __future__ import annotations
 
 import pytest
-
-from conftest import run_cli, runs
+from support import run_cli, runs
 
 pytestmark = pytest.mark.e2e
 

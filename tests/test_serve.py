@@ -10,6 +10,13 @@ import textwrap
 
 import pytest
 import torch
+from support import INLINE, results_files, run_cli
+from tiny_models import (
+    assert_context_matters,
+    decoder_of,
+    greedy_by_recompute,
+    tiny_gpt,
+)
 
 from b200lab.serving.engine import Engine, Limits, ScriptedClock
 from b200lab.serving.latency import request_metrics
@@ -17,12 +24,9 @@ from b200lab.serving.loadgen import RequestSpec, make_trace
 from b200lab.serving.paged import BlockPool, Row
 from b200lab.serving.sampling import next_token
 
-from conftest import INLINE, results_files, run_cli
-from test_generate import assert_context_matters, greedy_by_recompute, tiny_gpt
-
 
 def pool_for(model, blocks: int = 32, block_size: int = 4) -> BlockPool:
-    return BlockPool(model.cfg.n_layers, blocks, block_size, model.blocks[0].kv_heads, model.head_dim, torch.float64, "cpu")
+    return decoder_of(model).paged_cache(blocks, block_size, torch.float64, blocks * block_size)
 
 
 def test_block_cache_rows_of_different_lengths_reproduce_the_full_recompute():
@@ -52,7 +56,7 @@ def test_continuous_batching_returns_the_tokens_of_sequential_generation():
     trace = make_trace(3, 6, 1e9, qps=200.0, process="poisson", burstiness=1.0, prompt_len=6, prompt_dist="uniform", output_len=5,
                        output_dist="uniform", spread=0.8, max_prompt=12, max_output=9, vocab_size=97)
     assert len({s.prompt_len for s in trace}) > 2 and len({s.output_len for s in trace}) > 2
-    engine = Engine(model, pool_for(model, blocks=12), Limits(max_running=2, max_model_len=40), ScriptedClock(0.01, 0.0, 0.004),
+    engine = Engine(decoder_of(model), pool_for(model, blocks=12), Limits(max_running=2, max_model_len=40), ScriptedClock(0.01, 0.0, 0.004),
                     lambda logits: next_token(logits))
     records = engine.run(trace)
     assert engine.max_batch >= 2 and any(r.waited for r in records)  # requests did share steps, and one did wait
@@ -76,7 +80,7 @@ def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():
     p = lambda n: tuple(range(1, n + 1))  # noqa: E731
     trace = [RequestSpec(0, 0.0, p(4), 3), RequestSpec(1, 0.005, p(3), 2), RequestSpec(2, 0.100, p(5), 1), RequestSpec(3, 0.050, p(30), 20)]
     finished = []
-    engine = Engine(model, pool_for(model), Limits(max_running=2, max_model_len=32), ScriptedClock(prefill_s=0.010, decode_s=0.002),
+    engine = Engine(decoder_of(model), pool_for(model), Limits(max_running=2, max_model_len=32), ScriptedClock(prefill_s=0.010, decode_s=0.002),
                     lambda logits: next_token(logits), on_complete=lambda rec: finished.append(rec.id))
     records = engine.run(trace)
     assert finished == [0, 1, 2] and records[3].status == "rejected" and "50 tokens exceed the cache" in records[3].reason
@@ -95,9 +99,9 @@ def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():
 def test_the_queue_rejects_beyond_max_queue_and_max_concurrency_holds_requests_back():
     model = tiny_gpt("sdpa")
     burst = [RequestSpec(i, 0.0, (1, 2, 3), 2) for i in range(5)]
-    full = Engine(model, pool_for(model), Limits(max_running=1, max_queue=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
+    full = Engine(decoder_of(model), pool_for(model), Limits(max_running=1, max_queue=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
     assert [r.status for r in full] == ["done", "done", "rejected", "rejected", "rejected"]
-    held = Engine(model, pool_for(model), Limits(max_running=4, max_concurrency=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
+    held = Engine(decoder_of(model), pool_for(model), Limits(max_running=4, max_concurrency=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
     assert all(r.status == "done" for r in held)
     assert sorted(r.arrival_s for r in held)[2] > 0  # the third was sent only when one of the first two finished
     assert all(r.ttft_s == pytest.approx(r.token_s[0] - r.arrival_s) for r in held)
@@ -206,7 +210,11 @@ def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_th
     """compile=default's serve step (symbolic shapes): the shape warm-up trace compiles every
     graph, then a continuous-batching trace of other prompt lengths, batches and cache windows
     compiles none, and each request's greedy tokens equal the eager engine's (float64)."""
-    from b200lab.serving.compiled import compile_step, graphs_compiled, shape_warmup_trace
+    from b200lab.serving.compiled import (
+        compile_step,
+        graphs_compiled,
+        shape_warmup_trace,
+    )
 
     model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
     model.ensure_positions(27)
@@ -215,8 +223,8 @@ def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_th
     assert len({s.prompt_len for s in trace}) > 3 and len({s.output_len for s in trace}) > 3
 
     def serve(forward):
-        return Engine(model, pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27), ScriptedClock(0.01, 0.0, 0.004),
-                      next_token, forward=forward) if forward else Engine(model, pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27),
+        return Engine(decoder_of(model), pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27), ScriptedClock(0.01, 0.0, 0.004),
+                      next_token, forward=forward) if forward else Engine(decoder_of(model), pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27),
                                                                           ScriptedClock(0.01, 0.0, 0.004), next_token)
 
     torch._dynamo.reset()
@@ -236,12 +244,14 @@ def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_th
 def test_compiled_serving_refuses_flex_attention_with_the_reason():
     """The compiled step with FlexAttention fails inside inductor (its block mask is rebuilt every
     step); validation refuses the pair before a rank starts, and each half alone passes."""
-    from b200lab.config import ConfigError, validate
-    from test_compose import _compose
+    from support import compose
+
+    from b200lab.core.machine import ConfigError
+    from b200lab.core.validation import validate
 
     for flex in ("flex", "flex_sliding"):
         with pytest.raises(ConfigError) as exc:
-            validate(_compose(["workload=serve", "seq=short", f"attention={flex}", "compile=default"]), "cpu")
+            validate(compose(["workload=serve", "seq=short", f"attention={flex}", "compile=default"]), "cpu")
         assert f"compile=default with attention={flex}: the compiled serve step fails in inductor" in str(exc.value)
-    validate(_compose(["workload=serve", "seq=short", "attention=flex"]), "cpu")
-    validate(_compose(["workload=serve", "seq=short", "compile=default"]), "cpu")
+    validate(compose(["workload=serve", "seq=short", "attention=flex"]), "cpu")
+    validate(compose(["workload=serve", "seq=short", "compile=default"]), "cpu")

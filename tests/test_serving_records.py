@@ -7,8 +7,7 @@ import csv
 import json
 
 import pytest
-
-from test_doc_tables import MEASUREMENTS, metric_of, one_line
+from support import MEASUREMENTS, metric_of, one_line
 
 FOLDER = MEASUREMENTS / "2026-11-26-serving-preset"
 SLO_TTFT_MS, SLO_TPOT_MS = 500.0, 50.0  # experiments/serve_load.yaml

@@ -22,8 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from conftest import FAST, INLINE, cli_env, popen_cli, run_cli
+from support import FAST, INLINE, cli_env, popen_cli, run_cli
 
 pytestmark = pytest.mark.e2e
 

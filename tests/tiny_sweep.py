@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import INLINE, copy_store, run_cli
+from support import INLINE, copy_store, run_cli
 
 ARGS = ["-m", "seq=short", "seq.len=32,64", "precision=fp32,bf16", "workload.warmup_steps=1", "workload.steps=5", INLINE,
         "tracking.system_metrics=false"]

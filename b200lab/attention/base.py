@@ -17,7 +17,8 @@ from typing import Optional
 
 import torch
 
-from b200lab.components import CheckContext, ComponentConfig
+from b200lab.attention.config.base import AttentionConfig
+from b200lab.attention.config.math import MathConfig
 
 
 @dataclass
@@ -62,20 +63,12 @@ class AttnMask:
 CAUSAL = AttnMask()
 
 
-@dataclass
-class AttentionConfig(ComponentConfig):
-    window: Optional[int] = None  # sliding window: a query sees itself and the window - 1 keys before it
-    documents: bool = False  # packed sequences: the data marks documents and no query sees past its own
-
-
 class AttentionBackend:
     """``__call__`` applies the configured pattern (``window``) to the model's mask and calls
-    ``attend``. ``supports_window`` / ``supports_documents`` say what ``attend`` can take; the
-    base ``validate`` refuses the rest with the backend's name."""
+    ``attend``. What a backend can take is declared on its config class (b200lab/attention/config/),
+    whose ``validate`` refuses the rest with the option's name."""
 
     Config = AttentionConfig
-    supports_window = True
-    supports_documents = True
     training = False  # set by the model builder before ``probe``: calls will need a backward
 
     def __init__(self, cfg, device: str):
@@ -86,21 +79,6 @@ class AttentionBackend:
         self.effective = {"name": cfg.name, "kernel": None, "reason": None}
         if self.window is not None:
             self.effective["window"] = int(self.window)
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = []
-        window = cfg.get("window")
-        if window is not None:
-            if window < 1:
-                problems.append(f"attention.window={window}: must be a positive number of tokens")
-            elif not cls.supports_window:
-                problems.append(f"attention={cfg.name} has no sliding window; use attention=flex_sliding (or sdpa/math, "
-                                "which apply it as a dense mask)")
-        if cfg.get("documents") and not cls.supports_documents:
-            problems.append(f"attention={cfg.name} cannot keep attention inside packed documents; use "
-                            "attention=flex_document (or sdpa/math, which apply it as a dense mask)")
-        return problems
 
     def configured(self, mask: AttnMask) -> AttnMask:
         """The model's mask with this backend's configured pattern applied."""
@@ -141,6 +119,8 @@ def reference_attention(q, k, v, mask: AttnMask) -> torch.Tensor:
 
 class MathAttention(AttentionBackend):
     """:func:`reference_attention`, any mask: slow and memory-hungry (T x T scores), exact."""
+
+    Config = MathConfig
 
     def __init__(self, cfg, device: str):
         super().__init__(cfg, device)

@@ -13,35 +13,19 @@ forward only: PyTorch has no FlexAttention backward there.
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass, field
-from typing import Any, Dict
-
 import torch
 from omegaconf import OmegaConf
 
-from b200lab.attention.base import AttentionBackend, AttentionConfig, AttentionUnsupported, AttnMask, CAUSAL
+from b200lab.attention.base import (
+    CAUSAL,
+    AttentionBackend,
+    AttentionUnsupported,
+    AttnMask,
+)
+from b200lab.attention.config.flex import FLASH_INSTALL, FlexConfig, flash_importable
 from b200lab.attention.kernels import short, trial_kernels
-from b200lab.components import CheckContext
 
-FLEX_BACKENDS = ("auto", "triton", "flash")
 FLASH_MIN_CC = (9, 0)  # FlashAttention-4's CuTe kernels: Hopper (sm_90) and Blackwell
-FLASH_INSTALL = "pip install 'b200lab[flash]' (the flash-attn-4 package)"
-
-
-@dataclass
-class FlexConfig(AttentionConfig):
-    flex_backend: str = "auto"  # auto | triton | flash
-    block_size: int = 128  # tokens per block-mask tile (queries and keys)
-    kernel_options: Dict[str, Any] = field(default_factory=dict)  # passed to flex_attention, e.g. BLOCK_M, num_warps, USE_TMA
-
-
-def flash_importable() -> bool:
-    try:
-        return importlib.util.find_spec("flash_attn.cute") is not None
-    except ImportError:
-        return False
-
 
 _COMPILED = None
 
@@ -77,25 +61,6 @@ def mask_mod_for(mask: AttnMask, tq: int, tk: int):
 
 class FlexAttention(AttentionBackend):
     Config = FlexConfig
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        if cfg.flex_backend not in FLEX_BACKENDS:
-            return problems + [f"attention.flex_backend={cfg.flex_backend!r}: choose {', '.join(FLEX_BACKENDS)}"]
-        if cfg.block_size < 16 or cfg.block_size % 16:
-            problems.append(f"attention.block_size={cfg.block_size}: must be a positive multiple of 16")
-        if ctx.device != "cuda":
-            if ctx.training:
-                problems.append(f"attention={cfg.name} cannot train on {ctx.device}: PyTorch's FlexAttention has no "
-                                "backward pass there. Use attention=sdpa, or run on a GPU")
-            if cfg.flex_backend == "flash":
-                problems.append(f"attention.flex_backend=flash needs a CUDA GPU (Hopper or newer) and this job runs on "
-                                f"{ctx.device}; use attention.flex_backend=auto")
-        elif cfg.flex_backend == "flash" and not flash_importable():
-            problems.append(f"attention.flex_backend=flash needs FlashAttention-4, which is not installed: {FLASH_INSTALL}; "
-                            "or use attention.flex_backend=auto (Triton where flash is missing)")
-        return problems
 
     def __init__(self, cfg, device: str):
         super().__init__(cfg, device)

@@ -9,11 +9,14 @@ contiguous tensors: part of what this backend costs here).
 
 from __future__ import annotations
 
-from b200lab.attention.base import AttentionBackend, AttentionUnsupported, AttnMask, CAUSAL
+from b200lab.attention.base import (
+    CAUSAL,
+    AttentionBackend,
+    AttentionUnsupported,
+    AttnMask,
+)
+from b200lab.attention.config.te import TEAttentionConfig
 from b200lab.attention.kernels import short, trial_kernels
-from b200lab.components import CheckContext
-
-TE_INSTALL = "pip install 'b200lab[fp8]' (transformer-engine[pytorch])"
 
 
 def te_kernel_family(names: list[str]) -> str:
@@ -27,19 +30,7 @@ def te_kernel_family(names: list[str]) -> str:
 
 
 class TEAttention(AttentionBackend):
-    supports_documents = False
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        from b200lab.precision.te_support import te_version
-
-        problems = super().validate(cfg, ctx)
-        if ctx.device != "cuda":
-            problems.append(f"attention=te needs a CUDA GPU (Transformer Engine has no CPU kernels) and this job runs on "
-                            f"{ctx.device}; use attention=sdpa")
-        elif te_version() is None:
-            problems.append(f"attention=te needs Transformer Engine, which is not installed: {TE_INSTALL}")
-        return problems
+    Config = TEAttentionConfig
 
     def __init__(self, cfg, device: str):
         super().__init__(cfg, device)

@@ -13,12 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from b200lab.components import CheckContext, ComponentConfig
-
-
-@dataclass
-class DataConfig(ComponentConfig):
-    pass
+from b200lab.data.config.base import DataConfig
 
 
 @dataclass
@@ -50,18 +45,17 @@ class DataSource:
     returns its inputs as ``{"idx": tokens, "doc_ids": document of each position}``."""
 
     Config = DataConfig
-    synthetic = True  # random data: no learning signal, no held-out set
     documents = False
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.Config.synthetic)
 
     def __init__(self, cfg, family, device: torch.device):
         self.cfg = cfg
         self.family = family
         self.device = device
         self.effective: dict = {"name": cfg.name}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        return []
 
     def batch(self, batch: int, seq_len: int, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
         """(inputs, targets) of ``batch`` samples on the device, drawn with ``generator``."""

@@ -7,26 +7,14 @@ geometric lengths with mean about ``doc_len`` (the last one cut by the sequence 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from b200lab.components import CheckContext
-from b200lab.data.base import DataConfig, DataSource
-
-
-@dataclass
-class RandomConfig(DataConfig):
-    doc_len: int = 2048  # mean document length of packed sequences (only with attention.documents)
+from b200lab.data.base import DataSource
+from b200lab.data.config.random import RandomConfig
 
 
 class RandomData(DataSource):
     Config = RandomConfig
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        doc_len = cfg.get("doc_len", 2048)
-        return [] if doc_len >= 1 else [f"data.doc_len={doc_len}: must be a positive number of tokens"]
 
     def batch(self, batch: int, seq_len: int, generator: torch.Generator):
         inputs, targets = self.family.synthetic_batch(batch, seq_len, generator, self.device)

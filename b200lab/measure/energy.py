@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-
 MIN_REGION_S = 1.0
 
 

@@ -35,7 +35,7 @@ def kind_of(name: str) -> str:
     return "other elementwise / copies"
 
 
-STEP_ANNOTATION = "b200lab_step"  # the record_function each profiled step runs under (b200lab/profiling.py)
+STEP_ANNOTATION = "b200lab_step"  # the record_function each profiled step runs under (b200lab/runner/profiling.py)
 
 
 def _events(trace_path: Path) -> list[dict]:

@@ -1,7 +1,8 @@
 """The model-family contract: what a workload needs to build, feed, score and count a model.
 
-A family is the class ``model._target_`` names. It owns its config fields (``Config``), its
-checks (``validate``), its FLOPs (``flops_per_sample``, forward and training, from its config;
+A family is the class ``model._target_`` names. Its config class (``Config``, in
+b200lab/models/config/) owns the fields, the checks and what the family can do; the family owns
+its FLOPs (``flops_per_sample``, forward and training, from its config;
 shared formulas live in b200lab/measure/flops.py), the shape of its data (``synthetic_batch``
 and ``tokens_per_sample``), its loss, and how a parallelism strategy is applied to it
 (``parallelize``, torchtitan's ``parallelize_fn``).
@@ -9,35 +10,24 @@ and ``tokens_per_sample``), its loss, and how a parallelism strategy is applied 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
 from typing import Any
 
 import torch
 
-from b200lab.components import CheckContext, ComponentConfig
-
-
-@dataclass
-class ModelConfig(ComponentConfig):
-    family: str = "?"
+from b200lab.models.config.base import ModelConfig
 
 
 class ModelFamily:
     Config = ModelConfig
-    # a "token" is what tokens_per_s counts: a text token, an image patch, a sample's item
-    token_unit = "token"
 
     def __init__(self, cfg):
         self.cfg = cfg
 
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        return []
-
-    @staticmethod
-    def positive(cfg, *keys: str) -> list[str]:
-        """Messages for each ``model.KEY`` that is not a positive integer."""
-        return [f"model.{k}={cfg[k]}: must be a positive integer" for k in keys if cfg[k] is None or cfg[k] < 1]
+    @property
+    def token_unit(self) -> str:
+        """What tokens_per_s counts for this family: a text token, an image, a sample."""
+        return self.Config.token_unit
 
     def build(self, attention) -> torch.nn.Module:
         raise NotImplementedError
@@ -83,33 +73,29 @@ class ModelFamily:
         return {}
 
     def parallelize(self, model: torch.nn.Module, strategy, training: bool) -> torch.nn.Module:
-        """Apply the strategy: the family's tensor-parallel plan over the strategy's TP mesh (from
-        :data:`TENSOR_PARALLEL_PLANS`), then the strategy's data-parallel wrapper."""
+        """Apply the strategy: the family's tensor-parallel plan (``Config.tensor_parallel_plan``)
+        over the strategy's TP mesh, then the strategy's data-parallel wrapper."""
         mesh = strategy.tp_mesh()
         if mesh is not None:
-            tensor_parallel_plan(self.cfg.family).apply(model, mesh, strategy.sequence_parallel)
+            self.tensor_parallel_plan().apply(model, mesh, strategy.sequence_parallel)
         return strategy.wrap(model, training)
 
+    def tensor_parallel_plan(self):
+        """The module holding the family's plan: ``apply(model, tp_mesh, sequence_parallel)`` and
+        ``plain(name, full_tensor, model_cfg, tp)`` (a parameter back in the family's own layout)."""
+        if self.Config.tensor_parallel_plan is None:
+            raise ValueError(f"model family {self.cfg.family!r} has no tensor-parallel plan")
+        return importlib.import_module(self.Config.tensor_parallel_plan)
 
-# model family (``model.family``) -> module with its tensor-parallel plan: ``problems(model_cfg,
-# tp, sequence_parallel, seq_len)``, ``apply(model, tp_mesh, sequence_parallel)`` and
-# ``plain(name, full_tensor, model_cfg, tp)`` (a parameter in the family's own layout)
-TENSOR_PARALLEL_PLANS: dict[str, str] = {"gpt": "b200lab.models.gpt_parallel"}
+    def decoder(self, model: torch.nn.Module):
+        """The model's decode contract (b200lab/models/decoding.py), for a family whose config
+        declares ``decoder``: layers, K/V heads, head dim, vocabulary, its caches and the logits
+        of a forward over them. Generate, serve and the bandwidth count use nothing else."""
+        raise NotImplementedError(f"model family {self.cfg.family!r} has no KV-cache decode path")
 
-
-def tensor_parallel_plan(family: str):
-    import importlib
-
-    if family not in TENSOR_PARALLEL_PLANS:
-        raise ValueError(f"model family {family!r} has no tensor-parallel plan")
-    return importlib.import_module(TENSOR_PARALLEL_PLANS[family])
-
-
-def tensor_parallel_problems(model_cfg, tp: int, sequence_parallel: bool, seq_len: int) -> list[str]:
-    """Why ``model_cfg`` cannot be split over ``tp`` ranks (empty when it can)."""
-    family = model_cfg.get("family")
-    if family not in TENSOR_PARALLEL_PLANS:
-        hint = ("its experts are not split over ranks (expert parallel is its own issue); use parallelism=ddp or fsdp"
-                if family == "moe" else f"families with one: {', '.join(sorted(TENSOR_PARALLEL_PLANS))}")
-        return [f"parallelism.tp={tp}: model family {family!r} (model={model_cfg.get('name')}) has no tensor-parallel plan; {hint}"]
-    return tensor_parallel_plan(family).problems(model_cfg, tp, sequence_parallel, seq_len)
+    def fp8_patterns(self) -> dict:
+        """Module type -> the FP8 conversion pattern that type holds (b200lab/precision/te_convert.py):
+        ``NormLinear(norm, linear)`` for a norm feeding a projection, ``NormMLP(norm, up, down)``
+        for a norm + GELU MLP, ``GroupedExperts(up, down)`` for a mixture's 3-D expert weights. The
+        converter fuses what a family declares; every other nn.Linear becomes a plain FP8 linear."""
+        return {}

@@ -24,36 +24,17 @@ converts each Linear on its own (te.Linear), not a fused LayerNormLinear.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from b200lab.components import CheckContext
 from b200lab.measure import flops as F_
-from b200lab.models.base import ModelConfig
+from b200lab.models.config.dit import DiTConfig
 from b200lab.models.sample_family import SampleFamily
 from b200lab.models.vit import FULL
 
 FREQ_DIM = 256  # sinusoidal timestep frequencies (DiT's frequency_embedding_size)
-
-
-@dataclass
-class DiTConfig(ModelConfig):
-    family: str = "dit"
-    latent_size: int = 32
-    latent_channels: int = 4
-    patch_size: int = 2
-    n_layers: int = 28
-    d_model: int = 1152
-    n_heads: int = 16
-    d_ff: int = 4608
-    n_classes: int = 1000
-    learn_sigma: bool = True  # the output carries a variance per channel too (2 x latent_channels)
-    class_dropout: float = 0.1  # training: the share of labels replaced by the "no class" row
-    diffusion_steps: int = 1000
-    norm_eps: float = 1e-6
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -176,27 +157,6 @@ class DiTFamily(SampleFamily):
     """Class-conditional latent diffusion; the loss is the noise-prediction MSE."""
 
     Config = DiTConfig
-    label = "DiT"
-    token_unit = "sample"
-    seq_field = "latent_size"
-    seq_meaning = "the latent side (latent pixels)"
-    seq_options = {32: "latent32", 8: "latent8"}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = cls.positive(cfg, "latent_size", "latent_channels", "patch_size", "n_layers", "d_model", "n_heads", "d_ff",
-                                "n_classes", "diffusion_steps")
-        if problems:
-            return problems
-        if cfg.latent_size % cfg.patch_size:
-            problems.append(f"model.patch_size={cfg.patch_size} does not divide model.latent_size={cfg.latent_size}")
-        if cfg.d_model % cfg.n_heads:
-            problems.append(f"model.n_heads={cfg.n_heads} does not divide model.d_model={cfg.d_model}")
-        if cfg.d_model % 4:
-            problems.append(f"model.d_model={cfg.d_model}: the 2-D sine-cosine positions need a multiple of 4")
-        if not 0 <= cfg.class_dropout < 1:
-            problems.append(f"model.class_dropout={cfg.class_dropout}: must be in [0, 1)")
-        return problems + super().validate(cfg, ctx)
 
     def build(self, attention) -> nn.Module:
         return DiT(self.cfg, attention)

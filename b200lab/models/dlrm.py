@@ -21,30 +21,16 @@ features plus a fixed +-1 per row of the first table), so a few CPU steps show t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from b200lab.components import CheckContext
 from b200lab.measure import flops as F_
-from b200lab.models.base import ModelConfig
+from b200lab.models.config.dlrm import DLRMConfig
 from b200lab.models.sample_family import SampleFamily
 
 TASK_SEED = 20261  # the fixed click function (the same task in every run)
 INDEX_BYTES = 8  # int64 indices
-
-
-@dataclass
-class DLRMConfig(ModelConfig):
-    family: str = "dlrm"
-    n_dense: int = 13
-    table_rows: List[int] = field(default_factory=lambda: [1000] * 8)  # rows of each embedding table
-    embed_dim: int = 64
-    bottom_mlp: List[int] = field(default_factory=lambda: [128, 64])  # hidden widths; the last must be embed_dim
-    top_mlp: List[int] = field(default_factory=lambda: [128, 64])  # hidden widths before the one logit
 
 
 def mlp(widths: list[int], final_relu: bool) -> nn.Sequential:
@@ -104,23 +90,6 @@ class DLRMFamily(SampleFamily):
     """Click-through prediction; binary cross-entropy on the logit."""
 
     Config = DLRMConfig
-    label = "DLRM"
-    token_unit = "sample"
-    has_attention = False
-    takes_fp8 = False
-    seq_meaning = "the lookups per table per sample (the bag size)"
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = cls.positive(cfg, "n_dense", "embed_dim")
-        if not cfg.table_rows or any(r < 1 for r in cfg.table_rows):
-            problems.append(f"model.table_rows={list(cfg.table_rows)}: at least one table, each with at least one row")
-        if any(w < 1 for w in [*cfg.bottom_mlp, *cfg.top_mlp]):
-            problems.append("model.bottom_mlp and model.top_mlp: every width must be a positive integer")
-        if not cfg.bottom_mlp or cfg.bottom_mlp[-1] != cfg.embed_dim:
-            problems.append(f"model.bottom_mlp={list(cfg.bottom_mlp)} must end at model.embed_dim={cfg.embed_dim} "
-                            "(the dense vector interacts with the embeddings)")
-        return problems + super().validate(cfg, ctx)
 
     def build(self, attention) -> nn.Module:
         return DLRM(self.cfg)

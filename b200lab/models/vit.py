@@ -5,7 +5,7 @@ friends have the same shapes and parameter counts): a Conv2d patch embedding (ke
 patch), a class token, learned position embeddings, pre-norm blocks (LayerNorm, fused QKV with
 biases, non-causal attention through the configured backend, output projection, LayerNorm + GELU
 MLP), a final LayerNorm and a linear classifier on the class token. The MLP is the GPT's
-(b200lab/models/gpt.py ``MLP``, tanh GELU; timm's default is the exact erf GELU, the same cost),
+(b200lab/models/gpt/model.py ``MLP``, tanh GELU; timm's default is the exact erf GELU, the same cost),
 and the block names its attention input ``norm_attn`` + ``qkv``, so precision=fp8 converts a
 ViT exactly as it converts the GPT (LayerNormLinear, LayerNormMLP, te.Linear; the 1000-class head
 is not a multiple of 16 and stays bf16, said in ``effective.precision.high_precision``).
@@ -17,35 +17,18 @@ loss falling. FLOPs: docs/measurement.md, "Vision, diffusion and recommender fam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from b200lab.attention import AttnMask
-from b200lab.components import CheckContext
+from b200lab.attention.base import AttnMask
 from b200lab.measure import flops as F_
-from b200lab.models.base import ModelConfig
-from b200lab.models.gpt import MLP
+from b200lab.models.config.vit import ViTConfig
+from b200lab.models.gpt.model import MLP
 from b200lab.models.sample_family import SampleFamily
 
 FULL = AttnMask(causal=False)  # every token sees every token
 TASK_SEED = 20260  # the fixed map from images to labels (not the run's seed: the task is the same in every run)
-
-
-@dataclass
-class ViTConfig(ModelConfig):
-    family: str = "vit"
-    image_size: int = 224
-    patch_size: int = 16
-    in_channels: int = 3
-    n_layers: int = 12
-    d_model: int = 768
-    n_heads: int = 12
-    d_ff: int = 3072
-    n_classes: int = 1000
-    norm_eps: float = 1e-6
 
 
 class EncoderBlock(nn.Module):
@@ -113,22 +96,6 @@ class ViTFamily(SampleFamily):
     """Image classification; cross-entropy on the class logits."""
 
     Config = ViTConfig
-    label = "ViT"
-    token_unit = "image"
-    seq_field = "image_size"
-    seq_meaning = "the image side in pixels"
-    seq_options = {224: "img224", 32: "img32"}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = cls.positive(cfg, "image_size", "patch_size", "in_channels", "n_layers", "d_model", "n_heads", "d_ff", "n_classes")
-        if problems:
-            return problems
-        if cfg.image_size % cfg.patch_size:
-            problems.append(f"model.patch_size={cfg.patch_size} does not divide model.image_size={cfg.image_size}")
-        if cfg.d_model % cfg.n_heads:
-            problems.append(f"model.n_heads={cfg.n_heads} does not divide model.d_model={cfg.d_model}")
-        return problems + super().validate(cfg, ctx)
 
     def build(self, attention) -> nn.Module:
         return ViT(self.cfg, attention)

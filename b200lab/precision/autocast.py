@@ -9,37 +9,19 @@ GradScaler for float16 training.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
-from b200lab.components import CheckContext
-from b200lab.precision.base import PrecisionConfig, PrecisionRecipe
+from b200lab.precision.base import PrecisionRecipe
+from b200lab.precision.config.autocast import AutocastConfig
 from b200lab.precision.recipe import resolve
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PEAK_KEYS = {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
-@dataclass
-class AutocastConfig(PrecisionConfig):
-    compute_dtype: str = "auto"  # auto | float64 | float32 | tf32 | bfloat16 | float16
-    param_dtype: str = "auto"  # auto: the compute dtype; float32 with 16-bit compute = autocast
-    master_dtype: Optional[str] = "auto"  # auto: float32 masters when training 16-bit weights; none: no masters
-    grad_accum_dtype: str = "auto"  # auto: the master dtype, else the parameter dtype
-
-
 class AutocastPrecision(PrecisionRecipe):
     Config = AutocastConfig
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        try:
-            resolve(cfg, ctx.device, ctx.training)
-        except ValueError as exc:
-            return [str(exc)]
-        return []
 
     def __init__(self, cfg, device: str, training: bool):
         super().__init__(cfg, device, training)

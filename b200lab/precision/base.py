@@ -10,17 +10,11 @@ context each forward runs under, master weights and loss scaling for training, w
 from __future__ import annotations
 
 import contextlib
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from abc import ABC
 
 import torch
 
-from b200lab.components import CheckContext, ComponentConfig
-
-
-@dataclass
-class PrecisionConfig(ComponentConfig):
-    pass
+from b200lab.precision.config.base import PrecisionConfig
 
 
 class PrecisionRecipe(ABC):
@@ -37,11 +31,6 @@ class PrecisionRecipe(ABC):
         self.training = training
         self.effective: dict = {"name": cfg.name}
 
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        return []
-
-    @abstractmethod
     def convert(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as this recipe runs it (weights cast, layers swapped)."""
 

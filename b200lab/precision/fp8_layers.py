@@ -1,8 +1,7 @@
 """FP8 linear layers outside Transformer Engine: e4m3 quantisation with per-row scales, the scaled
-GEMM (``torch._scaled_mm``), whether this machine runs it, and which layers a recipe swaps.
-
-``fp8_gemm_support`` reads compute capability through NVML, so config validation in the parent
-process (which never initialises CUDA) and the worker give the same answer.
+GEMM (``torch._scaled_mm``) and which layers a recipe swaps. Whether this machine runs the FP8
+GEMM is b200lab/precision/availability.py's ``fp8_gemm_support`` (NVML, no CUDA), so config
+validation in the parent process and the rank give the same answer.
 """
 
 from __future__ import annotations
@@ -13,28 +12,8 @@ import torch.nn as nn
 from b200lab.precision.te_convert import _aligned, _shared_parameters
 
 E4M3_MAX = 448.0  # the largest finite float8_e4m3fn
-MIN_CAPABILITY = (8, 9)  # Ada; Hopper is 9.0, Blackwell 10.0
 AMAX_FLOOR = 1e-12  # an all-zero activation row gets this amax, not a division by zero
 CHUNK_ELEMENTS = 1 << 26  # quantise weights this many elements at a time (the float64 copy: 512 MB)
-
-
-def fp8_gemm_support(device: str) -> tuple[bool, str]:
-    """(True, "") when ``torch._scaled_mm`` can run e4m3 GEMMs on this machine's GPUs, else
-    (False, the reason)."""
-    if device != "cuda":
-        return False, f"no CUDA GPU (device {device}): FP8 GEMMs need compute capability 8.9 or newer"
-    if not (hasattr(torch, "float8_e4m3fn") and hasattr(torch, "_scaled_mm")):
-        return False, f"torch {torch.__version__} has no float8_e4m3fn / torch._scaled_mm"
-    from b200lab.measure.gpus import nvml_gpus
-
-    gpus = nvml_gpus()
-    if not gpus or any(g.get("capability") is None for g in gpus):
-        return False, "NVML did not report the GPUs' compute capability"
-    low = min(gpus, key=lambda g: tuple(g["capability"]))
-    if tuple(low["capability"]) < MIN_CAPABILITY:
-        major, minor = low["capability"]
-        return False, f"{low['name']} has compute capability {major}.{minor}: FP8 GEMMs need 8.9 (Ada) or newer"
-    return True, ""
 
 
 def convertible_linears(model: nn.Module, skip) -> tuple[list[tuple[str, nn.Linear]], dict[str, str]]:

@@ -133,7 +133,7 @@ class Converter:
 
 
 class TEExperts(nn.Module):
-    """The experts of b200lab/models/moe_layer.py on TE GroupedLinear: FP8 grouped GEMMs under the
+    """The experts of b200lab/models/moe/layer.py on TE GroupedLinear: FP8 grouped GEMMs under the
     recipe. TE takes the group sizes on the host, so each call reads them once (a sync per
     layer, which the bf16 ``torch._grouped_mm`` path does not have); groups are padded to the
     recipe's FP8 alignment with TE's Fp8Padding and unpadded after."""
@@ -160,14 +160,14 @@ class TEExperts(nn.Module):
 
 
 def _is_dense_mlp(module: nn.Module) -> bool:
-    from b200lab.models.gpt import MLP
+    from b200lab.models.gpt.model import MLP
 
     return type(module) is MLP and _norm_kind(module.norm) is not None
 
 
 def _is_grouped_experts(module: nn.Module, parent: nn.Module) -> bool:
     """A mixture of experts' expert weights that run the grouped path (the loop path is the reference)."""
-    from b200lab.models.moe_layer import Experts
+    from b200lab.models.moe.layer import Experts
 
     return type(module) is Experts and getattr(parent, "impl", "grouped") == "grouped"
 

@@ -22,28 +22,15 @@ eager frame), so the compiled model has a graph break at each TE module and cann
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
-
 import torch
 
-from b200lab.components import CheckContext
-from b200lab.precision.base import PrecisionConfig, PrecisionRecipe, unwrap
-from b200lab.precision.te_support import TE_RECIPES, import_te, te_problem, te_says, te_version
+from b200lab.precision.availability import TE_RECIPES, te_version
+from b200lab.precision.base import PrecisionRecipe, unwrap
+from b200lab.precision.config.te_fp8 import TEFP8Config
+from b200lab.precision.te_support import import_te, te_says
 
-FORMATS = ("auto", "hybrid", "e4m3")
 # recipes whose models run eager even with compile (the record says why)
 EAGER_RECIPES = {"block": "Float8BlockScaling under torch.compile fails in dynamo (InternalTorchDynamoError, TE 2.20, torch 2.11)"}
-
-
-@dataclass
-class TEFP8Config(PrecisionConfig):
-    recipe: str = "delayed"  # delayed | current | block | mxfp8 | nvfp4
-    fp8_format: str = "auto"  # auto: the recipe's default (hybrid for delayed/current) | hybrid (e4m3 forward, e5m2 grads) | e4m3
-    amax_history_len: int = 1024  # delayed only
-    amax_compute_algo: str = "max"  # delayed only: max | most_recent
-    skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in bf16
-    master_dtype: Optional[str] = "auto"  # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
 
 
 class TEFP8Precision(PrecisionRecipe):
@@ -52,30 +39,6 @@ class TEFP8Precision(PrecisionRecipe):
     compute_dtype = torch.bfloat16  # activations between the FP8 GEMMs
     peak_key = "fp8"
     extra_peak_keys = ("bf16",)
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = []
-        if cfg.recipe not in TE_RECIPES:
-            return [f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(TE_RECIPES)}"]
-        if cfg.fp8_format not in FORMATS:
-            problems.append(f"precision.fp8_format={cfg.fp8_format!r}: choose one of {', '.join(FORMATS)}")
-        if cfg.amax_compute_algo not in ("max", "most_recent"):
-            problems.append(f"precision.amax_compute_algo={cfg.amax_compute_algo!r}: choose max or most_recent")
-        if cfg.amax_history_len < 1:
-            problems.append(f"precision.amax_history_len={cfg.amax_history_len}: must be >= 1")
-        if str(cfg.master_dtype).lower() not in ("auto", "none", "null", "float32"):
-            problems.append(f"precision.master_dtype={cfg.master_dtype!r}: choose auto, none or float32")
-        tokens = int(ctx.cfg.seq.batch) * int(ctx.cfg.seq.len)
-        if tokens % 16:
-            problems.append(f"seq.batch x seq.len = {tokens} tokens: FP8 GEMMs need a multiple of 16")
-        if ctx.cfg.compile.mode is not None and ctx.cfg.compile.fullgraph:
-            problems.append(f"precision={cfg.name} with compile.fullgraph=true: Transformer Engine's modules are graph breaks "
-                            "(they run eager between the compiled parts); set compile.fullgraph=false")
-        why = te_problem(cfg.recipe, ctx.device)
-        if why:
-            problems.append(f"precision={cfg.name} precision.recipe={cfg.recipe}: {why}")
-        return problems
 
     def __init__(self, cfg, device: str, training: bool):
         super().__init__(cfg, device, training)

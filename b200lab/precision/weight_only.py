@@ -12,37 +12,22 @@ de-quantised to the compute dtype before an ordinary matmul, and ``effective.gem
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from b200lab.components import CheckContext
 from b200lab.measure.peaks import DTYPE_KEYS
-from b200lab.precision.base import PrecisionConfig, PrecisionRecipe, unwrap
-from b200lab.precision.fp8_layers import (convertible_linears, dequantize_rows, fp8_gemm_support, gemm_aligned, quantize_rows,
-                                          scaled_linear, set_module)
-from b200lab.precision.recipe import resolve
-
-COMPUTE_DTYPES = ("auto", "bfloat16", "float32")
-GEMMS = ("auto", "fp8", "dequantised")
-SCALINGS = ("row", "tensor")
-
-
-@dataclass
-class FP8WeightOnlyConfig(PrecisionConfig):
-    compute_dtype: str = "auto"  # activations (and a de-quantised GEMM): auto = bfloat16 on CUDA, float32 on CPU
-    gemm: str = "auto"  # auto: FP8 _scaled_mm where the GPU runs it, else de-quantised; fp8: refuse elsewhere; dequantised
-    activation_scaling: str = "row"  # row: one scale per token; tensor: one per call
-    fast_accum: bool = True  # _scaled_mm's faster accumulation (torchao's choice for forward GEMMs)
-    skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in the compute dtype
-
-
-def _compute_dtype(cfg, device: str) -> tuple[str, list[str]]:
-    dtypes = resolve(OmegaConf.create({"compute_dtype": cfg.compute_dtype, "param_dtype": "auto"}), device, False)
-    return dtypes.compute, dtypes.reasons
+from b200lab.precision.availability import fp8_gemm_support
+from b200lab.precision.base import PrecisionRecipe, unwrap
+from b200lab.precision.config.weight_only import FP8WeightOnlyConfig, compute_dtype
+from b200lab.precision.fp8_layers import (
+    convertible_linears,
+    dequantize_rows,
+    gemm_aligned,
+    quantize_rows,
+    scaled_linear,
+    set_module,
+)
 
 
 class FP8WeightLinear(nn.Module):
@@ -78,36 +63,9 @@ class FP8WeightLinear(nn.Module):
 class FP8WeightOnlyPrecision(PrecisionRecipe):
     Config = FP8WeightOnlyConfig
 
-    @classmethod
-    def available(cls, device: str) -> tuple[bool, str]:
-        """Whether the FP8 GEMM (not the de-quantised fallback) can run here, and why not."""
-        return fp8_gemm_support(device)
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = []
-        if ctx.training:
-            problems.append(f"precision={cfg.name} is an inference recipe (FP8 weights have no gradients) and "
-                            f"workload={ctx.cfg.workload.name} trains: train with precision=fp8_torchao, precision=fp8 "
-                            "(Transformer Engine) or precision=bf16")
-        if cfg.activation_scaling not in SCALINGS:
-            problems.append(f"precision.activation_scaling={cfg.activation_scaling!r}: choose {' or '.join(SCALINGS)}")
-        if cfg.compute_dtype not in COMPUTE_DTYPES:
-            problems.append(f"precision.compute_dtype={cfg.compute_dtype!r}: choose one of {', '.join(COMPUTE_DTYPES)}")
-        elif cfg.gemm not in GEMMS:
-            problems.append(f"precision.gemm={cfg.gemm!r}: choose one of {', '.join(GEMMS)}")
-        elif cfg.gemm == "fp8":
-            ok, why = fp8_gemm_support(ctx.device)
-            if not ok:
-                problems.append(f"precision={cfg.name} precision.gemm=fp8: {why}")
-            elif _compute_dtype(cfg, ctx.device)[0] != "bfloat16":
-                problems.append(f"precision.gemm=fp8 writes bfloat16 activations; precision.compute_dtype={cfg.compute_dtype} "
-                                "cannot take them (use auto or bfloat16)")
-        return problems
-
     def __init__(self, cfg, device: str, training: bool):
         super().__init__(cfg, device, training)
-        compute, reasons = _compute_dtype(cfg, device)
+        compute, reasons = compute_dtype(cfg, device)
         self.compute_dtype = self.param_dtype = getattr(torch, compute)
         self.compute_name = compute
         if cfg.gemm == "dequantised":

@@ -1,4 +1,5 @@
-"""What a decode step must move through memory, and the card's measured copy bandwidth.
+"""What a decode step must move through memory (the copy bandwidth it is held against:
+b200lab/measure/copy_bandwidth.py).
 
 ``hbm_bw_util`` = (weight bytes + KV bytes of the decode steps) / their device time / the copy
 bandwidth measured in the same job, all on this rank:
@@ -24,8 +25,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-
-from b200lab.measure.timing import step_stats, time_steps
 
 
 def weights(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -63,23 +62,11 @@ def kv_bytes(n_layers: int, batch: int, kv_heads: int, head_dim: int, element_si
     return per_position * read + per_position
 
 
-def generation_bytes(model, batch: int, prompt_len: int, output_len: int, cache_element_size: int) -> int:
+def generation_bytes(decoder, batch: int, prompt_len: int, output_len: int, cache_element_size: int) -> int:
     """Bytes the ``output_len - 1`` decode steps of one generation must move: the weights once per
     step and the KV bytes at each position fed (prompt_len .. prompt_len + output_len - 2), under
-    the model's attention window if it has one."""
-    window = getattr(model.blocks[0].attention, "window", None)
-    kv = sum(kv_bytes(model.cfg.n_layers, batch, model.blocks[0].kv_heads, model.head_dim, cache_element_size, p, window)
+    the model's attention window if it has one (``decoder``: b200lab/models/decoding.py)."""
+    d = decoder
+    kv = sum(kv_bytes(d.n_layers, batch, d.kv_heads, d.head_dim, cache_element_size, p, d.window)
              for p in range(prompt_len, prompt_len + output_len - 1))
-    return (output_len - 1) * weight_bytes(model, batch) + kv
-
-
-def copy_gbps(device: torch.device, size_mb: float, steps: int = 20) -> float:
-    """GB/s (1e9 bytes) of ``dst.copy_(src)`` counted read + written, median of ``steps``."""
-    n = int(size_mb * 1e6) // 4
-    src = torch.rand(n, device=device)
-    dst = torch.empty_like(src)
-    timing = time_steps(lambda: dst.copy_(src), device, warmup=3, steps=steps)
-    del src, dst
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return 2 * n * 4 / (step_stats(timing.step_ms)["step_ms_p50"] / 1e3) / 1e9
+    return (output_len - 1) * weight_bytes(d.model, batch) + kv

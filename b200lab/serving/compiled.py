@@ -18,33 +18,15 @@ import torch
 from b200lab.serving.engine import last_logits
 from b200lab.serving.loadgen import RequestSpec
 
-SERVE_COMPILE_MODES = ("default",)
-
-
-def compile_problems(mode, name: str, attention) -> list[str]:
-    """``attention``: the job's attention config (its name and class)."""
-    if mode is None:
-        return []
-    if mode not in SERVE_COMPILE_MODES:
-        return [f"compile={name}: workload=serve compiles its step with symbolic shapes (the batch and the cache window change "
-                f"every step), and mode {mode!r} captures CUDA graphs, which replay one shape; use compile=default or compile=none"]
-    if str(attention._target_).endswith("FlexAttention"):
-        # torch 2.13's inductor: "A subgraph argument other than striding has been modified" on the
-        # block mask the step builds from its per-row document ids
-        return [f"compile=default with attention={attention.name}: the compiled serve step fails in inductor on the FlexAttention "
-                f"block mask it builds each step from the rows' cache windows; use attention=sdpa with compile=default, or "
-                f"attention={attention.name} with compile=none"]
-    return []
-
 
 def compile_step(mode: str, fullgraph: bool):
     compiled = torch.compile(last_logits, mode=mode, fullgraph=fullgraph)
 
-    def step(model, idx: torch.Tensor, view) -> torch.Tensor:
+    def step(decoder, idx: torch.Tensor, view) -> torch.Tensor:
         for t in (idx, view.write, view.read, view.valid, view.positions):  # (rows, tokens) and (rows, window)
             torch._dynamo.maybe_mark_dynamic(t, 0)
             torch._dynamo.maybe_mark_dynamic(t, 1)
-        return compiled(model, idx, view)
+        return compiled(decoder, idx, view)
 
     return step
 

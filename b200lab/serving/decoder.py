@@ -17,18 +17,15 @@ from typing import Callable, Optional
 import torch
 
 
-def logits_of(out) -> torch.Tensor:
-    """A GPT's logits, or a mixture of experts' (its output carries router statistics too)."""
-    return out.logits if hasattr(out, "logits") else out
-
-
 class StaticDecoder:
-    def __init__(self, model, batch: int, prompt_len: int, output_len: int, max_len: int, cache_dtype,
+    """``decoder``: the model family's decode contract (b200lab/models/decoding.py)."""
+
+    def __init__(self, decoder, batch: int, prompt_len: int, output_len: int, max_len: int, cache_dtype,
                  pick: Callable[[torch.Tensor], torch.Tensor], autocast=contextlib.nullcontext):
-        device = model.embed.weight.device
-        self.model, self.pick, self.autocast = model, pick, autocast
+        device = decoder.device
+        self.decoder, self.pick, self.autocast = decoder, pick, autocast
         self.prompt_len, self.output_len = prompt_len, output_len
-        self.cache = model.new_static_cache(batch, max_len, dtype=cache_dtype)
+        self.cache = decoder.static_cache(batch, max_len, cache_dtype)
         self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.out = torch.zeros(batch, output_len, dtype=torch.long, device=device)
@@ -50,13 +47,13 @@ class StaticDecoder:
         self.decode_fn = torch.compile(self._decode, mode=step_mode, fullgraph=fullgraph)
 
     def _prefill(self, prompts: torch.Tensor) -> None:
-        first = self.pick(logits_of(self.model(prompts, cache=self.cache, last_only=True))[:, -1])
+        first = self.pick(self.decoder.logits(prompts, cache=self.cache, last_only=True)[:, -1])
         self.tok.copy_(first[:, None])
         self.out[:, :1].copy_(first[:, None])
         self.pos.fill_(self.prompt_len)
 
     def _decode(self) -> None:
-        nxt = self.pick(logits_of(self.model(self.tok, positions=self.pos, cache=self.cache))[:, -1])
+        nxt = self.pick(self.decoder.logits(self.tok, positions=self.pos, cache=self.cache)[:, -1])
         self.tok.copy_(nxt[:, None])
         self.out.index_copy_(1, self.pos - (self.prompt_len - 1), nxt[:, None])
         self.pos.add_(1)

@@ -30,7 +30,6 @@ from typing import Callable, Optional
 
 import torch
 
-from b200lab.serving.decoder import logits_of
 from b200lab.serving.latency import RequestRecord
 from b200lab.serving.loadgen import RequestSpec
 from b200lab.serving.paged import BlockPool, Row
@@ -82,21 +81,21 @@ class _Running:
     blocks: list[int]
 
 
-def last_logits(model, idx: torch.Tensor, step) -> torch.Tensor:
-    """The logits (B, V) of each row's last token, the cache view ``step`` extended in place."""
-    return logits_of(model(idx, cache=step, last_only=True))[:, -1]
+def last_logits(decoder, idx: torch.Tensor, step) -> torch.Tensor:
+    """The logits (B, V) of each row's last token, the cache view ``step`` extended in place
+    (``decoder``: the model family's decode contract, b200lab/models/decoding.py)."""
+    return decoder.logits(idx, cache=step, last_only=True)[:, -1]
 
 
 class Engine:
-    """``model(idx, cache=view, last_only=True)`` -> logits (B, 1, V) (a GPT or a MoE output);
-    ``pick(logits (B, V)) -> ids (B,)``; ``on_complete(record)`` after each request ends.
-    ``forward(model, idx, view)``: :func:`last_logits`, or a compiled copy of it
-    (b200lab/serving/compiled.py)."""
+    """``decoder``: the model family's decode contract (b200lab/models/decoding.py); ``pick(logits
+    (B, V)) -> ids (B,)``; ``on_complete(record)`` after each request ends. ``forward(decoder, idx,
+    view)``: :func:`last_logits`, or a compiled copy of it (b200lab/serving/compiled.py)."""
 
-    def __init__(self, model, pool: BlockPool, limits: Limits, clock, pick: Callable[[torch.Tensor], torch.Tensor],
+    def __init__(self, decoder, pool: BlockPool, limits: Limits, clock, pick: Callable[[torch.Tensor], torch.Tensor],
                  autocast=contextlib.nullcontext, on_complete: Optional[Callable[[RequestRecord], None]] = None,
                  forward: Callable = last_logits):
-        self.model, self.pool, self.limits, self.clock, self.pick = model, pool, limits, clock, pick
+        self.decoder, self.pool, self.limits, self.clock, self.pick = decoder, pool, limits, clock, pick
         self.autocast, self.on_complete, self.forward = autocast, on_complete, forward
         self.reset_counters()
 
@@ -108,7 +107,7 @@ class Engine:
 
     def _forward(self, idx: torch.Tensor, rows: list[Row]) -> list[int]:
         with torch.inference_mode(), self.autocast():
-            return self.pick(self.forward(self.model, idx, self.pool.view(rows))).tolist()
+            return self.pick(self.forward(self.decoder, idx, self.pool.view(rows))).tolist()
 
     def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
         lim, clock = self.limits, self.clock

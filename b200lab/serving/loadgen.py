@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ARRIVALS = ("poisson", "gamma")
-LENGTHS = ("fixed", "uniform", "lognormal")
+from b200lab.workloads.config.serve import ARRIVALS, LENGTHS
 
 
 @dataclass(frozen=True)

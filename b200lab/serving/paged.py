@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from b200lab.attention import AttnMask
+from b200lab.attention.base import AttnMask
 
 # SDPA's memory-efficient kernel wants a mask whose rows start 16-element aligned (eager pads a
 # copy, a compiled graph may not), and a window that grows 16 keys at a time, not one
@@ -95,7 +95,6 @@ class PagedStep:
     read: torch.Tensor
     valid: torch.Tensor
     positions: torch.Tensor
-    places_slots = True
 
     def begin(self, idx: torch.Tensor, positions: Optional[torch.Tensor]):
         return self.positions, AttnMask(doc_ids=self.valid), None

@@ -6,8 +6,6 @@ from typing import Optional
 
 import torch
 
-SAMPLING = ("greedy", "sample")
-
 
 def next_token(logits: torch.Tensor, sampling: str = "greedy", temperature: float = 1.0, top_k: Optional[int] = None,
                generator: Optional[torch.Generator] = None) -> torch.Tensor:

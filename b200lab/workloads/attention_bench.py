@@ -19,35 +19,18 @@ and ``mfu`` of this workload are hardware utilisation, unlike training's model-F
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
-
 import torch
 
 from b200lab.attention.base import AttnMask, reference_attention
-from b200lab.components import CheckContext, instantiate
+from b200lab.core.registry import instantiate
 from b200lab.measure.flops import causal_pairs
-from b200lab.workloads.base import Workload, WorkloadConfig
+from b200lab.workloads.base import Workload
+from b200lab.workloads.config.attention import AttentionBenchConfig
 
 # (atol, rtol) of the output against the reference rounded to the dtype; dq: rtol of its largest value
 TOLERANCE = {torch.float64: (1e-9, 1e-9), torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 5e-3), torch.bfloat16: (1e-2, 2e-2)}
 DQ_RTOL = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 BACKWARD_MULTIPLE = 3.5  # forward + backward = 1 + 2.5 forwards
-
-
-@dataclass
-class AttentionBenchOptions:
-    heads: int = 16
-    kv_heads: Optional[int] = None  # None: heads (no grouped-query attention)
-    head_dim: int = 128
-    backward: bool = False  # forward + backward (gradients of q, k, v)
-    cuda_graph: bool = False  # capture one step in a CUDA graph and replay it (GPU only)
-    check_rows: int = 64  # query rows per block compared with the math reference (first, random, last)
-
-
-@dataclass
-class AttentionBenchConfig(WorkloadConfig):
-    options: AttentionBenchOptions = field(default_factory=AttentionBenchOptions)
 
 
 def check_against_math(attention, q, k, v, grad_out, rows: int, generator) -> dict:
@@ -93,25 +76,6 @@ def check_against_math(attention, q, k, v, grad_out, rows: int, generator) -> di
 class AttentionBench(Workload):
     Config = AttentionBenchConfig
     metric_rules = {"attn_tflops": "mean", "out_rel_err_vs_math": "max", "dq_rel_err_vs_math": "max"}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        o = cfg.options
-        for key in ("heads", "head_dim", "check_rows"):
-            if o[key] < 1:
-                problems.append(f"workload.options.{key}={o[key]}: must be a positive integer")
-        if o.kv_heads is not None and (o.kv_heads < 1 or o.heads % o.kv_heads):
-            problems.append(f"workload.options.kv_heads={o.kv_heads} must divide workload.options.heads={o.heads}")
-        if o.cuda_graph and ctx.device != "cuda":
-            problems.append(f"workload.options.cuda_graph=true needs a CUDA GPU and this job runs on {ctx.device}")
-        if o.backward and ctx.device != "cuda" and str(ctx.cfg.attention.get("_target_", "")).endswith("FlexAttention"):
-            problems.append(f"workload.options.backward=true with attention={ctx.cfg.attention.name} on {ctx.device}: "
-                            "PyTorch's FlexAttention has no backward pass there")
-        if ctx.cfg.attention.get("documents"):
-            problems.append(f"workload=attention draws no documents; use attention=flex or flex_sliding "
-                            f"(attention={ctx.cfg.attention.name} needs packed data: workload=forward or train)")
-        return problems
 
     def setup(self) -> None:
         cfg, device, o = self.ctx.cfg, self.ctx.device, self.options

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
@@ -10,7 +10,8 @@ from typing import Any, Optional
 import torch
 from omegaconf import OmegaConf
 
-from b200lab.components import CheckContext, ComponentConfig, instantiate
+from b200lab.core.registry import instantiate
+from b200lab.workloads.config.base import WorkloadConfig
 
 
 @dataclass
@@ -19,7 +20,7 @@ class RankContext:
 
     cfg: Any  # the resolved, completed job config (OmegaConf)
     device: torch.device
-    strategy: Any  # the b200lab.parallel.ParallelStrategy of this job
+    strategy: Any  # the b200lab.parallel.base.ParallelStrategy of this job
     rank: int = 0
     world_size: int = 1
     job_dir: Optional[Path] = None  # the job's folder; files a workload writes under job_dir/artifacts reach MLflow
@@ -54,20 +55,6 @@ class RankContext:
         return g
 
 
-@dataclass
-class NoOptions:
-    """A workload without options: any key under workload.options is refused."""
-
-
-@dataclass
-class WorkloadConfig(ComponentConfig):
-    warmup_steps: int = 5
-    steps: int = 20
-    min_time_s: float = 0.0  # time at least this long; the later of steps and min_time_s ends timing
-    trials: int = 1  # timed regions back to back (one warm-up); the spread across them is reported
-    options: NoOptions = field(default_factory=NoOptions)  # a workload with options overrides this field with its own dataclass
-
-
 class Workload:
     """Subclasses build what they need in ``setup`` and do one unit of work in ``step``.
 
@@ -79,8 +66,6 @@ class Workload:
     """
 
     Config = WorkloadConfig
-    training = False
-    uses_model = False  # builds the configured model (model/precision/attention apply)
     metric_rules: dict[str, str] = {}  # how each metric from ``metrics()`` combines across ranks
 
     def __init__(self, cfg, ctx: RankContext):
@@ -90,18 +75,6 @@ class Workload:
         self.tokens_per_step = 0
         self.flops_per_step = 0
         self.effective: dict = {}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = [f"workload.{k}={cfg[k]}: must be a positive integer" for k in ("steps", "trials") if cfg[k] < 1]
-        problems += [f"workload.{k}={cfg[k]}: must be >= 0" for k in ("warmup_steps", "min_time_s") if cfg[k] < 0]
-        return problems
-
-    @classmethod
-    def stage(cls, cfg, ctx: CheckContext, job_dir: Path) -> list[str]:
-        """Parent side, after validation and before launch: fetch what the ranks need from places
-        they may not reach (an MLflow run's artifact) into ``job_dir``; problems as ``validate``."""
-        return []
 
     def setup(self) -> None:
         pass
@@ -177,17 +150,9 @@ def _probe_attention(family, attention, precision, seq_len: int, device, trainin
     attention.training = training
     q = torch.empty(1, heads, t, d, dtype=precision.compute_dtype, device=device)
     kv = torch.empty(1, kv_heads, t, d, dtype=precision.compute_dtype, device=device)
-    from b200lab.attention import CAUSAL
+    from b200lab.attention.base import CAUSAL
 
     attention.probe(q, kv, kv, getattr(family, "attention_mask", CAUSAL))  # the ViT and DiT attend both ways
-
-
-def stage_inputs(cfg, device: str, job_dir: Path) -> list[str]:
-    """The workload's :meth:`Workload.stage` for a validated job config (parent side)."""
-    from b200lab.components import resolve_target
-
-    cls = resolve_target("workload", cfg.workload._target_)
-    return cls.stage(cfg.workload, CheckContext(cfg=cfg, device=device, training=bool(cls.training)), Path(job_dir))
 
 
 def call_model(model, inputs):

@@ -1,4 +1,5 @@
-"""Checkpoints: what ``train`` saves, what ``eval`` loads, and finding one by path or MLflow run.
+"""Checkpoints: what ``train`` saves and ``eval`` loads (the parent finds one by path or MLflow run:
+b200lab/runner/staging.py).
 
 A checkpoint is a folder: ``model.pt`` (the plain state dict, in the dtype forward ran with, read
 back with ``weights_only``) and ``checkpoint.json`` (the model config it was built from, the data
@@ -11,7 +12,7 @@ it was trained on, the precision, the steps). ``train`` writes it under
   is; a remote store's is downloaded into ``<job_dir>/inputs/``);
 - a checkpoint folder, or a ``.pt`` state-dict file (a ``checkpoint.json`` beside it is read);
 - a Hugging Face GPT-2 folder (``config.json`` + ``*.safetensors``), read by
-  b200lab/models/gpt2_weights.py.
+  b200lab/models/gpt/gpt2_weights.py.
 
 The model a checkpoint holds must be the configured one: every field it records is compared
 with ``model.*`` and a difference is refused, naming the keys.
@@ -23,8 +24,6 @@ import json
 import re
 from pathlib import Path
 from typing import Optional
-
-import torch
 
 FOLDER = "checkpoint"
 WEIGHTS = "model.pt"
@@ -41,6 +40,8 @@ class CheckpointError(ValueError):
 
 
 def save(folder: Path, state_dict: dict, meta: dict) -> Path:
+    import torch
+
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, folder / WEIGHTS)
     (folder / META).write_text(json.dumps({"format": "b200lab-checkpoint", "version": 1, **meta}, indent=2, default=str))
@@ -51,52 +52,10 @@ def is_gpt2(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-def locate(source: Optional[str], tracking_uri: str, download_dir: Path) -> dict:
-    """Parent side: {source, path, run_id} for a source, or CheckpointError naming the key."""
-    if not source:
-        raise CheckpointError(f"{KEY} is not set: name a checkpoint folder or file, a GPT-2 folder, or an MLflow run "
-                              "(run:<id>) whose training saved one (workload.options.save_checkpoint=true)")
-    source = str(source)
-    path = Path(source).expanduser()
-    match = RUN_ID.fullmatch(source)
-    if match and (match.group(1) or not path.exists()):
-        run_id = match.group(2)
-        return {"source": source, "path": str(_run_checkpoint(source, run_id, tracking_uri, download_dir)), "run_id": run_id}
-    if not path.exists():
-        raise CheckpointError(f"{KEY}={source}: no such file or folder (an MLflow run is run:<32-hex id>)")
-    if path.is_dir() and not (is_gpt2(path) or (path / WEIGHTS).is_file()):
-        raise CheckpointError(f"{KEY}={source}: the folder holds neither {WEIGHTS} (a b200lab checkpoint) nor "
-                              "config.json with *.safetensors (GPT-2 weights)")
-    return {"source": source, "path": str(path.absolute()), "run_id": None}
-
-
-def _run_checkpoint(source: str, run_id: str, tracking_uri: str, download_dir: Path) -> Path:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        run = client.get_run(run_id)
-        listed = [f.path for f in client.list_artifacts(run_id, ARTIFACT_PATH)]
-    except MlflowException as exc:
-        raise CheckpointError(f"{KEY}={source}: no run {run_id} in the tracking store {tracking_uri} "
-                              f"({str(exc).splitlines()[0]})") from None
-    if f"{ARTIFACT_PATH}/{WEIGHTS}" not in listed:
-        raise CheckpointError(f"{KEY}={source}: run {run_id} has no checkpoint artifact ({ARTIFACT_PATH}/{WEIGHTS}); "
-                              "train with workload.options.save_checkpoint=true")
-    repo = get_artifact_repository(run.info.artifact_uri)
-    if isinstance(repo, LocalArtifactRepository):  # already a local folder: read in place
-        return Path(repo.download_artifacts(ARTIFACT_PATH))
-    download_dir.mkdir(parents=True, exist_ok=True)
-    return Path(repo.download_artifacts(ARTIFACT_PATH, dst_path=str(download_dir)))
-
-
 def model_fields(path: Path) -> dict:
     """The model config a checkpoint records (GPT-2: the fields its config.json implies)."""
     if is_gpt2(path):
-        from b200lab.models.gpt2_weights import model_fields as gpt2_fields
+        from b200lab.models.gpt.gpt2_weights import model_fields as gpt2_fields
 
         return gpt2_fields(json.loads((path / "config.json").read_text()), path)
     meta = _meta(path)
@@ -118,13 +77,15 @@ def check_model(fields: dict, model_cfg, source: str) -> list[str]:
             "choose the matching model option or set those keys"]
 
 
-def load(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
+def load(path: Path) -> tuple[dict, dict, dict]:
     """(model fields, state dict on the CPU, the checkpoint's record) of a located checkpoint."""
     if is_gpt2(path):
-        from b200lab.models.gpt2_weights import load_gpt2_dir
+        from b200lab.models.gpt.gpt2_weights import load_gpt2_dir
 
         fields, state = load_gpt2_dir(path)
         return fields, state, {"format": "gpt2-safetensors"}
+    import torch
+
     meta = _meta(path)
     weights = path / WEIGHTS if path.is_dir() else path
     state = torch.load(weights, map_location="cpu", weights_only=True)

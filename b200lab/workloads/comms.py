@@ -12,21 +12,19 @@ times ``sweep_iters`` collectives per size (after ``sweep_warmup``), takes each 
 and the slowest rank's, and reports the curve ``<op>_busbw_gbps_by_size`` (MLflow step = bytes)
 plus ``comms_<op>.csv`` and ``comms_<op>.png`` (bus bandwidth against message size). Each
 collective's result is checked once against the expected values. NVLink SHARP multicast is off
-(NCCL_NVLS_ENABLE=0, set by b200lab/launch.py) and the value is recorded.
+(NCCL_NVLS_ENABLE=0, set by b200lab/runner/launch.py) and the value is recorded.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
-from b200lab.components import CheckContext
-from b200lab.workloads.base import Workload, WorkloadConfig
+from b200lab.workloads.base import Workload
+from b200lab.workloads.config.comms import CommsConfig
 
-OPS = ("all_reduce", "all_gather", "reduce_scatter")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -36,22 +34,6 @@ def bus_factor(op: str, n: int) -> float:
 
 def metric_prefix(op: str) -> str:
     return op.replace("_", "")  # allreduce_busbw_gbps, allgather_..., reducescatter_...
-
-
-@dataclass
-class CommsOptions:
-    op: str = "all_reduce"  # all_reduce | all_gather | reduce_scatter
-    dtype: str = "float32"  # float32 | bfloat16 | float16
-    max_bytes: int = 2**30  # message size of the timed steps and the top of the sweep
-    min_bytes: int = 2**20  # bottom of the size sweep; null: no sweep
-    factor: int = 2
-    sweep_iters: int = 20
-    sweep_warmup: int = 5
-
-
-@dataclass
-class CommsConfig(WorkloadConfig):
-    options: CommsOptions = field(default_factory=CommsOptions)
 
 
 class Collective:
@@ -103,23 +85,6 @@ class Comms(Workload):
     def metric_rules(self) -> dict:  # the slowest rank's bandwidth is the job's
         p = metric_prefix(self.op)
         return {f"{p}_busbw_gbps": "min", f"{p}_algbw_gbps": "min", f"{p}_busbw_gbps_by_size": "min"}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        if ctx.cfg.parallelism.nproc < 2:
-            problems.append(f"workload={cfg.name} needs parallelism.nproc >= 2 (it is {ctx.cfg.parallelism.nproc})")
-        o = cfg.options
-        if "op" in o and o.op not in OPS:
-            problems.append(f"workload.options.op={o.op!r}: choose one of {', '.join(OPS)}")
-        if "max_bytes" in o:
-            if o.dtype not in DTYPES:
-                problems.append(f"workload.options.dtype={o.dtype!r}: choose one of {', '.join(DTYPES)}")
-            if o.max_bytes < 1 or (o.min_bytes is not None and not 1 <= o.min_bytes <= o.max_bytes):
-                problems.append(f"workload.options.min_bytes={o.min_bytes}, max_bytes={o.max_bytes}: need 1 <= min_bytes <= max_bytes")
-            if o.factor < 2 or o.sweep_iters < 1 or o.sweep_warmup < 0:
-                problems.append("workload.options: factor must be >= 2, sweep_iters >= 1, sweep_warmup >= 0")
-        return problems
 
     def message(self) -> tuple[int, torch.dtype]:
         """(bytes, dtype) of the timed steps' collective."""

@@ -2,8 +2,8 @@
 
 ``options.checkpoint`` names the weights: an MLflow run (``run:<id>``) that trained with
 ``save_checkpoint``, a checkpoint folder or ``.pt`` file, or a GPT-2 folder (config.json +
-safetensors). The parent resolves it before launching (:meth:`Eval.stage`; a missing run, file
-or model mismatch is a configuration error). Each rank builds the configured model with those
+safetensors). The parent resolves it before launching (b200lab/runner/staging.py; a missing run,
+file or model mismatch is a configuration error). Each rank builds the configured model with those
 weights loaded before the precision recipe converts it, then:
 
 - a timed step scores one batch of ``seq.batch`` validation windows (forward + per-token
@@ -15,67 +15,19 @@ weights loaded before the precision recipe converts it, then:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from b200lab.components import CheckContext, resolve_target
 from b200lab.workloads import checkpoint, perplexity
-from b200lab.workloads.base import Workload, WorkloadConfig, build_model, model_flops_per_step
-
-
-@dataclass
-class EvalOptions:
-    checkpoint: Optional[str] = None  # run:<MLflow run id>, a checkpoint folder or .pt file, a GPT-2 folder, or train
-    # checkpoint=train: train this model on this data first (once per settings; b200lab/workloads/reference_checkpoint.py)
-    train_steps: int = 1000
-    train_lr: float = 1e-3
-    train_batch: Optional[int] = None  # None: seq.batch
-    train_precision: str = "fp32"
-
-
-@dataclass
-class EvalConfig(WorkloadConfig):
-    options: EvalOptions = field(default_factory=EvalOptions)
+from b200lab.workloads.base import Workload, build_model, model_flops_per_step
+from b200lab.workloads.config.eval import EvalConfig
 
 
 class Eval(Workload):
     Config = EvalConfig
-    uses_model = True
     metric_rules = dict(perplexity.METRIC_RULES)
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        if resolve_target("data", ctx.cfg.data._target_).synthetic:
-            problems.append(f"workload=eval scores held-out text; data={ctx.cfg.data.name} has none (use data=text)")
-        return problems
-
-    @classmethod
-    def stage(cls, cfg, ctx: CheckContext, job_dir: Path) -> list[str]:
-        from b200lab.tracking import resolve_uri
-
-        source = cfg.options.checkpoint
-        uri = resolve_uri(ctx.cfg.tracking.uri)
-        if source == "train":
-            from b200lab.workloads import reference_checkpoint
-
-            try:
-                source = f"run:{reference_checkpoint.ensure(ctx.cfg, uri, job_dir)}"
-            except RuntimeError as exc:
-                return [f"{checkpoint.KEY}=train: {exc}"]
-        try:
-            info = checkpoint.locate(source, uri, job_dir / "inputs")
-            problems = checkpoint.check_model(checkpoint.model_fields(Path(info["path"])), ctx.cfg.model, info["source"])
-        except checkpoint.CheckpointError as exc:
-            return [str(exc)]
-        except (ValueError, OSError) as exc:  # an unreadable checkpoint.json or GPT-2 config
-            return [f"{checkpoint.KEY}={source}: {exc}"]
-        if not problems:
-            checkpoint.write_staged(job_dir, info)
-        return problems
 
     def setup(self) -> None:
         cfg, ctx = self.ctx.cfg, self.ctx

@@ -6,11 +6,17 @@ from collections import deque
 
 import torch
 
-from b200lab.workloads.base import Workload, build_model, call_model, model_flops_per_step
+from b200lab.workloads.config.forward import ForwardConfig
+from b200lab.workloads.base import (
+    Workload,
+    build_model,
+    call_model,
+    model_flops_per_step,
+)
 
 
 class Forward(Workload):
-    uses_model = True
+    Config = ForwardConfig
 
     def setup(self) -> None:
         cfg, ctx = self.ctx.cfg, self.ctx

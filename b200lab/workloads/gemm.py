@@ -11,56 +11,21 @@ GPUs that have it). ``shape`` is ``MxNxK`` or ``auto``: 8192^3 on a GPU, 1024^3 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-from b200lab.components import CheckContext
-from b200lab.workloads.base import Workload, WorkloadConfig
+from b200lab.workloads.base import Workload
+from b200lab.workloads.config.gemm import GemmConfig, parse_shape
 
 FLOAT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32}
-
-
-def parse_shape(shape: str) -> tuple[int, int, int]:
-    try:
-        m, n, k = (int(x) for x in str(shape).lower().split("x"))
-    except ValueError:
-        raise ValueError(f"workload.options.shape={shape!r}: expected MxNxK, e.g. 8192x8192x8192") from None
-    return m, n, k
 
 
 AUTO_SHAPE = {"cuda": "8192x8192x8192", "cpu": "1024x1024x1024"}
 DTYPES = (*FLOAT_DTYPES, "fp8")
 
 
-@dataclass
-class GemmOptions:
-    dtype: str = "bf16"  # bf16 | fp16 | tf32 | fp32 | fp8
-    shape: str = "auto"  # MxNxK, or auto: sized for the device
-
-
-@dataclass
-class GemmConfig(WorkloadConfig):
-    options: GemmOptions = field(default_factory=GemmOptions)
-
-
 class Gemm(Workload):
     Config = GemmConfig
     metric_rules = {"gemm_tflops": "mean", "gemm_tflops_fast": "mean"}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        if cfg.options.dtype not in DTYPES:
-            problems.append(f"workload.options.dtype={cfg.options.dtype!r}: choose {', '.join(DTYPES)}")
-        elif cfg.options.dtype == "fp8" and ctx.device != "cuda":
-            problems.append("workload.options.dtype=fp8 needs a CUDA GPU with FP8 tensor cores (sm_89 or newer)")
-        if cfg.options.shape != "auto":
-            try:
-                parse_shape(cfg.options.shape)
-            except ValueError as exc:
-                problems.append(str(exc))
-        return problems
 
     def setup(self) -> None:
         device = self.ctx.device

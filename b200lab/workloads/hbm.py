@@ -7,37 +7,16 @@ The buffers hold random data and are several times the L2 cache, so the copy str
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
-
 import torch
 
-from b200lab.components import CheckContext
-from b200lab.workloads.base import Workload, WorkloadConfig
-
-AUTO_SIZE_MB = {"cuda": 4096.0, "cpu": 256.0}
-
-
-@dataclass
-class HbmOptions:
-    size_mb: Optional[float] = None  # MB (1e6 bytes) per buffer; None: sized for the device
-
-
-@dataclass
-class HbmConfig(WorkloadConfig):
-    options: HbmOptions = field(default_factory=HbmOptions)
+from b200lab.measure.copy_bandwidth import AUTO_SIZE_MB
+from b200lab.workloads.base import Workload
+from b200lab.workloads.config.hbm import HbmConfig
 
 
 class HbmCopy(Workload):
     Config = HbmConfig
     metric_rules = {"hbm_gbps": "mean"}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        if cfg.options.size_mb is not None and cfg.options.size_mb <= 0:
-            problems.append(f"workload.options.size_mb={cfg.options.size_mb}: must be > 0")
-        return problems
 
     def setup(self) -> None:
         size_mb = self.options.size_mb or AUTO_SIZE_MB[self.ctx.device.type]

@@ -1,6 +1,6 @@
 """One mixture-of-experts layer against a dense MLP with the same active FLOPs, forward + backward.
 
-A step is the forward and backward of one :class:`~b200lab.models.moe_layer.MoELayer` (RMSNorm,
+A step is the forward and backward of one :class:`~b200lab.models.moe.layer.MoELayer` (RMSNorm,
 router with its load-balancing loss, grouped expert GEMMs) on ``tokens`` random tokens of width
 ``d_model``; gradients reach the input and every weight (``torch.autograd.grad``, so nothing
 accumulates between steps). After the timed steps the same timer (CUDA events on a GPU) times:
@@ -20,41 +20,23 @@ balance (``moe_load_max_over_mean``) on these inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
-
 import torch
 
-from b200lab.components import CheckContext
 from b200lab.measure import flops as F_
 from b200lab.measure.timing import step_stats, time_steps
-from b200lab.models import moe_stats
-from b200lab.models.gpt import MLP
-from b200lab.models.moe_layer import MoELayer, combine, dispatch, grouped_kernel, layer_problems, load_balancing_loss
-from b200lab.workloads.base import Workload, WorkloadConfig
+from b200lab.models.gpt.model import MLP
+from b200lab.models.moe import stats as moe_stats
+from b200lab.models.moe.layer import (
+    MoELayer,
+    combine,
+    dispatch,
+    grouped_kernel,
+    load_balancing_loss,
+)
+from b200lab.workloads.base import Workload
+from b200lab.workloads.config.moe_layer import MoELayerConfig
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-@dataclass
-class MoELayerOptions:
-    d_model: int = 2048
-    tokens: int = 16384
-    n_experts: int = 8
-    top_k: int = 2
-    d_ff_expert: int = 8192
-    n_shared_experts: int = 0
-    router: str = "softmax"  # softmax | sigmoid
-    capacity_factor: Optional[float] = None  # null: dropless
-    expert_impl: str = "grouped"  # grouped | loop
-    dtype: str = "bf16"  # bf16 | fp16 | fp32
-    compile: bool = False  # torch.compile(fullgraph=True) of the MoE layer, the dense MLP and each phase
-    phases: bool = True  # time router / permutation / experts apart (grouped path)
-
-
-@dataclass
-class MoELayerConfig(WorkloadConfig):
-    options: MoELayerOptions = field(default_factory=MoELayerOptions)
 
 
 def _grads(outputs: list, grad_outputs: list, inputs: list) -> list:
@@ -67,24 +49,6 @@ class MoELayerBench(Workload):
         "moe_tflops", "dense_tflops", "moe_dense_ratio", "moe_step_ms", "dense_step_ms", "moe_experts_tflops",
         *(f"moe_{p}_{u}" for p in ("router", "permute", "experts") for u in ("ms", "share")), "moe_other_share",
         "moe_load_max_over_mean", "moe_dropped_frac")}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        o = cfg.options
-        problems += [f"workload.options.{k}={o[k]}: must be a positive integer" for k in
-                     ("d_model", "tokens", "n_experts", "top_k", "d_ff_expert") if o[k] < 1]
-        problems += layer_problems("workload.options", o.d_model, o.n_experts, o.top_k, o.d_ff_expert, o.n_shared_experts,
-                                   o.router, o.expert_impl, o.capacity_factor)
-        if o.dtype not in DTYPES:
-            problems.append(f"workload.options.dtype={o.dtype!r}: choose {', '.join(DTYPES)}")
-        elif o.compile and o.dtype != "bf16" and o.expert_impl == "grouped":
-            problems.append(f"workload.options.compile=true with dtype={o.dtype}: torch.compile traces the grouped GEMM in bf16 only")
-        if o.compile and cfg.warmup_steps < 1:
-            problems.append("workload.options.compile=true needs workload.warmup_steps >= 1 so compilation stays out of the timed steps")
-        if o.compile and o.expert_impl == "loop":
-            problems.append("workload.options.compile=true with expert_impl=loop: the loop's per-expert token counts are data-dependent")
-        return problems
 
     def setup(self) -> None:
         o, device = self.options, self.ctx.device

@@ -27,42 +27,26 @@ the masters.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
 
-from b200lab.components import CheckContext
 from b200lab.precision.base import unwrap
 from b200lab.workloads import checkpoint, perplexity
-from b200lab.workloads.base import Workload, WorkloadConfig, build_model, call_model, compile_fn, model_flops_per_step
-
-
-@dataclass
-class TrainOptions:
-    lr: float = 3e-4
-    grad_accum: int = 1  # micro-batches of seq.batch samples per optimizer step
-    save_checkpoint: bool = False  # weights + model config to artifacts/checkpoint (rank 0, after timing)
-
-
-@dataclass
-class TrainConfig(WorkloadConfig):
-    options: TrainOptions = field(default_factory=TrainOptions)
+from b200lab.workloads.base import (
+    Workload,
+    build_model,
+    call_model,
+    compile_fn,
+    model_flops_per_step,
+)
+from b200lab.workloads.config.train import TrainConfig
 
 
 class Train(Workload):
     Config = TrainConfig
-    training = True
-    uses_model = True
     metric_rules = {"loss": "mean", "train_loss": "mean", **perplexity.METRIC_RULES}
-
-    @classmethod
-    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        if cfg.options.grad_accum < 1:
-            problems.append(f"workload.options.grad_accum={cfg.options.grad_accum}: must be >= 1")
-        return problems
 
     def setup(self) -> None:
         cfg, ctx = self.ctx.cfg, self.ctx

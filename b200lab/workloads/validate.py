@@ -24,13 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
-from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
 from b200lab.precision.base import unwrap
-from b200lab.workloads.base import Workload, WorkloadConfig, build_model, model_flops_per_step
+from b200lab.workloads.base import Workload, build_model, model_flops_per_step
+from b200lab.workloads.config.validate import ValidateConfig
 
 # compute dtype -> relative tolerances (logits, loss, gradients). Float32 differs only in the
 # summation order of the split GEMMs and reductions; 16-bit formats round every partial sum.
@@ -44,45 +43,16 @@ AUTO_RTOL = {
 ERRORS = ("logits_max_rel_err", "loss_rel_err", "grad_max_rel_err")
 
 
-@dataclass
-class ValidateOptions:
-    logits_rtol: Optional[float] = None  # None: by the compute dtype (AUTO_RTOL in b200lab/workloads/validate.py)
-    loss_rtol: Optional[float] = None
-    grad_rtol: Optional[float] = None
-
-
-@dataclass
-class ValidateConfig(WorkloadConfig):
-    warmup_steps: int = 1
-    steps: int = 3
-    options: ValidateOptions = field(default_factory=ValidateOptions)
-
-
 class ValidationFailed(RuntimeError):
     pass
 
 
 class Validate(Workload):
     Config = ValidateConfig
-    training = True  # gradients are compared: the strategy wraps the model as for training
-    uses_model = True
     metric_rules = {**{k: "max" for k in ERRORS}, "validate_pass": "min"}
 
-    @classmethod
-    def validate(cls, cfg, ctx) -> list[str]:
-        problems = super().validate(cfg, ctx)
-        for key in ("logits_rtol", "loss_rtol", "grad_rtol"):
-            value = cfg.options[key]
-            if value is not None and value <= 0:
-                problems.append(f"workload.options.{key}={value}: must be > 0")
-        if (ctx.cfg.get("attention") or {}).get("documents"):
-            problems.append("workload=validate compares batches of token ids; packed documents (attention.documents=true) are not supported")
-        if ctx.cfg.compile.mode is not None:
-            problems.append(f"workload=validate runs eager (compile={ctx.cfg.compile.name}): choose compile=none")
-        return problems
-
     def setup(self) -> None:
-        from b200lab.parallel import ParallelStrategy
+        from b200lab.parallel.base import ParallelStrategy
 
         ctx, cfg = self.ctx, self.ctx.cfg
         self.batch, self.seq_len = int(cfg.seq.batch), int(cfg.seq.len)
@@ -162,11 +132,8 @@ class Validate(Workload):
         return logits.detach(), loss.detach(), counts
 
     def _compare(self, logits, loss, ref_logits, ref_loss, ref_grads) -> tuple[dict, dict]:
-        from b200lab.models.base import TENSOR_PARALLEL_PLANS, tensor_parallel_plan
-
         tp = self.ctx.strategy.tensor_parallel
-        family = self.built.family.cfg.family
-        plan = tensor_parallel_plan(family) if tp > 1 and family in TENSOR_PARALLEL_PLANS else None
+        plan = self.built.family.tensor_parallel_plan() if tp > 1 else None
         logits_err = float((logits.float() - ref_logits.float()).abs().max() / ref_logits.float().abs().max())
         loss_err = float((loss.float() - ref_loss.float()).abs() / ref_loss.float().abs())
         per_param = {}

@@ -7,20 +7,21 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from b200lab.attention import AttentionBackend, AttentionConfig, AttnMask, expand_kv
+from b200lab.attention.base import AttentionBackend, AttnMask, expand_kv
+from b200lab.attention.config.base import AttentionConfig
 
 
 @dataclass
 class WindowConfig(AttentionConfig):
     window: int = 16
 
-
-class SlidingWindow(AttentionBackend):
-    Config = WindowConfig
-
     @classmethod
     def validate(cls, cfg, ctx):
         return [] if cfg.window >= 1 else [f"attention.window={cfg.window}: must be >= 1"]
+
+
+class SlidingWindow(AttentionBackend):
+    Config = WindowConfig
 
     def __init__(self, cfg, device):
         super().__init__(cfg, device)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from b200lab.parallel import ParallelismConfig, ParallelStrategy
+from b200lab.parallel.base import ParallelStrategy
+from b200lab.parallel.config.base import ParallelismConfig
 
 
 @dataclass

@@ -7,7 +7,8 @@ from typing import List
 
 import torch
 
-from b200lab.precision.base import PrecisionConfig, PrecisionRecipe
+from b200lab.precision.base import PrecisionRecipe
+from b200lab.precision.config.base import PrecisionConfig
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -17,13 +18,13 @@ class KeepFp32Config(PrecisionConfig):
     weight_dtype: str = "bfloat16"
     keep_fp32: List[str] = field(default_factory=lambda: ["norm"])  # module-name substrings left in float32
 
-
-class KeepFp32(PrecisionRecipe):
-    Config = KeepFp32Config
-
     @classmethod
     def validate(cls, cfg, ctx):
         return [] if cfg.weight_dtype in DTYPES else [f"precision.weight_dtype={cfg.weight_dtype!r}: choose {', '.join(DTYPES)}"]
+
+
+class KeepFp32(PrecisionRecipe):
+    Config = KeepFp32Config
 
     def __init__(self, cfg, device, training):
         super().__init__(cfg, device, training)

@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from b200lab.attention import AttnMask
+from b200lab.attention.base import AttnMask
 from b200lab.measure import flops
-from b200lab.models.base import ModelConfig, ModelFamily
+from b200lab.models.base import ModelFamily
+from b200lab.models.config.base import ModelConfig
 
 
 @dataclass
@@ -24,6 +25,15 @@ class ViTConfig(ModelConfig):
     d_model: int = 64
     n_heads: int = 4
     d_ff: int = 128
+
+    token_unit = "patch"
+
+    @classmethod
+    def validate(cls, cfg, ctx):
+        problems = cls.positive(cfg, "image_size", "patch_size", "channels", "n_classes", "n_layers", "d_model", "n_heads", "d_ff")
+        if not problems and cfg.image_size % cfg.patch_size:
+            problems.append(f"model.patch_size={cfg.patch_size} does not divide model.image_size={cfg.image_size}")
+        return problems
 
 
 class ViT(nn.Module):
@@ -55,14 +65,6 @@ class ViT(nn.Module):
 
 class TinyViT(ModelFamily):
     Config = ViTConfig
-    token_unit = "patch"
-
-    @classmethod
-    def validate(cls, cfg, ctx):
-        problems = cls.positive(cfg, "image_size", "patch_size", "channels", "n_classes", "n_layers", "d_model", "n_heads", "d_ff")
-        if not problems and cfg.image_size % cfg.patch_size:
-            problems.append(f"model.patch_size={cfg.patch_size} does not divide model.image_size={cfg.image_size}")
-        return problems
 
     def build(self, attention):
         return ViT(self.cfg, attention)

@@ -1,0 +1,1 @@
+"""The attention options' config classes: fields, checks and capabilities (torch-free)."""

@@ -1,0 +1,1 @@
+"""The data options' config classes: fields, checks and capabilities (torch-free)."""

@@ -1,0 +1,23 @@
+"""The card's copy bandwidth: ``dst.copy_(src)`` timed with device events, bytes counted read +
+written. ``workload=hbm`` times it as its step; the decode workloads measure it in their own job
+as the bound their bytes are held against (b200lab/serving/bandwidth.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from b200lab.measure.timing import step_stats, time_steps
+
+AUTO_SIZE_MB = {"cuda": 4096.0, "cpu": 256.0}  # MB (1e6 bytes) per buffer: far past any cache
+
+
+def copy_gbps(device: torch.device, size_mb: float, steps: int = 20) -> float:
+    """GB/s (1e9 bytes) of ``dst.copy_(src)`` counted read + written, median of ``steps``."""
+    n = int(size_mb * 1e6) // 4
+    src = torch.rand(n, device=device)
+    dst = torch.empty_like(src)
+    timing = time_steps(lambda: dst.copy_(src), device, warmup=3, steps=steps)
+    src = dst = None  # the buffers go before the model is built
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return 2 * n * 4 / (step_stats(timing.step_ms)["step_ms_p50"] / 1e3) / 1e9

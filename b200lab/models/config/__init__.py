@@ -1,0 +1,1 @@
+"""The model families' config classes: fields, checks and capabilities (torch-free)."""

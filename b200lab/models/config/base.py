@@ -1,0 +1,46 @@
+"""What every model family declares: what its "token" is, whether it decodes from a KV cache,
+its attention, its tensor-parallel plan, and what FP8 does for it. Other groups' checks ask
+these (never the family's name)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+from b200lab.core.component import CheckContext, ComponentConfig
+
+
+@dataclass
+class ModelConfig(ComponentConfig):
+    family: str = "?"  # recorded with the run (effective.model.family); no check keys on it
+
+    token_unit: ClassVar[str] = "token"  # what tokens_per_s counts: a text token, an image, a sample
+    decoder: ClassVar[bool] = False  # has a KV-cache decode path (family.decoder(model)): generate and serve run it
+    decode_reads_all_weights: ClassVar[bool] = True  # a decode step reads every weight (a mixture of experts reads the routed ones)
+    has_attention: ClassVar[bool] = True
+    attends_both_ways: ClassVar[bool] = False  # non-causal attention (encoders, diffusion)
+    fp8_problem: ClassVar[Optional[str]] = None  # why FP8 recipes cannot gain for this family, or None
+    tensor_parallel_plan: ClassVar[Optional[str]] = None  # module with apply(model, mesh, sp) and plain(name, full, cfg, tp)
+    no_tensor_parallel: ClassVar[str] = "use parallelism=ddp or fsdp"  # the hint when there is no plan
+
+    @staticmethod
+    def positive(cfg, *keys: str) -> list[str]:
+        """Messages for each ``model.KEY`` that is not a positive integer."""
+        return [f"model.{k}={cfg[k]}: must be a positive integer" for k in keys if cfg[k] is None or cfg[k] < 1]
+
+    @classmethod
+    def tensor_parallel_problems(cls, cfg, tp: int, sequence_parallel: bool, seq_len: int) -> list[str]:
+        """Why ``cfg`` cannot be split over ``tp`` ranks (empty when it can)."""
+        if cls.tensor_parallel_plan is None:
+            return [f"parallelism.tp={tp}: model family {cfg.get('family')!r} (model={cfg.get('name')}) has no tensor-parallel "
+                    f"plan; {cls.no_tensor_parallel}"]
+        return cls.split_problems(cfg, tp, sequence_parallel, seq_len)
+
+    @classmethod
+    def split_problems(cls, cfg, tp: int, sequence_parallel: bool, seq_len: int) -> list[str]:
+        """Why the family's plan cannot split this config over ``tp`` ranks (a family with a plan overrides it)."""
+        return []
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        return []

@@ -1,0 +1,52 @@
+"""The mixture-of-experts GPT: the dense GPT with each block's MLP replaced by a
+:class:`~b200lab.models.moe.layer.MoELayer`, so dense and MoE differ only in the MLP.
+
+The model returns a :class:`MoEOutput`: the logits plus the routers' auxiliary losses and
+per-layer expert loads, so the family (family.py) adds the load-balancing and z-loss terms to the
+loss and hands the loads to the workload (nothing travels through globals).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+
+from b200lab.models.gpt.model import GPT
+from b200lab.models.moe.layer import MoELayer
+
+
+class MoEOutput(NamedTuple):
+    logits: torch.Tensor  # (B, T, V)
+    aux_loss: torch.Tensor  # load-balancing losses summed over layers (0 outside training)
+    z_loss: torch.Tensor  # router z-losses summed over layers (0 outside training)
+    routed: torch.Tensor  # (layers, experts) assignments routed to each expert
+    kept: torch.Tensor  # (layers, experts) of those, kept under the capacity
+
+
+class MoEGPT(GPT):
+    def __init__(self, cfg, attention, d_ff_expert: int):
+        def make_mlp(index: int) -> nn.Module:
+            return MoELayer(cfg.d_model, cfg.n_experts, cfg.top_k, d_ff_expert, cfg.n_shared_experts, cfg.router,
+                            cfg.renormalize, cfg.capacity_factor, cfg.expert_impl, cfg.selection_bias, cfg.norm_eps, cfg.norm)
+
+        super().__init__(cfg, attention, make_mlp=make_mlp)
+
+    def moe_layers(self) -> list[MoELayer]:
+        return [block.mlp for block in self.blocks]
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for layer in self.moe_layers():
+            layer.reset_parameters(residual_scale=(2 * self.cfg.n_layers) ** -0.5)
+
+    def forward(self, idx: torch.Tensor, positions: Optional[torch.Tensor] = None, doc_ids: Optional[torch.Tensor] = None,
+                cache=None, last_only: bool = False) -> MoEOutput:
+        logits = super().forward(idx, positions, doc_ids, cache, last_only)
+        layers = self.moe_layers()
+        stats = [layer.stats for layer in layers]
+        for layer in layers:
+            layer.stats = None  # the output holds them now
+        return MoEOutput(logits, torch.stack([s.aux_loss for s in stats]).sum(), torch.stack([s.z_loss for s in stats]).sum(),
+                         torch.stack([s.routed for s in stats]), torch.stack([s.kept for s in stats]))

@@ -1,0 +1,1 @@
+"""The parallelism options' config classes: fields, checks and capabilities (torch-free)."""

@@ -1,0 +1,1 @@
+"""The precision options' config classes: fields, checks and capabilities (torch-free)."""

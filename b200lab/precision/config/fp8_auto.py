@@ -1,0 +1,79 @@
+"""``precision=fp8_auto``: the best real FP8 path this machine has, else no FP8, and why
+(b200lab/precision/fp8_auto.py). The choice is made here, from config classes only, so the
+parent's check and the rank's build agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+from b200lab.core.component import CheckContext, DecodeRows
+from b200lab.precision.availability import (
+    TE_RECIPES,
+    te_decode_rows_problem,
+    te_problem,
+)
+from b200lab.precision.config.autocast import AutocastConfig
+from b200lab.precision.config.base import PrecisionConfig
+from b200lab.precision.config.te_fp8 import TEFP8Config
+from b200lab.precision.config.torchao_fp8 import TorchaoFP8Config
+from b200lab.precision.config.weight_only import FP8WeightOnlyConfig
+
+# the order tried after Transformer Engine: (label, config class), training and inference
+AFTER_TE = {True: [("torchao", TorchaoFP8Config)], False: [("fp8_weight_only", FP8WeightOnlyConfig)]}
+RAN = {TEFP8Config: "transformer_engine", TorchaoFP8Config: "torchao", FP8WeightOnlyConfig: "fp8_weight_only",
+       AutocastConfig: "no fp8 (precision=auto)"}
+
+
+@dataclass
+class FP8AutoConfig(PrecisionConfig):
+    recipe: str = "delayed"  # the Transformer Engine recipe to try first
+    master_dtype: Optional[str] = "auto"
+    avoid_te: Optional[str] = None  # why Transformer Engine cannot run this workload (a decode workload sets it)
+
+    target = "b200lab.precision.fp8_auto.FP8AutoPrecision"
+    fp8_gemms = True
+    may_use_te = True
+    replaces_linears = "Transformer Engine, torchao or b200lab FP8"
+
+    @classmethod
+    def candidates(cls, cfg, device: str, training: bool) -> tuple[type, list[str]]:
+        """(the config class of the recipe to run, why each better choice was passed over)."""
+        passed: list[str] = []
+        why = cfg.get("avoid_te") or te_problem(cfg.recipe, device)
+        if why is None:
+            return TEFP8Config, passed
+        passed.append(f"transformer_engine: {why}")
+        for label, config in AFTER_TE[training]:
+            ok, reason = config.available(device)
+            if ok:
+                return config, passed
+            passed.append(f"{label}: {reason}")
+        if training:
+            passed.append("fp8_weight_only: inference only")
+        return AutocastConfig, passed
+
+    @classmethod
+    def inner_config(cls, cfg, config: type):
+        """A section for the chosen recipe: its defaults, with the fields fp8_auto shares."""
+        inner = OmegaConf.structured(config(_target_=config.target, name=cfg.name))
+        if config is TEFP8Config:
+            inner.recipe = cfg.recipe
+        if "master_dtype" in inner:
+            inner.master_dtype = cfg.master_dtype
+        return inner
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        if cfg.recipe not in TE_RECIPES:
+            return [f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(TE_RECIPES)}"]
+        overrides = cls.decode_overrides(cfg, ctx.spec("workload").decode_rows(ctx.cfg.workload, ctx.cfg))
+        config, _ = cls.candidates(OmegaConf.merge(cfg, overrides) if overrides else cfg, ctx.device, ctx.training)
+        return config.validate(cls.inner_config(cfg, config), ctx)
+
+    @classmethod
+    def decode_overrides(cls, cfg, rows: Optional[DecodeRows]) -> dict:
+        why = te_decode_rows_problem(cfg.recipe, rows)
+        return {"avoid_te": why} if why else {}

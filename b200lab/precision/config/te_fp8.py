@@ -1,0 +1,64 @@
+"""``precision=fp8, fp8_current, fp8_block, fp8_mxfp8, fp8_nvfp4``: Transformer Engine recipes
+(b200lab/precision/te_fp8.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from b200lab.core.component import CheckContext, DecodeRows
+from b200lab.precision.availability import (
+    TE_RECIPES,
+    te_decode_rows_problem,
+    te_problem,
+)
+from b200lab.precision.config.base import PrecisionConfig
+
+FORMATS = ("auto", "hybrid", "e4m3")
+
+
+@dataclass
+class TEFP8Config(PrecisionConfig):
+    recipe: str = "delayed"  # delayed | current | block | mxfp8 | nvfp4
+    fp8_format: str = "auto"  # auto: the recipe's default (hybrid for delayed/current) | hybrid (e4m3 forward, e5m2 grads) | e4m3
+    amax_history_len: int = 1024  # delayed only
+    amax_compute_algo: str = "max"  # delayed only: max | most_recent
+    skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in bf16
+    master_dtype: Optional[str] = "auto"  # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
+
+    target = "b200lab.precision.te_fp8.TEFP8Precision"
+    fp8_gemms = True
+    may_use_te = True
+    replaces_linears = "Transformer Engine"
+
+    @classmethod
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
+        problems = []
+        if cfg.recipe not in TE_RECIPES:
+            return [f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(TE_RECIPES)}"]
+        if cfg.fp8_format not in FORMATS:
+            problems.append(f"precision.fp8_format={cfg.fp8_format!r}: choose one of {', '.join(FORMATS)}")
+        if cfg.amax_compute_algo not in ("max", "most_recent"):
+            problems.append(f"precision.amax_compute_algo={cfg.amax_compute_algo!r}: choose max or most_recent")
+        if cfg.amax_history_len < 1:
+            problems.append(f"precision.amax_history_len={cfg.amax_history_len}: must be >= 1")
+        if str(cfg.master_dtype).lower() not in ("auto", "none", "null", "float32"):
+            problems.append(f"precision.master_dtype={cfg.master_dtype!r}: choose auto, none or float32")
+        tokens = int(ctx.cfg.seq.batch) * int(ctx.cfg.seq.len)
+        if tokens % 16:
+            problems.append(f"seq.batch x seq.len = {tokens} tokens: FP8 GEMMs need a multiple of 16")
+        if ctx.cfg.compile.mode is not None and ctx.cfg.compile.fullgraph:
+            problems.append(f"precision={cfg.name} with compile.fullgraph=true: Transformer Engine's modules are graph breaks "
+                            "(they run eager between the compiled parts); set compile.fullgraph=false")
+        why = te_problem(cfg.recipe, ctx.device)
+        if why:
+            problems.append(f"precision={cfg.name} precision.recipe={cfg.recipe}: {why}")
+        return problems
+
+    @classmethod
+    def decode_problem(cls, cfg, rows: Optional[DecodeRows]) -> Optional[str]:
+        why = te_decode_rows_problem(cfg.recipe, rows)
+        if why is None:
+            return None
+        fixed = ", or a seq.batch that is a multiple of TE's alignment" if rows.count is not None else ""
+        return f"precision={cfg.name}: {why}; use precision=fp8_weight_only (e4m3 weights, bf16 compute), fp8_auto or bf16{fixed}"

@@ -1,0 +1,221 @@
+"""One sweep point, in the parent process: validate, open its MLflow run, launch, aggregate,
+write results.json, then publish it. Nothing measured is lost to a later failure.
+
+Everything a later step needs (the sweep's parent run, this job's outcome) is read from or
+written to files, so the job runs the same under any Hydra launcher."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from b200lab.core.machine import ConfigError, resolve_device
+from b200lab.core.registry import config_class
+from b200lab.core.validation import validate
+from b200lab.measure.environment import host_env
+from b200lab.parallel.rendezvous import this_node
+from b200lab.records import results as results_io
+from b200lab.records.aggregate import aggregate
+from b200lab.records.tracking import Tracker, flatten, probe, publish, resolve_uri
+from b200lab.reports.summary import one_line
+from b200lab.runner import progress, sweep
+from b200lab.runner.launch import launch
+from b200lab.runner.staging import stage_inputs
+
+
+def requested(cfg: DictConfig) -> dict:
+    return {
+        "precision": cfg.precision.name,
+        "attention": cfg.attention.name,
+        "parallelism": requested_layout(cfg.parallelism),
+        "device": cfg.run.device,
+        "compile": cfg.compile.name,
+        "workload": cfg.workload.name,
+    }
+
+
+def requested_layout(parallelism) -> str:
+    """The layout as asked: ``ddp nproc=2``, or for a mesh (nproc derived) ``tp tp=2 dp=1``."""
+    if parallelism.get("nproc") is None and "tp" in parallelism:
+        words = [f"tp={parallelism.tp}", f"dp={parallelism.dp}"]
+    else:
+        words = [f"nproc={parallelism.nproc}"]
+    if int(parallelism.get("nnodes") or 1) > 1:
+        words.append(f"nnodes={parallelism.nnodes}")
+    return " ".join([parallelism.name, *words])
+
+
+def run_name(cfg) -> str:
+    """model-workload-seq-precision-attention, from the options as chosen (an option that cannot
+    be resolved shows as typed, so a failed point still gets its MLflow run)."""
+    tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    parts = [(tree.get(g) or {}).get("name", "?") if isinstance(tree.get(g), dict) else "?" for g in ("model", "workload", "seq", "precision", "attention")]
+    return "-".join(str(p) for p in parts)
+
+
+def run_job(cfg: DictConfig) -> dict:
+    hc = HydraConfig.get()
+    sweep_dir = Path(str(hc.sweep.dir)).absolute() if hc.mode == RunMode.MULTIRUN else None
+    try:
+        return _run(cfg, hc, sweep_dir)
+    except KeyboardInterrupt:  # outside the measurement (that one is handled in _run): still end the sweep
+        if sweep_dir:
+            sweep.finish(sweep_dir, interrupted=True)
+        raise
+
+
+def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
+    job_dir = Path(hc.runtime.output_dir)
+    record = sweep.read_parent(sweep_dir) if sweep_dir else None
+    point = " ".join(OmegaConf.to_container(hc.overrides.task, resolve=False)) or "(defaults)"  # as typed, unresolved
+    started = time.monotonic()
+    progress.say(sweep_dir, hc.job.num if sweep_dir else 0, point, "starts")
+    try:  # an interpolation that cannot resolve or a group left empty is a configuration error
+        resolved, asked, unresolvable = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), requested(cfg), None
+    except OmegaConfBaseException as exc:
+        resolved, asked = OmegaConf.to_container(cfg, resolve=False), {}
+        key = getattr(exc, "full_key", None)
+        unresolvable = ConfigError(f"invalid configuration:\n  - {key + ': ' if key else ''}{str(exc).splitlines()[0]}")
+    results: dict = {
+        "schema_version": results_io.SCHEMA_VERSION, "status": "ok", "error": None, "point": point,
+        "job_num": hc.job.num if sweep_dir else 0, "sweep_id": (record or {}).get("sweep_id"), "requested": asked,
+        "effective": {}, "config": resolved, "env": host_env(), "metrics": {}, "step_ms": [],
+    }
+    try:
+        if unresolvable:
+            raise unresolvable
+        device = resolve_device(cfg.run.device)
+        completed = validate(cfg, device)
+        if completed is not None:  # the config with each component's defaults filled in
+            results["config"] = OmegaConf.to_container(completed, resolve=True)
+        results["config"]["run"]["device"] = device
+        staging = stage_inputs(completed, config_class("workload", completed.workload._target_), job_dir)  # e.g. a checkpoint
+        if staging:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(staging))
+    except ConfigError as exc:
+        if not sweep_dir:  # nothing is created: say why and stop
+            print(f"b200lab: {exc}", file=sys.stderr)
+            raise SystemExit(2)
+        results.update(status="error", error=str(exc))
+    node = _node_rank(results)
+    if node:  # node 0 writes the job dir's config.yaml (the ranks of every node read it) and results
+        return _run_other_node(cfg, job_dir, results, node)
+    OmegaConf.save(OmegaConf.create(results["config"]), job_dir / "config.yaml")
+
+    tracker = _open_run(cfg, results, sweep_dir)
+    interrupted = False
+    if results["status"] == "ok":
+        print(f"b200lab: {point} -> {job_dir}", flush=True)
+        if tracker:
+            tracker.start_system_metrics(results["mlflow"]["run_id"])
+        try:
+            interrupted = _measure(cfg, job_dir, results)
+        finally:
+            if tracker:
+                tracker.stop_system_metrics()
+    _save_and_publish(tracker, results, job_dir)
+    print(one_line(results), flush=True)
+    progress.say(sweep_dir, hc.job.num if sweep_dir else 0, point, f"{results['status']} in {time.monotonic() - started:.1f} s")
+    if interrupted:
+        print("\nb200lab: interrupted; what was measured is kept (status interrupted, MLflow KILLED)", file=sys.stderr)
+        if sweep_dir:
+            sweep.finish(sweep_dir, interrupted=True)
+        raise SystemExit(130)
+    return results
+
+
+def _node_rank(results: dict) -> int:
+    """This machine's node rank in a multi-node job (0 for a one-node job or a config error)."""
+    if results["status"] != "ok":
+        return 0
+    return this_node(OmegaConf.create(results["config"]["parallelism"]))
+
+
+def _run_other_node(cfg: DictConfig, job_dir: Path, results: dict, node: int) -> dict:
+    """Node ``node`` > 0 of a multi-node job runs its share of the ranks and records nothing:
+    node 0 opens the job's one MLflow run and writes results.json from every rank's file in the
+    shared job dir."""
+    print(f"b200lab: node {node}: running this node's ranks; node 0 records the job ({job_dir})", flush=True)
+    outcome = launch(job_dir, cfg, job_dir / f"job.node{node}.log", OmegaConf.create(results["config"]["parallelism"]))
+    ok = outcome.returncode == 0 and not (outcome.interrupted or outcome.timed_out)
+    print(f"b200lab: node {node}: ranks {'finished' if ok else f'ended with exit code {outcome.returncode}'}", flush=True)
+    if outcome.interrupted or not ok:
+        raise SystemExit(130 if outcome.interrupted else 1)
+    return {**results, "node_rank": node}
+
+
+def _save_and_publish(tracker: Optional[Tracker], results: dict, job_dir: Path) -> None:
+    """results.json first; the copy logged to MLflow is the final one (synced, with its run ids);
+    if the upload fails it is rewritten unsynced, with the reason, for `b200lab sync`."""
+    if not tracker:
+        results_io.write(job_dir, results)
+        return
+    results["mlflow"].update(synced=True, error=None)
+    results_io.write(job_dir, results)
+    try:
+        publish(tracker, results["mlflow"]["run_id"], results, job_dir)
+    except Exception as exc:
+        results["mlflow"].update(synced=False, error=f"MLflow: {type(exc).__name__}: {exc}")
+        results_io.write(job_dir, results)
+
+
+def _open_run(cfg: DictConfig, results: dict, sweep_dir: Optional[Path]) -> Optional[Tracker]:
+    """Create the job's MLflow run (params and requested tags) if the store answers; record in
+    results["mlflow"] either way."""
+    uri = resolve_uri(cfg.tracking.uri)
+    info = results["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None, "parent_run_id": None, "synced": False, "error": None}
+    problem = probe(uri, cfg.tracking.probe_timeout_s)
+    if problem:
+        print(f"b200lab: {problem}; measuring anyway, results.json is kept, upload later with `b200lab sync`")
+        info["error"] = problem
+        return None
+    parent = sweep.parent_run(sweep_dir).get("run_id") if sweep_dir else None
+    try:
+        tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
+        run_id = tracker.create_run(run_name(cfg), {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}},
+                                    parent, git_sha=results["env"].get("git_sha"))
+        tracker.log_params(run_id, flatten(results["config"]))
+    except Exception as exc:  # a store that fails after the probe: keep measuring
+        info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
+        return None
+    info.update(experiment_id=tracker.experiment_id, run_id=run_id, parent_run_id=parent)
+    return tracker
+
+
+def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
+    """Launch the ranks and fold their reports into results; True if interrupted by the user."""
+    outcome = launch(job_dir, cfg, job_dir / "job.log", OmegaConf.create(results["config"]["parallelism"]))
+    profile_notes = {**outcome.profile, **(outcome.ranks[0].get("profile", {}) if outcome.ranks else {})}
+    if profile_notes:
+        results["profile"] = profile_notes
+    killed = "; ".join(outcome.killed.values())
+    if outcome.ranks:
+        agg = aggregate(outcome.ranks)
+        results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"],
+                       step_ms=agg["step_ms"], measurement=agg["info"])
+        if agg["curves"]:
+            results["curves"] = agg["curves"]
+        results["env"].update(agg["env"])
+        if agg["unaggregated"]:
+            results["unaggregated_metrics"] = agg["unaggregated"]
+        if killed:  # the signal first; the ranks it took down with it after
+            kept = "; the steps timed before are kept" if any(r.get("partial") for r in outcome.ranks) else ""
+            others = [f"rank {r['rank']}: {r['error']}" for r in outcome.ranks if r.get("error") and not r.get("partial")]
+            results.update(status="error", error="; ".join([killed + kept, *others]))
+    else:
+        why = killed or f"no rank reported (exit code {outcome.returncode})"
+        results.update(status="error", error=f"{why}; last output:\n{outcome.log_tail[-1500:]}")
+    if outcome.timed_out:
+        n = results["metrics"].get("n_steps", len(results["step_ms"]))
+        results.update(status="error", error=f"timeout: the job exceeded run.timeout_s={float(cfg.run.timeout_s):g} s and was stopped "
+                                             f"({n} timed steps kept)")
+    elif outcome.interrupted:
+        results["status"] = "interrupted"
+    return outcome.interrupted

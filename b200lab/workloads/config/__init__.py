@@ -1,0 +1,1 @@
+"""The workloads' config classes: options, checks and capabilities (torch-free)."""
