@@ -30,7 +30,7 @@ examples:
 
 exit codes:
   0    every point measured (oom is a measurement)
-  1    a point errored (or a results.json is unreadable)
+  1    a point errored or diverged (or a results.json is unreadable, or the disk is full)
   2    bad configuration: nothing ran
   3    measured but not in MLflow: run `b200lab sync`
   4    gate: the hardware differs from the baseline's (no verdict)

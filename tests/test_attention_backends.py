@@ -28,7 +28,6 @@ from b200lab.models.config.gpt import GPTConfig
 from b200lab.models.gpt.model import GPT, apply_rotary, rotary_tables
 from b200lab.precision.availability import te_version
 
-ON_GPU = torch.cuda.is_available()
 
 
 def backend(cls, name: str, device: str = "cpu", **fields):
@@ -280,8 +279,7 @@ GPU_BACKENDS = [
 ]
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU: the CUDA kernels (and FlexAttention's backward) have no CPU path")
+@pytest.mark.gpu  # the CUDA kernels (and FlexAttention's backward) have no CPU path
 @pytest.mark.parametrize("cls,name,fields", GPU_BACKENDS, ids=[f"{b[1]}-{b[2]}" for b in GPU_BACKENDS])
 def test_gpu_backend_forward_and_backward_match_math(cls, name, fields):
     if cls is TEAttention and te_version() is None:  # not importorskip: TE must be imported through import_te
@@ -304,8 +302,7 @@ def test_gpu_backend_forward_and_backward_match_math(cls, name, fields):
         assert (got.float() - want).abs().max() < 3e-2 * max(1.0, float(scale)), attn.effective
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU: FlexAttention's document mask trains only there")
+@pytest.mark.gpu  # FlexAttention's document mask trains only there
 def test_gpu_flex_document_mask_matches_math():
     flex = backend(FlexAttention, "flex_document", device="cuda", documents=True)
     q, k, v = qkv(batch=2, heads=4, kv_heads=4, t=2048, d=64, dtype=torch.bfloat16, device="cuda", grad=True)
@@ -319,8 +316,7 @@ def test_gpu_flex_document_mask_matches_math():
         assert (got.float() - want).abs().max() < 3e-2 * max(1.0, float(want.abs().max()))
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU: peak memory of checkpointing is read from the CUDA allocator")
+@pytest.mark.gpu  # peak memory of checkpointing is read from the CUDA allocator
 def test_gpu_checkpointing_lowers_peak_memory():
     peaks = {}
     for mode in ("none", "selective", "full"):

@@ -73,19 +73,27 @@ def test_unreachable_store_is_stated_results_kept_and_synced_later(tmp_path, sto
     proc = run_cli([*FAST, INLINE], tmp_path, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert proc.returncode == 3, proc.output
     assert "tracking server http://127.0.0.1:9 did not answer" in proc.output
-    assert "1 result(s) not in MLflow; upload with `b200lab sync`" in proc.stderr
+    assert "1 result(s) not in MLflow (http://127.0.0.1:9: tracking server http://127.0.0.1:9 did not answer" in proc.stderr
+    assert "`b200lab sync` uploads each to the store its results.json records (--uri URI for another)" in proc.stderr
     [res] = results_files(tmp_path / "outputs")
     assert res["status"] == "ok" and res["mlflow"]["synced"] is False and res["metrics"]["tokens_per_s"] > 0
 
-    sync = subprocess.run([sys.executable, "-m", "b200lab", "sync"], cwd=tmp_path, env=cli_env(store), capture_output=True, text=True, timeout=300)
-    assert sync.returncode == 0, sync.stdout + sync.stderr
+    def sync(*extra):
+        return subprocess.run([sys.executable, "-m", "b200lab", "sync", *extra], cwd=tmp_path, env=cli_env(store), capture_output=True,
+                              text=True, timeout=300)
+
+    still_down = sync()  # the recorded store, not $MLFLOW_TRACKING_URI: a sweep never splits over two stores
+    assert still_down.returncode == 3 and "tracking server http://127.0.0.1:9 did not answer" in still_down.stderr
+    assert runs(store["MLFLOW_TRACKING_URI"]) == []
+    moved = sync("--uri", store["MLFLOW_TRACKING_URI"])
+    assert moved.returncode == 0, moved.stdout + moved.stderr
     [run] = runs(store["MLFLOW_TRACKING_URI"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["tokens_per_s"] == pytest.approx(res["metrics"]["tokens_per_s"])
     assert run.data.tags["mlflow.source.git.commit"] == res["env"]["git_sha"]
     [res] = results_files(tmp_path / "outputs")
     assert res["mlflow"]["synced"] and res["mlflow"]["run_id"] == run.info.run_id
-    again = subprocess.run([sys.executable, "-m", "b200lab", "sync"], cwd=tmp_path, env=cli_env(store), capture_output=True, text=True, timeout=300)
+    again = sync()
     assert again.returncode == 0 and "nothing to upload" in again.stdout
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from support import REPO, results_files, run_cli, runs
+from support import FAST, REPO, results_files, run_cli, runs
 
 PLUGINS = REPO / "tests" / "plugins"
 SEARCH = f"hydra.searchpath=[file://{PLUGINS / 'conf'}]"
-SHORT = ["seq=short", "workload.warmup_steps=1", "workload.steps=3"]
+SHORT = FAST
 
 pytestmark = pytest.mark.e2e
 

@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+
+from b200lab.models.gpt.family import GPTFamily
 from support import FAST, INLINE, results_files, run_cli, runs
 
 from b200lab.precision.availability import TE_RECIPES, recipe_problem, te_version
@@ -70,9 +72,12 @@ def test_fp8_auto_on_cpu_falls_back_and_records_why(tmp_path, store, workload):
 
 # ---- on a GPU with Transformer Engine -----------------------------------------------------------
 
-needs_te = pytest.mark.skipif(
-    not (torch.cuda.is_available() and te_version() is not None and torch.cuda.get_device_capability() >= (8, 9)),
-    reason="needs Transformer Engine and an FP8-capable NVIDIA GPU (compute capability >= 8.9)")
+def needs_te(test):
+    """A GPU test that also needs Transformer Engine and FP8 tensor cores (compute capability >= 8.9)."""
+    fp8_card = not torch.cuda.is_available() or torch.cuda.get_device_capability() >= (8, 9)
+    return pytest.mark.gpu(pytest.mark.skipif(te_version() is None or not fp8_card,
+                                              reason="needs Transformer Engine (pip install 'b200lab[fp8]') on a card with "
+                                                     "compute capability >= 8.9")(test))
 
 
 def _tiny_gpt(**fields):
@@ -158,7 +163,7 @@ def test_a_tied_head_and_unaligned_layers_stay_bf16_with_the_reason():
 
     te = import_te()
     model = _tiny_gpt(tie_embeddings=True, d_ff=1000)
-    conv = convert_model(model, te, torch.bfloat16, "cuda")
+    conv = convert_model(model, te, torch.bfloat16, "cuda", patterns=GPTFamily(model.cfg).fp8_patterns())
     assert conv.kept["head"] == "weight tied to another module (the embedding)"
     assert "not a multiple of 16" in conv.kept["blocks.0.mlp"]
 
@@ -184,7 +189,8 @@ def test_lab_train_in_fp8_records_modules_recipe_and_both_mfus(tmp_path, store, 
 def test_moe_experts_on_te_grouped_linear_match_the_bf16_grouped_path(capacity_factor):
     import copy
 
-    from b200lab.models.moe.layer import MoELayer
+    from b200lab.models.moe.layer import Experts, MoELayer
+    from b200lab.models.patterns import GroupedExperts
     from b200lab.precision.te_convert import convert_model, plain_state_dict
     from b200lab.precision.te_support import import_te
 
@@ -195,7 +201,7 @@ def test_moe_experts_on_te_grouped_linear_match_the_bf16_grouped_path(capacity_f
         layer.reset_parameters()
     want_state = {k: v.clone() for k, v in layer.state_dict().items()}
     converted = copy.deepcopy(layer)
-    conv = convert_model(converted, te, torch.bfloat16, "cuda")
+    conv = convert_model(converted, te, torch.bfloat16, "cuda", patterns={Experts: GroupedExperts()})
     assert conv.modules["experts"] == "GroupedLinear x2"
     x = torch.randn(4, 96, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     want = layer(x).double()
@@ -258,7 +264,7 @@ def test_the_converter_carries_every_weight_and_maps_the_names_back(fields):
     for p in model.parameters():  # fresh values everywhere, biases and norm weights included
         torch.nn.init.normal_(p)
     want = {k: v.clone() for k, v in model.state_dict().items()}
-    conv = convert_model(model, _TEStandIns, torch.float32, "cpu")
+    conv = convert_model(model, _TEStandIns, torch.float32, "cpu", patterns=GPTFamily(cfg).fp8_patterns())
     assert conv.counts() == {"LayerNormLinear": 2, "LayerNormMLP": 2, "Linear": 3}
     assert isinstance(model.blocks[0].norm_attn, torch.nn.Identity)
     back = plain_state_dict(model, conv)
@@ -266,3 +272,43 @@ def test_the_converter_carries_every_weight_and_maps_the_names_back(fields):
     if fields.get("norm") == "layernorm" and not fields.get("bias"):  # TE's bias stays zero and frozen
         ln = model.blocks[0].qkv.layer_norm_bias
         assert not ln.requires_grad and not ln.any()
+
+
+def test_the_converter_fuses_what_a_family_declares_whatever_its_attributes_are_called():
+    """Converters key on module types the family declares (b200lab/models/patterns.py), never on
+    attribute names: a block whose norm and projection are called ``ln`` and ``proj`` fuses when
+    declared, stays two modules when not; the ViT's blocks and MLPs fuse through its own patterns."""
+    from omegaconf import OmegaConf
+
+    from b200lab.models.config.vit import ViTConfig
+    from b200lab.models.patterns import NormLinear, NormMLP
+    from b200lab.models.vit import MLP, EncoderBlock, ViTFamily
+    from b200lab.precision.te_convert import convert_model, plain_state_dict
+
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln, self.proj = torch.nn.LayerNorm(32), torch.nn.Linear(32, 48)
+
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,))))
+    declared, plain = Odd(), Odd()
+    for m in (declared, plain):
+        for p in m.parameters():
+            torch.nn.init.normal_(p)
+    want = {k: v.clone() for k, v in declared.state_dict().items()}
+    conv = convert_model(declared, _TEStandIns, torch.float32, "cpu", patterns={Odd: NormLinear("ln", "proj")})
+    assert conv.counts() == {"LayerNormLinear": 1} and isinstance(declared.ln, torch.nn.Identity)
+    back = plain_state_dict(declared, conv)
+    assert set(back) == set(want) and all(torch.equal(back[k], want[k]) for k in want)
+    assert convert_model(plain, _TEStandIns, torch.float32, "cpu").counts() == {"Linear": 1}  # nothing declared: no fusion
+
+    cfg = OmegaConf.structured(ViTConfig(_target_="b200lab.models.vit.ViTFamily", name="v", image_size=32, patch_size=8, n_layers=2,
+                                         d_model=64, n_heads=4, d_ff=128, n_classes=16))
+    family = ViTFamily(cfg)
+    assert family.fp8_patterns() == {EncoderBlock: NormLinear("norm_attn", "qkv"), MLP: NormMLP()}
+    model = family.build(None)
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    conv = convert_model(model, _TEStandIns, torch.float32, "cpu", patterns=family.fp8_patterns())
+    assert conv.counts() == {"LayerNormLinear": 2, "LayerNormMLP": 2, "Linear": 3}  # out x2 and the head
+    back = plain_state_dict(model, conv)
+    assert set(back) == set(want) and all(torch.equal(back[k], want[k]) for k in want)

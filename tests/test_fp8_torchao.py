@@ -57,7 +57,8 @@ def test_a_torchao_recipe_that_cannot_run_the_workload_is_refused(tmp_path, stor
 
 # ---- where torchao and an FP8 GPU exist -----------------------------------------------------------
 
-@pytest.mark.skipif(not FP8_HERE, reason="needs torchao >= 0.10 and an NVIDIA GPU with compute capability >= 8.9")
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.is_available() and not FP8_HERE, reason="needs torchao >= 0.10 and compute capability >= 8.9")
 @pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
 def test_torchao_float8_converts_the_projections_and_trains(recipe):
     from torchao.float8.float8_linear import Float8Linear

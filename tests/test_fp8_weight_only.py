@@ -180,8 +180,9 @@ def test_the_plain_state_dict_loads_into_the_unconverted_model():
         assert torch.equal(plain(idx), converted(idx))  # the same de-quantised weights, the same ops
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-                    reason="needs an NVIDIA GPU with FP8 tensor cores (compute capability >= 8.9)")
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs FP8 tensor cores (compute capability >= 8.9)")
 def test_on_an_fp8_gpu_the_scaled_mm_path_matches_the_dequantised_one():
     g = torch.Generator(device="cuda").manual_seed(torch.seed() % 2**31)
     linear = torch.nn.Linear(256, 512, bias=True, device="cuda", dtype=torch.bfloat16)

@@ -279,6 +279,7 @@ def test_report_table_reads_archived_results(tmp_path, store):
     assert empty.returncode == 2 and "no results.json under" in empty.stderr
 
 
+@pytest.mark.gpu
 def test_energy_regions_too_short_for_the_counter_report_no_number():
     """On a machine with NVML: a region shorter than MIN_REGION_S reports energy unavailable with
     the reason, never 0 J."""

@@ -26,7 +26,7 @@ from b200lab.models.moe.layer import (
 )
 
 needs_grouped_mm = pytest.mark.skipif(GROUPED_MM is None, reason="this torch has no torch._grouped_mm")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.gpu
 
 
 def layer(impl="grouped", capacity=None, score="softmax", shared=0, top_k=2, n_experts=4, d=16, f=24, bias=None):

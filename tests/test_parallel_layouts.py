@@ -41,7 +41,8 @@ def test_moe_under_tensor_parallel_and_a_wrong_nproc_are_refused(tmp_path, store
     assert runs(store["MLFLOW_TRACKING_URI"]) == []
     proc = run_cli(["parallelism=tp", "precision=fp8_weight_only", "workload=forward"], tmp_path, store)
     assert proc.returncode == 2, proc.output
-    assert "precision=fp8_weight_only with parallelism.tp=2: the FP8 recipes replace nn.Linear" in proc.stderr
+    assert ("precision=fp8_weight_only with parallelism.tp=2: this recipe replaces nn.Linear with b200lab's FP8WeightLinear modules"
+            in proc.stderr)
 
 
 @pytest.mark.parametrize("heads,kv_heads,tp", [(4, 4, 2), (8, 2, 2), (12, 4, 4), (6, 6, 3)])

@@ -64,7 +64,7 @@ def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_pat
                 break
         out = "".join(seen) + sweep.communicate(timeout=600)[0]
         assert sweep.returncode == 3, out
-        assert "3 result(s) not in MLflow; upload with `b200lab sync`" in out
+        assert "3 result(s) not in MLflow (" in out and "`b200lab sync` uploads each to the store its results.json records" in out
         records = results_files(tmp_path / "multirun")
         assert [r["mlflow"]["run_id"] is not None for r in records] == [True, False, False]
 

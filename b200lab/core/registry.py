@@ -207,24 +207,19 @@ def implementation(group: str, target: Optional[str]) -> type:
     return cls
 
 
-_REGISTERED = False
-
-
 def register_schemas() -> list[str]:
     """Store every option's config class in Hydra's ConfigStore as ``schema/<group>/<name>`` with
-    its ``_target_`` set, so options compose with their class's fields and defaults (once per
-    process). Returns warnings for plugins that could not be loaded."""
-    global _REGISTERED
-    if not _REGISTERED:
-        from hydra.core.config_store import ConfigStore
+    its ``_target_`` set, so options compose with their class's fields and defaults. The options
+    are found once per process (entry points included); storing them is cheap. Returns warnings
+    for plugins that could not be loaded."""
+    from hydra.core.config_store import ConfigStore
 
-        store = ConfigStore.instance()
-        for group in GROUPS:
-            for name, option in options(group).items():
-                node = OmegaConf.structured(option.config)
-                node._target_ = option.target
-                store.store(group=f"schema/{group}", name=name, node=node, provider=option.source)
-        _REGISTERED = True
+    store = ConfigStore.instance()
+    for group in GROUPS:
+        for name, option in options(group).items():
+            node = OmegaConf.structured(option.config)
+            node._target_ = option.target
+            store.store(group=f"schema/{group}", name=name, node=node, provider=option.source)
     return plugin_warnings()
 
 

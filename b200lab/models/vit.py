@@ -6,9 +6,10 @@ patch), a class token, learned position embeddings, pre-norm blocks (LayerNorm, 
 biases, non-causal attention through the configured backend, output projection, LayerNorm + GELU
 MLP), a final LayerNorm and a linear classifier on the class token. The MLP is the GPT's
 (b200lab/models/gpt/model.py ``MLP``, tanh GELU; timm's default is the exact erf GELU, the same cost),
-and the block names its attention input ``norm_attn`` + ``qkv``, so precision=fp8 converts a
-ViT exactly as it converts the GPT (LayerNormLinear, LayerNormMLP, te.Linear; the 1000-class head
-is not a multiple of 16 and stays bf16, said in ``effective.precision.high_precision``).
+and the family declares its fusable patterns (``fp8_patterns``: the attention input's norm and
+qkv, the MLP), so precision=fp8 converts a ViT as it converts the GPT (LayerNormLinear,
+LayerNormMLP, te.Linear; the 1000-class head is not a multiple of 16 and stays bf16, said in
+``effective.precision.high_precision``).
 
 Data: random images (normal noise, never all zero) and labels that are a fixed function of the
 image (the arg-max of a fixed random linear map of its mean patch), so a few CPU steps show the
@@ -25,6 +26,7 @@ from b200lab.attention.base import AttnMask
 from b200lab.measure import flops as F_
 from b200lab.models.config.vit import ViTConfig
 from b200lab.models.gpt.model import MLP
+from b200lab.models.patterns import NormLinear, NormMLP
 from b200lab.models.sample_family import SampleFamily
 
 FULL = AttnMask(causal=False)  # every token sees every token
@@ -99,6 +101,10 @@ class ViTFamily(SampleFamily):
 
     def build(self, attention) -> nn.Module:
         return ViT(self.cfg, attention)
+
+    def fp8_patterns(self) -> dict:
+        """Each block's attention input (its LayerNorm feeding qkv) and its MLP fuse, as the GPT's do."""
+        return {EncoderBlock: NormLinear("norm_attn", "qkv"), MLP: NormMLP()}
 
     def transformer_tokens(self) -> int:
         return (self.cfg.image_size // self.cfg.patch_size) ** 2 + 1  # patches and the class token

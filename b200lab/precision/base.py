@@ -24,6 +24,7 @@ class PrecisionRecipe(ABC):
     peak_key: str = "fp32"
     extra_peak_keys: tuple[str, ...] = ()
     compile_problem: str | None = None  # why torch.compile must not wrap this recipe's model (it then runs eager, said so)
+    patterns: dict = {}  # module type -> what it holds, as the model family declares it (b200lab/models/patterns.py)
 
     def __init__(self, cfg, device: str, training: bool):
         self.cfg = cfg

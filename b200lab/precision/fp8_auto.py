@@ -41,6 +41,7 @@ class FP8AutoPrecision(PrecisionRecipe):
                           "fallback": ran.startswith("no fp8"), "reason": reasons}
 
     def convert(self, model):
+        self.inner.patterns = self.patterns
         model = self.inner.convert(model)
         self.effective = {**self.inner.effective, **{k: self.effective[k] for k in ("name", "ran", "fallback", "reason")}}
         return model

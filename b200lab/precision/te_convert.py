@@ -1,9 +1,10 @@
 """Swap a model's layers for Transformer Engine modules, carrying the weights over.
 
-A model converter in torchtitan's sense: the model code knows nothing of FP8. A norm followed by
-a projection becomes one ``LayerNormLinear`` (the GPT block's attention input, ``norm_attn`` +
-``qkv``); a dense GPT ``MLP`` (norm, up, tanh-GELU, down) becomes one ``LayerNormMLP``; every other
-``nn.Linear`` whose dimensions FP8 GEMMs accept becomes a ``te.Linear``. The norm a fused module
+A model converter in torchtitan's sense: the model code knows nothing of FP8, and the converter
+knows no model's attribute names. It fuses what the model family declares by module type
+(b200lab/models/patterns.py): a norm feeding a projection becomes one ``LayerNormLinear``, a
+norm + GELU MLP one ``LayerNormMLP``, a mixture's expert weights two ``GroupedLinear``; every
+other ``nn.Linear`` whose dimensions FP8 GEMMs accept becomes a ``te.Linear``. The norm a fused module
 absorbed is replaced by ``nn.Identity`` in place. What was converted, and what was left (and
 why), is returned as a :class:`Conversion`, which also maps the TE parameter names back to the
 model's own names for checkpoints.
@@ -12,9 +13,12 @@ model's own names for checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn as nn
+
+from b200lab.models.patterns import GroupedExperts, NormLinear, NormMLP
 
 FP8_ALIGN = 16  # TE's FP8 GEMMs need both weight dimensions divisible by 16
 
@@ -91,31 +95,33 @@ class Converter:
         self.out.modules[path] = "LayerNormLinear"
         return module
 
-    def norm_mlp(self, mlp: nn.Module, path: str):
-        up, down = mlp.up, mlp.down
+    def norm_mlp(self, mlp: nn.Module, path: str, pattern: NormMLP):
+        up, down, norm = getattr(mlp, pattern.up), getattr(mlp, pattern.down), getattr(mlp, pattern.norm)
         bias = up.bias is not None
-        module = self.te.LayerNormMLP(up.in_features, up.out_features, eps=_eps(mlp.norm), bias=bias, normalization=_norm_kind(mlp.norm),
+        module = self.te.LayerNormMLP(up.in_features, up.out_features, eps=_eps(norm), bias=bias, normalization=_norm_kind(norm),
                                       activation="gelu", params_dtype=self.dtype, device=self.device)
         _copy(module.fc1_weight, up.weight)
         _copy(module.fc2_weight, down.weight)
-        pairs = {"fc1_weight": f"{path}.up.weight", "fc2_weight": f"{path}.down.weight", **self._norm_into(module, mlp.norm, f"{path}.norm")}
+        own_up, own_down = f"{path}.{pattern.up}", f"{path}.{pattern.down}"
+        pairs = {"fc1_weight": f"{own_up}.weight", "fc2_weight": f"{own_down}.weight", **self._norm_into(module, norm, f"{path}.{pattern.norm}")}
         if bias:
             _copy(module.fc1_bias, up.bias)
             _copy(module.fc2_bias, down.bias)
-            pairs.update({"fc1_bias": f"{path}.up.bias", "fc2_bias": f"{path}.down.bias"})
+            pairs.update({"fc1_bias": f"{own_up}.bias", "fc2_bias": f"{own_down}.bias"})
         self._map(path, pairs)
         self.out.modules[path] = "LayerNormMLP"
         return module
 
-    def experts(self, experts: nn.Module, path: str):
+    def experts(self, experts: nn.Module, path: str, pattern: GroupedExperts):
         """A mixture of experts' 3-D up (E, f, d) and down (E, d, f) weights as two TE GroupedLinear."""
-        module = TEExperts(self.te, experts.up.shape[0], experts.up.shape[2], experts.up.shape[1], self.dtype, self.device)
-        for name in ("up", "down"):
-            stacked = getattr(experts, name)
+        up = getattr(experts, pattern.up)
+        module = TEExperts(self.te, up.shape[0], up.shape[2], up.shape[1], self.dtype, self.device)
+        for name, attr in (("up", pattern.up), ("down", pattern.down)):
+            stacked = getattr(experts, attr)
             grouped = getattr(module, f"{name}_gemm")
             for i in range(stacked.shape[0]):
                 _copy(getattr(grouped, f"weight{i}"), stacked[i])
-            self.out.stacks[f"{path}.{name}"] = [f"{path}.{name}_gemm.weight{i}" for i in range(stacked.shape[0])]
+            self.out.stacks[f"{path}.{attr}"] = [f"{path}.{name}_gemm.weight{i}" for i in range(stacked.shape[0])]
         self.out.modules[path] = "GroupedLinear x2"
         return module
 
@@ -159,64 +165,52 @@ class TEExperts(nn.Module):
         return y
 
 
-def _is_dense_mlp(module: nn.Module) -> bool:
-    from b200lab.models.gpt.model import MLP
-
-    return type(module) is MLP and _norm_kind(module.norm) is not None
-
-
-def _is_grouped_experts(module: nn.Module, parent: nn.Module) -> bool:
-    """A mixture of experts' expert weights that run the grouped path (the loop path is the reference)."""
-    from b200lab.models.moe.layer import Experts
-
-    return type(module) is Experts and getattr(parent, "impl", "grouped") == "grouped"
-
-
-def _fusable(norm: nn.Module, linear: nn.Module) -> bool:
-    return _norm_kind(norm) is not None and type(linear) is nn.Linear
-
-
-def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = ()) -> Conversion:
-    """Convert ``model`` in place; ``skip`` names module paths (or their last part, e.g. ``head``)
+def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = (),
+                  patterns: Optional[dict] = None) -> Conversion:
+    """Convert ``model`` in place; ``patterns``: module type -> the pattern its family declares
+    (b200lab/models/patterns.py); ``skip`` names module paths (or their last part, e.g. ``head``)
     that stay in high precision."""
     conv = Converter(te, params_dtype, device, skip)
+    patterns = patterns or {}
     tied = _shared_parameters(model)
 
     def skipped(path: str) -> bool:
         return path in skip or path.rsplit(".", 1)[-1] in skip
 
+    def kept_or(why: Optional[str], path: str, convert) -> None:
+        if why is None:
+            convert()
+        else:
+            conv.out.kept[path] = why
+
     def visit(parent: nn.Module, prefix: str) -> None:
-        # a block's attention input: its norm followed by its qkv projection
-        norm_attn, qkv = getattr(parent, "norm_attn", None), getattr(parent, "qkv", None)
-        if norm_attn is not None and qkv is not None and _fusable(norm_attn, qkv):
-            path = f"{prefix}qkv"
-            why = _why_not(qkv, path, skipped, tied)
-            if why is None:
-                parent.qkv = conv.norm_linear(norm_attn, qkv, f"{prefix}norm_attn", path)
-                parent.norm_attn = nn.Identity()
-            else:
-                conv.out.kept[path] = why
+        pattern = patterns.get(type(parent))
+        if isinstance(pattern, NormLinear):  # e.g. a block's attention input: its norm feeding its qkv projection
+            norm, linear = getattr(parent, pattern.norm), getattr(parent, pattern.linear)
+            if _norm_kind(norm) is not None and type(linear) is nn.Linear:
+                path = f"{prefix}{pattern.linear}"
+
+                def fuse() -> None:
+                    setattr(parent, pattern.linear, conv.norm_linear(norm, linear, f"{prefix}{pattern.norm}", path))
+                    setattr(parent, pattern.norm, nn.Identity())
+
+                kept_or(_why_not(linear, path, skipped, tied), path, fuse)
         for name, child in list(parent.named_children()):
             path = f"{prefix}{name}"
             if path in conv.out.modules or path in conv.out.kept:
                 continue
-            if _is_dense_mlp(child):
-                why = _why_not(child.up, path, skipped, tied) or _why_not(child.down, path, skipped, tied)
-                if why is None:
-                    setattr(parent, name, conv.norm_mlp(child, path))
-                else:
-                    conv.out.kept[path] = why
-            elif _is_grouped_experts(child, parent):
-                if _aligned(*child.up.shape[1:]):
-                    setattr(parent, name, conv.experts(child, path))
-                else:
-                    conv.out.kept[path] = f"experts {child.up.shape[2]}x{child.up.shape[1]} are not a multiple of {FP8_ALIGN} (FP8 GEMM alignment)"
+            pattern = patterns.get(type(child))
+            if isinstance(pattern, NormMLP) and _norm_kind(getattr(child, pattern.norm)) is not None:
+                up, down = getattr(child, pattern.up), getattr(child, pattern.down)
+                kept_or(_why_not(up, path, skipped, tied) or _why_not(down, path, skipped, tied), path,
+                        lambda: setattr(parent, name, conv.norm_mlp(child, path, pattern)))
+            elif isinstance(pattern, GroupedExperts):
+                up = getattr(child, pattern.up)
+                why = None if _aligned(*up.shape[1:]) else \
+                    f"experts {up.shape[2]}x{up.shape[1]} are not a multiple of {FP8_ALIGN} (FP8 GEMM alignment)"
+                kept_or(why, path, lambda: setattr(parent, name, conv.experts(child, path, pattern)))
             elif type(child) is nn.Linear:
-                why = _why_not(child, path, skipped, tied)
-                if why is None:
-                    setattr(parent, name, conv.linear(child, path))
-                else:
-                    conv.out.kept[path] = why
+                kept_or(_why_not(child, path, skipped, tied), path, lambda: setattr(parent, name, conv.linear(child, path)))
             else:
                 visit(child, f"{path}.")
 

@@ -71,7 +71,7 @@ class TEFP8Precision(PrecisionRecipe):
 
         model = model.to(torch.bfloat16)
         device = next(model.parameters()).device
-        self.conversion = convert_model(model, self.te, torch.bfloat16, device, tuple(self.cfg.skip))
+        self.conversion = convert_model(model, self.te, torch.bfloat16, device, tuple(self.cfg.skip), self.patterns)
         in_fp8 = sum(p.numel() for path in self.conversion.modules for name, p in model.get_submodule(path).named_parameters()
                      if "weight" in name and "layer_norm" not in name)
         self.effective.update(

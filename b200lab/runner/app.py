@@ -127,11 +127,13 @@ def _validate(cfg: DictConfig) -> None:
 
     job = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"})
     try:
-        validate(job, resolve_device(job.run.device))
-    except ConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    except OmegaConfBaseException:
-        return
+        OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:  # a group left empty, an interpolation that cannot resolve: as the job says it
+        key = getattr(exc, "full_key", None)
+        if "hydra" in str(exc) or "Unsupported interpolation type" in str(exc):
+            return  # resolved only inside Hydra's run: the job checks it
+        raise ConfigError(f"invalid configuration:\n  - {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    validate(job, resolve_device(job.run.device))
 
 
 def run(argv: list[str]) -> int:
@@ -164,11 +166,29 @@ def run(argv: list[str]) -> int:
         print("\nb200lab: interrupted", file=sys.stderr)
         return 130
     except JobCrash as exc:
+        if _storage_full(exc.__cause__):
+            return 1
         traceback.print_exception(exc.__cause__ or exc)
         return 1
+    except OSError as exc:
+        if _storage_full(exc):
+            return 1
+        raise
     except Exception as exc:
         if not _config_error(exc):
             raise
         _say_config_error(exc)
         return 2
     return 0
+
+
+def _storage_full(exc: BaseException | None) -> bool:
+    """Say in one line that a file could not be written for lack of space (or a read-only
+    file system); False for any other error."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        return False
+    print(f"b200lab: cannot write {exc.filename or 'the output'}: {exc.strerror} (free space there, or choose another "
+          "folder with hydra.run.dir / hydra.sweep.dir)", file=sys.stderr)
+    return True

@@ -8,6 +8,8 @@ SystemExit passes through Hydra, which only catches Exception.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,16 +22,32 @@ from b200lab.records import results as results_io
 from b200lab.runner import progress, sweep
 
 
+MIN_FREE_BYTES = 1 << 20  # the job's records (config, results, logs) need far less; a disk below this is full
+
+
 def ensure_writable(directory: Path, key: str) -> None:
-    """Create the output dir now and write to it, so a bad path fails before anything runs."""
+    """Create the output dir now and write to it, so a bad path (exit 2) or a full disk (exit 1)
+    fails in one line before anything runs."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / ".b200lab_write_test"
         probe.write_text("")
         probe.unlink()
+        stats = os.statvfs(directory)
+        free = stats.f_bavail * stats.f_frsize
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            _say_full(directory, key, exc.strerror)
         print(f"b200lab: {key}={directory} is not a writable directory ({exc.strerror or exc}); choose another with {key}=PATH", file=sys.stderr)
         raise SystemExit(2)
+    if free < MIN_FREE_BYTES:
+        _say_full(directory, key, f"{os.strerror(errno.ENOSPC)}: {free // 1024} KiB free")
+
+
+def _say_full(directory: Path, key: str, why: str) -> None:
+    print(f"b200lab: cannot write to {key}={directory} ({why}); free space there or choose another folder with {key}=PATH",
+          file=sys.stderr)
+    raise SystemExit(1)
 
 
 def conclude(records: list[dict], bad: list, parent: dict | None = None) -> None:
@@ -39,7 +57,10 @@ def conclude(records: list[dict], bad: list, parent: dict | None = None) -> None
               file=sys.stderr)
     missing = sweep.unsynced(records)
     if missing:
-        print(f"b200lab: {len(missing)} result(s) not in MLflow; upload with `b200lab sync`", file=sys.stderr)
+        why = sorted({f"{(r.get('mlflow') or {}).get('tracking_uri')}: {(r.get('mlflow') or {}).get('error') or 'not uploaded'}"
+                      for r in missing})
+        print(f"b200lab: {len(missing)} result(s) not in MLflow ({'; '.join(why)}); `b200lab sync` uploads each to the store "
+              "its results.json records (--uri URI for another)", file=sys.stderr)
     elif (parent or {}).get("closed") is False:
         print("b200lab: the sweep's parent run was not closed; close it with `b200lab sync`", file=sys.stderr)
     code = sweep.exit_code(records, bad, parent)

@@ -3,7 +3,7 @@
 Two runs started in one directory at once (the same ``hydra.run.dir`` or ``hydra.sweep.dir``)
 would otherwise overwrite each other's config.yaml and results and mix their measurements
 without a word. A claim held by a live process on this host is refused; one left by a process
-that is gone (a killed run) is taken over.
+that is gone (a killed run), or one that names no owner (an empty file), is taken over with a notice.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 CLAIM = ".b200lab_claim"
@@ -42,8 +43,12 @@ def claim(directory: Path, key: str, node: int = 0) -> None:
                 owner = json.loads(path.read_text() or "{}")
             except (OSError, ValueError):
                 owner = {}
-            pid = owner.get("pid")
-            if owner.get("host") != me["host"] or (isinstance(pid, int) and pid != me["pid"] and _alive(pid)):
+            pid = owner.get("pid") if isinstance(owner, dict) else None
+            if not isinstance(pid, int) or not owner.get("host"):  # empty or garbled: a claim nobody holds
+                print(f"b200lab: {path} names no owner (empty or unreadable); taking it over", file=sys.stderr)
+                path.unlink(missing_ok=True)
+                continue
+            if owner.get("host") != me["host"] or (pid != me["pid"] and _alive(pid)):
                 raise DirBusy(f"{key}={directory} is in use by another b200lab run (pid {pid} on {owner.get('host')}); "
                               f"choose another with {key}=PATH") from None
             path.unlink(missing_ok=True)  # left by a process that is gone

@@ -100,8 +100,9 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
         if staging:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(staging))
     except ConfigError as exc:
-        if not sweep_dir:  # nothing is created: say why and stop
+        if not sweep_dir:  # nothing is left behind: say why and stop
             print(f"b200lab: {exc}", file=sys.stderr)
+            _remove_refused(job_dir)
             raise SystemExit(2)
         results.update(status="error", error=str(exc))
     node = _node_rank(results)
@@ -129,6 +130,29 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
             sweep.finish(sweep_dir, interrupted=True)
         raise SystemExit(130)
     return results
+
+
+def _remove_refused(job_dir: Path) -> None:
+    """A refused single run leaves nothing: what Hydra and the lab made in its dir (.hydra, the empty
+    job log, the claim, staged inputs) goes, then the dir and its empty parents up to the working
+    directory. Anything else found there (a reused hydra.run.dir) stays."""
+    import shutil
+
+    from b200lab.runner.dir_claim import CLAIM
+
+    for name in (".hydra", "inputs"):
+        shutil.rmtree(job_dir / name, ignore_errors=True)
+    for path in (job_dir / CLAIM, *job_dir.glob("*.log")):
+        if path.name == CLAIM or path.stat().st_size == 0:
+            path.unlink(missing_ok=True)
+    stop = Path.cwd().absolute()
+    for folder in (job_dir.absolute(), *job_dir.absolute().parents):
+        if folder == stop or stop not in folder.parents:
+            break
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _node_rank(results: dict) -> int:
@@ -173,7 +197,7 @@ def _open_run(cfg: DictConfig, results: dict, sweep_dir: Optional[Path]) -> Opti
     info = results["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None, "parent_run_id": None, "synced": False, "error": None}
     problem = probe(uri, cfg.tracking.probe_timeout_s)
     if problem:
-        print(f"b200lab: {problem}; measuring anyway, results.json is kept, upload later with `b200lab sync`")
+        print(f"b200lab: {problem}; measuring anyway, results.json is kept; `b200lab sync` uploads it to {uri} later")
         info["error"] = problem
         return None
     parent = sweep.parent_run(sweep_dir).get("run_id") if sweep_dir else None

@@ -76,14 +76,32 @@ def read_ranks(job_dir: Path, killed: dict[int, str] | None = None) -> list[dict
     return ranks
 
 
+# ``python -c`` puts the working directory first on sys.path, as ``python -m`` does: each bootstrap
+# takes it off before importing anything, so a module there named like one the job imports
+# (omegaconf.py, numpy.py) is never run. The ranks also ask the kernel for SIGKILL when torchrun
+# dies (PR_SET_PDEATHSIG), and torchrun for SIGTERM when this process dies: no rank outlives its job.
+_SAFE = "import sys; sys.path.pop(0); "
+_PDEATHSIG = ("import ctypes, os, signal; ctypes.CDLL(None, use_errno=True).prctl(1, signal.{sig}); "
+              "os.getppid() == {parent} or os.kill(os.getpid(), signal.{sig}); ")
+TORCHRUN_BOOT = _SAFE + "from torch.distributed.run import main; main()"
+RANK_BOOT = _SAFE + "import runpy; runpy.run_module('b200lab.runner.rank', run_name='__main__', alter_sys=True)"
+
+
+def die_with_parent(sig: str = "SIGKILL", parent: int | None = None) -> str:
+    """Python code that makes this process receive ``sig`` when its parent dies (Linux)."""
+    return _PDEATHSIG.format(sig=sig, parent=parent if parent is not None else "os.getppid()") if sys.platform == "linux" else ""
+
+
 def torchrun_command(job_dir: Path, rdzv: Rendezvous) -> list[str]:
     if rdzv.nnodes == 1:
         where = ["--standalone", "--nnodes=1"]
     else:
         host, _, port = rdzv.endpoint.rpartition(":")
         where = [f"--nnodes={rdzv.nnodes}", f"--node-rank={rdzv.node_rank}", f"--master-addr={host}", f"--master-port={port}"]
-    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc-per-node={rdzv.per_node}",
-            "-m", "b200lab.runner.rank", "--job-dir", str(job_dir)]
+    boot = die_with_parent("SIGTERM", os.getpid()) + TORCHRUN_BOOT
+    rank = die_with_parent() + RANK_BOOT
+    return [sys.executable, "-c", boot, *where, f"--nproc-per-node={rdzv.per_node}", "--no-python",
+            sys.executable, "-c", rank, "--job-dir", str(job_dir)]
 
 
 def rank_env(nproc: int) -> dict:
@@ -113,7 +131,8 @@ def launch_torchrun(job_dir: Path, rdzv: Rendezvous, timeout_s: float, log_path:
             for line in proc.stdout:
                 sys.stdout.write(line)
                 sys.stdout.flush()
-                log.write(line)
+                if not log.closed:
+                    log.write(line)
                 tail.append(line)
                 del tail[:-200]
 
@@ -128,7 +147,9 @@ def launch_torchrun(job_dir: Path, rdzv: Rendezvous, timeout_s: float, log_path:
         except subprocess.TimeoutExpired:
             timed_out = True
             _stop_group(proc, signal.SIGTERM)
-        reader.join(timeout=5)
+        finally:
+            _signal_group(proc, signal.SIGKILL)  # whatever of the job outlived torchrun (a killed torchrun's ranks)
+        reader.join(timeout=30)
     text = "".join(tail)
     killed = killed_ranks(text)
     if proc.returncode is not None and proc.returncode < 0 and not (interrupted or timed_out):

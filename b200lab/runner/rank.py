@@ -25,7 +25,7 @@ from b200lab.measure.memory import memory_metrics, reset_peaks
 from b200lab.measure.timing import Timing, step_stats, time_steps
 from b200lab.records.rank_report import SCHEMA_VERSION, RankReport
 from b200lab.runner.profiling import WorkerProfiler
-from b200lab.workloads.base import RankContext
+from b200lab.workloads.base import Diverged, RankContext
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -125,6 +125,8 @@ def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int 
         workload.after_timing()  # e.g. validation: after every step, outside the step times
     except KeyboardInterrupt:
         out.update(status="interrupted", error="interrupted by the user (Ctrl-C / SIGTERM)")
+    except Diverged as exc:
+        out.update(status="error", error=f"{exc} (the steps timed before are kept)")
     except Exception as exc:  # recorded in the rank file, never swallowed
         oom = is_oom(exc)
         out.update(status="oom" if oom else "error", error=f"{type(exc).__name__}: {exc}".strip()[:2000])
@@ -205,6 +207,7 @@ def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Pa
     opened = []
 
     def region_start() -> None:
+        _check_health(workload)  # after the warm-up, before anything is timed
         profiler.region_start()
         meter.start()
         opened.append(True)
@@ -220,6 +223,7 @@ def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Pa
                 all_done=all_done, on_progress=progress, timing=trials[-1],
                 on_region_start=region_start if i == 0 else (lambda: None), on_checkpoint=checkpoint,
             )
+            _check_health(workload)
     finally:  # closed even on an interrupt
         if opened:
             energy.update(meter.stop())
@@ -227,6 +231,12 @@ def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Pa
     if meter.samples:
         (job_dir / "ranks").mkdir(parents=True, exist_ok=True)
         meter.write_csv(job_dir / "ranks" / f"power_rank{rank}.csv")
+
+
+def _check_health(workload) -> None:
+    why = workload.health()
+    if why:
+        raise Diverged(why)
 
 
 def _effective(workload, strategy) -> dict:
@@ -250,8 +260,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="one b200lab rank (launched by torchrun)")
     parser.add_argument("--job-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    cwd = os.getcwd()  # `python -m` put the working directory on sys.path: nothing is imported from it
-    sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
     _interrupt_on_term()
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))

@@ -1,6 +1,8 @@
 """``b200lab sync [PATH ...]``: upload results.json files that never reached MLflow.
 
-Looks under multirun/ and outputs/ unless paths are given. A job whose run was created before
+Looks under multirun/ and outputs/ unless paths are given. Each result goes to the tracking store
+its results.json records (the one it was run against), unless ``--uri`` names another, so a
+sweep never ends up split over two stores. A job whose run was created before
 the store went away gets that run back (filled in and closed), others get a new run; a sweep's
 parent run is reused when the store has it, else created; parents left open are closed. Each
 results.json is updated with its run id, so a second sync uploads nothing. An unreadable
@@ -22,10 +24,9 @@ from b200lab.runner import sweep
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="b200lab sync", description=__doc__.split("\n\n")[0].replace("``", "`"))
     parser.add_argument("paths", nargs="*", type=Path, default=[Path("multirun"), Path("outputs")])
-    parser.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--uri", help="upload everything to this tracking URI (default: the store each results.json records)")
     parser.add_argument("--experiment", default=None, help="experiment name (default: the one each result was run with)")
     args = parser.parse_args(argv)
-    uri = resolve_uri(args.uri)
     good, bad = results_io.read_all(results_io.find(args.paths))
     for err in bad:
         print(f"b200lab sync: skipped {err}", file=sys.stderr)
@@ -34,17 +35,21 @@ def main(argv: list[str]) -> int:
     if not pending and not open_sweeps:
         print("b200lab sync: nothing to upload")
         return 1 if bad else 0
-    problem = probe(uri, 5.0)
-    if problem:
-        print(f"b200lab sync: {problem}", file=sys.stderr)
-        return 3
-    trackers: dict[str, Tracker] = {}
+    stores = {args.uri or res["mlflow"].get("tracking_uri") or resolve_uri(None) for _, res in pending}
+    unreachable = {uri: why for uri in sorted(stores) if (why := probe(uri, 5.0))}
+    for why in unreachable.values():
+        print(f"b200lab sync: {why}", file=sys.stderr)
+    trackers: dict[tuple[str, str], Tracker] = {}
     parents: dict[Path, str] = {}
     failed = 0
     for path, res in pending:
+        uri = args.uri or res["mlflow"].get("tracking_uri") or resolve_uri(None)
+        if uri in unreachable:
+            failed += 1
+            continue
         experiment = args.experiment or res["config"]["tracking"]["experiment"]
         try:
-            tracker = trackers.get(experiment) or trackers.setdefault(experiment, Tracker(uri, experiment, system_metrics=False))
+            tracker = trackers.get((uri, experiment)) or trackers.setdefault((uri, experiment), Tracker(uri, experiment, system_metrics=False))
             job_dir = path.parent
             parent_id = _parent_for(job_dir.parent, tracker, parents) if (job_dir.parent / sweep.PARENT_FILE).exists() else None
             run_id = _upload(tracker, res, job_dir, parent_id)
@@ -54,6 +59,8 @@ def main(argv: list[str]) -> int:
             print(f"b200lab sync: {path} not uploaded ({type(exc).__name__}: {exc})", file=sys.stderr)
     for sweep_dir in sorted(set(parents) | open_sweeps):
         sweep.finish(sweep_dir)
+    if unreachable:
+        return 3
     return 1 if bad or failed else 0
 
 

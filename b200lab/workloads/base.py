@@ -82,6 +82,11 @@ class Workload:
     def step(self) -> None:
         raise NotImplementedError
 
+    def health(self) -> Optional[str]:
+        """Why the run has gone wrong and must stop (e.g. a non-finite loss), or None. Called with
+        the device idle: after the warm-up and after each trial, never inside the timed steps."""
+        return None
+
     def after_timing(self) -> None:
         """After the timed steps (and any profiled ones): work that must not count in step times,
         e.g. scoring a validation set."""
@@ -107,6 +112,11 @@ class BuiltModel:
     compiled: bool
 
 
+class Diverged(RuntimeError):
+    """A run whose numbers stopped being numbers: the point ends with status error, the steps
+    timed before are kept."""
+
+
 def build_model(ctx: RankContext, training: bool, compile_model: bool = True, state_dict: Optional[dict] = None,
                 precision_overrides: Optional[dict] = None) -> BuiltModel:
     """The configured model with precision, attention, the parallelism strategy and torch.compile
@@ -130,6 +140,7 @@ def build_model(ctx: RankContext, training: bool, compile_model: bool = True, st
         torch.set_default_dtype(default_dtype)
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
+    precision.patterns = family.fp8_patterns()
     model = precision.convert(model)
     family.prepare(model, int(cfg.seq.len))
     _probe_attention(family, attention, precision, int(cfg.seq.len), device, training)

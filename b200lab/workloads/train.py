@@ -124,6 +124,14 @@ class Train(Workload):
             self.optimizer.zero_grad(set_to_none=True)
         self._record(total, stats)
 
+    def health(self) -> Optional[str]:
+        """The first step whose loss is not finite (one host sync, outside the timed steps)."""
+        bad = (~torch.isfinite(self.losses)).nonzero()
+        if not bad.numel():
+            return None
+        first = int(bad[0])
+        return f"diverged at step {first + 1} (counting warm-up steps): loss {float(self.losses[first])}; lower workload.options.lr"
+
     def _record(self, loss: torch.Tensor, stats: dict) -> None:
         """Keep the step's loss on the device (no host sync inside the timed steps)."""
         if self.n_steps == self.loss_history.numel():

@@ -18,7 +18,7 @@ class AttentionConfig(ComponentConfig):
     supports_documents: ClassVar[bool] = True  # keeps attention inside packed documents
     causal_only: ClassVar[Optional[str]] = None  # why it cannot attend both ways (encoders, diffusion), or None
     no_decode: ClassVar[Optional[str]] = None  # why it has no decode path (a query against a KV cache), or None
-    cpu_backward: ClassVar[bool] = True  # has a backward pass on a CPU
+    no_cpu_backward: ClassVar[Optional[str]] = None  # why it has no backward pass on a CPU, or None
     serve_compile_problem: ClassVar[Optional[str]] = None  # why the compiled serve step cannot use it, or None
     neutral: ClassVar[bool] = False  # asks for nothing beyond "any kernel, the model's own mask" (PyTorch chooses)
 

@@ -27,7 +27,7 @@ class FlexConfig(AttentionConfig):
     kernel_options: Dict[str, Any] = field(default_factory=dict)  # passed to flex_attention, e.g. BLOCK_M, num_warps, USE_TMA
 
     target = "b200lab.attention.flex.FlexAttention"
-    cpu_backward = False
+    no_cpu_backward = "PyTorch's FlexAttention has no backward pass there"
     # torch 2.13's inductor: "A subgraph argument other than striding has been modified" on the block
     # mask the serve step builds from its per-row document ids
     serve_compile_problem = ("the compiled serve step fails in inductor on the FlexAttention block mask it builds each step "

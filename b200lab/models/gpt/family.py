@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from b200lab.measure import flops as F_
 from b200lab.models.base import ModelFamily
 from b200lab.models.config.gpt import GPTConfig
-from b200lab.models.gpt.model import GPT
+from b200lab.models.gpt.model import GPT, MLP, Block
+from b200lab.models.patterns import NormLinear, NormMLP
 
 
 class GPTFamily(ModelFamily):
@@ -37,6 +38,10 @@ class GPTFamily(ModelFamily):
                        vocab_size=self.cfg.vocab_size, window=getattr(block.attention, "window", None),
                        reads_all_weights=self.Config.decode_reads_all_weights, ensure_positions=model.ensure_positions,
                        device=model.embed.weight.device, logits_of=self.logits_of)
+
+    def fp8_patterns(self) -> dict:
+        """Each block's attention input (its norm feeding qkv) and its dense MLP fuse."""
+        return {Block: NormLinear("norm_attn", "qkv"), MLP: NormMLP()}
 
     @staticmethod
     def logits_of(outputs) -> torch.Tensor:

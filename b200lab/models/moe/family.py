@@ -12,7 +12,8 @@ from b200lab.measure import flops as F_
 from b200lab.models.config.moe import MoEConfig
 from b200lab.models.gpt.family import GPTFamily
 from b200lab.models.moe import stats as moe_stats
-from b200lab.models.moe.layer import MoELayer, grouped_kernel
+from b200lab.models.moe.layer import Experts, MoELayer, grouped_kernel
+from b200lab.models.patterns import GroupedExperts
 from b200lab.models.moe.model import MoEGPT, MoEOutput
 
 
@@ -44,6 +45,11 @@ class MoEFamily(GPTFamily):
     def loss(self, outputs: MoEOutput, targets: torch.Tensor) -> torch.Tensor:
         loss = super().loss(outputs.logits, targets) + self.cfg.aux_loss_coef * outputs.aux_loss
         return loss + self.cfg.z_loss_coef * outputs.z_loss if self.cfg.z_loss_coef else loss
+
+    def fp8_patterns(self) -> dict:
+        """The GPT's, and the experts' weights as grouped GEMMs where they run grouped (the loop is the reference)."""
+        grouped = {Experts: GroupedExperts()} if self.cfg.expert_impl == "grouped" else {}
+        return {**super().fp8_patterns(), **grouped}
 
     @staticmethod
     def logits_of(outputs: MoEOutput) -> torch.Tensor:

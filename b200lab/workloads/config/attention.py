@@ -37,9 +37,9 @@ class AttentionBenchConfig(WorkloadConfig):
             problems.append(f"workload.options.kv_heads={o.kv_heads} must divide workload.options.heads={o.heads}")
         if o.cuda_graph and ctx.device != "cuda":
             problems.append(f"workload.options.cuda_graph=true needs a CUDA GPU and this job runs on {ctx.device}")
-        if o.backward and ctx.device != "cuda" and not ctx.spec("attention").cpu_backward:
-            problems.append(f"workload.options.backward=true with attention={ctx.cfg.attention.name} on {ctx.device}: "
-                            "it has no backward pass there")
+        why = ctx.spec("attention").no_cpu_backward
+        if o.backward and ctx.device != "cuda" and why:
+            problems.append(f"workload.options.backward=true with attention={ctx.cfg.attention.name} on {ctx.device}: {why}")
         if ctx.cfg.attention.get("documents"):
             problems.append(f"workload=attention draws no documents; use attention=flex or flex_sliding "
                             f"(attention={ctx.cfg.attention.name} needs packed data: workload=forward or train)")

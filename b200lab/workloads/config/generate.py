@@ -36,7 +36,7 @@ class GenerateConfig(DecodeWorkloadConfig):
     @classmethod
     def decode_rows(cls, cfg, job) -> DecodeRows:
         batch = int(job.seq.batch)
-        return DecodeRows(batch, f"seq.batch={batch} rows")
+        return DecodeRows(batch, f"seq.batch={batch}")
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
