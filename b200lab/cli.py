@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     if command is None and args[:1] == ["--version"]:
         from b200lab.measure.environment import _version
 
-        print(f"b200lab {_version('b200lab') or 'unknown'} (hydra {_version('hydra-core')}, mlflow {_version('mlflow')})")
+        print(
+            f"b200lab {_version('b200lab') or 'unknown'} (hydra {_version('hydra-core')}, mlflow {_version('mlflow')})"
+        )
         sys.exit(0)
     if command == "sync":
         from b200lab.runner.sync import main as sync_main

@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from support import copy_store
 
 
@@ -31,7 +32,9 @@ def _cuda() -> bool:
 def pytest_collection_modifyitems(config, items):
     if _cuda():
         return
-    skip = pytest.mark.skip(reason="gpu tier: needs a CUDA GPU, and this machine has none (torch.cuda.is_available() is False)")
+    skip = pytest.mark.skip(
+        reason="gpu tier: needs a CUDA GPU, and this machine has none (torch.cuda.is_available() is False)"
+    )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
@@ -59,7 +62,9 @@ def template_store(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("template_store")
     path = root / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").create_experiment("b200lab", artifact_location=str(root / "mlruns" / "1"))
+    MlflowClient(tracking_uri=f"sqlite:///{path}").create_experiment(
+        "b200lab", artifact_location=str(root / "mlruns" / "1")
+    )
     return path
 
 

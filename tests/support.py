@@ -25,15 +25,28 @@ def cli_env(env: dict | None = None) -> dict:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "b200lab", *args], cwd=cwd, env=cli_env(env), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "b200lab", *args],
+        cwd=cwd,
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     proc.output = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     return proc
 
 
 def popen_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     """The CLI in the background, stdout and stderr merged into one text pipe."""
-    return subprocess.Popen([sys.executable, "-m", "b200lab", *args], cwd=cwd, env=cli_env(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "b200lab", *args],
+        cwd=cwd,
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def copy_store(template: Path, directory: Path) -> str:
@@ -41,7 +54,10 @@ def copy_store(template: Path, directory: Path) -> str:
     path = directory / "mlflow.db"
     shutil.copyfile(template, path)
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (str(template.parent), str(directory)))
+        db.execute(
+            "UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+            (str(template.parent), str(directory)),
+        )
     return f"sqlite:///{path}"
 
 
@@ -55,8 +71,10 @@ def runs(uri: str, experiment: str = "b200lab") -> list:
 
 def parents_and_children(uri: str) -> tuple[list, list]:
     all_runs = runs(uri)
-    return ([r for r in all_runs if "mlflow.parentRunId" not in r.data.tags],
-            [r for r in all_runs if "mlflow.parentRunId" in r.data.tags])
+    return (
+        [r for r in all_runs if "mlflow.parentRunId" not in r.data.tags],
+        [r for r in all_runs if "mlflow.parentRunId" in r.data.tags],
+    )
 
 
 def results_files(root: Path) -> list[dict]:
@@ -64,20 +82,26 @@ def results_files(root: Path) -> list[dict]:
 
 
 def compose(overrides: list[str], return_hydra_config: bool = False):
-    """The lab's config composed with these overrides (Hydra's compose API; nothing instantiated)."""
+    """The lab's config composed with these overrides (Hydra's compose API; nothing instantiated).
+    Hydra stays initialised for the session: its config repository is read once."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from b200lab.core.schema import register_configs
 
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
+    if not GlobalHydra.instance().is_initialized():
+        initialize_config_dir(config_dir=str(CONF), version_base="1.3")
+    return hydra_compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def run_record(run_id: str) -> dict:
-    found = [r for r in (json.loads(p.read_text()) for p in MEASUREMENTS.rglob("*results.json"))
-             if (r.get("mlflow") or {}).get("run_id", "").startswith(run_id)]
+    found = [
+        r
+        for r in (json.loads(p.read_text()) for p in MEASUREMENTS.rglob("*results.json"))
+        if (r.get("mlflow") or {}).get("run_id", "").startswith(run_id)
+    ]
     assert len(found) == 1, f"run {run_id}: {len(found)} files"
     return found[0]
 

@@ -59,7 +59,12 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *([node.module] if node.module else [])])
+                    base = ".".join(
+                        [
+                            *package.split(".")[: len(package.split(".")) - node.level + 1],
+                            *([node.module] if node.module else []),
+                        ]
+                    )
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
             for target in targets:
                 found = resolve(target) if target.startswith("b200lab") else None
@@ -108,18 +113,27 @@ def test_no_dependency_cycle_among_the_modules_counting_imports_inside_functions
 
 
 def test_the_cycle_finder_finds_a_cycle():
-    assert cycles({"b200lab.cli": {"b200lab.core.schema"}, "b200lab.core.schema": {"b200lab.cli"}}) == [["b200lab.cli", "b200lab.core.schema"]]
+    assert cycles({"b200lab.cli": {"b200lab.core.schema"}, "b200lab.core.schema": {"b200lab.cli"}}) == [
+        ["b200lab.cli", "b200lab.core.schema"]
+    ]
 
 
 LAYERS = [  # a package may import only packages of its own layer or below
-    {"b200lab.measure"},
+    {"b200lab", "b200lab.measure"},  # b200lab itself: its __init__ (the version) and where it lives
     {"b200lab.core"},
-    {"b200lab.attention", "b200lab.precision", "b200lab.models", "b200lab.parallel", "b200lab.data", "b200lab.serving",
-     "b200lab.workloads"},
+    {
+        "b200lab.attention",
+        "b200lab.precision",
+        "b200lab.models",
+        "b200lab.parallel",
+        "b200lab.data",
+        "b200lab.serving",
+        "b200lab.workloads",
+    },
     {"b200lab.records"},
     {"b200lab.reports"},
     {"b200lab.runner", "b200lab.tools"},
-    {"b200lab", "b200lab.cli", "b200lab.__main__"},
+    {"b200lab.cli", "b200lab.__main__"},
 ]
 
 
@@ -129,7 +143,9 @@ def layer_of(module: str) -> int:
 
 
 def test_dependencies_point_one_way_from_the_runner_down_to_measure():
-    upward = sorted(f"{a} -> {b}" for a, targets in import_graph().items() for b in targets if layer_of(b) > layer_of(a))
+    upward = sorted(
+        f"{a} -> {b}" for a, targets in import_graph().items() for b in targets if layer_of(b) > layer_of(a)
+    )
     assert upward == []
 
 
@@ -149,16 +165,32 @@ def test_config_classes_import_no_implementation():
         if m not in reached:
             reached.add(m)
             todo.extend(graph.get(m, ()))
-    implementations = sorted(m for m in reached if m.startswith(("b200lab.models.gpt", "b200lab.models.moe.", "b200lab.attention.sdpa",
-                                                               "b200lab.precision.te_fp8", "b200lab.workloads.train", "b200lab.runner")))
+    implementations = sorted(
+        m
+        for m in reached
+        if m.startswith(
+            (
+                "b200lab.models.gpt",
+                "b200lab.models.moe.",
+                "b200lab.attention.sdpa",
+                "b200lab.precision.te_fp8",
+                "b200lab.workloads.train",
+                "b200lab.runner",
+            )
+        )
+    )
     assert implementations == []
 
 
 def test_a_refused_run_imports_no_torch_and_no_implementation(tmp_path):
-    code = ("import sys\nfrom b200lab.runner.app import run\ncode = run(['seq.batch=0'])\n"
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformer_engine', 'mlflow', 'numpy', 'matplotlib'))\n"
-            "impl = sorted(m for m in sys.modules if m.startswith(('b200lab.models.gpt', 'b200lab.workloads.forward', 'b200lab.attention.sdpa')))\n"
-            "print(code, heavy[:5], impl)")
+    code = (
+        "import sys\nfrom b200lab.runner.app import run\ncode = run(['seq.batch=0'])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformer_engine', 'mlflow', "
+        "'numpy', 'matplotlib'))\n"
+        "impl = sorted(m for m in sys.modules if m.startswith(('b200lab.models.gpt', 'b200lab.workloads.forward', "
+        "'b200lab.attention.sdpa')))\n"
+        "print(code, heavy[:5], impl)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "2 [] []", out.stdout + out.stderr
     assert "seq.batch=0: must be a positive integer" in out.stderr

@@ -29,7 +29,6 @@ from b200lab.models.gpt.model import GPT, apply_rotary, rotary_tables
 from b200lab.precision.availability import te_version
 
 
-
 def backend(cls, name: str, device: str = "cpu", **fields):
     cfg = complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": name, **fields})
     return cls(cfg, device)
@@ -63,6 +62,7 @@ def random_documents(batch: int, t: int) -> torch.Tensor:
 
 
 # --- masks ---------------------------------------------------------------------------------------
+
 
 def test_sliding_window_and_document_masks_match_loops():
     t = 40
@@ -162,6 +162,7 @@ def test_gpt_with_flex_documents_gives_the_math_backends_logits():
 
 # --- what a backend cannot do --------------------------------------------------------------------
 
+
 def check(cls, name, device="cpu", training=False, **fields):
     cfg = complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": name, **fields})
     job = OmegaConf.create({"attention": cfg, "workload": {"name": "forward"}, "model": {"d_model": 64, "n_heads": 4}})
@@ -170,8 +171,13 @@ def check(cls, name, device="cpu", training=False, **fields):
 
 def test_backends_refuse_what_they_cannot_run_with_the_reason():
     assert check(SdpaAttention, "sdpa_cudnn", backends=["cudnn"]) == [
-        "attention=sdpa_cudnn: cuDNN attention needs a CUDA GPU and this job runs on cpu; use attention=sdpa to let PyTorch choose a kernel"]
-    assert "memory-efficient attention needs a CUDA GPU" in check(SdpaAttention, "sdpa_efficient", backends=["efficient"])[0]
+        "attention=sdpa_cudnn: cuDNN attention needs a CUDA GPU and this job runs on cpu; use attention=sdpa to let "
+        "PyTorch choose a kernel"
+    ]
+    assert (
+        "memory-efficient attention needs a CUDA GPU"
+        in check(SdpaAttention, "sdpa_efficient", backends=["efficient"])[0]
+    )
     assert "has no backward pass there" in check(FlexAttention, "flex", training=True)[0]
     assert "flex_backend=flash needs a CUDA GPU" in check(FlexAttention, "flex", flex_backend="flash")[0]
     assert "choose auto, triton, flash" in check(FlexAttention, "flex", flex_backend="cuda")[0]
@@ -194,6 +200,7 @@ def test_a_strict_kernel_that_cannot_take_the_call_says_why_instead_of_running_a
 
 # --- long sequences ------------------------------------------------------------------------------
 
+
 def test_rotary_positions_stay_exact_at_32k():
     """The float32 tables at positions near 32K rotate like float64 math, and the scores of a
     rotated pair depend only on the distance between positions, as rotary embeddings must."""
@@ -206,13 +213,16 @@ def test_rotary_positions_stay_exact_at_32k():
     def rotate64(x, pos):
         x = x.double().flatten()
         a = pos * inv
-        x0, x1 = x[: head_dim // 2], x[head_dim // 2:]
+        x0, x1 = x[: head_dim // 2], x[head_dim // 2 :]
         return torch.cat((x0 * a.cos() - x1 * a.sin(), x0 * a.sin() + x1 * a.cos()))
 
     for pos in (0, 1, 20000, 32767):
-        got = apply_rotary(q, cos[pos:pos + 1], sin[pos:pos + 1]).flatten().double()
+        got = apply_rotary(q, cos[pos : pos + 1], sin[pos : pos + 1]).flatten().double()
         assert (got - rotate64(q, pos)).abs().max() < 1e-5
-    score = lambda m, n: float(apply_rotary(q, cos[m:m + 1], sin[m:m + 1]).flatten() @ apply_rotary(k, cos[n:n + 1], sin[n:n + 1]).flatten())  # noqa: E731
+    score = lambda m, n: float(
+        apply_rotary(q, cos[m : m + 1], sin[m : m + 1]).flatten()
+        @ apply_rotary(k, cos[n : n + 1], sin[n : n + 1]).flatten()
+    )  # noqa: E731
     assert abs(score(32760, 32700) - score(60, 0)) < 1e-3 * max(1.0, abs(score(60, 0)))
 
 
@@ -225,7 +235,9 @@ def test_checkpointing_recomputes_blocks_and_changes_no_number(mode):
     ckpt = GPT(ckpt_cfg, backend(SdpaAttention, "sdpa")).double().train()
     ckpt.load_state_dict(plain.state_dict())
     calls = {"n": 0}
-    ckpt.blocks[1].mlp.register_forward_pre_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))  # recompute may stop early: count starts
+    ckpt.blocks[1].mlp.register_forward_pre_hook(
+        lambda *a: calls.__setitem__("n", calls["n"] + 1)
+    )  # recompute may stop early: count starts
     idx, targets = torch.randint(0, 97, (2, 50)), torch.randint(0, 97, (2, 50))
     losses = []
     for model in (plain, ckpt):
@@ -320,7 +332,9 @@ def test_gpu_flex_document_mask_matches_math():
 def test_gpu_checkpointing_lowers_peak_memory():
     peaks = {}
     for mode in ("none", "selective", "full"):
-        cfg = OmegaConf.structured(GPTConfig(n_layers=4, d_model=512, n_heads=8, d_ff=2048, vocab_size=1024, checkpointing=mode))
+        cfg = OmegaConf.structured(
+            GPTConfig(n_layers=4, d_model=512, n_heads=8, d_ff=2048, vocab_size=1024, checkpointing=mode)
+        )
         with torch.device("cuda"):
             model = GPT(cfg, backend(SdpaAttention, "sdpa", device="cuda")).bfloat16().train()
         idx = torch.randint(0, 1024, (2, 4096), device="cuda")
@@ -333,6 +347,7 @@ def test_gpu_checkpointing_lowers_peak_memory():
 
 # --- the attention microbenchmark ----------------------------------------------------------------
 
+
 def test_the_microbenchmark_check_passes_a_right_backend_and_stops_a_wrong_one():
     from b200lab.workloads.attention_bench import check_against_math
 
@@ -343,14 +358,20 @@ def test_the_microbenchmark_check_passes_a_right_backend_and_stops_a_wrong_one()
     assert len(found["rows"]) == 3 and found["rows"][0] == [0, 32] and found["rows"][-1] == [268, 300]
     assert found["out_rel_err"] < 1e-5 and found["dq_rel_err"] < 1e-4
     q16, k16, v16 = (x.bfloat16() for x in (q, k, v))  # bf16 within its own tolerance
-    assert check_against_math(backend(SdpaAttention, "sdpa", window=40), q16, k16, v16, None, 32, g)["out_rel_err"] < 2e-2
+    assert (
+        check_against_math(backend(SdpaAttention, "sdpa", window=40), q16, k16, v16, None, 32, g)["out_rel_err"] < 2e-2
+    )
 
     class DropsTheWindow(SdpaAttention):  # a wrong kernel: says it has a window, attends causally
         def configured(self, mask):
             return mask
 
-    wrong = DropsTheWindow(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa", "window": 40}), "cpu")
-    with pytest.raises(RuntimeError, match=r"attention=sdpa differs from the math reference \(.*output rows 268\.\.300"):
+    wrong = DropsTheWindow(
+        complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa", "window": 40}), "cpu"
+    )
+    with pytest.raises(
+        RuntimeError, match=r"attention=sdpa differs from the math reference \(.*output rows 268\.\.300"
+    ):
         check_against_math(wrong, q, k, v, None, 32, g)  # the first rows cannot see the window: later blocks can
 
 
@@ -359,9 +380,24 @@ def test_attention_workload_counts_the_pairs_its_mask_keeps(tmp_path, store):
     from support import INLINE, results_files, run_cli
 
     t, window, heads, d = 256, 64, 2, 16
-    proc = run_cli(["-m", "workload=attention", f"seq.len={t}", "seq.batch=1", f"workload.options.heads={heads}",
-                    f"workload.options.head_dim={d}", "workload.warmup_steps=1", "workload.steps=3", "workload.min_time_s=0",
-                    "attention=sdpa,flex_sliding", f"attention.window={window}", INLINE], tmp_path, store)
+    proc = run_cli(
+        [
+            "-m",
+            "workload=attention",
+            f"seq.len={t}",
+            "seq.batch=1",
+            f"workload.options.heads={heads}",
+            f"workload.options.head_dim={d}",
+            "workload.warmup_steps=1",
+            "workload.steps=3",
+            "workload.min_time_s=0",
+            "attention=sdpa,flex_sliding",
+            f"attention.window={window}",
+            INLINE,
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     runs = {r["config"]["attention"]["name"]: r for r in results_files(tmp_path)}
     assert set(runs) == {"sdpa", "flex_sliding"}
@@ -380,8 +416,14 @@ def test_attention_workload_counts_the_pairs_its_mask_keeps(tmp_path, store):
 def test_attention_workload_refuses_what_a_cpu_cannot_time(tmp_path, store):
     from support import run_cli
 
-    proc = run_cli(["workload=attention", "workload.options.cuda_graph=true", "attention=flex", "workload.options.backward=true"],
-                   tmp_path, store)
+    proc = run_cli(
+        ["workload=attention", "workload.options.cuda_graph=true", "attention=flex", "workload.options.backward=true"],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 2, proc.output
     assert "workload.options.cuda_graph=true needs a CUDA GPU and this job runs on cpu" in proc.stderr
-    assert "workload.options.backward=true with attention=flex on cpu: PyTorch's FlexAttention has no backward pass there" in proc.stderr
+    assert (
+        "workload.options.backward=true with attention=flex on cpu: PyTorch's FlexAttention has no backward pass there"
+        in proc.stderr
+    )

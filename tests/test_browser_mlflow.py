@@ -19,17 +19,27 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import parents_and_children
 from tiny_sweep import tiny_sweep
+
+from support import parents_and_children
 
 CHROMIUM = "/usr/bin/chromium"
 # what works as root in a sandboxed machine with no network (.library/env/machines/python.md)
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (.ci/install_chromium.sh installs Debian's)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (.ci/install_chromium.sh installs Debian's)"
+    ),
 ]
 
 
@@ -44,8 +54,23 @@ def ui(tmp_path_factory, template_store):
     sweep = tiny_sweep(tmp_path_factory, template_store)
     port = _free_port()
     log = open(Path(sweep["dir"]) / "mlflow_ui.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", sweep["uri"], "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=sweep["dir"])
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            sweep["uri"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=sweep["dir"],
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -70,8 +95,13 @@ def page(ui):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(tempfile.mkdtemp(prefix="chromium-"), executable_path=CHROMIUM, args=FLAGS,
-                                                       headless=True, viewport={"width": 1500, "height": 900})
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-"),
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            headless=True,
+            viewport={"width": 1500, "height": 900},
+        )
         context.set_default_timeout(60_000)
         yield context.new_page()
         context.close()
@@ -103,9 +133,13 @@ def _columns(page, names: list[str], off: list[str]) -> None:
     for name in [*names, *off]:
         page.get_by_placeholder("Search columns").fill(name)
         try:
-            dialog.locator(".du-bois-light-tree-title").filter(has_text=re.compile(f"^{re.escape(name)}$")).click(timeout=20_000)
+            dialog.locator(".du-bois-light-tree-title").filter(has_text=re.compile(f"^{re.escape(name)}$")).click(
+                timeout=20_000
+            )
         except Exception:
-            page.screenshot(path=str(Path(tempfile.gettempdir()) / "b200lab_columns_failure.png"))  # what the dialog showed
+            page.screenshot(
+                path=str(Path(tempfile.gettempdir()) / "b200lab_columns_failure.png")
+            )  # what the dialog showed
             raise
     page.keyboard.press("Escape")
 
@@ -115,7 +149,9 @@ def test_runs_table_shows_the_parent_with_its_children_and_a_tokens_per_s_column
     [parent], children = parents_and_children(sweep["uri"])
     page.goto(f"{base}/#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning")
     page.get_by_text("matching runs").wait_for()
-    page.locator(f'a[href$="/runs/{parent.info.run_id}"]').wait_for()  # the runs (and so their metric names) have loaded
+    page.locator(
+        f'a[href$="/runs/{parent.info.run_id}"]'
+    ).wait_for()  # the runs (and so their metric names) have loaded
     _close_assistant(page)
     _columns(page, ["tokens_per_s", "effective.precision", "effective.attention_kernel"], ["Dataset", "Models"])
     page.locator('button[data-component-id$="runnamecellrenderer.tsx_46"]').first.click()  # the parent's expander
@@ -126,14 +162,18 @@ def test_runs_table_shows_the_parent_with_its_children_and_a_tokens_per_s_column
     text = grid.inner_text()
     assert "tokens_per_s" in text and "effective.precision" in text
     for child in children:
-        assert f"{child.data.metrics['tokens_per_s']:.1f}"[:4] in text and child.data.tags["effective.precision"] in text
+        assert (
+            f"{child.data.metrics['tokens_per_s']:.1f}"[:4] in text and child.data.tags["effective.precision"] in text
+        )
     _save(page, shots, "runs_table.png")
 
 
 def test_parent_page_shows_the_sweeps_table_and_headline_metrics(ui, page, shots):
     sweep, base = ui
     [parent], children = parents_and_children(sweep["uri"])
-    page.goto(f"{base}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning")
+    page.goto(
+        f"{base}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning"
+    )
     page.get_by_text("Key metrics").first.wait_for()
     _close_assistant(page)
     text = page.inner_text("body")
@@ -147,7 +187,10 @@ def test_parent_page_shows_the_sweeps_table_and_headline_metrics(ui, page, shots
 def test_compare_view_of_two_children_shows_their_effective_precision(ui, page, shots):
     sweep, base = ui
     _, children = parents_and_children(sweep["uri"])
-    pair = [next(c for c in children if c.data.params["precision.name"] == p and c.data.params["seq.len"] == "64") for p in ("fp32", "bf16")]
+    pair = [
+        next(c for c in children if c.data.params["precision.name"] == p and c.data.params["seq.len"] == "64")
+        for p in ("fp32", "bf16")
+    ]
     runs = json.dumps([c.info.run_id for c in pair])
     page.goto(f"{base}/#/compare-runs?runs={runs}&experiments={json.dumps([pair[0].info.experiment_id])}")
     row = page.locator("tr", has=page.get_by_text("effective.precision", exact=True))

@@ -9,18 +9,27 @@ import sys
 
 import pytest
 from omegaconf import OmegaConf
-from support import INLINE, REPO, compose, results_files, run_cli
 
 from b200lab.core import registry
 from b200lab.core.machine import ConfigError
 from b200lab.core.validation import validate
+from support import INLINE, REPO, compose, results_files, run_cli
 
 PLUGINS = REPO / "tests" / "plugins"
 SEARCH = f"hydra.searchpath=[file://{PLUGINS / 'conf'}]"
 # shipped option -> the plugin's copy of it, and the words each puts in messages
-RENAMED = {"precision=fp8": "precision=eight_bit", "attention=te": "attention=fused", "model=moe_tiny": "model=mixture_tiny"}
-WORDS = {"eight_bit": "fp8", "fused": "te", "mixture_tiny": "moe_tiny", "'mixture'": "'moe'",
-         "lab_renamed.RenamedMixture": "b200lab.models.moe.family.MoEFamily"}
+RENAMED = {
+    "precision=fp8": "precision=eight_bit",
+    "attention=te": "attention=fused",
+    "model=moe_tiny": "model=mixture_tiny",
+}
+WORDS = {
+    "eight_bit": "fp8",
+    "fused": "te",
+    "mixture_tiny": "moe_tiny",
+    "'mixture'": "'moe'",
+    "lab_renamed.RenamedMixture": "b200lab.models.moe.family.MoEFamily",
+}
 
 
 @pytest.fixture
@@ -51,7 +60,11 @@ def as_shipped(text: str) -> str:
 
 CASES = [
     (["precision=fp8", "parallelism=tp", "parallelism.tp=2"], "cuda", "which the tensor-parallel plan"),
-    (["precision=fp8", "workload=train", "model.checkpointing=full"], "cuda", "recomputing a Transformer Engine FP8 block"),
+    (
+        ["precision=fp8", "workload=train", "model.checkpointing=full"],
+        "cuda",
+        "recomputing a Transformer Engine FP8 block",
+    ),
     (["precision=fp8", "workload=generate", "seq.batch=3"], "cuda", "FP8 GEMMs need a multiple of 8 rows"),
     (["precision=fp8", "workload=serve"], "cuda", "as many rows as requests running"),
     (["precision=fp8", "model=dlrm_small", "seq=onehot"], "cuda", "embedding-bag gathers"),
@@ -80,8 +93,14 @@ def test_what_the_shipped_option_may_do_the_renamed_one_may_too(plugins, overrid
 
 def test_the_renamed_options_are_registered_as_plugins(plugins):
     options = {g: registry.options(g) for g in ("model", "precision", "attention")}
-    assert options["model"]["mixture"].source == "lab-plugins" and options["model"]["mixture"].target == "lab_renamed.RenamedMixture"
-    assert options["precision"]["renamed_te"].config.may_use_te and options["attention"]["renamed_te_attention"].config.no_decode
+    assert (
+        options["model"]["mixture"].source == "lab-plugins"
+        and options["model"]["mixture"].target == "lab_renamed.RenamedMixture"
+    )
+    assert (
+        options["precision"]["renamed_te"].config.may_use_te
+        and options["attention"]["renamed_te_attention"].config.no_decode
+    )
     assert OmegaConf.select(compose([SEARCH, "model=mixture_tiny"]), "model._target_") == "lab_renamed.RenamedMixture"
 
 
@@ -90,9 +109,21 @@ def test_the_renamed_options_are_registered_as_plugins(plugins):
 def test_a_renamed_family_decodes_through_the_same_path(model, tmp_path, store):
     """The decode contract and what it declares (a mixture reads only its routed experts, so the
     bandwidth bound is not claimed) come from the class, whatever the family is called."""
-    proc = run_cli([SEARCH, f"model={model}", "workload=generate", "seq=short", "workload.options.output_len=4",
-                    "workload.options.copy_gbps=100", "workload.warmup_steps=1", "workload.steps=2", INLINE],
-                   tmp_path, {**store, "PYTHONPATH": str(PLUGINS)})
+    proc = run_cli(
+        [
+            SEARCH,
+            f"model={model}",
+            "workload=generate",
+            "seq=short",
+            "workload.options.output_len=4",
+            "workload.options.copy_gbps=100",
+            "workload.warmup_steps=1",
+            "workload.steps=2",
+            INLINE,
+        ],
+        tmp_path,
+        {**store, "PYTHONPATH": str(PLUGINS)},
+    )
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")
     assert "not computed" in res["effective"]["copy_bandwidth"]["hbm_bw_util"]

@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from support import FAST, INLINE, parents_and_children, results_files, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
 
 def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
-    proc = run_cli([], tmp_path, {"NCCL_ALGO": "Ring", "TORCH_NCCL_USE_COMM_NONBLOCKING": "0"})  # no MLFLOW_TRACKING_URI: the default sqlite:///mlflow.db here
+    proc = run_cli(
+        [], tmp_path, {"NCCL_ALGO": "Ring", "TORCH_NCCL_USE_COMM_NONBLOCKING": "0"}
+    )  # no MLFLOW_TRACKING_URI: the default sqlite:///mlflow.db here
     assert proc.returncode == 0, proc.output
     assert (tmp_path / "mlflow.db").exists()
     [run] = runs(f"sqlite:///{tmp_path}/mlflow.db")
@@ -41,7 +44,9 @@ def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
 
 def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
     uri = store["MLFLOW_TRACKING_URI"]
-    proc = run_cli(["-m", "seq=1k,2k", "model=tiny", "workload.warmup_steps=1", "workload.steps=2", INLINE], tmp_path, store)
+    proc = run_cli(
+        ["-m", "seq=1k,2k", "model=tiny", "workload.warmup_steps=1", "workload.steps=2", INLINE], tmp_path, store
+    )
     assert proc.returncode == 0, proc.output
     [parent], children = parents_and_children(uri)
     assert len(children) == 2
@@ -49,7 +54,11 @@ def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
     assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
     assert sorted(c.data.params["seq.len"] for c in children) == ["1024", "2048"]
     for r in (parent, *children):
-        assert r.data.tags["mlflow.source.git.commit"] and r.data.tags["mlflow.user"] and r.data.tags["mlflow.source.name"] == "b200lab"
+        assert (
+            r.data.tags["mlflow.source.git.commit"]
+            and r.data.tags["mlflow.user"]
+            and r.data.tags["mlflow.source.name"] == "b200lab"
+        )
     files = sorted((tmp_path / "multirun").rglob("results.json"))
     assert len(files) == 2
     assert "seq=1k model=tiny" in proc.stdout and "seq=2k model=tiny" in proc.stdout
@@ -64,9 +73,13 @@ def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
     # the results.json in MLflow is the final one: synced, with its own run ids
     child = children[0]
     (tmp_path / "dl").mkdir()
-    uploaded = json.loads(Path(client.download_artifacts(child.info.run_id, "results.json", str(tmp_path / "dl"))).read_text())
+    uploaded = json.loads(
+        Path(client.download_artifacts(child.info.run_id, "results.json", str(tmp_path / "dl"))).read_text()
+    )
     assert uploaded["mlflow"]["synced"] is True
-    assert uploaded["mlflow"]["run_id"] == child.info.run_id and uploaded["mlflow"]["parent_run_id"] == parent.info.run_id
+    assert (
+        uploaded["mlflow"]["run_id"] == child.info.run_id and uploaded["mlflow"]["parent_run_id"] == parent.info.run_id
+    )
 
 
 def test_two_gloo_ranks_report_global_throughput_once(tmp_path, store):
@@ -87,12 +100,23 @@ def test_two_gloo_ranks_report_global_throughput_once(tmp_path, store):
 
 
 def test_two_gloo_ranks_train_bf16_weights_with_float32_masters(tmp_path, store):
-    proc = run_cli(["parallelism.nproc=2", "workload=train", "precision=bf16", "workload.options.grad_accum=2", *FAST], tmp_path, store)
+    proc = run_cli(
+        ["parallelism.nproc=2", "workload=train", "precision=bf16", "workload.options.grad_accum=2", *FAST],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")
     prec = res["effective"]["precision"]
-    assert (prec["param_dtype"], prec["master_dtype"], prec["grad_accum_dtype"], prec["autocast"]) == ("bfloat16", "float32", "float32", False)
-    assert res["effective"]["ddp_sync"] == "every micro-batch"  # each bf16 gradient is reduced before it moves to the masters
+    assert (prec["param_dtype"], prec["master_dtype"], prec["grad_accum_dtype"], prec["autocast"]) == (
+        "bfloat16",
+        "float32",
+        "float32",
+        False,
+    )
+    assert (
+        res["effective"]["ddp_sync"] == "every micro-batch"
+    )  # each bf16 gradient is reduced before it moves to the masters
     assert res["metrics"]["tokens_per_step"] == 2 * 2 * 4 * 128
     assert 5.0 < res["metrics"]["loss"] < 10.0
     [run] = runs(store["MLFLOW_TRACKING_URI"])
@@ -100,7 +124,9 @@ def test_two_gloo_ranks_train_bf16_weights_with_float32_masters(tmp_path, store)
 
 
 def test_compiled_run_reports_compile_time_apart(tmp_path, store):
-    proc = run_cli(["compile=default", "workload.warmup_steps=2", "workload.steps=3", "seq=short", INLINE], tmp_path, store)
+    proc = run_cli(
+        ["compile=default", "workload.warmup_steps=2", "workload.steps=3", "seq=short", INLINE], tmp_path, store
+    )
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")
     assert res["effective"]["compiled"] is True
@@ -113,10 +139,22 @@ def test_one_command_with_subcommands(tmp_path):
     script = Path(sys.executable).with_name("b200lab")  # the console script pip installed beside this python
     usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0
-    for text in ("b200lab sync", "b200lab report", "b200lab power", "-m seq=1k,2k", "130", "bad configuration", "not in MLflow"):
+    for text in (
+        "b200lab sync",
+        "b200lab report",
+        "b200lab power",
+        "-m seq=1k,2k",
+        "130",
+        "bad configuration",
+        "not in MLflow",
+    ):
         assert text in usage.stdout
     hydra_help = run_cli(["run", "--help"], tmp_path)
-    assert hydra_help.returncode == 0 and "== Configuration groups ==" in hydra_help.stdout and "model: " in hydra_help.stdout
+    assert (
+        hydra_help.returncode == 0
+        and "== Configuration groups ==" in hydra_help.stdout
+        and "model: " in hydra_help.stdout
+    )
     power = run_cli(["power", "--", sys.executable, "-c", "import sys; sys.exit(7)"], tmp_path)
     assert power.returncode == 7 and json.loads(power.stdout)["returncode"] == 7
     report = run_cli(["report", "table", str(tmp_path)], tmp_path)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+
 from support import run_cli, runs
 
 pytestmark = pytest.mark.e2e
@@ -16,9 +17,22 @@ SIZES = [16384, 32768, 65536]
 
 
 def test_all_gather_and_reduce_scatter_report_busbw_against_message_size(tmp_path, store):
-    proc = run_cli(["-m", "workload=comms", "parallelism.nproc=2", "workload.options.op=all_gather,reduce_scatter",
-                    f"workload.options.min_bytes={SIZES[0]}", f"workload.options.max_bytes={SIZES[-1]}", "workload.options.sweep_iters=3",
-                    "workload.options.sweep_warmup=1", "workload.steps=5", "workload.warmup_steps=1"], tmp_path, store)
+    proc = run_cli(
+        [
+            "-m",
+            "workload=comms",
+            "parallelism.nproc=2",
+            "workload.options.op=all_gather,reduce_scatter",
+            f"workload.options.min_bytes={SIZES[0]}",
+            f"workload.options.max_bytes={SIZES[-1]}",
+            "workload.options.sweep_iters=3",
+            "workload.options.sweep_warmup=1",
+            "workload.steps=5",
+            "workload.warmup_steps=1",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     uri = store["MLFLOW_TRACKING_URI"]
     client = MlflowClient(tracking_uri=uri)

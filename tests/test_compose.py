@@ -8,10 +8,10 @@ import shutil
 import pytest
 import yaml
 from omegaconf import OmegaConf
-from support import CONF, REPO, compose
 
 from b200lab.core.machine import ConfigError
 from b200lab.core.validation import validate
+from support import CONF, REPO, compose
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "debug"))
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
@@ -23,12 +23,17 @@ def test_every_group_has_options():
     assert len(OPTIONS) >= 25
 
 
-NEEDS_FP8_GPU = {**{o: "this run's device is cpu" for o in ("fp8", "fp8_current", "fp8_block", "fp8_mxfp8", "fp8_nvfp4")},
-                 "fp8_torchao": "precision=fp8_torchao"}
+NEEDS_FP8_GPU = {
+    **{o: "this run's device is cpu" for o in ("fp8", "fp8_current", "fp8_block", "fp8_mxfp8", "fp8_nvfp4")},
+    "fp8_torchao": "precision=fp8_torchao",
+}
 
 
-NEEDS_CUDA_ATTENTION = {"sdpa_cudnn": "cuDNN attention needs a CUDA GPU", "sdpa_efficient": "memory-efficient attention needs a CUDA GPU",
-                        "te": "attention=te needs a CUDA GPU"}
+NEEDS_CUDA_ATTENTION = {
+    "sdpa_cudnn": "cuDNN attention needs a CUDA GPU",
+    "sdpa_efficient": "memory-efficient attention needs a CUDA GPU",
+    "te": "attention=te needs a CUDA GPU",
+}
 
 
 def _own_seq(group: str, option: str) -> list[str]:
@@ -37,7 +42,14 @@ def _own_seq(group: str, option: str) -> list[str]:
     if group != "model":
         return []
     spec = yaml.safe_load((CONF / "model" / f"{option}.yaml").read_text())
-    return next(([f"seq={prefix}{spec[key]}"] for key, prefix in (("image_size", "img"), ("latent_size", "latent")) if key in spec), [])
+    return next(
+        (
+            [f"seq={prefix}{spec[key]}"]
+            for key, prefix in (("image_size", "img"), ("latent_size", "latent"))
+            if key in spec
+        ),
+        [],
+    )
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)
@@ -45,8 +57,12 @@ def test_option_composes_and_validates(group, option):
     cfg = compose([f"{group}={option}", *_own_seq(group, option)])
     assert cfg[group].name == option
     device = "cpu"
-    if (group == "parallelism" and "tp" not in cfg.parallelism) or (group == "workload" and option in ("allreduce", "comms")):
-        cfg.parallelism.nproc = 2 if option in ("allreduce", "comms") else 1  # CI's CPU has 2 cores; tp/fsdp derive tp x dp
+    if (group == "parallelism" and "tp" not in cfg.parallelism) or (
+        group == "workload" and option in ("allreduce", "comms")
+    ):
+        cfg.parallelism.nproc = (
+            2 if option in ("allreduce", "comms") else 1
+        )  # CI's CPU has 2 cores; tp/fsdp derive tp x dp
     if group == "precision" and option in NEEDS_FP8_GPU:  # refused on a CPU, each with its reason
         with pytest.raises(ConfigError, match=NEEDS_FP8_GPU[option]):
             validate(cfg, device)
@@ -74,8 +90,19 @@ def test_preset_composes(preset):
 
 
 def test_seq_ladder_matches_the_legacy_suite():
-    ladder = {name: (compose([f"seq={name}"]).seq.len, compose([f"seq={name}"]).seq.batch) for name in ["1k", "2k", "4k", "8k", "12k", "16k", "32k"]}
-    assert ladder == {"1k": (1024, 8), "2k": (2048, 4), "4k": (4096, 2), "8k": (8192, 2), "12k": (12288, 1), "16k": (16384, 1), "32k": (32768, 1)}
+    ladder = {
+        name: (compose([f"seq={name}"]).seq.len, compose([f"seq={name}"]).seq.batch)
+        for name in ["1k", "2k", "4k", "8k", "12k", "16k", "32k"]
+    }
+    assert ladder == {
+        "1k": (1024, 8),
+        "2k": (2048, 4),
+        "4k": (4096, 2),
+        "8k": (8192, 2),
+        "12k": (12288, 1),
+        "16k": (16384, 1),
+        "32k": (32768, 1),
+    }
 
 
 @pytest.mark.parametrize(
@@ -85,7 +112,11 @@ def test_seq_ladder_matches_the_legacy_suite():
         (["precision=bf16"], False, ("bfloat16", "bfloat16", None, "bfloat16", False)),
         (["precision=bf16_autocast"], True, ("bfloat16", "float32", None, "float32", True)),
         (["precision=bf16", "precision.master_dtype=none"], True, ("bfloat16", "bfloat16", None, "bfloat16", False)),
-        (["precision=bf16", "precision.grad_accum_dtype=bfloat16"], True, ("bfloat16", "bfloat16", "float32", "bfloat16", False)),
+        (
+            ["precision=bf16", "precision.grad_accum_dtype=bfloat16"],
+            True,
+            ("bfloat16", "bfloat16", "float32", "bfloat16", False),
+        ),
         (["precision=fp16"], True, ("float16", "float16", "float32", "float32", False)),
         (["precision=fp32"], True, ("float32", "float32", None, "float32", False)),
     ],
@@ -113,14 +144,22 @@ def test_gpt_40b_is_the_legacy_config():
         (["workload.steps=0"], "workload.steps=0"),
         (["compile.mode=fastest"], "compile.mode='fastest'"),
         (["precision.compute_dtype=int4"], "precision.compute_dtype='int4': choose one of"),
-        (["precision=fp32", "precision.param_dtype=bfloat16"], "precision.param_dtype=bfloat16 is narrower than precision.compute_dtype=float32"),
-        (["workload=train", "precision=bf16", "precision.master_dtype=none", "precision.grad_accum_dtype=float32"],
-         "precision.grad_accum_dtype=float32 needs the parameters or their master copy in float32"),
+        (
+            ["precision=fp32", "precision.param_dtype=bfloat16"],
+            "precision.param_dtype=bfloat16 is narrower than precision.compute_dtype=float32",
+        ),
+        (
+            ["workload=train", "precision=bf16", "precision.master_dtype=none", "precision.grad_accum_dtype=float32"],
+            "precision.grad_accum_dtype=float32 needs the parameters or their master copy in float32",
+        ),
         (["precision.master_dtype=float16"], "precision.master_dtype='float16': choose one of"),
         (["precision.compute_dtype=fp8"], "the autocast recipe runs float dtypes only; FP8 needs an FP8 recipe class"),
         (["+seq.bach=4"], "seq.bach: not a field of SeqConfig"),
         (["+model.n_experts=8", "+model.top_k=2"], "model.n_experts: not a field of GPTConfig"),
-        (["+workload.options.grad_acum=2", "workload=train"], "workload.options.grad_acum: not a field of TrainOptions"),
+        (
+            ["+workload.options.grad_acum=2", "workload=train"],
+            "workload.options.grad_acum: not a field of TrainOptions",
+        ),
         (["+lr=1"], "lr: not a config group or field"),
         (["model.n_kv_heads=3"], "model.n_kv_heads=3 does not divide model.n_heads=4"),
         (["attention.backends=[flash,turbo]"], "attention.backends=['flash', 'turbo']: unknown ['turbo']"),
@@ -160,8 +199,10 @@ def test_validate_fills_each_components_schema_defaults():
     assert cfg.precision.master_dtype == "auto"
 
 
-@pytest.mark.parametrize("group,name", [(g, n) for g, names in __import__("b200lab.core.registry", fromlist=["SHIPPED"]).SHIPPED.items()
-                                        for n in names])
+@pytest.mark.parametrize(
+    "group,name",
+    [(g, n) for g, names in __import__("b200lab.core.registry", fromlist=["SHIPPED"]).SHIPPED.items() for n in names],
+)
 def test_every_shipped_option_names_an_implementation_of_its_group_that_carries_its_config_class(group, name):
     from b200lab.core.registry import BASE_CLASSES, implementation, load, options
 
@@ -181,14 +222,20 @@ def test_unregistered_targets_are_refused_before_any_import(target, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as err:
         validate(compose([f"workload._target_={target}"]), "cpu")
-    assert f"workload._target_={target!r} is not a registered workload component, so it is not imported" in str(err.value)
+    assert f"workload._target_={target!r} is not a registered workload component, so it is not imported" in str(
+        err.value
+    )
     assert not marker.exists()
 
 
 def test_a_registered_target_that_cannot_import_is_a_configuration_error(monkeypatch):
     from b200lab.core import registry
 
-    monkeypatch.setattr(registry, "plugin_entries", lambda group: {"ghost": ("ghost_pkg.Ghost", "ghost-dist")} if group == "workload" else {})
+    monkeypatch.setattr(
+        registry,
+        "plugin_entries",
+        lambda group: {"ghost": ("ghost_pkg.Ghost", "ghost-dist")} if group == "workload" else {},
+    )
     registry._options.cache_clear()
     try:
         with pytest.raises(ConfigError, match="ghost_pkg.Ghost cannot be imported: ModuleNotFoundError"):
@@ -211,8 +258,12 @@ def _scale_script_points(gpus: int = 8, script: str = "gpu_scale.sh", only: str 
 
     text = (REPO / "experiments" / "scripts" / script).read_text().replace("\\\n", " ")
     widths = lambda *ns: ",".join(str(n) for n in ns if n <= gpus)  # noqa: E731 (the script's upto)
-    env = {"$TP": widths(4, 8), "$DP": widths(1, 2, 4, 8), "$(upto 8 | grep -q 8 && echo 8 || echo 4)": "8" if gpus >= 8 else "4",
-           "$(upto 4 8 | tr , '\\n' | tail -1)": str(max([n for n in (4, 8) if n <= gpus], default=gpus))}
+    env = {
+        "$TP": widths(4, 8),
+        "$DP": widths(1, 2, 4, 8),
+        "$(upto 8 | grep -q 8 && echo 8 || echo 4)": "8" if gpus >= 8 else "4",
+        "$(upto 4 8 | tr , '\\n' | tail -1)": str(max([n for n in (4, 8) if n <= gpus], default=gpus)),
+    }
     points = []
     for line in re.findall(r"^\s*(?:\w+\) )?lab -m (.+)$", text, flags=re.M):
         if only not in line:
@@ -247,7 +298,11 @@ def test_serving_script_commands_compose():
     """The serve phases of experiments/scripts/gpu_serving.sh are ready to run: on a machine
     taken for a GPU host, validation refuses only the GPU count (0 here)."""
     points = _scale_script_points(2, "gpu_serving.sh", only="experiment=serve_load")
-    assert len(points) >= 14 and any("compile=default" in p for p in points) and any("attention.backends=[efficient]" in p for p in points)
+    assert (
+        len(points) >= 14
+        and any("compile=default" in p for p in points)
+        and any("attention.backends=[efficient]" in p for p in points)
+    )
     for overrides in points:
         with pytest.raises(ConfigError) as exc:
             validate(compose(overrides), "cuda")

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from support import run_cli, runs
-from tiny_models import write_corpus
 
 from b200lab.core.component import CheckContext
 from b200lab.core.registry import complete
@@ -27,6 +25,8 @@ from b200lab.data.documents import (
     split_documents,
 )
 from b200lab.data.text import TextData, token_stream
+from support import run_cli, runs
+from tiny_models import write_corpus
 
 TEXT = "b200lab.data.text.TextData"
 
@@ -36,8 +36,14 @@ def text_cfg(**fields):
 
 
 def job_cfg(data, vocab=300, seq_len=16, workload="b200lab.workloads.train.Train"):
-    return OmegaConf.create({"model": {"name": "m", "vocab_size": vocab}, "seq": {"len": seq_len, "batch": 2},
-                             "workload": {"_target_": workload, "name": workload.rsplit(".", 1)[-1].lower()}, "data": data})
+    return OmegaConf.create(
+        {
+            "model": {"name": "m", "vocab_size": vocab},
+            "seq": {"len": seq_len, "batch": 2},
+            "workload": {"_target_": workload, "name": workload.rsplit(".", 1)[-1].lower()},
+            "data": data,
+        }
+    )
 
 
 def problems(data, **job):
@@ -50,7 +56,10 @@ def problems(data, **job):
 
 def test_byte_tokenizer_round_trips_any_text_and_bytes():
     rng = random.Random()
-    text = "".join(chr(rng.choice([rng.randint(32, 126), rng.randint(0x370, 0x3ff), rng.randint(0x1f600, 0x1f64f)])) for _ in range(300))
+    text = "".join(
+        chr(rng.choice([rng.randint(32, 126), rng.randint(0x370, 0x3FF), rng.randint(0x1F600, 0x1F64F)]))
+        for _ in range(300)
+    )
     ids = TOKENIZER.encode(text)
     assert ids == list(text.encode("utf-8")) and max(ids) < 256 and TOKENIZER.decode(ids) == text
     raw = bytes(rng.randrange(256) for _ in range(500))
@@ -99,7 +108,9 @@ def test_split_holds_out_whole_documents_by_name_hash_whatever_the_listing_order
     assert sorted(d.name for d in train + val) == sorted(texts) and not {d.name for d in train} & {d.name for d in val}
     shuffled = random.sample(docs, len(docs))
     assert sorted(d.name for d in split_documents(shuffled, 0.2)[1]) == sorted(lowest)
-    assert len(split_documents(docs, 0.001)[1]) == 1 and len(split_documents(docs, 0.999)[0]) == 1  # never an empty side
+    assert (
+        len(split_documents(docs, 0.001)[1]) == 1 and len(split_documents(docs, 0.999)[0]) == 1
+    )  # never an empty side
 
 
 def test_corpus_hash_follows_content_and_names(tmp_path):
@@ -135,8 +146,12 @@ OTHER_PYTHONS = _pythons_3_10_to_3_13()
 @pytest.mark.skipif(not OTHER_PYTHONS, reason="no python3.10-3.13 interpreter on PATH to check the corpus list against")
 @pytest.mark.parametrize("python", OTHER_PYTHONS)
 def test_default_corpus_files_exist_in_other_pythons(python):
-    out = subprocess.run([python, "-c", "import sys, sysconfig; print(sysconfig.get_paths()['stdlib']); print(sys.version_info[:2])"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [python, "-c", "import sys, sysconfig; print(sysconfig.get_paths()['stdlib']); print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if out.returncode != 0:
         pytest.skip(f"{python} does not run here: {out.stderr.strip()[:200]}")
     stdlib = Path(out.stdout.splitlines()[0])
@@ -152,8 +167,8 @@ def test_training_windows_are_slices_of_the_training_stream_and_follow_the_gener
     assert inputs.shape == targets.shape == (5, 24) and inputs.dtype == torch.long
     assert torch.equal(inputs[:, 1:], targets[:, :-1])
     for row_in, row_t in zip(inputs, targets):
-        starts = [s for s in range(stream.numel() - 24) if torch.equal(stream[s:s + 24], row_in)]
-        assert starts and any(torch.equal(stream[s + 1:s + 25], row_t) for s in starts)
+        starts = [s for s in range(stream.numel() - 24) if torch.equal(stream[s : s + 24], row_in)]
+        assert starts and any(torch.equal(stream[s + 1 : s + 25], row_t) for s in starts)
     again = data.batch(5, 24, torch.Generator().manual_seed(7))[0]
     other = data.batch(5, 24, torch.Generator().manual_seed(8))[0]
     assert torch.equal(inputs, again) and not torch.equal(inputs, other)
@@ -167,10 +182,20 @@ def test_data_parallel_ranks_draw_different_training_windows(tmp_path):
     from b200lab.workloads.base import RankContext
 
     write_corpus(tmp_path, n_docs=8)
-    cfg = OmegaConf.create({"run": {"seed": random.randrange(10_000)}, "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "ddp", "nproc": 2})})
+    cfg = OmegaConf.create(
+        {
+            "run": {"seed": random.randrange(10_000)},
+            "parallelism": complete(
+                "parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "ddp", "nproc": 2}
+            ),
+        }
+    )
     data = TextData(text_cfg(path=str(tmp_path)), family=None, device=torch.device("cpu"))
     cpu = torch.device("cpu")
-    batches = [data.batch(4, 16, RankContext(cfg, cpu, DataParallel(cfg.parallelism, rank, 2, cpu), rank, 2).generator())[0] for rank in (0, 1, 0)]
+    batches = [
+        data.batch(4, 16, RankContext(cfg, cpu, DataParallel(cfg.parallelism, rank, 2, cpu), rank, 2).generator())[0]
+        for rank in (0, 1, 0)
+    ]
     assert not torch.equal(batches[0], batches[1]) and torch.equal(batches[0], batches[2])
 
 

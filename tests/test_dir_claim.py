@@ -16,7 +16,9 @@ def test_a_live_owner_is_refused_and_a_dead_ones_claim_is_taken_over(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / CLAIM).write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
-        with pytest.raises(DirBusy, match=f"hydra.run.dir={tmp_path} is in use by another b200lab run \\(pid {other.pid}"):
+        with pytest.raises(
+            DirBusy, match=f"hydra.run.dir={tmp_path} is in use by another b200lab run \\(pid {other.pid}"
+        ):
             claim(tmp_path, "hydra.run.dir")
     finally:
         other.kill()

@@ -14,11 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import MEASUREMENTS, REPO, metric_of, one_line, run_record
 
 from b200lab.reports import doc_tables
+from support import MEASUREMENTS, REPO, metric_of, one_line, run_record
 
-RERUN = "run `b200lab tables README.md docs/measurements/*/README.md` (or experiments/scripts/regenerate_reports.sh) and commit"
+RERUN = (
+    "run `b200lab tables README.md docs/measurements/*/README.md` (or experiments/scripts/regenerate_reports.sh) and "
+    "commit"
+)
 
 
 def markdown_with_tables() -> list[Path]:
@@ -42,6 +45,7 @@ def test_every_measurement_readme_has_generated_tables():
 
 # --- a ratio column against the raw files -------------------------------------------------------
 
+
 def raw(folder: str, pattern: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((MEASUREMENTS / folder).glob(pattern))]
 
@@ -55,7 +59,10 @@ def block_rows(path: Path, index: int) -> list[list[str]]:
 
 def test_microbenchmark_ratio_column_is_flex_over_sdpa_from_the_raw_files():
     runs = raw("2026-11-26-attention", "runs/attn_micro_*.results.json")
-    by = {(r["config"]["seq"]["len"], r["config"]["workload"]["options"]["backward"], r["config"]["attention"]["name"]): r for r in runs}
+    by = {
+        (r["config"]["seq"]["len"], r["config"]["workload"]["options"]["backward"], r["config"]["attention"]["name"]): r
+        for r in runs
+    }
     rows = block_rows(MEASUREMENTS / "2026-11-26-attention" / "README.md", 0)
     assert len(rows) == 6
     seq = {"4K": 4096, "16K": 16384, "32K": 32768}
@@ -74,18 +81,66 @@ PROSE_RATIOS = [  # (file, the text that states it, numerator run, denominator r
     ("2026-11-26-attention/README.md", "te 0.88x", "91153fef", "46587518", "tokens_per_s", 0.88, 2),
     ("2026-11-26-attention/README.md", "1.22x faster than full", "23fda045", "84b2d144", "tokens_per_s", 1.22, 2),
     ("2026-11-26-attention/README.md", "104,383 tokens/s (1.045x)", "a7c348d2", "976fe3fe", "tokens_per_s", 1.045, 3),
-    ("2026-11-26-fp8-moe/README.md", "fp8: 64,709 tokens/s (`0fd87948`), 1.386×", "0fd87948", "ffc0c379", "tokens_per_s", 1.386, 3),
-    ("2026-11-26-fp8-moe/README.md", "fp8: 70,145 tokens/s (`e9e96f1f`), 0.70×", "e9e96f1f", "b492e746", "tokens_per_s", 0.70, 2),
+    (
+        "2026-11-26-fp8-moe/README.md",
+        "fp8: 64,709 tokens/s (`0fd87948`), 1.386×",
+        "0fd87948",
+        "ffc0c379",
+        "tokens_per_s",
+        1.386,
+        3,
+    ),
+    (
+        "2026-11-26-fp8-moe/README.md",
+        "fp8: 70,145 tokens/s (`e9e96f1f`), 0.70×",
+        "e9e96f1f",
+        "b492e746",
+        "tokens_per_s",
+        0.70,
+        2,
+    ),
     ("2026-11-26-fp8-moe/README.md", "The speedup is 1.392×", "7a7ad44d", "4358f661", "tokens_per_s", 1.392, 3),
     ("2026-11-26-h200x2-nccl/README.md", "(run e6ac9956), 1.65x", "e6ac9956", "01999527", "tokens_per_s", 1.65, 2),
-    ("2026-11-26-seams-reverify/README.md", "476,268 on two (8eaeeecb), 1.75x", "8eaeeecb", "c4494bf6", "tokens_per_s", 1.75, 2),
+    (
+        "2026-11-26-seams-reverify/README.md",
+        "476,268 on two (8eaeeecb), 1.75x",
+        "8eaeeecb",
+        "c4494bf6",
+        "tokens_per_s",
+        1.75,
+        2,
+    ),
     ("2026-11-26-parallel-partial/README.md", "0.912 of linear", "500696a9", "724e6535", "tokens_per_s", 2 * 0.912, 2),
     ("2026-11-26-parallel-scaling/README.md", "**FSDP2 0.968**", "a2807b48", "17c39c75", "tokens_per_s", 2 * 0.968, 3),
     ("2026-11-26-parallel-scaling/README.md", "**DDP 0.959**", "afe521d1", "cc9aa424", "tokens_per_s", 2 * 0.959, 3),
-    ("2026-11-26-serving-preset/README.md", "token is 4.8x slower than one GPU's", "d54d3426", "869b65be", "itl_ms_p50", 4.8, 1),
+    (
+        "2026-11-26-serving-preset/README.md",
+        "token is 4.8x slower than one GPU's",
+        "d54d3426",
+        "869b65be",
+        "itl_ms_p50",
+        4.8,
+        1,
+    ),
     ("2026-11-26-serving-preset/README.md", "61.0 ms here is 2.7x that", "869b65be", "be46e3c1", "itl_ms_p50", 2.7, 1),
-    ("2026-11-26-serving-compiled/README.md", "(be46e3c1), 0.59 of the eager time", "d1f8f8e2", "be46e3c1", "itl_ms_p50", 0.59, 2),
-    ("2026-11-26-serving-tp2/README.md", "a token takes 2.9x as long as on one GPU", "324cf386", "a6a07bf2", "itl_ms_p50", 2.9, 1),
+    (
+        "2026-11-26-serving-compiled/README.md",
+        "(be46e3c1), 0.59 of the eager time",
+        "d1f8f8e2",
+        "be46e3c1",
+        "itl_ms_p50",
+        0.59,
+        2,
+    ),
+    (
+        "2026-11-26-serving-tp2/README.md",
+        "a token takes 2.9x as long as on one GPU",
+        "324cf386",
+        "a6a07bf2",
+        "itl_ms_p50",
+        2.9,
+        1,
+    ),
     ("2026-11-26-serving-tp2/README.md", "is made 12.7x faster", "d54d3426", "4708d7db", "itl_ms_p50", 12.7, 1),
 ]
 
@@ -94,7 +149,9 @@ PROSE_RATIOS = [  # (file, the text that states it, numerator run, denominator r
 def test_ratio_stated_in_prose_matches_the_runs(claim):
     file, text, a, b, metric, stated, decimals = claim
     assert text in (MEASUREMENTS / file).read_text(), f"{file} no longer says {text!r}: update PROSE_RATIOS"
-    assert round(metric_of(a, metric) / metric_of(b, metric), decimals) == pytest.approx(stated, abs=10 ** -decimals / 2 + 1e-9)
+    assert round(metric_of(a, metric) / metric_of(b, metric), decimals) == pytest.approx(
+        stated, abs=10**-decimals / 2 + 1e-9
+    )
 
 
 def test_mfu_per_ghz_stated_in_prose():
@@ -128,8 +185,13 @@ def reference_for(folder: Path, lab: dict) -> dict:
     cfg = lab["config"]
     if cfg["precision"]["name"] == "bf16":
         assert cfg["precision"]["master_dtype"] == "none", "the reference's bf16 keeps no float32 masters"
-    want = {"model": cfg["model"]["name"], "precision": REFERENCE_PRECISION[cfg["precision"]["name"]],
-            "compile": cfg["compile"]["name"] != "none", "trials": cfg["workload"]["trials"], "batch": cfg["seq"]["batch"]}
+    want = {
+        "model": cfg["model"]["name"],
+        "precision": REFERENCE_PRECISION[cfg["precision"]["name"]],
+        "compile": cfg["compile"]["name"] != "none",
+        "trials": cfg["workload"]["trials"],
+        "batch": cfg["seq"]["batch"],
+    }
     found = [r for r in references(folder) if {k: r[k] for k in want} == want]
     assert len(found) == 1, f"{folder.name}: {len(found)} reference lines match {want}"
     return found[0]
@@ -158,7 +220,11 @@ def test_compile_gain_of_both_sides_stated_in_prose():
     text = one_line((FAMILIES_COMPILED / "README.md").read_text())
     lab = metric_of("ae90677b", "samples_per_s") / metric_of("7c721b61", "samples_per_s")
     assert f"the lab {lab:.3f}x over its eager bf16 run (ae90677b over 7c721b61)" in text
-    timm = {(r["compile"], r["trials"]): r["samples_per_s"] for r in references(FAMILIES_COMPILED) if r["precision"] == "bf16"}
+    timm = {
+        (r["compile"], r["trials"]): r["samples_per_s"]
+        for r in references(FAMILIES_COMPILED)
+        if r["precision"] == "bf16"
+    }
     compiled, eager = timm[(True, 3)], timm[(False, 1)]
     assert f"timm {compiled / eager:.3f}x ({compiled:.2f} over {eager:.2f})" in text
 
@@ -220,7 +286,10 @@ def test_the_lab_trace_holds_kernels_beyond_its_marked_steps():
     text = one_line((FAMILIES_COMPILED / "README.md").read_text())
     adam = [float(the_kernel(kernel_rows(side), "FusedAdamMathFunctor")["calls_per_step"]) for side in ("lab", "timm")]
     gemm = [float(the_kernel(kernel_rows(side), "coopA_NNT")["calls_per_step"]) for side in ("lab", "timm")]
-    assert f"It has {round(3 * adam[0])} fused-Adam calls ({adam[0]:.1f} per step) where 3 steps make {round(3 * adam[1])}" in text
+    assert (
+        f"It has {round(3 * adam[0])} fused-Adam calls ({adam[0]:.1f} per step) where 3 steps make {round(3 * adam[1])}"
+        in text
+    )
     assert f"(timm: {adam[1]:g} per step)" in text
     assert f"{round(3 * gemm[0])} calls of the largest GEMM where timm has {gemm[1]:g} per step" in text
 
@@ -237,6 +306,7 @@ def test_dlrm_embedding_bandwidth_fraction_matches_the_copy_bandwidth_run():
 
 
 # --- bad specs -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory) -> Path:
@@ -263,19 +333,36 @@ BAD_SPECS = [
     ("files: runs/*.results.json\nrows: [seq.len]\ncolour: red", "unknown spec key(s) colour"),
     ("rows: [seq.len]\nmetrics: [attn_tflops]", "`files` is required"),
     ("files: runs/*.results.json\nmetrics: [attn_tflops]", "`rows` is required"),
-    ("files: nothing/*.results.json\nrows: [seq.len]\nmetrics: [attn_tflops]", "files 'nothing/*.results.json' matches nothing"),
-    ("files: runs/*.results.json\nrows: [seq.len]\nmetrics: [atn_tflops]", "metric 'atn_tflops' is in none of the 2 selected runs"),
+    (
+        "files: nothing/*.results.json\nrows: [seq.len]\nmetrics: [attn_tflops]",
+        "files 'nothing/*.results.json' matches nothing",
+    ),
+    (
+        "files: runs/*.results.json\nrows: [seq.len]\nmetrics: [atn_tflops]",
+        "metric 'atn_tflops' is in none of the 2 selected runs",
+    ),
     ("files: runs/*.results.json\nrows: [seq.len]\nmetrics: [attn_tflops]", "is claimed by 2 runs"),
-    ("files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [flex/sdpa]", "expected 'A / B'"),
-    ("files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [te / sdpa]",
-     "'te' is not a column; the columns are ['sdpa', 'flex']"),
+    (
+        "files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [flex/sdpa]",
+        "expected 'A / B'",
+    ),
+    (
+        "files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [te / sdpa]",
+        "'te' is not a column; the columns are ['sdpa', 'flex']",
+    ),
     ("files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name", "needs `metric`"),
-    ("files: runs/*.results.json\ncolumns: [a]\nrows:\n  - {label: x, metric: attn_tflops, runs: [deadbeef]}", "run 'deadbeef' is in none"),
+    (
+        "files: runs/*.results.json\ncolumns: [a]\nrows:\n  - {label: x, metric: attn_tflops, runs: [deadbeef]}",
+        "run 'deadbeef' is in none",
+    ),
     ("files: runs/*.results.json\nrows: [seq.len\n", "the spec is not YAML"),
     ("csv: missing.csv\ncolumns: [name]", "csv 'missing.csv' matches nothing under"),
     ("csv: k.csv\ncolumns: [name, {column: msec}]", "column(s) 'msec' not in k.csv (its columns: name, group, ms, n)"),
     ("csv: k.csv\nrows: [kind]\nmetrics: [ms]", "column(s) 'kind' not in k.csv"),
-    ("csv: k.csv\nfiles: runs/*.results.json\ncolumns: [name]", "give `files` (results.json) or `csv` (CSV files), not both"),
+    (
+        "csv: k.csv\nfiles: runs/*.results.json\ncolumns: [name]",
+        "give `files` (results.json) or `csv` (CSV files), not both",
+    ),
     ("csv: k.csv\ncolumns: [name]\nlimit: 0", "`limit` is a positive integer"),
     ("csv: k.csv\ncolumns: [{header: x}]", "a csv column is a name or {column: NAME"),
 ]
@@ -292,19 +379,26 @@ def test_a_bad_spec_is_refused_with_its_reason(runs_dir, spec, message):
 
 def test_a_block_without_its_end_marker_is_refused(runs_dir):
     with pytest.raises(doc_tables.TableSpecError, match="needs a `<!-- /b200lab:table -->`"):
-        doc_tables.refresh(block("files: runs/*.results.json").replace("<!-- /b200lab:table -->", ""), runs_dir / "README.md")
+        doc_tables.refresh(
+            block("files: runs/*.results.json").replace("<!-- /b200lab:table -->", ""), runs_dir / "README.md"
+        )
 
 
 @pytest.mark.e2e
 def test_check_fails_on_a_stale_table_and_refresh_fixes_it(runs_dir):
     path = runs_dir / "README.md"
-    spec = "files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [flex / sdpa]\nruns: true"
+    spec = (
+        "files: runs/*.results.json\nrows: [seq.len]\ncolumns: attention.name\nmetric: attn_tflops\nratio: [flex / "
+        "sdpa]\nruns: true"
+    )
     fresh, _ = doc_tables.refresh(block(spec), path)
     path.write_text(fresh.replace("178.5", "278.5"))  # a hand edit
     cmd = [sys.executable, "-m", "b200lab", "tables", "--check", str(path)]
     checked = subprocess.run(cmd, capture_output=True, text=True, cwd=runs_dir)
     assert checked.returncode == 1, checked.stderr
-    assert "-| 4096 | 439.8 | 278.5 | 0.406 | 7bd7c1e2, fbe26176 |" in checked.stdout  # the diff: committed, then the data's
+    assert (
+        "-| 4096 | 439.8 | 278.5 | 0.406 | 7bd7c1e2, fbe26176 |" in checked.stdout
+    )  # the diff: committed, then the data's
     assert "+| 4096 | 439.8 | 178.5 | 0.406 | 7bd7c1e2, fbe26176 |" in checked.stdout
     assert "tables: stale: 1 file(s)" in checked.stderr and str(path) in checked.stderr
     assert subprocess.run(cmd[:4] + [str(path)], capture_output=True, text=True, cwd=runs_dir).returncode == 0
@@ -316,6 +410,7 @@ def test_check_fails_on_a_stale_table_and_refresh_fixes_it(runs_dir):
 
 
 # --- tables from CSV files -----------------------------------------------------------------------
+
 
 def csv_rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
@@ -332,10 +427,18 @@ def rows_of_block_reading(path: Path, name: str) -> list[list[str]]:
 def test_ncu_table_is_the_top_rows_of_its_csv():
     """gpt1b-mfu's Nsight Compute table, cell by cell, against its CSV read with the csv module."""
     folder = MEASUREMENTS / "2026-11-26-gpt1b-mfu"
-    want = sorted(csv_rows(folder / "ncu" / "gpt1b_ncu_compiled.ncu_top_kernels.csv"), key=lambda r: -float(r["time_ms"]))[:12]
+    want = sorted(
+        csv_rows(folder / "ncu" / "gpt1b_ncu_compiled.ncu_top_kernels.csv"), key=lambda r: -float(r["time_ms"])
+    )[:12]
     rows = rows_of_block_reading(folder / "README.md", "gpt1b_ncu_compiled.ncu_top_kernels.csv")
     assert len(rows) == 12
-    decimals = (("time_ms", 2), ("time_share", 3), ("tensor_op_hmma_pct", 1), ("dram_pct_of_peak", 1), ("achieved_occupancy_pct", 1))
+    decimals = (
+        ("time_ms", 2),
+        ("time_share", 3),
+        ("tensor_op_hmma_pct", 1),
+        ("dram_pct_of_peak", 1),
+        ("achieved_occupancy_pct", 1),
+    )
     for row, r in zip(rows, want):
         assert row == [f"`{r['kernel'][:60]}`", r["launches"], *(f"{float(r[c]):.{d}f}" for c, d in decimals)]
 
@@ -343,18 +446,30 @@ def test_ncu_table_is_the_top_rows_of_its_csv():
 def test_kernel_share_table_joins_the_two_breakdown_csvs():
     """fp8-moe's "Where the step goes": one row per kind, bf16 and fp8 shares from their two CSVs, fp8's order."""
     folder = MEASUREMENTS / "2026-11-26-fp8-moe"
-    share = {p: {r["kind"]: float(r["share"]) for r in csv_rows(folder / f"kernel_breakdown_{p}.csv")} for p in ("bf16", "fp8")}
+    share = {
+        p: {r["kind"]: float(r["share"]) for r in csv_rows(folder / f"kernel_breakdown_{p}.csv")}
+        for p in ("bf16", "fp8")
+    }
     rows = rows_of_block_reading(folder / "README.md", "kernel_breakdown_fp8.csv")
-    names = {"GEMMs": "gemm", "optimizer (fused AdamW)": "optimizer", "FP8 casts / transposes / amax": "fp8 cast/transpose",
-             "attention (flash)": "attention", "other elementwise / copies": "other elementwise / copies", "norms": "norm", "loss": "loss"}
+    names = {
+        "GEMMs": "gemm",
+        "optimizer (fused AdamW)": "optimizer",
+        "FP8 casts / transposes / amax": "fp8 cast/transpose",
+        "attention (flash)": "attention",
+        "other elementwise / copies": "other elementwise / copies",
+        "norms": "norm",
+        "loss": "loss",
+    }
     assert [names[r[0]] for r in rows] == sorted(share["fp8"], key=lambda k: -share["fp8"][k])
     for row in rows:
         assert row[1:] == [f"{100 * share['bf16'][names[row[0]]]:.1f}%", f"{100 * share['fp8'][names[row[0]]]:.1f}%"]
 
 
 def test_csv_rows_sorted_filtered_limited_against_the_file(runs_dir):
-    spec = ("csv: k.csv\nwhere: {group: a}\nsort: -ms\nlimit: 4\n"
-            "columns: [name, {column: ms, header: time ms, format: '{:.3f}'}, {column: n, header: launches}]")
+    spec = (
+        "csv: k.csv\nwhere: {group: a}\nsort: -ms\nlimit: 4\n"
+        "columns: [name, {column: ms, header: time ms, format: '{:.3f}'}, {column: n, header: launches}]"
+    )
     fresh, count = doc_tables.refresh(block(spec), runs_dir / "README.md")
     assert count == 1
     want = sorted((r for r in csv_rows(runs_dir / "k.csv") if r["group"] == "a"), key=lambda r: -float(r["ms"]))[:4]
@@ -367,6 +482,8 @@ def test_csv_rows_sorted_filtered_limited_against_the_file(runs_dir):
 def test_cli_refuses_a_csv_spec_naming_an_unknown_column_with_exit_2(runs_dir):
     path = runs_dir / "bad.md"
     path.write_text(block("csv: k.csv\ncolumns: [name, time_ms]"))
-    done = subprocess.run([sys.executable, "-m", "b200lab", "tables", "--check", str(path)], capture_output=True, text=True, cwd=runs_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "b200lab", "tables", "--check", str(path)], capture_output=True, text=True, cwd=runs_dir
+    )
     assert done.returncode == 2
     assert done.stderr.startswith(f"tables: {path}:3: column(s) 'time_ms' not in k.csv"), done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from support import FAST, REPO, results_files, run_cli, runs
 
 PLUGINS = REPO / "tests" / "plugins"
@@ -29,8 +30,19 @@ def one_result(root):
 
 
 def test_a_vision_family_trains_with_its_own_fields_and_flops(tmp_path, store):
-    proc = run_cli([SEARCH, "model=vit_tiny", "model.patch_size=4", "workload=train", "seq.batch=4", *SHORT, "run.launcher=inline"],
-                   tmp_path, plugin_env(store))
+    proc = run_cli(
+        [
+            SEARCH,
+            "model=vit_tiny",
+            "model.patch_size=4",
+            "workload=train",
+            "seq.batch=4",
+            *SHORT,
+            "run.launcher=inline",
+        ],
+        tmp_path,
+        plugin_env(store),
+    )
     assert proc.returncode == 0, proc.output
     res, [rank] = one_result(tmp_path / "outputs")
     assert res["effective"]["model"] == {"family": "vit", "target": "lab_vit.TinyViT"}
@@ -54,7 +66,11 @@ def test_a_plugin_component_validates_its_own_fields(tmp_path, store):
 
 
 def test_a_precision_recipe_and_a_masked_backend_plug_in(tmp_path, store):
-    proc = run_cli([SEARCH, "precision=bf16_keep_norms", "attention=window8", *SHORT, "run.launcher=inline"], tmp_path, plugin_env(store))
+    proc = run_cli(
+        [SEARCH, "precision=bf16_keep_norms", "attention=window8", *SHORT, "run.launcher=inline"],
+        tmp_path,
+        plugin_env(store),
+    )
     assert proc.returncode == 0, proc.output
     res, _ = one_result(tmp_path / "outputs")
     prec, attn = res["effective"]["precision"], res["effective"]["attention"]
@@ -69,8 +85,21 @@ def test_a_precision_recipe_and_a_masked_backend_plug_in(tmp_path, store):
 
 def test_all_four_plugins_in_one_two_rank_sweep(tmp_path, store):
     """The replicated strategy: both ranks read shard 0, so the job's tokens are one batch's, not two."""
-    proc = run_cli(["-m", SEARCH, "model=vit_tiny", "precision=bf16_keep_norms", "attention=window8", "parallelism=replicated",
-                    "workload=train", "seq.batch=2", *SHORT], tmp_path, plugin_env(store))
+    proc = run_cli(
+        [
+            "-m",
+            SEARCH,
+            "model=vit_tiny",
+            "precision=bf16_keep_norms",
+            "attention=window8",
+            "parallelism=replicated",
+            "workload=train",
+            "seq.batch=2",
+            *SHORT,
+        ],
+        tmp_path,
+        plugin_env(store),
+    )
     assert proc.returncode == 0, proc.output
     res, ranks = one_result(tmp_path / "multirun")
     assert [r["data_shard"] for r in ranks] == [0, 0]

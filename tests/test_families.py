@@ -8,20 +8,16 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from support import CONF, copy_store, results_files, run_cli
 from torch.utils.flop_counter import FlopCounterMode
 
 from b200lab.core.machine import ConfigError
 from b200lab.core.registry import instantiate
-from b200lab.core.schema import register_configs
 from b200lab.core.validation import validate
+from support import compose, copy_store, results_files, run_cli
 
 
 def _cfg(*overrides: str, device: str = "cpu"):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return validate(compose("config", overrides=list(overrides)), device)
+    return validate(compose(list(overrides)), device)
 
 
 def _problems(*overrides: str) -> str:
@@ -36,6 +32,7 @@ def _family(model: str, seq: str):
 
 
 # --- FLOPs: hand counts, written out here independently of the modules' formulas -----------------
+
 
 def test_vit_flops_by_hand():
     """ViT-B/16 at 224 px: 196 patches + the class token, d 768, MLP 3072, 12 layers, 1000 classes.
@@ -57,7 +54,9 @@ def test_dit_flops_by_hand():
     T, d, f, L = 256, 1152, 4608, 28
     patch = 2 * T * (4 * 2 * 2) * d
     timestep = 2 * 256 * d + 2 * d * d  # once per sample
-    layer = 2 * d * 6 * d + 2 * T * d * 3 * d + 2 * T * d * d + 2 * 2 * T * d * f + 2 * 2 * T * T * d  # adaLN, qkv, out, MLP, attention
+    layer = (
+        2 * d * 6 * d + 2 * T * d * 3 * d + 2 * T * d * d + 2 * 2 * T * d * f + 2 * 2 * T * T * d
+    )  # adaLN, qkv, out, MLP, attention
     final = 2 * d * 2 * d + 2 * T * d * (2 * 2 * 8)  # final adaLN, projection to p*p*8
     forward = patch + timestep + L * layer + final
     assert fam.flops_per_sample(32, training=False) == forward
@@ -111,6 +110,7 @@ def test_dit_residual_stream_takes_the_weights_dtype():
 
 # --- attention: the configured backend against the explicit reference ------------------------------
 
+
 @pytest.mark.parametrize("model,seq", [("vit_mini", "img32"), ("dit_mini", "latent8")])
 def test_sdpa_matches_math_non_causal(model, seq):
     """Same weights, float64: the model through attention=sdpa equals it through attention=math,
@@ -131,6 +131,7 @@ def test_sdpa_matches_math_non_causal(model, seq):
             block.attention = math_
         reference = run()
         from b200lab.attention.base import AttnMask
+
         causal = lambda q, k, v, mask: math_(q, k, v, AttnMask(causal=True))  # noqa: E731
         for block in net.blocks:
             block.attention = causal
@@ -140,6 +141,7 @@ def test_sdpa_matches_math_non_causal(model, seq):
 
 
 # --- the synthetic tasks are learnable: loss on batches the model never trained on falls --------
+
 
 @pytest.mark.parametrize("model,seq", [("vit_mini", "img32"), ("dlrm_small", "onehot")])
 def test_the_synthetic_task_generalises_to_fresh_batches(model, seq):
@@ -172,35 +174,79 @@ def test_the_synthetic_task_generalises_to_fresh_batches(model, seq):
 
 # --- composition: what each family refuses, each message naming its keys --------------------------
 
+
 def test_presets_compose_with_their_shapes():
-    for model, seq, unit in [("vit_l16", "img224", "image"), ("dit_xl2", "latent32", "sample"), ("dlrm_large", "onehot", "sample")]:
+    for model, seq, unit in [
+        ("vit_l16", "img224", "image"),
+        ("dit_xl2", "latent32", "sample"),
+        ("dlrm_large", "onehot", "sample"),
+    ]:
         cfg, fam = _family(model, seq)
         assert fam.tokens_per_sample(int(cfg.seq.len)) == 1 and fam.effective["unit"] == unit
 
 
-@pytest.mark.parametrize("overrides,expected", [
-    (["model=vit_b16", "seq=4k"], "seq=4k (seq.len=4096) with model=vit_b16: a ViT reads seq.len as the image side in pixels, and model.image_size=224"),
-    (["model=dit_xl2"], "seq=1k (seq.len=1024) with model=dit_xl2: a DiT reads seq.len as the latent side"),
-    (["model=vit_mini", "seq=img32", "attention=flex_sliding"], "attention=flex_sliding attention.window=4096 with model=vit_mini"),
-    (["model=dit_mini", "seq=latent8", "attention=flex_document"], "attention=flex_document (attention.documents=true) with model=dit_mini"),
-    (["model=vit_mini", "seq=img32", "attention=te"], "attention=te with model=vit_mini: Transformer Engine's attention is wired causal-only"),
-    (["model=dlrm_small", "seq=onehot", "attention=flex_document"], "attention=flex_document with model=dlrm_small: a DLRM has no attention"),
-    (["model=dlrm_small", "seq=onehot", "precision=fp8_auto"], "precision=fp8_auto with model=dlrm_small: FP8 recipes convert Linear layers"),
-    (["model=dlrm_small", "seq=onehot", "precision=fp8_weight_only"], "precision=fp8_weight_only with model=dlrm_small"),
-    (["model=vit_mini", "seq=img32", "precision=fp8_auto", "seq.batch=12"], "precision=fp8_auto with model=vit_mini: seq.batch=12 must be a multiple of 16"),
-    (["model=vit_mini", "seq=img32", "parallelism=tp", "parallelism.nproc=2"], "model family 'vit' (model=vit_mini) has no tensor-parallel plan"),
-    (["model=dit_mini", "seq=latent8", "data=text"], "model=dit_mini has no model.vocab_size"),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            ["model=vit_b16", "seq=4k"],
+            "seq=4k (seq.len=4096) with model=vit_b16: a ViT reads seq.len as the image side in pixels, and "
+            "model.image_size=224",
+        ),
+        (["model=dit_xl2"], "seq=1k (seq.len=1024) with model=dit_xl2: a DiT reads seq.len as the latent side"),
+        (
+            ["model=vit_mini", "seq=img32", "attention=flex_sliding"],
+            "attention=flex_sliding attention.window=4096 with model=vit_mini",
+        ),
+        (
+            ["model=dit_mini", "seq=latent8", "attention=flex_document"],
+            "attention=flex_document (attention.documents=true) with model=dit_mini",
+        ),
+        (
+            ["model=vit_mini", "seq=img32", "attention=te"],
+            "attention=te with model=vit_mini: Transformer Engine's attention is wired causal-only",
+        ),
+        (
+            ["model=dlrm_small", "seq=onehot", "attention=flex_document"],
+            "attention=flex_document with model=dlrm_small: a DLRM has no attention",
+        ),
+        (
+            ["model=dlrm_small", "seq=onehot", "precision=fp8_auto"],
+            "precision=fp8_auto with model=dlrm_small: FP8 recipes convert Linear layers",
+        ),
+        (
+            ["model=dlrm_small", "seq=onehot", "precision=fp8_weight_only"],
+            "precision=fp8_weight_only with model=dlrm_small",
+        ),
+        (
+            ["model=vit_mini", "seq=img32", "precision=fp8_auto", "seq.batch=12"],
+            "precision=fp8_auto with model=vit_mini: seq.batch=12 must be a multiple of 16",
+        ),
+        (
+            ["model=vit_mini", "seq=img32", "parallelism=tp", "parallelism.nproc=2"],
+            "model family 'vit' (model=vit_mini) has no tensor-parallel plan",
+        ),
+        (["model=dit_mini", "seq=latent8", "data=text"], "model=dit_mini has no model.vocab_size"),
+    ],
+)
 def test_wrong_combinations_are_refused(overrides, expected):
     assert expected in _problems(*overrides)
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("overrides,expected", [
-    (["model=vit_b16", "seq=4k", "attention=te"], ["seq=4k (seq.len=4096) with model=vit_b16", "attention=te with model=vit_b16"]),
-    (["model=dlrm_small", "seq=onehot", "attention=flex_document", "precision=fp8"],
-     ["attention=flex_document with model=dlrm_small", "precision=fp8 with model=dlrm_small"]),
-])
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (
+            ["model=vit_b16", "seq=4k", "attention=te"],
+            ["seq=4k (seq.len=4096) with model=vit_b16", "attention=te with model=vit_b16"],
+        ),
+        (
+            ["model=dlrm_small", "seq=onehot", "attention=flex_document", "precision=fp8"],
+            ["attention=flex_document with model=dlrm_small", "precision=fp8 with model=dlrm_small"],
+        ),
+    ],
+)
 def test_cli_refuses_with_exit_2(overrides, expected, tmp_path, store):
     proc = run_cli(overrides, tmp_path, store)
     assert proc.returncode == 2, proc.output
@@ -218,11 +264,27 @@ CPU_POINTS = "vit_mini_train,dit_mini_train,dlrm_small_train,dlrm_small_forward"
 def cpu_sweep(tmp_path_factory, template_store):
     tmp = tmp_path_factory.mktemp("families")
     store = {"MLFLOW_TRACKING_URI": copy_store(template_store, tmp)}
-    proc = run_cli(["-m", "experiment=families", f"experiment/families@_global_={CPU_POINTS}", "run.device=cpu", "run.launcher=inline",
-                    "precision=fp32", "workload.warmup_steps=1", "workload.steps=12", "workload.min_time_s=0", "seq.batch=16"],
-                   tmp, store, timeout=600)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=families",
+            f"experiment/families@_global_={CPU_POINTS}",
+            "run.device=cpu",
+            "run.launcher=inline",
+            "precision=fp32",
+            "workload.warmup_steps=1",
+            "workload.steps=12",
+            "workload.min_time_s=0",
+            "seq.batch=16",
+        ],
+        tmp,
+        store,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.output
-    return {r["config"]["model"]["name"] + "_" + r["config"]["workload"]["name"]: r for r in results_files(tmp / "multirun")}
+    return {
+        r["config"]["model"]["name"] + "_" + r["config"]["workload"]["name"]: r for r in results_files(tmp / "multirun")
+    }
 
 
 @pytest.mark.e2e
@@ -258,9 +320,23 @@ def test_every_family_trains_under_fsdp2_in_bf16(tmp_path, store):
     them, are float32, so a family must add its float32 buffers in the compute dtype itself (the
     blocks' inputs are not cast by FSDP2: b200lab/parallel/mesh.py). Two steps each, finite loss."""
     points = "vit_mini_train,dit_mini_train,dlrm_small_train"
-    proc = run_cli(["-m", "experiment=families", f"experiment/families@_global_={points}", "run.device=cpu", "parallelism=fsdp",
-                    "precision=bf16", "workload.warmup_steps=1", "workload.steps=2", "workload.min_time_s=0", "seq.batch=4"],
-                   tmp_path, store, timeout=600)
+    proc = run_cli(
+        [
+            "-m",
+            "experiment=families",
+            f"experiment/families@_global_={points}",
+            "run.device=cpu",
+            "parallelism=fsdp",
+            "precision=bf16",
+            "workload.warmup_steps=1",
+            "workload.steps=2",
+            "workload.min_time_s=0",
+            "seq.batch=4",
+        ],
+        tmp_path,
+        store,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.output
     results = {r["config"]["model"]["name"]: r for r in results_files(tmp_path / "multirun")}
     assert sorted(results) == ["dit_mini", "dlrm_small", "vit_mini"]

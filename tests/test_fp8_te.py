@@ -9,36 +9,47 @@ import pytest
 import torch
 
 from b200lab.models.gpt.family import GPTFamily
-from support import FAST, INLINE, results_files, run_cli, runs
-
 from b200lab.precision.availability import TE_RECIPES, recipe_problem, te_version
+from support import FAST, INLINE, results_files, run_cli, runs
 
 H100 = "NVIDIA H100 80GB HBM3"
 
 
-@pytest.mark.parametrize("recipe,capability,cuda,needle", [
-    ("delayed", (8, 0), 12.8, "compute capability >= 8.9"),  # an A100
-    ("current", (8, 9), 12.0, "needs CUDA >= 12.1"),
-    ("block", (9, 0), 12.8, "FP8 block scaling needs CUDA >= 12.9"),
-    ("mxfp8", (9, 0), 13.0, "MXFP8 needs compute capability 10.x (Blackwell"),
-    ("nvfp4", (9, 0), 13.0, "NVFP4 needs compute capability >= 10.0"),
-    ("mxfp8", (12, 0), 13.0, "not supported by Transformer Engine on compute capability 12.x"),
-])
+@pytest.mark.parametrize(
+    "recipe,capability,cuda,needle",
+    [
+        ("delayed", (8, 0), 12.8, "compute capability >= 8.9"),  # an A100
+        ("current", (8, 9), 12.0, "needs CUDA >= 12.1"),
+        ("block", (9, 0), 12.8, "FP8 block scaling needs CUDA >= 12.9"),
+        ("mxfp8", (9, 0), 13.0, "MXFP8 needs compute capability 10.x (Blackwell"),
+        ("nvfp4", (9, 0), 13.0, "NVFP4 needs compute capability >= 10.0"),
+        ("mxfp8", (12, 0), 13.0, "not supported by Transformer Engine on compute capability 12.x"),
+    ],
+)
 def test_each_recipe_names_what_the_card_lacks(recipe, capability, cuda, needle):
     message = recipe_problem(recipe, capability, H100, cuda)
     assert needle in message and f"{capability[0]}.{capability[1]}" in message
 
 
-@pytest.mark.parametrize("recipe,capability,cuda", [
-    ("delayed", (9, 0), 12.8), ("current", (8, 9), 12.4), ("block", (9, 0), 13.0), ("mxfp8", (10, 0), 12.8),
-    ("nvfp4", (10, 0), 12.8), ("delayed", (10, 0), 13.0),
-])
+@pytest.mark.parametrize(
+    "recipe,capability,cuda",
+    [
+        ("delayed", (9, 0), 12.8),
+        ("current", (8, 9), 12.4),
+        ("block", (9, 0), 13.0),
+        ("mxfp8", (10, 0), 12.8),
+        ("nvfp4", (10, 0), 12.8),
+        ("delayed", (10, 0), 13.0),
+    ],
+)
 def test_what_a_card_has_is_allowed(recipe, capability, cuda):
     assert recipe_problem(recipe, capability, "a GPU", cuda) is None
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(torch.cuda.is_available() and te_version() is not None, reason="this machine can run Transformer Engine FP8")
+@pytest.mark.skipif(
+    torch.cuda.is_available() and te_version() is not None, reason="this machine can run Transformer Engine FP8"
+)
 @pytest.mark.parametrize("precision", ["fp8", "fp8_current", "fp8_block"])
 def test_fp8_without_te_or_an_fp8_gpu_exits_2_with_the_reason(tmp_path, store, precision):
     proc = run_cli([f"precision={precision}", "workload=train", *FAST, INLINE], tmp_path, store)
@@ -56,7 +67,9 @@ def test_an_unknown_recipe_is_refused_naming_the_choices(tmp_path, store):
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU fp8_auto may find a real FP8 path; this checks the CPU fallback")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="on a GPU fp8_auto may find a real FP8 path; this checks the CPU fallback"
+)
 @pytest.mark.parametrize("workload", ["train", "forward"])
 def test_fp8_auto_on_cpu_falls_back_and_records_why(tmp_path, store, workload):
     proc = run_cli(["precision=fp8_auto", f"workload={workload}", *FAST, INLINE], tmp_path, store)
@@ -72,12 +85,16 @@ def test_fp8_auto_on_cpu_falls_back_and_records_why(tmp_path, store, workload):
 
 # ---- on a GPU with Transformer Engine -----------------------------------------------------------
 
+
 def needs_te(test):
     """A GPU test that also needs Transformer Engine and FP8 tensor cores (compute capability >= 8.9)."""
     fp8_card = not torch.cuda.is_available() or torch.cuda.get_device_capability() >= (8, 9)
-    return pytest.mark.gpu(pytest.mark.skipif(te_version() is None or not fp8_card,
-                                              reason="needs Transformer Engine (pip install 'b200lab[fp8]') on a card with "
-                                                     "compute capability >= 8.9")(test))
+    return pytest.mark.gpu(
+        pytest.mark.skipif(
+            te_version() is None or not fp8_card,
+            reason="needs Transformer Engine (pip install 'b200lab[fp8]') on a card with compute capability >= 8.9",
+        )(test)
+    )
 
 
 def _tiny_gpt(**fields):
@@ -89,7 +106,9 @@ def _tiny_gpt(**fields):
 
     shape = {"n_layers": 2, "d_model": 256, "n_heads": 4, "d_ff": 1024, "vocab_size": 512, **fields}
     cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.family.GPTFamily", name="t", **shape))
-    attention = SdpaAttention(OmegaConf.structured(SdpaAttention.Config(_target_="b200lab.attention.sdpa.SdpaAttention", name="sdpa")), "cuda")
+    attention = SdpaAttention(
+        OmegaConf.structured(SdpaAttention.Config(_target_="b200lab.attention.sdpa.SdpaAttention", name="sdpa")), "cuda"
+    )
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = GPT(cfg, attention).to(torch.bfloat16)
@@ -102,7 +121,9 @@ def _recipe(name: str, training: bool = False):
 
     from b200lab.precision.te_fp8 import TEFP8Precision
 
-    cfg = OmegaConf.structured(TEFP8Precision.Config(_target_="b200lab.precision.te_fp8.TEFP8Precision", name="fp8", recipe=name))
+    cfg = OmegaConf.structured(
+        TEFP8Precision.Config(_target_="b200lab.precision.te_fp8.TEFP8Precision", name="fp8", recipe=name)
+    )
     return TEFP8Precision(cfg, "cuda", training)
 
 
@@ -112,7 +133,7 @@ def test_converted_model_with_fp8_off_computes_the_same_function():
 
     from b200lab.precision.te_support import import_te
 
-    te = import_te()
+    import_te()
     plain = _tiny_gpt()
     ref_state = {k: v.clone() for k, v in plain.state_dict().items()}
     recipe = _recipe("delayed")
@@ -172,8 +193,19 @@ def test_a_tied_head_and_unaligned_layers_stay_bf16_with_the_reason():
 @pytest.mark.e2e
 @pytest.mark.parametrize("compile", ["none", "default"])
 def test_lab_train_in_fp8_records_modules_recipe_and_both_mfus(tmp_path, store, compile):
-    proc = run_cli(["precision=fp8", "workload=train", "model=gpt_125m", "model.n_layers=2", "seq=1k", "workload.steps=5",
-                    f"compile={compile}"], tmp_path, store)
+    proc = run_cli(
+        [
+            "precision=fp8",
+            "workload=train",
+            "model=gpt_125m",
+            "model.n_layers=2",
+            "seq=1k",
+            "workload.steps=5",
+            f"compile={compile}",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")
     eff = res["effective"]["precision"]
@@ -181,7 +213,9 @@ def test_lab_train_in_fp8_records_modules_recipe_and_both_mfus(tmp_path, store, 
     assert eff["fp8_modules"]["LayerNormMLP"] == 2 and res["effective"]["compiled"] is (compile != "none")
     assert res["metrics"]["mfu"] > 0 and res["metrics"]["mfu_vs_bf16_peak"] > res["metrics"]["mfu"]
     tags = runs(store["MLFLOW_TRACKING_URI"])[0].data.tags
-    assert tags["effective.fp8_recipe"] == "delayed" and json.loads(tags["effective.fp8_modules"])["LayerNormLinear"] == 2
+    assert (
+        tags["effective.fp8_recipe"] == "delayed" and json.loads(tags["effective.fp8_modules"])["LayerNormLinear"] == 2
+    )
 
 
 @needs_te
@@ -227,14 +261,18 @@ class _TEStandIns:
             super().__init__()
             self.weight = torch.nn.Parameter(torch.empty(o, i, dtype=params_dtype))
             self.layer_norm_weight = torch.nn.Parameter(torch.empty(i, dtype=params_dtype))
-            self.layer_norm_bias = torch.nn.Parameter(torch.empty(i, dtype=params_dtype)) if normalization == "LayerNorm" else None
+            self.layer_norm_bias = (
+                torch.nn.Parameter(torch.empty(i, dtype=params_dtype)) if normalization == "LayerNorm" else None
+            )
             self.bias = torch.nn.Parameter(torch.empty(o, dtype=params_dtype)) if bias else None
 
     class LayerNormMLP(torch.nn.Module):
         def __init__(self, d, f, eps, bias, normalization, activation, params_dtype, device):
             super().__init__()
             self.layer_norm_weight = torch.nn.Parameter(torch.empty(d, dtype=params_dtype))
-            self.layer_norm_bias = torch.nn.Parameter(torch.empty(d, dtype=params_dtype)) if normalization == "LayerNorm" else None
+            self.layer_norm_bias = (
+                torch.nn.Parameter(torch.empty(d, dtype=params_dtype)) if normalization == "LayerNorm" else None
+            )
             self.fc1_weight = torch.nn.Parameter(torch.empty(f, d, dtype=params_dtype))
             self.fc2_weight = torch.nn.Parameter(torch.empty(d, f, dtype=params_dtype))
             self.fc1_bias = torch.nn.Parameter(torch.empty(f, dtype=params_dtype)) if bias else None
@@ -256,9 +294,21 @@ def test_the_converter_carries_every_weight_and_maps_the_names_back(fields):
     from b200lab.models.gpt.model import GPT
     from b200lab.precision.te_convert import convert_model, plain_state_dict
 
-    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4,
-                                         d_ff=256, vocab_size=128, **fields))
-    attention = MathAttention(OmegaConf.structured(MathAttention.Config(_target_="b200lab.attention.base.MathAttention", name="math")), "cpu")
+    cfg = OmegaConf.structured(
+        GPTConfig(
+            _target_="b200lab.models.gpt.family.GPTFamily",
+            name="t",
+            n_layers=2,
+            d_model=64,
+            n_heads=4,
+            d_ff=256,
+            vocab_size=128,
+            **fields,
+        )
+    )
+    attention = MathAttention(
+        OmegaConf.structured(MathAttention.Config(_target_="b200lab.attention.base.MathAttention", name="math")), "cpu"
+    )
     torch.manual_seed(int(torch.randint(0, 2**31, (1,))))
     model = GPT(cfg, attention)
     for p in model.parameters():  # fresh values everywhere, biases and norm weights included
@@ -300,10 +350,23 @@ def test_the_converter_fuses_what_a_family_declares_whatever_its_attributes_are_
     assert conv.counts() == {"LayerNormLinear": 1} and isinstance(declared.ln, torch.nn.Identity)
     back = plain_state_dict(declared, conv)
     assert set(back) == set(want) and all(torch.equal(back[k], want[k]) for k in want)
-    assert convert_model(plain, _TEStandIns, torch.float32, "cpu").counts() == {"Linear": 1}  # nothing declared: no fusion
+    assert convert_model(plain, _TEStandIns, torch.float32, "cpu").counts() == {
+        "Linear": 1
+    }  # nothing declared: no fusion
 
-    cfg = OmegaConf.structured(ViTConfig(_target_="b200lab.models.vit.ViTFamily", name="v", image_size=32, patch_size=8, n_layers=2,
-                                         d_model=64, n_heads=4, d_ff=128, n_classes=16))
+    cfg = OmegaConf.structured(
+        ViTConfig(
+            _target_="b200lab.models.vit.ViTFamily",
+            name="v",
+            image_size=32,
+            patch_size=8,
+            n_layers=2,
+            d_model=64,
+            n_heads=4,
+            d_ff=128,
+            n_classes=16,
+        )
+    )
     family = ViTFamily(cfg)
     assert family.fp8_patterns() == {EncoderBlock: NormLinear("norm_attn", "qkv"), MLP: NormMLP()}
     model = family.build(None)

@@ -8,17 +8,19 @@ import copy
 
 import pytest
 import torch
-from support import FAST, INLINE, run_cli, runs
 
 from b200lab.core.registry import complete
 from b200lab.precision.availability import torchao_problem
 from b200lab.precision.torchao_fp8 import TorchaoFP8Precision
+from support import FAST, INLINE, run_cli, runs
 
 FP8_HERE = TorchaoFP8Precision.Config.available("cuda")[0] if torch.cuda.is_available() else False
 
 
 def _recipe(device: str, training: bool, **fields) -> TorchaoFP8Precision:
-    cfg = complete("precision", {"_target_": "b200lab.precision.torchao_fp8.TorchaoFP8Precision", "name": "fp8_torchao", **fields})
+    cfg = complete(
+        "precision", {"_target_": "b200lab.precision.torchao_fp8.TorchaoFP8Precision", "name": "fp8_torchao", **fields}
+    )
     return TorchaoFP8Precision(cfg, device, training)
 
 
@@ -37,17 +39,24 @@ def test_availability_names_what_is_missing():
 def test_without_torchao_or_an_fp8_gpu_the_run_exits_2_with_the_reason(tmp_path, store, workload):
     proc = run_cli(["precision=fp8_torchao", f"workload={workload}", *FAST, INLINE], tmp_path, store)
     assert proc.returncode == 2, proc.output
-    reasons = [r for r in (torchao_problem(), "no CUDA GPU (device cpu)" if not torch.cuda.is_available() else None) if r]
+    reasons = [
+        r for r in (torchao_problem(), "no CUDA GPU (device cpu)" if not torch.cuda.is_available() else None) if r
+    ]
     assert reasons and all(f"precision=fp8_torchao: {r}" in proc.stderr for r in reasons)
     assert "Traceback" not in proc.output and runs(store["MLFLOW_TRACKING_URI"]) == []
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("overrides,needle", [
-    (["precision.recipe=blockwise"], "precision.recipe='blockwise': choose one of tensorwise, rowwise"),
-    (["precision.recipe=rowwise", "workload=forward"], "precision.recipe=rowwise with workload=forward: torchao's rowwise float8 "
-                                                       "fails under torch.inference_mode"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["precision.recipe=blockwise"], "precision.recipe='blockwise': choose one of tensorwise, rowwise"),
+        (
+            ["precision.recipe=rowwise", "workload=forward"],
+            "precision.recipe=rowwise with workload=forward: torchao's rowwise float8 fails under torch.inference_mode",
+        ),
+    ],
+)
 def test_a_torchao_recipe_that_cannot_run_the_workload_is_refused(tmp_path, store, overrides, needle):
     proc = run_cli(["precision=fp8_torchao", *overrides, *FAST, INLINE], tmp_path, store)
     assert proc.returncode == 2, proc.output
@@ -57,8 +66,11 @@ def test_a_torchao_recipe_that_cannot_run_the_workload_is_refused(tmp_path, stor
 
 # ---- where torchao and an FP8 GPU exist -----------------------------------------------------------
 
+
 @pytest.mark.gpu
-@pytest.mark.skipif(torch.cuda.is_available() and not FP8_HERE, reason="needs torchao >= 0.10 and compute capability >= 8.9")
+@pytest.mark.skipif(
+    torch.cuda.is_available() and not FP8_HERE, reason="needs torchao >= 0.10 and compute capability >= 8.9"
+)
 @pytest.mark.parametrize("recipe", ["tensorwise", "rowwise"])
 def test_torchao_float8_converts_the_projections_and_trains(recipe):
     from torchao.float8.float8_linear import Float8Linear
@@ -66,9 +78,21 @@ def test_torchao_float8_converts_the_projections_and_trains(recipe):
     from b200lab.attention.sdpa import SdpaAttention
     from b200lab.models.gpt.model import GPT
 
-    cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "t", "n_layers": 2, "d_model": 256, "n_heads": 4,
-                             "d_ff": 1024, "vocab_size": 512})
-    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cuda")
+    cfg = complete(
+        "model",
+        {
+            "_target_": "b200lab.models.gpt.family.GPTFamily",
+            "name": "t",
+            "n_layers": 2,
+            "d_model": 256,
+            "n_heads": 4,
+            "d_ff": 1024,
+            "vocab_size": 512,
+        },
+    )
+    attention = SdpaAttention(
+        complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cuda"
+    )
     prec = _recipe("cuda", training=True, recipe=recipe)
     torch.set_default_dtype(prec.param_dtype)
     try:
@@ -90,7 +114,7 @@ def test_torchao_float8_converts_the_projections_and_trains(recipe):
     with torch.no_grad():
         want, got = reference(idx).float(), model(idx).float()
     rel = ((got - want).norm() / want.norm()).item()
-    assert 0 < rel < 2.0 ** -3, rel  # both operands rounded to e4m3 (2^-4 each at most) against bf16's 2^-9
+    assert 0 < rel < 2.0**-3, rel  # both operands rounded to e4m3 (2^-4 each at most) against bf16's 2^-9
 
     master = prec.master_weights(model)
     opt = torch.optim.AdamW(master.masters, lr=1e-3)

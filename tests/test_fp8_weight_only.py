@@ -8,7 +8,6 @@ import copy
 
 import pytest
 import torch
-from support import FAST, INLINE, results_files, run_cli, runs
 
 from b200lab.attention.sdpa import SdpaAttention
 from b200lab.core.registry import complete
@@ -16,10 +15,11 @@ from b200lab.models.gpt.model import GPT
 from b200lab.precision.availability import fp8_gemm_support
 from b200lab.precision.fp8_layers import dequantize_rows, quantize_rows, scaled_linear
 from b200lab.precision.weight_only import FP8WeightLinear, FP8WeightOnlyPrecision
+from support import FAST, INLINE, results_files, run_cli, runs
 
-E4M3_HALF_STEP = 2.0 ** -4  # e4m3 keeps 3 mantissa bits: relative step 2^-3, rounding error at most half of it
-E4M3_HALF_SUBNORMAL = 2.0 ** -10  # below 2^-6 the step is 2^-9 (in units of the scale)
-BF16_HALF_STEP = 2.0 ** -8
+E4M3_HALF_STEP = 2.0**-4  # e4m3 keeps 3 mantissa bits: relative step 2^-3, rounding error at most half of it
+E4M3_HALF_SUBNORMAL = 2.0**-10  # below 2^-6 the step is 2^-9 (in units of the scale)
+BF16_HALF_STEP = 2.0**-8
 
 
 def _fresh_generator() -> torch.Generator:
@@ -51,10 +51,10 @@ def test_quantise_and_dequantise_match_a_float64_reference(dtype):
 
     deq = dequantize_rows(q, scale, torch.float64)
     exact = q_ref.to(torch.float64) * scale_ref[:, None]
-    assert torch.all((deq - exact).abs() <= 2.0 ** -23 * exact.abs())  # a float32 scale and a float32 product
+    assert torch.all((deq - exact).abs() <= 2.0**-23 * exact.abs())  # a float32 scale and a float32 product
     # and the rounding itself is e4m3's: half a step relative, or half a subnormal step absolute
     w64 = w.to(torch.float64)
-    bound = E4M3_HALF_STEP * w64.abs() + E4M3_HALF_SUBNORMAL * scale_ref[:, None] + 2.0 ** -22 * w64.abs()
+    bound = E4M3_HALF_STEP * w64.abs() + E4M3_HALF_SUBNORMAL * scale_ref[:, None] + 2.0**-22 * w64.abs()
     assert torch.all((deq - w64).abs() <= bound)
 
 
@@ -96,22 +96,38 @@ def test_scaled_gemm_stays_within_the_e4m3_bound_of_a_float64_product(per_row):
 
 
 def _gpt_cfg(**fields):
-    base = dict(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4, d_ff=128, vocab_size=96,
-                max_seq_len=32)
+    base = dict(
+        _target_="b200lab.models.gpt.family.GPTFamily",
+        name="t",
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        d_ff=128,
+        vocab_size=96,
+        max_seq_len=32,
+    )
     return complete("model", {**base, **fields})
 
 
 def _recipe(device: str = "cpu", **fields) -> FP8WeightOnlyPrecision:
-    cfg = complete("precision", {"_target_": "b200lab.precision.weight_only.FP8WeightOnlyPrecision", "name": "fp8_weight_only", **fields})
+    cfg = complete(
+        "precision",
+        {"_target_": "b200lab.precision.weight_only.FP8WeightOnlyPrecision", "name": "fp8_weight_only", **fields},
+    )
     return FP8WeightOnlyPrecision(cfg, device, training=False)
 
 
 def _sdpa():
-    return SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu")
+    return SdpaAttention(
+        complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu"
+    )
 
 
-@pytest.mark.parametrize("fields", [{}, {"norm": "layernorm", "bias": True, "pos": "learned", "tie_embeddings": True}],
-                         ids=["default", "gpt2-style"])
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"norm": "layernorm", "bias": True, "pos": "learned", "tie_embeddings": True}],
+    ids=["default", "gpt2-style"],
+)
 def test_a_converted_gpt_gives_logits_close_to_the_unconverted_one(fields):
     """Every weight moves by at most half an e4m3 step (2^-4 relative) with random sign, so each
     layer's output moves by about 2^-4/sqrt(3) ~ 0.036 of its size (RMS); over the chain of
@@ -119,7 +135,7 @@ def test_a_converted_gpt_gives_logits_close_to_the_unconverted_one(fields):
     cfg = _gpt_cfg(**fields)
     model = GPT(cfg, _sdpa()).eval()
     with torch.no_grad():  # biases and norm gains away from their init, so they matter
-        for name, p in model.named_parameters():
+        for _, p in model.named_parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     reference = copy.deepcopy(model)
@@ -129,7 +145,7 @@ def test_a_converted_gpt_gives_logits_close_to_the_unconverted_one(fields):
     with torch.inference_mode():
         want, got = reference(idx), converted(idx)
     rel = ((got - want).norm() / want.norm()).item()
-    assert 0 < rel < 2.0 ** -3, rel
+    assert 0 < rel < 2.0**-3, rel
 
     linears = [m for m in converted.modules() if isinstance(m, FP8WeightLinear)]
     tied = fields.get("tie_embeddings", False)
@@ -149,7 +165,10 @@ def test_skip_keeps_named_layers_in_the_compute_dtype():
     converted = recipe.convert(model)
     assert type(converted.head) is torch.nn.Linear and type(converted.blocks[0].qkv) is torch.nn.Linear
     assert isinstance(converted.blocks[1].qkv, FP8WeightLinear)
-    assert recipe.effective["high_precision"] == {"head": "skipped by precision.skip", "blocks.0.qkv": "skipped by precision.skip"}
+    assert recipe.effective["high_precision"] == {
+        "head": "skipped by precision.skip",
+        "blocks.0.qkv": "skipped by precision.skip",
+    }
     assert recipe.effective["fp8_modules"] == 7
 
 
@@ -159,9 +178,16 @@ def test_on_cpu_the_record_says_dequantised_and_why():
     rec = recipe.record()
     assert rec["gemm"].startswith("dequantised (no CUDA GPU (device cpu)")
     assert rec["compute_dtype"] == "float32" and rec["peak_key"] == "fp32" and rec["extra_peak_keys"] == []
-    assert "auto on cpu means float32" in rec["reason"] and "weights de-quantised to float32 before each matmul" in rec["reason"]
+    assert (
+        "auto on cpu means float32" in rec["reason"]
+        and "weights de-quantised to float32 before each matmul" in rec["reason"]
+    )
     assert rec["fp8_gemm_modules"] == 0 and rec["fp8_modules"] == 9
-    assert FP8WeightOnlyPrecision.Config.available("cpu") == fp8_gemm_support("cpu") == (False, rec["gemm"][len("dequantised ("):-1])
+    assert (
+        FP8WeightOnlyPrecision.Config.available("cpu")
+        == fp8_gemm_support("cpu")
+        == (False, rec["gemm"][len("dequantised (") : -1])
+    )
 
     asked = _recipe(gemm="dequantised")
     assert asked.record()["gemm"] == "dequantised (precision.gemm=dequantised)"
@@ -181,8 +207,10 @@ def test_the_plain_state_dict_loads_into_the_unconverted_model():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9),
-                    reason="needs FP8 tensor cores (compute capability >= 8.9)")
+@pytest.mark.skipif(
+    torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9),
+    reason="needs FP8 tensor cores (compute capability >= 8.9)",
+)
 def test_on_an_fp8_gpu_the_scaled_mm_path_matches_the_dequantised_one():
     g = torch.Generator(device="cuda").manual_seed(torch.seed() % 2**31)
     linear = torch.nn.Linear(256, 512, bias=True, device="cuda", dtype=torch.bfloat16)
@@ -203,10 +231,13 @@ def test_on_an_fp8_gpu_the_scaled_mm_path_matches_the_dequantised_one():
         assert torch.all((y_deq.reshape(-1, 512).to(torch.float64) - y_ref).abs() <= bound)
 
     recipe = _recipe("cuda")
-    assert recipe.record()["gemm"] == "fp8 _scaled_mm" and recipe.peak_key == "fp8" and recipe.extra_peak_keys == ("bf16",)
+    assert (
+        recipe.record()["gemm"] == "fp8 _scaled_mm" and recipe.peak_key == "fp8" and recipe.extra_peak_keys == ("bf16",)
+    )
 
 
 # ---- through the CLI ------------------------------------------------------------------------------
+
 
 @pytest.mark.e2e
 def test_training_with_weight_only_fp8_is_refused_with_exit_2(tmp_path, store):

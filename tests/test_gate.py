@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from support import run_cli
 from tiny_sweep import tiny_sweep
+
+from support import run_cli
 
 pytestmark = pytest.mark.e2e
 RATES = ("tokens_per_s", "tokens_per_s_per_gpu", "tflops", "mfu")
@@ -18,7 +19,11 @@ RATES = ("tokens_per_s", "tokens_per_s_per_gpu", "tflops", "mfu")
 def baseline(tmp_path_factory, template_store):
     sweep = tiny_sweep(tmp_path_factory, template_store)
     out = tmp_path_factory.mktemp("baseline") / "baseline.json"
-    proc = run_cli(["baseline", "save", "--parent", sweep["parent_run_id"], "--out", str(out)], out.parent, {"MLFLOW_TRACKING_URI": sweep["uri"]})
+    proc = run_cli(
+        ["baseline", "save", "--parent", sweep["parent_run_id"], "--out", str(out)],
+        out.parent,
+        {"MLFLOW_TRACKING_URI": sweep["uri"]},
+    )
     assert proc.returncode == 0, proc.output
     return sweep, out
 
@@ -45,7 +50,11 @@ def test_baseline_records_every_point_with_its_run_and_spread(baseline):
 
 def test_gate_passes_against_its_own_baseline(baseline):
     sweep, path = baseline
-    proc = run_cli(["gate", "--baseline", str(path), "--parent", sweep["parent_run_id"]], path.parent, {"MLFLOW_TRACKING_URI": sweep["uri"]})
+    proc = run_cli(
+        ["gate", "--baseline", str(path), "--parent", sweep["parent_run_id"]],
+        path.parent,
+        {"MLFLOW_TRACKING_URI": sweep["uri"]},
+    )
     assert proc.returncode == 0, proc.output
     assert "gate: passed" in proc.stdout and "REGRESSION" not in proc.output and "CHANGED" not in proc.output
 
@@ -53,8 +62,12 @@ def test_gate_passes_against_its_own_baseline(baseline):
 def test_gate_fails_on_a_slower_candidate_and_prints_the_offending_rows(baseline, tmp_path):
     sweep, path = baseline
 
-    [base] = [p for p in json.loads(path.read_text())["points"] if "precision=fp32" in p["key"] and "seq.len=64" in p["key"]]
-    factor = 3 * base["band"][1] / base["band"][0]  # slower by three times the point's own p10..p90 spread (CPU steps are noisy)
+    [base] = [
+        p for p in json.loads(path.read_text())["points"] if "precision=fp32" in p["key"] and "seq.len=64" in p["key"]
+    ]
+    factor = (
+        3 * base["band"][1] / base["band"][0]
+    )  # slower by three times the point's own p10..p90 spread (CPU steps are noisy)
 
     def slower(record):
         if "seq.len=64 precision=fp32" in record["point"]:
@@ -67,8 +80,10 @@ def test_gate_fails_on_a_slower_candidate_and_prints_the_offending_rows(baseline
 
     proc = run_cli(["gate", "--baseline", str(path), str(_candidate(sweep, tmp_path, slower))], tmp_path)
     assert proc.returncode == 1, proc.output
-    offending = proc.stderr[proc.stderr.index("offending row(s):"):].splitlines()[3:]
-    assert offending and all("precision=fp32" in line and "seq.len=64" in line and "REGRESSION" in line for line in offending)
+    offending = proc.stderr[proc.stderr.index("offending row(s):") :].splitlines()[3:]
+    assert offending and all(
+        "precision=fp32" in line and "seq.len=64" in line and "REGRESSION" in line for line in offending
+    )
     assert {line.split()[2] for line in offending} >= {"tokens_per_s", "step_ms_p50"}  # point: the two keys that vary
     assert all(len(line) <= 120 for line in proc.stderr.splitlines() + proc.stdout.splitlines() if "  " in line)
 
@@ -84,10 +99,13 @@ def test_gate_flags_a_changed_gpu_instead_of_comparing(baseline, tmp_path):
     assert "HARDWARE CHANGED gpu: None -> NVIDIA H100 80GB HBM3" in proc.stderr and "no verdict" in proc.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--baseline", "missing.json", "."], "cannot read baseline missing.json"),
-    (["--baseline", "BASE", "--threshold", "tokens_per_s=fast", "."], "'fast' is not a number"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--baseline", "missing.json", "."], "cannot read baseline missing.json"),
+        (["--baseline", "BASE", "--threshold", "tokens_per_s=fast", "."], "'fast' is not a number"),
+    ],
+)
 def test_gate_bad_input_says_why_and_exits_2(baseline, tmp_path, args, message):
     _, path = baseline
     proc = run_cli(["gate", *[str(path) if a == "BASE" else a for a in args]], tmp_path)

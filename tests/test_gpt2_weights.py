@@ -10,16 +10,16 @@ import sys
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from support import check_context, compose
 from b200lab.attention.sdpa import SdpaAttention
-from b200lab.core.component import CheckContext
 from b200lab.core.registry import complete
 from b200lab.models.gpt.family import GPTFamily
 from b200lab.models.gpt.model import GPT
+from support import check_context, compose
 
-safetensors_torch = pytest.importorskip("safetensors.torch", reason="the GPT-2 loader reads safetensors (pip install safetensors)")
+safetensors_torch = pytest.importorskip(
+    "safetensors.torch", reason="the GPT-2 loader reads safetensors (pip install safetensors)"
+)
 
 from b200lab.models.gpt.gpt2_weights import GPT2WeightsError, is_gpt2_dir, load_gpt2_dir  # noqa: E402
 
@@ -36,21 +36,31 @@ def _hf_tensors(g: torch.Generator, cfg: dict = HF) -> dict[str, torch.Tensor]:
 
     t = {"wte.weight": r(V, d, scale=0.3), "wpe.weight": r(P, d, scale=0.3), "ln_f.weight": 1 + r(d), "ln_f.bias": r(d)}
     for i in range(cfg["n_layer"]):
-        t.update({
-            f"h.{i}.ln_1.weight": 1 + r(d), f"h.{i}.ln_1.bias": r(d),
-            f"h.{i}.attn.c_attn.weight": r(d, 3 * d, scale=0.3), f"h.{i}.attn.c_attn.bias": r(3 * d),
-            f"h.{i}.attn.c_proj.weight": r(d, d), f"h.{i}.attn.c_proj.bias": r(d),
-            f"h.{i}.ln_2.weight": 1 + r(d), f"h.{i}.ln_2.bias": r(d),
-            f"h.{i}.mlp.c_fc.weight": r(d, f, scale=0.3), f"h.{i}.mlp.c_fc.bias": r(f),
-            f"h.{i}.mlp.c_proj.weight": r(f, d), f"h.{i}.mlp.c_proj.bias": r(d),
-        })
+        t.update(
+            {
+                f"h.{i}.ln_1.weight": 1 + r(d),
+                f"h.{i}.ln_1.bias": r(d),
+                f"h.{i}.attn.c_attn.weight": r(d, 3 * d, scale=0.3),
+                f"h.{i}.attn.c_attn.bias": r(3 * d),
+                f"h.{i}.attn.c_proj.weight": r(d, d),
+                f"h.{i}.attn.c_proj.bias": r(d),
+                f"h.{i}.ln_2.weight": 1 + r(d),
+                f"h.{i}.ln_2.bias": r(d),
+                f"h.{i}.mlp.c_fc.weight": r(d, f, scale=0.3),
+                f"h.{i}.mlp.c_fc.bias": r(f),
+                f"h.{i}.mlp.c_proj.weight": r(f, d),
+                f"h.{i}.mlp.c_proj.bias": r(d),
+            }
+        )
     return t
 
 
 def _write(path, tensors: dict, config: dict = HF, prefix: str = "") -> None:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps({"model_type": "gpt2", "activation_function": "gelu_new", **config}))
-    safetensors_torch.save_file({prefix + k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))
+    safetensors_torch.save_file(
+        {prefix + k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors")
+    )
 
 
 def _layer_norm(x, w, b, eps):
@@ -60,7 +70,7 @@ def _layer_norm(x, w, b, eps):
 
 
 def _gelu_tanh(x):
-    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def gpt2_forward(t: dict, cfg: dict, idx: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
@@ -83,14 +93,20 @@ def gpt2_forward(t: dict, cfg: dict, idx: torch.Tensor, head: torch.Tensor | Non
         y = (att @ v).transpose(1, 2).reshape(B, T, d)
         x = x + y @ t[p + "attn.c_proj.weight"] + t[p + "attn.c_proj.bias"]
         h = _layer_norm(x, t[p + "ln_2.weight"], t[p + "ln_2.bias"], eps)
-        x = x + _gelu_tanh(h @ t[p + "mlp.c_fc.weight"] + t[p + "mlp.c_fc.bias"]) @ t[p + "mlp.c_proj.weight"] + t[p + "mlp.c_proj.bias"]
+        x = (
+            x
+            + _gelu_tanh(h @ t[p + "mlp.c_fc.weight"] + t[p + "mlp.c_fc.bias"]) @ t[p + "mlp.c_proj.weight"]
+            + t[p + "mlp.c_proj.bias"]
+        )
     x = _layer_norm(x, t["ln_f.weight"], t["ln_f.bias"], eps)
     return x @ (t["wte.weight"] if head is None else head.to(torch.float64)).t()
 
 
 def _our_gpt(fields: dict) -> GPT:
     cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "gpt2_dir", **fields})
-    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu")
+    attention = SdpaAttention(
+        complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu"
+    )
     return GPT(cfg, attention).to(torch.float64).eval()
 
 
@@ -98,7 +114,9 @@ def _generator() -> torch.Generator:
     return torch.Generator().manual_seed(torch.seed() % 2**31)
 
 
-@pytest.mark.parametrize("prefix,extras", [("", False), ("transformer.", True)], ids=["hub names", "GPT2LMHeadModel names"])
+@pytest.mark.parametrize(
+    "prefix,extras", [("", False), ("transformer.", True)], ids=["hub names", "GPT2LMHeadModel names"]
+)
 def test_gpt2_weights_load_and_match_a_float64_gpt2_forward(tmp_path, prefix, extras):
     g = _generator()
     tensors = _hf_tensors(g)
@@ -110,8 +128,19 @@ def test_gpt2_weights_load_and_match_a_float64_gpt2_forward(tmp_path, prefix, ex
     assert is_gpt2_dir(tmp_path / "gpt2") and not is_gpt2_dir(tmp_path)
 
     fields, state = load_gpt2_dir(tmp_path / "gpt2")
-    assert fields == {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 128, "vocab_size": 67, "pos": "learned", "max_seq_len": 24,
-                      "norm": "layernorm", "bias": True, "tie_embeddings": True, "norm_eps": 1e-5}
+    assert fields == {
+        "n_layers": 2,
+        "d_model": 32,
+        "n_heads": 4,
+        "d_ff": 128,
+        "vocab_size": 67,
+        "pos": "learned",
+        "max_seq_len": 24,
+        "norm": "layernorm",
+        "bias": True,
+        "tie_embeddings": True,
+        "norm_eps": 1e-5,
+    }
     model = _our_gpt(fields)
     model.load_state_dict(state, strict=True)
     idx = torch.randint(0, HF["vocab_size"], (3, HF["n_positions"]), generator=g)
@@ -169,8 +198,19 @@ def _break(kind: str, path, tensors: dict) -> str:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["no config", "not gpt-2", "exact gelu", "missing tensor", "extra layer", "wrong width",
-                                  "untied without a head", "pickle only"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "no config",
+        "not gpt-2",
+        "exact gelu",
+        "missing tensor",
+        "extra layer",
+        "wrong width",
+        "untied without a head",
+        "pickle only",
+    ],
+)
 def test_what_the_loader_cannot_map_is_named(tmp_path, kind):
     message = _break(kind, tmp_path / "bad", _hf_tensors(_generator()))
     with pytest.raises(GPT2WeightsError) as info:
@@ -197,7 +237,14 @@ def test_the_gpt2_preset_is_gpt2_small():
     d, L, V, P = 768, 12, 50257, 1024
     expected = V * d + P * d + L * (4 * d + 12 * d * d + 9 * d) + 2 * d
     assert sum(p.numel() for p in model.parameters()) == expected
-    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.vocab_size, cfg.max_seq_len) == (L, d, 12, 4 * d, V, P)
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.vocab_size, cfg.max_seq_len) == (
+        L,
+        d,
+        12,
+        4 * d,
+        V,
+        P,
+    )
     assert model.head.weight is model.embed.weight and isinstance(model.norm, torch.nn.LayerNorm)
 
 

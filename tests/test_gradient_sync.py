@@ -13,14 +13,18 @@ import copy
 import socket
 from collections import Counter
 
+import pytest
 import torch
 import torch.multiprocessing as mp
-from tiny_models import train_cfg
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from b200lab.core.registry import complete
+from tiny_models import train_cfg
 
 ACCUM = 3
+
+
+pytestmark = pytest.mark.e2e  # spawns two gloo ranks
 
 
 def _free_port() -> int:
@@ -41,8 +45,15 @@ def _rank_main(rank: int, port: int, seed: int, out: dict) -> None:
     try:
         cfg = train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=ACCUM)
         cfg.run.seed = seed
-        cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "ddp", "nproc": 2,
-                                                   "grad_sync": "optimizer_step"})
+        cfg.parallelism = complete(
+            "parallelism",
+            {
+                "_target_": "b200lab.parallel.data_parallel.DataParallel",
+                "name": "ddp",
+                "nproc": 2,
+                "grad_sync": "optimizer_step",
+            },
+        )
         device = torch.device("cpu")
         strategy = DataParallel(cfg.parallelism, rank, 2, device)
         strategy.setup()
@@ -58,11 +69,17 @@ def _rank_main(rank: int, port: int, seed: int, out: dict) -> None:
                 s += p.grad.double()
 
         seen = []
-        work.optimizer.register_step_pre_hook(lambda opt, a, k: seen.append([m.grad.clone() for m in opt.param_groups[0]["params"]]))
+        work.optimizer.register_step_pre_hook(
+            lambda opt, a, k: seen.append([m.grad.clone() for m in opt.param_groups[0]["params"]])
+        )
         work.step()
-        out[rank] = {"local": local, "seen": seen[0], "masters": [m.detach().clone() for m in work.master.masters],
-                     "effective": {**work.effective, **strategy.effective},
-                     "grads_left": [p.grad is None for p in work.model.parameters()]}
+        out[rank] = {
+            "local": local,
+            "seen": seen[0],
+            "masters": [m.detach().clone() for m in work.master.masters],
+            "effective": {**work.effective, **strategy.effective},
+            "grads_left": [p.grad is None for p in work.model.parameters()],
+        }
     finally:
         dist.destroy_process_group()
 
@@ -109,10 +126,22 @@ def _fsdp_rank_main(rank: int, port: int, seed: int, out: dict) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         for keep in (False, True):
-            cfg = train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=ACCUM)
+            cfg = train_cfg(
+                {"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=ACCUM
+            )
             cfg.run.seed = seed
-            cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.mesh.MeshParallel", "name": "fsdp", "tp": 1, "dp": 2,
-                                                       "fsdp": True, "reshard_after_forward": not keep, "reshard_after_backward": not keep})
+            cfg.parallelism = complete(
+                "parallelism",
+                {
+                    "_target_": "b200lab.parallel.mesh.MeshParallel",
+                    "name": "fsdp",
+                    "tp": 1,
+                    "dp": 2,
+                    "fsdp": True,
+                    "reshard_after_forward": not keep,
+                    "reshard_after_backward": not keep,
+                },
+            )
             device = torch.device("cpu")
             strategy = MeshParallel(cfg.parallelism, rank, 2, device)
             strategy.setup()
@@ -122,10 +151,13 @@ def _fsdp_rank_main(rank: int, port: int, seed: int, out: dict) -> None:
             with _OpCounter() as ops:
                 work.step()
             counts = ops.counts
-            out[(rank, keep)] = {"params": [p.full_tensor().detach().clone() for p in work.model.parameters()],
-                                 "all_gathers": sum(v for k, v in counts.items() if "all_gather" in k),
-                                 "reduce_scatters": sum(v for k, v in counts.items() if "reduce_scatter" in k),
-                                 "units": strategy.effective["fsdp"]["units"], "loss": float(work.losses[-1])}
+            out[(rank, keep)] = {
+                "params": [p.full_tensor().detach().clone() for p in work.model.parameters()],
+                "all_gathers": sum(v for k, v in counts.items() if "all_gather" in k),
+                "reduce_scatters": sum(v for k, v in counts.items() if "reduce_scatter" in k),
+                "units": strategy.effective["fsdp"]["units"],
+                "loss": float(work.losses[-1]),
+            }
     finally:
         dist.destroy_process_group()
 
@@ -140,7 +172,10 @@ def test_fsdp_keeps_gathered_weights_across_micro_batches_with_the_same_update()
     for rank in (0, 1):
         default, kept = out[(rank, False)], out[(rank, True)]
         units = kept["units"]
-        assert kept["all_gathers"] == units and default["all_gathers"] == 2 * ACCUM * units, (kept["all_gathers"], default["all_gathers"])
+        assert kept["all_gathers"] == units and default["all_gathers"] == 2 * ACCUM * units, (
+            kept["all_gathers"],
+            default["all_gathers"],
+        )
         assert kept["reduce_scatters"] == default["reduce_scatters"] == units
         assert kept["loss"] == default["loss"]
         for a, b in zip(default["params"], kept["params"]):
@@ -162,7 +197,10 @@ def _fsdp_checkpointed_rank_main(rank: int, port: int, seed: int, out: dict) -> 
             cfg = train_cfg({"name": "bf16", "compute_dtype": "bfloat16", "grad_accum_dtype": "float32"}, grad_accum=2)
             cfg.run.seed = seed
             cfg.model.checkpointing = mode
-            cfg.parallelism = complete("parallelism", {"_target_": "b200lab.parallel.mesh.MeshParallel", "name": "fsdp", "tp": 1, "dp": 2, "fsdp": True})
+            cfg.parallelism = complete(
+                "parallelism",
+                {"_target_": "b200lab.parallel.mesh.MeshParallel", "name": "fsdp", "tp": 1, "dp": 2, "fsdp": True},
+            )
             device = torch.device("cpu")
             strategy = MeshParallel(cfg.parallelism, rank, 2, device)
             strategy.setup()

@@ -13,23 +13,28 @@ import uuid
 import psutil
 import pytest
 from omegaconf import OmegaConf
-from support import FAST, INLINE, compose, popen_cli, results_files, run_cli, runs
 
 from b200lab.core.machine import ConfigError
 from b200lab.core.validation import validate
+from support import FAST, INLINE, compose, popen_cli, results_files, run_cli, runs
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["workload=train", "workload.options.lr=nan"], "workload.options.lr=nan: not a number"),
-    (["workload=train", "workload.options.lr=-1"], "workload.options.lr=-1.0: must be a positive learning rate"),
-    (["workload=train", "workload.options.lr=0"], "workload.options.lr=0.0: must be a positive learning rate"),
-    (["workload=serve", "workload.options.arrival=gamma", "workload.options.burstiness=nan"],
-     "workload.options.burstiness=nan: not a number"),
-    (["workload=serve", "workload.options.duration_s=inf"], "workload.options.duration_s=inf: must be finite"),
-    (["run.timeout_s=-1"], "run.timeout_s=-1.0: must be a positive number of seconds"),
-    (["run.timeout_s=nan"], "run.timeout_s=nan: not a number"),
-    (["workload.min_time_s=inf"], "workload.min_time_s=inf: must be finite"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["workload=train", "workload.options.lr=nan"], "workload.options.lr=nan: not a number"),
+        (["workload=train", "workload.options.lr=-1"], "workload.options.lr=-1.0: must be a positive learning rate"),
+        (["workload=train", "workload.options.lr=0"], "workload.options.lr=0.0: must be a positive learning rate"),
+        (
+            ["workload=serve", "workload.options.arrival=gamma", "workload.options.burstiness=nan"],
+            "workload.options.burstiness=nan: not a number",
+        ),
+        (["workload=serve", "workload.options.duration_s=inf"], "workload.options.duration_s=inf: must be finite"),
+        (["run.timeout_s=-1"], "run.timeout_s=-1.0: must be a positive number of seconds"),
+        (["run.timeout_s=nan"], "run.timeout_s=nan: not a number"),
+        (["workload.min_time_s=inf"], "workload.min_time_s=inf: must be finite"),
+    ],
+)
 def test_non_finite_and_negative_numbers_are_refused_at_validation(overrides, message):
     with pytest.raises(ConfigError) as err:
         validate(compose(["seq=short", *overrides]), "cpu")
@@ -42,7 +47,9 @@ def test_an_infinite_rate_is_still_every_request_at_t0():
 
 @pytest.mark.e2e
 def test_a_diverging_run_is_an_error_that_names_the_step(tmp_path, store):
-    proc = run_cli(["workload=train", "workload.options.lr=1e30", *FAST, "workload.warmup_steps=4", INLINE], tmp_path, store)
+    proc = run_cli(
+        ["workload=train", "workload.options.lr=1e30", *FAST, "workload.warmup_steps=4", INLINE], tmp_path, store
+    )
     assert proc.returncode == 1, proc.output
     [res] = results_files(tmp_path / "outputs")
     assert res["status"] == "error" and "diverged at step " in res["error"] and "loss nan" in res["error"].lower()
@@ -61,7 +68,9 @@ def test_sync_uploads_to_the_store_each_result_records(tmp_path, store):
     assert proc.returncode == 3 and f"{down}: tracking server {down} did not answer" in proc.stderr, proc.output
     [res] = results_files(tmp_path / "outputs")
     path = next((tmp_path / "outputs").rglob("results.json"))
-    res["mlflow"]["tracking_uri"] = store["MLFLOW_TRACKING_URI"]  # the store comes back, at the address it was meant for
+    res["mlflow"]["tracking_uri"] = store[
+        "MLFLOW_TRACKING_URI"
+    ]  # the store comes back, at the address it was meant for
     path.write_text(json.dumps(res))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -108,9 +117,13 @@ def test_an_empty_claim_is_taken_over_with_a_notice(tmp_path, store):
 def test_a_full_disk_is_one_line_naming_the_path(tmp_path, store):
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"needs a tmpfs of 16 KiB, and this user cannot mount one ({mounted.stderr.strip() or mounted.returncode})")
+        pytest.skip(
+            f"needs a tmpfs of 16 KiB, and this user cannot mount one ({mounted.stderr.strip() or mounted.returncode})"
+        )
     try:
         (disk / "filler").write_bytes(os.urandom(12 * 1024))
         proc = run_cli([*FAST, INLINE, f"hydra.run.dir={disk}/run"], tmp_path, store)
@@ -123,8 +136,13 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, store):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("overrides", [["seq.batch=0"], ["workload=eval", "data=text", "model=byte_gpt",
-                                                          f"workload.options.checkpoint=run:{uuid.uuid4().hex}"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["seq.batch=0"],
+        ["workload=eval", "data=text", "model=byte_gpt", f"workload.options.checkpoint=run:{uuid.uuid4().hex}"],
+    ],
+)
 def test_a_refused_config_leaves_nothing_behind(overrides, tmp_path, store):
     proc = run_cli(["seq=short", *overrides], tmp_path, store)
     assert proc.returncode == 2, proc.output

@@ -15,8 +15,20 @@ def test_kinds_from_kernel_names():
     assert kind_of("flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>>") == "attention"
     assert kind_of("transformer_engine::cast_transpose_kernel<...>") == "fp8 cast/transpose"
     # ATen's plain bf16 copies carry "cast" in their template names: not FP8 work
-    assert kind_of("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::direct_copy_kernel_cuda") == "other elementwise / copies"
-    assert kind_of("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda, LoadWithCast<1>, StoreWithCast<1> >") == "other elementwise / copies"
+    assert (
+        kind_of(
+            "void at::native::elementwise_kernel<128, 4, "
+            "at::native::gpu_kernel_impl_nocast<at::native::direct_copy_kernel_cuda"
+        )
+        == "other elementwise / copies"
+    )
+    assert (
+        kind_of(
+            "void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda, LoadWithCast<1>, "
+            "StoreWithCast<1> >"
+        )
+        == "other elementwise / copies"
+    )
     assert kind_of("rmsnorm_fwd_tuned_kernel") == "norm"
     assert kind_of("void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
     assert kind_of("ncclDevKernel_AllReduce_Sum_bf16_RING_LL") == "communication"
@@ -25,8 +37,12 @@ def test_kinds_from_kernel_names():
 
 def test_breakdown_sums_kernel_durations_per_step(tmp_path):
     rng = random.Random(7)
-    names = {"gemm": "sm90_xmma_gemm_bf16", "attention": "flash_bwd_kernel", "optimizer": "multi_tensor_apply_kernel",
-             "other elementwise / copies": "triton_poi_fused_0"}
+    names = {
+        "gemm": "sm90_xmma_gemm_bf16",
+        "attention": "flash_bwd_kernel",
+        "optimizer": "multi_tensor_apply_kernel",
+        "other elementwise / copies": "triton_poi_fused_0",
+    }
     events, want = [], {k: 0.0 for k in names}
     for _ in range(200):
         kind = rng.choice(list(names))

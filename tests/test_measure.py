@@ -12,7 +12,6 @@ import time
 import pytest
 import torch
 from omegaconf import OmegaConf
-from support import results_files, run_cli, runs
 
 from b200lab.attention.sdpa import SdpaAttention
 from b200lab.core.registry import complete
@@ -25,6 +24,7 @@ from b200lab.models.gpt.model import GPT
 from b200lab.records.aggregate import aggregate
 from b200lab.reports.report import compile_speedups
 from b200lab.runner.profiling import ncu_table
+from support import results_files, run_cli, runs
 
 
 def test_timing_of_a_known_sleep():
@@ -43,15 +43,29 @@ def test_min_time_extends_a_short_step_count():
 
 def test_checkpoints_hand_over_the_steps_finished_so_far():
     seen = []
-    t = time_steps(lambda: time.sleep(0.005), torch.device("cpu"), warmup=1, steps=6, on_checkpoint=lambda part: seen.append(part),
-                   checkpoint_every_s=0.0)
+    t = time_steps(
+        lambda: time.sleep(0.005),
+        torch.device("cpu"),
+        warmup=1,
+        steps=6,
+        on_checkpoint=lambda part: seen.append(part),
+        checkpoint_every_s=0.0,
+    )
     assert [len(p.step_ms) for p in seen] == [1, 2, 3, 4, 5, 6]
     assert seen[-1].step_ms == t.step_ms and seen[2].warmup_ms == t.warmup_ms
 
 
 def _cfg(**kw):
-    base = dict(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=2, d_model=64, n_heads=4, d_ff=256, vocab_size=1000,
-                max_seq_len=4096)
+    base = dict(
+        _target_="b200lab.models.gpt.family.GPTFamily",
+        name="t",
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        d_ff=256,
+        vocab_size=1000,
+        max_seq_len=4096,
+    )
     base.update(kw)
     return complete("model", base)
 
@@ -94,16 +108,29 @@ def test_causal_attention_term_matches_a_brute_force_count():
 @pytest.mark.parametrize("kv_heads", [None, 2])
 def test_matmul_params_equal_the_models_linear_weights(kv_heads):
     cfg = _cfg(n_kv_heads=kv_heads)
-    model = GPT(cfg, SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu"))
+    model = GPT(
+        cfg,
+        SdpaAttention(
+            complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu"
+        ),
+    )
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert GPTFamily(cfg).matmul_params() == linear
 
 
-@pytest.mark.parametrize("name,dtype,peak", [
-    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.4), ("NVIDIA H100 PCIe", "bfloat16", 756.5), ("NVIDIA H100 NVL", "fp8", 1670.5),
-    ("NVIDIA H200", "bfloat16", 989.4), ("NVIDIA H200 NVL", "tf32", 417.5), ("NVIDIA B200", "fp8", 4500.0), ("NVIDIA GB200", "bfloat16", 2500.0),
-    ("NVIDIA GH200 480GB", "bfloat16", None),  # not an H200 SXM: a whole-word match only
-])
+@pytest.mark.parametrize(
+    "name,dtype,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", "bfloat16", 989.4),
+        ("NVIDIA H100 PCIe", "bfloat16", 756.5),
+        ("NVIDIA H100 NVL", "fp8", 1670.5),
+        ("NVIDIA H200", "bfloat16", 989.4),
+        ("NVIDIA H200 NVL", "tf32", 417.5),
+        ("NVIDIA B200", "fp8", 4500.0),
+        ("NVIDIA GB200", "bfloat16", 2500.0),
+        ("NVIDIA GH200 480GB", "bfloat16", None),  # not an H200 SXM: a whole-word match only
+    ],
+)
 def test_peak_table(name, dtype, peak):
     assert lookup(name, dtype)[0] == peak
 
@@ -111,13 +138,28 @@ def test_peak_table(name, dtype, peak):
 def test_mfu_follows_the_recipes_peak_key_and_its_extra_peaks():
     """An FP8 recipe names fp8 as its MFU basis and asks for the bf16 ratio too; no dtype string is
     interpreted by the aggregator."""
-    rank = {"rank": 0, "world_size": 1, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 1000, "flops_per_step": 2e15,
-            "step_ms": [100.0] * 4, "warmup_ms": [], "span_s": 0.4, "metrics": {}, "env": {"gpu": "NVIDIA H100 80GB HBM3"},
-            "effective": {"precision": {"compute_dtype": "bfloat16", "peak_key": "fp8", "extra_peak_keys": ["bf16"]}}, "energy": {}}
+    rank = {
+        "rank": 0,
+        "world_size": 1,
+        "status": "ok",
+        "error": None,
+        "data_shard": 0,
+        "tokens_per_step": 1000,
+        "flops_per_step": 2e15,
+        "step_ms": [100.0] * 4,
+        "warmup_ms": [],
+        "span_s": 0.4,
+        "metrics": {},
+        "env": {"gpu": "NVIDIA H100 80GB HBM3"},
+        "effective": {"precision": {"compute_dtype": "bfloat16", "peak_key": "fp8", "extra_peak_keys": ["bf16"]}},
+        "energy": {},
+    }
     m = aggregate([rank])["metrics"]
     assert m["timed_span_s"] == 0.4
     assert m["tflops"] == pytest.approx(2e15 * 4 / 0.4 / 1e12)
-    assert m["mfu"] == pytest.approx(m["tflops"] / 1978.9) and m["mfu_vs_bf16_peak"] == pytest.approx(m["tflops"] / 989.4)
+    assert m["mfu"] == pytest.approx(m["tflops"] / 1978.9) and m["mfu_vs_bf16_peak"] == pytest.approx(
+        m["tflops"] / 989.4
+    )
 
 
 def test_unknown_card_gets_no_mfu_and_a_reason():
@@ -128,10 +170,27 @@ def test_unknown_card_gets_no_mfu_and_a_reason():
 
 
 def test_mfu_is_achieved_flops_over_the_dtype_peak():
-    rank = {"rank": 0, "world_size": 1, "status": "ok", "error": None, "data_shard": 0, "tokens_per_step": 8192, "flops_per_step": 8192 * 8.5e9,
-            "step_ms": [180.0] * 10, "warmup_ms": [500.0], "span_s": 1.8, "metrics": {},
-            "effective": {"precision": {"compute_dtype": "bfloat16"}}, "env": {"gpu": "NVIDIA H200"},
-            "energy": {"energy_j": 900.0, "energy_j_sampled": 890.0, "avg_power_w": 500.0, "energy_method": "nvml_total_energy_counter"}}
+    rank = {
+        "rank": 0,
+        "world_size": 1,
+        "status": "ok",
+        "error": None,
+        "data_shard": 0,
+        "tokens_per_step": 8192,
+        "flops_per_step": 8192 * 8.5e9,
+        "step_ms": [180.0] * 10,
+        "warmup_ms": [500.0],
+        "span_s": 1.8,
+        "metrics": {},
+        "effective": {"precision": {"compute_dtype": "bfloat16"}},
+        "env": {"gpu": "NVIDIA H200"},
+        "energy": {
+            "energy_j": 900.0,
+            "energy_j_sampled": 890.0,
+            "avg_power_w": 500.0,
+            "energy_method": "nvml_total_energy_counter",
+        },
+    }
     out = aggregate([rank])
     tflops = 8192 * 8.5e9 * 10 / 1.8 / 1e12
     assert out["metrics"]["tflops"] == pytest.approx(tflops)
@@ -150,12 +209,18 @@ def test_energy_degrades_with_a_reason_without_nvml():
     meter = EnergyMeter(torch.device("cpu"))
     meter.start()
     out = meter.stop()
-    assert list(out) == ["energy_unavailable"] and ("NVML unavailable" in out["energy_unavailable"] or "not a CUDA device" in out["energy_unavailable"])
+    assert list(out) == ["energy_unavailable"] and (
+        "NVML unavailable" in out["energy_unavailable"] or "not a CUDA device" in out["energy_unavailable"]
+    )
 
 
 def test_power_tool_wraps_a_command_and_passes_its_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "b200lab.tools.power", "--", sys.executable, "-c", "import sys; sys.exit(7)"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "b200lab.tools.power", "--", sys.executable, "-c", "import sys; sys.exit(7)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 7
     report = json.loads(proc.stdout)
     assert report["returncode"] == 7 and report["duration_s"] > 0
@@ -166,8 +231,11 @@ def test_power_tool_wraps_a_command_and_passes_its_exit_code(tmp_path):
 
 
 def test_ncu_csv_becomes_a_per_kernel_table(tmp_path):
-    metrics = {"gpu__time_duration.sum": "time_ns", "dram__throughput.avg.pct_of_peak_sustained_elapsed": "dram_pct_of_peak"}
-    lines = ['==PROF== Connected to process', '"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"']
+    metrics = {
+        "gpu__time_duration.sum": "time_ns",
+        "dram__throughput.avg.pct_of_peak_sustained_elapsed": "dram_pct_of_peak",
+    }
+    lines = ["==PROF== Connected to process", '"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"']
     launches = [(0, "gemm", 3000, 20.0), (1, "gemm", 1000, 60.0), (2, "norm", 500, 90.0)]
     for i, k, t, dram in launches:
         lines.append(f'"{i}","{k}","gpu__time_duration.sum","nsecond","{t:,}"')
@@ -187,11 +255,26 @@ def test_compile_report_speedup_and_band():
     same = [100 + rng.uniform(-2, 2) for _ in range(50)]
 
     def row(mode, steps):
-        cfg = {"model": {"name": "m"}, "workload": {"name": "train"}, "seq": {"name": "2k"}, "precision": {"name": "bf16"}, "compile": {"name": mode}}
-        return {"status": "ok", "config": cfg, "step_ms": steps, "metrics": {"compile_s": 12.0}, "mlflow": {"run_id": mode}}
+        cfg = {
+            "model": {"name": "m"},
+            "workload": {"name": "train"},
+            "seq": {"name": "2k"},
+            "precision": {"name": "bf16"},
+            "compile": {"name": mode},
+        }
+        return {
+            "status": "ok",
+            "config": cfg,
+            "step_ms": steps,
+            "metrics": {"compile_s": 12.0},
+            "mlflow": {"run_id": mode},
+        }
 
-    out = {r["compile"]: r for r in compile_speedups([row("none", eager), row("default", fast), row("max-autotune", same)])}
+    out = {
+        r["compile"]: r for r in compile_speedups([row("none", eager), row("default", fast), row("max-autotune", same)])
+    }
     import numpy as np
+
     assert out["default"]["speedup"] == pytest.approx(np.median(eager) / np.median(fast))
     assert out["default"]["verdict"] == "faster"
     assert out["max-autotune"]["verdict"] == "no clear difference"
@@ -199,18 +282,44 @@ def test_compile_report_speedup_and_band():
 
 @pytest.mark.e2e
 def test_microbenchmarks_report_their_ceiling_metrics(tmp_path, store):
-    proc = run_cli(["-m", "workload=gemm", "workload.options.dtype=fp32", "workload.options.shape=256x384x512",
-                    "workload.min_time_s=0", "workload.steps=10", "workload.warmup_steps=2", "run.launcher=inline"], tmp_path, store)
+    proc = run_cli(
+        [
+            "-m",
+            "workload=gemm",
+            "workload.options.dtype=fp32",
+            "workload.options.shape=256x384x512",
+            "workload.min_time_s=0",
+            "workload.steps=10",
+            "workload.warmup_steps=2",
+            "run.launcher=inline",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
-    proc = run_cli(["workload=hbm", "workload.options.size_mb=32", "workload.min_time_s=0", "workload.steps=10", "run.launcher=inline"], tmp_path, store)
+    proc = run_cli(
+        [
+            "workload=hbm",
+            "workload.options.size_mb=32",
+            "workload.min_time_s=0",
+            "workload.steps=10",
+            "run.launcher=inline",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
-    proc = run_cli(["workload=allreduce", "parallelism.nproc=2", "workload.options.size_mb=2", "hydra.run.dir=ar"], tmp_path, store)
+    proc = run_cli(
+        ["workload=allreduce", "parallelism.nproc=2", "workload.options.size_mb=2", "hydra.run.dir=ar"], tmp_path, store
+    )
     assert proc.returncode == 0, proc.output
     import numpy as np
 
     by = {r["config"]["workload"]["name"]: r for r in results_files(tmp_path)}
     g = by["gemm"]
-    assert g["metrics"]["gemm_tflops"] == pytest.approx(2 * 256 * 384 * 512 / (np.median(g["step_ms"]) / 1e3) / 1e12, rel=1e-6)
+    assert g["metrics"]["gemm_tflops"] == pytest.approx(
+        2 * 256 * 384 * 512 / (np.median(g["step_ms"]) / 1e3) / 1e12, rel=1e-6
+    )
     h = by["hbm"]
     assert h["effective"]["bytes_per_step"] == 2 * 32_000_000
     assert h["metrics"]["hbm_gbps"] == pytest.approx(64e6 / (np.median(h["step_ms"]) / 1e3) / 1e9, rel=1e-6)
@@ -232,7 +341,18 @@ def test_allreduce_needs_two_ranks(tmp_path, store):
 
 @pytest.mark.e2e
 def test_torch_profiler_trace_is_a_loadable_chrome_trace_and_an_artifact(tmp_path, store):
-    proc = run_cli(["profile=torch", "workload=train", "seq=short", "workload.steps=3", "workload.warmup_steps=1", "run.launcher=inline"], tmp_path, store)
+    proc = run_cli(
+        [
+            "profile=torch",
+            "workload=train",
+            "seq=short",
+            "workload.steps=3",
+            "workload.warmup_steps=1",
+            "run.launcher=inline",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     [trace] = list((tmp_path / "outputs").rglob("trace_rank0.json.gz"))
     events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
@@ -262,20 +382,40 @@ def test_nsight_profilers_say_when_they_are_missing(tmp_path, store, tool):
 
 @pytest.mark.e2e
 def test_report_table_reads_archived_results(tmp_path, store):
-    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=5", "run.launcher=inline"], tmp_path, store)
+    proc = run_cli(
+        [
+            "workload=hbm",
+            "workload.options.size_mb=8",
+            "workload.min_time_s=0",
+            "workload.steps=5",
+            "run.launcher=inline",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     [src] = list((tmp_path / "outputs").rglob("results.json"))
     archive = tmp_path / "archive"
     archive.mkdir()
     (archive / "hbm-0.results.json").write_text(src.read_text())
     (archive / "notes.json").write_text("{}")  # not a results file: ignored
-    out = subprocess.run([sys.executable, "-m", "b200lab.reports.report", "table", str(archive)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "b200lab.reports.report", "table", str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     res = json.loads(src.read_text())
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 3 and "HBM GB/s" in lines[0]
     assert f"{res['metrics']['hbm_gbps']:,.0f}" in lines[2] and res["mlflow"]["run_id"] in lines[2]
-    empty = subprocess.run([sys.executable, "-m", "b200lab.reports.report", "table", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=60)
+    empty = subprocess.run(
+        [sys.executable, "-m", "b200lab.reports.report", "table", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert empty.returncode == 2 and "no results.json under" in empty.stderr
 
 
@@ -311,8 +451,16 @@ def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
     rows = []
     for i in range(3):
         steps = [10.0 + i + rng.uniform(0, 3) for _ in range(25)]
-        rows.append({"status": "ok", "point": f"seq={i}", "step_ms": steps, "env": {"gpu": None},
-                     "metrics": {"tokens_per_s": 4096 / (_quantile(steps, 0.5) / 1e3)}, "mlflow": {"run_id": f"r{i}"}})
+        rows.append(
+            {
+                "status": "ok",
+                "point": f"seq={i}",
+                "step_ms": steps,
+                "env": {"gpu": None},
+                "metrics": {"tokens_per_s": 4096 / (_quantile(steps, 0.5) / 1e3)},
+                "mlflow": {"run_id": f"r{i}"},
+            }
+        )
     rows.append({"status": "oom", "point": "seq=huge", "metrics": {}, "mlflow": {"run_id": "r9"}})
     drawn = plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
@@ -327,7 +475,18 @@ def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
 
 @pytest.mark.e2e
 def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, store):
-    proc = run_cli(["workload=hbm", "workload.options.size_mb=8", "workload.min_time_s=0", "workload.steps=6", "hydra.run.dir=hbm", "run.launcher=inline"], tmp_path, store)
+    proc = run_cli(
+        [
+            "workload=hbm",
+            "workload.options.size_mb=8",
+            "workload.min_time_s=0",
+            "workload.steps=6",
+            "hydra.run.dir=hbm",
+            "run.launcher=inline",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     report = [sys.executable, "-m", "b200lab.reports.report", "plot", str(tmp_path / "hbm")]
     ok = subprocess.run([*report, "--out", str(tmp_path / "hbm.png")], capture_output=True, text=True)
@@ -346,11 +505,18 @@ def test_microbenchmark_defaults_fit_the_device_they_land_on():
     from b200lab.workloads.base import RankContext
 
     device = torch.device("cpu")
-    cfg = OmegaConf.create({"run": {"seed": random.randrange(10_000)}, "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "single"})})
+    cfg = OmegaConf.create(
+        {
+            "run": {"seed": random.randrange(10_000)},
+            "parallelism": complete(
+                "parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "single"}
+            ),
+        }
+    )
     ctx = RankContext(cfg=cfg, device=device, strategy=DataParallel(cfg.parallelism, 0, 1, device))
     g = gemm.Gemm(complete("workload", {"_target_": "b200lab.workloads.gemm.Gemm", "name": "gemm"}), ctx)
     g.setup()
-    assert g.effective["shape"] == "1024x1024x1024" and g.flops_per_step == 2 * 1024 ** 3
+    assert g.effective["shape"] == "1024x1024x1024" and g.flops_per_step == 2 * 1024**3
     assert g.a.abs().sum() > 0  # random inputs, never zeros
     h = hbm.HbmCopy(complete("workload", {"_target_": "b200lab.workloads.hbm.HbmCopy", "name": "hbm"}), ctx)
     h.setup()

@@ -6,9 +6,9 @@ results.json or a report tool change that was not followed by a rerun of the scr
 from __future__ import annotations
 
 import pytest
-from support import MEASUREMENTS, REPO
 
 from b200lab.reports.report import main as report_main
+from support import MEASUREMENTS, REPO
 
 REPORTS = sorted(p.parent for p in MEASUREMENTS.glob("*/report/*/report.md"))
 RERUN = "rerun `bash experiments/scripts/regenerate_reports.sh` and commit the result"
@@ -36,5 +36,9 @@ def test_report_regenerates_identically(folder, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the arguments' paths are relative to the repository root
     assert report_main(args) == 0
     fresh = (tmp_path / "report" / "report.md").read_text()
-    assert fresh == (folder / "report.md").read_text(), f"{folder.relative_to(REPO)}/report.md is not what the data gives: {RERUN}"
-    assert sorted(p.name for p in (tmp_path / "report" / "charts").glob("*.png")) == sorted(p.name for p in (folder / "charts").glob("*.png"))
+    assert fresh == (folder / "report.md").read_text(), (
+        f"{folder.relative_to(REPO)}/report.md is not what the data gives: {RERUN}"
+    )
+    assert sorted(p.name for p in (tmp_path / "report" / "charts").glob("*.png")) == sorted(
+        p.name for p in (folder / "charts").glob("*.png")
+    )

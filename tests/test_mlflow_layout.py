@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 from mlflow import MlflowClient
-from support import parents_and_children
 from tiny_sweep import tiny_sweep
+
+from support import parents_and_children
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,9 @@ def test_children_are_named_by_what_varied_and_what_ran(sweep):
     assert len(set(names)) == len(names) == 4
     for c in children:
         ran = {"fp32": "float32", "bf16": "bfloat16"}[c.data.params["precision.name"]]
-        assert c.info.run_name.startswith(f"seq.len={c.data.params['seq.len']} precision={c.data.params['precision.name']} | {ran} ")
+        assert c.info.run_name.startswith(
+            f"seq.len={c.data.params['seq.len']} precision={c.data.params['precision.name']} | {ran} "
+        )
         assert c.data.tags["effective.attention_kernel"] in c.info.run_name and c.info.run_name.endswith(" eager")
         assert c.data.tags["point"].startswith("seq=short seq.len=") and c.data.tags["job_num"] in "0123"
 
@@ -49,7 +52,9 @@ def test_parent_is_the_sweeps_summary(sweep):
     assert parent.data.metrics["tokens_per_s_max"] == pytest.approx(max(rates))
     assert parent.data.metrics["tokens_per_s_min"] == pytest.approx(min(rates))
     assert parent.data.metrics["n_points_ok"] == 4
-    logged = {a.path for a in client.list_artifacts(parent.info.run_id)} | {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")
+    }
     assert {"summary.png", "report/report.md", "report/report.html", "report/charts"} <= logged
     charts = {a.path for a in client.list_artifacts(parent.info.run_id, "report/charts")}
     assert "report/charts/tokens_per_s_vs_seq_len.png" in charts
@@ -59,8 +64,10 @@ def test_parent_is_the_sweeps_summary(sweep):
 def test_terminal_table_shows_what_ran_and_fits_120_columns(sweep):
     info, _, _, _ = sweep
     out = info["output"]
-    table = out[out.index("\npoint "):].splitlines()[1:7]
+    table = out[out.index("\npoint ") :].splitlines()[1:7]
     assert all(len(line) <= 120 for line in table), table
-    assert "precision" in table[0] and "attention" in table[0] and "reserved" not in table[0]  # empty for every point on CPU
+    assert (
+        "precision" in table[0] and "attention" in table[0] and "reserved" not in table[0]
+    )  # empty for every point on CPU
     assert any("bfloat16" in line for line in table) and any("float32" in line for line in table)
     assert "INFO mlflow" not in out

@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from support import compose
 
 from b200lab.core.machine import ConfigError
 from b200lab.core.registry import instantiate
@@ -24,6 +23,7 @@ from b200lab.models.moe.layer import (
     plan_dispatch,
     route,
 )
+from support import compose
 
 needs_grouped_mm = pytest.mark.skipif(GROUPED_MM is None, reason="this torch has no torch._grouped_mm")
 needs_cuda = pytest.mark.gpu
@@ -40,7 +40,13 @@ def grads(m, x, g):
     return y, torch.autograd.grad([y, m.stats.aux_loss], [x, *m.parameters()], [g, torch.ones_like(m.stats.aux_loss)])
 
 
-CASES = [dict(), dict(capacity=1.0), dict(capacity=0.5, shared=1), dict(score="sigmoid", top_k=3), dict(top_k=1, capacity=1.25)]
+CASES = [
+    dict(),
+    dict(capacity=1.0),
+    dict(capacity=0.5, shared=1),
+    dict(score="sigmoid", top_k=3),
+    dict(top_k=1, capacity=1.25),
+]
 
 
 @needs_grouped_mm
@@ -140,7 +146,7 @@ def test_capacity_drops_exactly_the_assignments_it_reports():
     row_expert = experts.flatten()[plan.row_assignment]
     starts = [0, *plan.offs.tolist()]
     for e in range(E):
-        assert (row_expert[starts[e]:starts[e + 1]] == e).all()
+        assert (row_expert[starts[e] : starts[e + 1]] == e).all()
     assert torch.equal(plan.row_valid, torch.arange(T * k) < n_kept)
     assert not plan.kept_mask[plan.row_assignment[n_kept:]].any()
 
@@ -174,10 +180,18 @@ def test_an_expert_that_receives_no_token_gets_zero_gradients_and_the_others_do_
 def crafted_stats():
     """Two layers, four experts, routing counted by hand: layer 0 routed [6, 0, 3, 3] and kept
     [4, 0, 3, 3] (capacity 4); layer 1 routed [3, 3, 3, 3], all kept; over two steps."""
-    step = {"routed": torch.tensor([[3, 0, 2, 1], [2, 1, 1, 2]]), "kept": torch.tensor([[2, 0, 2, 1], [2, 1, 1, 2]]),
-            "aux_loss": torch.tensor(2.2), "z_loss": torch.tensor(0.4)}
-    other = {"routed": torch.tensor([[3, 0, 1, 2], [1, 2, 2, 1]]), "kept": torch.tensor([[2, 0, 1, 2], [1, 2, 2, 1]]),
-             "aux_loss": torch.tensor(2.6), "z_loss": torch.tensor(0.8)}
+    step = {
+        "routed": torch.tensor([[3, 0, 2, 1], [2, 1, 1, 2]]),
+        "kept": torch.tensor([[2, 0, 2, 1], [2, 1, 1, 2]]),
+        "aux_loss": torch.tensor(2.2),
+        "z_loss": torch.tensor(0.4),
+    }
+    other = {
+        "routed": torch.tensor([[3, 0, 1, 2], [1, 2, 2, 1]]),
+        "kept": torch.tensor([[2, 0, 1, 2], [1, 2, 2, 1]]),
+        "aux_loss": torch.tensor(2.6),
+        "z_loss": torch.tensor(0.8),
+    }
     return [step, other]
 
 
@@ -198,7 +212,9 @@ def test_load_metrics_match_a_hand_count_on_a_crafted_routing(tmp_path):
 
 
 def family(**overrides):
-    cfg = validate(compose(["model=moe_tiny", "attention=math", *(f"model.{k}={v}" for k, v in overrides.items())]), "cpu")
+    cfg = validate(
+        compose(["model=moe_tiny", "attention=math", *(f"model.{k}={v}" for k, v in overrides.items())]), "cpu"
+    )
     return MoEFamily(cfg.model), instantiate("attention", cfg.attention, "cpu")
 
 
@@ -231,13 +247,19 @@ def test_the_loss_carries_the_router_losses_from_the_models_output():
         frac = torch.bincount(experts.flatten(), minlength=4).double() / experts.numel()
         aux += 4 * float((frac * probs.mean(0)).sum())
         z += float(torch.logsumexp(logits, -1).square().mean())
-    assert float(out.aux_loss.detach()) == pytest.approx(aux, rel=1e-5) and float(out.z_loss.detach()) == pytest.approx(z, rel=1e-5)
+    assert float(out.aux_loss.detach()) == pytest.approx(aux, rel=1e-5) and float(out.z_loss.detach()) == pytest.approx(
+        z, rel=1e-5
+    )
     ce = F.cross_entropy(out.logits.flatten(0, 1), targets.flatten())
-    assert float(fam.loss(out, targets).detach()) == pytest.approx(float(ce.detach()) + 0.01 * aux + 0.001 * z, rel=1e-5)
+    assert float(fam.loss(out, targets).detach()) == pytest.approx(
+        float(ce.detach()) + 0.01 * aux + 0.001 * z, rel=1e-5
+    )
     stats = fam.forward_stats(out)
     assert stats["routed"].shape == (2, 4) and int(stats["routed"].sum()) == 2 * 2 * 16 * 2
     evaluated = model.eval()(idx)
-    assert float(evaluated.aux_loss) == 0.0 and float(fam.loss(evaluated, targets)) == pytest.approx(float(ce), rel=1e-5)
+    assert float(evaluated.aux_loss) == 0.0 and float(fam.loss(evaluated, targets)) == pytest.approx(
+        float(ce), rel=1e-5
+    )
     assert fam.effective["expert_path"] == "grouped" and fam.effective["d_ff_expert"] == 128
 
 
@@ -252,7 +274,9 @@ def test_the_layer_compiles_as_one_graph_and_matches_eager(capacity):
     eager_y, eager_grads = grads(m, x, g)
     compiled = torch.compile(m, fullgraph=True)
     y = compiled(x)
-    compiled_grads = torch.autograd.grad([y, m.stats.aux_loss], [x, *m.parameters()], [g, torch.ones_like(m.stats.aux_loss)])
+    compiled_grads = torch.autograd.grad(
+        [y, m.stats.aux_loss], [x, *m.parameters()], [g, torch.ones_like(m.stats.aux_loss)]
+    )
     assert m.ran == ("grouped", torch.bfloat16)
     torch.testing.assert_close(y, eager_y, rtol=2e-2, atol=2e-2)
     for a, b in zip(compiled_grads, eager_grads):
@@ -304,23 +328,41 @@ def test_on_a_gpu_the_bf16_layer_is_captured_in_a_cuda_graph():
     torch.testing.assert_close(captured, eager)
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (["model.top_k=5"], "model.top_k=5 exceeds model.n_experts=4"),
-    (["model.top_k=3"], "model.d_ff=256 is not divisible by model.top_k=3: set model.d_ff_expert"),
-    (["model.n_experts=0"], "model.n_experts=0: must be a positive integer"),
-    (["model.router=relu"], "model.router='relu': choose softmax or sigmoid"),
-    (["model.expert_impl=scatter"], "model.expert_impl='scatter': choose grouped or loop"),
-    (["model.capacity_factor=0"], "model.capacity_factor=0.0: must be > 0 (null: dropless)"),
-    (["model.aux_loss_coef=-1"], "model.aux_loss_coef=-1.0: must be >= 0"),
-    (["model.selection_bias=[0,1]"], "model.selection_bias has 2 values; model.n_experts=4 needs one per expert"),
-    (["model.d_ff_expert=100"], "model.d_ff_expert=100 is not a multiple of 8: the grouped GEMM needs 16-byte rows"),
-    (["model.n_shared_experts=-1"], "model.n_shared_experts=-1: must be >= 0"),
-    (["model.bias=true"], "model.bias=true: the MoE family has no biases"),
-    (["workload=moe_layer", "workload.options.top_k=9"], "workload.options.top_k=9 exceeds workload.options.n_experts=8"),
-    (["workload=moe_layer", "workload.options.d_ff_expert=1004"], "workload.options.d_ff_expert=1004 is not a multiple of 8"),
-    (["workload=moe_layer", "workload.options.compile=true", "workload.options.dtype=fp32"], "torch.compile traces the grouped GEMM in bf16 only"),
-    (["workload=moe_layer", "workload.options.dtype=int8"], "workload.options.dtype='int8': choose bf16, fp16, fp32"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["model.top_k=5"], "model.top_k=5 exceeds model.n_experts=4"),
+        (["model.top_k=3"], "model.d_ff=256 is not divisible by model.top_k=3: set model.d_ff_expert"),
+        (["model.n_experts=0"], "model.n_experts=0: must be a positive integer"),
+        (["model.router=relu"], "model.router='relu': choose softmax or sigmoid"),
+        (["model.expert_impl=scatter"], "model.expert_impl='scatter': choose grouped or loop"),
+        (["model.capacity_factor=0"], "model.capacity_factor=0.0: must be > 0 (null: dropless)"),
+        (["model.aux_loss_coef=-1"], "model.aux_loss_coef=-1.0: must be >= 0"),
+        (["model.selection_bias=[0,1]"], "model.selection_bias has 2 values; model.n_experts=4 needs one per expert"),
+        (
+            ["model.d_ff_expert=100"],
+            "model.d_ff_expert=100 is not a multiple of 8: the grouped GEMM needs 16-byte rows",
+        ),
+        (["model.n_shared_experts=-1"], "model.n_shared_experts=-1: must be >= 0"),
+        (["model.bias=true"], "model.bias=true: the MoE family has no biases"),
+        (
+            ["workload=moe_layer", "workload.options.top_k=9"],
+            "workload.options.top_k=9 exceeds workload.options.n_experts=8",
+        ),
+        (
+            ["workload=moe_layer", "workload.options.d_ff_expert=1004"],
+            "workload.options.d_ff_expert=1004 is not a multiple of 8",
+        ),
+        (
+            ["workload=moe_layer", "workload.options.compile=true", "workload.options.dtype=fp32"],
+            "torch.compile traces the grouped GEMM in bf16 only",
+        ),
+        (
+            ["workload=moe_layer", "workload.options.dtype=int8"],
+            "workload.options.dtype='int8': choose bf16, fp16, fp32",
+        ),
+    ],
+)
 def test_bad_moe_configurations_name_the_keys(overrides, needle):
     with pytest.raises(ConfigError) as err:
         validate(compose(["model=moe_tiny", *overrides]), "cpu")

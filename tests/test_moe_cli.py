@@ -7,12 +7,20 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from support import FAST, INLINE, results_files, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
-LOAD_METRICS = ("moe_load_max_over_mean", "moe_load_max_over_mean_worst", "moe_load_entropy", "moe_dropped_frac",
-                "moe_idle_experts", "moe_aux_loss", "moe_z_loss")
+LOAD_METRICS = (
+    "moe_load_max_over_mean",
+    "moe_load_max_over_mean_worst",
+    "moe_load_entropy",
+    "moe_dropped_frac",
+    "moe_idle_experts",
+    "moe_aux_loss",
+    "moe_z_loss",
+)
 
 
 def test_a_tiny_moe_trains_and_logs_its_routing_and_load_histogram(tmp_path, store):
@@ -31,17 +39,33 @@ def test_a_tiny_moe_trains_and_logs_its_routing_and_load_histogram(tmp_path, sto
     client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "artifacts")}
     assert {"artifacts/moe_expert_load.png", "artifacts/moe_expert_load.csv", "artifacts/moe_routing.json"} <= logged
-    routing = json.loads(open(client.download_artifacts(run.info.run_id, "artifacts/moe_routing.json", str(tmp_path))).read())
+    routing = json.loads(
+        open(client.download_artifacts(run.info.run_id, "artifacts/moe_routing.json", str(tmp_path))).read()
+    )
     assert routing["effective"]["expert_path"] == "grouped" and routing["effective"]["capacity_factor"] == 1.0
-    rows = open(client.download_artifacts(run.info.run_id, "artifacts/moe_expert_load.csv", str(tmp_path))).read().splitlines()
+    rows = (
+        open(client.download_artifacts(run.info.run_id, "artifacts/moe_expert_load.csv", str(tmp_path)))
+        .read()
+        .splitlines()
+    )
     assert len(rows) == 1 + 2 * 4  # a row per layer and expert
 
 
 def test_two_gloo_ranks_train_with_an_expert_that_receives_no_token(tmp_path, store):
     """The last expert's selection bias keeps every token away from it: DDP must still reduce its
     (zero) gradients every step instead of failing on a parameter that took no part."""
-    proc = run_cli(["model=moe_tiny", "workload=train", "parallelism=ddp", "model.selection_bias=[0,0,0,-10000]",
-                    "workload.options.grad_accum=2", *FAST], tmp_path, store)
+    proc = run_cli(
+        [
+            "model=moe_tiny",
+            "workload=train",
+            "parallelism=ddp",
+            "model.selection_bias=[0,0,0,-10000]",
+            "workload.options.grad_accum=2",
+            *FAST,
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")
     ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "outputs").rglob("rank?.json"))]
@@ -52,8 +76,13 @@ def test_two_gloo_ranks_train_with_an_expert_that_receives_no_token(tmp_path, st
 
 
 def test_the_moe_layer_microbenchmark_reports_both_rates_and_the_phase_shares(tmp_path, store):
-    options = ["workload.options.d_model=64", "workload.options.tokens=256", "workload.options.d_ff_expert=64",
-               "workload.options.dtype=fp32", "workload.min_time_s=0"]
+    options = [
+        "workload.options.d_model=64",
+        "workload.options.tokens=256",
+        "workload.options.d_ff_expert=64",
+        "workload.options.dtype=fp32",
+        "workload.min_time_s=0",
+    ]
     proc = run_cli(["workload=moe_layer", *options, *FAST, INLINE], tmp_path, store)
     assert proc.returncode == 0, proc.output
     [res] = results_files(tmp_path / "outputs")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tiny_models import model_cfg, train_cfg
 
 from b200lab.attention.base import AttnMask, MathAttention
 from b200lab.attention.sdpa import SdpaAttention
@@ -16,10 +15,13 @@ from b200lab.core.registry import complete
 from b200lab.measure.timing import step_stats
 from b200lab.models.gpt.model import GPT, apply_rotary, rotary_tables
 from b200lab.records.aggregate import aggregate
+from tiny_models import model_cfg, train_cfg
 
 
 def backend(cls, **fields):
-    return cls(complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": cls.__name__, **fields}), "cpu")
+    return cls(
+        complete("attention", {"_target_": f"{cls.__module__}.{cls.__name__}", "name": cls.__name__, **fields}), "cpu"
+    )
 
 
 def naive_causal_attention(q, k, v):
@@ -30,7 +32,9 @@ def naive_causal_attention(q, k, v):
     for b in range(B):
         for h in range(H):
             for i in range(T):
-                s = torch.tensor([float(q[b, h, i] @ k[b, h, j]) / math.sqrt(D) for j in range(i + 1)], dtype=torch.float64)
+                s = torch.tensor(
+                    [float(q[b, h, i] @ k[b, h, j]) / math.sqrt(D) for j in range(i + 1)], dtype=torch.float64
+                )
                 w = torch.exp(s - s.max())
                 w = w / w.sum()
                 out[b, h, i] = (w[:, None] * v[b, h, : i + 1]).sum(0)
@@ -126,8 +130,21 @@ def test_step_stats_match_numpy_and_hand_values():
 
 
 def _rank(rank, shard, tokens, steps, span, **metrics):
-    return {"rank": rank, "world_size": 2, "metric_rules": {"loss": "mean"}, "status": "ok", "error": None, "data_shard": shard, "tokens_per_step": tokens,
-            "step_ms": steps, "warmup_ms": [50.0], "span_s": span, "metrics": metrics, "effective": {}, "env": {}}
+    return {
+        "rank": rank,
+        "world_size": 2,
+        "metric_rules": {"loss": "mean"},
+        "status": "ok",
+        "error": None,
+        "data_shard": shard,
+        "tokens_per_step": tokens,
+        "step_ms": steps,
+        "warmup_ms": [50.0],
+        "span_s": span,
+        "metrics": metrics,
+        "effective": {},
+        "env": {},
+    }
 
 
 def test_aggregate_counts_distinct_shards_once_and_takes_the_slowest_rank():
@@ -227,7 +244,9 @@ def test_bf16_training_steps_float32_master_weights(accum_dtype):
             e += p.grad.double()
 
     seen = []
-    work.optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append([m.grad.clone() for m in opt.param_groups[0]["params"]]))
+    work.optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: seen.append([m.grad.clone() for m in opt.param_groups[0]["params"]])
+    )
     work.step()
     [grads] = seen
     assert {g.dtype for g in grads} == {torch.float32}
@@ -244,7 +263,9 @@ def test_bf16_training_steps_float32_master_weights(accum_dtype):
         reference = w0 * (1 - lr * wd) - lr * m_hat / (v_hat.sqrt() + eps)
         assert m.dtype == torch.float32 and float((m.double() - reference).abs().max()) < 1e-6
         assert torch.equal(p, m.to(torch.bfloat16)) and p.grad is None
-    assert (torch.cat([(m.double() - w0).flatten() for m, w0 in zip(work.master.masters, before)]).abs() > 1e-3).float().mean() > 0.9
+    assert (
+        torch.cat([(m.double() - w0).flatten() for m, w0 in zip(work.master.masters, before)]).abs() > 1e-3
+    ).float().mean() > 0.9
 
 
 def test_aggregate_reports_the_spread_across_trials():
@@ -256,7 +277,9 @@ def test_aggregate_reports_the_spread_across_trials():
     # trial 1: per-step max [11, 12] -> p50 11.5, 200 tokens x 2 / 0.023 s; trial 2: [21, 22] -> 21.5, 400 / 0.042
     assert m["trials"] == 2
     assert (m["trial_step_ms_p50_min"], m["trial_step_ms_p50_max"]) == (11.5, 21.5)
-    assert m["trial_tokens_per_s_max"] == pytest.approx(400 / 0.023) and m["trial_tokens_per_s_min"] == pytest.approx(400 / 0.042)
+    assert m["trial_tokens_per_s_max"] == pytest.approx(400 / 0.023) and m["trial_tokens_per_s_min"] == pytest.approx(
+        400 / 0.042
+    )
     assert m["trial_tokens_per_s_std"] == pytest.approx(math.sqrt(2) * (400 / 0.023 - 400 / 0.042) / 2)
 
 
@@ -278,7 +301,7 @@ def test_master_gradient_sum_is_float32_exact(compiled):
         assert all(p.grad is None for p in params)
     for m, e in zip(master.masters, expected):
         assert m.grad.dtype == torch.float32
-        assert float((m.grad.double() - e).abs().max()) <= 2 ** -22 * float(e.abs().max())
+        assert float((m.grad.double() - e).abs().max()) <= 2**-22 * float(e.abs().max())
 
     def sgd():
         for m in master.masters:
@@ -358,7 +381,9 @@ def test_sdpa_records_the_kernel_its_dispatcher_chose():
     masked(q, q, q, AttnMask(window=4))
     assert masked.effective["kernel"].endswith("-masked")
     attn(q[:, :, -1:], q, q)  # a decode call after the causal probe is recorded by its kind
-    assert set(attn.effective["kernels"]) == {"causal", "decode"} and attn.effective["kernels"]["decode"].endswith("-masked")
+    assert set(attn.effective["kernels"]) == {"causal", "decode"} and attn.effective["kernels"]["decode"].endswith(
+        "-masked"
+    )
 
 
 def test_document_ids_keep_attention_inside_each_document():
@@ -393,11 +418,25 @@ def test_a_strategys_flops_share_and_shard_keep_peers_from_double_counting():
         def flops_share(self):
             return 0.5
 
-    cfg = OmegaConf.create({"model": model_cfg(), "seq": {"name": "t", "len": 32, "batch": 2}, "run": {"seed": 1},
-                            "parallelism": {"name": "half_peers", "nproc": 2}})
+    cfg = OmegaConf.create(
+        {
+            "model": model_cfg(),
+            "seq": {"name": "t", "len": 32, "batch": 2},
+            "run": {"seed": 1},
+            "parallelism": {"name": "half_peers", "nproc": 2},
+        }
+    )
     device = torch.device("cpu")
-    per_rank = [model_flops_per_step(RankContext(cfg=cfg, device=device, strategy=HalfPeers(cfg.parallelism, r, 2, device), rank=r, world_size=2), 2, True)
-                for r in (0, 1)]
+    per_rank = [
+        model_flops_per_step(
+            RankContext(
+                cfg=cfg, device=device, strategy=HalfPeers(cfg.parallelism, r, 2, device), rank=r, world_size=2
+            ),
+            2,
+            True,
+        )
+        for r in (0, 1)
+    ]
     from b200lab.models.gpt.family import GPTFamily
 
     replica = 2 * GPTFamily(cfg.model).flops_per_sample(32, True)

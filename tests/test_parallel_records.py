@@ -5,6 +5,7 @@ on 1 GPU), three decimals)."""
 from __future__ import annotations
 
 import pytest
+
 from support import MEASUREMENTS, metric_of
 
 README = MEASUREMENTS / "2026-11-26-parallel-overlap" / "README.md"

@@ -10,22 +10,41 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from support import copy_store, parents_and_children, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
 LAYOUTS = ("tp", "ddp", "tp_fsdp")
 # tiny GPT: d_model 128, 4 heads of 32, d_ff 512, vocab 2048; the GPT's fused qkv has 3 x 128 rows
-FULL = {"embed.weight": [2048, 128], "blocks.0.qkv.weight": [384, 128], "blocks.0.out.weight": [128, 128],
-        "blocks.0.mlp.up.weight": [512, 128], "blocks.0.mlp.down.weight": [128, 512], "head.weight": [2048, 128]}
+FULL = {
+    "embed.weight": [2048, 128],
+    "blocks.0.qkv.weight": [384, 128],
+    "blocks.0.out.weight": [128, 128],
+    "blocks.0.mlp.up.weight": [512, 128],
+    "blocks.0.mlp.down.weight": [128, 512],
+    "head.weight": [2048, 128],
+}
 LOCAL = {
     "ddp": FULL,
     # column-parallel: rows halved; row-parallel: columns halved; embedding replicated
-    "tp": {**FULL, "blocks.0.qkv.weight": [192, 128], "blocks.0.out.weight": [128, 64], "blocks.0.mlp.up.weight": [256, 128],
-           "blocks.0.mlp.down.weight": [128, 256], "head.weight": [1024, 128]},
+    "tp": {
+        **FULL,
+        "blocks.0.qkv.weight": [192, 128],
+        "blocks.0.out.weight": [128, 64],
+        "blocks.0.mlp.up.weight": [256, 128],
+        "blocks.0.mlp.down.weight": [128, 256],
+        "head.weight": [1024, 128],
+    },
     # then FSDP2 halves dim 0 of every local shard over the 2 replicas
-    "tp_fsdp": {"embed.weight": [1024, 128], "blocks.0.qkv.weight": [96, 128], "blocks.0.out.weight": [64, 64],
-                "blocks.0.mlp.up.weight": [128, 128], "blocks.0.mlp.down.weight": [64, 256], "head.weight": [512, 128]},
+    "tp_fsdp": {
+        "embed.weight": [1024, 128],
+        "blocks.0.qkv.weight": [96, 128],
+        "blocks.0.out.weight": [64, 64],
+        "blocks.0.mlp.up.weight": [128, 128],
+        "blocks.0.mlp.down.weight": [64, 256],
+        "head.weight": [512, 128],
+    },
 }
 SHARDS = {"tp": [0, 0], "ddp": [0, 1], "tp_fsdp": [0, 0, 1, 1]}
 
@@ -35,8 +54,19 @@ def sweep(tmp_path_factory, template_store):
     """(CLI process, tracking URI, {layout: (job dir, results.json, rank reports)})."""
     work = tmp_path_factory.mktemp("validate")
     uri = copy_store(template_store, work)
-    proc = run_cli(["-m", "hydra/launcher=submitit_local", "workload=validate", f"parallelism={','.join(LAYOUTS)}", "seq=short",
-                    "seq.batch=2", "workload.steps=1"], work, {"MLFLOW_TRACKING_URI": uri})
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "workload=validate",
+            f"parallelism={','.join(LAYOUTS)}",
+            "seq=short",
+            "seq.batch=2",
+            "workload.steps=1",
+        ],
+        work,
+        {"MLFLOW_TRACKING_URI": uri},
+    )
     jobs = {}
     for path in (work / "multirun").rglob("results.json"):
         res = json.loads(path.read_text())
@@ -52,7 +82,9 @@ def test_the_sweep_runs_under_submitit_with_the_basic_launchers_mlflow_layout(sw
     [parent], children = parents_and_children(uri)
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert sorted((c.data.params["parallelism.name"], c.info.status) for c in children) == sorted((n, "FINISHED") for n in LAYOUTS)
+    assert sorted((c.data.params["parallelism.name"], c.info.status) for c in children) == sorted(
+        (n, "FINISHED") for n in LAYOUTS
+    )
     assert all(res["mlflow"]["synced"] for _, res, _ in jobs.values())
 
 
@@ -79,7 +111,9 @@ def test_each_rank_holds_its_split_and_ran_collectives(sweep, layout):
         shapes = r["effective"]["validate"]["local_shapes"]
         assert {k: shapes[k] for k in LOCAL[layout]} == LOCAL[layout], f"rank {r['rank']}"
     collectives = reports[0]["effective"]["validate"]["collectives"]
-    if layout == "tp":  # per block 2 all-reduces forward and 2 backward, 1 for the head's input gradient; logits all-gathered
+    if (
+        layout == "tp"
+    ):  # per block 2 all-reduces forward and 2 backward, 1 for the head's input gradient; logits all-gathered
         assert collectives == {"all_reduce": 9, "all_gather_into_tensor": 1}
     if layout == "tp_fsdp":
         assert collectives["all_reduce"] == 9 and any("reduce_scatter" in k for k in collectives)

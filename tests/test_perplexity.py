@@ -9,8 +9,6 @@ import random
 import pytest
 import torch
 from omegaconf import OmegaConf
-from support import FAST, results_files, run_cli, runs
-from tiny_models import naive_nll
 
 from b200lab.attention.sdpa import SdpaAttention
 from b200lab.core.registry import complete
@@ -19,23 +17,45 @@ from b200lab.data.documents import window_plan
 from b200lab.models.gpt.model import GPT
 from b200lab.precision.autocast import AutocastPrecision
 from b200lab.workloads.perplexity import evaluate
+from support import FAST, results_files, run_cli, runs
+from tiny_models import naive_nll
 
 
 def tiny_gpt(vocab: int) -> GPT:
-    cfg = complete("model", {"_target_": "b200lab.models.gpt.family.GPTFamily", "name": "t", "n_layers": 2, "d_model": 32, "n_heads": 4,
-                             "d_ff": 64, "vocab_size": vocab})
-    attention = SdpaAttention(complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu")
+    cfg = complete(
+        "model",
+        {
+            "_target_": "b200lab.models.gpt.family.GPTFamily",
+            "name": "t",
+            "n_layers": 2,
+            "d_model": 32,
+            "n_heads": 4,
+            "d_ff": 64,
+            "vocab_size": vocab,
+        },
+    )
+    attention = SdpaAttention(
+        complete("attention", {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}), "cpu"
+    )
     model = GPT(cfg, attention).double().eval()
     model.prepare(64)
     return model
 
 
 def fp64() -> AutocastPrecision:
-    return AutocastPrecision(complete("precision", {"_target_": "b200lab.precision.autocast.AutocastPrecision", "name": "fp64",
-                                                    "compute_dtype": "float64"}), "cpu", False)
+    return AutocastPrecision(
+        complete(
+            "precision",
+            {"_target_": "b200lab.precision.autocast.AutocastPrecision", "name": "fp64", "compute_dtype": "float64"},
+        ),
+        "cpu",
+        False,
+    )
 
 
-@pytest.mark.parametrize("n,length,stride,batch", [(100, 16, 16, 3), (97, 16, 5, 4), (64, 16, 16, 2), (40, 40, 7, 1), (73, 12, 1, 5)])
+@pytest.mark.parametrize(
+    "n,length,stride,batch", [(100, 16, 16, 3), (97, 16, 5, 4), (64, 16, 16, 2), (40, 40, 7, 1), (73, 12, 1, 5)]
+)
 def test_sliding_window_perplexity_matches_a_naive_float64_loop(n, length, stride, batch):
     vocab = 37
     model = tiny_gpt(vocab)
@@ -79,9 +99,22 @@ def test_evaluate_pads_the_last_batch_without_scoring_it_twice():
 def test_a_tiny_gpt_learns_the_default_corpus_far_below_uniform_bytes(tmp_path, store):
     """300 steps of a 2-layer GPT on 64-byte windows of the standard-library corpus: held-out
     perplexity far below 257 (uniform over the byte tokenizer), training loss falling."""
-    proc = run_cli(["workload=train", "data=text", "seq=short", "seq.len=64", "seq.batch=16", "model.vocab_size=257",
-                    "workload.warmup_steps=0", "workload.steps=300", "workload.options.lr=3e-3", "data.val_tokens=8192"],
-                   tmp_path, store)
+    proc = run_cli(
+        [
+            "workload=train",
+            "data=text",
+            "seq=short",
+            "seq.len=64",
+            "seq.batch=16",
+            "model.vocab_size=257",
+            "workload.warmup_steps=0",
+            "workload.steps=300",
+            "workload.options.lr=3e-3",
+            "data.val_tokens=8192",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 0, proc.output
     (res,) = results_files(tmp_path / "outputs")
     m = res["metrics"]
@@ -117,8 +150,15 @@ def test_curves_combine_across_ranks_step_by_step_by_their_rule():
     losses = [[random.uniform(1, 5) for _ in range(6)] for _ in range(2)]
 
     def rank(r):
-        return {"rank": r, "world_size": 2, "status": "ok", "error": None, "data_shard": r, "metric_rules": {"train_loss": "mean"},
-                "curves": {"train_loss": [[s + 1, v] for s, v in enumerate(losses[r])], "other": [[1, float(r)]]}}
+        return {
+            "rank": r,
+            "world_size": 2,
+            "status": "ok",
+            "error": None,
+            "data_shard": r,
+            "metric_rules": {"train_loss": "mean"},
+            "curves": {"train_loss": [[s + 1, v] for s, v in enumerate(losses[r])], "other": [[1, float(r)]]},
+        }
 
     curves = aggregate([rank(0), rank(1)])["curves"]
     assert curves["train_loss"] == [[s + 1, pytest.approx((a + b) / 2)] for s, (a, b) in enumerate(zip(*losses))]

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from support import REPO, results_files, run_cli, runs
 
 PRESETS = sorted((REPO / "experiments").glob("*.yaml"))
 pytestmark = pytest.mark.e2e
-TINY = ["model=tiny", "seq=short", "run.device=cpu", "workload.warmup_steps=1", "workload.steps=2", "workload.min_time_s=0"]
+TINY = [
+    "model=tiny",
+    "seq=short",
+    "run.device=cpu",
+    "workload.warmup_steps=1",
+    "workload.steps=2",
+    "workload.min_time_s=0",
+]
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
@@ -19,8 +27,15 @@ def test_preset_runs_once(path, tmp_path, store):
     overrides = [*(TINY if gpu_only else []), "run.launcher=inline"]
     swept = preset.get("hydra", {}).get("sweeper", {}).get("params", {})
     if preset.get("workload", {}).get("options", {}).get("checkpoint") == "train":
-        overrides = [*overrides, "workload.options.train_steps=5", "data.val_tokens=4096"]  # short training, a slice of the held-out text
-    if gpu_only and any(p.startswith("fp8") and p not in ("fp8_auto", "fp8_weight_only") for p in str(swept.get("precision", "")).split(",")):
+        overrides = [
+            *overrides,
+            "workload.options.train_steps=5",
+            "data.val_tokens=4096",
+        ]  # short training, a slice of the held-out text
+    if gpu_only and any(
+        p.startswith("fp8") and p not in ("fp8_auto", "fp8_weight_only")
+        for p in str(swept.get("precision", "")).split(",")
+    ):
         overrides = [*overrides, "precision=fp32,fp8_auto"]  # Transformer Engine needs a GPU; fp8_auto falls back here
     if gpu_only and "te" in str(swept.get("attention", "")).split(","):
         # attention=te needs CUDA and Transformer Engine, FlexAttention has no CPU backward: the
@@ -34,7 +49,8 @@ def test_preset_runs_once(path, tmp_path, store):
         overrides = [o for o in overrides if not o.startswith(("model=", "seq="))]
         overrides = [*overrides, "experiment/families@_global_=vit_mini_forward,dit_mini_forward,dlrm_small_forward"]
     if {"override /workload": "serve"} in preset.get("defaults", []):
-        # the load and its metrics, not a long run: the preset's GPU rates (1-4 requests/s) would wait out real seconds here
+        # the load and its metrics, not a long run: the preset's GPU rates (1-4 requests/s) would wait
+        # out real seconds here
         overrides = [*overrides, "workload.options.num_requests=8", "workload.options.qps=64,256"]
     if gpu_only and "compile" not in swept:
         # a GPU preset's fixed compile mode costs tens of seconds of CPU compiling per point here and

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from support import INLINE, run_cli
 
 from b200lab.runner.progress import BASIC_SWEEPER, plan
+from support import INLINE, run_cli
 
 FAST = ["seq=short", "workload.warmup_steps=1", "workload.steps=2", INLINE, "tracking.system_metrics=false"]
 CLOCK = r"\d+:\d\d"
@@ -35,12 +35,15 @@ def test_single_run_prints_no_position(tmp_path, store):
     assert not re.search(r"^\[\d+(/\d+)?\]", proc.stdout, re.M), proc.stdout
 
 
-@pytest.mark.parametrize("swept,overrides,expected", [
-    ({}, ["seq=short", "precision=fp32,bf16"], (2, ["precision"])),
-    ({"workload": "forward,train", "attention": "sdpa,math"}, ["seq=1k,2k"], (8, ["workload", "attention", "seq"])),
-    ({"workload": "forward,train"}, ["workload=train"], (1, [])),  # the command line wins over the preset's sweep
-    ({"seq.len": "range(32,96,32)"}, [], (2, ["seq.len"])),
-])
+@pytest.mark.parametrize(
+    "swept,overrides,expected",
+    [
+        ({}, ["seq=short", "precision=fp32,bf16"], (2, ["precision"])),
+        ({"workload": "forward,train", "attention": "sdpa,math"}, ["seq=1k,2k"], (8, ["workload", "attention", "seq"])),
+        ({"workload": "forward,train"}, ["workload=train"], (1, [])),  # the command line wins over the preset's sweep
+        ({"seq.len": "range(32,96,32)"}, [], (2, ["seq.len"])),
+    ],
+)
 def test_plan_as_the_basic_sweeper_makes_them(swept, overrides, expected):
     assert plan(BASIC_SWEEPER, swept, overrides) == expected
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from support import run_cli
 from tiny_sweep import tiny_sweep
+
+from support import run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -27,13 +28,18 @@ def _row(md: str, run_id: str) -> list[str]:
 
 @pytest.mark.e2e
 def test_report_from_mlflow_holds_every_point_with_the_values_mlflow_has(sweep, tmp_path):
-    proc = run_cli(["report", "--parent", sweep["parent_run_id"], "--out", "rep", "--title", "tiny"], tmp_path,
-                   {"MLFLOW_TRACKING_URI": sweep["uri"]})
+    proc = run_cli(
+        ["report", "--parent", sweep["parent_run_id"], "--out", "rep", "--title", "tiny"],
+        tmp_path,
+        {"MLFLOW_TRACKING_URI": sweep["uri"]},
+    )
     assert proc.returncode == 0, proc.output
     md = (tmp_path / "rep" / "report.md").read_text()
     client = MlflowClient(tracking_uri=sweep["uri"])
-    children = client.search_runs([client.get_run(sweep["parent_run_id"]).info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{sweep['parent_run_id']}'")
+    children = client.search_runs(
+        [client.get_run(sweep["parent_run_id"]).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{sweep['parent_run_id']}'",
+    )
     assert len(children) == 4
     header = next(line for line in md.splitlines() if line.startswith("| point | status | tokens/s"))
     columns = [c.strip() for c in header.strip("|").split(" | ")]
@@ -43,24 +49,35 @@ def test_report_from_mlflow_holds_every_point_with_the_values_mlflow_has(sweep, 
         assert row["point"] == child.info.run_name and row["status"] == "ok"
         assert row["tokens/s (p10–p90 band)"].startswith(f"{m['tokens_per_s']:,.0f} (")
         assert row["step p50 ms (p10–p90)"].startswith(f"{m['step_ms_p50']:.2f} (")
-        assert row["n steps"] == "5" and row["card"] == "cpu" and row["git sha"] == tags["git_sha"][:12] + "+dirty" * ("+dirty" in tags["git_sha"])
+        assert (
+            row["n steps"] == "5"
+            and row["card"] == "cpu"
+            and row["git sha"] == tags["git_sha"][:12] + "+dirty" * ("+dirty" in tags["git_sha"])
+        )
         speedup = row[next(c for c in columns if c.startswith("speedup vs precision=fp32"))]
-        assert speedup == "reference" if child.data.params["precision.name"] == "fp32" else re.match(r"\d+\.\d{3}x \(", speedup)
+        assert (
+            speedup == "reference"
+            if child.data.params["precision.name"] == "fp32"
+            else re.match(r"\d+\.\d{3}x \(", speedup)
+        )
     assert md.count("| fp32 → float32 |") == 2 and md.count("| bf16 → bfloat16 |") == 2  # requested vs effective
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert html.count("<tr>") == 1 + 4 + 1 + 4 and "<img src=\"charts/tokens_per_s_vs_seq_len.png\"" in html
+    assert html.count("<tr>") == 1 + 4 + 1 + 4 and '<img src="charts/tokens_per_s_vs_seq_len.png"' in html
     assert (tmp_path / "rep" / "charts" / "tokens_per_s_vs_seq_len.png").read_bytes()[:8] == PNG
     assert "![tokens/s](charts/tokens_per_s_vs_seq_len.png)" in md
 
 
 @pytest.mark.e2e
 def test_report_from_results_folders_with_a_chosen_reference(sweep, tmp_path):
-    proc = run_cli(["report", sweep["sweep_dir"], "--out", str(tmp_path / "rep"), "--reference", "seq.len=32"], tmp_path)
+    proc = run_cli(
+        ["report", sweep["sweep_dir"], "--out", str(tmp_path / "rep"), "--reference", "seq.len=32"], tmp_path
+    )
     assert proc.returncode == 0, proc.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "speedup vs seq.len=32 (tokens_per_s)" in md and md.count("| reference |") == 2
 
 
+@pytest.mark.e2e
 def test_line_chart_axis_is_the_swept_numeric_value_one_line_per_other_key(sweep):
     from b200lab.records import results as results_io
     from b200lab.reports.charts import choose_axis, lines
@@ -71,17 +88,22 @@ def test_line_chart_axis_is_the_swept_numeric_value_one_line_per_other_key(sweep
     drawn = {line.label: [(x, v) for x, v, *_ in line.points] for line in lines(records, "tokens_per_s", axis)}
     expected = {}
     for r in records:
-        expected.setdefault(f"precision={r['config']['precision']['name']}", []).append((float(r["config"]["seq"]["len"]), r["metrics"]["tokens_per_s"]))
+        expected.setdefault(f"precision={r['config']['precision']['name']}", []).append(
+            (float(r["config"]["seq"]["len"]), r["metrics"]["tokens_per_s"])
+        )
     assert drawn == {k: sorted(v) for k, v in expected.items()}
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("args, message", [
-    (["--parent", "0123456789abcdef"], "no run '0123456789abcdef'"),
-    (["--experiment", "nope", "--parent", "latest"], "no experiment 'nope'"),
-    (["SWEEP", "--reference", "fp32"], "--reference 'fp32': expected KEY=VALUE"),
-    (["no/such/dir"], "no results.json under no/such/dir"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--parent", "0123456789abcdef"], "no run '0123456789abcdef'"),
+        (["--experiment", "nope", "--parent", "latest"], "no experiment 'nope'"),
+        (["SWEEP", "--reference", "fp32"], "--reference 'fp32': expected KEY=VALUE"),
+        (["no/such/dir"], "no results.json under no/such/dir"),
+    ],
+)
 def test_report_bad_selection_says_why_and_exits_2(sweep, tmp_path, args, message):
     args = [sweep["sweep_dir"] if a == "SWEEP" else a for a in args]
     proc = run_cli(["report", *args, "--out", "rep"], tmp_path, {"MLFLOW_TRACKING_URI": sweep["uri"]})
@@ -114,7 +136,10 @@ def test_serve_sweep_report_shows_latency_and_goodput_and_no_speedup_across_rate
         row = next(line for line in table.splitlines() if line.endswith(f"| {run} |"))
         cells = dict(zip(["point", *header], [c.strip() for c in row.strip("|").split(" | ")]))
         assert cells["itl p50 ms"] == f"{m['itl_ms_p50']:.1f}" and cells["ttft p99 ms"] == f"{m['ttft_ms_p99']:,.1f}"
-        assert cells["goodput fraction"] == f"{m['goodput_fraction']:.3f}" and cells["completed"] == f"{m['completed']:.0f}"
+        assert (
+            cells["goodput fraction"] == f"{m['goodput_fraction']:.3f}"
+            and cells["completed"] == f"{m['completed']:.0f}"
+        )
     charts = {p.name for p in (tmp_path / "charts").iterdir()}
     assert {"itl_ms_p50_vs_workload_options_qps.png", "goodput_fraction_vs_workload_options_qps.png"} <= charts
     assert (tmp_path / "charts" / "itl_ms_p50_vs_workload_options_qps.png").read_bytes().startswith(PNG)
@@ -127,12 +152,16 @@ def test_a_serve_sweep_that_varies_more_than_its_load_compares_within_a_rate():
 
     from b200lab.reports import sweep_report
 
-    files = sorted(SERVE_RUNS.glob("single_q*.results.json")) + [SERVE_RUNS / f"tp2_q{q}.results.json" for q in (1, 2, 4)]
+    files = sorted(SERVE_RUNS.glob("single_q*.results.json")) + [
+        SERVE_RUNS / f"tp2_q{q}.results.json" for q in (1, 2, 4)
+    ]
     records = [json.loads(f.read_text()) for f in files]
     assert list(sweep_report.default_reference(records)) == ["parallelism"]  # not the load
     refs = sweep_report.reference_of(records, {"parallelism": "tp"})
     for r, ref in zip(records, refs):
-        assert ref is not None and ref["config"]["workload"]["options"]["qps"] == r["config"]["workload"]["options"]["qps"]
+        assert (
+            ref is not None and ref["config"]["workload"]["options"]["qps"] == r["config"]["workload"]["options"]["qps"]
+        )
         assert ref["config"]["parallelism"]["name"] == "tp"
 
 
@@ -147,4 +176,6 @@ def test_a_rate_sweep_with_every_request_at_t0_is_drawn_as_categories(tmp_path):
     assert axis is not None and not axis.numeric and axis.x == "workload.options.qps"
     assert sorted(axis.categories) == ["1", "2", "4", "inf"]
     charts = line_charts(records, tmp_path)
-    assert any(p.name.startswith("itl_ms_p50") for _, p in charts) and all(p.read_bytes().startswith(PNG) for _, p in charts)
+    assert any(p.name.startswith("itl_ms_p50") for _, p in charts) and all(
+        p.read_bytes().startswith(PNG) for _, p in charts
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+
 from support import INLINE, parents_and_children, popen_cli, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -16,8 +17,13 @@ def test_two_sweeps_at_once_into_a_new_store(tmp_path):
     sweeps = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        sweeps.append(popen_cli(["-m", "seq.batch=2,4", "seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE],
-                                tmp_path / name, {"MLFLOW_TRACKING_URI": uri}))
+        sweeps.append(
+            popen_cli(
+                ["-m", "seq.batch=2,4", "seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE],
+                tmp_path / name,
+                {"MLFLOW_TRACKING_URI": uri},
+            )
+        )
     outputs = [p.communicate(timeout=600)[0] for p in sweeps]
     for p, out in zip(sweeps, outputs):
         assert p.returncode == 0, out
@@ -37,7 +43,9 @@ def test_a_parent_run_that_cannot_be_created_is_an_error(tmp_path, store):
 
     client = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"])
     client.delete_experiment(client.get_experiment_by_name("b200lab").experiment_id)  # MLflow refuses runs in it
-    proc = popen_cli(["-m", "seq.batch=2,4", "seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE], tmp_path, store)
+    proc = popen_cli(
+        ["-m", "seq.batch=2,4", "seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE], tmp_path, store
+    )
     out = proc.communicate(timeout=600)[0]
     assert proc.returncode == 1, out
     assert "could not create the sweep's parent run" in out and "2 result(s) not in MLflow" in out
@@ -64,8 +72,14 @@ def test_two_runs_started_into_one_directory_never_mix(tmp_path, store):
     [res] = results_files(tmp_path / "shared")
     assert res["config"]["seq"]["batch"] == 2 and res["metrics"]["tokens_per_step"] == 2 * 128
 
-    procs = [popen_cli(["seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE, f"seq.batch={b}"], tmp_path, store)
-             for b in (2, 6)]
+    procs = [
+        popen_cli(
+            ["seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE, f"seq.batch={b}"], tmp_path, store
+        )
+        for b in (2, 6)
+    ]
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
-    batches = sorted((r["config"]["seq"]["batch"], r["metrics"]["tokens_per_step"]) for r in results_files(tmp_path / "outputs"))
+    batches = sorted(
+        (r["config"]["seq"]["batch"], r["metrics"]["tokens_per_step"]) for r in results_files(tmp_path / "outputs")
+    )
     assert batches == [(2, 256), (6, 768)]

@@ -8,6 +8,7 @@ import time
 
 import psutil
 import pytest
+
 from support import popen_cli, results_files, run_cli, runs
 
 pytestmark = pytest.mark.e2e
@@ -16,13 +17,17 @@ LONG = ["seq=short", "workload.steps=100000000", "workload.warmup_steps=1"]
 
 
 def test_timeout_is_an_error_not_an_interrupt(tmp_path, store):
-    proc = run_cli(["-m", "seq.batch=2", *LONG, "run.timeout_s=15"], tmp_path, store)  # ample for startup on a loaded machine
+    proc = run_cli(
+        ["-m", "seq.batch=2", *LONG, "run.timeout_s=15"], tmp_path, store
+    )  # ample for startup on a loaded machine
     assert proc.returncode == 1, proc.output
     [res] = results_files(tmp_path / "multirun")
     assert res["status"] == "error"
     assert res["error"].startswith("timeout: the job exceeded run.timeout_s=15 s")
     assert res["metrics"]["n_steps"] > 0 and len(res["step_ms"]) == res["metrics"]["n_steps"]
-    statuses = {("child" if "mlflow.parentRunId" in r.data.tags else "parent"): r for r in runs(store["MLFLOW_TRACKING_URI"])}
+    statuses = {
+        ("child" if "mlflow.parentRunId" in r.data.tags else "parent"): r for r in runs(store["MLFLOW_TRACKING_URI"])
+    }
     assert statuses["child"].info.status == "FAILED" and statuses["child"].data.tags["error"].startswith("timeout:")
     assert statuses["parent"].info.status == "FAILED"
     assert "Ctrl-C" not in proc.output and "interrupted" not in proc.output
@@ -33,7 +38,9 @@ def _worker(cli_pid: int, timeout_s: float = 60) -> psutil.Process:
     while time.monotonic() < deadline:
         for child in psutil.Process(cli_pid).children(recursive=True):
             try:
-                if "b200lab.runner.rank" in " ".join(child.cmdline()) and "torch.distributed.run" not in " ".join(child.cmdline()):
+                if "b200lab.runner.rank" in " ".join(child.cmdline()) and "torch.distributed.run" not in " ".join(
+                    child.cmdline()
+                ):
                     return child
             except psutil.NoSuchProcess:
                 pass

@@ -5,6 +5,7 @@ MLflow layout and exit code as Hydra's basic in-process launcher."""
 from __future__ import annotations
 
 import pytest
+
 from support import INLINE, copy_store, parents_and_children, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -15,14 +16,19 @@ POINT = ["seq=short", "workload.steps=2", "workload.warmup_steps=1", INLINE]
 def layout(uri: str) -> dict:
     [parent], children = parents_and_children(uri)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    return {"parent": parent.info.status, "children": sorted((c.data.params["seq.batch"], c.info.status) for c in children)}
+    return {
+        "parent": parent.info.status,
+        "children": sorted((c.data.params["seq.batch"], c.info.status) for c in children),
+    }
 
 
 def sweep(tmp_path, template_store, launcher: str, batches: str) -> tuple[int, dict]:
     work = tmp_path / launcher
     work.mkdir()
     uri = copy_store(template_store, work)
-    proc = run_cli(["-m", f"hydra/launcher={launcher}", f"seq.batch={batches}", *POINT], work, {"MLFLOW_TRACKING_URI": uri})
+    proc = run_cli(
+        ["-m", f"hydra/launcher={launcher}", f"seq.batch={batches}", *POINT], work, {"MLFLOW_TRACKING_URI": uri}
+    )
     records = results_files(work / "multirun")
     assert len(records) == 2 and len({r["sweep_id"] for r in records}) == 1, proc.output
     assert all(r["mlflow"]["synced"] for r in records)
@@ -31,7 +37,11 @@ def sweep(tmp_path, template_store, launcher: str, batches: str) -> tuple[int, d
 
 def test_submitit_launcher_matches_the_basic_launcher(tmp_path, template_store):
     expected = {"parent": "FINISHED", "children": [("2", "FINISHED"), ("4", "FINISHED")]}
-    assert sweep(tmp_path, template_store, "basic", "2,4") == sweep(tmp_path, template_store, "submitit_local", "2,4") == (0, expected)
+    assert (
+        sweep(tmp_path, template_store, "basic", "2,4")
+        == sweep(tmp_path, template_store, "submitit_local", "2,4")
+        == (0, expected)
+    )
 
 
 def test_a_failing_point_under_submitit_fails_the_sweep(tmp_path, template_store):

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import subprocess
 
-from support import REPO
-
 from b200lab.measure.environment import SOURCE, git_sha, tree_hash
 from b200lab.tools.provenance import head_line
+from support import REPO
 
 
 def _copy_of_head(dest):
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "HEAD", "--", *SOURCE], capture_output=True, check=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", "HEAD", "--", *SOURCE], capture_output=True, check=True
+    )
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 
@@ -21,7 +22,10 @@ def test_a_copy_says_clean_only_when_its_tree_matches_the_staged_one(tmp_path, m
     monkeypatch.delenv("B200LAB_GIT_SHA", raising=False)
     copy = _copy_of_head(tmp_path)
     sha, staged_tree = head_line().split()
-    assert sha == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert (
+        sha
+        == subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    )
     assert git_sha(copy) == f"unknown+tree.{staged_tree}"  # nothing staged: the tree hash still tells copies apart
 
     (copy / ".gpu" / "base").mkdir(parents=True)
@@ -31,7 +35,9 @@ def test_a_copy_says_clean_only_when_its_tree_matches_the_staged_one(tmp_path, m
     assert git_sha(copy) == f"{sha}+tree.{staged_tree}"
     monkeypatch.delenv("B200LAB_GIT_SHA")
 
-    (copy / "b200lab" / "job.py").write_text((copy / "b200lab" / "job.py").read_text() + "\n# edited on the host\n")
+    (copy / "b200lab" / "runner" / "job.py").write_text(
+        (copy / "b200lab" / "runner" / "job.py").read_text() + "\n# edited on the host\n"
+    )
     edited = tree_hash(copy)
     assert edited != staged_tree and git_sha(copy) == f"{sha}+dirty.{edited}"
 

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from support import parents_and_children
 
 from b200lab.records import results as results_io
 from b200lab.reports import report
 from b200lab.runner import sync
+from support import parents_and_children
 
 
 def record(job_num: int, batch: int) -> dict:
@@ -20,10 +20,27 @@ def record(job_num: int, batch: int) -> dict:
     config = {group: {"name": name} for group, name in names.items()}
     config["seq"]["batch"] = batch
     config["tracking"] = {"experiment": "b200lab"}
-    return {"schema_version": 2, "status": "ok", "error": None, "point": f"seq.batch={batch}", "job_num": job_num,
-            "requested": {"precision": "auto", "attention": "sdpa"}, "effective": {}, "config": config, "env": {"git_sha": "abc"},
-            "metrics": {"tokens_per_s": 1000.0 * batch, "n_steps": 2}, "step_ms": [1.0, 1.5],
-            "mlflow": {"tracking_uri": None, "experiment_id": None, "run_id": None, "parent_run_id": None, "synced": False, "error": "x"}}
+    return {
+        "schema_version": 2,
+        "status": "ok",
+        "error": None,
+        "point": f"seq.batch={batch}",
+        "job_num": job_num,
+        "requested": {"precision": "auto", "attention": "sdpa"},
+        "effective": {},
+        "config": config,
+        "env": {"git_sha": "abc"},
+        "metrics": {"tokens_per_s": 1000.0 * batch, "n_steps": 2},
+        "step_ms": [1.0, 1.5],
+        "mlflow": {
+            "tracking_uri": None,
+            "experiment_id": None,
+            "run_id": None,
+            "parent_run_id": None,
+            "synced": False,
+            "error": "x",
+        },
+    }
 
 
 def test_a_truncated_results_json_is_named_and_the_others_still_go(tmp_path, store, capsys):
@@ -46,12 +63,15 @@ def test_a_truncated_results_json_is_named_and_the_others_still_go(tmp_path, sto
     assert "seq.batch=2" in out and "seq.batch=8" in out and "seq.batch=4" not in out
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda r: r.pop("status"), "status: Field required"),
-    (lambda r: r.update(status="fine"), "status: Input should be"),
-    (lambda r: r.update(step_ms="fast"), "step_ms: Input should be a valid list"),
-    (lambda r: r.update(schema_version=99), "schema_version 99 is newer"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda r: r.pop("status"), "status: Field required"),
+        (lambda r: r.update(status="fine"), "status: Input should be"),
+        (lambda r: r.update(step_ms="fast"), "step_ms: Input should be a valid list"),
+        (lambda r: r.update(schema_version=99), "schema_version 99 is newer"),
+    ],
+)
 def test_a_record_that_does_not_match_names_its_file_and_field(tmp_path, damage, reason):
     rec = record(0, 2)
     damage(rec)

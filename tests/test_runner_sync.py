@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from support import INLINE, parents_and_children, popen_cli, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -25,9 +26,26 @@ def _free_port() -> int:
 
 def _start_server(db: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=open(log, "a"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=open(log, "a"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -48,14 +66,26 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_path, store):
-    db = Path(store["MLFLOW_TRACKING_URI"][len("sqlite:///"):])
+    db = Path(store["MLFLOW_TRACKING_URI"][len("sqlite:///") :])
     port = _free_port()
     # no client retries against the dead server: they only add backoff sleeps to the test
     env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     server = _start_server(db, port, tmp_path / "server.log")
     try:
-        sweep = popen_cli(["-m", "seq.batch=2,3,4", "seq=short", "workload.min_time_s=3", "workload.steps=2", "workload.warmup_steps=1",
-                           "tracking.system_metrics=false", INLINE], tmp_path, env)
+        sweep = popen_cli(
+            [
+                "-m",
+                "seq.batch=2,3,4",
+                "seq=short",
+                "workload.min_time_s=3",
+                "workload.steps=2",
+                "workload.warmup_steps=1",
+                "tracking.system_metrics=false",
+                INLINE,
+            ],
+            tmp_path,
+            env,
+        )
         seen = []
         for line in sweep.stdout:
             seen.append(line)
@@ -64,7 +94,10 @@ def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_pat
                 break
         out = "".join(seen) + sweep.communicate(timeout=600)[0]
         assert sweep.returncode == 3, out
-        assert "3 result(s) not in MLflow (" in out and "`b200lab sync` uploads each to the store its results.json records" in out
+        assert (
+            "3 result(s) not in MLflow (" in out
+            and "`b200lab sync` uploads each to the store its results.json records" in out
+        )
         records = results_files(tmp_path / "multirun")
         assert [r["mlflow"]["run_id"] is not None for r in records] == [True, False, False]
 

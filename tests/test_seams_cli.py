@@ -4,18 +4,25 @@ nothing created (no MLflow run, no results, no torchrun)."""
 from __future__ import annotations
 
 import pytest
+
 from support import run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (["workload._target_=os.system"], "workload._target_='os.system' is not a registered workload component, so it is not imported"),
-    (["model._target_=planted.Model"], "model._target_='planted.Model' is not a registered model component"),
-    (["+seq.bach=4"], "seq.bach: not a field of SeqConfig"),
-    (["+model.n_experts=8"], "mixture-of-experts is its own model family"),
-    (["precision.compute_dtype=fp8"], "FP8 needs an FP8 recipe class"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (
+            ["workload._target_=os.system"],
+            "workload._target_='os.system' is not a registered workload component, so it is not imported",
+        ),
+        (["model._target_=planted.Model"], "model._target_='planted.Model' is not a registered model component"),
+        (["+seq.bach=4"], "seq.bach: not a field of SeqConfig"),
+        (["+model.n_experts=8"], "mixture-of-experts is its own model family"),
+        (["precision.compute_dtype=fp8"], "FP8 needs an FP8 recipe class"),
+    ],
+)
 def test_seam_refusals_exit_2_and_create_nothing(overrides, needle, tmp_path, store):
     marker = tmp_path / "imported"
     (tmp_path / "planted.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")

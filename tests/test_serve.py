@@ -10,6 +10,12 @@ import textwrap
 
 import pytest
 import torch
+
+from b200lab.serving.engine import Engine, Limits, ScriptedClock
+from b200lab.serving.latency import request_metrics
+from b200lab.serving.loadgen import RequestSpec, make_trace
+from b200lab.serving.paged import BlockPool, Row
+from b200lab.serving.sampling import next_token
 from support import INLINE, results_files, run_cli
 from tiny_models import (
     assert_context_matters,
@@ -17,12 +23,6 @@ from tiny_models import (
     greedy_by_recompute,
     tiny_gpt,
 )
-
-from b200lab.serving.engine import Engine, Limits, ScriptedClock
-from b200lab.serving.latency import request_metrics
-from b200lab.serving.loadgen import RequestSpec, make_trace
-from b200lab.serving.paged import BlockPool, Row
-from b200lab.serving.sampling import next_token
 
 
 def pool_for(model, blocks: int = 32, block_size: int = 4) -> BlockPool:
@@ -41,7 +41,10 @@ def test_block_cache_rows_of_different_lengths_reproduce_the_full_recompute():
         assert (model(a[None, :9], cache=pool.view([Row(blocks_a, 0, 9)]))[0] - ref_a[:9]).abs().max() < 1e-10
         assert (model(b[None, :4], cache=pool.view([Row(blocks_b, 0, 4)]))[0] - ref_b[:4]).abs().max() < 1e-10
         for s in range(4):
-            out = model(torch.stack([a[9 + s:10 + s], b[4 + s:5 + s]]), cache=pool.view([Row(blocks_a, 9 + s, 1), Row(blocks_b, 4 + s, 1)]))
+            out = model(
+                torch.stack([a[9 + s : 10 + s], b[4 + s : 5 + s]]),
+                cache=pool.view([Row(blocks_a, 9 + s, 1), Row(blocks_b, 4 + s, 1)]),
+            )
             assert (out[0, 0] - ref_a[9 + s]).abs().max() < 1e-10 and (out[1, 0] - ref_b[4 + s]).abs().max() < 1e-10
     pool.release(blocks_a)
     assert pool.used_blocks == 2 and pool.allocate(5) == [0, 1]  # freed blocks are handed out again
@@ -53,11 +56,30 @@ def test_continuous_batching_returns_the_tokens_of_sequential_generation():
     generated alone by full recomputation, with weights large enough that the tokens depend on
     the context (a key cached in the wrong slot or rotated at the wrong position changes them)."""
     model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
-    trace = make_trace(3, 6, 1e9, qps=200.0, process="poisson", burstiness=1.0, prompt_len=6, prompt_dist="uniform", output_len=5,
-                       output_dist="uniform", spread=0.8, max_prompt=12, max_output=9, vocab_size=97)
+    trace = make_trace(
+        3,
+        6,
+        1e9,
+        qps=200.0,
+        process="poisson",
+        burstiness=1.0,
+        prompt_len=6,
+        prompt_dist="uniform",
+        output_len=5,
+        output_dist="uniform",
+        spread=0.8,
+        max_prompt=12,
+        max_output=9,
+        vocab_size=97,
+    )
     assert len({s.prompt_len for s in trace}) > 2 and len({s.output_len for s in trace}) > 2
-    engine = Engine(decoder_of(model), pool_for(model, blocks=12), Limits(max_running=2, max_model_len=40), ScriptedClock(0.01, 0.0, 0.004),
-                    lambda logits: next_token(logits))
+    engine = Engine(
+        decoder_of(model),
+        pool_for(model, blocks=12),
+        Limits(max_running=2, max_model_len=40),
+        ScriptedClock(0.01, 0.0, 0.004),
+        lambda logits: next_token(logits),
+    )
     records = engine.run(trace)
     assert engine.max_batch >= 2 and any(r.waited for r in records)  # requests did share steps, and one did wait
     with torch.no_grad():
@@ -78,12 +100,25 @@ def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():
     A: ttft 10, e2e 24, tpot 7, itl 12, 2;  B: ttft 15, e2e 19, tpot 4, itl 4;  C: ttft 10, e2e 10."""
     model = tiny_gpt("sdpa")
     p = lambda n: tuple(range(1, n + 1))  # noqa: E731
-    trace = [RequestSpec(0, 0.0, p(4), 3), RequestSpec(1, 0.005, p(3), 2), RequestSpec(2, 0.100, p(5), 1), RequestSpec(3, 0.050, p(30), 20)]
+    trace = [
+        RequestSpec(0, 0.0, p(4), 3),
+        RequestSpec(1, 0.005, p(3), 2),
+        RequestSpec(2, 0.100, p(5), 1),
+        RequestSpec(3, 0.050, p(30), 20),
+    ]
     finished = []
-    engine = Engine(decoder_of(model), pool_for(model), Limits(max_running=2, max_model_len=32), ScriptedClock(prefill_s=0.010, decode_s=0.002),
-                    lambda logits: next_token(logits), on_complete=lambda rec: finished.append(rec.id))
+    engine = Engine(
+        decoder_of(model),
+        pool_for(model),
+        Limits(max_running=2, max_model_len=32),
+        ScriptedClock(prefill_s=0.010, decode_s=0.002),
+        lambda logits: next_token(logits),
+        on_complete=lambda rec: finished.append(rec.id),
+    )
     records = engine.run(trace)
-    assert finished == [0, 1, 2] and records[3].status == "rejected" and "50 tokens exceed the cache" in records[3].reason
+    assert (
+        finished == [0, 1, 2] and records[3].status == "rejected" and "50 tokens exceed the cache" in records[3].reason
+    )
     m = request_metrics([records], slo_ttft_ms=12.0)
     assert m["requests"] == 4 and m["completed"] == 3 and m["rejected"] == 1 and m["queued"] == 0
     assert m["ttft_ms_p50"] == pytest.approx(10.0) and m["ttft_ms_p99"] == pytest.approx(10 + 0.98 * 5)
@@ -93,15 +128,29 @@ def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():
     assert m["output_tokens"] == 6 and m["duration_s"] == pytest.approx(0.110)
     assert m["request_throughput"] == pytest.approx(3 / 0.110) and m["output_tokens_per_s"] == pytest.approx(6 / 0.110)
     assert m["goodput"] == pytest.approx(2 / 0.110)  # A and C meet ttft <= 12 ms
-    assert request_metrics([records], slo_ttft_ms=12.0, slo_tpot_ms=5.0)["goodput"] == pytest.approx(1 / 0.110)  # C only (tpot 0)
+    assert request_metrics([records], slo_ttft_ms=12.0, slo_tpot_ms=5.0)["goodput"] == pytest.approx(
+        1 / 0.110
+    )  # C only (tpot 0)
 
 
 def test_the_queue_rejects_beyond_max_queue_and_max_concurrency_holds_requests_back():
     model = tiny_gpt("sdpa")
     burst = [RequestSpec(i, 0.0, (1, 2, 3), 2) for i in range(5)]
-    full = Engine(decoder_of(model), pool_for(model), Limits(max_running=1, max_queue=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
+    full = Engine(
+        decoder_of(model),
+        pool_for(model),
+        Limits(max_running=1, max_queue=2),
+        ScriptedClock(0.01, 0.0, 0.002),
+        next_token,
+    ).run(burst)
     assert [r.status for r in full] == ["done", "done", "rejected", "rejected", "rejected"]
-    held = Engine(decoder_of(model), pool_for(model), Limits(max_running=4, max_concurrency=2), ScriptedClock(0.01, 0.0, 0.002), next_token).run(burst)
+    held = Engine(
+        decoder_of(model),
+        pool_for(model),
+        Limits(max_running=4, max_concurrency=2),
+        ScriptedClock(0.01, 0.0, 0.002),
+        next_token,
+    ).run(burst)
     assert all(r.status == "done" for r in held)
     assert sorted(r.arrival_s for r in held)[2] > 0  # the third was sent only when one of the first two finished
     assert all(r.ttft_s == pytest.approx(r.token_s[0] - r.arrival_s) for r in held)
@@ -127,10 +176,22 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "lab_hook.py").write_text(textwrap.dedent(HOOK))
     env = {**store, "PYTHONPATH": str(tmp_path / "hooks"), "HOOK_OUT": str(tmp_path / "hook.jsonl")}
-    proc = run_cli(["workload=serve", "parallelism=tp", "seq=short", "workload.options.num_requests=6", "workload.options.qps=200",
-                    "workload.options.output_len=4", "workload.options.prompt_len=16",
-                    "workload.options.slo.ttft_ms=10000", "workload.options.on_complete=lab_hook:record",
-                    "compile=default"], tmp_path, env)
+    proc = run_cli(
+        [
+            "workload=serve",
+            "parallelism=tp",
+            "seq=short",
+            "workload.options.num_requests=6",
+            "workload.options.qps=200",
+            "workload.options.output_len=4",
+            "workload.options.prompt_len=16",
+            "workload.options.slo.ttft_ms=10000",
+            "workload.options.on_complete=lab_hook:record",
+            "compile=default",
+        ],
+        tmp_path,
+        env,
+    )
     assert proc.returncode == 0, proc.output
     (row,) = results_files(tmp_path / "outputs")
     m = row["metrics"]
@@ -138,7 +199,9 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
     assert m["tokens_per_step"] == m["output_tokens"] and m["goodput"] == pytest.approx(m["request_throughput"])
     ranks = {r: json.loads(next((tmp_path / "outputs").rglob(f"rank{r}.json")).read_text()) for r in (0, 1)}
     assert ranks[0]["metrics"]["completed"] == 6 and "completed" not in ranks[1]["metrics"]
-    assert ranks[0]["tokens_per_step"] == ranks[1]["tokens_per_step"] == m["output_tokens"]  # one data shard: counted once
+    assert (
+        ranks[0]["tokens_per_step"] == ranks[1]["tokens_per_step"] == m["output_tokens"]
+    )  # one data shard: counted once
     rows = list(csv.DictReader(open(next((tmp_path / "outputs").rglob("requests.csv")))))
     assert len(rows) == 6 and sum(int(r["output_len"]) for r in rows) == m["output_tokens"]
     hooked = [json.loads(line) for line in (tmp_path / "hook.jsonl").read_text().splitlines()]
@@ -149,7 +212,9 @@ def test_two_tensor_parallel_ranks_count_each_request_and_token_once(tmp_path, s
     assert row["effective"]["serve"]["warmup"] == "1 replay(s) of the timed trace" and m["warmup_s"] > 0
     assert row["effective"]["serve"]["clock"].startswith("rank 0's")
     assert m["compiles_timed"] == 0 and row["effective"]["serve"]["compiled"]["graphs"] >= 3
-    assert {"causal", "decode"} <= set(row["effective"]["attention"]["kernels"])  # recorded though the calls are compiled
+    assert {"causal", "decode"} <= set(
+        row["effective"]["attention"]["kernels"]
+    )  # recorded though the calls are compiled
 
 
 @pytest.mark.e2e
@@ -162,11 +227,26 @@ def test_two_data_parallel_replicas_count_each_request_and_token_once_and_profil
     (tmp_path / "hooks").mkdir()
     (tmp_path / "hooks" / "lab_hook.py").write_text(textwrap.dedent(HOOK))
     env = {**store, "PYTHONPATH": str(tmp_path / "hooks"), "HOOK_OUT": str(tmp_path / "hook.jsonl")}
-    proc = run_cli(["workload=serve", "parallelism=ddp", "seq=short", "workload.options.num_requests=4", "workload.options.qps=200",
-                    "workload.options.output_len=3", "workload.options.prompt_len=16", "workload.options.warmup=short",
-                    "workload.options.warmup_requests=6",
-                    "workload.options.on_complete=lab_hook:record", "profile=torch", "profile.options.wait=0",
-                    "profile.options.warmup=0", "profile.options.active=2"], tmp_path, env)
+    proc = run_cli(
+        [
+            "workload=serve",
+            "parallelism=ddp",
+            "seq=short",
+            "workload.options.num_requests=4",
+            "workload.options.qps=200",
+            "workload.options.output_len=3",
+            "workload.options.prompt_len=16",
+            "workload.options.warmup=short",
+            "workload.options.warmup_requests=6",
+            "workload.options.on_complete=lab_hook:record",
+            "profile=torch",
+            "profile.options.wait=0",
+            "profile.options.warmup=0",
+            "profile.options.active=2",
+        ],
+        tmp_path,
+        env,
+    )
     assert proc.returncode == 0, proc.output
     (row,) = results_files(tmp_path / "outputs")
     m = row["metrics"]
@@ -187,22 +267,42 @@ def test_two_data_parallel_replicas_count_each_request_and_token_once_and_profil
 
 @pytest.mark.e2e
 def test_serve_refuses_bad_input(tmp_path, store):
-    proc = run_cli(["workload=serve", INLINE, "seq=short", "workload.options.qps=0", "compile=reduce-overhead", "workload.options.on_complete=os:system",
-                    "workload.options.arrival=uniform", "attention=te", "workload.options.prompt_dist=lognormal",
-                    "workload.options.output_dist=fixed", "workload.options.len_spread=-0.5", "profile=torch",
-                    "workload.min_time_s=1", "workload.options.warmup=first", "precision=fp8_current"], tmp_path, store)
+    proc = run_cli(
+        [
+            "workload=serve",
+            INLINE,
+            "seq=short",
+            "workload.options.qps=0",
+            "compile=reduce-overhead",
+            "workload.options.on_complete=os:system",
+            "workload.options.arrival=uniform",
+            "attention=te",
+            "workload.options.prompt_dist=lognormal",
+            "workload.options.output_dist=fixed",
+            "workload.options.len_spread=-0.5",
+            "profile=torch",
+            "workload.min_time_s=1",
+            "workload.options.warmup=first",
+            "precision=fp8_current",
+        ],
+        tmp_path,
+        store,
+    )
     assert proc.returncode == 2, proc.output
-    for needle in ("workload.options.qps=0.0: must be > 0 requests per second",
-                   "compile=reduce-overhead: workload=serve compiles its step with symbolic shapes",
-                   "captures CUDA graphs, which replay one shape; use compile=default or compile=none",
-                   "workload.options.on_complete='os:system': a hook is a function of your own package, not the standard library",
-                   "workload.options.arrival='uniform': choose poisson or gamma",
-                   "attention=te has no decode path for workload=serve",
-                   "workload.options.len_spread=-0.5: lognormal lengths take it as sigma, which must be >= 0",
-                   "profile=torch with workload.min_time_s=1.0: the profiled runs follow the timed ones",
-                   "workload.options.warmup='first': choose replay (warm-up steps replay the timed trace) or short",
-                   "precision=fp8_current: Transformer Engine's FP8 GEMMs need a multiple of 8 rows, and a decode step has as many "
-                   "rows as requests running"):
+    for needle in (
+        "workload.options.qps=0.0: must be > 0 requests per second",
+        "compile=reduce-overhead: workload=serve compiles its step with symbolic shapes",
+        "captures CUDA graphs, which replay one shape; use compile=default or compile=none",
+        "workload.options.on_complete='os:system': a hook is a function of your own package, not the standard library",
+        "workload.options.arrival='uniform': choose poisson or gamma",
+        "attention=te has no decode path for workload=serve",
+        "workload.options.len_spread=-0.5: lognormal lengths take it as sigma, which must be >= 0",
+        "profile=torch with workload.min_time_s=1.0: the profiled runs follow the timed ones",
+        "workload.options.warmup='first': choose replay (warm-up steps replay the timed trace) or short",
+        "precision=fp8_current: Transformer Engine's FP8 GEMMs need a multiple of 8 rows, and a decode step has as "
+        "many "
+        "rows as requests running",
+    ):
         assert needle in proc.stderr, needle
 
 
@@ -218,14 +318,43 @@ def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_th
 
     model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
     model.ensure_positions(27)
-    trace = make_trace(5, 8, 1e9, qps=300.0, process="poisson", burstiness=1.0, prompt_len=9, prompt_dist="uniform", output_len=6,
-                       output_dist="uniform", spread=0.7, max_prompt=16, max_output=11, vocab_size=97)
+    trace = make_trace(
+        5,
+        8,
+        1e9,
+        qps=300.0,
+        process="poisson",
+        burstiness=1.0,
+        prompt_len=9,
+        prompt_dist="uniform",
+        output_len=6,
+        output_dist="uniform",
+        spread=0.7,
+        max_prompt=16,
+        max_output=11,
+        vocab_size=97,
+    )
     assert len({s.prompt_len for s in trace}) > 3 and len({s.output_len for s in trace}) > 3
 
     def serve(forward):
-        return Engine(decoder_of(model), pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27), ScriptedClock(0.01, 0.0, 0.004),
-                      next_token, forward=forward) if forward else Engine(decoder_of(model), pool_for(model, blocks=40), Limits(max_running=3, max_model_len=27),
-                                                                          ScriptedClock(0.01, 0.0, 0.004), next_token)
+        return (
+            Engine(
+                decoder_of(model),
+                pool_for(model, blocks=40),
+                Limits(max_running=3, max_model_len=27),
+                ScriptedClock(0.01, 0.0, 0.004),
+                next_token,
+                forward=forward,
+            )
+            if forward
+            else Engine(
+                decoder_of(model),
+                pool_for(model, blocks=40),
+                Limits(max_running=3, max_model_len=27),
+                ScriptedClock(0.01, 0.0, 0.004),
+                next_token,
+            )
+        )
 
     torch._dynamo.reset()
     compiled = serve(compile_step("default", False))
@@ -244,10 +373,9 @@ def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_th
 def test_compiled_serving_refuses_flex_attention_with_the_reason():
     """The compiled step with FlexAttention fails inside inductor (its block mask is rebuilt every
     step); validation refuses the pair before a rank starts, and each half alone passes."""
-    from support import compose
-
     from b200lab.core.machine import ConfigError
     from b200lab.core.validation import validate
+    from support import compose
 
     for flex in ("flex", "flex_sliding"):
         with pytest.raises(ConfigError) as exc:

@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+
 from support import MEASUREMENTS, metric_of, one_line
 
 FOLDER = MEASUREMENTS / "2026-11-26-serving-preset"
@@ -22,7 +23,11 @@ def test_requests_meeting_the_slo_stated_in_prose(claim):
     text, csv_name, run_id, good_last, good_all = claim
     assert one_line(text) in one_line((FOLDER / "README.md").read_text())
     rows = list(csv.DictReader(open(FOLDER / "runs" / f"{csv_name}.requests.csv")))
-    good = [r for r in rows if float(r["ttft_ms"]) <= SLO_TTFT_MS and (not r["tpot_ms"] or float(r["tpot_ms"]) <= SLO_TPOT_MS)]
+    good = [
+        r
+        for r in rows
+        if float(r["ttft_ms"]) <= SLO_TTFT_MS and (not r["tpot_ms"] or float(r["tpot_ms"]) <= SLO_TPOT_MS)
+    ]
     assert (len(rows), len(good)) == (64, good_last)
     assert metric_of(run_id, "completed") == 192
     assert round(metric_of(run_id, "goodput_fraction") * 192) == good_all
@@ -62,16 +67,26 @@ def test_first_run_table_matches_each_runs_step_times():
 
 def test_first_run_prose_follows_from_the_table():
     rows = _first_run_table()
-    (cudnn_first, cudnn_later, cudnn_excess, _), (eff_first, eff_later, eff_excess, _) = rows["cuDNN (default)"], rows["memory-efficient"]
+    (_, cudnn_later, cudnn_excess, _), (_, eff_later, eff_excess, _) = (
+        rows["cuDNN (default)"],
+        rows["memory-efficient"],
+    )
     text = one_line((TP2 / "README.md").read_text())
-    assert f"run 1's excess is {cudnn_excess - eff_excess:.2f} s smaller ({cudnn_excess:.2f} against {eff_excess:.2f} s)" in text
+    assert (
+        f"run 1's excess is {cudnn_excess - eff_excess:.2f} s smaller ({cudnn_excess:.2f} against {eff_excess:.2f} s)"
+        in text
+    )
     saving = 1 - sum(cudnn_later) / sum(eff_later)
     assert f"the mean of runs 2 and 3 is {saving:.1%} shorter with cuDNN" in text
 
 
 WARMUP = MEASUREMENTS / "2026-11-27-serving-warmup"
-WARMUP_ROWS = {"compiled, cuDNN attention": "compiled", "eager, cuDNN attention": "eager_a",
-               "eager, memory-efficient attention": "eager_efficient", "eager, cuDNN attention, 5 timed runs": "eager_b"}
+WARMUP_ROWS = {
+    "compiled, cuDNN attention": "compiled",
+    "eager, cuDNN attention": "eager_a",
+    "eager, memory-efficient attention": "eager_efficient",
+    "eager, cuDNN attention, 5 timed runs": "eager_b",
+}
 
 
 def _warmup_table() -> dict:
@@ -100,7 +115,9 @@ def test_replay_warmup_ratios_stated_in_prose():
     text = one_line((WARMUP / "README.md").read_text())
     compiled = rows["compiled, cuDNN attention"]
     raw = json.loads((WARMUP / "runs" / "compiled.results.json").read_text())["step_ms"]
-    assert f"within {max(raw) / min(raw) - 1:.1%} of each other" in text  # from the raw step times, not the rounded cells
+    assert (
+        f"within {max(raw) / min(raw) - 1:.1%} of each other" in text
+    )  # from the raw step times, not the rounded cells
     assert f"{compiled[0]:.2f} s ({compiled[0] / sorted(compiled[1])[1]:.1f}x the timed median)" in text
     eager_a, eager_b = rows["eager, cuDNN attention"][1], rows["eager, cuDNN attention, 5 timed runs"][1]
     efficient = rows["eager, memory-efficient attention"][1]

@@ -4,7 +4,8 @@ mid-sweep and restarted before the sweep ends, then `b200lab sync`: every point 
 store under the sweep's parent with its metrics and artifacts, nothing lost.
 
 Needs PostgreSQL's server binaries (`.ci/install_postgres.sh` installs them on CI) and psycopg 3
-(the dev extra: SQLAlchemy 2's driver for postgresql://). As root the cluster runs as the `postgres` user (postgres refuses root)."""
+(the dev extra: SQLAlchemy 2's driver for postgresql://). As root the cluster runs as the `postgres`
+user (postgres refuses root)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from support import FAST, INLINE, cli_env, popen_cli, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -50,14 +52,35 @@ def postgres():
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL server binaries not found (initdb, pg_ctl); .ci/install_postgres.sh installs them")
     if os.geteuid() == 0 and subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
-        pytest.skip("running as root and there is no `postgres` user to run the server as (.ci/install_postgres.sh creates it)")
+        pytest.skip(
+            "running as root and there is no `postgres` user to run the server as (.ci/install_postgres.sh creates it)"
+        )
     root = Path(tempfile.mkdtemp(prefix="b200lab-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     data, port = root / "data", free_port()
-    subprocess.run(as_db_user([initdb, "-D", str(data), "-U", "lab", "--auth=trust", "-E", "UTF8"]), check=True, capture_output=True)
-    subprocess.run(as_db_user([pg_ctl, "-D", str(data), "-l", str(root / "pg.log"), "-w", "-o",
-                               f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"]), check=True, capture_output=True)
+    subprocess.run(
+        as_db_user([initdb, "-D", str(data), "-U", "lab", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_db_user(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "pg.log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
         import psycopg
 
@@ -83,9 +106,26 @@ class MlflowServer:
     def start(self, timeout_s: float = 120) -> None:
         mlflow = str(Path(sys.executable).parent / "mlflow")
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([mlflow, "server", "--backend-store-uri", self.backend, "--artifacts-destination", str(self.artifacts),
-                                          "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=cli_env())
+            self.proc = subprocess.Popen(
+                [
+                    mlflow,
+                    "server",
+                    "--backend-store-uri",
+                    self.backend,
+                    "--artifacts-destination",
+                    str(self.artifacts),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=cli_env(),
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -111,7 +151,11 @@ def test_a_sweep_survives_its_tracking_server_restarting_and_sync_completes_it(p
     server.start()
     try:
         # failures fast: no HTTP retries while the server is down
-        env = {"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+        env = {
+            "MLFLOW_TRACKING_URI": server.uri,
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+        }
         sweep = popen_cli(["-m", "seq.batch=2,3,4", *FAST, INLINE], tmp_path, env)
         lines, killed, restarted = [], False, False
         for line in sweep.stdout:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -26,16 +25,29 @@ def decoder_of(model):
     return GPTFamily(model.cfg).decoder(model)
 
 
-def tiny_gpt(attention: str = "sdpa", dtype=torch.float64, std: Optional[float] = None, window: Optional[int] = None,
-             **fields) -> GPT:
+def tiny_gpt(
+    attention: str = "sdpa", dtype=torch.float64, std: float | None = None, window: int | None = None, **fields
+) -> GPT:
     """A 2-layer GPT with fresh random weights, in ``dtype``. ``std``: every weight redrawn from
     N(0, std^2). At the init's 0.02 the next greedy token hardly depends on anything but the
     current one, so a check of tokens alone misses cache and position bugs; at 1.0 rotating the
     decoded token one position late changed every request's tokens of the continuous-batching
     trace (at 0.3, none)."""
-    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=2, d_model=32, n_heads=4,
-                                         d_ff=64, vocab_size=97, **fields))
-    acfg = OmegaConf.merge(OmegaConf.structured(BACKENDS[attention].Config), {"name": attention, "_target_": "x", "window": window})
+    cfg = OmegaConf.structured(
+        GPTConfig(
+            _target_="b200lab.models.gpt.family.GPTFamily",
+            name="t",
+            n_layers=2,
+            d_model=32,
+            n_heads=4,
+            d_ff=64,
+            vocab_size=97,
+            **fields,
+        )
+    )
+    acfg = OmegaConf.merge(
+        OmegaConf.structured(BACKENDS[attention].Config), {"name": attention, "_target_": "x", "window": window}
+    )
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -55,7 +67,7 @@ def greedy_by_recompute(model, prompts: torch.Tensor, n: int) -> torch.Tensor:
     seq = prompts
     for _ in range(n):
         seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return seq[:, prompts.shape[1]:]
+    return seq[:, prompts.shape[1] :]
 
 
 def assert_context_matters(model, seq: torch.Tensor, start: int) -> None:
@@ -64,7 +76,7 @@ def assert_context_matters(model, seq: torch.Tensor, start: int) -> None:
     shifts a position changes the tokens, so comparing tokens can catch it."""
     with torch.no_grad():
         logits = model(seq)[:, start:-1]
-        alone = torch.cat([model(seq[:, t:t + 1]) for t in range(start, seq.shape[1] - 1)], dim=1)
+        alone = torch.cat([model(seq[:, t : t + 1]) for t in range(start, seq.shape[1] - 1)], dim=1)
     differ = (logits.argmax(-1) != alone.argmax(-1)).float().mean().item()
     assert differ >= 1 / 3, f"only {differ:.0%} of the next tokens depend on the context"
 
@@ -98,20 +110,42 @@ def naive_nll(model: GPT, stream: list[int], length: int, stride: int) -> float:
 
 
 def train_cfg(precision: dict, grad_accum: int):
-    return OmegaConf.create({
-        "model": model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50),
-        "precision": complete("precision", {"_target_": "b200lab.precision.autocast.AutocastPrecision", **precision}),
-        "attention": complete("attention", {"_target_": "b200lab.attention.base.MathAttention", "name": "math"}),
-        "parallelism": complete("parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "single"}),
-        "compile": {"name": "none", "mode": None, "fullgraph": False},
-        "seq": {"name": "t", "len": 12, "batch": 3},
-        "run": {"seed": int(torch.seed() % 10_000)},
-        "workload": complete("workload", {"_target_": "b200lab.workloads.train.Train", "name": "train", "options": {"lr": 1e-2, "grad_accum": grad_accum}}),
-    })
+    return OmegaConf.create(
+        {
+            "model": model_cfg(n_layers=2, d_model=16, n_heads=2, d_ff=32, vocab_size=50),
+            "precision": complete(
+                "precision", {"_target_": "b200lab.precision.autocast.AutocastPrecision", **precision}
+            ),
+            "attention": complete("attention", {"_target_": "b200lab.attention.base.MathAttention", "name": "math"}),
+            "parallelism": complete(
+                "parallelism", {"_target_": "b200lab.parallel.data_parallel.DataParallel", "name": "single"}
+            ),
+            "compile": {"name": "none", "mode": None, "fullgraph": False},
+            "seq": {"name": "t", "len": 12, "batch": 3},
+            "run": {"seed": int(torch.seed() % 10_000)},
+            "workload": complete(
+                "workload",
+                {
+                    "_target_": "b200lab.workloads.train.Train",
+                    "name": "train",
+                    "options": {"lr": 1e-2, "grad_accum": grad_accum},
+                },
+            ),
+        }
+    )
 
 
 def model_cfg(**kw):
-    base = dict(_target_="b200lab.models.gpt.family.GPTFamily", name="t", n_layers=3, d_model=48, n_heads=6, d_ff=96, vocab_size=101,
-                max_seq_len=64, rope_pairs="interleaved")
+    base = dict(
+        _target_="b200lab.models.gpt.family.GPTFamily",
+        name="t",
+        n_layers=3,
+        d_model=48,
+        n_heads=6,
+        d_ff=96,
+        vocab_size=101,
+        max_seq_len=64,
+        rope_pairs="interleaved",
+    )
     base.update(kw)
     return complete("model", base)

@@ -9,8 +9,16 @@ from pathlib import Path
 
 from support import INLINE, copy_store, run_cli
 
-ARGS = ["-m", "seq=short", "seq.len=32,64", "precision=fp32,bf16", "workload.warmup_steps=1", "workload.steps=5", INLINE,
-        "tracking.system_metrics=false"]
+ARGS = [
+    "-m",
+    "seq=short",
+    "seq.len=32,64",
+    "precision=fp32,bf16",
+    "workload.warmup_steps=1",
+    "workload.steps=5",
+    INLINE,
+    "tracking.system_metrics=false",
+]
 
 
 def tiny_sweep(tmp_path_factory, template_store: Path) -> dict:
@@ -24,7 +32,12 @@ def tiny_sweep(tmp_path_factory, template_store: Path) -> dict:
     proc = run_cli(ARGS, root, {"MLFLOW_TRACKING_URI": uri})
     assert proc.returncode == 0, proc.output
     [parent_file] = list((root / "multirun").rglob("mlflow_parent.json"))
-    info = {"uri": uri, "dir": str(root), "sweep_dir": str(parent_file.parent), "output": proc.output,
-            "parent_run_id": json.loads(parent_file.read_text())["run_id"]}
+    info = {
+        "uri": uri,
+        "dir": str(root),
+        "sweep_dir": str(parent_file.parent),
+        "output": proc.output,
+        "parent_run_id": json.loads(parent_file.read_text())["run_id"],
+    }
     done.write_text(json.dumps(info))
     return info

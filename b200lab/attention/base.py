@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
@@ -24,10 +23,10 @@ from b200lab.attention.config.math import MathConfig
 @dataclass
 class AttnMask:
     causal: bool = True
-    window: Optional[int] = None  # a query sees keys at most window - 1 positions back
-    doc_ids: Optional[torch.Tensor] = None  # (B, Tk) document of each key slot; the queries are the last Tq slots
-    q_pos: Optional[torch.Tensor] = None  # (Tq,) query positions for causal/window; default: the last Tq key positions
-    k_pos: Optional[torch.Tensor] = None  # (Tk,) key positions (e.g. absolute, in a rolling cache); default: 0 .. Tk-1
+    window: int | None = None  # a query sees keys at most window - 1 positions back
+    doc_ids: torch.Tensor | None = None  # (B, Tk) document of each key slot; the queries are the last Tq slots
+    q_pos: torch.Tensor | None = None  # (Tq,) query positions for causal/window; default: the last Tq key positions
+    k_pos: torch.Tensor | None = None  # (Tk,) key positions (e.g. absolute, in a rolling cache); default: 0 .. Tk-1
     # what a backend derives from this mask once per forward (a block mask), shared by every layer
     # and by copies made with dataclasses.replace
     memo: dict = field(default_factory=dict, repr=False, compare=False)
@@ -41,7 +40,7 @@ class AttnMask:
 
     def positions(self, tq: int, tk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         k_pos = self.k_pos if self.k_pos is not None else torch.arange(tk, device=device)
-        q_pos = self.q_pos if self.q_pos is not None else k_pos[tk - tq:]
+        q_pos = self.q_pos if self.q_pos is not None else k_pos[tk - tq :]
         return q_pos, k_pos
 
     def dense(self, tq: int, tk: int, device) -> torch.Tensor:
@@ -55,7 +54,7 @@ class AttnMask:
             allowed &= delta < self.window
         allowed = allowed[None, None]
         if self.doc_ids is not None:
-            q_doc = self.doc_ids[:, tk - tq:]
+            q_doc = self.doc_ids[:, tk - tq :]
             allowed = allowed & (q_doc[:, None, :, None] == self.doc_ids[:, None, None, :])
         return allowed
 

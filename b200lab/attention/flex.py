@@ -65,10 +65,16 @@ class FlexAttention(AttentionBackend):
     def __init__(self, cfg, device: str):
         super().__init__(cfg, device)
         self.block_size = int(cfg.block_size)
-        self.user_options = OmegaConf.to_container(cfg.kernel_options) if OmegaConf.is_config(cfg.kernel_options) else dict(cfg.kernel_options)
+        self.user_options = (
+            OmegaConf.to_container(cfg.kernel_options)
+            if OmegaConf.is_config(cfg.kernel_options)
+            else dict(cfg.kernel_options)
+        )
         self.masks: dict = {}  # (tq, tk, causal, window) -> BlockMask, for masks that do not follow the data
         self.kernel = self._choose(cfg.flex_backend, device)
-        self.effective.update(flex_backend=cfg.flex_backend, block_size=self.block_size, kernel_options=self.user_options or None)
+        self.effective.update(
+            flex_backend=cfg.flex_backend, block_size=self.block_size, kernel_options=self.user_options or None
+        )
         self._record()
 
     def _choose(self, requested: str, device: str) -> str:
@@ -81,7 +87,9 @@ class FlexAttention(AttentionBackend):
             return "triton"
         cc = torch.cuda.get_device_capability()
         if cc < FLASH_MIN_CC:
-            self.effective["reason"] = f"auto chose triton: the FLASH backend needs compute capability >= 9.0, this card is {cc[0]}.{cc[1]}"
+            self.effective["reason"] = (
+                f"auto chose triton: the FLASH backend needs compute capability >= 9.0, this card is {cc[0]}.{cc[1]}"
+            )
             return "triton"
         return "flash"
 
@@ -101,8 +109,15 @@ class FlexAttention(AttentionBackend):
         key = (batch if mask.doc_ids is not None else None, tq, tk, mask.causal, mask.window, self.block_size)
         store = mask.memo if follows_data else self.masks
         if key not in store:
-            store[key] = create_block_mask(mask_mod_for(mask, tq, tk), batch if mask.doc_ids is not None else None, None,
-                                           tq, tk, device=device, BLOCK_SIZE=self.block_size)
+            store[key] = create_block_mask(
+                mask_mod_for(mask, tq, tk),
+                batch if mask.doc_ids is not None else None,
+                None,
+                tq,
+                tk,
+                device=device,
+                BLOCK_SIZE=self.block_size,
+            )
         return store[key]
 
     def probe(self, q, k, v, mask: AttnMask = CAUSAL) -> None:
@@ -110,7 +125,9 @@ class FlexAttention(AttentionBackend):
         tq, tk = q.shape[-2], k.shape[-2]
         if mask.doc_ids is None:
             bm = self.block_mask(mask, q.shape[0], tq, tk, q.device)
-            self.effective["tiles_computed"] = round(1.0 - float(bm.sparsity()) / 100.0, 4)  # the share of tiles not skipped
+            self.effective["tiles_computed"] = round(
+                1.0 - float(bm.sparsity()) / 100.0, 4
+            )  # the share of tiles not skipped
         if q.device.type != "cuda":
             return
         try:  # the FLASH backend's limits (head dim, dtype, backward) show only when it compiles: try it here
@@ -118,9 +135,11 @@ class FlexAttention(AttentionBackend):
         except Exception as exc:  # noqa: BLE001 - any failure of the trial decides the same way
             why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if self.kernel != "flash" or self.cfg.flex_backend == "flash":
-                raise AttentionUnsupported(f"attention={self.requested} (flex_backend={self.cfg.flex_backend}, kernel "
-                                           f"{self.kernel}) cannot run this call (q {tuple(q.shape)} {q.dtype}): {why}. "
-                                           "Use attention.flex_backend=auto or triton, or attention=sdpa") from None
+                raise AttentionUnsupported(
+                    f"attention={self.requested} (flex_backend={self.cfg.flex_backend}, kernel "
+                    f"{self.kernel}) cannot run this call (q {tuple(q.shape)} {q.dtype}): {why}. "
+                    "Use attention.flex_backend=auto or triton, or attention=sdpa"
+                ) from None
             self.kernel = "triton"
             self.effective["reason"] = f"auto chose triton: the FLASH backend failed a trial call ({why})"
             self._record()
@@ -133,5 +152,6 @@ class FlexAttention(AttentionBackend):
     def attend(self, q, k, v, mask: AttnMask):
         tq, tk = q.shape[-2], k.shape[-2]
         bm = self.block_mask(mask, q.shape[0], tq, tk, q.device)
-        return compiled_flex_attention()(q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1],
-                                         kernel_options=self.kernel_options())
+        return compiled_flex_attention()(
+            q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1], kernel_options=self.kernel_options()
+        )

@@ -3,7 +3,7 @@ library (Transformer Engine, FlexAttention's compiled templates) picks it out of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def launched_kernels(fn: Callable[[], object], top: int = 3) -> list[str]:
@@ -23,7 +23,7 @@ def launched_kernels(fn: Callable[[], object], top: int = 3) -> list[str]:
 
 
 def short(name: str, limit: int = 120) -> str:
-    return name if len(name) <= limit else name[:limit - 3] + "..."
+    return name if len(name) <= limit else name[: limit - 3] + "..."
 
 
 def trial_kernels(attend, q, k, v, mask, backward: bool) -> list[str]:

@@ -27,14 +27,21 @@ from b200lab.attention.config.sdpa import SdpaConfig
 def _sdpa_enum(name: str):
     from torch.nn.attention import SDPBackend
 
-    return {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-            "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[name]
+    return {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }[name]
 
 
 def dispatcher_reasons(q, k, v, attn_mask, is_causal: bool, kernel: str) -> str:
     """Why PyTorch's dispatcher would not take ``kernel`` for this call (its debug warnings)."""
-    check = {"flash": torch.backends.cuda.can_use_flash_attention, "efficient": torch.backends.cuda.can_use_efficient_attention,
-             "cudnn": getattr(torch.backends.cuda, "can_use_cudnn_attention", None)}.get(kernel)
+    check = {
+        "flash": torch.backends.cuda.can_use_flash_attention,
+        "efficient": torch.backends.cuda.can_use_efficient_attention,
+        "cudnn": getattr(torch.backends.cuda, "can_use_cudnn_attention", None),
+    }.get(kernel)
     if check is None:
         return ""
     params = torch.backends.cuda.SDPAParams(q, k, v, attn_mask, 0.0, is_causal, q.shape[1] != k.shape[1])
@@ -78,19 +85,28 @@ class SdpaAttention(AttentionBackend):
         from torch.nn.attention import SDPBackend
 
         mask = self.configured(mask)
-        names = {SDPBackend.FLASH_ATTENTION: "flash", SDPBackend.EFFICIENT_ATTENTION: "efficient",
-                 SDPBackend.CUDNN_ATTENTION: "cudnn", SDPBackend.MATH: "math"}
+        names = {
+            SDPBackend.FLASH_ATTENTION: "flash",
+            SDPBackend.EFFICIENT_ATTENTION: "efficient",
+            SDPBackend.CUDNN_ATTENTION: "cudnn",
+            SDPBackend.MATH: "math",
+        }
         args = self._args(q, k, v, mask)
         gqa = q.shape[1] != k.shape[1]
         with self._context():
             try:
                 choice = torch._fused_sdp_choice(q, k, v, args["attn_mask"], 0.0, args["is_causal"], enable_gqa=gqa)
             except RuntimeError as exc:
-                why = dispatcher_reasons(q, k, v, args["attn_mask"], args["is_causal"], self.strict or "flash") if q.is_cuda else ""
+                why = (
+                    dispatcher_reasons(q, k, v, args["attn_mask"], args["is_causal"], self.strict or "flash")
+                    if q.is_cuda
+                    else ""
+                )
                 raise AttentionUnsupported(
                     f"attention={self.requested} cannot run this call (q {tuple(q.shape)} {q.dtype} on {q.device.type}"
                     f"{', masked' if args['attn_mask'] is not None else ''}): {why or exc}. "
-                    "Use attention=sdpa to let PyTorch choose a kernel") from None
+                    "Use attention=sdpa to let PyTorch choose a kernel"
+                ) from None
         kernel = next((n for b, n in names.items() if b.value == choice), f"backend #{choice}")
         if self.allowed is None and kernel not in ("flash", "cudnn"):
             self.effective["reason"] = self._why_not_flash(q, k, v, args, kernel)
@@ -106,8 +122,10 @@ class SdpaAttention(AttentionBackend):
         if q.is_cuda:
             reason = dispatcher_reasons(q, k, v, args["attn_mask"], args["is_causal"], "flash")
             return f"PyTorch chose {kernel}, not flash: {reason or 'no reason given'}"
-        return (f"PyTorch chose {kernel}, not its CPU flash kernel, for q {tuple(q.shape)} {q.dtype} with strides "
-                f"{tuple(q.stride())} (that kernel needs a contiguous head dim and no dropout)")
+        return (
+            f"PyTorch chose {kernel}, not its CPU flash kernel, for q {tuple(q.shape)} {q.dtype} with strides "
+            f"{tuple(q.stride())} (that kernel needs a contiguous head dim and no dropout)"
+        )
 
     @staticmethod
     def _kind(q, k, mask: AttnMask) -> str:
@@ -122,4 +140,6 @@ class SdpaAttention(AttentionBackend):
         if not torch.compiler.is_compiling() and self._kind(q, k, mask) not in self.effective.get("kernels", {}):
             self.probe(q, k, v, mask)  # eager calls of a new kind are recorded too (a compiled model: the setup probe)
         with self._context():
-            return F.scaled_dot_product_attention(q, k, v, **self._args(q, k, v, mask), enable_gqa=q.shape[1] != k.shape[1])
+            return F.scaled_dot_product_attention(
+                q, k, v, **self._args(q, k, v, mask), enable_gqa=q.shape[1] != k.shape[1]
+            )

@@ -44,21 +44,32 @@ class TEAttention(AttentionBackend):
 
             te = import_te()
             window = (self.window - 1, 0) if self.window is not None else None
-            self.modules[key] = te.DotProductAttention(heads, head_dim, num_gqa_groups=kv_heads, attention_dropout=0.0,
-                                                       qkv_format="bshd", attn_mask_type="causal", window_size=window)
+            self.modules[key] = te.DotProductAttention(
+                heads,
+                head_dim,
+                num_gqa_groups=kv_heads,
+                attention_dropout=0.0,
+                qkv_format="bshd",
+                attn_mask_type="causal",
+                window_size=window,
+            )
         return self.modules[key]
 
     def probe(self, q, k, v, mask: AttnMask = CAUSAL) -> None:
-        names = trial_kernels(self.attend, q, k, v, self.configured(mask), self.training)  # TE picks its backend on the first call
+        names = trial_kernels(
+            self.attend, q, k, v, self.configured(mask), self.training
+        )  # TE picks its backend on the first call
         self.effective["launched"] = [short(n) for n in names]
         self.effective["kernel"] = te_kernel_family(names)
 
     def attend(self, q, k, v, mask: AttnMask):
         tq, tk = q.shape[-2], k.shape[-2]
         if tq != tk or mask.doc_ids is not None or mask.q_pos is not None or mask.k_pos is not None or not mask.causal:
-            raise AttentionUnsupported("attention=te runs causal (optionally windowed) self-attention over the whole "
-                                       "sequence only; this call is a decode step or carries documents/positions. "
-                                       "Use attention=sdpa or flex for it")
+            raise AttentionUnsupported(
+                "attention=te runs causal (optionally windowed) self-attention over the whole "
+                "sequence only; this call is a decode step or carries documents/positions. "
+                "Use attention=sdpa or flex for it"
+            )
         B, H, T, D = q.shape
         dpa = self._module(H, k.shape[1], D)
         # TE reads bshd tensors as laid out in memory (a transposed view would be read as garbage)

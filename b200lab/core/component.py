@@ -40,7 +40,7 @@ class ComponentConfig:
     HINTS: ClassVar[dict] = {}
 
     @classmethod
-    def validate(cls, cfg, ctx: "CheckContext") -> list[str]:
+    def validate(cls, cfg, ctx: CheckContext) -> list[str]:
         """Why this completed section cannot run in this job, one message per problem, each
         naming its keys (empty when it can)."""
         return []

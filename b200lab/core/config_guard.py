@@ -15,25 +15,41 @@ rule: ``hydra_plugins.*``).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 LAB_CALLBACKS = {"b200lab": {"_target_": "b200lab.runner.callbacks.LabCallbacks"}}
 CALLABLE_KEYS = ("_target_", "()")
 LOGGING_CLASSES = ("logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter")
 LOGGING_EXT = ("ext://sys.stdout", "ext://sys.stderr")  # logging resolves ext:// by importing the module it names
 PLUGIN_MODULES = ("hydra._internal.core_plugins.", "hydra_plugins.")
-FORBIDDEN_KEYS = ("hydra.callbacks", "hydra.job.env_set", "hydra.job_logging", "hydra.hydra_logging", "hydra.launcher._target_",
-                  "hydra.sweeper._target_", "hydra.launcher.setup")
+FORBIDDEN_KEYS = (
+    "hydra.callbacks",
+    "hydra.job.env_set",
+    "hydra.job_logging",
+    "hydra.hydra_logging",
+    "hydra.launcher._target_",
+    "hydra.sweeper._target_",
+    "hydra.launcher.setup",
+)
 FORBIDDEN_GROUPS = ("hydra/callbacks", "hydra/job_logging", "hydra/hydra_logging")
 FORBIDDEN_FLAGS = {
-    "experimental_rerun": "--experimental-rerun unpickles a file (which can run any code); rerun with the overrides in its "
-                          ".hydra/overrides.yaml instead",
-    "config_path": "--config-path selects another primary config, which replaces the lab's schema and callbacks; add options "
-                   "with hydra.searchpath=[file:///DIR] instead",
-    "config_name": "--config-name selects another primary config, which replaces the lab's schema and callbacks; add options "
-                   "with hydra.searchpath=[file:///DIR] instead",
-    "config_dir": "--config-dir is not accepted (configs from it are composed before the lab can check them); use "
-                  "hydra.searchpath=[file:///DIR], which adds the same folder",
+    "experimental_rerun": (
+        "--experimental-rerun unpickles a file (which can run any code); rerun with the overrides in its "
+        ".hydra/overrides.yaml instead"
+    ),
+    "config_path": (
+        "--config-path selects another primary config, which replaces the lab's schema and callbacks; "
+        "add options with hydra.searchpath=[file:///DIR] instead"
+    ),
+    "config_name": (
+        "--config-name selects another primary config, which replaces the lab's schema and callbacks; "
+        "add options with hydra.searchpath=[file:///DIR] instead"
+    ),
+    "config_dir": (
+        "--config-dir is not accepted (configs from it are composed before the lab can check them); "
+        "use hydra.searchpath=[file:///DIR], which adds the same folder"
+    ),
 }
 
 
@@ -106,7 +122,9 @@ def _logging_problems(tree: Any, where: str) -> list[str]:
                 if key == "class" and value not in LOGGING_CLASSES:
                     problems.append(f"{path}.class={value!r}: only {', '.join(LOGGING_CLASSES)}")
                 elif isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_EXT:
-                    problems.append(f"{path}.{key}={value!r}: ext:// imports the module it names; only {', '.join(LOGGING_EXT)}")
+                    problems.append(
+                        f"{path}.{key}={value!r}: ext:// imports the module it names; only {', '.join(LOGGING_EXT)}"
+                    )
                 classes(value, f"{path}.{key}")
 
     classes(tree, where)
@@ -120,18 +138,26 @@ def check_composed(hydra: Any) -> list[str]:
     problems = []
     if (hydra.get("callbacks") or {}) != LAB_CALLBACKS:
         extra = sorted(set(hydra.get("callbacks") or {}) ^ set(LAB_CALLBACKS)) or ["b200lab"]
-        problems.append(f"hydra.callbacks ({', '.join(extra)}): callbacks run arbitrary code; only the lab's own is accepted")
+        problems.append(
+            f"hydra.callbacks ({', '.join(extra)}): callbacks run arbitrary code; only the lab's own is accepted"
+        )
     if (hydra.get("job") or {}).get("env_set"):
-        problems.append(f"hydra.job.env_set ({', '.join(sorted(hydra['job']['env_set']))}): the job's environment can load "
-                        "code (PYTHONPATH, LD_PRELOAD); not accepted")
+        problems.append(
+            f"hydra.job.env_set ({', '.join(sorted(hydra['job']['env_set']))}): the job's environment can load "
+            "code (PYTHONPATH, LD_PRELOAD); not accepted"
+        )
     for key in ("job_logging", "hydra_logging"):
         problems += _logging_problems(hydra.get(key), f"hydra.{key}")
     for key in ("launcher", "sweeper"):
         node = hydra.get(key) or {}
         target = str(node.get("_target_", ""))
         if target and not target.startswith(PLUGIN_MODULES):
-            problems.append(f"hydra.{key}._target_={target!r}: only the classes of installed Hydra plugins (hydra_plugins.*)")
-        problems += [f"{p}: imports code" for p in _callables({k: v for k, v in node.items() if k != "_target_"}, f"hydra.{key}")]
+            problems.append(
+                f"hydra.{key}._target_={target!r}: only the classes of installed Hydra plugins (hydra_plugins.*)"
+            )
+        problems += [
+            f"{p}: imports code" for p in _callables({k: v for k, v in node.items() if k != "_target_"}, f"hydra.{key}")
+        ]
         params = node.get("params") if key == "sweeper" else None
         if isinstance(params, dict):
             problems += check_overrides([f"{k}={v}" for k, v in params.items()], "hydra.sweeper.params")
@@ -141,6 +167,8 @@ def check_composed(hydra: Any) -> list[str]:
         why = search_path_problem(entry)
         if why:
             problems.append(why)
-    others = {k: v for k, v in hydra.items() if k not in ("callbacks", "job_logging", "hydra_logging", "launcher", "sweeper")}
+    others = {
+        k: v for k, v in hydra.items() if k not in ("callbacks", "job_logging", "hydra_logging", "launcher", "sweeper")
+    }
     problems += [f"{p}: imports code" for p in _callables(others, "hydra")]
     return sorted(set(problems))

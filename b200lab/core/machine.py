@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
 
 
 class ConfigError(ValueError):
@@ -19,7 +18,7 @@ class ProfilerMissing(RuntimeError):
     pass
 
 
-def torch_cuda_version() -> Optional[str]:
+def torch_cuda_version() -> str | None:
     """The CUDA version the installed torch was built with (torch/version.py, read, not
     imported), or None for a CPU build."""
     spec = importlib.util.find_spec("torch")
@@ -56,6 +55,8 @@ def resolve_device(requested: str) -> str:
 def require_profiler(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
-        raise ProfilerMissing(f"profile={tool} needs {'Nsight Systems' if tool == 'nsys' else 'Nsight Compute'}: "
-                              f"`{tool}` is not on PATH (install it or add its bin/ folder to PATH)")
+        raise ProfilerMissing(
+            f"profile={tool} needs {'Nsight Systems' if tool == 'nsys' else 'Nsight Compute'}: "
+            f"`{tool}` is not on PATH (install it or add its bin/ folder to PATH)"
+        )
     return path

@@ -21,7 +21,7 @@ import importlib
 import importlib.metadata
 import typing
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -112,7 +112,7 @@ def _check_config(cls: Any, where: str) -> type:
     return cls
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _entry_points(group: str) -> tuple:
     return tuple(importlib.metadata.entry_points(group=ENTRY_POINT_PREFIX + group))
 
@@ -122,7 +122,10 @@ def plugin_entries(group: str) -> dict[str, tuple[str, str]]:
     found = {}
     for ep in _entry_points(group):
         module, _, attr = ep.value.partition(":")
-        found[ep.name] = (f"{module.strip()}.{attr.strip()}" if attr else module.strip(), ep.dist.name if ep.dist else "an entry point")
+        found[ep.name] = (
+            f"{module.strip()}.{attr.strip()}" if attr else module.strip(),
+            ep.dist.name if ep.dist else "an entry point",
+        )
     return found
 
 
@@ -139,7 +142,7 @@ def _plugin_option(group: str, name: str, path: str, dist: str) -> Option:
     return Option(group, name, path, _check_config(getattr(obj, "Config", None), f"{path}.Config"), dist)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _options(group: str) -> tuple[dict, tuple]:
     options: dict[str, Option] = {}
     for name, path in SHIPPED[group].items():
@@ -170,12 +173,14 @@ def registered(group: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for option in options(group).values():
         found.setdefault(option.target, option.source)
-    for path, dist in plugin_entries(group).values():  # a plugin that failed to load is still named (and refused with why)
+    for path, dist in plugin_entries(
+        group
+    ).values():  # a plugin that failed to load is still named (and refused with why)
         found.setdefault(path, dist)
     return found
 
 
-def config_class(group: str, target: Optional[str]) -> type:
+def config_class(group: str, target: str | None) -> type:
     """The config class of the option whose implementation ``group._target_`` names, after the
     allowlist check; ComponentError otherwise. Imports no implementation of a shipped option."""
     key = f"{group}._target_"
@@ -189,37 +194,52 @@ def config_class(group: str, target: Optional[str]) -> type:
     shipped = ", ".join(o.target for o in options(group).values() if o.source == "b200lab")
     raise ComponentError(
         f"{key}={target!r} is not a registered {group} component, so it is not imported. Shipped: {shipped}. A plugin "
-        f"registers its class through the entry-point group '{ENTRY_POINT_PREFIX}{group}' (docs/architecture.md)")
+        f"registers its class through the entry-point group '{ENTRY_POINT_PREFIX}{group}' (docs/architecture.md)"
+    )
 
 
-def implementation(group: str, target: Optional[str]) -> type:
+def implementation(group: str, target: str | None) -> type:
     """The class ``group._target_`` names, imported after the allowlist check (rank side)."""
     config_class(group, target)
     key = f"{group}._target_"
     try:
         cls = load(target)
     except Exception as exc:  # the registered module is broken or gone: say so, run nothing
-        raise ComponentError(f"{key}={target!r} (registered by {registered(group).get(target)}) cannot be imported: "
-                             f"{type(exc).__name__}: {exc}") from None
+        raise ComponentError(
+            f"{key}={target!r} (registered by {registered(group).get(target)}) cannot be imported: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     base = load(BASE_CLASSES[group])
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ComponentError(f"{key}={target!r} is not a {base.__module__}.{base.__qualname__}")
     return cls
 
 
+_STORED: set = set()
+
+
+@functools.lru_cache(maxsize=None)
+def _structured(config: type) -> DictConfig:
+    """The config class as an OmegaConf node, built once (merges copy it, never change it)."""
+    return OmegaConf.structured(config)
+
+
 def register_schemas() -> list[str]:
     """Store every option's config class in Hydra's ConfigStore as ``schema/<group>/<name>`` with
     its ``_target_`` set, so options compose with their class's fields and defaults. The options
-    are found once per process (entry points included); storing them is cheap. Returns warnings
+    are found once per process (entry points included) and each is stored once. Returns warnings
     for plugins that could not be loaded."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for group in GROUPS:
         for name, option in options(group).items():
-            node = OmegaConf.structured(option.config)
+            if (group, name, option.target) in _STORED:
+                continue
+            node = _structured(option.config).copy()
             node._target_ = option.target
             store.store(group=f"schema/{group}", name=name, node=node, provider=option.source)
+            _STORED.add((group, name, option.target))
     return plugin_warnings()
 
 
@@ -233,8 +253,10 @@ def check_keys(prefix: str, schema: type, section: Any) -> list[str]:
     for key, value in section.items():
         if key not in fields:
             hint = getattr(schema, "HINTS", {}).get(key)
-            problems.append(f"{prefix}.{key}: not a field of {schema.__qualname__} (fields: {', '.join(sorted(fields))})"
-                            + (f"; {hint}" if hint else ""))
+            problems.append(
+                f"{prefix}.{key}: not a field of {schema.__qualname__} (fields: {', '.join(sorted(fields))})"
+                + (f"; {hint}" if hint else "")
+            )
             continue
         sub = types.get(key)
         if dataclasses.is_dataclass(sub):
@@ -242,7 +264,7 @@ def check_keys(prefix: str, schema: type, section: Any) -> list[str]:
     return problems
 
 
-def complete(group: str, section: Any, config: Optional[type] = None) -> DictConfig:
+def complete(group: str, section: Any, config: type | None = None) -> DictConfig:
     """The section merged over its config class: defaults filled, unknown keys and types refused."""
     config = config or config_class(group, section.get("_target_"))
     raw = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
@@ -250,13 +272,15 @@ def complete(group: str, section: Any, config: Optional[type] = None) -> DictCon
     if problems:
         raise ComponentError("; ".join(problems))
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(config), raw)
+        merged = OmegaConf.merge(_structured(config), raw)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         raise ComponentError(f"{group}.{key}: {str(exc).splitlines()[0]}") from None
     missing = sorted(k for k in OmegaConf.missing_keys(merged))
     if missing:
-        raise ComponentError(", ".join(f"{group}.{k}" for k in missing) + f": required by {config.__qualname__} and not set")
+        raise ComponentError(
+            ", ".join(f"{group}.{k}" for k in missing) + f": required by {config.__qualname__} and not set"
+        )
     return merged
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -27,7 +27,7 @@ class SeqConfig:
 @dataclass
 class CompileConfig:
     name: str = MISSING
-    mode: Optional[str] = None  # None: eager; else a torch.compile mode
+    mode: str | None = None  # None: eager; else a torch.compile mode
     fullgraph: bool = False
 
 
@@ -58,7 +58,7 @@ class RunConfig:
 
 @dataclass
 class TrackingConfig:
-    uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     experiment: str = "b200lab"
     system_metrics: bool = True
     probe_timeout_s: float = 3.0
@@ -68,8 +68,10 @@ class TrackingConfig:
 class GuardConfig:
     """The accuracy guard a sweep applies when it ends (b200lab/reports/accuracy_guard.py)."""
 
-    reference: Optional[str] = None  # the precision whose perplexity the others are compared with (e.g. fp32); None: no guard
-    max_ppl_delta: Optional[float] = None  # fail the sweep when a point's perplexity exceeds the reference's by more (0.01 = 1%)
+    # the precision whose perplexity the others are compared with (e.g. fp32); None: no guard
+    reference: str | None = None
+    # fail the sweep when a point's perplexity exceeds the reference's by more (0.01 = 1%)
+    max_ppl_delta: float | None = None
 
 
 @dataclass
@@ -90,8 +92,14 @@ class Config:
     preset: str = "none"  # set by experiments/*.yaml
 
 
-FIXED = {"seq": SeqConfig, "compile": CompileConfig, "profile": ProfileConfig, "run": RunConfig, "tracking": TrackingConfig,
-         "guard": GuardConfig}
+FIXED = {
+    "seq": SeqConfig,
+    "compile": CompileConfig,
+    "profile": ProfileConfig,
+    "run": RunConfig,
+    "tracking": TrackingConfig,
+    "guard": GuardConfig,
+}
 COMPILE_MODES = {None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"}
 PROFILERS = ("none", "torch", "nsys", "ncu")
 

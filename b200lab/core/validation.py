@@ -10,7 +10,7 @@ message names the keys it is about. Nothing here imports torch or an implementat
 from __future__ import annotations
 
 import math
-from typing import Any, List
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,7 +25,7 @@ __all__ = ["ConfigError", "validate"]
 def validate(cfg: Any, device: str) -> DictConfig:
     """The completed config (every component's defaults filled in), or ConfigError listing every
     problem, each naming its keys and the reason."""
-    problems: List[str] = []
+    problems: list[str] = []
     top = OmegaConf.to_container(cfg, resolve=True)
     for key in sorted(set(top) - {*GROUPS, *FIXED, "preset", "hydra"}):
         problems.append(f"{key}: not a config group or field (groups: {', '.join(sorted([*GROUPS, *FIXED]))})")
@@ -76,9 +76,9 @@ def non_finite(cfg: DictConfig, specs: dict) -> list[str]:
     return problems
 
 
-def _check_job(cfg: Any, specs: dict) -> List[str]:
+def _check_job(cfg: Any, specs: dict) -> list[str]:
     """Checks across groups, and of the fixed groups."""
-    problems: List[str] = []
+    problems: list[str] = []
     s, p, run = cfg.seq, cfg.parallelism, cfg.run
     for key in ("len", "batch"):
         if s[key] is None or s[key] < 1:
@@ -88,15 +88,23 @@ def _check_job(cfg: Any, specs: dict) -> List[str]:
     guard = cfg.get("guard") or {}
     if guard.get("max_ppl_delta") is not None:
         if guard["max_ppl_delta"] < 0:
-            problems.append(f"guard.max_ppl_delta={guard['max_ppl_delta']}: must be >= 0 (0.01 allows 1% more perplexity)")
+            problems.append(
+                f"guard.max_ppl_delta={guard['max_ppl_delta']}: must be >= 0 (0.01 allows 1% more perplexity)"
+            )
         if not guard.get("reference"):
-            problems.append("guard.max_ppl_delta needs guard.reference: the precision the others are compared with (e.g. fp32)")
+            problems.append(
+                "guard.max_ppl_delta needs guard.reference: the precision the others are compared with (e.g. fp32)"
+            )
     if cfg.compile.mode not in COMPILE_MODES:
-        problems.append(f"compile.mode={cfg.compile.mode!r}: choose one of none, {', '.join(sorted(filter(None, COMPILE_MODES)))}")
+        problems.append(
+            f"compile.mode={cfg.compile.mode!r}: choose one of none, {', '.join(sorted(filter(None, COMPILE_MODES)))}"
+        )
     if run.launcher not in ("torchrun", "inline"):
         problems.append(f"run.launcher={run.launcher!r}: choose torchrun or inline")
     if run.launcher == "inline" and p.nproc > 1:
-        problems.append(f"run.launcher=inline runs one process; parallelism.nproc={p.nproc} needs run.launcher=torchrun")
+        problems.append(
+            f"run.launcher=inline runs one process; parallelism.nproc={p.nproc} needs run.launcher=torchrun"
+        )
     if cfg.profile.name not in PROFILERS:
         problems.append(f"profile.name={cfg.profile.name!r}: choose none, torch, nsys or ncu")
     elif cfg.profile.name in ("nsys", "ncu"):
@@ -107,7 +115,10 @@ def _check_job(cfg: Any, specs: dict) -> List[str]:
         if run.launcher == "inline":
             problems.append(f"profile={cfg.profile.name} wraps the torchrun job; it needs run.launcher=torchrun")
     if cfg.compile.mode is not None and cfg.workload.warmup_steps < 1:
-        problems.append(f"compile.mode={cfg.compile.mode}: needs workload.warmup_steps >= 1 so compilation stays out of the timed steps")
+        problems.append(
+            f"compile.mode={cfg.compile.mode}: needs workload.warmup_steps >= 1 so compilation stays out of the timed "
+            "steps"
+        )
     if not specs["workload"].uses_model and cfg.compile.mode is not None:
         problems.append(f"compile={cfg.compile.name}: workload={cfg.workload.name} builds no model to compile")
     return problems

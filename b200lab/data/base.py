@@ -9,7 +9,7 @@ have no held-out set; a workload may reuse one of their batches every step, as a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -65,10 +65,12 @@ class DataSource:
         """The inputs of a batch: the tokens, with their document ids when documents are asked for."""
         if not self.documents:
             return tokens
-        if "documents_per_sample" not in self.effective:  # the first batch only: a host sync every step would sit in the timed region
+        if (
+            "documents_per_sample" not in self.effective
+        ):  # the first batch only: a host sync every step would sit in the timed region
             self.effective["documents_per_sample"] = round(float(doc_ids[:, -1].float().mean()) + 1, 2)
         return {"idx": tokens, "doc_ids": doc_ids}
 
-    def validation(self, seq_len: int) -> Optional[Windows]:
+    def validation(self, seq_len: int) -> Windows | None:
         """The held-out set as windows of ``seq_len`` tokens, or None (synthetic data)."""
         return None

@@ -22,7 +22,8 @@ MODULES = (
 ).split()
 PACKAGE_FILES = (
     "asyncio/base_events.py asyncio/events.py asyncio/streams.py asyncio/tasks.py collections/__init__.py "
-    "concurrent/futures/_base.py concurrent/futures/process.py concurrent/futures/thread.py email/_header_value_parser.py "
+    "concurrent/futures/_base.py concurrent/futures/process.py concurrent/futures/thread.py "
+    "email/_header_value_parser.py "
     "email/feedparser.py email/header.py email/message.py email/parser.py email/utils.py html/parser.py "
     "http/client.py http/cookiejar.py http/cookies.py http/server.py importlib/_bootstrap.py "
     "importlib/_bootstrap_external.py json/__init__.py json/decoder.py json/encoder.py logging/__init__.py "

@@ -12,8 +12,6 @@ from b200lab.data import corpus
 LISTED_FILES = 100  # effective lists at most this many file and document names
 
 
-
-
 class ByteTokenizer:
     """Bytes are token ids 0-255; ``eod`` (256) ends a document."""
 
@@ -51,7 +49,9 @@ class Document:
 def _folder_files(root: Path, pattern: str) -> list[tuple[Path, str]]:
     """(file, its relative posix name) of the folder's matching files, sorted by that name."""
     found = [(p, p.relative_to(root).as_posix()) for p in root.glob(pattern) if p.is_file()]
-    return sorted(((p, n) for p, n in found if not any(part.startswith(".") for part in n.split("/"))), key=lambda f: f[1])
+    return sorted(
+        ((p, n) for p, n in found if not any(part.startswith(".") for part in n.split("/"))), key=lambda f: f[1]
+    )
 
 
 def load_documents(cfg) -> tuple[list[Document], dict]:
@@ -67,7 +67,9 @@ def load_documents(cfg) -> tuple[list[Document], dict]:
         if path.is_dir():
             files = _folder_files(path, cfg.glob)
             if not files:
-                raise CorpusError(f"data.path={cfg.path}: no files match data.glob={cfg.glob!r} (hidden files are skipped)")
+                raise CorpusError(
+                    f"data.path={cfg.path}: no files match data.glob={cfg.glob!r} (hidden files are skipped)"
+                )
         else:
             files = [(path, path.name)]
         source = {"source": str(path.absolute())}
@@ -80,7 +82,9 @@ def load_documents(cfg) -> tuple[list[Document], dict]:
             docs.append(Document(name, data))
     docs = [d for d in docs if d.data]
     if not docs:
-        where = f"data.path={cfg.path}" if cfg.path is not None else f"the standard-library corpus under {source['root']}"
+        where = (
+            f"data.path={cfg.path}" if cfg.path is not None else f"the standard-library corpus under {source['root']}"
+        )
         raise CorpusError(f"{where}: the corpus is empty ({len(files)} files, no bytes in any document)")
     source["files"] = [n for _, n in files][:LISTED_FILES]
     source["n_files"] = len(files)
@@ -106,8 +110,10 @@ def corpus_sha256(docs: list[Document]) -> str:
 def split_documents(docs: list[Document], val_fraction: float) -> tuple[list[Document], list[Document]]:
     """(train, validation), each in corpus order; validation is the share whose names hash lowest."""
     if len(docs) < 2:
-        raise CorpusError(f"the corpus has {len(docs)} document; the train/validation split holds out whole documents, "
-                          "so it needs at least 2 (give a folder of files, or set data.doc_separator)")
+        raise CorpusError(
+            f"the corpus has {len(docs)} document; the train/validation split holds out whole documents, "
+            "so it needs at least 2 (give a folder of files, or set data.doc_separator)"
+        )
     n_val = min(len(docs) - 1, max(1, round(val_fraction * len(docs))))
     by_hash = sorted(range(len(docs)), key=lambda i: hashlib.sha256(docs[i].name.encode()).hexdigest())
     held_out = set(by_hash[:n_val])

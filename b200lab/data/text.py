@@ -40,7 +40,7 @@ def token_stream(docs: list[Document]) -> torch.Tensor:
     out[0] = TOKENIZER.eod
     pos = 1
     for d in docs:
-        out[pos:pos + len(d.data)] = torch.frombuffer(bytearray(d.data), dtype=torch.uint8)
+        out[pos : pos + len(d.data)] = torch.frombuffer(bytearray(d.data), dtype=torch.uint8)
         pos += len(d.data)
         out[pos] = TOKENIZER.eod
         pos += 1
@@ -69,14 +69,19 @@ class TextData(DataSource):
         self.val_stream = self.val_stream.to(device)
         source.update(bytes=sum(len(d.data) for d in docs), sha256=corpus_sha256(docs))
         self.effective.update(
-            tokenizer=f"bytes: ids 0-255, end of document {TOKENIZER.eod}", vocab_size=TOKENIZER.vocab_size, corpus=source,
-            val_fraction=cfg.val_fraction, documents={"train": len(train), "val": len(val)},
+            tokenizer=f"bytes: ids 0-255, end of document {TOKENIZER.eod}",
+            vocab_size=TOKENIZER.vocab_size,
+            corpus=source,
+            val_fraction=cfg.val_fraction,
+            documents={"train": len(train), "val": len(val)},
             val_documents=[d.name for d in val][:LISTED_FILES],
             tokens={"train": self.train_stream.numel() - 1, "val": self.val_stream.numel() - 1},
         )
 
     def batch(self, batch: int, seq_len: int, generator: torch.Generator):
-        starts = torch.randint(0, self.train_stream.numel() - seq_len, (batch,), generator=generator, device=self.device)
+        starts = torch.randint(
+            0, self.train_stream.numel() - seq_len, (batch,), generator=generator, device=self.device
+        )
         tokens = self.train_stream[starts[:, None] + torch.arange(seq_len + 1, device=self.device)].long()
         return self.packed(tokens[:, :-1], documents_at(tokens[:, :-1], TOKENIZER.eod)), tokens[:, 1:]
 

@@ -14,12 +14,11 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 MIN_REGION_S = 1.0
 
 
-def nvml_handle(device) -> tuple[Optional[object], Optional[str]]:
+def nvml_handle(device) -> tuple[object | None, str | None]:
     """NVML handle of a torch CUDA device (matched by UUID, so CUDA_VISIBLE_DEVICES is honoured)."""
     try:
         import pynvml
@@ -53,11 +52,11 @@ class EnergyMeter:
         self.samples: list[tuple[float, float]] = []  # (seconds since start, watts)
         self.clocks: list[int] = []  # SM clock (MHz) at each sample
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._counter0: Optional[int] = None
-        self.counter_error: Optional[str] = None
+        self._thread: threading.Thread | None = None
+        self._counter0: int | None = None
+        self.counter_error: str | None = None
 
-    def _read_counter(self) -> Optional[int]:
+    def _read_counter(self) -> int | None:
         import pynvml
 
         try:
@@ -99,12 +98,17 @@ class EnergyMeter:
         self._thread.join()
         out: dict = {"energy_region_s": elapsed}
         if self.clocks:
-            out.update(sm_clock_mhz_min=min(self.clocks), sm_clock_mhz_max=max(self.clocks),
-                       sm_clock_mhz_mean=sum(self.clocks) / len(self.clocks))
+            out.update(
+                sm_clock_mhz_min=min(self.clocks),
+                sm_clock_mhz_max=max(self.clocks),
+                sm_clock_mhz_mean=sum(self.clocks) / len(self.clocks),
+            )
         out["clock_limits"] = clock_limits(self.handle)
         if elapsed < MIN_REGION_S:
-            out["energy_unavailable"] = (f"timed region {elapsed:.3f} s is shorter than the {MIN_REGION_S:g} s the NVML "
-                                         "energy counter needs to resolve it; raise workload.min_time_s")
+            out["energy_unavailable"] = (
+                f"timed region {elapsed:.3f} s is shorter than the {MIN_REGION_S:g} s the NVML "
+                "energy counter needs to resolve it; raise workload.min_time_s"
+            )
             return out
         sampled = integrate(self.samples)
         if sampled is not None:
@@ -119,8 +123,10 @@ class EnergyMeter:
         if "energy_j" in out and elapsed > 0:
             out["avg_power_w"] = out["energy_j"] / elapsed
         if elapsed < 5.0:
-            out["energy_note"] = (f"timed region {elapsed:.1f} s: NVML power readings lag by up to a second, so the "
-                                  "sampled integral undercounts; use workload.min_time_s >= 10 for energy")
+            out["energy_note"] = (
+                f"timed region {elapsed:.1f} s: NVML power readings lag by up to a second, so the "
+                "sampled integral undercounts; use workload.min_time_s >= 10 for energy"
+            )
         return out
 
     def write_csv(self, path: Path) -> None:
@@ -130,14 +136,23 @@ class EnergyMeter:
             w.writerows((t, p, c) for (t, p), c in zip(self.samples, self.clocks))
 
 
-CLOCK_LIMIT_BITS = {0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake"}
+CLOCK_LIMIT_BITS = {
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+}
 
 
 def clock_limits(handle) -> list[str]:
     """What is holding the clocks down right now (NVML's clock event reasons)."""
     import pynvml
 
-    read = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons")
+    read = (
+        getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    )
     try:
         bits = read(handle)
     except pynvml.NVMLError:
@@ -145,7 +160,7 @@ def clock_limits(handle) -> list[str]:
     return [name for bit, name in CLOCK_LIMIT_BITS.items() if bits & bit]
 
 
-def integrate(samples: list[tuple[float, float]]) -> Optional[float]:
+def integrate(samples: list[tuple[float, float]]) -> float | None:
     """Trapezoid integral of (t, watts) samples, in joules; None with fewer than two samples."""
     if len(samples) < 2:
         return None

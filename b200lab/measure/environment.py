@@ -27,7 +27,9 @@ def _source_files(root: Path) -> list[tuple[str, Path]]:
         for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
             dirnames[:] = [d for d in dirnames if d != "__pycache__" and not d.startswith(".")]
             for name in filenames:
-                if top == "b200lab" and not name.endswith((".py", ".yaml")):  # .yaml: the conf an installed b200lab ships
+                if top == "b200lab" and not name.endswith(
+                    (".py", ".yaml")
+                ):  # .yaml: the conf an installed b200lab ships
                     continue
                 path = Path(dirpath) / name
                 files.append((path.relative_to(root).as_posix(), path))
@@ -112,8 +114,19 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
-TUNING_PREFIXES = ("NCCL_", "TORCH_NCCL_", "CUDA_", "PYTORCH_", "TORCHINDUCTOR_", "TORCH_COMPILE", "CUBLAS", "CUDNN_",
-                   "NVTE_", "OMP_", "MKL_")
+TUNING_PREFIXES = (
+    "NCCL_",
+    "TORCH_NCCL_",
+    "CUDA_",
+    "PYTORCH_",
+    "TORCHINDUCTOR_",
+    "TORCH_COMPILE",
+    "CUBLAS",
+    "CUDNN_",
+    "NVTE_",
+    "OMP_",
+    "MKL_",
+)
 
 
 def tuning_env_vars(environ=None) -> dict:
@@ -127,9 +140,14 @@ def device_env(device) -> dict:
     """Collected inside a worker rank, where CUDA may be initialised."""
     import torch
 
-    env = {"device": device.type, "cuda": torch.version.cuda, "transformer_engine": _version("transformer_engine") or _version("transformer-engine"),
-           "triton": _version("triton"), "flash_attn_4": _version("flash-attn-4") or _version("flash_attn_4"),
-           "env_vars": tuning_env_vars()}
+    env = {
+        "device": device.type,
+        "cuda": torch.version.cuda,
+        "transformer_engine": _version("transformer_engine") or _version("transformer-engine"),
+        "triton": _version("triton"),
+        "flash_attn_4": _version("flash-attn-4") or _version("flash_attn_4"),
+        "env_vars": tuning_env_vars(),
+    }
     if device.type == "cuda":
         from b200lab.measure.gpus import nvml_gpus
 
@@ -147,5 +165,7 @@ def device_env(device) -> dict:
             gpu_uuid=str(getattr(props, "uuid", "")) or None,  # which physical card: tells two lent machines apart
         )
     else:
-        env.update(gpu=None, gpu_count=0, cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+        env.update(
+            gpu=None, gpu_count=0, cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads()
+        )
     return env

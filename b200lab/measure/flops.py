@@ -34,8 +34,6 @@ a patch embedding is one per patch, a conditioning layer one per sample), ``enco
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 def attention_proj_params(d: int, heads: int, kv_heads: int) -> int:
     head_dim = d // heads
@@ -57,7 +55,7 @@ def moe_layer_params(d: int, n_experts: int, top_k: int, d_ff_expert: int, n_sha
     return moe_mlp_params(d, n_experts, top_k, d_ff_expert) + mlp_params(d, n_shared_experts * d_ff_expert)
 
 
-def causal_pairs(seq_len: int, window: Optional[int] = None) -> int:
+def causal_pairs(seq_len: int, window: int | None = None) -> int:
     """Query-key pairs causal attention computes over ``seq_len`` tokens: T(T+1)/2, or with a
     sliding window of ``window`` (a query sees itself and window - 1 keys back) w(w+1)/2 + (T-w)w."""
     if window is None or window >= seq_len:
@@ -65,7 +63,7 @@ def causal_pairs(seq_len: int, window: Optional[int] = None) -> int:
     return window * (window + 1) // 2 + (seq_len - window) * window
 
 
-def causal_attention_flops(n_layers: int, d: int, seq_len: int, window: Optional[int] = None) -> int:
+def causal_attention_flops(n_layers: int, d: int, seq_len: int, window: int | None = None) -> int:
     """Forward attention FLOPs of one sequence: QK^T and PV, 2 FLOPs per multiply-add each, over
     the pairs the mask keeps (d = heads x head dim)."""
     return 4 * n_layers * d * causal_pairs(seq_len, window)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def nvml_gpus() -> list[dict]:
-    """Name, memory, driver and compute capability (major, minor) of each visible GPU; [] when NVML is missing or sees none."""
+    """Name, memory, driver and compute capability (major, minor) of each visible GPU; [] when NVML
+    is missing or sees none."""
     try:
         import pynvml
 

@@ -51,7 +51,9 @@ def breakdown(trace_path: Path, steps: int) -> list[dict]:
     Per step means over the steps the trace holds: its ``b200lab_step`` ranges when it has them
     (a trace can hold one more step than the schedule's active ones), else ``steps``."""
     events = _events(trace_path)
-    marked = sum(1 for e in events if e.get("name") == STEP_ANNOTATION and e.get("cat") in ("user_annotation", "cpu_op"))
+    marked = sum(
+        1 for e in events if e.get("name") == STEP_ANNOTATION and e.get("cat") in ("user_annotation", "cpu_op")
+    )
     steps = marked or steps
     totals: dict[str, list[float]] = {}
     for e in (e for e in events if e.get("cat") == "kernel"):
@@ -59,8 +61,10 @@ def breakdown(trace_path: Path, steps: int) -> list[dict]:
         entry[0] += float(e.get("dur", 0.0)) / 1e3  # trace durations are in microseconds
         entry[1] += 1
     grand = sum(ms for ms, _ in totals.values()) or 1.0
-    rows = [{"kind": k, "ms_per_step": ms / steps, "share": ms / grand, "kernels_per_step": n / steps}
-            for k, (ms, n) in totals.items()]
+    rows = [
+        {"kind": k, "ms_per_step": ms / steps, "share": ms / grand, "kernels_per_step": n / steps}
+        for k, (ms, n) in totals.items()
+    ]
     return sorted(rows, key=lambda r: -r["ms_per_step"])
 
 

@@ -8,7 +8,6 @@ figures: a card held at lower clocks (power, thermals) cannot reach them.
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 # name pattern (checked in order, as a whole word: "GH200" is not an "H200") -> {dtype: dense TFLOP/s}
 PEAKS: list[tuple[str, str, dict[str, float]]] = [
@@ -25,7 +24,7 @@ PEAKS: list[tuple[str, str, dict[str, float]]] = [
 DTYPE_KEYS = {"bfloat16": "bf16", "float16": "fp16", "tf32": "tf32", "float32": "fp32", "float64": "fp64", "fp8": "fp8"}
 
 
-def lookup(gpu_name: Optional[str], dtype: str) -> tuple[Optional[float], str]:
+def lookup(gpu_name: str | None, dtype: str) -> tuple[float | None, str]:
     """(peak TFLOP/s, explanation). Peak is None when unknown; the explanation says why."""
     key = DTYPE_KEYS.get(dtype, dtype)
     if not gpu_name:

@@ -10,8 +10,8 @@ later of ``steps`` timed steps and ``min_time_s`` seconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -64,12 +64,12 @@ def time_steps(
     warmup: int,
     steps: int,
     min_time_s: float = 0.0,
-    all_done: Optional[Callable[[bool], bool]] = None,
-    on_progress: Optional[Callable[[str, int, int], None]] = None,
-    timing: Optional[Timing] = None,
+    all_done: Callable[[bool], bool] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    timing: Timing | None = None,
     on_region_start: Callable[[], None] = lambda: None,
     on_region_end: Callable[[], None] = lambda: None,
-    on_checkpoint: Optional[Callable[[Timing], None]] = None,
+    on_checkpoint: Callable[[Timing], None] | None = None,
     checkpoint_every_s: float = 5.0,
 ) -> Timing:
     """Run ``warmup`` untimed steps, then timed steps. ``all_done(local_done)`` lets ranks agree on

@@ -11,8 +11,8 @@ per forward, and ``update(layer, k, v, where)`` -> the keys and values the layer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
@@ -42,7 +42,6 @@ class StaticKVCache:
     seen when its slot <= the query's position; later slots hold stale or zero values and are
     masked), so keep ``max_len`` tight: every step reads the whole buffer."""
 
-
     def __init__(self, n_layers: int, batch: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
         shape = (batch, kv_heads, max_len, head_dim)
         self.max_len = max_len
@@ -53,10 +52,10 @@ class StaticKVCache:
             for t in (*self.k, *self.v, self.slots):
                 torch._dynamo.mark_static_address(t)
 
-    def begin(self, idx: torch.Tensor, positions: Optional[torch.Tensor]):
+    def begin(self, idx: torch.Tensor, positions: torch.Tensor | None):
         """(positions of these tokens, the mask, what ``update`` needs) for one forward."""
         if positions is None:
-            positions = self.slots[:idx.shape[1]]
+            positions = self.slots[: idx.shape[1]]
             return positions, AttnMask(), (positions, True)
         return positions, CacheMask(q_pos=positions, k_pos=self.slots), (positions, False)
 
@@ -74,15 +73,28 @@ class Decoder:
     """A built model's decode contract (see the module docstring); ``model`` is called as built
     (inside any precision wrapper), its structure is the family's business."""
 
-    def __init__(self, model: torch.nn.Module, *, n_layers: int, kv_heads: int, head_dim: int, vocab_size: int,
-                 window: Optional[int], reads_all_weights: bool, ensure_positions: Callable[[int], None], device,
-                 logits_of: Callable = lambda out: out):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        n_layers: int,
+        kv_heads: int,
+        head_dim: int,
+        vocab_size: int,
+        window: int | None,
+        reads_all_weights: bool,
+        ensure_positions: Callable[[int], None],
+        device,
+        logits_of: Callable = lambda out: out,
+    ):
         self.model = model
         self.n_layers, self.kv_heads, self.head_dim, self.vocab_size = n_layers, kv_heads, head_dim, vocab_size
         self.window, self.reads_all_weights, self.device = window, reads_all_weights, device
         self.ensure_positions, self._logits_of = ensure_positions, logits_of
 
-    def logits(self, idx: torch.Tensor, positions: Optional[torch.Tensor] = None, cache=None, last_only: bool = False) -> torch.Tensor:
+    def logits(
+        self, idx: torch.Tensor, positions: torch.Tensor | None = None, cache=None, last_only: bool = False
+    ) -> torch.Tensor:
         """Logits (B, T or 1, V) of a forward over ``cache`` (a prefill from slot 0 without ``positions``)."""
         return self._logits_of(self.model(idx, positions=positions, cache=cache, last_only=last_only))
 

@@ -51,12 +51,15 @@ def timestep_frequencies(t: torch.Tensor, dim: int = FREQ_DIM, max_period: float
 
 def sincos_positions(d: int, grid: int) -> torch.Tensor:
     """DiT's fixed 2-D sine-cosine position embedding: (grid*grid, d), half the width per axis."""
+
     def one_axis(dim: int, pos: torch.Tensor) -> torch.Tensor:
         omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
         out = pos.reshape(-1)[:, None] * omega[None]
         return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
-    h, w = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    h, w = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
     return torch.cat([one_axis(d // 2, w), one_axis(d // 2, h)], dim=1).float()
 
 
@@ -98,10 +101,14 @@ class DiT(nn.Module):
         self.cfg, self.grid = cfg, cfg.latent_size // p
         self.out_channels = cfg.latent_channels * (2 if cfg.learn_sigma else 1)
         self.patch = nn.Conv2d(cfg.latent_channels, d, kernel_size=p, stride=p)
-        self.register_buffer("pos", sincos_positions(d, self.grid)[None].to(torch.get_default_dtype()), persistent=False)
+        self.register_buffer(
+            "pos", sincos_positions(d, self.grid)[None].to(torch.get_default_dtype()), persistent=False
+        )
         self.t_in, self.t_out = nn.Linear(FREQ_DIM, d), nn.Linear(d, d)
         self.classes = nn.Embedding(cfg.n_classes + 1, d)  # the last row is "no class"
-        self.blocks = nn.ModuleList(DiTBlock(d, cfg.n_heads, cfg.d_ff, cfg.norm_eps, attention) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            DiTBlock(d, cfg.n_heads, cfg.d_ff, cfg.norm_eps, attention) for _ in range(cfg.n_layers)
+        )
         self.norm_final = nn.LayerNorm(d, elementwise_affine=False, eps=cfg.norm_eps)
         self.final_modulation = nn.Linear(d, 2 * d)
         self.final = nn.Linear(d, p * p * self.out_channels)
@@ -174,10 +181,14 @@ class DiTFamily(SampleFamily):
         c = self.cfg
         T, d, p = self.transformer_tokens(), c.d_model, c.patch_size
         out = c.latent_channels * (2 if c.learn_sigma else 1)
-        forward = (F_.linear_flops(T, c.latent_channels * p * p, d)  # patch embedding
-                   + F_.linear_flops(1, FREQ_DIM, d) + F_.linear_flops(1, d, d)  # timestep MLP (once per sample)
-                   + c.n_layers * (F_.linear_flops(1, d, 6 * d) + F_.encoder_layer_flops(T, d, c.d_ff))
-                   + F_.linear_flops(1, d, 2 * d) + F_.linear_flops(T, d, p * p * out))  # final modulation and projection
+        forward = (
+            F_.linear_flops(T, c.latent_channels * p * p, d)  # patch embedding
+            + F_.linear_flops(1, FREQ_DIM, d)
+            + F_.linear_flops(1, d, d)  # timestep MLP (once per sample)
+            + c.n_layers * (F_.linear_flops(1, d, 6 * d) + F_.encoder_layer_flops(T, d, c.d_ff))
+            + F_.linear_flops(1, d, 2 * d)
+            + F_.linear_flops(T, d, p * p * out)
+        )  # final modulation and projection
         return F_.training_multiple(forward, training)
 
     def synthetic_batch(self, batch: int, seq_len: int, generator: torch.Generator, device):

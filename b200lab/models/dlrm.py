@@ -61,7 +61,7 @@ class DLRM(nn.Module):
             if name.endswith("bias"):
                 nn.init.zeros_(p)
             elif name.startswith("tables"):
-                nn.init.uniform_(p, -(sum(rows) / self.n_tables) ** -0.5, (sum(rows) / self.n_tables) ** -0.5)
+                nn.init.uniform_(p, -((sum(rows) / self.n_tables) ** -0.5), (sum(rows) / self.n_tables) ** -0.5)
             else:
                 nn.init.normal_(p, std=(2.0 / p.shape[1]) ** 0.5)
 
@@ -99,8 +99,11 @@ class DLRMFamily(SampleFamily):
         c = self.cfg
         features = len(c.table_rows) + 1
         widths_top = [c.embed_dim + pair_count(features), *c.top_mlp, 1]
-        return (F_.mlp_stack_flops([c.n_dense, *c.bottom_mlp]) + F_.mlp_stack_flops(widths_top)
-                + F_.linear_flops(features, c.embed_dim, features))
+        return (
+            F_.mlp_stack_flops([c.n_dense, *c.bottom_mlp])
+            + F_.mlp_stack_flops(widths_top)
+            + F_.linear_flops(features, c.embed_dim, features)
+        )
 
     def flops_per_sample(self, seq_len: int, training: bool) -> int:
         return F_.training_multiple(self.matmul_flops(), training)
@@ -118,8 +121,12 @@ class DLRMFamily(SampleFamily):
     @property
     def effective(self) -> dict:
         c = self.cfg
-        return {**super().effective, "tables": len(c.table_rows), "table_rows_total": int(sum(c.table_rows)),
-                "table_params": int(sum(c.table_rows)) * c.embed_dim}
+        return {
+            **super().effective,
+            "tables": len(c.table_rows),
+            "table_rows_total": int(sum(c.table_rows)),
+            "table_params": int(sum(c.table_rows)) * c.embed_dim,
+        }
 
     def synthetic_batch(self, batch: int, seq_len: int, generator: torch.Generator, device):
         c = self.cfg

@@ -3,18 +3,15 @@
 A GPT's sample is ``seq.len`` tokens. A ViT's is an image of ``model.image_size`` pixels, a DiT's
 a latent of ``model.latent_size``, a DLRM's a click record. For these families ``seq.batch`` is
 samples per step and ``seq.len`` is the sample's size in the family's own terms
-(``SampleConfig.seq_meaning``, b200lab/models/config/sample.py): the image side for a ViT (``seq=img224``), the latent side
-for a DiT (``seq=latent32``), the lookups per table for a DLRM (``seq=onehot``, ``seq=multihot``).
+(``SampleConfig.seq_meaning``, b200lab/models/config/sample.py): the image side for a ViT
+(``seq=img224``), the latent side for a DiT (``seq=latent32``), the lookups per table for a DLRM
+(``seq=onehot``, ``seq=multihot``).
 
 What a step counts is the sample: ``tokens_per_sample`` is 1, so ``tokens_per_s`` is samples
 (images) per second, under every aggregation rule of the lab's throughput (distinct data shards,
 trials, per joule). ``effective.model`` records the unit and the tokens a sample makes inside the
-transformer.
-
-The config class's checks turn combinations that mean nothing into composition errors (exit 2) that name the
-keys: a text ``seq`` for an image model, an attention pattern a non-causal model cannot use (a
-sliding window, packed documents, a causal-only kernel), attention settings on a model without
-attention, and FP8 where nothing would convert.
+transformer. The config class's checks turn combinations that mean nothing into composition
+errors (exit 2) that name the keys.
 """
 
 from __future__ import annotations
@@ -35,4 +32,8 @@ class SampleFamily(ModelFamily):
 
     @property
     def effective(self) -> dict:
-        return {"unit": self.token_unit, "tokens_per_s_counts": f"{self.token_unit}s", "transformer_tokens": self.transformer_tokens()}
+        return {
+            "unit": self.token_unit,
+            "tokens_per_s_counts": f"{self.token_unit}s",
+            "transformer_tokens": self.transformer_tokens(),
+        }

@@ -71,7 +71,9 @@ class ViT(nn.Module):
         self.patch = nn.Conv2d(cfg.in_channels, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.cls = nn.Parameter(torch.empty(1, 1, d))
         self.pos = nn.Parameter(torch.empty(1, grid * grid + 1, d))
-        self.blocks = nn.ModuleList(EncoderBlock(d, cfg.n_heads, cfg.d_ff, cfg.norm_eps, attention) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            EncoderBlock(d, cfg.n_heads, cfg.d_ff, cfg.norm_eps, attention) for _ in range(cfg.n_layers)
+        )
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         self.head = nn.Linear(d, cfg.n_classes)
         init_weights(self)
@@ -118,9 +120,11 @@ class ViTFamily(SampleFamily):
     def flops_per_sample(self, seq_len: int, training: bool) -> int:
         c = self.cfg
         T = self.transformer_tokens()
-        forward = (F_.linear_flops(T - 1, c.in_channels * c.patch_size ** 2, c.d_model)  # the patch embedding (a strided conv)
-                   + c.n_layers * F_.encoder_layer_flops(T, c.d_model, c.d_ff)
-                   + F_.linear_flops(1, c.d_model, c.n_classes))  # the head reads the class token only
+        forward = (
+            F_.linear_flops(T - 1, c.in_channels * c.patch_size**2, c.d_model)  # the patch embedding (a strided conv)
+            + c.n_layers * F_.encoder_layer_flops(T, c.d_model, c.d_ff)
+            + F_.linear_flops(1, c.d_model, c.n_classes)
+        )  # the head reads the class token only
         return F_.training_multiple(forward, training)
 
     def synthetic_batch(self, batch: int, seq_len: int, generator: torch.Generator, device):

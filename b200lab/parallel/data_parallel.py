@@ -29,8 +29,12 @@ class DataParallel(ParallelStrategy):
 
         self.effective["wrapper"] = "DistributedDataParallel"
         self.effective["bucket_cap_mb"] = float(self.cfg.bucket_cap_mb)
-        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                       process_group=self.mesh.get_group("dp"), bucket_cap_mb=float(self.cfg.bucket_cap_mb))
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            process_group=self.mesh.get_group("dp"),
+            bucket_cap_mb=float(self.cfg.bucket_cap_mb),
+        )
 
     def no_sync(self, model, last_micro_batch: bool, every_micro_batch: bool):
         if last_micro_batch or every_micro_batch or not hasattr(model, "no_sync"):
@@ -46,8 +50,12 @@ class DataParallel(ParallelStrategy):
         16-bit gradients to their float32 master sums (the earlier micro-batches, summed under
         no_sync) and all-reduces that float32 sum while the backward goes on. The caller then drops
         the last micro-batch's 16-bit gradients instead of accumulating them (they are in the sum)."""
-        model.register_comm_hook(_MasterSum(master, self.mesh.get_group("dp"), self.world_size), _sum_into_masters_and_all_reduce)
-        self.effective["grad_reduction"] = "float32 master sums, all-reduced per DDP bucket during the last micro-batch's backward"
+        model.register_comm_hook(
+            _MasterSum(master, self.mesh.get_group("dp"), self.world_size), _sum_into_masters_and_all_reduce
+        )
+        self.effective["grad_reduction"] = (
+            "float32 master sums, all-reduced per DDP bucket during the last micro-batch's backward"
+        )
 
 
 class _MasterSum:
@@ -57,7 +65,9 @@ class _MasterSum:
         self.master, self.group, self.world_size = master, group, world_size
 
 
-def _sum_into_masters_and_all_reduce(state: _MasterSum, bucket):  # no return annotation: DDP checks it as an object, and this module postpones annotations
+def _sum_into_masters_and_all_reduce(
+    state: _MasterSum, bucket
+):  # no return annotation: DDP checks it as an object, and this module postpones annotations
     import torch.distributed as dist
 
     with torch.no_grad():

@@ -45,13 +45,20 @@ class MeshParallel(ParallelStrategy):
 
     def wrap(self, model: torch.nn.Module, training: bool) -> torch.nn.Module:
         if self.tensor_parallel > 1:
-            self.effective["tensor_parallel"] = {"ranks": self.tensor_parallel, "sequence_parallel": self.sequence_parallel}
+            self.effective["tensor_parallel"] = {
+                "ranks": self.tensor_parallel,
+                "sequence_parallel": self.sequence_parallel,
+            }
         if not self.cfg.fsdp:
             return model
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mesh = self.mesh["dp"] if self.mesh is not None else init_device_mesh(self.device.type, (1,), mesh_dim_names=("dp",))
+        mesh = (
+            self.mesh["dp"]
+            if self.mesh is not None
+            else init_device_mesh(self.device.type, (1,), mesh_dim_names=("dp",))
+        )
         param_dtype = next(model.parameters()).dtype
         mp = None
         if training:
@@ -62,7 +69,11 @@ class MeshParallel(ParallelStrategy):
                 model.float()
                 self.keeps_master_weights = True
             mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=DTYPES[self.cfg.mp_reduce_dtype])
-        kwargs = {"mesh": mesh, "reshard_after_forward": bool(self.cfg.reshard_after_forward), **({"mp_policy": mp} if mp else {})}
+        kwargs = {
+            "mesh": mesh,
+            "reshard_after_forward": bool(self.cfg.reshard_after_forward),
+            **({"mp_policy": mp} if mp else {}),
+        }
         # the blocks take their inputs as the root made them: FSDP2 in torch 2.11 does not cast a
         # block's inputs again when activation checkpointing recomputes it in backward, so a cast
         # here (the float32 rotary tables to bf16) would make the recompute differ from the forward
@@ -71,12 +82,16 @@ class MeshParallel(ParallelStrategy):
             fully_shard(block, **block_kwargs)
         fully_shard(model, **kwargs)
         self.effective["wrapper"] = "FSDP2 fully_shard"
-        self.effective["fsdp"] = {"reshard_after_forward": bool(self.cfg.reshard_after_forward),
-                                  "reshard_after_backward": bool(self.cfg.reshard_after_backward),
-                                  "param_dtype": str(mp.param_dtype).removeprefix("torch.") if mp else str(param_dtype).removeprefix("torch."),
-                                  "reduce_dtype": str(mp.reduce_dtype).removeprefix("torch.") if mp else None,
-                                  "sharded_param_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                                  "units": len(_blocks(model)) + 1}
+        self.effective["fsdp"] = {
+            "reshard_after_forward": bool(self.cfg.reshard_after_forward),
+            "reshard_after_backward": bool(self.cfg.reshard_after_backward),
+            "param_dtype": str(mp.param_dtype).removeprefix("torch.")
+            if mp
+            else str(param_dtype).removeprefix("torch."),
+            "reduce_dtype": str(mp.reduce_dtype).removeprefix("torch.") if mp else None,
+            "sharded_param_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "units": len(_blocks(model)) + 1,
+        }
         return model
 
     def no_sync(self, model, last_micro_batch: bool, every_micro_batch: bool):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
@@ -18,10 +17,10 @@ class Rendezvous:
     per_node: int
     nnodes: int = 1
     node_rank: int = 0
-    endpoint: Optional[str] = None
+    endpoint: str | None = None
 
 
-def this_node(parallelism, env: Optional[dict] = None) -> int:
+def this_node(parallelism, env: dict | None = None) -> int:
     """This machine's node rank: ``parallelism.node_rank``, else $NODE_RANK, else $SLURM_NODEID, else 0."""
     env = os.environ if env is None else env
     if int(parallelism.get("nnodes") or 1) == 1:
@@ -30,7 +29,7 @@ def this_node(parallelism, env: Optional[dict] = None) -> int:
     return int(env.get("NODE_RANK", env.get("SLURM_NODEID", 0)) if node_rank is None else node_rank)
 
 
-def rendezvous(parallelism, env: Optional[dict] = None) -> Rendezvous:
+def rendezvous(parallelism, env: dict | None = None) -> Rendezvous:
     """From ``parallelism.nnodes/node_rank/rdzv_endpoint``, each unset one from the environment:
     $NODE_RANK or $SLURM_NODEID; $B200LAB_RDZV_ENDPOINT, $MASTER_ADDR:$MASTER_PORT, or the first
     host of a SLURM allocation (port 29500). ValueError names what is missing."""
@@ -45,8 +44,10 @@ def rendezvous(parallelism, env: Optional[dict] = None) -> Rendezvous:
     if not endpoint and env.get("SLURM_JOB_NODELIST"):
         endpoint = _slurm_first_host(env["SLURM_JOB_NODELIST"]) + ":29500"
     if not endpoint or ":" not in endpoint:
-        raise ValueError(f"parallelism.nnodes={nnodes} needs node 0's host:port: set parallelism.rdzv_endpoint=HOST:PORT, "
-                         "$B200LAB_RDZV_ENDPOINT, or $MASTER_ADDR and $MASTER_PORT")
+        raise ValueError(
+            f"parallelism.nnodes={nnodes} needs node 0's host:port: set parallelism.rdzv_endpoint=HOST:PORT, "
+            "$B200LAB_RDZV_ENDPOINT, or $MASTER_ADDR and $MASTER_PORT"
+        )
     if not 0 <= int(node_rank) < nnodes:
         raise ValueError(f"parallelism.node_rank={node_rank}: must be in [0, parallelism.nnodes={nnodes})")
     return Rendezvous(nproc // nnodes, nnodes, int(node_rank), endpoint)
@@ -54,7 +55,9 @@ def rendezvous(parallelism, env: Optional[dict] = None) -> Rendezvous:
 
 def _slurm_first_host(nodelist: str) -> str:
     try:
-        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
         return out.split()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
-from typing import Optional
 
 TE_RECIPES = {  # precision.recipe -> Transformer Engine recipe class
     "delayed": "DelayedScaling",
@@ -31,7 +30,7 @@ TE_AVAILABILITY = {  # precision.recipe -> the transformer_engine.pytorch functi
 }
 
 
-def te_version() -> Optional[str]:
+def te_version() -> str | None:
     """The installed Transformer Engine version (from metadata: nothing is imported), or None."""
     if importlib.util.find_spec("transformer_engine") is None:
         return None
@@ -43,7 +42,7 @@ def te_version() -> Optional[str]:
     return "unknown"
 
 
-def _cuda_version() -> Optional[float]:
+def _cuda_version() -> float | None:
     from b200lab.core.machine import torch_cuda_version
 
     try:
@@ -52,7 +51,7 @@ def _cuda_version() -> Optional[float]:
         return None
 
 
-def recipe_problem(recipe: str, capability: Optional[tuple[int, int]], gpu: str, cuda: Optional[float]) -> Optional[str]:
+def recipe_problem(recipe: str, capability: tuple[int, int] | None, gpu: str, cuda: float | None) -> str | None:
     """Why ``recipe`` cannot run on a card of this compute capability, or None when it can."""
     if capability is None:
         return "NVML did not report the GPU's compute capability"
@@ -86,7 +85,7 @@ def recipe_problem(recipe: str, capability: Optional[tuple[int, int]], gpu: str,
 TE_ROW_ALIGN = {"mxfp8": 32}  # rows a Transformer Engine FP8 GEMM needs a multiple of (the others: 8)
 
 
-def te_decode_rows_problem(recipe: str, rows) -> Optional[str]:
+def te_decode_rows_problem(recipe: str, rows) -> str | None:
     """Why Transformer Engine's FP8 GEMMs (recipe ``recipe``) cannot run a workload's decode steps,
     or None: they need the product of an input's leading dimensions to be a multiple of 8 (32 for
     mxfp8), and a decode step has one row per sequence. ``rows``: the workload's
@@ -99,10 +98,13 @@ def te_decode_rows_problem(recipe: str, rows) -> Optional[str]:
     return f"Transformer Engine's FP8 GEMMs need a multiple of {align} rows, and a decode step has {rows.described}"
 
 
-def te_problem(recipe: str, device: str) -> Optional[str]:
+def te_problem(recipe: str, device: str) -> str | None:
     """Why Transformer Engine cannot run ``recipe`` on this machine (parent side), or None."""
     if device != "cuda":
-        return f"Transformer Engine's FP8 runs on NVIDIA GPUs with compute capability >= 8.9; this run's device is {device}"
+        return (
+            "Transformer Engine's FP8 runs on NVIDIA GPUs with compute capability >= 8.9; this run's device is "
+            f"{device}"
+        )
     if te_version() is None:
         return "Transformer Engine is not installed (pip install 'b200lab[fp8]', i.e. transformer-engine[pytorch])"
     from b200lab.measure.gpus import nvml_gpus
@@ -140,7 +142,7 @@ def fp8_gemm_support(device: str) -> tuple[bool, str]:
 MIN_TORCHAO = (0, 10)
 
 
-def torchao_version() -> Optional[str]:
+def torchao_version() -> str | None:
     """The installed torchao's version (found without importing it), or None."""
     if importlib.util.find_spec("torchao") is None:
         return None
@@ -150,12 +152,15 @@ def torchao_version() -> Optional[str]:
         return "unknown"
 
 
-def torchao_problem() -> Optional[str]:
+def torchao_problem() -> str | None:
     """Why torchao's float8 cannot be used here, or None."""
     version = torchao_version()
     if version is None:
         return "torchao is not installed (pip install torchao)"
     found = re.match(r"(\d+)\.(\d+)", version)
     if found and (int(found[1]), int(found[2])) < MIN_TORCHAO:
-        return f"torchao {version} is older than 0.10, whose Float8LinearConfig.from_recipe_name this recipe uses (pip install -U torchao)"
+        return (
+            f"torchao {version} is older than 0.10, whose Float8LinearConfig.from_recipe_name this recipe uses (pip "
+            "install -U torchao)"
+        )
     return None

@@ -10,7 +10,7 @@ context each forward runs under, master weights and loss scaling for training, w
 from __future__ import annotations
 
 import contextlib
-from abc import ABC
+from abc import ABC, abstractmethod
 
 import torch
 
@@ -23,8 +23,10 @@ class PrecisionRecipe(ABC):
     compute_dtype: torch.dtype = torch.float32  # activations' dtype (shapes probes, e.g. attention)
     peak_key: str = "fp32"
     extra_peak_keys: tuple[str, ...] = ()
-    compile_problem: str | None = None  # why torch.compile must not wrap this recipe's model (it then runs eager, said so)
-    patterns: dict = {}  # module type -> what it holds, as the model family declares it (b200lab/models/patterns.py)
+    # why torch.compile must not wrap this recipe's model (it then runs eager, said so)
+    compile_problem: str | None = None
+    # module type -> what it holds, as the model family declares it (b200lab/models/patterns.py)
+    patterns: dict = {}
 
     def __init__(self, cfg, device: str, training: bool):
         self.cfg = cfg
@@ -32,6 +34,7 @@ class PrecisionRecipe(ABC):
         self.training = training
         self.effective: dict = {"name": cfg.name}
 
+    @abstractmethod
     def convert(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as this recipe runs it (weights cast, layers swapped)."""
 

@@ -37,13 +37,21 @@ class FP8AutoPrecision(PrecisionRecipe):
             setattr(self, attr, getattr(self.inner, attr))
         ran = RAN[config]
         reasons = "; ".join(passed) or None
-        self.effective = {**self.inner.effective, "name": cfg.name, "ran": ran,
-                          "fallback": ran.startswith("no fp8"), "reason": reasons}
+        self.effective = {
+            **self.inner.effective,
+            "name": cfg.name,
+            "ran": ran,
+            "fallback": ran.startswith("no fp8"),
+            "reason": reasons,
+        }
 
     def convert(self, model):
         self.inner.patterns = self.patterns
         model = self.inner.convert(model)
-        self.effective = {**self.inner.effective, **{k: self.effective[k] for k in ("name", "ran", "fallback", "reason")}}
+        self.effective = {
+            **self.inner.effective,
+            **{k: self.effective[k] for k in ("name", "ran", "fallback", "reason")},
+        }
         return model
 
     def autocast(self):

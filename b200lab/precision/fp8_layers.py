@@ -55,11 +55,11 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
     rows = max(1, CHUNK_ELEMENTS // max(1, weight.shape[1]))
     for start in range(0, weight.shape[0], rows):
-        w = weight[start:start + rows].to(torch.float64)
+        w = weight[start : start + rows].to(torch.float64)
         amax = w.abs().amax(dim=1)
         s = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
-        q[start:start + rows] = (w / s[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-        scale[start:start + rows] = s.to(torch.float32)
+        q[start : start + rows] = (w / s[:, None]).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+        scale[start : start + rows] = s.to(torch.float32)
     return q, scale
 
 
@@ -67,8 +67,14 @@ def dequantize_rows(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) ->
     return (q.to(torch.float32) * scale[:, None]).to(dtype)
 
 
-def scaled_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias, per_row: bool = True,
-                  fast_accum: bool = True) -> torch.Tensor:
+def scaled_linear(
+    x: torch.Tensor,
+    weight_fp8: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias,
+    per_row: bool = True,
+    fast_accum: bool = True,
+) -> torch.Tensor:
     """``x @ (weight_fp8 * weight_scale)^T + bias`` as one e4m3 GEMM with a bfloat16 result.
 
     The activations are quantised on the device each call (no host sync): scale = amax / 448 of
@@ -79,6 +85,13 @@ def scaled_linear(x: torch.Tensor, weight_fp8: torch.Tensor, weight_scale: torch
     amax = x2.abs().amax(dim=-1, keepdim=True) if per_row else x2.abs().amax().expand(x2.shape[0], 1)
     x_scale = (amax.to(torch.float32).clamp(min=AMAX_FLOOR) / E4M3_MAX).contiguous()  # rowwise scales must be dense
     x_fp8 = (x2.to(torch.float32) / x_scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
-    y = torch._scaled_mm(x_fp8, weight_fp8.t(), scale_a=x_scale, scale_b=weight_scale.unsqueeze(0), bias=bias,
-                         out_dtype=torch.bfloat16, use_fast_accum=fast_accum)
+    y = torch._scaled_mm(
+        x_fp8,
+        weight_fp8.t(),
+        scale_a=x_scale,
+        scale_b=weight_scale.unsqueeze(0),
+        bias=bias,
+        out_dtype=torch.bfloat16,
+        use_fast_accum=fast_accum,
+    )
     return y.reshape(*lead, y.shape[-1])

@@ -12,7 +12,7 @@ generate them as vectorised kernels.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -29,7 +29,11 @@ def _add_into(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
 
 class MasterWeights:
     def __init__(
-        self, params: Iterable[torch.nn.Parameter], master_dtype: torch.dtype, accum_dtype: torch.dtype, compile: bool = False
+        self,
+        params: Iterable[torch.nn.Parameter],
+        master_dtype: torch.dtype,
+        accum_dtype: torch.dtype,
+        compile: bool = False,
     ):
         self.params = [p for p in params if p.requires_grad]
         self.masters = [p.detach().to(master_dtype, copy=True) for p in self.params]

@@ -48,9 +48,11 @@ def resolve(pcfg, device: str, training: bool) -> Recipe:
     reasons: list[str] = []
     requested = pcfg.compute_dtype
     if str(requested).lower().startswith(("fp8", "float8", "e4m3", "e5m2", "nvfp4", "mxfp")):
-        raise ValueError(f"precision.compute_dtype={requested!r}: the autocast recipe runs float dtypes only; "
-                         "FP8 needs an FP8 recipe class (Transformer Engine, not built yet); "
-                         "workload=gemm workload.options.dtype=fp8 measures FP8 GEMMs today")
+        raise ValueError(
+            f"precision.compute_dtype={requested!r}: the autocast recipe runs float dtypes only; "
+            "FP8 needs an FP8 recipe class (Transformer Engine, not built yet); "
+            "workload=gemm workload.options.dtype=fp8 measures FP8 GEMMs today"
+        )
     if requested not in COMPUTE_DTYPES:
         raise ValueError(f"precision.compute_dtype={requested!r}: choose one of {', '.join(COMPUTE_DTYPES)}")
     compute = requested

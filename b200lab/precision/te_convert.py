@@ -13,7 +13,6 @@ model's own names for checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -28,7 +27,9 @@ class Conversion:
     modules: dict[str, str] = field(default_factory=dict)  # model path -> TE class
     kept: dict[str, str] = field(default_factory=dict)  # model path -> why it stays in high precision
     names: dict[str, str] = field(default_factory=dict)  # TE parameter name -> the model's own parameter name
-    stacks: dict[str, list[str]] = field(default_factory=dict)  # the model's 3-D parameter -> the TE parameters it splits into
+    stacks: dict[str, list[str]] = field(
+        default_factory=dict
+    )  # the model's 3-D parameter -> the TE parameters it splits into
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -84,8 +85,15 @@ class Converter:
         return pairs
 
     def norm_linear(self, norm: nn.Module, linear: nn.Linear, norm_path: str, path: str):
-        module = self.te.LayerNormLinear(linear.in_features, linear.out_features, eps=_eps(norm), bias=linear.bias is not None,
-                                         normalization=_norm_kind(norm), params_dtype=self.dtype, device=self.device)
+        module = self.te.LayerNormLinear(
+            linear.in_features,
+            linear.out_features,
+            eps=_eps(norm),
+            bias=linear.bias is not None,
+            normalization=_norm_kind(norm),
+            params_dtype=self.dtype,
+            device=self.device,
+        )
         _copy(module.weight, linear.weight)
         pairs = {"weight": f"{path}.weight", **self._norm_into(module, norm, norm_path)}
         if linear.bias is not None:
@@ -98,12 +106,24 @@ class Converter:
     def norm_mlp(self, mlp: nn.Module, path: str, pattern: NormMLP):
         up, down, norm = getattr(mlp, pattern.up), getattr(mlp, pattern.down), getattr(mlp, pattern.norm)
         bias = up.bias is not None
-        module = self.te.LayerNormMLP(up.in_features, up.out_features, eps=_eps(norm), bias=bias, normalization=_norm_kind(norm),
-                                      activation="gelu", params_dtype=self.dtype, device=self.device)
+        module = self.te.LayerNormMLP(
+            up.in_features,
+            up.out_features,
+            eps=_eps(norm),
+            bias=bias,
+            normalization=_norm_kind(norm),
+            activation="gelu",
+            params_dtype=self.dtype,
+            device=self.device,
+        )
         _copy(module.fc1_weight, up.weight)
         _copy(module.fc2_weight, down.weight)
         own_up, own_down = f"{path}.{pattern.up}", f"{path}.{pattern.down}"
-        pairs = {"fc1_weight": f"{own_up}.weight", "fc2_weight": f"{own_down}.weight", **self._norm_into(module, norm, f"{path}.{pattern.norm}")}
+        pairs = {
+            "fc1_weight": f"{own_up}.weight",
+            "fc2_weight": f"{own_down}.weight",
+            **self._norm_into(module, norm, f"{path}.{pattern.norm}"),
+        }
         if bias:
             _copy(module.fc1_bias, up.bias)
             _copy(module.fc2_bias, down.bias)
@@ -126,8 +146,13 @@ class Converter:
         return module
 
     def linear(self, linear: nn.Linear, path: str):
-        module = self.te.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                params_dtype=self.dtype, device=self.device)
+        module = self.te.Linear(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            params_dtype=self.dtype,
+            device=self.device,
+        )
         _copy(module.weight, linear.weight)
         pairs = {"weight": f"{path}.weight"}
         if linear.bias is not None:
@@ -165,8 +190,9 @@ class TEExperts(nn.Module):
         return y
 
 
-def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = (),
-                  patterns: Optional[dict] = None) -> Conversion:
+def convert_model(
+    model: nn.Module, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = (), patterns: dict | None = None
+) -> Conversion:
     """Convert ``model`` in place; ``patterns``: module type -> the pattern its family declares
     (b200lab/models/patterns.py); ``skip`` names module paths (or their last part, e.g. ``head``)
     that stay in high precision."""
@@ -177,11 +203,25 @@ def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip:
     def skipped(path: str) -> bool:
         return path in skip or path.rsplit(".", 1)[-1] in skip
 
-    def kept_or(why: Optional[str], path: str, convert) -> None:
-        if why is None:
-            convert()
-        else:
-            conv.out.kept[path] = why
+    def replacement(child: nn.Module, path: str) -> tuple[nn.Module | None, str | None]:
+        """(the TE module for ``child``, or None; why it stays as it is, or None to recurse into it)."""
+        pattern = patterns.get(type(child))
+        if isinstance(pattern, NormMLP) and _norm_kind(getattr(child, pattern.norm)) is not None:
+            up, down = getattr(child, pattern.up), getattr(child, pattern.down)
+            why = _why_not(up, path, skipped, tied) or _why_not(down, path, skipped, tied)
+            return (None, why) if why else (conv.norm_mlp(child, path, pattern), None)
+        if isinstance(pattern, GroupedExperts):
+            up = getattr(child, pattern.up)
+            if not _aligned(*up.shape[1:]):
+                return (
+                    None,
+                    f"experts {up.shape[2]}x{up.shape[1]} are not a multiple of {FP8_ALIGN} (FP8 GEMM alignment)",
+                )
+            return conv.experts(child, path, pattern), None
+        if type(child) is nn.Linear:
+            why = _why_not(child, path, skipped, tied)
+            return (None, why) if why else (conv.linear(child, path), None)
+        return None, None
 
     def visit(parent: nn.Module, prefix: str) -> None:
         pattern = patterns.get(type(parent))
@@ -189,28 +229,21 @@ def convert_model(model: nn.Module, te, params_dtype: torch.dtype, device, skip:
             norm, linear = getattr(parent, pattern.norm), getattr(parent, pattern.linear)
             if _norm_kind(norm) is not None and type(linear) is nn.Linear:
                 path = f"{prefix}{pattern.linear}"
-
-                def fuse() -> None:
+                why = _why_not(linear, path, skipped, tied)
+                if why:
+                    conv.out.kept[path] = why
+                else:
                     setattr(parent, pattern.linear, conv.norm_linear(norm, linear, f"{prefix}{pattern.norm}", path))
                     setattr(parent, pattern.norm, nn.Identity())
-
-                kept_or(_why_not(linear, path, skipped, tied), path, fuse)
         for name, child in list(parent.named_children()):
             path = f"{prefix}{name}"
             if path in conv.out.modules or path in conv.out.kept:
                 continue
-            pattern = patterns.get(type(child))
-            if isinstance(pattern, NormMLP) and _norm_kind(getattr(child, pattern.norm)) is not None:
-                up, down = getattr(child, pattern.up), getattr(child, pattern.down)
-                kept_or(_why_not(up, path, skipped, tied) or _why_not(down, path, skipped, tied), path,
-                        lambda: setattr(parent, name, conv.norm_mlp(child, path, pattern)))
-            elif isinstance(pattern, GroupedExperts):
-                up = getattr(child, pattern.up)
-                why = None if _aligned(*up.shape[1:]) else \
-                    f"experts {up.shape[2]}x{up.shape[1]} are not a multiple of {FP8_ALIGN} (FP8 GEMM alignment)"
-                kept_or(why, path, lambda: setattr(parent, name, conv.experts(child, path, pattern)))
-            elif type(child) is nn.Linear:
-                kept_or(_why_not(child, path, skipped, tied), path, lambda: setattr(parent, name, conv.linear(child, path)))
+            module, why = replacement(child, path)
+            if module is not None:
+                setattr(parent, name, module)
+            elif why is not None:
+                conv.out.kept[path] = why
             else:
                 visit(child, f"{path}.")
 

@@ -30,7 +30,9 @@ from b200lab.precision.config.te_fp8 import TEFP8Config
 from b200lab.precision.te_support import import_te, te_says
 
 # recipes whose models run eager even with compile (the record says why)
-EAGER_RECIPES = {"block": "Float8BlockScaling under torch.compile fails in dynamo (InternalTorchDynamoError, TE 2.20, torch 2.11)"}
+EAGER_RECIPES = {
+    "block": "Float8BlockScaling under torch.compile fails in dynamo (InternalTorchDynamoError, TE 2.20, torch 2.11)"
+}
 
 
 class TEFP8Precision(PrecisionRecipe):
@@ -72,15 +74,23 @@ class TEFP8Precision(PrecisionRecipe):
         model = model.to(torch.bfloat16)
         device = next(model.parameters()).device
         self.conversion = convert_model(model, self.te, torch.bfloat16, device, tuple(self.cfg.skip), self.patterns)
-        in_fp8 = sum(p.numel() for path in self.conversion.modules for name, p in model.get_submodule(path).named_parameters()
-                     if "weight" in name and "layer_norm" not in name)
+        in_fp8 = sum(
+            p.numel()
+            for path in self.conversion.modules
+            for name, p in model.get_submodule(path).named_parameters()
+            if "weight" in name and "layer_norm" not in name
+        )
         self.effective.update(
             params_in_fp8_gemms=in_fp8,
-            params_elsewhere=sum(p.numel() for p in model.parameters()) - in_fp8,  # embeddings, norms, and e.g. MoE experts
+            params_elsewhere=sum(p.numel() for p in model.parameters())
+            - in_fp8,  # embeddings, norms, and e.g. MoE experts
             fp8_modules=self.conversion.counts(),
             fp8_module_paths=sorted(self.conversion.modules),
-            high_precision={**self.conversion.kept, "attention core": "the attention backend (bf16)",
-                            "embedding": "a lookup, no GEMM"},
+            high_precision={
+                **self.conversion.kept,
+                "attention core": "the attention backend (bf16)",
+                "embedding": "a lookup, no GEMM",
+            },
         )
         return FP8Region(model, self.te, self.te_recipe)
 

@@ -4,7 +4,6 @@ whether a recipe runs on this device (b200lab/precision/availability.py decides 
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from b200lab.precision.availability import TE_AVAILABILITY
 
@@ -24,7 +23,9 @@ def import_te():
     loaded = _loaded_library("libcudnn.so")
     if loaded:
         os.environ.setdefault("CUDNN_HOME", os.path.dirname(loaded))
-        pending = sorted(glob.glob(os.path.join(os.path.dirname(loaded), "libcudnn*.so*")), key=lambda p: "graph" not in p)
+        pending = sorted(
+            glob.glob(os.path.join(os.path.dirname(loaded), "libcudnn*.so*")), key=lambda p: "graph" not in p
+        )
         while pending:  # a library whose dependencies are not loaded yet is retried after the others
             failed = []
             for path in pending:
@@ -40,7 +41,7 @@ def import_te():
     return te
 
 
-def _loaded_library(name: str) -> Optional[str]:
+def _loaded_library(name: str) -> str | None:
     """The path of a shared library this process has mapped whose file name starts with ``name``."""
     try:
         with open("/proc/self/maps") as maps:

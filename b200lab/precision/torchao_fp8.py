@@ -28,8 +28,9 @@ class TorchaoFP8Precision(AutocastPrecision):
     def __init__(self, cfg, device: str, training: bool):
         super().__init__(cfg, device, training)
         self.peak_key, self.extra_peak_keys = "fp8", ("bf16",)
-        self.effective.update(library=f"torchao {torchao_version()}", recipe=cfg.recipe, compute_dtype="fp8",
-                              activation_dtype="bfloat16")
+        self.effective.update(
+            library=f"torchao {torchao_version()}", recipe=cfg.recipe, compute_dtype="fp8", activation_dtype="bfloat16"
+        )
 
     def convert(self, model: nn.Module) -> nn.Module:
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
@@ -42,7 +43,10 @@ class TorchaoFP8Precision(AutocastPrecision):
                 paths.add(path)
             else:
                 kept[path] = f"{linear.in_features}x{linear.out_features} is not a multiple of 16 (FP8 GEMM alignment)"
-        convert_to_float8_training(model, module_filter_fn=lambda module, fqn: fqn in paths,
-                                   config=Float8LinearConfig.from_recipe_name(self.cfg.recipe))
+        convert_to_float8_training(
+            model,
+            module_filter_fn=lambda module, fqn: fqn in paths,
+            config=Float8LinearConfig.from_recipe_name(self.cfg.recipe),
+        )
         self.effective.update(fp8_modules=len(paths), fp8_module_paths=sorted(paths), high_precision=kept)
         return model

@@ -33,8 +33,15 @@ from b200lab.precision.fp8_layers import (
 class FP8WeightLinear(nn.Module):
     """A linear layer whose weight is stored as e4m3 with a float32 scale per output channel."""
 
-    def __init__(self, weight_fp8: torch.Tensor, weight_scale: torch.Tensor, bias, fp8_gemm: bool, per_row: bool = True,
-                 fast_accum: bool = True):
+    def __init__(
+        self,
+        weight_fp8: torch.Tensor,
+        weight_scale: torch.Tensor,
+        bias,
+        fp8_gemm: bool,
+        per_row: bool = True,
+        fast_accum: bool = True,
+    ):
         super().__init__()
         self.out_features, self.in_features = weight_fp8.shape
         self.register_buffer("weight_fp8", weight_fp8)
@@ -43,7 +50,7 @@ class FP8WeightLinear(nn.Module):
         self.fp8_gemm, self.per_row, self.fast_accum = fp8_gemm, per_row, fast_accum
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs) -> "FP8WeightLinear":
+    def from_linear(cls, linear: nn.Linear, **kwargs) -> FP8WeightLinear:
         q, scale = quantize_rows(linear.weight.detach())
         return cls(q, scale, linear.bias, **kwargs)
 
@@ -57,7 +64,10 @@ class FP8WeightLinear(nn.Module):
 
     def extra_repr(self) -> str:
         gemm = "fp8 _scaled_mm" if self.fp8_gemm else "dequantised"
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, gemm={gemm}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"gemm={gemm}"
+        )
 
 
 class FP8WeightOnlyPrecision(PrecisionRecipe):
@@ -91,7 +101,10 @@ class FP8WeightOnlyPrecision(PrecisionRecipe):
         self.effective.update(
             compute_dtype="fp8" if fp8 else self.compute_name,
             gemm="fp8 _scaled_mm" if fp8 else f"dequantised ({why})",
-            reason="; ".join(self.reasons + ([] if fp8 else [f"weights de-quantised to {self.compute_name} before each matmul: {why}"]))
+            reason="; ".join(
+                self.reasons
+                + ([] if fp8 else [f"weights de-quantised to {self.compute_name} before each matmul: {why}"])
+            )
             or None,
         )
 
@@ -103,18 +116,25 @@ class FP8WeightOnlyPrecision(PrecisionRecipe):
         for path, linear in chosen:
             fp8 = self.fp8_gemm and gemm_aligned(linear)
             if self.fp8_gemm and not fp8:
-                fallback[path] = f"{linear.in_features}x{linear.out_features} is not a multiple of 16 (torch._scaled_mm alignment)"
-            layer = FP8WeightLinear.from_linear(linear, fp8_gemm=fp8, per_row=self.cfg.activation_scaling == "row",
-                                                fast_accum=bool(self.cfg.fast_accum))
+                fallback[path] = (
+                    f"{linear.in_features}x{linear.out_features} is not a multiple of 16 (torch._scaled_mm alignment)"
+                )
+            layer = FP8WeightLinear.from_linear(
+                linear, fp8_gemm=fp8, per_row=self.cfg.activation_scaling == "row", fast_accum=bool(self.cfg.fast_accum)
+            )
             set_module(model, path, layer)
             before += linear.weight.numel() * linear.weight.element_size()
             after += layer.weight_fp8.numel() * layer.weight_fp8.element_size() + layer.weight_scale.numel() * 4
         if self.fp8_gemm and len(fallback) == len(chosen):
             self._record_gemm(False, "no converted layer has dimensions that are multiples of 16")
         self.effective.update(
-            fp8_modules=len(chosen), fp8_gemm_modules=len(chosen) - len(fallback) if self.fp8_gemm else 0,
-            dequantised_modules=fallback, high_precision=kept,
-            weight_bytes_before=before, weight_bytes_fp8=after, weight_bytes_saved=before - after,
+            fp8_modules=len(chosen),
+            fp8_gemm_modules=len(chosen) - len(fallback) if self.fp8_gemm else 0,
+            dequantised_modules=fallback,
+            high_precision=kept,
+            weight_bytes_before=before,
+            weight_bytes_fp8=after,
+            weight_bytes_saved=before - after,
         )
         return model
 

@@ -58,8 +58,17 @@ def aggregate(ranks: list[dict]) -> dict:
         except RankReportError as exc:
             bad.append(str(exc))
     if not parsed:
-        return {"status": "error", "error": "; ".join(bad), "metrics": {}, "effective": {}, "env": {}, "unaggregated": [], "info": {}, "step_ms": [],
-                "curves": {}}
+        return {
+            "status": "error",
+            "error": "; ".join(bad),
+            "metrics": {},
+            "effective": {},
+            "env": {},
+            "unaggregated": [],
+            "info": {},
+            "step_ms": [],
+            "curves": {},
+        }
     ranks = sorted(parsed, key=lambda r: r["rank"])
     expected = max(r.get("world_size", 1) for r in ranks)
     missing = sorted(set(range(expected)) - {r["rank"] for r in ranks})
@@ -152,7 +161,9 @@ def _trial_spread(ranks: list[dict], tokens_per_step: int) -> dict:
     out = {"trials": n_trials}
     for name, values in (("trial_step_ms_p50", p50s), ("trial_tokens_per_s", rates)):
         if len(values) == n_trials:
-            out.update({f"{name}_min": min(values), f"{name}_max": max(values), f"{name}_std": float(np.std(values, ddof=1))})
+            out.update(
+                {f"{name}_min": min(values), f"{name}_max": max(values), f"{name}_std": float(np.std(values, ddof=1))}
+            )
     return out
 
 
@@ -189,7 +200,13 @@ def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float,
     for key in ("sm_clock_mhz_min", "sm_clock_mhz_max", "sm_clock_mhz_mean"):
         values = [e[key] for e in energies if key in e]
         if values:
-            metrics[key] = min(values) if key.endswith("min") else max(values) if key.endswith("max") else sum(values) / len(values)
+            metrics[key] = (
+                min(values)
+                if key.endswith("min")
+                else max(values)
+                if key.endswith("max")
+                else sum(values) / len(values)
+            )
     if energies and energies[0].get("clock_limits"):
         info["clock_limits"] = energies[0]["clock_limits"]
     if all("energy_j" in e for e in energies) and energies:

@@ -9,14 +9,14 @@ precision, attention kernel, compile mode), so ``precision=auto`` shows as ``flo
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 # keys that select a preset, not a value of the experiment: the preset is named on its own
 NOT_VARIED = ("experiment",)
 SWEEP_SYNTAX = re.compile(r"^(range|choice|glob|interval|tag)\(|,")
 
 
-def overrides(point: Optional[str]) -> dict[str, str]:
+def overrides(point: str | None) -> dict[str, str]:
     """``"seq=1k model=tiny"`` -> ``{"seq": "1k", "model": "tiny"}`` (Hydra's ``+``/``~`` prefixes dropped)."""
     out: dict[str, str] = {}
     for token in (point or "").split():
@@ -36,7 +36,7 @@ def varied_keys(records: Iterable[dict]) -> list[str]:
     return [k for k in keys if len({p.get(k) for p in points}) > 1]
 
 
-def swept_keys(point: Optional[str], typed: Optional[str]) -> list[str]:
+def swept_keys(point: str | None, typed: str | None) -> list[str]:
     """One job's guess of what its sweep varies, before the other jobs exist: the keys of its
     point that the command line swept (``a,b``, ``range(...)``) or never typed (a preset's
     ``hydra.sweeper.params``)."""
@@ -44,20 +44,22 @@ def swept_keys(point: Optional[str], typed: Optional[str]) -> list[str]:
     return [k for k in overrides(point) if k not in fixed and k not in NOT_VARIED]
 
 
-def precision_ran(record: dict) -> Optional[str]:
+def precision_ran(record: dict) -> str | None:
     eff = (record.get("effective") or {}).get("precision") or {}
     return eff.get("compute_dtype") or eff.get("name")
 
 
-def attention_ran(record: dict) -> Optional[str]:
+def attention_ran(record: dict) -> str | None:
     eff = (record.get("effective") or {}).get("attention") or {}
     return eff.get("kernel") or eff.get("name")
 
 
-def compile_ran(record: dict) -> Optional[str]:
+def compile_ran(record: dict) -> str | None:
     """The compile mode of a compiled run, ``eager`` otherwise (requested mode when nothing ran)."""
     eff = record.get("effective") or {}
-    mode = ((record.get("config") or {}).get("compile") or {}).get("name") or (record.get("requested") or {}).get("compile")
+    mode = ((record.get("config") or {}).get("compile") or {}).get("name") or (record.get("requested") or {}).get(
+        "compile"
+    )
     if "compiled" in eff:
         return (mode or "compiled") if eff["compiled"] else "eager"
     return None if mode in (None, "none") else mode
@@ -86,7 +88,11 @@ def short_sha(record: dict) -> str:
 def label(record: dict, keys: list[str]) -> str:
     """The point's values of ``keys`` as ``k=v`` words (the whole point when ``keys`` is empty)."""
     values = overrides(record.get("point"))
-    words = [f"{k}={values.get(k, '-')}" for k in keys] if keys else [f"{k}={v}" for k, v in values.items() if k not in NOT_VARIED]
+    words = (
+        [f"{k}={values.get(k, '-')}" for k in keys]
+        if keys
+        else [f"{k}={v}" for k, v in values.items() if k not in NOT_VARIED]
+    )
     return " ".join(words) or "(defaults)"
 
 
@@ -95,19 +101,21 @@ def point_name(record: dict, keys: list[str]) -> str:
     return f"{label(record, keys)} | {ran}" if ran else label(record, keys)
 
 
-def unique_names(records: list[dict], keys: Optional[list[str]] = None) -> list[str]:
+def unique_names(records: list[dict], keys: list[str] | None = None) -> list[str]:
     """One name per record, no two alike: a repeated name gets its job number (``#3``)."""
     keys = varied_keys(records) if keys is None else keys
     names = [point_name(r, keys) for r in records]
     one_sweep = len({r.get("sweep_id") for r in records}) == 1
 
     def tag(i: int, r: dict) -> str:
-        return f"#{r.get('job_num', i)}" if one_sweep else f"#{(r.get('sweep_id') or 'single')[:6]}.{r.get('job_num', i)}"
+        return (
+            f"#{r.get('job_num', i)}" if one_sweep else f"#{(r.get('sweep_id') or 'single')[:6]}.{r.get('job_num', i)}"
+        )
 
     return [f"{n} {tag(i, r)}" if names.count(n) > 1 else n for i, (n, r) in enumerate(zip(names, records))]
 
 
-def sweep_name(records: list[dict], preset: Optional[str] = None, typed: Optional[str] = None) -> str:
+def sweep_name(records: list[dict], preset: str | None = None, typed: str | None = None) -> str:
     """The parent run's name: the preset when there is one, then what varied with its values
     (``seq=1k,2k model=tiny``), from the records or, before any ran, from the command line."""
     if records:
@@ -118,7 +126,11 @@ def sweep_name(records: list[dict], preset: Optional[str] = None, typed: Optiona
                 value = overrides(r.get("point")).get(k, "-")
                 if value not in values[k]:
                     values[k].append(value)
-        shared = {k: v for k, v in overrides(typed).items() if k not in keys and k not in NOT_VARIED and not SWEEP_SYNTAX.search(v)}
+        shared = {
+            k: v
+            for k, v in overrides(typed).items()
+            if k not in keys and k not in NOT_VARIED and not SWEEP_SYNTAX.search(v)
+        }
         words = [f"{k}={','.join(v)}" for k, v in values.items()] + [f"{k}={v}" for k, v in shared.items()]
     else:
         words = [t for t in (typed or "").split() if not t.startswith("experiment=")]

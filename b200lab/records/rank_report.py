@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "oom", "error", "interrupted")
@@ -24,7 +24,7 @@ class RankReport:
     rank: int
     world_size: int
     status: str
-    error: Optional[str]
+    error: str | None
     data_shard: int  # ranks with the same shard processed the same samples
     tokens_per_step: int = 0
     flops_per_step: float = 0  # this rank's share of the model FLOPs per step
@@ -40,22 +40,36 @@ class RankReport:
     energy: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)  # rank 0 only
     profile: dict = field(default_factory=dict)
-    traceback: Optional[str] = None
+    traceback: str | None = None
     partial: bool = False  # a checkpoint written while timing (the rank did not finish)
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "rank report") -> "RankReport":
+    def from_dict(cls, data: Any, source: str = "rank report") -> RankReport:
         if not isinstance(data, dict):
             raise RankReportError(f"{source}: not a JSON object")
         names = {f.name: f for f in dataclasses.fields(cls)}
-        missing = [n for n, f in names.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in data]
+        missing = [
+            n
+            for n, f in names.items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in data
+        ]
         if missing:
             raise RankReportError(f"{source}: missing {', '.join(missing)}")
         kwargs = {k: v for k, v in data.items() if k in names}
         report = cls(**kwargs)
-        checks = {"rank": int, "world_size": int, "data_shard": int, "tokens_per_step": int, "flops_per_step": (int, float),
-                  "span_s": (int, float), "step_ms": list, "warmup_ms": list, "metrics": dict, "effective": dict}
+        checks = {
+            "rank": int,
+            "world_size": int,
+            "data_shard": int,
+            "tokens_per_step": int,
+            "flops_per_step": (int, float),
+            "span_s": (int, float),
+            "step_ms": list,
+            "warmup_ms": list,
+            "metrics": dict,
+            "effective": dict,
+        }
         for key, types in checks.items():
             value = getattr(report, key)
             if isinstance(value, bool) or not isinstance(value, types):
@@ -63,7 +77,9 @@ class RankReport:
         if report.status not in STATUSES:
             raise RankReportError(f"{source}: status={report.status!r} is not one of {', '.join(STATUSES)}")
         if report.schema_version > SCHEMA_VERSION:
-            raise RankReportError(f"{source}: schema_version {report.schema_version} is newer than this b200lab reads ({SCHEMA_VERSION})")
+            raise RankReportError(
+                f"{source}: schema_version {report.schema_version} is newer than this b200lab reads ({SCHEMA_VERSION})"
+            )
         return report
 
     def to_json_dict(self) -> dict:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,12 +41,12 @@ class ResultsError(ValueError):
 
 class MlflowRecord(BaseModel):
     model_config = ConfigDict(extra="allow")
-    tracking_uri: Optional[str] = None
-    experiment_id: Optional[str] = None
-    run_id: Optional[str] = None
-    parent_run_id: Optional[str] = None
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    run_id: str | None = None
+    parent_run_id: str | None = None
     synced: bool = False
-    error: Optional[str] = None
+    error: str | None = None
 
 
 class JobResult(BaseModel):
@@ -55,10 +55,10 @@ class JobResult(BaseModel):
     model_config = ConfigDict(extra="allow")
     schema_version: int = 1
     status: Literal["ok", "oom", "error", "interrupted"]
-    error: Optional[str] = None
+    error: str | None = None
     point: str = ""
     job_num: int = 0
-    sweep_id: Optional[str] = None
+    sweep_id: str | None = None
     requested: dict[str, Any]
     effective: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any]
@@ -94,7 +94,9 @@ def read(path: Path) -> dict:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()[:5])
         raise ResultsError(path, f"not a b200lab results.json ({problems})") from exc
     if record.schema_version > SCHEMA_VERSION:
-        raise ResultsError(path, f"schema_version {record.schema_version} is newer than this b200lab reads ({SCHEMA_VERSION})")
+        raise ResultsError(
+            path, f"schema_version {record.schema_version} is newer than this b200lab reads ({SCHEMA_VERSION})"
+        )
     data.setdefault("mlflow", record.mlflow.model_dump())
     return data
 

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlparse
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -30,11 +30,11 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-def resolve_uri(configured: Optional[str]) -> str:
+def resolve_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def probe(uri: str, timeout_s: float) -> Optional[str]:
+def probe(uri: str, timeout_s: float) -> str | None:
     """None when the store looks usable, else why not. Takes at most about ``timeout_s``."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
@@ -47,7 +47,7 @@ def probe(uri: str, timeout_s: float) -> Optional[str]:
             return f"tracking server {uri} did not answer within {timeout_s:g} s ({reason})"
         return None
     if parsed.scheme == "sqlite":
-        path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
         if path is None or str(path) in ("", ":memory:"):
             return None
         return _writable_dir(path.parent, f"sqlite store {uri}")
@@ -56,7 +56,7 @@ def probe(uri: str, timeout_s: float) -> Optional[str]:
     return None  # databricks and other schemes: nothing cheap to probe
 
 
-def _writable_dir(path: Path, what: str) -> Optional[str]:
+def _writable_dir(path: Path, what: str) -> str | None:
     path = path if str(path) else Path(".")
     existing = next((p for p in [path, *path.absolute().parents] if p.exists()), None)
     if existing is None or not os.access(existing, os.W_OK):
@@ -80,9 +80,14 @@ def _user() -> str:
         return os.environ.get("USER") or str(os.getuid())
 
 
-def source_tags(git_sha: Optional[str]) -> dict:
+def source_tags(git_sha: str | None) -> dict:
     """MLflow's standard provenance tags, which its UI shows as the run's source and version."""
-    return {"mlflow.source.type": "LOCAL", "mlflow.source.name": "b200lab", "mlflow.source.git.commit": git_sha, "mlflow.user": _user()}
+    return {
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": "b200lab",
+        "mlflow.source.git.commit": git_sha,
+        "mlflow.user": _user(),
+    }
 
 
 class Tracker:
@@ -93,17 +98,21 @@ class Tracker:
 
         self.uri = uri
         self.system_metrics = system_metrics
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (system metrics started/stopped) drown the sweep's
+        logging.getLogger("mlflow").setLevel(
+            logging.WARNING
+        )  # its INFO lines (system metrics started/stopped) drown the sweep's
         with store_lock(uri):  # the first use creates a new store's tables; see store_lock.py
             self.client = MlflowClient(tracking_uri=uri)
             exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+            self.experiment_id = (
+                exp.experiment_id if exp else self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+            )
             if exp and not any(k in exp.tags for k in EXPERIMENT_KIND):
                 for key, value in EXPERIMENT_KIND.items():
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         self._monitor = None
 
-    def create_run(self, name: str, tags: dict, parent_run_id: Optional[str] = None, git_sha: Optional[str] = None) -> str:
+    def create_run(self, name: str, tags: dict, parent_run_id: str | None = None, git_sha: str | None = None) -> str:
         """A run with ``tags`` plus the source tags; ``git_sha`` defaults to this checkout's."""
         if git_sha is None:
             from b200lab.measure.environment import git_sha as current_sha
@@ -114,7 +123,7 @@ class Tracker:
             tags["mlflow.parentRunId"] = parent_run_id
         return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
 
-    def run_status(self, run_id: str) -> Optional[str]:
+    def run_status(self, run_id: str) -> str | None:
         """The run's MLflow status (RUNNING, FINISHED, ...), or None when this store lacks it."""
         from mlflow.exceptions import MlflowException
 
@@ -131,13 +140,17 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict, step_ms: list[float] = (), curves: Optional[dict] = None) -> None:
+    def log_metrics(self, run_id: str, metrics: dict, step_ms: list[float] = (), curves: dict | None = None) -> None:
         """Scalars at step 0; ``step_ms`` and each curve ({name: [[step, value], ...]}) as a history
         with their steps (a long curve is thinned evenly to 5000 points, its last one kept)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        items = [
+            Metric(k, float(v), now, 0)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         items += [Metric("step_ms", float(v), now, i) for i, v in enumerate(step_ms[:5000])]
         for name, points in (curves or {}).items():
             every = max(1, -(-(len(points) - 1) // 4999))
@@ -150,7 +163,7 @@ class Tracker:
 
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items() if v is not None])
 
-    def log_files(self, run_id: str, paths: list[Path], artifact_path: Optional[str] = None) -> None:
+    def log_files(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
         for path in paths:
             if path.is_dir():
                 self.client.log_artifacts(run_id, str(path), artifact_path=path.name)
@@ -210,7 +223,9 @@ def result_tags(results: dict) -> dict:
         "effective.master_dtype": eff_prec.get("master_dtype"),
         "effective.precision_reason": eff_prec.get("reason"),
         "effective.fp8_recipe": eff_prec.get("recipe"),
-        "effective.fp8_modules": json.dumps(eff_prec["fp8_modules"], sort_keys=True) if eff_prec.get("fp8_modules") else None,
+        "effective.fp8_modules": json.dumps(eff_prec["fp8_modules"], sort_keys=True)
+        if eff_prec.get("fp8_modules")
+        else None,
         "effective.attention": eff_attn.get("name"),
         "effective.attention_kernel": eff_attn.get("kernel"),
         "effective.attention_reason": eff_attn.get("reason"),
@@ -233,8 +248,18 @@ def result_tags(results: dict) -> dict:
 
 
 def job_artifacts(job_dir: Path) -> list[Path]:
-    return [job_dir / "config.yaml", job_dir / "results.json", job_dir / "job.log", job_dir / "ranks", job_dir / ".hydra",
-            job_dir / "traces", job_dir / "artifacts", job_dir / "ncu_top_kernels.csv", job_dir / "ncu_raw.csv", job_dir / "nsys_report.nsys-rep"]
+    return [
+        job_dir / "config.yaml",
+        job_dir / "results.json",
+        job_dir / "job.log",
+        job_dir / "ranks",
+        job_dir / ".hydra",
+        job_dir / "traces",
+        job_dir / "artifacts",
+        job_dir / "ncu_top_kernels.csv",
+        job_dir / "ncu_raw.csv",
+        job_dir / "nsys_report.nsys-rep",
+    ]
 
 
 def child_name(results: dict, job_dir: Path) -> str:

@@ -13,33 +13,34 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 
 @dataclass
 class GuardRow:
     precision: str
     effective: str  # what ran (fp8 recipe, fallback, de-quantised GEMM...)
-    perplexity: Optional[float]
-    ppl_delta: Optional[float]  # relative to the reference; None for the reference itself or without a perplexity
-    speedup: Optional[float]
-    tokens_per_s: Optional[float]
-    run_id: Optional[str]
+    perplexity: float | None
+    ppl_delta: float | None  # relative to the reference; None for the reference itself or without a perplexity
+    speedup: float | None
+    tokens_per_s: float | None
+    run_id: str | None
     status: str  # pass | fail | reference | no perplexity | no reference
 
 
 @dataclass
 class GuardReport:
     reference: str
-    max_ppl_delta: Optional[float]
+    max_ppl_delta: float | None
     rows: list[GuardRow] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return any(r.status in ("fail", "no reference") for r in self.rows) or not any(r.status == "reference" for r in self.rows)
+        return any(r.status in ("fail", "no reference") for r in self.rows) or not any(
+            r.status == "reference" for r in self.rows
+        )
 
 
-def settings(records: list[dict]) -> Optional[tuple[str, Optional[float]]]:
+def settings(records: list[dict]) -> tuple[str, float | None] | None:
     """(reference, max_ppl_delta) when the sweep's config asks for a guard, else None."""
     for r in records:
         guard = (r.get("config") or {}).get("guard") or {}
@@ -63,9 +64,13 @@ def _ran(record: dict) -> str:
     return " ".join(parts)
 
 
-def evaluate(records: list[dict], reference: str, max_ppl_delta: Optional[float]) -> GuardReport:
+def evaluate(records: list[dict], reference: str, max_ppl_delta: float | None) -> GuardReport:
     report = GuardReport(reference, max_ppl_delta)
-    refs = {_key(r): r for r in records if r["config"]["precision"]["name"] == reference and r.get("metrics", {}).get("perplexity")}
+    refs = {
+        _key(r): r
+        for r in records
+        if r["config"]["precision"]["name"] == reference and r.get("metrics", {}).get("perplexity")
+    }
     for r in records:
         m, name = r.get("metrics", {}), r["config"]["precision"]["name"]
         ppl, tps = m.get("perplexity"), m.get("tokens_per_s")
@@ -88,8 +93,10 @@ def evaluate(records: list[dict], reference: str, max_ppl_delta: Optional[float]
 
 def table(report: GuardReport) -> str:
     limit = "none" if report.max_ppl_delta is None else f"{report.max_ppl_delta:+.2%}"
-    lines = [f"accuracy guard: perplexity vs precision={report.reference}, limit {limit}",
-             f"{'precision':<18} {'perplexity':>11} {'delta':>9} {'speedup':>8} {'tokens/s':>12}  {'status':<13} ran"]
+    lines = [
+        f"accuracy guard: perplexity vs precision={report.reference}, limit {limit}",
+        f"{'precision':<18} {'perplexity':>11} {'delta':>9} {'speedup':>8} {'tokens/s':>12}  {'status':<13} ran",
+    ]
     for r in report.rows:
         ppl = "-" if r.perplexity is None else f"{r.perplexity:.4f}"
         delta = "-" if r.ppl_delta is None else f"{r.ppl_delta:+.3%}"
@@ -97,7 +104,9 @@ def table(report: GuardReport) -> str:
         tps = "-" if r.tokens_per_s is None else f"{r.tokens_per_s:,.0f}"
         lines.append(f"{r.precision:<18} {ppl:>11} {delta:>9} {speed:>8} {tps:>12}  {r.status:<13} {r.effective}")
     if not any(r.status == "reference" for r in report.rows):
-        lines.append(f"no point ran precision={report.reference} with a perplexity: nothing to compare with (the guard fails)")
+        lines.append(
+            f"no point ran precision={report.reference} with a perplexity: nothing to compare with (the guard fails)"
+        )
     return "\n".join(lines)
 
 
@@ -106,5 +115,7 @@ def write_csv(report: GuardReport, path: Path) -> Path:
         w = csv.writer(f)
         w.writerow(["precision", "perplexity", "ppl_delta", "speedup", "tokens_per_s", "status", "ran", "run_id"])
         for r in report.rows:
-            w.writerow([r.precision, r.perplexity, r.ppl_delta, r.speedup, r.tokens_per_s, r.status, r.effective, r.run_id])
+            w.writerow(
+                [r.precision, r.perplexity, r.ppl_delta, r.speedup, r.tokens_per_s, r.status, r.effective, r.run_id]
+            )
     return path

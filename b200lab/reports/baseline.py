@@ -27,13 +27,31 @@ HARDWARE_KEYS = ("gpu", "gpu_count")
 NOT_IDENTITY = ("hydra.", "tracking.", "run.launcher", "run.timeout_s")
 # gated metrics: (direction, threshold) -- the relative worsening allowed beyond the measured spread
 GATED = {
-    "tokens_per_s": ("higher", 0.05), "tokens_per_s_per_gpu": ("higher", 0.05), "tflops": ("higher", 0.05), "mfu": ("higher", 0.05),
-    "gemm_tflops": ("higher", 0.05), "hbm_gbps": ("higher", 0.05), "allreduce_busbw_gbps": ("higher", 0.05),
-    "output_tokens_per_s": ("higher", 0.05), "tokens_per_j": ("higher", 0.05), "step_ms_p50": ("lower", 0.05),
-    "peak_mem_allocated_gb": ("lower", 0.02), "perplexity": ("lower", 0.01),
+    "tokens_per_s": ("higher", 0.05),
+    "tokens_per_s_per_gpu": ("higher", 0.05),
+    "tflops": ("higher", 0.05),
+    "mfu": ("higher", 0.05),
+    "gemm_tflops": ("higher", 0.05),
+    "hbm_gbps": ("higher", 0.05),
+    "allreduce_busbw_gbps": ("higher", 0.05),
+    "output_tokens_per_s": ("higher", 0.05),
+    "tokens_per_j": ("higher", 0.05),
+    "step_ms_p50": ("lower", 0.05),
+    "peak_mem_allocated_gb": ("lower", 0.02),
+    "perplexity": ("lower", 0.01),
 }
-FROM_STEPS = {"tokens_per_s", "tokens_per_s_per_gpu", "tflops", "mfu", "gemm_tflops", "hbm_gbps", "allreduce_busbw_gbps",
-              "output_tokens_per_s", "tokens_per_j", "step_ms_p50"}  # their noise is the step-time spread
+FROM_STEPS = {
+    "tokens_per_s",
+    "tokens_per_s_per_gpu",
+    "tflops",
+    "mfu",
+    "gemm_tflops",
+    "hbm_gbps",
+    "allreduce_busbw_gbps",
+    "output_tokens_per_s",
+    "tokens_per_j",
+    "step_ms_p50",
+}  # their noise is the step-time spread
 
 
 class BaselineError(ValueError):
@@ -50,11 +68,16 @@ def entry(record: dict) -> dict:
     env = record.get("env") or {}
     metrics = record.get("metrics") or {}
     return {
-        "key": point_key(record), "point": record.get("point"), "status": record.get("status"),
-        "run_id": (record.get("mlflow") or {}).get("run_id"), "card": card(record), "git_sha": env.get("git_sha"),
+        "key": point_key(record),
+        "point": record.get("point"),
+        "status": record.get("status"),
+        "run_id": (record.get("mlflow") or {}).get("run_id"),
+        "card": card(record),
+        "git_sha": env.get("git_sha"),
         "env": {k: env.get(k) for k in ENV_KEYS if env.get(k) is not None},
         "metrics": {k: float(metrics[k]) for k in GATED if isinstance(metrics.get(k), (int, float))},
-        "band": band_ratios(record), "n_steps": metrics.get("n_steps"),
+        "band": band_ratios(record),
+        "n_steps": metrics.get("n_steps"),
     }
 
 
@@ -63,9 +86,15 @@ def build(records: list[dict], source: str) -> dict:
     keys = [e["key"] for e in entries]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
-        raise BaselineError(f"several runs are the same point ({', '.join(repeated)}): select one sweep (--parent) or one folder")
-    return {"schema": SCHEMA, "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "source": source,
-            "points": sorted(entries, key=lambda e: e["key"])}
+        raise BaselineError(
+            f"several runs are the same point ({', '.join(repeated)}): select one sweep (--parent) or one folder"
+        )
+    return {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": source,
+        "points": sorted(entries, key=lambda e: e["key"]),
+    }
 
 
 def load(path: Path) -> dict:
@@ -76,18 +105,24 @@ def load(path: Path) -> dict:
     except json.JSONDecodeError as exc:
         raise BaselineError(f"baseline {path} is not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("points"), list):
-        raise BaselineError(f"{path} is not a b200lab baseline (expected schema {SCHEMA!r}; write one with `b200lab baseline save`)")
+        raise BaselineError(
+            f"{path} is not a b200lab baseline (expected schema {SCHEMA!r}; write one with `b200lab baseline save`)"
+        )
     return data
 
 
 def main(argv: list[str]) -> int:
     from b200lab.reports import selection
 
-    parser = argparse.ArgumentParser(prog="b200lab baseline", description="Record a sweep as a baseline for `b200lab gate`.")
+    parser = argparse.ArgumentParser(
+        prog="b200lab baseline", description="Record a sweep as a baseline for `b200lab gate`."
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     save = sub.add_parser("save", help="write a baseline JSON from results.json folders or MLflow runs")
     selection.add_arguments(save)
-    save.add_argument("--out", type=Path, required=True, help="the baseline file to write (e.g. baselines/nightly-h100.json)")
+    save.add_argument(
+        "--out", type=Path, required=True, help="the baseline file to write (e.g. baselines/nightly-h100.json)"
+    )
     args = parser.parse_args(argv)
     try:
         records, source, skipped = selection.select(args)

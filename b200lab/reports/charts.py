@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from b200lab.records.points import card, label, overrides, varied_keys
 from b200lab.reports.spread import band
@@ -48,7 +48,11 @@ def _numeric_paths(records: list[dict], key: str) -> list[str]:
     fields of the group it selects (``seq`` -> ``seq.len``, ``seq.batch``)."""
     first = config_value(records[0], key)
     paths = [f"{key}.{f}" for f in first] if isinstance(first, dict) else [key]
-    return [p for p in paths if all(_numeric(config_value(r, p)) for r in records) and len({config_value(r, p) for r in records}) > 1]
+    return [
+        p
+        for p in paths
+        if all(_numeric(config_value(r, p)) for r in records) and len({config_value(r, p) for r in records}) > 1
+    ]
 
 
 @dataclass
@@ -59,7 +63,7 @@ class Axis:
     categories: list[str] = field(default_factory=list)
 
 
-def choose_axis(records: list[dict], x: Optional[str] = None) -> Optional[Axis]:
+def choose_axis(records: list[dict], x: str | None = None) -> Axis | None:
     """The swept value to draw against, or None when the points varied nothing."""
     keys = varied_keys(records)
     if x is not None:
@@ -69,7 +73,9 @@ def choose_axis(records: list[dict], x: Optional[str] = None) -> Optional[Axis]:
         return Axis(x, False, [k for k in keys if k != x], _categories(records, x))
     candidates = [(p, k) for k in keys for p in _numeric_paths(records, k)]
     if candidates:
-        path, owner = min(candidates, key=lambda c: PREFERRED_X.index(c[0]) if c[0] in PREFERRED_X else len(PREFERRED_X))
+        path, owner = min(
+            candidates, key=lambda c: PREFERRED_X.index(c[0]) if c[0] in PREFERRED_X else len(PREFERRED_X)
+        )
         return Axis(path, True, [k for k in keys if k != owner])
     if keys:
         return Axis(keys[0], False, keys[1:], _categories(records, keys[0]))
@@ -95,6 +101,7 @@ class Line:
 def lines(records: list[dict], metric: str, axis: Axis) -> list[Line]:
     """One line per label of the other varied keys; a label that would put two points at one x
     (sweeps repeated with the same overrides) is split by card and git sha."""
+
     def x_of(r: dict) -> float:
         if axis.numeric:
             return float(config_value(r, axis.x))
@@ -111,14 +118,18 @@ def lines(records: list[dict], metric: str, axis: Axis) -> list[Line]:
     for r in records:
         n = name(r)
         if n in crowded:
-            n += f" [{card(r)} {(r.get('env') or {}).get('git_sha', '?')[:8]} {(r.get('sweep_id') or '')[:6]}]".replace("  ", " ")
+            n += f" [{card(r)} {(r.get('env') or {}).get('git_sha', '?')[:8]} {(r.get('sweep_id') or '')[:6]}]".replace(
+                "  ", " "
+            )
         line = out.setdefault(n, Line(n))
         value = (r.get("metrics") or {}).get(metric)
         if r.get("status") != "ok" or value is None:
             line.missing.append(f"{_x_text(axis, x_of(r))}: {r.get('status')}")
             continue
         low, high = band(r, metric) or (value, value)
-        line.points.append((x_of(r), float(value), float(low), float(high), (r.get("mlflow") or {}).get("run_id") or ""))
+        line.points.append(
+            (x_of(r), float(value), float(low), float(high), (r.get("mlflow") or {}).get("run_id") or "")
+        )
     for line in out.values():
         line.points.sort()
     return list(out.values())
@@ -128,7 +139,7 @@ def _x_text(axis: Axis, x: float) -> str:
     return f"{x:g}" if axis.numeric else axis.categories[int(x)]
 
 
-def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -> Optional[Path]:
+def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -> Path | None:
     """One chart; None when no point has the metric."""
     drawn = lines(records, metric, axis)
     if not any(line.points for line in drawn):
@@ -143,8 +154,14 @@ def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -
         if not line.points:
             continue
         xs, ys, lows, highs, _ = zip(*line.points)
-        ax.errorbar(xs, ys, yerr=[[max(y - lo, 0.0) for y, lo in zip(ys, lows)], [max(hi - y, 0.0) for y, hi in zip(ys, highs)]], marker="o", capsize=3,
-                    label=line.label + (f" (no value at {', '.join(line.missing)})" if line.missing else ""))
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[[max(y - lo, 0.0) for y, lo in zip(ys, lows)], [max(hi - y, 0.0) for y, hi in zip(ys, highs)]],
+            marker="o",
+            capsize=3,
+            label=line.label + (f" (no value at {', '.join(line.missing)})" if line.missing else ""),
+        )
     if axis.numeric:
         values = sorted({p[0] for line in drawn for p in line.points})
         ax.set_xticks(values, [f"{v:g}" for v in values])
@@ -157,13 +174,21 @@ def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -
     ax.set_xlabel(axis.x)
     ax.set_ylabel(title)
     ys = [p[1] for line in drawn for p in line.points]
-    if min(ys) > 0 and max(ys) / min(ys) > 20:  # a model-size ladder spans decades: a linear axis flattens the small end
+    if (
+        min(ys) > 0 and max(ys) / min(ys) > 20
+    ):  # a model-size ladder spans decades: a linear axis flattens the small end
         ax.set_yscale("log")
     else:
         ax.set_ylim(bottom=0)
     cards = sorted({card(r) for r in records})
-    spread = "whiskers: step-time p10-p90" if any(band(r, metric) for r in records) else "no whiskers: this metric has no step-time band"
-    ax.set_title(f"{title} against {axis.x} on {', '.join(cards)}\n({spread}; every point is a run in the table)", fontsize=9)
+    spread = (
+        "whiskers: step-time p10-p90"
+        if any(band(r, metric) for r in records)
+        else "no whiskers: this metric has no step-time band"
+    )
+    ax.set_title(
+        f"{title} against {axis.x} on {', '.join(cards)}\n({spread}; every point is a run in the table)", fontsize=9
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +197,7 @@ def draw(records: list[dict], metric: str, title: str, axis: Axis, path: Path) -
     return path
 
 
-def line_charts(records: list[dict], out_dir: Path, x: Optional[str] = None) -> list[tuple[str, Path]]:
+def line_charts(records: list[dict], out_dir: Path, x: str | None = None) -> list[tuple[str, Path]]:
     """Every chart of METRICS the records have, as (title, path) pairs; none when nothing varied."""
     axis = choose_axis(records, x)
     if axis is None:

@@ -43,9 +43,10 @@ import difflib
 import glob
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import yaml
 
@@ -61,23 +62,59 @@ from b200lab.records.points import (
 # markers start a line, so an indented example of a block (docs/mlflow.md) is text, not a block
 BLOCK = re.compile(r"^<!-- b200lab:table\b(?P<spec>.*?)-->\n(?P<body>.*?)^<!-- /b200lab:table -->", re.S | re.M)
 OPEN, CLOSE = re.compile(r"^<!-- b200lab:table\b", re.M), re.compile(r"^<!-- /b200lab:table -->", re.M)
-SPEC_KEYS = {"files", "where", "rows", "columns", "metric", "metrics", "format", "ratio", "ratio_format", "runs",
-             "names", "headers", "vs", "sort", "csv", "limit"}
+SPEC_KEYS = {
+    "files",
+    "where",
+    "rows",
+    "columns",
+    "metric",
+    "metrics",
+    "format",
+    "ratio",
+    "ratio_format",
+    "runs",
+    "names",
+    "headers",
+    "vs",
+    "sort",
+    "csv",
+    "limit",
+}
 RECORD_ROOTS = ("status", "point", "effective", "requested", "env", "metrics", "mlflow", "config", "measurement")
 DERIVED: dict[str, Callable[[dict], Any]] = {
-    "card": card, "ran": what_ran, "precision_ran": precision_ran, "attention_ran": attention_ran, "compile_ran": compile_ran,
+    "card": card,
+    "ran": what_ran,
+    "precision_ran": precision_ran,
+    "attention_ran": attention_ran,
+    "compile_ran": compile_ran,
     "run": lambda r: short_id(r),
 }
 FORMATS = {  # a metric's default format; others get "{:.4g}"
-    "tokens_per_s": "{:,.0f}", "tokens_per_s_per_gpu": "{:,.0f}", "step_ms_p50": "{:.2f}", "step_ms_p99": "{:.2f}",
-    "step_ms_mean": "{:.2f}", "n_steps": "{:.0f}", "tflops": "{:.1f}", "attn_tflops": "{:.1f}", "gemm_tflops": "{:.1f}",
-    "mfu": "{:.3f}", "hbm_gbps": "{:,.0f}", "allreduce_busbw_gbps": "{:.1f}", "busbw_gbps": "{:.1f}",
-    "peak_mem_allocated_gb": "{:.2f}", "energy_j": "{:,.0f}", "energy_j_sampled": "{:,.0f}", "tokens_per_j": "{:.1f}",
-    "sm_clock_mhz_mean": "{:.0f}", "perplexity": "{:.4f}",
+    "tokens_per_s": "{:,.0f}",
+    "tokens_per_s_per_gpu": "{:,.0f}",
+    "step_ms_p50": "{:.2f}",
+    "step_ms_p99": "{:.2f}",
+    "step_ms_mean": "{:.2f}",
+    "n_steps": "{:.0f}",
+    "tflops": "{:.1f}",
+    "attn_tflops": "{:.1f}",
+    "gemm_tflops": "{:.1f}",
+    "mfu": "{:.3f}",
+    "hbm_gbps": "{:,.0f}",
+    "allreduce_busbw_gbps": "{:.1f}",
+    "busbw_gbps": "{:.1f}",
+    "peak_mem_allocated_gb": "{:.2f}",
+    "energy_j": "{:,.0f}",
+    "energy_j_sampled": "{:,.0f}",
+    "tokens_per_j": "{:.1f}",
+    "sm_clock_mhz_mean": "{:.0f}",
+    "perplexity": "{:.4f}",
 }
 RUN_ID_CHARS = 8
 CSV_ROW = "csv_row"  # a record made from a CSV row holds its columns (and `file`) under this key
-NUMERIC_CELL = re.compile(r"(?:(?:[-+]?[\d,.]+(?:e[-+]\d+)?%?x?|oom|error|interrupted)(?: \([0-9a-f]{8}\))?|-|–|reference)")  # right-aligned
+NUMERIC_CELL = re.compile(
+    r"(?:(?:[-+]?[\d,.]+(?:e[-+]\d+)?%?x?|oom|error|interrupted)(?: \([0-9a-f]{8}\))?|-|–|reference)"
+)  # right-aligned
 
 
 class TableSpecError(ValueError):
@@ -89,7 +126,8 @@ def short_id(record: dict) -> str:
 
 
 def value_of(record: dict, key: str) -> Any:
-    """``seq.len`` -> config's seq.len; ``status`` / ``effective.…`` / ``env.…`` / ``metrics.…`` -> the record's; DERIVED by name."""
+    """``seq.len`` -> config's seq.len; ``status`` / ``effective.…`` / ``env.…`` / ``metrics.…`` ->
+    the record's; DERIVED by name."""
     if CSV_ROW in record:
         return record[CSV_ROW].get(key)
     if key in DERIVED:
@@ -113,6 +151,7 @@ def _matches(record: dict, where: dict) -> bool:
 @dataclass
 class Column:
     """One metric column: which metric, how it reads."""
+
     metric: str
     header: str
     format: str
@@ -129,13 +168,17 @@ class Spec:
         return TableSpecError(f"{self.where}: {message}")
 
 
-def _column(item: Any, default_format: Optional[str], spec: Spec) -> Column:
+def _column(item: Any, default_format: str | None, spec: Spec) -> Column:
     if isinstance(item, str):
         item = {"metric": item}
     if not isinstance(item, dict) or not isinstance(item.get("metric"), str):
         raise spec.fail(f"a metric is a name or {{metric: NAME, header: TEXT, format: FORMAT}}, not {item!r}")
     metric = item["metric"]
-    return Column(metric, str(item.get("header", metric)), str(item.get("format") or default_format or FORMATS.get(metric, "{:.4g}")))
+    return Column(
+        metric,
+        str(item.get("header", metric)),
+        str(item.get("format") or default_format or FORMATS.get(metric, "{:.4g}")),
+    )
 
 
 def _format(value: Any, fmt: str, spec: Spec) -> str:
@@ -147,7 +190,7 @@ def _format(value: Any, fmt: str, spec: Spec) -> str:
         raise spec.fail(f"format {fmt!r} cannot show {value!r} ({exc})") from exc
 
 
-def _cell(record: Optional[dict], col: Column, spec: Spec) -> str:
+def _cell(record: dict | None, col: Column, spec: Spec) -> str:
     """The metric's value, or the run's status where it failed without one."""
     if record is None:
         return "-"
@@ -157,12 +200,12 @@ def _cell(record: Optional[dict], col: Column, spec: Spec) -> str:
     return _format(value, col.format, spec)
 
 
-def _number(record: Optional[dict], metric: str) -> Optional[float]:
+def _number(record: dict | None, metric: str) -> float | None:
     value = None if record is None else (record.get("metrics") or {}).get(metric)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _ratio_text(a: Optional[float], b: Optional[float], fmt: str, spec: Spec) -> str:
+def _ratio_text(a: float | None, b: float | None, fmt: str, spec: Spec) -> str:
     return _format(a / b, fmt, spec) if a is not None and b else "-"
 
 
@@ -170,7 +213,9 @@ def _parse_ratio(text: Any, labels: list[str], spec: Spec) -> tuple[str, str]:
     a, sep, b = str(text).partition(" / ")
     a, b = a.strip(), b.strip()
     if not sep or not a or not b:
-        raise spec.fail(f"ratio {text!r}: expected 'A / B' (spaces around the slash), A and B among the columns {labels}")
+        raise spec.fail(
+            f"ratio {text!r}: expected 'A / B' (spaces around the slash), A and B among the columns {labels}"
+        )
     for side in (a, b):
         if side not in labels:
             raise spec.fail(f"ratio {text!r}: {side!r} is not a column; the columns are {labels}")
@@ -210,8 +255,10 @@ def _hashable(value: Any) -> Any:
 
 def _one(spec: Spec, runs: list[dict], what: str) -> dict:
     if len(runs) > 1:
-        raise spec.fail(f"{what} is claimed by {len(runs)} runs ({', '.join(short_id(r) for r in runs)}): "
-                        "add a row key or a `where` that tells them apart")
+        raise spec.fail(
+            f"{what} is claimed by {len(runs)} runs ({', '.join(short_id(r) for r in runs)}): "
+            "add a row key or a `where` that tells them apart"
+        )
     return runs[0]
 
 
@@ -231,7 +278,9 @@ def _pivot(spec: Spec, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     if values is None:
         values = list(dict.fromkeys(_hashable(value_of(r, col_key)) for r in spec.records))
     labels = {v: str(v) for v in values} if isinstance(values, list) else {k: str(v) for k, v in values.items()}
-    col = _column(raw["metric"] if isinstance(raw["metric"], dict) else {"metric": raw["metric"]}, raw.get("format"), spec)
+    col = _column(
+        raw["metric"] if isinstance(raw["metric"], dict) else {"metric": raw["metric"]}, raw.get("format"), spec
+    )
     _check_metrics(spec, [col.metric])
     names = [str(v) for v in labels]  # ratios and the runs column name columns by their values: `flex / sdpa`
     ratios = [_parse_ratio(t, names, spec) for t in raw.get("ratio") or []]
@@ -242,11 +291,19 @@ def _pivot(spec: Spec, keys: list[str]) -> tuple[list[str], list[list[str]]]:
     for values_, group in _sorted_groups(spec, keys):
         cells = {}
         for value in labels:
-            runs = [r for r in group if _hashable(value_of(r, col_key)) == value or str(value_of(r, col_key)) == str(value)]
-            cells[str(value)] = _one(spec, runs, f"the cell {dict(zip(keys, values_))}, {col_key}={value}") if runs else None
+            runs = [
+                r for r in group if _hashable(value_of(r, col_key)) == value or str(value_of(r, col_key)) == str(value)
+            ]
+            cells[str(value)] = (
+                _one(spec, runs, f"the cell {dict(zip(keys, values_))}, {col_key}={value}") if runs else None
+            )
         row = [_label(spec, k, v) for k, v in zip(keys, values_)] + [_cell(cells[n], col, spec) for n in names]
-        row += [_ratio_text(_number(cells[a], col.metric), _number(cells[b], col.metric), raw.get("ratio_format", "{:.3f}"), spec)
-                for a, b in ratios]
+        row += [
+            _ratio_text(
+                _number(cells[a], col.metric), _number(cells[b], col.metric), raw.get("ratio_format", "{:.3f}"), spec
+            )
+            for a, b in ratios
+        ]
         if raw.get("runs"):
             row.append(", ".join(short_id(cells[n]) if cells[n] else "-" for n in names))
         rows.append(row)
@@ -257,12 +314,17 @@ def _vs_columns(spec: Spec) -> list[tuple[Column, dict, bool]]:
     out = []
     for item in spec.raw.get("vs") or []:
         if not isinstance(item, dict) or "metric" not in item or not isinstance(item.get("where"), dict):
-            raise spec.fail(f"a vs column is {{metric: NAME, where: {{KEY: VALUE}}, header: TEXT, format: FORMAT, change: BOOL}}, not {item!r}")
+            raise spec.fail(
+                f"a vs column is {{metric: NAME, where: {{KEY: VALUE}}, header: TEXT, format: FORMAT, change: BOOL}}, "
+                f"not {item!r}"
+            )
         refs = [r for r in spec.records if _matches(r, item["where"])]
         if not refs:
             raise spec.fail(f"vs {item['where']}: no selected run matches")
         ref = _one(spec, refs, f"the reference {item['where']}")
-        col = Column(str(item["metric"]), str(item.get("header", f"vs {item['where']}")), str(item.get("format", "{:.3f}")))
+        col = Column(
+            str(item["metric"]), str(item.get("header", f"vs {item['where']}")), str(item.get("format", "{:.3f}"))
+        )
         out.append((col, ref, bool(item.get("change"))))
     return out
 
@@ -283,7 +345,11 @@ def _by_metrics(spec: Spec, keys: list[str]) -> tuple[list[str], list[list[str]]
         row = [_label(spec, k, v) for k, v in zip(keys, values)] + [_cell(r, c, spec) for c in cols]
         for col, ref, change in vs:
             a, b = _number(r, col.metric), _number(ref, col.metric)
-            row.append("reference" if r is ref else (_format(a / b - 1 if change else a / b, col.format, spec) if a is not None and b else "-"))
+            row.append(
+                "reference"
+                if r is ref
+                else (_format(a / b - 1 if change else a / b, col.format, spec) if a is not None and b else "-")
+            )
         rows.append(row + ([short_id(r)] if raw.get("runs", True) else []))
     return header, rows
 
@@ -297,8 +363,14 @@ def _by_run_ids(spec: Spec) -> tuple[list[str], list[list[str]]]:
     header = [_header(spec, "label")] + labels + [f"{a} / {b}" for a, b in ratios]
     rows = []
     for item in raw["rows"]:
-        if not isinstance(item, dict) or not {"label", "metric", "runs"} <= set(item) or not isinstance(item["runs"], list):
-            raise spec.fail(f"a row is {{label: TEXT, metric: NAME, format: FORMAT, runs: [RUN_ID or null, ...]}}, not {item!r}")
+        if (
+            not isinstance(item, dict)
+            or not {"label", "metric", "runs"} <= set(item)
+            or not isinstance(item["runs"], list)
+        ):
+            raise spec.fail(
+                f"a row is {{label: TEXT, metric: NAME, format: FORMAT, runs: [RUN_ID or null, ...]}}, not {item!r}"
+            )
         if len(item["runs"]) != len(labels):
             raise spec.fail(f"row {item['label']!r} names {len(item['runs'])} runs for {len(labels)} columns")
         col = _column({"metric": item["metric"], "format": item.get("format")}, raw.get("format"), spec)
@@ -309,8 +381,13 @@ def _by_run_ids(spec: Spec) -> tuple[list[str], list[list[str]]]:
                 raise spec.fail(f"run {short_id(r)} has no metric {col.metric!r}")
             cells.append("–" if r is None else f"{_cell(r, col, spec)} ({short_id(r)})")
         numbers = dict(zip(labels, (_number(r, col.metric) for r in runs)))
-        rows.append([str(item["label"]), *cells,
-                     *(_ratio_text(numbers[a], numbers[b], raw.get("ratio_format", "{:.3f}"), spec) for a, b in ratios)])
+        rows.append(
+            [
+                str(item["label"]),
+                *cells,
+                *(_ratio_text(numbers[a], numbers[b], raw.get("ratio_format", "{:.3f}"), spec) for a, b in ratios),
+            ]
+        )
     return header, rows
 
 
@@ -330,18 +407,28 @@ def parse_spec(text: str, where: str) -> dict:
         raise TableSpecError(f"{where}: the spec is a YAML mapping (files:, rows:, ...), found {type(raw).__name__}")
     unknown = sorted(set(raw) - SPEC_KEYS)
     if unknown:
-        raise TableSpecError(f"{where}: unknown spec key(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}")
+        raise TableSpecError(
+            f"{where}: unknown spec key(s) {', '.join(unknown)}; known: {', '.join(sorted(SPEC_KEYS))}"
+        )
     if raw.get("files") and raw.get("csv"):
         raise TableSpecError(f"{where}: give `files` (results.json) or `csv` (CSV files), not both")
     if not raw.get("files") and not raw.get("csv"):
-        raise TableSpecError(f"{where}: `files` is required (globs of results.json files, relative to the Markdown file), "
-                             "or `csv` (globs of CSV files)")
+        raise TableSpecError(
+            f"{where}: `files` is required (globs of results.json files, relative to the Markdown file), "
+            "or `csv` (globs of CSV files)"
+        )
     csv_rows = bool(raw.get("csv")) and isinstance(raw.get("columns"), list)
     if not raw.get("rows") and not csv_rows:
-        raise TableSpecError(f"{where}: `rows` is required (config keys, or rows naming runs; "
-                             "with `csv`, `columns: [{column, header, format}]` needs none)")
-    if "limit" in raw and (not csv_rows or not isinstance(raw["limit"], int) or isinstance(raw["limit"], bool) or raw["limit"] < 1):
-        raise TableSpecError(f"{where}: `limit` is a positive integer, for a `csv` table with `columns: [...]`; got {raw['limit']!r}")
+        raise TableSpecError(
+            f"{where}: `rows` is required (config keys, or rows naming runs; "
+            "with `csv`, `columns: [{column, header, format}]` needs none)"
+        )
+    if "limit" in raw and (
+        not csv_rows or not isinstance(raw["limit"], int) or isinstance(raw["limit"], bool) or raw["limit"] < 1
+    ):
+        raise TableSpecError(
+            f"{where}: `limit` is a positive integer, for a `csv` table with `columns: [...]`; got {raw['limit']!r}"
+        )
     return raw
 
 
@@ -363,7 +450,9 @@ def _filtered(records: list[dict], raw: dict, files: int, where: str) -> list[di
         raise TableSpecError(f"{where}: `where` is a mapping KEY: VALUE (or [VALUES]), not {filters!r}")
     records = [r for r in records if _matches(r, filters)]
     if not records:
-        raise TableSpecError(f"{where}: no {'row' if raw.get('csv') else 'run'} of {files} files passes where {filters}")
+        raise TableSpecError(
+            f"{where}: no {'row' if raw.get('csv') else 'run'} of {files} files passes where {filters}"
+        )
     return records
 
 
@@ -397,7 +486,9 @@ def _csv_names(raw: dict) -> set[str]:
         names.add(cols.get("key") if isinstance(cols, dict) else cols)
     metric = raw.get("metric")
     names.add(metric.get("metric") if isinstance(metric, dict) else metric)
-    names |= {m if isinstance(m, str) else m.get("metric") for m in raw.get("metrics") or [] if isinstance(m, (str, dict))}
+    names |= {
+        m if isinstance(m, str) else m.get("metric") for m in raw.get("metrics") or [] if isinstance(m, (str, dict))
+    }
     if isinstance(raw.get("sort"), str):
         names.add(raw["sort"].removeprefix("-"))
     return {str(n) for n in names if n is not None}
@@ -417,12 +508,16 @@ def load_csv(raw: dict, base: Path, where: str) -> list[dict]:
                 header = reader.fieldnames or []
                 missing = sorted(wanted - set(header) - {"file"})
                 if missing:
-                    raise TableSpecError(f"{where}: column(s) {', '.join(map(repr, missing))} not in {name} "
-                                         f"(its columns: {', '.join(header) or 'none, the file is empty'})")
+                    raise TableSpecError(
+                        f"{where}: column(s) {', '.join(map(repr, missing))} not in {name} "
+                        f"(its columns: {', '.join(header) or 'none, the file is empty'})"
+                    )
                 for row in reader:
                     if None in row or None in row.values():
-                        raise TableSpecError(f"{where}: {name}:{reader.line_num}: {len(header)} columns in the header, "
-                                             "a different number in this row")
+                        raise TableSpecError(
+                            f"{where}: {name}:{reader.line_num}: {len(header)} columns in the header, "
+                            "a different number in this row"
+                        )
                     values = {k: _csv_value(v) for k, v in row.items()}
                     records.append({CSV_ROW: {**values, "file": name}, "metrics": values, "status": "ok"})
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -442,18 +537,23 @@ def _csv_table(spec: Spec) -> tuple[list[str], list[list[str]]]:
     order = spec.raw.get("sort")
     if isinstance(order, str):
         key = order.removeprefix("-")
-        records = sorted(records, key=lambda r: (isinstance(value_of(r, key), str), value_of(r, key)), reverse=order.startswith("-"))
+        records = sorted(
+            records, key=lambda r: (isinstance(value_of(r, key), str), value_of(r, key)), reverse=order.startswith("-")
+        )
     records = records[: spec.raw.get("limit")]
     auto = lambda v: "{}" if isinstance(v, (str, int)) else "{:.4g}"  # noqa: E731
-    return [c.header for c in cols], [[_format(value_of(r, c.metric), c.format or auto(value_of(r, c.metric)), spec) for c in cols]
-                                      for r in records]
+    return [c.header for c in cols], [
+        [_format(value_of(r, c.metric), c.format or auto(value_of(r, c.metric)), spec) for c in cols] for r in records
+    ]
 
 
 def render(header: list[str], rows: list[list[str]]) -> str:
     numeric = [all(NUMERIC_CELL.fullmatch(row[i]) for row in rows) for i in range(len(header))]
     cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
+    lines = [
+        "| " + " | ".join(cell(h) for h in header) + " |",
+        "| " + " | ".join("---:" if n else "---" for n in numeric) + " |",
+    ]
     return "\n".join(lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]) + "\n"
 
 
@@ -483,21 +583,32 @@ def refresh(text: str, path: Path) -> tuple[str, int]:
         nonlocal count
         count += 1
         where = f"{path}:{text.count(chr(10), 0, match.start()) + 1}"
-        return match.group(0)[: match.start("body") - match.start()] + table(match.group("spec"), path.parent, where) + "<!-- /b200lab:table -->"
+        return (
+            match.group(0)[: match.start("body") - match.start()]
+            + table(match.group("spec"), path.parent, where)
+            + "<!-- /b200lab:table -->"
+        )
 
     out = BLOCK.sub(one, text)
     opened, closed = len(OPEN.findall(text)), len(CLOSE.findall(text))
     if opened != count or closed != count:
-        raise TableSpecError(f"{path}: {opened} block start(s), {closed} end(s), {count} whole block(s): "
-                             "each `<!-- b200lab:table ... -->` needs a `<!-- /b200lab:table -->` after its table")
+        raise TableSpecError(
+            f"{path}: {opened} block start(s), {closed} end(s), {count} whole block(s): "
+            "each `<!-- b200lab:table ... -->` needs a `<!-- /b200lab:table -->` after its table"
+        )
     return out, count
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="b200lab tables", description="Regenerate the results tables embedded in Markdown files "
-                                     "(<!-- b200lab:table SPEC --> ... <!-- /b200lab:table -->) from their results.json files.")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="b200lab tables",
+        description="Regenerate the results tables embedded in Markdown files "
+        "(<!-- b200lab:table SPEC --> ... <!-- /b200lab:table -->) from their results.json files.",
+    )
     parser.add_argument("files", nargs="+", type=Path, help="Markdown files holding table blocks")
-    parser.add_argument("--check", action="store_true", help="change nothing; print a diff of each stale table and exit 1")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; print a diff of each stale table and exit 1"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     stale: list[str] = []
     blocks = 0
@@ -516,15 +627,24 @@ def main(argv: Optional[list[str]] = None) -> int:
             continue
         stale.append(str(path))
         if args.check:
-            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), fresh.splitlines(True), f"{path} (committed)", f"{path} (from the data)"))
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    text.splitlines(True), fresh.splitlines(True), f"{path} (committed)", f"{path} (from the data)"
+                )
+            )
         else:
             path.write_text(fresh)
             print(f"tables: {path}: {count} table(s) regenerated")
     if args.check and stale:
-        print(f"tables: stale: {len(stale)} file(s) hold tables that differ from their results.json files: run "
-              f"`b200lab tables {' '.join(stale)}` and commit", file=sys.stderr)
+        print(
+            f"tables: stale: {len(stale)} file(s) hold tables that differ from their results.json files: run "
+            f"`b200lab tables {' '.join(stale)}` and commit",
+            file=sys.stderr,
+        )
         return 1
-    print(f"tables: {blocks} table(s) in {len(args.files)} file(s) {'match their data' if args.check else 'up to date'}")
+    print(
+        f"tables: {blocks} table(s) in {len(args.files)} file(s) {'match their data' if args.check else 'up to date'}"
+    )
     return 0
 
 

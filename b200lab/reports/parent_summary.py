@@ -12,13 +12,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from b200lab.records.points import sweep_name, unique_names
 from b200lab.reports import sweep_report
 
-HEADLINE = ("tokens_per_s", "tflops", "mfu", "step_ms_p50", "peak_mem_allocated_gb", "tokens_per_j", "gemm_tflops", "hbm_gbps",
-            "allreduce_busbw_gbps", "perplexity")
+HEADLINE = (
+    "tokens_per_s",
+    "tflops",
+    "mfu",
+    "step_ms_p50",
+    "peak_mem_allocated_gb",
+    "tokens_per_j",
+    "gemm_tflops",
+    "hbm_gbps",
+    "allreduce_busbw_gbps",
+    "perplexity",
+)
 NOTE_LIMIT = 7900  # MLflow keeps tag values up to 8000 characters
 
 
@@ -27,7 +36,9 @@ def headline_metrics(records: list[dict]) -> dict[str, float]:
     ok = [r for r in records if r.get("status") == "ok"]
     out: dict[str, float] = {"n_points_ok": float(len(ok))}
     for metric in HEADLINE:
-        values = [float(r["metrics"][metric]) for r in ok if isinstance((r.get("metrics") or {}).get(metric), (int, float))]
+        values = [
+            float(r["metrics"][metric]) for r in ok if isinstance((r.get("metrics") or {}).get(metric), (int, float))
+        ]
         if values:
             out[f"{metric}_min"], out[f"{metric}_max"] = min(values), max(values)
     return out
@@ -35,22 +46,39 @@ def headline_metrics(records: list[dict]) -> dict[str, float]:
 
 def note(records: list[dict], names: list[str], title: str, status: str) -> str:
     """The sweep's tables in Markdown, each point linked to its run; trimmed to what MLflow keeps."""
+
     def link(r: dict) -> str:
         m = r.get("mlflow") or {}
-        return f"[{m['run_id'][:8]}](#/experiments/{m.get('experiment_id')}/runs/{m['run_id']})" if m.get("run_id") else "not in MLflow"
+        return (
+            f"[{m['run_id'][:8]}](#/experiments/{m.get('experiment_id')}/runs/{m['run_id']})"
+            if m.get("run_id")
+            else "not in MLflow"
+        )
 
-    head = f"**{title}**: {len(records)} points, status {status}. Full report with line charts: artifacts `report/report.html`.\n\n"
+    head = (
+        f"**{title}**: {len(records)} points, status {status}. Full report with line charts: artifacts "
+        "`report/report.html`.\n\n"
+    )
     parts = sweep_report.sections(records, link, names=names)
     text = head + sweep_report.markdown(parts)
     if len(text) > NOTE_LIMIT:  # the metrics first: drop the requested-vs-effective table (it is in the report)
-        text = head + sweep_report.markdown([p for p in parts if p[0] != "table" or "precision (asked → ran)" not in p[1].header])
+        text = head + sweep_report.markdown(
+            [p for p in parts if p[0] != "table" or "precision (asked → ran)" not in p[1].header]
+        )
     if len(text) > NOTE_LIMIT:
         text = text[: NOTE_LIMIT - 60].rsplit("\n", 1)[0] + "\n\n(cut to fit MLflow's note; see report/report.md)"
     return text
 
 
-def publish(tracker, parent_run_id: str, records: list[dict], sweep_dir: Path, preset: Optional[str], typed: Optional[str],
-            status: str) -> list[Path]:
+def publish(
+    tracker,
+    parent_run_id: str,
+    records: list[dict],
+    sweep_dir: Path,
+    preset: str | None,
+    typed: str | None,
+    status: str,
+) -> list[Path]:
     """Names, note and headline metrics on the runs; returns the report folder to log on the parent."""
     names = unique_names(records)
     for r, name in zip(records, names):

@@ -22,7 +22,6 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from b200lab.reports.baseline import (
     ENV_KEYS,
@@ -39,10 +38,10 @@ from b200lab.reports.baseline import (
 class Row:
     key: str
     metric: str
-    baseline: Optional[float]
-    candidate: Optional[float]
-    change: Optional[float]  # relative, signed so that < 0 is worse
-    allowed: Optional[float]  # the largest worsening that is not a regression
+    baseline: float | None
+    candidate: float | None
+    change: float | None  # relative, signed so that < 0 is worse
+    allowed: float | None  # the largest worsening that is not a regression
     verdict: str  # ok | REGRESSION | improved | missing | not measured | new
     runs: str
 
@@ -80,16 +79,23 @@ def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float]
             verdict = "REGRESSION" if change < -allowed else ("improved" if change > allowed else "ok")
             rows.append(Row(base["key"], metric, value, new, change, allowed, verdict, runs))
     known = {b["key"] for b in baseline["points"]}
-    rows += [Row(c["key"], "-", None, None, None, None, "new", f"->{_short(c.get('run_id'))}") for c in candidates if c["key"] not in known]
+    rows += [
+        Row(c["key"], "-", None, None, None, None, "new", f"->{_short(c.get('run_id'))}")
+        for c in candidates
+        if c["key"] not in known
+    ]
     return rows
 
 
 def failed(rows: list[Row]) -> list[Row]:
-    return [r for r in rows if r.verdict == "REGRESSION" or r.verdict == "missing" or r.verdict.startswith("not measured")]
+    return [
+        r for r in rows if r.verdict == "REGRESSION" or r.verdict == "missing" or r.verdict.startswith("not measured")
+    ]
 
 
 def env_changes(baseline: dict, candidates: list[dict]) -> tuple[list[str], list[str]]:
     """(hardware changes, software changes) as 'key: before -> after' lines."""
+
     def values(points: list[dict], key: str) -> str:
         return ", ".join(sorted({str((p.get("env") or {}).get(key)) for p in points}))
 
@@ -101,7 +107,7 @@ def env_changes(baseline: dict, candidates: list[dict]) -> tuple[list[str], list
     return hardware, software
 
 
-def _num(value: Optional[float]) -> str:
+def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
@@ -121,13 +127,23 @@ def point_labels(keys: list[str]) -> dict[str, str]:
     return {key: " ".join(f"{n}={items[n]}" for n in varied if n in items) or key for key, items in parsed.items()}
 
 
-def table(rows: list[Row], every: Optional[list[Row]] = None) -> str:
+def table(rows: list[Row], every: list[Row] | None = None) -> str:
     """``rows`` as text; points are named by what differs among ``every`` row (default: ``rows``)."""
     labels = point_labels(sorted({r.key for r in (every or rows)}))
     grid = [["point", "metric", "baseline", "candidate", "change", "allowed", "verdict", "runs (base->cand)"]]
     for r in rows:
-        grid.append([labels[r.key], r.metric, _num(r.baseline), _num(r.candidate), "-" if r.change is None else f"{r.change:+.1%}",
-                     "-" if r.allowed is None else f"{-r.allowed:+.1%}", r.verdict, r.runs])
+        grid.append(
+            [
+                labels[r.key],
+                r.metric,
+                _num(r.baseline),
+                _num(r.candidate),
+                "-" if r.change is None else f"{r.change:+.1%}",
+                "-" if r.allowed is None else f"{-r.allowed:+.1%}",
+                r.verdict,
+                r.runs,
+            ]
+        )
     widths = [max(len(row[i]) for row in grid) for i in range(len(grid[0]))]
     widths[0] = max(len("point"), min(widths[0], WIDTH - sum(widths[1:]) - 2 * (len(widths) - 1)))
     fit = lambda c, w: (c if len(c) <= w else c[: w - 1] + "…").ljust(w)  # noqa: E731
@@ -142,10 +158,17 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="b200lab gate", description=__doc__.split("\n\n")[0].replace("``", "`"))
     parser.add_argument("--baseline", type=Path, required=True, help="a file written by `b200lab baseline save`")
     selection.add_arguments(parser)
-    parser.add_argument("--threshold", action="append", default=[], metavar="METRIC=FRACTION",
-                        help="allowed relative worsening beyond the measured spread (defaults: rates and step time 0.05, "
-                             "peak memory 0.02, perplexity 0.01)")
-    parser.add_argument("--allow-hardware-change", action="store_true", help="compare even when the GPU or GPU count differs")
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="METRIC=FRACTION",
+        help="allowed relative worsening beyond the measured spread (defaults: rates and step time 0.05, "
+        "peak memory 0.02, perplexity 0.01)",
+    )
+    parser.add_argument(
+        "--allow-hardware-change", action="store_true", help="compare even when the GPU or GPU count differs"
+    )
     args = parser.parse_args(argv)
     try:
         thresholds = {}
@@ -156,7 +179,9 @@ def main(argv: list[str]) -> int:
             try:
                 thresholds[metric] = float(value)
             except ValueError:
-                raise BaselineError(f"--threshold {item!r}: {value!r} is not a number (a fraction, e.g. 0.05)") from None
+                raise BaselineError(
+                    f"--threshold {item!r}: {value!r} is not a number (a fraction, e.g. 0.05)"
+                ) from None
         baseline = load(args.baseline)
         records, source, skipped = selection.select(args)
     except (BaselineError, selection.SelectionError) as exc:
@@ -181,5 +206,8 @@ def main(argv: list[str]) -> int:
         print(f"\ngate: FAILED, {len(bad)} offending row(s):", file=sys.stderr)
         print(table(bad, rows), file=sys.stderr)
         return 1
-    print(f"gate: passed ({sum(r.verdict == 'ok' for r in rows)} ok, {sum(r.verdict == 'improved' for r in rows)} improved)")
+    print(
+        f"gate: passed ({sum(r.verdict == 'ok' for r in rows)} ok, {sum(r.verdict == 'improved' for r in rows)} "
+        "improved)"
+    )
     return 0

@@ -50,52 +50,97 @@ def compile_speedups(rows: list[dict]) -> list[dict]:
                 continue
             c10, c50, c90 = np.percentile(r["step_ms"], [10, 50, 90])
             low, high = e10 / c90, e90 / c10
-            out.append({
-                "model": key[0], "workload": key[1], "seq": key[2], "precision": key[3], "compile": mode,
-                "eager_p50_ms": e50, "compiled_p50_ms": c50, "speedup": e50 / c50, "speedup_low": low, "speedup_high": high,
-                "verdict": "faster" if low > 1 else ("slower" if high < 1 else "no clear difference"),
-                "compile_s": r["metrics"].get("compile_s"), "n_eager": len(eager["step_ms"]), "n_compiled": len(r["step_ms"]),
-                "eager_run": eager["mlflow"].get("run_id"), "compiled_run": r["mlflow"].get("run_id"),
-            })
+            out.append(
+                {
+                    "model": key[0],
+                    "workload": key[1],
+                    "seq": key[2],
+                    "precision": key[3],
+                    "compile": mode,
+                    "eager_p50_ms": e50,
+                    "compiled_p50_ms": c50,
+                    "speedup": e50 / c50,
+                    "speedup_low": low,
+                    "speedup_high": high,
+                    "verdict": "faster" if low > 1 else ("slower" if high < 1 else "no clear difference"),
+                    "compile_s": r["metrics"].get("compile_s"),
+                    "n_eager": len(eager["step_ms"]),
+                    "n_compiled": len(r["step_ms"]),
+                    "eager_run": eager["mlflow"].get("run_id"),
+                    "compiled_run": r["mlflow"].get("run_id"),
+                }
+            )
     # points that failed (oom, error) are listed so a missing row is explained
     for r in rows:
         if r["status"] != "ok":
             k = _key(r)
-            out.append({"model": k[0], "workload": k[1], "seq": k[2], "precision": k[3], "compile": r["config"]["compile"]["name"],
-                        "verdict": r["status"], "compiled_run": r["mlflow"].get("run_id")})
+            out.append(
+                {
+                    "model": k[0],
+                    "workload": k[1],
+                    "seq": k[2],
+                    "precision": k[3],
+                    "compile": r["config"]["compile"]["name"],
+                    "verdict": r["status"],
+                    "compiled_run": r["mlflow"].get("run_id"),
+                }
+            )
     return out
 
 
 def markdown(rows: list[dict]) -> str:
-    head = "| model | workload | compile | eager p50 ms | compiled p50 ms | speedup [band] | verdict | compile s | runs (eager / compiled) |\n"
+    head = (
+        "| model | workload | compile | eager p50 ms | compiled p50 ms | speedup [band] | verdict | compile s | runs "
+        "(eager / compiled) |\n"
+    )
     head += "| --- | --- | --- | ---: | ---: | --- | --- | ---: | --- |\n"
     lines = []
     for r in rows:
         if "speedup" in r:
-            lines.append(f"| {r['model']} | {r['workload']} | {r['compile']} | {r['eager_p50_ms']:.2f} | {r['compiled_p50_ms']:.2f} | "
-                         f"{r['speedup']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}] | {r['verdict']} | "
-                         f"{(r['compile_s'] or 0):.1f} | {r['eager_run']} / {r['compiled_run']} |")
+            lines.append(
+                f"| {r['model']} | {r['workload']} | {r['compile']} | {r['eager_p50_ms']:.2f} | "
+                f"{r['compiled_p50_ms']:.2f} | "
+                f"{r['speedup']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}] | {r['verdict']} | "
+                f"{(r['compile_s'] or 0):.1f} | {r['eager_run']} / {r['compiled_run']} |"
+            )
         else:
-            lines.append(f"| {r['model']} | {r['workload']} | {r['compile']} | | | | {r['verdict']} | | {r['compiled_run']} |")
+            lines.append(
+                f"| {r['model']} | {r['workload']} | {r['compile']} | | | | {r['verdict']} | | {r['compiled_run']} |"
+            )
     return head + "\n".join(lines)
 
 
 TABLE = [
-    ("tokens/s", "tokens_per_s", "{:,.0f}"), ("step p50 ms", "step_ms_p50", "{:.2f}"), ("p99 ms", "step_ms_p99", "{:.2f}"),
-    ("n", "n_steps", "{}"), ("TFLOP/s", "tflops", "{:.1f}"), ("MFU", "mfu", "{:.3f}"), ("GEMM TFLOP/s", "gemm_tflops", "{:.1f}"),
-    ("HBM GB/s", "hbm_gbps", "{:,.0f}"), ("energy J", "energy_j", "{:,.0f}"), ("sampled J", "energy_j_sampled", "{:,.0f}"),
-    ("tokens/J", "tokens_per_j", "{:.1f}"), ("SM MHz mean", "sm_clock_mhz_mean", "{:.0f}"), ("peak alloc GB", "peak_mem_allocated_gb", "{:.2f}"),
+    ("tokens/s", "tokens_per_s", "{:,.0f}"),
+    ("step p50 ms", "step_ms_p50", "{:.2f}"),
+    ("p99 ms", "step_ms_p99", "{:.2f}"),
+    ("n", "n_steps", "{}"),
+    ("TFLOP/s", "tflops", "{:.1f}"),
+    ("MFU", "mfu", "{:.3f}"),
+    ("GEMM TFLOP/s", "gemm_tflops", "{:.1f}"),
+    ("HBM GB/s", "hbm_gbps", "{:,.0f}"),
+    ("energy J", "energy_j", "{:,.0f}"),
+    ("sampled J", "energy_j_sampled", "{:,.0f}"),
+    ("tokens/J", "tokens_per_j", "{:.1f}"),
+    ("SM MHz mean", "sm_clock_mhz_mean", "{:.0f}"),
+    ("peak alloc GB", "peak_mem_allocated_gb", "{:.2f}"),
 ]
 
 
 def table(rows: list[dict]) -> str:
     cols = [c for c in TABLE if any(c[1] in r.get("metrics", {}) for r in rows)]
-    out = ["| point | status | " + " | ".join(c[0] for c in cols) + " | GPU | MLflow run |",
-           "| --- | --- | " + " | ".join("---:" for _ in cols) + " | --- | --- |"]
+    out = [
+        "| point | status | " + " | ".join(c[0] for c in cols) + " | GPU | MLflow run |",
+        "| --- | --- | " + " | ".join("---:" for _ in cols) + " | --- | --- |",
+    ]
     for r in rows:
         m = r.get("metrics", {})
         cells = [fmt.format(m[key]) if key in m else "-" for _, key, fmt in cols]
-        out.append(f"| {r.get('point')} | {r['status']} | " + " | ".join(cells) + f" | {r.get('env', {}).get('gpu') or 'cpu'} | {r.get('mlflow', {}).get('run_id')} |")
+        out.append(
+            f"| {r.get('point')} | {r['status']} | "
+            + " | ".join(cells)
+            + f" | {r.get('env', {}).get('gpu') or 'cpu'} | {r.get('mlflow', {}).get('run_id')} |"
+        )
     return "\n".join(out)
 
 
@@ -123,16 +168,34 @@ def sweep_report(argv: list[str]) -> int:
     from b200lab.reports import selection
     from b200lab.reports import sweep_report as doc
 
-    parser = argparse.ArgumentParser(prog="b200lab report", description="A sweep report (Markdown and HTML, line charts) from results.json "
-                                     "folders or MLflow runs; `b200lab report {table,compile,plot} PATH...` for the quick views.")
+    parser = argparse.ArgumentParser(
+        prog="b200lab report",
+        description="A sweep report (Markdown and HTML, line charts) from results.json "
+        "folders or MLflow runs; `b200lab report {table,compile,plot} PATH...` for the quick views.",
+    )
     selection.add_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("report"), help="folder for report.md, report.html and charts/ (default: report)")
-    parser.add_argument("--reference", action="append", default=[], metavar="KEY=VALUE",
-                        help="speedups against the point with this value (default: the first point's value of the first varied key)")
-    parser.add_argument("--x", help="config key the line charts are drawn against (default: the swept numeric value, seq.len first)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report"),
+        help="folder for report.md, report.html and charts/ (default: report)",
+    )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="speedups against the point with this value (default: the first point's value of the first varied key)",
+    )
+    parser.add_argument(
+        "--x", help="config key the line charts are drawn against (default: the swept numeric value, seq.len first)"
+    )
     parser.add_argument("--title", default="b200lab report")
-    parser.add_argument("--date", help="the generation date the report states (default: now, UTC); a fixed one makes the "
-                                       "report reproducible (experiments/scripts/regenerate_reports.sh)")
+    parser.add_argument(
+        "--date",
+        help="the generation date the report states (default: now, UTC); a fixed one makes the "
+        "report reproducible (experiments/scripts/regenerate_reports.sh)",
+    )
     args = parser.parse_args(argv)
     try:
         reference = _pairs(args.reference, "--reference") or None
@@ -185,7 +248,9 @@ def quick_view(argv: list[str]) -> int:
         return code
     rows = compile_speedups(records)
     if not any("speedup" in r for r in rows):
-        print("report: no (eager, compiled) pairs found: sweep compile=none together with a compile mode", file=sys.stderr)
+        print(
+            "report: no (eager, compiled) pairs found: sweep compile=none together with a compile mode", file=sys.stderr
+        )
         return 2
     print(markdown(rows))
     return code

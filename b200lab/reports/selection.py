@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -21,9 +20,13 @@ class SelectionError(ValueError):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", type=Path, help="results.json files or folders holding them")
-    parser.add_argument("--experiment", help="read MLflow runs of this experiment (default with --parent/--tag: b200lab)")
+    parser.add_argument(
+        "--experiment", help="read MLflow runs of this experiment (default with --parent/--tag: b200lab)"
+    )
     parser.add_argument("--parent", help="a sweep's parent run id, or 'latest' (the newest sweep of the experiment)")
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag (repeatable)")
+    parser.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag (repeatable)"
+    )
     parser.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
 
 
@@ -36,7 +39,11 @@ def select(args: argparse.Namespace) -> tuple[list[dict], str, list[str]]:
         if not files:
             raise SelectionError(f"no results.json under {' '.join(map(str, args.paths))}")
         good, bad = results_io.read_all(files)
-        return [r for _, r in good], f"{len(good)} results.json under {', '.join(map(str, args.paths))}", [str(b) for b in bad]
+        return (
+            [r for _, r in good],
+            f"{len(good)} results.json under {', '.join(map(str, args.paths))}",
+            [str(b) for b in bad],
+        )
     tags = {}
     for item in args.tag:
         key, sep, value = item.partition("=")
@@ -45,11 +52,13 @@ def select(args: argparse.Namespace) -> tuple[list[dict], str, list[str]]:
         tags[key] = value
     from b200lab.records.tracking import resolve_uri
 
-    records, source = from_mlflow(resolve_uri(args.uri), args.experiment or "b200lab", args.parent or ("latest" if not tags else None), tags)
+    records, source = from_mlflow(
+        resolve_uri(args.uri), args.experiment or "b200lab", args.parent or ("latest" if not tags else None), tags
+    )
     return records, source, []
 
 
-def from_mlflow(uri: str, experiment: str, parent: Optional[str], tags: dict[str, str]) -> tuple[list[dict], str]:
+def from_mlflow(uri: str, experiment: str, parent: str | None, tags: dict[str, str]) -> tuple[list[dict], str]:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -60,7 +69,9 @@ def from_mlflow(uri: str, experiment: str, parent: Optional[str], tags: dict[str
     filters = [f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items()]
     words = [f"experiment {experiment!r}"] + [f"{k}={v}" for k, v in tags.items()]
     if parent == "latest":
-        sweeps = client.search_runs([exp.experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
+        sweeps = client.search_runs(
+            [exp.experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1
+        )
         if not sweeps:
             raise SelectionError(f"experiment {experiment!r} in {uri} holds no sweep (a parent run tagged sweep=true)")
         parent = sweeps[0].info.run_id
@@ -71,10 +82,14 @@ def from_mlflow(uri: str, experiment: str, parent: Optional[str], tags: dict[str
             raise SelectionError(f"no run {parent!r} in {uri} ({str(exc).splitlines()[0]})") from exc
         filters.append(f"tags.mlflow.parentRunId = '{_quote(parent)}'")
         words.append(f"sweep {parent_run.info.run_name!r} (parent run {parent})")
-    found = [r for r in _search_all(client, exp.experiment_id, " and ".join(filters)) if r.data.tags.get("sweep") != "true"]
+    found = [
+        r for r in _search_all(client, exp.experiment_id, " and ".join(filters)) if r.data.tags.get("sweep") != "true"
+    ]
     if not found:
         raise SelectionError(f"no run matches {', '.join(words)} in {uri}")
-    records = sorted((record_from_run(client, r) for r in found), key=lambda r: (r.get("sweep_id") or "", r.get("job_num", 0)))
+    records = sorted(
+        (record_from_run(client, r) for r in found), key=lambda r: (r.get("sweep_id") or "", r.get("job_num", 0))
+    )
     return records, f"{len(records)} MLflow runs of {', '.join(words)} in {uri}"
 
 
@@ -114,15 +129,30 @@ def unflatten(params: dict[str, str]) -> dict:
 
 
 def _prefixed(tags: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in tags.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
 
 
 def record_from_run(client, run) -> dict:
     tags = run.data.tags
     eff = _prefixed(tags, "effective.")
-    history = sorted(client.get_metric_history(run.info.run_id, "step_ms"), key=lambda m: m.step) if "step_ms" in run.data.metrics else []
+    history = (
+        sorted(client.get_metric_history(run.info.run_id, "step_ms"), key=lambda m: m.step)
+        if "step_ms" in run.data.metrics
+        else []
+    )
     metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith("system/") and k != "step_ms"}
-    env_keys = ("device", "gpu", "gpu_count", "driver", "cuda", "torch", "python", "transformer_engine", "hostname", "git_sha")
+    env_keys = (
+        "device",
+        "gpu",
+        "gpu_count",
+        "driver",
+        "cuda",
+        "torch",
+        "python",
+        "transformer_engine",
+        "hostname",
+        "git_sha",
+    )
     return {
         "status": tags.get("status", "?"),
         "error": tags.get("error"),
@@ -131,14 +161,28 @@ def record_from_run(client, run) -> dict:
         "sweep_id": tags.get("mlflow.parentRunId"),
         "requested": _prefixed(tags, "requested."),
         "effective": {
-            "precision": {"compute_dtype": eff.get("precision"), "reason": eff.get("precision_reason"), "recipe": eff.get("fp8_recipe")},
-            "attention": {"name": eff.get("attention"), "kernel": eff.get("attention_kernel"), "reason": eff.get("attention_reason")},
+            "precision": {
+                "compute_dtype": eff.get("precision"),
+                "reason": eff.get("precision_reason"),
+                "recipe": eff.get("fp8_recipe"),
+            },
+            "attention": {
+                "name": eff.get("attention"),
+                "kernel": eff.get("attention_kernel"),
+                "reason": eff.get("attention_reason"),
+            },
             **({"compiled": eff["compiled"] == "True"} if "compiled" in eff else {}),
         },
         "config": unflatten(run.data.params),
         "env": {k: _typed(tags[k]) if k == "gpu_count" else tags[k] for k in env_keys if k in tags},
         "metrics": metrics,
         "step_ms": [m.value for m in history],
-        "mlflow": {"tracking_uri": client.tracking_uri if hasattr(client, "tracking_uri") else None, "experiment_id": run.info.experiment_id,
-                   "run_id": run.info.run_id, "parent_run_id": tags.get("mlflow.parentRunId"), "run_name": run.info.run_name, "synced": True},
+        "mlflow": {
+            "tracking_uri": client.tracking_uri if hasattr(client, "tracking_uri") else None,
+            "experiment_id": run.info.experiment_id,
+            "run_id": run.info.run_id,
+            "parent_run_id": tags.get("mlflow.parentRunId"),
+            "run_name": run.info.run_name,
+            "synced": True,
+        },
     }

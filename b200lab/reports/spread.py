@@ -7,14 +7,21 @@ metrics get p10..p90 directly. Other metrics (memory, energy) carry no band.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
-RATES = ("tokens_per_s", "tokens_per_s_per_gpu", "tflops", "mfu", "gemm_tflops", "hbm_gbps", "allreduce_busbw_gbps", "output_tokens_per_s")
+RATES = (
+    "tokens_per_s",
+    "tokens_per_s_per_gpu",
+    "tflops",
+    "mfu",
+    "gemm_tflops",
+    "hbm_gbps",
+    "allreduce_busbw_gbps",
+    "output_tokens_per_s",
+)
 
 
-def step_percentiles(record: dict) -> Optional[tuple[float, float, float]]:
+def step_percentiles(record: dict) -> tuple[float, float, float] | None:
     """(p10, p50, p90) of the timed steps, from ``step_ms`` or, without it, the recorded metrics."""
     steps = record.get("step_ms") or []
     if len(steps) >= 2:
@@ -26,7 +33,7 @@ def step_percentiles(record: dict) -> Optional[tuple[float, float, float]]:
     return None
 
 
-def band(record: dict, metric: str) -> Optional[tuple[float, float]]:
+def band(record: dict, metric: str) -> tuple[float, float] | None:
     """(low, high) of ``metric`` over the step-time spread, or None where it has none."""
     value = (record.get("metrics") or {}).get(metric)
     q = step_percentiles(record)
@@ -40,7 +47,7 @@ def band(record: dict, metric: str) -> Optional[tuple[float, float]]:
     return None
 
 
-def band_ratios(record: dict) -> Optional[tuple[float, float]]:
+def band_ratios(record: dict) -> tuple[float, float] | None:
     """(p10 / p50, p90 / p50) of the step times: the band as factors, the noise a comparison must allow."""
     q = step_percentiles(record)
     if q is None or min(q) <= 0:

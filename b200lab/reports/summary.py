@@ -82,6 +82,8 @@ def write_csv(rows: list[dict], path: Path) -> Path:
         writer = csv.writer(f)
         writer.writerow([name for name, _, _ in COLUMNS] + ["run_id", "gpu"])
         for r in rows:
-            writer.writerow([_cell(r, key, fmt).replace(",", "") for _, key, fmt in COLUMNS]
-                            + [r.get("mlflow", {}).get("run_id"), r.get("env", {}).get("gpu")])
+            writer.writerow(
+                [_cell(r, key, fmt).replace(",", "") for _, key, fmt in COLUMNS]
+                + [r.get("mlflow", {}).get("run_id"), r.get("env", {}).get("gpu")]
+            )
     return path

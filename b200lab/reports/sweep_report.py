@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
 
 from b200lab.records.points import (
     attention_ran,
@@ -54,7 +54,7 @@ def run_id(r: dict) -> str:
     return (r.get("mlflow") or {}).get("run_id") or "not in MLflow"
 
 
-def _asked_ran(asked: Optional[str], ran: Optional[str], reason: Optional[str]) -> str:
+def _asked_ran(asked: str | None, ran: str | None, reason: str | None) -> str:
     text = f"{asked or '-'} → {ran or '-'}" if ran and ran != asked else (asked or ran or "-")
     return f"{text} ({reason})" if reason else text
 
@@ -63,15 +63,36 @@ def config_table(records: list[dict], names: list[str], link: RunLink) -> Table:
     rows = []
     for r, name in zip(records, names):
         req, eff = r.get("requested") or {}, r.get("effective") or {}
-        rows.append([name, r.get("status", "?"),
-                     _asked_ran(req.get("precision"), precision_ran(r), (eff.get("precision") or {}).get("reason")),
-                     _asked_ran(req.get("attention"), attention_ran(r), (eff.get("attention") or {}).get("reason")),
-                     compile_ran(r) or req.get("compile") or "-", req.get("parallelism") or "-", card(r), short_sha(r), link(r)])
-    return Table(["point", "status", "precision (asked → ran)", "attention (asked → kernel)", "compile", "parallelism", "card", "git sha", "run"],
-                 rows)
+        rows.append(
+            [
+                name,
+                r.get("status", "?"),
+                _asked_ran(req.get("precision"), precision_ran(r), (eff.get("precision") or {}).get("reason")),
+                _asked_ran(req.get("attention"), attention_ran(r), (eff.get("attention") or {}).get("reason")),
+                compile_ran(r) or req.get("compile") or "-",
+                req.get("parallelism") or "-",
+                card(r),
+                short_sha(r),
+                link(r),
+            ]
+        )
+    return Table(
+        [
+            "point",
+            "status",
+            "precision (asked → ran)",
+            "attention (asked → kernel)",
+            "compile",
+            "parallelism",
+            "card",
+            "git sha",
+            "run",
+        ],
+        rows,
+    )
 
 
-def _fmt(value: Optional[float], fmt: str) -> str:
+def _fmt(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
@@ -83,7 +104,7 @@ def _with_band(r: dict, metric: str, fmt: str) -> str:
     return fmt.format(value) + (f" ({fmt.format(b[0])}–{fmt.format(b[1])})" if b else "")
 
 
-def reference_of(records: list[dict], spec: dict[str, str]) -> list[Optional[dict]]:
+def reference_of(records: list[dict], spec: dict[str, str]) -> list[dict | None]:
     """Each record's reference: the record equal to it in every varied key, but with ``spec``'s values."""
     keys = varied_keys(records)
     by_values = {}
@@ -113,7 +134,7 @@ def default_reference(records: list[dict]) -> dict[str, str]:
     return {key: overrides(records[0].get("point")).get(key, "-")}
 
 
-def speedup(r: dict, ref: Optional[dict], metric: str) -> Optional[tuple[float, Optional[float], Optional[float]]]:
+def speedup(r: dict, ref: dict | None, metric: str) -> tuple[float, float | None, float | None] | None:
     """(rate / reference rate, low, high) or None."""
     if ref is None or r.get("status") != "ok":
         return None
@@ -185,37 +206,58 @@ SERVE_COLUMNS = [  # (header, metric, format): vLLM's definitions (docs/serving.
 ]
 
 
-def serving_table(records: list[dict], names: list[str], link: RunLink) -> Optional[Table]:
+def serving_table(records: list[dict], names: list[str], link: RunLink) -> Table | None:
     """The latency percentiles and goodput of the serve points, or None when there are none."""
     served = [(r, n) for r, n in zip(records, names) if "goodput_fraction" in (r.get("metrics") or {})]
     if not served:
         return None
-    rows = [[name, *[_fmt((r.get("metrics") or {}).get(key), fmt) for _, key, fmt in SERVE_COLUMNS], link(r)] for r, name in served]
+    rows = [
+        [name, *[_fmt((r.get("metrics") or {}).get(key), fmt) for _, key, fmt in SERVE_COLUMNS], link(r)]
+        for r, name in served
+    ]
     return Table(["point", *[c[0] for c in SERVE_COLUMNS], "run"], rows)
 
 
-def sections(records: list[dict], link: RunLink, reference: Optional[dict[str, str]] = None, charts: list[tuple[str, Path]] = (),
-             names: Optional[list[str]] = None) -> list[Section]:
+def sections(
+    records: list[dict],
+    link: RunLink,
+    reference: dict[str, str] | None = None,
+    charts: list[tuple[str, Path]] = (),
+    names: list[str] | None = None,
+) -> list[Section]:
     names = names or unique_names(records)
     reference = default_reference(records) if reference is None else reference
     keys = varied_keys(records)
     out: list[Section] = [
-        ("p", f"{len(records)} points; varied: {', '.join(keys) or 'nothing'}; cards: {', '.join(sorted({card(r) for r in records}))}; "
-              f"git: {', '.join(sorted({short_sha(r) for r in records}))}. A point's name is what varied, then what ran "
-              "(effective precision, attention kernel, compile mode)."),
-        ("h2", "Requested vs effective"), ("table", config_table(records, names, link)),
+        (
+            "p",
+            f"{len(records)} points; varied: {', '.join(keys) or 'nothing'}; "
+            f"cards: {', '.join(sorted({card(r) for r in records}))}; "
+            f"git: {', '.join(sorted({short_sha(r) for r in records}))}. A point's name is what varied, then what ran "
+            "(effective precision, attention kernel, compile mode).",
+        ),
+        ("h2", "Requested vs effective"),
+        ("table", config_table(records, names, link)),
         ("h2", "Key metrics"),
-        ("p", "Bands are the step-time p10–p90 of each run (a rate's band is value × p50/p90 … value × p50/p10); "
-              "a speedup's band divides the point's band by its reference's."),
+        (
+            "p",
+            "Bands are the step-time p10–p90 of each run (a rate's band is value × p50/p90 … value × p50/p10); "
+            "a speedup's band divides the point's band by its reference's.",
+        ),
         ("table", metric_table(records, names, link, reference)),
     ]
     served = serving_table(records, names, link)
     if served is not None:
-        out += [("h2", "Serving: latency percentiles and goodput"),
-                ("p", "Percentiles over every request of a point's timed runs (vLLM's definitions: docs/serving.md); goodput "
-                      "counts the requests that met the SLO (`serve.slo`). A higher request rate offers more load: tokens/s "
-                      "rises with it, so the serve points are not compared by speedup across rates."),
-                ("table", served)]
+        out += [
+            ("h2", "Serving: latency percentiles and goodput"),
+            (
+                "p",
+                "Percentiles over every request of a point's timed runs (vLLM's definitions: docs/serving.md); goodput "
+                "counts the requests that met the SLO (`serve.slo`). A higher request rate offers more load: tokens/s "
+                "rises with it, so the serve points are not compared by speedup across rates.",
+            ),
+            ("table", served),
+        ]
     if charts:
         out.append(("h2", "Charts"))
         out += [("img", Image(title, path)) for title, path in charts]
@@ -226,7 +268,7 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(parts: list[Section], base: Optional[Path] = None) -> str:
+def markdown(parts: list[Section], base: Path | None = None) -> str:
     lines: list[str] = []
     for kind, body in parts:
         if kind == "h1":
@@ -245,11 +287,11 @@ def markdown(parts: list[Section], base: Optional[Path] = None) -> str:
     return "\n".join(lines)
 
 
-def _rel(path: Path, base: Optional[Path]) -> str:
+def _rel(path: Path, base: Path | None) -> str:
     return os.path.relpath(path, base) if base else str(path)
 
 
-def html_page(title: str, parts: list[Section], base: Optional[Path] = None) -> str:
+def html_page(title: str, parts: list[Section], base: Path | None = None) -> str:
     esc = html.escape
     body: list[str] = [f"<h1>{esc(title)}</h1>"]
     for kind, part in parts:
@@ -258,27 +300,45 @@ def html_page(title: str, parts: list[Section], base: Optional[Path] = None) -> 
         elif kind == "p":
             body.append(f"<p>{esc(str(part))}</p>")
         elif kind == "table":
-            body.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in part.header) + "</tr></thead><tbody>")
+            body.append(
+                "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in part.header) + "</tr></thead><tbody>"
+            )
             body += ["<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in part.rows]
             body.append("</tbody></table>")
         elif kind == "img":
-            body.append(f'<figure><img src="{esc(_rel(part.path, base))}" alt="{esc(part.title)}"><figcaption>{esc(part.title)}</figcaption></figure>')
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1600px}table{border-collapse:collapse;font-size:13px;margin-bottom:1.5em}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}img{max-width:760px}")
-    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{esc(title)}</title><style>{style}</style></head>\n"
-            "<body>\n" + "\n".join(body) + "\n</body></html>\n")
+            body.append(
+                f'<figure><img src="{esc(_rel(part.path, base))}" alt="{esc(part.title)}">'
+                f"<figcaption>{esc(part.title)}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1600px}table{border-collapse:collapse;font-size:13px;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}img{max-width:760px}"
+    )
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title><style>{style}</style></head>\n'
+        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
-def write(records: list[dict], out_dir: Path, title: str, source: str, reference: Optional[dict[str, str]] = None,
-          x: Optional[str] = None, made: Optional[str] = None) -> tuple[Path, Path]:
+def write(
+    records: list[dict],
+    out_dir: Path,
+    title: str,
+    source: str,
+    reference: dict[str, str] | None = None,
+    x: str | None = None,
+    made: str | None = None,
+) -> tuple[Path, Path]:
     """report.md, report.html and charts/ in ``out_dir``; ``made`` is the date it names (default now),
     fixed for a report that must regenerate byte for byte (docs/measurements)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = line_charts(records, out_dir / "charts", x)
     made = made or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [("p", f"Generated by `b200lab report` on {made} from {source}."),
-             *sections(records, lambda r: run_id(r), reference, charts)]
+    parts = [
+        ("p", f"Generated by `b200lab report` on {made} from {source}."),
+        *sections(records, lambda r: run_id(r), reference, charts),
+    ]
     md, page = out_dir / "report.md", out_dir / "report.html"
     md.write_text(markdown([("h1", title), *parts], out_dir))
     page.write_text(html_page(title, parts, out_dir))

@@ -61,8 +61,10 @@ def _say_config_error(exc: BaseException) -> None:
     if isinstance(exc.__cause__, OmegaConfBaseException):
         text += "\n" + str(exc.__cause__).strip()
     if BARE_NUMBER in text:
-        text += ("\noptions are names, never bare numbers (seq=2k, not seq=2048); "
-                 "set a value with GROUP.FIELD=VALUE, e.g. seq.len=2048")
+        text += (
+            "\noptions are names, never bare numbers (seq=2k, not seq=2048); "
+            "set a value with GROUP.FIELD=VALUE, e.g. seq.len=2048"
+        )
     elif "is not in struct" in text:
         text += "\nthat field does not exist; `b200lab --cfg job` prints every field with its value"
     print(f"b200lab: {text}", file=sys.stderr)
@@ -109,8 +111,11 @@ def precheck(args) -> None:
         problems = check_composed(hydra_node)
         if args.multirun and not problems and hydra_node.get("sweeper", {}).get("_target_") == BASIC_SWEEPER:
             for point in sweep_points(overrides, hydra_node["sweeper"].get("params") or {})[1:]:
-                problems += [p for p in check_composed(OmegaConf.to_container(_compose(point).hydra, resolve=False))
-                             if p not in problems]
+                problems += [
+                    p
+                    for p in check_composed(OmegaConf.to_container(_compose(point).hydra, resolve=False))
+                    if p not in problems
+                ]
     if problems:
         raise Refused("\n  - ".join(problems))
     if not args.multirun:
@@ -128,11 +133,15 @@ def _validate(cfg: DictConfig) -> None:
     job = OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"})
     try:
         OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
-    except OmegaConfBaseException as exc:  # a group left empty, an interpolation that cannot resolve: as the job says it
+    except (
+        OmegaConfBaseException
+    ) as exc:  # a group left empty, an interpolation that cannot resolve: as the job says it
         key = getattr(exc, "full_key", None)
         if "hydra" in str(exc) or "Unsupported interpolation type" in str(exc):
             return  # resolved only inside Hydra's run: the job checks it
-        raise ConfigError(f"invalid configuration:\n  - {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"invalid configuration:\n  - {key + ': ' if key else ''}{str(exc).splitlines()[0]}"
+        ) from None
     validate(job, resolve_device(job.run.device))
 
 
@@ -189,6 +198,9 @@ def _storage_full(exc: BaseException | None) -> bool:
 
     if not isinstance(exc, OSError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
         return False
-    print(f"b200lab: cannot write {exc.filename or 'the output'}: {exc.strerror} (free space there, or choose another "
-          "folder with hydra.run.dir / hydra.sweep.dir)", file=sys.stderr)
+    print(
+        f"b200lab: cannot write {exc.filename or 'the output'}: {exc.strerror} (free space there, or choose another "
+        "folder with hydra.run.dir / hydra.sweep.dir)",
+        file=sys.stderr,
+    )
     return True

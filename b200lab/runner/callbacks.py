@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from b200lab.records import results as results_io
 from b200lab.runner import progress, sweep
 
-
 MIN_FREE_BYTES = 1 << 20  # the job's records (config, results, logs) need far less; a disk below this is full
 
 
@@ -38,29 +37,48 @@ def ensure_writable(directory: Path, key: str) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             _say_full(directory, key, exc.strerror)
-        print(f"b200lab: {key}={directory} is not a writable directory ({exc.strerror or exc}); choose another with {key}=PATH", file=sys.stderr)
-        raise SystemExit(2)
+        print(
+            f"b200lab: {key}={directory} is not a writable directory ({exc.strerror or exc}); choose another with "
+            f"{key}=PATH",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     if free < MIN_FREE_BYTES:
         _say_full(directory, key, f"{os.strerror(errno.ENOSPC)}: {free // 1024} KiB free")
 
 
 def _say_full(directory: Path, key: str, why: str) -> None:
-    print(f"b200lab: cannot write to {key}={directory} ({why}); free space there or choose another folder with {key}=PATH",
-          file=sys.stderr)
+    print(
+        f"b200lab: cannot write to {key}={directory} ({why}); free space there or choose another folder with "
+        f"{key}=PATH",
+        file=sys.stderr,
+    )
     raise SystemExit(1)
 
 
 def conclude(records: list[dict], bad: list, parent: dict | None = None) -> None:
     """Say what is not in MLflow and end the process with the exit code (returns on 0)."""
     if parent and parent.get("state") == "failed":
-        print(f"b200lab: the sweep's parent run was never created ({parent.get('error')}); its points are orphans in MLflow",
-              file=sys.stderr)
+        print(
+            f"b200lab: the sweep's parent run was never created ({parent.get('error')}); its points are orphans in "
+            "MLflow",
+            file=sys.stderr,
+        )
     missing = sweep.unsynced(records)
     if missing:
-        why = sorted({f"{(r.get('mlflow') or {}).get('tracking_uri')}: {(r.get('mlflow') or {}).get('error') or 'not uploaded'}"
-                      for r in missing})
-        print(f"b200lab: {len(missing)} result(s) not in MLflow ({'; '.join(why)}); `b200lab sync` uploads each to the store "
-              "its results.json records (--uri URI for another)", file=sys.stderr)
+        why = sorted(
+            {
+                f"{(r.get('mlflow') or {}).get('tracking_uri')}: "
+                f"{(r.get('mlflow') or {}).get('error') or 'not uploaded'}"
+                for r in missing
+            }
+        )
+        print(
+            f"b200lab: {len(missing)} result(s) not in MLflow ({'; '.join(why)}); `b200lab sync` uploads each to the "
+            "store "
+            "its results.json records (--uri URI for another)",
+            file=sys.stderr,
+        )
     elif (parent or {}).get("closed") is False:
         print("b200lab: the sweep's parent run was not closed; close it with `b200lab sync`", file=sys.stderr)
     code = sweep.exit_code(records, bad, parent)
@@ -75,7 +93,7 @@ def claim_or_exit(directory: Path, key: str, node: int = 0) -> None:
         claim(directory, key, node)
     except DirBusy as exc:
         print(f"b200lab: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
 
 
 def _node(config: DictConfig) -> int:
@@ -111,7 +129,12 @@ class LabCallbacks(Callback):
         claim_or_exit(sweep_dir, "hydra.sweep.dir")
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)  # as typed
         name = f"sweep {config.get('preset', 'none')} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}"
-        sweep.start(sweep_dir, config.tracking, name, {"preset": config.get("preset"), "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)})
+        sweep.start(
+            sweep_dir,
+            config.tracking,
+            name,
+            {"preset": config.get("preset"), "overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)},
+        )
         params = config.hydra.sweeper.get("params")
         swept = OmegaConf.to_container(params, resolve=False) if params else {}
         progress.start(sweep_dir, *progress.plan(str(config.hydra.sweeper.get("_target_")), swept, overrides))

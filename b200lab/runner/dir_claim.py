@@ -49,8 +49,10 @@ def claim(directory: Path, key: str, node: int = 0) -> None:
                 path.unlink(missing_ok=True)
                 continue
             if owner.get("host") != me["host"] or (pid != me["pid"] and _alive(pid)):
-                raise DirBusy(f"{key}={directory} is in use by another b200lab run (pid {pid} on {owner.get('host')}); "
-                              f"choose another with {key}=PATH") from None
+                raise DirBusy(
+                    f"{key}={directory} is in use by another b200lab run (pid {pid} on {owner.get('host')}); "
+                    f"choose another with {key}=PATH"
+                ) from None
             path.unlink(missing_ok=True)  # left by a process that is gone
             continue
         with os.fdopen(fd, "w") as f:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -56,7 +55,10 @@ def run_name(cfg) -> str:
     """model-workload-seq-precision-attention, from the options as chosen (an option that cannot
     be resolved shows as typed, so a failed point still gets its MLflow run)."""
     tree = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
-    parts = [(tree.get(g) or {}).get("name", "?") if isinstance(tree.get(g), dict) else "?" for g in ("model", "workload", "seq", "precision", "attention")]
+    parts = [
+        (tree.get(g) or {}).get("name", "?") if isinstance(tree.get(g), dict) else "?"
+        for g in ("model", "workload", "seq", "precision", "attention")
+    ]
     return "-".join(str(p) for p in parts)
 
 
@@ -71,22 +73,35 @@ def run_job(cfg: DictConfig) -> dict:
         raise
 
 
-def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
+def _run(cfg: DictConfig, hc, sweep_dir: Path | None) -> dict:
     job_dir = Path(hc.runtime.output_dir)
     record = sweep.read_parent(sweep_dir) if sweep_dir else None
     point = " ".join(OmegaConf.to_container(hc.overrides.task, resolve=False)) or "(defaults)"  # as typed, unresolved
     started = time.monotonic()
     progress.say(sweep_dir, hc.job.num if sweep_dir else 0, point, "starts")
     try:  # an interpolation that cannot resolve or a group left empty is a configuration error
-        resolved, asked, unresolvable = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), requested(cfg), None
+        resolved, asked, unresolvable = (
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True),
+            requested(cfg),
+            None,
+        )
     except OmegaConfBaseException as exc:
         resolved, asked = OmegaConf.to_container(cfg, resolve=False), {}
         key = getattr(exc, "full_key", None)
         unresolvable = ConfigError(f"invalid configuration:\n  - {key + ': ' if key else ''}{str(exc).splitlines()[0]}")
     results: dict = {
-        "schema_version": results_io.SCHEMA_VERSION, "status": "ok", "error": None, "point": point,
-        "job_num": hc.job.num if sweep_dir else 0, "sweep_id": (record or {}).get("sweep_id"), "requested": asked,
-        "effective": {}, "config": resolved, "env": host_env(), "metrics": {}, "step_ms": [],
+        "schema_version": results_io.SCHEMA_VERSION,
+        "status": "ok",
+        "error": None,
+        "point": point,
+        "job_num": hc.job.num if sweep_dir else 0,
+        "sweep_id": (record or {}).get("sweep_id"),
+        "requested": asked,
+        "effective": {},
+        "config": resolved,
+        "env": host_env(),
+        "metrics": {},
+        "step_ms": [],
     }
     try:
         if unresolvable:
@@ -96,14 +111,16 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
         if completed is not None:  # the config with each component's defaults filled in
             results["config"] = OmegaConf.to_container(completed, resolve=True)
         results["config"]["run"]["device"] = device
-        staging = stage_inputs(completed, config_class("workload", completed.workload._target_), job_dir)  # e.g. a checkpoint
+        staging = stage_inputs(
+            completed, config_class("workload", completed.workload._target_), job_dir
+        )  # e.g. a checkpoint
         if staging:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(staging))
     except ConfigError as exc:
         if not sweep_dir:  # nothing is left behind: say why and stop
             print(f"b200lab: {exc}", file=sys.stderr)
             _remove_refused(job_dir)
-            raise SystemExit(2)
+            raise SystemExit(2) from None
         results.update(status="error", error=str(exc))
     node = _node_rank(results)
     if node:  # node 0 writes the job dir's config.yaml (the ranks of every node read it) and results
@@ -123,7 +140,9 @@ def _run(cfg: DictConfig, hc, sweep_dir: Optional[Path]) -> dict:
                 tracker.stop_system_metrics()
     _save_and_publish(tracker, results, job_dir)
     print(one_line(results), flush=True)
-    progress.say(sweep_dir, hc.job.num if sweep_dir else 0, point, f"{results['status']} in {time.monotonic() - started:.1f} s")
+    progress.say(
+        sweep_dir, hc.job.num if sweep_dir else 0, point, f"{results['status']} in {time.monotonic() - started:.1f} s"
+    )
     if interrupted:
         print("\nb200lab: interrupted; what was measured is kept (status interrupted, MLflow KILLED)", file=sys.stderr)
         if sweep_dir:
@@ -169,13 +188,15 @@ def _run_other_node(cfg: DictConfig, job_dir: Path, results: dict, node: int) ->
     print(f"b200lab: node {node}: running this node's ranks; node 0 records the job ({job_dir})", flush=True)
     outcome = launch(job_dir, cfg, job_dir / f"job.node{node}.log", OmegaConf.create(results["config"]["parallelism"]))
     ok = outcome.returncode == 0 and not (outcome.interrupted or outcome.timed_out)
-    print(f"b200lab: node {node}: ranks {'finished' if ok else f'ended with exit code {outcome.returncode}'}", flush=True)
+    print(
+        f"b200lab: node {node}: ranks {'finished' if ok else f'ended with exit code {outcome.returncode}'}", flush=True
+    )
     if outcome.interrupted or not ok:
         raise SystemExit(130 if outcome.interrupted else 1)
     return {**results, "node_rank": node}
 
 
-def _save_and_publish(tracker: Optional[Tracker], results: dict, job_dir: Path) -> None:
+def _save_and_publish(tracker: Tracker | None, results: dict, job_dir: Path) -> None:
     """results.json first; the copy logged to MLflow is the final one (synced, with its run ids);
     if the upload fails it is rewritten unsynced, with the reason, for `b200lab sync`."""
     if not tracker:
@@ -190,11 +211,18 @@ def _save_and_publish(tracker: Optional[Tracker], results: dict, job_dir: Path) 
         results_io.write(job_dir, results)
 
 
-def _open_run(cfg: DictConfig, results: dict, sweep_dir: Optional[Path]) -> Optional[Tracker]:
+def _open_run(cfg: DictConfig, results: dict, sweep_dir: Path | None) -> Tracker | None:
     """Create the job's MLflow run (params and requested tags) if the store answers; record in
     results["mlflow"] either way."""
     uri = resolve_uri(cfg.tracking.uri)
-    info = results["mlflow"] = {"tracking_uri": uri, "experiment_id": None, "run_id": None, "parent_run_id": None, "synced": False, "error": None}
+    info = results["mlflow"] = {
+        "tracking_uri": uri,
+        "experiment_id": None,
+        "run_id": None,
+        "parent_run_id": None,
+        "synced": False,
+        "error": None,
+    }
     problem = probe(uri, cfg.tracking.probe_timeout_s)
     if problem:
         print(f"b200lab: {problem}; measuring anyway, results.json is kept; `b200lab sync` uploads it to {uri} later")
@@ -203,8 +231,12 @@ def _open_run(cfg: DictConfig, results: dict, sweep_dir: Optional[Path]) -> Opti
     parent = sweep.parent_run(sweep_dir).get("run_id") if sweep_dir else None
     try:
         tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
-        run_id = tracker.create_run(run_name(cfg), {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}},
-                                    parent, git_sha=results["env"].get("git_sha"))
+        run_id = tracker.create_run(
+            run_name(cfg),
+            {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}},
+            parent,
+            git_sha=results["env"].get("git_sha"),
+        )
         tracker.log_params(run_id, flatten(results["config"]))
     except Exception as exc:  # a store that fails after the probe: keep measuring
         info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
@@ -222,8 +254,14 @@ def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
     killed = "; ".join(outcome.killed.values())
     if outcome.ranks:
         agg = aggregate(outcome.ranks)
-        results.update(status=agg["status"], error=agg["error"], effective=agg["effective"], metrics=agg["metrics"],
-                       step_ms=agg["step_ms"], measurement=agg["info"])
+        results.update(
+            status=agg["status"],
+            error=agg["error"],
+            effective=agg["effective"],
+            metrics=agg["metrics"],
+            step_ms=agg["step_ms"],
+            measurement=agg["info"],
+        )
         if agg["curves"]:
             results["curves"] = agg["curves"]
         results["env"].update(agg["env"])
@@ -231,15 +269,20 @@ def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
             results["unaggregated_metrics"] = agg["unaggregated"]
         if killed:  # the signal first; the ranks it took down with it after
             kept = "; the steps timed before are kept" if any(r.get("partial") for r in outcome.ranks) else ""
-            others = [f"rank {r['rank']}: {r['error']}" for r in outcome.ranks if r.get("error") and not r.get("partial")]
+            others = [
+                f"rank {r['rank']}: {r['error']}" for r in outcome.ranks if r.get("error") and not r.get("partial")
+            ]
             results.update(status="error", error="; ".join([killed + kept, *others]))
     else:
         why = killed or f"no rank reported (exit code {outcome.returncode})"
         results.update(status="error", error=f"{why}; last output:\n{outcome.log_tail[-1500:]}")
     if outcome.timed_out:
         n = results["metrics"].get("n_steps", len(results["step_ms"]))
-        results.update(status="error", error=f"timeout: the job exceeded run.timeout_s={float(cfg.run.timeout_s):g} s and was stopped "
-                                             f"({n} timed steps kept)")
+        results.update(
+            status="error",
+            error=f"timeout: the job exceeded run.timeout_s={float(cfg.run.timeout_s):g} s and was stopped "
+            f"({n} timed steps kept)",
+        )
     elif outcome.interrupted:
         results["status"] = "interrupted"
     return outcome.interrupted

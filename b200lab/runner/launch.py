@@ -50,7 +50,11 @@ def signal_message(who: str, signum: int) -> str:
 
 def killed_ranks(output: str) -> dict[int, str]:
     """Ranks that torchrun saw die of a signal (a negative exit code), from its failure summary."""
-    return {int(rank): signal_message(f"rank {rank}", -int(code)) for rank, code in TORCHRUN_FAILURE.findall(output) if int(code) < 0}
+    return {
+        int(rank): signal_message(f"rank {rank}", -int(code))
+        for rank, code in TORCHRUN_FAILURE.findall(output)
+        if int(code) < 0
+    }
 
 
 def read_ranks(job_dir: Path, killed: dict[int, str] | None = None) -> list[dict]:
@@ -81,15 +85,42 @@ def read_ranks(job_dir: Path, killed: dict[int, str] | None = None) -> list[dict
 # (omegaconf.py, numpy.py) is never run. The ranks also ask the kernel for SIGKILL when torchrun
 # dies (PR_SET_PDEATHSIG), and torchrun for SIGTERM when this process dies: no rank outlives its job.
 _SAFE = "import sys; sys.path.pop(0); "
-_PDEATHSIG = ("import ctypes, os, signal; ctypes.CDLL(None, use_errno=True).prctl(1, signal.{sig}); "
-              "os.getppid() == {parent} or os.kill(os.getpid(), signal.{sig}); ")
+_PDEATHSIG = (
+    "import ctypes, os, signal; ctypes.CDLL(None, use_errno=True).prctl(1, signal.{sig}); "
+    "os.getppid() == {parent} or os.kill(os.getpid(), signal.{sig}); "
+)
 TORCHRUN_BOOT = _SAFE + "from torch.distributed.run import main; main()"
-RANK_BOOT = _SAFE + "import runpy; runpy.run_module('b200lab.runner.rank', run_name='__main__', alter_sys=True)"
+# the ranks import b200lab from the parent's own source tree (a folder holding only a link to the
+# package), installed or not, and nothing else from the folder that tree lives in
+RANK_BOOT = (
+    "import sys; sys.path[0] = {lab!r}; "
+    "import runpy; runpy.run_module('b200lab.runner.rank', run_name='__main__', alter_sys=True)"
+)
+LAB_PATH = ".b200lab_path"
+
+
+def lab_path(job_dir: Path) -> Path:
+    """``JOB_DIR/.b200lab_path``: a folder whose one entry links to the b200lab package this
+    process runs, for the ranks' sys.path (a checkout that is not installed still works)."""
+    import b200lab
+
+    folder = Path(job_dir) / LAB_PATH
+    link = folder / "b200lab"
+    package = Path(b200lab.__file__).resolve().parent
+    if not (link.is_symlink() and link.resolve() == package):
+        folder.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(package, target_is_directory=True)
+    return folder
 
 
 def die_with_parent(sig: str = "SIGKILL", parent: int | None = None) -> str:
     """Python code that makes this process receive ``sig`` when its parent dies (Linux)."""
-    return _PDEATHSIG.format(sig=sig, parent=parent if parent is not None else "os.getppid()") if sys.platform == "linux" else ""
+    return (
+        _PDEATHSIG.format(sig=sig, parent=parent if parent is not None else "os.getppid()")
+        if sys.platform == "linux"
+        else ""
+    )
 
 
 def torchrun_command(job_dir: Path, rdzv: Rendezvous) -> list[str]:
@@ -97,11 +128,27 @@ def torchrun_command(job_dir: Path, rdzv: Rendezvous) -> list[str]:
         where = ["--standalone", "--nnodes=1"]
     else:
         host, _, port = rdzv.endpoint.rpartition(":")
-        where = [f"--nnodes={rdzv.nnodes}", f"--node-rank={rdzv.node_rank}", f"--master-addr={host}", f"--master-port={port}"]
+        where = [
+            f"--nnodes={rdzv.nnodes}",
+            f"--node-rank={rdzv.node_rank}",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+        ]
     boot = die_with_parent("SIGTERM", os.getpid()) + TORCHRUN_BOOT
-    rank = die_with_parent() + RANK_BOOT
-    return [sys.executable, "-c", boot, *where, f"--nproc-per-node={rdzv.per_node}", "--no-python",
-            sys.executable, "-c", rank, "--job-dir", str(job_dir)]
+    rank = die_with_parent() + RANK_BOOT.format(lab=str(lab_path(job_dir).absolute()))
+    return [
+        sys.executable,
+        "-c",
+        boot,
+        *where,
+        f"--nproc-per-node={rdzv.per_node}",
+        "--no-python",
+        sys.executable,
+        "-c",
+        rank,
+        "--job-dir",
+        str(job_dir),
+    ]
 
 
 def rank_env(nproc: int) -> dict:
@@ -114,7 +161,9 @@ def rank_env(nproc: int) -> dict:
     return env
 
 
-def launch_torchrun(job_dir: Path, rdzv: Rendezvous, timeout_s: float, log_path: Path, prefix: list[str] = ()) -> LaunchOutcome:
+def launch_torchrun(
+    job_dir: Path, rdzv: Rendezvous, timeout_s: float, log_path: Path, prefix: list[str] = ()
+) -> LaunchOutcome:
     """Run the ranks in a new process session, streaming their output to the console and the
     job log. Ctrl-C here is passed on as SIGINT to the whole group, which then writes what it
     measured; the caller re-raises the interrupt after the rank files are read. A job past
@@ -123,8 +172,12 @@ def launch_torchrun(job_dir: Path, rdzv: Rendezvous, timeout_s: float, log_path:
     tail: list[str] = []
     with open(log_path, "a") as log:
         proc = subprocess.Popen(
-            [*prefix, *torchrun_command(job_dir, rdzv)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env=env, start_new_session=True,
+            [*prefix, *torchrun_command(job_dir, rdzv)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
 
         def pump() -> None:
@@ -210,7 +263,9 @@ def launch(job_dir: Path, cfg, log_path: Path, parallelism=None) -> LaunchOutcom
         outcome.ranks = await_all_ranks(job_dir, int(parallelism.nproc), outcome.ranks, outcome.killed)
     outcome.profile = notes
     if cfg.profile.name == "ncu" and (job_dir / "ncu_raw.csv").exists():
-        rows = profiling.ncu_table(job_dir / "ncu_raw.csv", notes["ncu_metrics"], int(cfg.profile.options.get("top", 15)))
+        rows = profiling.ncu_table(
+            job_dir / "ncu_raw.csv", notes["ncu_metrics"], int(cfg.profile.options.get("top", 15))
+        )
         notes["ncu_top_kernels"] = rows
         notes["ncu_table"] = str(profiling.write_table(rows, job_dir / "ncu_top_kernels.csv"))
     return outcome

@@ -17,7 +17,6 @@ import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
 
 from b200lab.core.machine import require_profiler
 
@@ -37,7 +36,9 @@ def ncu_metrics(ncu: str) -> dict[str, str]:
     metrics = dict(NCU_BASE_METRICS)
     for pipe in TENSOR_PIPES:
         if pipe in names:
-            metrics[f"{pipe}.avg.pct_of_peak_sustained_active"] = pipe.replace("sm__pipe_", "").replace("_cycles_active", "") + "_pct"
+            metrics[f"{pipe}.avg.pct_of_peak_sustained_active"] = (
+                pipe.replace("sm__pipe_", "").replace("_cycles_active", "") + "_pct"
+            )
     return metrics
 
 
@@ -47,15 +48,38 @@ def command_prefix(profile, job_dir: Path) -> tuple[list[str], dict]:
     if name == "nsys":
         nsys = require_profiler("nsys")
         out = job_dir / "nsys_report"
-        return [nsys, "profile", "-o", str(out), "--force-overwrite", "true", "--trace", "cuda,nvtx,osrt",
-                "--capture-range", "none"], {"nsys_report": f"{out}.nsys-rep"}
+        return [
+            nsys,
+            "profile",
+            "-o",
+            str(out),
+            "--force-overwrite",
+            "true",
+            "--trace",
+            "cuda,nvtx,osrt",
+            "--capture-range",
+            "none",
+        ], {"nsys_report": f"{out}.nsys-rep"}
     if name == "ncu":
         ncu = require_profiler("ncu")
         metrics = ncu_metrics(ncu)
         limit = int(profile.options.get("launch_count", 4000))
-        return [ncu, "--clock-control", "none", "--target-processes", "all", "--profile-from-start", "off",
-                "--launch-count", str(limit), "--metrics", ",".join(metrics), "--csv", "--log-file",
-                str(job_dir / "ncu_raw.csv")], {"ncu_metrics": metrics, "timing_comparable": False}
+        return [
+            ncu,
+            "--clock-control",
+            "none",
+            "--target-processes",
+            "all",
+            "--profile-from-start",
+            "off",
+            "--launch-count",
+            str(limit),
+            "--metrics",
+            ",".join(metrics),
+            "--csv",
+            "--log-file",
+            str(job_dir / "ncu_raw.csv"),
+        ], {"ncu_metrics": metrics, "timing_comparable": False}
     return [], {}
 
 
@@ -92,13 +116,18 @@ def ncu_table(raw_csv: Path, metrics: dict[str, str], top: int = 15) -> list[dic
     rows = []
     for kernel, k in per_kernel.items():
         t = k["time_ns"] or 1.0
-        row = {"kernel": kernel[:200], "launches": int(k["launches"]), "time_ms": k["time_ns"] / 1e6, "time_share": k["time_ns"] / total}
+        row = {
+            "kernel": kernel[:200],
+            "launches": int(k["launches"]),
+            "time_ms": k["time_ns"] / 1e6,
+            "time_share": k["time_ns"] / total,
+        }
         row.update({m: k[m] / t for m in set(metrics.values()) - {"time_ns"} if m in k})
         rows.append(row)
     return sorted(rows, key=lambda r: r["time_ms"], reverse=True)[:top]
 
 
-def write_table(rows: list[dict], path: Path) -> Optional[Path]:
+def write_table(rows: list[dict], path: Path) -> Path | None:
     if not rows:
         return None
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -149,8 +178,9 @@ class WorkerProfiler:
             out = self.job_dir / "traces" / f"trace_rank{self.rank}.json.gz"
             out.parent.mkdir(parents=True, exist_ok=True)
             schedule = torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=1)
-            with torch.profiler.profile(activities=activities, schedule=schedule,
-                                        on_trace_ready=lambda p: p.export_chrome_trace(str(out))) as prof:
+            with torch.profiler.profile(
+                activities=activities, schedule=schedule, on_trace_ready=lambda p: p.export_chrome_trace(str(out))
+            ) as prof:
                 for _ in range(wait + warmup + active):
                     with torch.profiler.record_function("b200lab_step"):
                         step()

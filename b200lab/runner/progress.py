@@ -13,7 +13,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Optional
 
 from b200lab.records import results as results_io
 
@@ -22,7 +21,7 @@ BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 WIDTH = 120
 
 
-def plan(sweeper_target: str, swept: dict, overrides: list[str]) -> tuple[Optional[int], list[str]]:
+def plan(sweeper_target: str, swept: dict, overrides: list[str]) -> tuple[int | None, list[str]]:
     """The number of jobs Hydra's basic sweeper makes of the preset's sweep and the command line
     (the command line wins for a key both set, as in BasicSweeper.sweep) and the keys that vary;
     (None, []) for other sweepers."""
@@ -37,11 +36,13 @@ def plan(sweeper_target: str, swept: dict, overrides: list[str]) -> tuple[Option
     return math.prod(values.values()), [k for k, n in values.items() if n > 1]
 
 
-def start(sweep_dir: Path, n_points: Optional[int], varied: list[str]) -> None:
-    (Path(sweep_dir) / FILENAME).write_text(json.dumps({"n_points": n_points, "varied": varied, "started": time.time()}))
+def start(sweep_dir: Path, n_points: int | None, varied: list[str]) -> None:
+    (Path(sweep_dir) / FILENAME).write_text(
+        json.dumps({"n_points": n_points, "varied": varied, "started": time.time()})
+    )
 
 
-def _read(sweep_dir: Path) -> Optional[dict]:
+def _read(sweep_dir: Path) -> dict | None:
     try:
         return json.loads((Path(sweep_dir) / FILENAME).read_text())
     except (OSError, ValueError):
@@ -54,7 +55,7 @@ def clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def line(sweep_dir: Optional[Path], job_num: int, point: str, text: str) -> Optional[str]:
+def line(sweep_dir: Path | None, job_num: int, point: str, text: str) -> str | None:
     """`[i/N] point: text  elapsed M:SS  left ~M:SS` for a job of a sweep (None outside one); the
     point shows only the keys that vary. The time left is the mean time per finished point times
     the points not yet finished; `left ?` before any."""
@@ -75,7 +76,7 @@ def line(sweep_dir: Optional[Path], job_num: int, point: str, text: str) -> Opti
     return f"{position} {text}{tail}"
 
 
-def say(sweep_dir: Optional[Path], job_num: int, point: str, text: str) -> None:
+def say(sweep_dir: Path | None, job_num: int, point: str, text: str) -> None:
     text = line(sweep_dir, job_num, point, text)
     if text:
         print(text, flush=True)

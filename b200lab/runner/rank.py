@@ -92,7 +92,14 @@ def _write_json(path: Path, data: dict) -> None:
 def run_rank(job_dir: Path, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> dict:
     cfg = OmegaConf.load(job_dir / "config.yaml")
     device = torch.device("cuda", local_rank) if cfg.run.device == "cuda" else torch.device("cpu")
-    out: dict = {"schema_version": SCHEMA_VERSION, "rank": rank, "world_size": world_size, "status": "ok", "error": None, "data_shard": rank}
+    out: dict = {
+        "schema_version": SCHEMA_VERSION,
+        "rank": rank,
+        "world_size": world_size,
+        "status": "ok",
+        "error": None,
+        "data_shard": rank,
+    }
     trials: list[Timing] = []
     workload = strategy = None
     setup_s = None
@@ -183,9 +190,15 @@ def _partial_writer(job_dir: Path, rank: int, base: dict, workload, trials: list
     """A checkpoint callback: ``ranks/rankN.partial.json`` with the steps timed so far, so a rank
     killed outright (SIGKILL, the OOM killer) still leaves them; removed when the rank finishes."""
     path = job_dir / "ranks" / f"rank{rank}.partial.json"
-    fixed = dict(base, status="error", error="the rank stopped before it finished (partial report)", partial=True,
-                 effective=_effective(workload, workload.ctx.strategy), metric_rules=dict(workload.metric_rules),
-                 env=device_env(workload.ctx.device) if rank == 0 else {})
+    fixed = dict(
+        base,
+        status="error",
+        error="the rank stopped before it finished (partial report)",
+        partial=True,
+        effective=_effective(workload, workload.ctx.strategy),
+        metric_rules=dict(workload.metric_rules),
+        env=device_env(workload.ctx.device) if rank == 0 else {},
+    )
 
     def write(current: Timing) -> None:
         snapshot = dict(fixed)
@@ -195,7 +208,9 @@ def _partial_writer(job_dir: Path, rank: int, base: dict, workload, trials: list
     return write
 
 
-def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Path, profiler, trials: list, energy: dict) -> None:
+def _timed_trials(
+    workload, cfg, device, world_size: int, rank: int, job_dir: Path, profiler, trials: list, energy: dict
+) -> None:
     """Warm-up, then ``workload.trials`` timed regions. ``trials`` and ``energy`` are filled in
     place, so an interrupt keeps what was measured. Energy and the Nsight capture range span all
     trials."""
@@ -213,15 +228,32 @@ def _timed_trials(workload, cfg, device, world_size: int, rank: int, job_dir: Pa
         opened.append(True)
 
     all_done, progress = _consensus(world_size), Progress(rank == 0)
-    checkpoint = _partial_writer(job_dir, rank, {"schema_version": SCHEMA_VERSION, "rank": rank, "world_size": world_size,
-                                                 "data_shard": workload.ctx.data_shard}, workload, trials)
+    checkpoint = _partial_writer(
+        job_dir,
+        rank,
+        {
+            "schema_version": SCHEMA_VERSION,
+            "rank": rank,
+            "world_size": world_size,
+            "data_shard": workload.ctx.data_shard,
+        },
+        workload,
+        trials,
+    )
     try:
         for i in range(n_trials):
             trials.append(Timing())
             time_steps(
-                workload.step, device, int(w.warmup_steps) if i == 0 else 0, steps, min_time_s,
-                all_done=all_done, on_progress=progress, timing=trials[-1],
-                on_region_start=region_start if i == 0 else (lambda: None), on_checkpoint=checkpoint,
+                workload.step,
+                device,
+                int(w.warmup_steps) if i == 0 else 0,
+                steps,
+                min_time_s,
+                all_done=all_done,
+                on_progress=progress,
+                timing=trials[-1],
+                on_region_start=region_start if i == 0 else (lambda: None),
+                on_checkpoint=checkpoint,
             )
             _check_health(workload)
     finally:  # closed even on an interrupt
@@ -248,8 +280,11 @@ def _effective(workload, strategy) -> dict:
     eff.update({"workload": workload.cfg.name, **workload.effective})
     built = getattr(workload, "built", None)
     if built is not None:
-        eff["model"] = {"family": built.family.cfg.family, "target": built.family.cfg._target_,
-                        **getattr(built.family, "effective", {})}  # e.g. which expert path a mixture of experts ran
+        eff["model"] = {
+            "family": built.family.cfg.family,
+            "target": built.family.cfg._target_,
+            **getattr(built.family, "effective", {}),
+        }  # e.g. which expert path a mixture of experts ran
         eff["precision"] = built.precision.record()
         eff["attention"] = built.attention.effective
         eff["compiled"] = built.compiled

@@ -5,8 +5,9 @@ to train first and paste a run id, an eval whose checkpoint is ``train`` finds, 
 tracking store, a finished run tagged with this training's key (a hash of the model, data,
 sequence and training settings and the source's git sha) and loads that run's checkpoint; when
 there is none, the parent trains it first with an ordinary ``b200lab`` job (its own MLflow run,
-results.json and folder outputs/reference_checkpoints/KEY, the eval's preset), then tags it. Every eval point of a sweep therefore shares one
-training, and names its run id in ``effective.checkpoint.run_id``.
+results.json and folder outputs/reference_checkpoints/KEY, the eval's preset), then tags it.
+Every eval point of a sweep therefore shares one training, and names its run id in
+``effective.checkpoint.run_id``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,25 @@ def training_overrides(cfg) -> list[str]:
     from omegaconf import OmegaConf
 
     opts = cfg.workload.options
-    out = ["workload=train", f"model={cfg.model.name}", f"data={cfg.data.name}", f"seq={cfg.seq.name}",
-           f"precision={opts.train_precision}", "workload.options.save_checkpoint=true",
-           f"workload.steps={int(opts.train_steps)}", "workload.warmup_steps=0", "workload.min_time_s=0",
-           f"workload.options.lr={float(opts.train_lr)}", f"seq.batch={int(opts.train_batch or cfg.seq.batch)}",
-           f"seq.len={int(cfg.seq.len)}", f"run.device={cfg.run.device}", f"run.launcher={cfg.run.launcher}",
-           f"run.seed={int(cfg.run.seed)}", f"compile={cfg.compile.name}", f"preset={cfg.preset}"]
+    out = [
+        "workload=train",
+        f"model={cfg.model.name}",
+        f"data={cfg.data.name}",
+        f"seq={cfg.seq.name}",
+        f"precision={opts.train_precision}",
+        "workload.options.save_checkpoint=true",
+        f"workload.steps={int(opts.train_steps)}",
+        "workload.warmup_steps=0",
+        "workload.min_time_s=0",
+        f"workload.options.lr={float(opts.train_lr)}",
+        f"seq.batch={int(opts.train_batch or cfg.seq.batch)}",
+        f"seq.len={int(cfg.seq.len)}",
+        f"run.device={cfg.run.device}",
+        f"run.launcher={cfg.run.launcher}",
+        f"run.seed={int(cfg.run.seed)}",
+        f"compile={cfg.compile.name}",
+        f"preset={cfg.preset}",
+    ]
     for group in ("model", "data"):
         for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
             if key not in ("_target_", "name"):
@@ -45,8 +59,12 @@ def training_overrides(cfg) -> list[str]:
 def key_of(overrides: list[str]) -> str:
     from b200lab.measure.environment import git_sha
 
-    text = json.dumps({"overrides": sorted(o for o in overrides if not o.startswith(("tracking.", "run.launcher", "preset="))),
-                       "git_sha": git_sha()})
+    text = json.dumps(
+        {
+            "overrides": sorted(o for o in overrides if not o.startswith(("tracking.", "run.launcher", "preset="))),
+            "git_sha": git_sha(),
+        }
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -57,8 +75,12 @@ def find(tracking_uri: str, experiment: str, key: str):
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
-    found = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG}` = '{key}' and attributes.status = 'FINISHED'",
-                               order_by=["attributes.start_time DESC"], max_results=1)
+    found = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return found[0].info.run_id if found else None
 
 
@@ -79,8 +101,10 @@ def ensure(cfg, tracking_uri: str, job_dir: Path) -> str:
     record = json.loads(results.read_text()) if results.is_file() else {}
     run_id = (record.get("mlflow") or {}).get("run_id")
     if proc.returncode != 0 or record.get("status") != "ok" or not run_id:
-        raise RuntimeError(f"the reference training failed (exit {proc.returncode}, {record.get('error') or 'no results'}): "
-                           f"python -m b200lab {' '.join(overrides)}")
+        raise RuntimeError(
+            f"the reference training failed (exit {proc.returncode}, {record.get('error') or 'no results'}): "
+            f"python -m b200lab {' '.join(overrides)}"
+        )
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri=tracking_uri).set_tag(run_id, TAG, key)

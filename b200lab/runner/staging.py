@@ -9,7 +9,6 @@ holds is compared with ``model.*``, and the resolution is written for the ranks
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from b200lab.records.tracking import resolve_uri
 from b200lab.workloads import checkpoint
@@ -49,22 +48,30 @@ def stage_inputs(cfg, spec: type, job_dir: Path) -> list[str]:
     return problems
 
 
-def locate(source: Optional[str], tracking_uri: str, download_dir: Path) -> dict:
+def locate(source: str | None, tracking_uri: str, download_dir: Path) -> dict:
     """Parent side: {source, path, run_id} for a source, or CheckpointError naming the key."""
     if not source:
-        raise CheckpointError(f"{KEY} is not set: name a checkpoint folder or file, a GPT-2 folder, or an MLflow run "
-                              "(run:<id>) whose training saved one (workload.options.save_checkpoint=true)")
+        raise CheckpointError(
+            f"{KEY} is not set: name a checkpoint folder or file, a GPT-2 folder, or an MLflow run "
+            "(run:<id>) whose training saved one (workload.options.save_checkpoint=true)"
+        )
     source = str(source)
     path = Path(source).expanduser()
     match = RUN_ID.fullmatch(source)
     if match and (match.group(1) or not path.exists()):
         run_id = match.group(2)
-        return {"source": source, "path": str(_run_checkpoint(source, run_id, tracking_uri, download_dir)), "run_id": run_id}
+        return {
+            "source": source,
+            "path": str(_run_checkpoint(source, run_id, tracking_uri, download_dir)),
+            "run_id": run_id,
+        }
     if not path.exists():
         raise CheckpointError(f"{KEY}={source}: no such file or folder (an MLflow run is run:<32-hex id>)")
     if path.is_dir() and not (is_gpt2(path) or (path / WEIGHTS).is_file()):
-        raise CheckpointError(f"{KEY}={source}: the folder holds neither {WEIGHTS} (a b200lab checkpoint) nor "
-                              "config.json with *.safetensors (GPT-2 weights)")
+        raise CheckpointError(
+            f"{KEY}={source}: the folder holds neither {WEIGHTS} (a b200lab checkpoint) nor "
+            "config.json with *.safetensors (GPT-2 weights)"
+        )
     return {"source": source, "path": str(path.absolute()), "run_id": None}
 
 
@@ -81,11 +88,14 @@ def _run_checkpoint(source: str, run_id: str, tracking_uri: str, download_dir: P
         run = client.get_run(run_id)
         listed = [f.path for f in client.list_artifacts(run_id, ARTIFACT_PATH)]
     except MlflowException as exc:
-        raise CheckpointError(f"{KEY}={source}: no run {run_id} in the tracking store {tracking_uri} "
-                              f"({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{KEY}={source}: no run {run_id} in the tracking store {tracking_uri} ({str(exc).splitlines()[0]})"
+        ) from None
     if f"{ARTIFACT_PATH}/{WEIGHTS}" not in listed:
-        raise CheckpointError(f"{KEY}={source}: run {run_id} has no checkpoint artifact ({ARTIFACT_PATH}/{WEIGHTS}); "
-                              "train with workload.options.save_checkpoint=true")
+        raise CheckpointError(
+            f"{KEY}={source}: run {run_id} has no checkpoint artifact ({ARTIFACT_PATH}/{WEIGHTS}); "
+            "train with workload.options.save_checkpoint=true"
+        )
     repo = get_artifact_repository(run.info.artifact_uri)
     if isinstance(repo, LocalArtifactRepository):  # already a local folder: read in place
         return Path(repo.download_artifacts(ARTIFACT_PATH))

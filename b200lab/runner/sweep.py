@@ -17,7 +17,6 @@ import json
 import sys
 import uuid
 from pathlib import Path
-from typing import Optional
 
 from b200lab.records import results as results_io
 from b200lab.records.points import sweep_name
@@ -29,7 +28,7 @@ PARENT_FILE = "mlflow_parent.json"
 LOCK_FILE = ".b200lab.lock"
 
 
-def read_parent(sweep_dir: Path) -> Optional[dict]:
+def read_parent(sweep_dir: Path) -> dict | None:
     path = Path(sweep_dir) / PARENT_FILE
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -45,8 +44,16 @@ def start(sweep_dir: Path, tracking, name: str, tags: dict) -> dict:
     """Record a new sweep; no MLflow call yet (see parent_run)."""
     from b200lab.measure.environment import git_sha
 
-    info = {"sweep_id": uuid.uuid4().hex, "state": "pending", "tracking_uri": resolve_uri(tracking.uri), "experiment": tracking.experiment,
-            "probe_timeout_s": float(tracking.probe_timeout_s), "run_id": None, "name": name, "tags": {**tags, "git_sha": git_sha()}}
+    info = {
+        "sweep_id": uuid.uuid4().hex,
+        "state": "pending",
+        "tracking_uri": resolve_uri(tracking.uri),
+        "experiment": tracking.experiment,
+        "probe_timeout_s": float(tracking.probe_timeout_s),
+        "run_id": None,
+        "name": name,
+        "tags": {**tags, "git_sha": git_sha()},
+    }
     with file_lock(Path(sweep_dir) / LOCK_FILE):
         write_parent(sweep_dir, info)
     return info
@@ -65,13 +72,22 @@ def parent_run(sweep_dir: Path) -> dict:
         else:
             try:
                 tracker = Tracker(info["tracking_uri"], info["experiment"], system_metrics=False)
-                name = sweep_name([], info["tags"].get("preset"), info["tags"].get("overrides"))  # renamed from the points at the end
-                run_id = tracker.create_run(name, {"sweep": "true", **info["tags"]}, git_sha=info["tags"].get("git_sha"))
-                info.update(state="created", run_id=run_id, experiment_id=tracker.experiment_id, error=None, closed=False)
+                name = sweep_name(
+                    [], info["tags"].get("preset"), info["tags"].get("overrides")
+                )  # renamed from the points at the end
+                run_id = tracker.create_run(
+                    name, {"sweep": "true", **info["tags"]}, git_sha=info["tags"].get("git_sha")
+                )
+                info.update(
+                    state="created", run_id=run_id, experiment_id=tracker.experiment_id, error=None, closed=False
+                )
             except Exception as exc:
                 info.update(state="failed", error=f"MLflow: {type(exc).__name__}: {exc}")
-                print(f"b200lab: could not create the sweep's parent run ({info['error']}); its points are logged without a parent",
-                      file=sys.stderr)
+                print(
+                    f"b200lab: could not create the sweep's parent run ({info['error']}); its points are logged "
+                    "without a parent",
+                    file=sys.stderr,
+                )
         write_parent(sweep_dir, info)
         return info
 
@@ -104,7 +120,10 @@ def finish(sweep_dir: Path, interrupted: bool = False) -> tuple[list[dict], list
     for err in bad:
         print(f"b200lab: skipped {err}", file=sys.stderr)
     statuses = [r["status"] for r in found]
-    print(f"b200lab: sweep {sweep_dir}: {len(found)} points, " + ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses))))
+    print(
+        f"b200lab: sweep {sweep_dir}: {len(found)} points, "
+        + ", ".join(f"{s} {statuses.count(s)}" for s in sorted(set(statuses)))
+    )
     report = _guard(found, Path(sweep_dir), artifacts)
     close_parent(sweep_dir, statuses, artifacts, interrupted, report, found)
     return found, bad
@@ -129,27 +148,41 @@ def _guard(found: list[dict], sweep_dir: Path, artifacts: list[Path]):
     return report
 
 
-def close_parent(sweep_dir: Path, statuses: list[str], artifacts: list[Path], interrupted: bool = False, guard_report=None,
-                 records: Optional[list[dict]] = None) -> bool:
+def close_parent(
+    sweep_dir: Path,
+    statuses: list[str],
+    artifacts: list[Path],
+    interrupted: bool = False,
+    guard_report=None,
+    records: list[dict] | None = None,
+) -> bool:
     with file_lock(Path(sweep_dir) / LOCK_FILE):
         parent = read_parent(sweep_dir)
         if not parent or not parent.get("run_id"):
             return False
-        status = "interrupted" if interrupted else ("error" if "error" in statuses or "interrupted" in statuses else "ok")
+        status = (
+            "interrupted" if interrupted else ("error" if "error" in statuses or "interrupted" in statuses else "ok")
+        )
         if guard_report is not None and guard_report.failed and status == "ok":
             status = "error"
         try:
             tracker = Tracker(parent["tracking_uri"], parent["experiment"], system_metrics=False)
             if guard_report is not None:
                 _log_guard(tracker, parent["run_id"], guard_report)
-            tracker.set_tags(parent["run_id"], {"status": status, "n_points": len(statuses), **{f"n_{s}": statuses.count(s) for s in set(statuses)}})
+            tracker.set_tags(
+                parent["run_id"],
+                {"status": status, "n_points": len(statuses), **{f"n_{s}": statuses.count(s) for s in set(statuses)}},
+            )
             artifacts = artifacts + _summary(tracker, parent, records or [], Path(sweep_dir), status)
             tracker.log_files(parent["run_id"], artifacts)
             tracker.end(parent["run_id"], status)
             parent.update(closed=True, close_error=None)
         except Exception as exc:
             parent.update(closed=False, close_error=f"MLflow: {type(exc).__name__}: {exc}")
-            print(f"b200lab: could not close the sweep's parent run ({parent['close_error']}); `b200lab sync` retries", file=sys.stderr)
+            print(
+                f"b200lab: could not close the sweep's parent run ({parent['close_error']}); `b200lab sync` retries",
+                file=sys.stderr,
+            )
         write_parent(sweep_dir, parent)
         return bool(parent["closed"])
 
@@ -161,8 +194,15 @@ def _summary(tracker, parent: dict, records: list[dict], sweep_dir: Path, status
     if not records:
         return []
     try:
-        return parent_summary.publish(tracker, parent["run_id"], records, sweep_dir, parent["tags"].get("preset"),
-                                      parent["tags"].get("overrides"), status)
+        return parent_summary.publish(
+            tracker,
+            parent["run_id"],
+            records,
+            sweep_dir,
+            parent["tags"].get("preset"),
+            parent["tags"].get("overrides"),
+            status,
+        )
     except Exception as exc:
         print(f"b200lab: the sweep's summary is incomplete ({type(exc).__name__}: {exc})", file=sys.stderr)
         return []
@@ -172,14 +212,23 @@ def _log_guard(tracker, parent_run_id: str, report) -> None:
     """Each point's change and speedup on its own run; the verdict on the parent."""
     for row in report.rows:
         if row.run_id and row.ppl_delta is not None:
-            tracker.log_metrics(row.run_id, {"ppl_delta": row.ppl_delta, **({"speedup_vs_reference": row.speedup} if row.speedup else {})})
+            tracker.log_metrics(
+                row.run_id,
+                {"ppl_delta": row.ppl_delta, **({"speedup_vs_reference": row.speedup} if row.speedup else {})},
+            )
         if row.run_id:
             tracker.set_tags(row.run_id, {"guard": row.status})
-    tracker.set_tags(parent_run_id, {"guard": "failed" if report.failed else "passed", "guard.reference": report.reference,
-                                     "guard.max_ppl_delta": report.max_ppl_delta})
+    tracker.set_tags(
+        parent_run_id,
+        {
+            "guard": "failed" if report.failed else "passed",
+            "guard.reference": report.reference,
+            "guard.max_ppl_delta": report.max_ppl_delta,
+        },
+    )
 
 
-def exit_code(records: list[dict], bad: list, parent: Optional[dict] = None) -> int:
+def exit_code(records: list[dict], bad: list, parent: dict | None = None) -> int:
     """130 interrupted; 1 a point errored, the accuracy guard failed, a record is unreadable or
     the parent run could not be created; 3 something is not in MLflow; else 0."""
     statuses = [r["status"] for r in records]

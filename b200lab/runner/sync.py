@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional
 
 from b200lab.records import results as results_io
 from b200lab.records.tracking import Tracker, flatten, probe, publish, resolve_uri
@@ -24,8 +23,12 @@ from b200lab.runner import sweep
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="b200lab sync", description=__doc__.split("\n\n")[0].replace("``", "`"))
     parser.add_argument("paths", nargs="*", type=Path, default=[Path("multirun"), Path("outputs")])
-    parser.add_argument("--uri", help="upload everything to this tracking URI (default: the store each results.json records)")
-    parser.add_argument("--experiment", default=None, help="experiment name (default: the one each result was run with)")
+    parser.add_argument(
+        "--uri", help="upload everything to this tracking URI (default: the store each results.json records)"
+    )
+    parser.add_argument(
+        "--experiment", default=None, help="experiment name (default: the one each result was run with)"
+    )
     args = parser.parse_args(argv)
     good, bad = results_io.read_all(results_io.find(args.paths))
     for err in bad:
@@ -49,9 +52,13 @@ def main(argv: list[str]) -> int:
             continue
         experiment = args.experiment or res["config"]["tracking"]["experiment"]
         try:
-            tracker = trackers.get((uri, experiment)) or trackers.setdefault((uri, experiment), Tracker(uri, experiment, system_metrics=False))
+            tracker = trackers.get((uri, experiment)) or trackers.setdefault(
+                (uri, experiment), Tracker(uri, experiment, system_metrics=False)
+            )
             job_dir = path.parent
-            parent_id = _parent_for(job_dir.parent, tracker, parents) if (job_dir.parent / sweep.PARENT_FILE).exists() else None
+            parent_id = (
+                _parent_for(job_dir.parent, tracker, parents) if (job_dir.parent / sweep.PARENT_FILE).exists() else None
+            )
             run_id = _upload(tracker, res, job_dir, parent_id)
             print(f"b200lab sync: {path} -> run {run_id} ({res['status']})")
         except Exception as exc:
@@ -64,7 +71,7 @@ def main(argv: list[str]) -> int:
     return 1 if bad or failed else 0
 
 
-def _upload(tracker: Tracker, res: dict, job_dir: Path, parent_id: Optional[str]) -> str:
+def _upload(tracker: Tracker, res: dict, job_dir: Path, parent_id: str | None) -> str:
     """Fill in the run the job created when this store has it, else a new one; results.json is
     marked synced before it is logged (the logged copy is the final one), unmarked on failure."""
     from omegaconf import OmegaConf
@@ -73,13 +80,23 @@ def _upload(tracker: Tracker, res: dict, job_dir: Path, parent_id: Optional[str]
 
     run_id = res["mlflow"].get("run_id")
     if not run_id or tracker.run_status(run_id) is None:
-        run_id = tracker.create_run(run_name(OmegaConf.create(res["config"])), {"synced_later": "true"}, parent_id,
-                                    git_sha=res.get("env", {}).get("git_sha"))
+        run_id = tracker.create_run(
+            run_name(OmegaConf.create(res["config"])),
+            {"synced_later": "true"},
+            parent_id,
+            git_sha=res.get("env", {}).get("git_sha"),
+        )
         tracker.log_params(run_id, flatten(res["config"]))
     else:
         parent_id = res["mlflow"].get("parent_run_id") or parent_id
-    res["mlflow"].update(tracking_uri=tracker.uri, experiment_id=tracker.experiment_id, run_id=run_id, parent_run_id=parent_id,
-                         synced=True, error=None)
+    res["mlflow"].update(
+        tracking_uri=tracker.uri,
+        experiment_id=tracker.experiment_id,
+        run_id=run_id,
+        parent_run_id=parent_id,
+        synced=True,
+        error=None,
+    )
     results_io.write(job_dir, res)
     try:
         publish(tracker, run_id, res, job_dir)
@@ -98,9 +115,17 @@ def _parent_for(sweep_dir: Path, tracker: Tracker, parents: dict[Path, str]) -> 
     run_id = info.get("run_id")
     if not run_id or tracker.run_status(run_id) is None:
         tags = {"sweep": "true", "synced_later": "true", **info.get("tags", {})}
-        run_id = tracker.create_run(info.get("name", f"sweep {sweep_dir}"), tags, git_sha=info.get("tags", {}).get("git_sha"))
-        info.update(state="created", tracking_uri=tracker.uri, experiment=tracker.client.get_experiment(tracker.experiment_id).name,
-                    run_id=run_id, experiment_id=tracker.experiment_id, closed=False)
+        run_id = tracker.create_run(
+            info.get("name", f"sweep {sweep_dir}"), tags, git_sha=info.get("tags", {}).get("git_sha")
+        )
+        info.update(
+            state="created",
+            tracking_uri=tracker.uri,
+            experiment=tracker.client.get_experiment(tracker.experiment_id).name,
+            run_id=run_id,
+            experiment_id=tracker.experiment_id,
+            closed=False,
+        )
         sweep.write_parent(sweep_dir, info)
     parents[sweep_dir] = run_id
     return run_id

@@ -22,8 +22,6 @@ it. docs/serving.md states the formula with its example numbers.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
@@ -53,8 +51,15 @@ def weight_bytes(model: torch.nn.Module, batch: int) -> int:
     return total
 
 
-def kv_bytes(n_layers: int, batch: int, kv_heads: int, head_dim: int, element_size: int, position: int,
-             window: Optional[int] = None) -> int:
+def kv_bytes(
+    n_layers: int,
+    batch: int,
+    kv_heads: int,
+    head_dim: int,
+    element_size: int,
+    position: int,
+    window: int | None = None,
+) -> int:
     """Keys and values read (positions 0..position, or the last ``window`` of them) and written
     (position) by one decode step."""
     per_position = n_layers * 2 * batch * kv_heads * head_dim * element_size
@@ -67,6 +72,8 @@ def generation_bytes(decoder, batch: int, prompt_len: int, output_len: int, cach
     step and the KV bytes at each position fed (prompt_len .. prompt_len + output_len - 2), under
     the model's attention window if it has one (``decoder``: b200lab/models/decoding.py)."""
     d = decoder
-    kv = sum(kv_bytes(d.n_layers, batch, d.kv_heads, d.head_dim, cache_element_size, p, d.window)
-             for p in range(prompt_len, prompt_len + output_len - 1))
+    kv = sum(
+        kv_bytes(d.n_layers, batch, d.kv_heads, d.head_dim, cache_element_size, p, d.window)
+        for p in range(prompt_len, prompt_len + output_len - 1)
+    )
     return (output_len - 1) * weight_bytes(d.model, batch) + kv

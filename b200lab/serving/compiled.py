@@ -44,4 +44,7 @@ def shape_warmup_trace(prompt_len: int, max_model_len: int, vocab_size: int) -> 
     room = max(2, min(prompt_len, max_model_len - 4))
     lens = [room, max(2, room // 2), max(2, room - 3)]
     gen = torch.Generator().manual_seed(0)
-    return [RequestSpec(i, 0.0, tuple(torch.randint(0, vocab_size, (n,), generator=gen).tolist()), 2 + i) for i, n in enumerate(lens)]
+    return [
+        RequestSpec(i, 0.0, tuple(torch.randint(0, vocab_size, (n,), generator=gen).tolist()), 2 + i)
+        for i, n in enumerate(lens)
+    ]

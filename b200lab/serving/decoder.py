@@ -12,7 +12,7 @@ with nothing for the host to do but launch it.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -20,8 +20,17 @@ import torch
 class StaticDecoder:
     """``decoder``: the model family's decode contract (b200lab/models/decoding.py)."""
 
-    def __init__(self, decoder, batch: int, prompt_len: int, output_len: int, max_len: int, cache_dtype,
-                 pick: Callable[[torch.Tensor], torch.Tensor], autocast=contextlib.nullcontext):
+    def __init__(
+        self,
+        decoder,
+        batch: int,
+        prompt_len: int,
+        output_len: int,
+        max_len: int,
+        cache_dtype,
+        pick: Callable[[torch.Tensor], torch.Tensor],
+        autocast=contextlib.nullcontext,
+    ):
         device = decoder.device
         self.decoder, self.pick, self.autocast = decoder, pick, autocast
         self.prompt_len, self.output_len = prompt_len, output_len
@@ -29,10 +38,14 @@ class StaticDecoder:
         self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.out = torch.zeros(batch, output_len, dtype=torch.long, device=device)
-        for t in (self.tok, self.pos, self.out):  # mutated by the step: reduce-overhead's CUDA graphs skip a non-static one
+        for t in (
+            self.tok,
+            self.pos,
+            self.out,
+        ):  # mutated by the step: reduce-overhead's CUDA graphs skip a non-static one
             torch._dynamo.mark_static_address(t)
         self.prefill_fn, self.decode_fn = self._prefill, self._decode
-        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.graph: torch.cuda.CUDAGraph | None = None
 
     def compile(self, mode: str, fullgraph: bool, own_graph: bool) -> None:
         """torch.compile both functions (inductor's coordinate-descent tuning on, as gpt-fast does;
@@ -41,9 +54,12 @@ class StaticDecoder:
         and never takes reduce-overhead's graphs."""
         import torch._inductor.config as inductor
 
-        inductor.coordinate_descent_tuning = True  # gpt-fast's setting: tunes the small fused kernels of a one-token step
+        # gpt-fast's setting: tunes the small fused kernels of a one-token step
+        inductor.coordinate_descent_tuning = True
         step_mode = "max-autotune-no-cudagraphs" if own_graph and mode == "max-autotune" else mode
-        self.prefill_fn = torch.compile(self._prefill, mode="default" if mode == "reduce-overhead" else step_mode, fullgraph=fullgraph)
+        self.prefill_fn = torch.compile(
+            self._prefill, mode="default" if mode == "reduce-overhead" else step_mode, fullgraph=fullgraph
+        )
         self.decode_fn = torch.compile(self._decode, mode=step_mode, fullgraph=fullgraph)
 
     def _prefill(self, prompts: torch.Tensor) -> None:
@@ -61,7 +77,9 @@ class StaticDecoder:
     def capture(self, prompts: torch.Tensor) -> None:
         """The (compiled) decode step in a CUDA graph, after warm-up calls on a side stream."""
         if self.output_len < 2:
-            raise ValueError(f"output_len={self.output_len}: no decode step to capture (the prefill gives the only token)")
+            raise ValueError(
+                f"output_len={self.output_len}: no decode step to capture (the prefill gives the only token)"
+            )
         with torch.no_grad(), self.autocast():
             self.prefill_fn(prompts)
             side = torch.cuda.Stream()

@@ -25,8 +25,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
@@ -70,7 +70,7 @@ class ScriptedClock:
 class Limits:
     max_running: int = 64  # requests in the running batch
     max_queue: int = 1024  # waiting requests; an arrival beyond it is rejected
-    max_concurrency: Optional[int] = None  # outstanding requests the client allows (None: no limit)
+    max_concurrency: int | None = None  # outstanding requests the client allows (None: no limit)
     max_model_len: int = 4096  # prompt + output tokens of one request
 
 
@@ -92,9 +92,17 @@ class Engine:
     (B, V)) -> ids (B,)``; ``on_complete(record)`` after each request ends. ``forward(decoder, idx,
     view)``: :func:`last_logits`, or a compiled copy of it (b200lab/serving/compiled.py)."""
 
-    def __init__(self, decoder, pool: BlockPool, limits: Limits, clock, pick: Callable[[torch.Tensor], torch.Tensor],
-                 autocast=contextlib.nullcontext, on_complete: Optional[Callable[[RequestRecord], None]] = None,
-                 forward: Callable = last_logits):
+    def __init__(
+        self,
+        decoder,
+        pool: BlockPool,
+        limits: Limits,
+        clock,
+        pick: Callable[[torch.Tensor], torch.Tensor],
+        autocast=contextlib.nullcontext,
+        on_complete: Callable[[RequestRecord], None] | None = None,
+        forward: Callable = last_logits,
+    ):
         self.decoder, self.pool, self.limits, self.clock, self.pick = decoder, pool, limits, clock, pick
         self.autocast, self.on_complete, self.forward = autocast, on_complete, forward
         self.reset_counters()
@@ -119,13 +127,21 @@ class Engine:
         t0 = clock.now()
         while pending or queue or running:
             now = clock.now() - t0
-            while pending and pending[0].arrival_s <= now and (lim.max_concurrency is None or len(queue) + len(running) < lim.max_concurrency):
+            while (
+                pending
+                and pending[0].arrival_s <= now
+                and (lim.max_concurrency is None or len(queue) + len(running) < lim.max_concurrency)
+            ):
                 spec = pending.popleft()
                 rec = records[spec.id]
                 rec.arrival_s = max(spec.arrival_s, now) if lim.max_concurrency is not None else spec.arrival_s
                 need = spec.prompt_len + spec.output_len
                 if need > lim.max_model_len or self.pool.blocks_for(need) > self.pool.num_blocks:
-                    rec.status, rec.reason = "rejected", f"{need} tokens exceed the cache (max_model_len {lim.max_model_len}, pool {self.pool.num_blocks * self.pool.block_size})"
+                    rec.status, rec.reason = (
+                        "rejected",
+                        f"{need} tokens exceed the cache (max_model_len {lim.max_model_len}, pool "
+                        f"{self.pool.num_blocks * self.pool.block_size})",
+                    )
                 elif len(queue) >= lim.max_queue:
                     rec.status, rec.reason = "rejected", f"queue full ({lim.max_queue})"
                 else:
@@ -137,7 +153,11 @@ class Engine:
                     clock.sleep_until(t0 + pending[0].arrival_s)
                 continue
             decoding = list(running)
-            while queue and len(running) < lim.max_running and self.pool.can_hold(queue[0].prompt_len + queue[0].output_len):
+            while (
+                queue
+                and len(running) < lim.max_running
+                and self.pool.can_hold(queue[0].prompt_len + queue[0].output_len)
+            ):
                 spec = queue.popleft()
                 rec = records[spec.id]
                 rec.status, rec.admitted_s = "running", clock.now() - t0

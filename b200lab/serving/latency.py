@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -29,8 +28,8 @@ class RequestRecord:
     prompt_len: int
     output_len: int  # tokens asked for
     status: str = "waiting"  # waiting | queued | running | done | rejected
-    reason: Optional[str] = None  # why it was rejected
-    admitted_s: Optional[float] = None  # prefill began
+    reason: str | None = None  # why it was rejected
+    admitted_s: float | None = None  # prefill began
     waited: bool = False  # found the running batch full or the pool short and stayed queued
     token_s: list[float] = field(default_factory=list)  # when each output token was ready (host clock, synced)
     tokens: list[int] = field(default_factory=list)
@@ -59,31 +58,53 @@ class RequestRecord:
     def row(self) -> dict:
         done = self.status == "done"
         ms = (lambda s: round(s * 1e3, 6)) if done else (lambda s: "")
-        return {"id": self.id, "status": self.status, "reason": self.reason or "", "arrival_s": round(self.arrival_s, 6),
-                "prompt_len": self.prompt_len, "output_len": len(self.tokens) if done else self.output_len,
-                "queue_ms": ms(self.queue_s), "ttft_ms": ms(self.ttft_s) if done else "", "tpot_ms": ms(self.tpot_s) if done else "",
-                "e2e_ms": ms(self.e2e_s) if done else "", "itl_ms_max": ms(max(self.itl_s, default=0.0)) if done else ""}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "reason": self.reason or "",
+            "arrival_s": round(self.arrival_s, 6),
+            "prompt_len": self.prompt_len,
+            "output_len": len(self.tokens) if done else self.output_len,
+            "queue_ms": ms(self.queue_s),
+            "ttft_ms": ms(self.ttft_s) if done else "",
+            "tpot_ms": ms(self.tpot_s) if done else "",
+            "e2e_ms": ms(self.e2e_s) if done else "",
+            "itl_ms_max": ms(max(self.itl_s, default=0.0)) if done else "",
+        }
 
 
 def percentiles(name: str, values_s: list[float]) -> dict:
     if not values_s:
         return {}
     p50, p90, p99 = np.percentile(np.asarray(values_s) * 1e3, [50, 90, 99])
-    return {f"{name}_ms_p50": float(p50), f"{name}_ms_p90": float(p90), f"{name}_ms_p99": float(p99),
-            f"{name}_ms_mean": float(np.mean(values_s) * 1e3)}
+    return {
+        f"{name}_ms_p50": float(p50),
+        f"{name}_ms_p90": float(p90),
+        f"{name}_ms_p99": float(p99),
+        f"{name}_ms_mean": float(np.mean(values_s) * 1e3),
+    }
 
 
-def request_metrics(runs: list[list[RequestRecord]], slo_ttft_ms: Optional[float] = None, slo_tpot_ms: Optional[float] = None) -> dict:
+def request_metrics(
+    runs: list[list[RequestRecord]], slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None
+) -> dict:
     """Metrics over one or more runs of a trace: percentiles pool every completed request; the
     rates divide by the runs' summed durations (each from its first arrival to its last token)."""
     records = [r for run in runs for r in run]
     done = [r for r in records if r.status == "done"]
-    out = {"requests": len(records), "completed": len(done), "rejected": sum(r.status == "rejected" for r in records),
-           "queued": sum(r.waited for r in records)}
+    out = {
+        "requests": len(records),
+        "completed": len(done),
+        "rejected": sum(r.status == "rejected" for r in records),
+        "queued": sum(r.waited for r in records),
+    }
     if not done:
         return out
-    duration = sum(max(r.token_s[-1] for r in run if r.status == "done") - min(r.arrival_s for r in run)
-                   for run in runs if any(r.status == "done" for r in run))
+    duration = sum(
+        max(r.token_s[-1] for r in run if r.status == "done") - min(r.arrival_s for r in run)
+        for run in runs
+        if any(r.status == "done" for r in run)
+    )
     tokens = sum(len(r.token_s) for r in done)
     out.update(percentiles("ttft", [r.ttft_s for r in done]))
     out.update(percentiles("tpot", [r.tpot_s for r in done if len(r.token_s) > 1]))
@@ -97,8 +118,12 @@ def request_metrics(runs: list[list[RequestRecord]], slo_ttft_ms: Optional[float
         out["request_throughput"] = len(done) / duration
         out["output_tokens_per_s"] = tokens / duration
         if slo_ttft_ms is not None or slo_tpot_ms is not None:
-            good = [r for r in done if (slo_ttft_ms is None or r.ttft_s * 1e3 <= slo_ttft_ms)
-                    and (slo_tpot_ms is None or r.tpot_s * 1e3 <= slo_tpot_ms)]
+            good = [
+                r
+                for r in done
+                if (slo_ttft_ms is None or r.ttft_s * 1e3 <= slo_ttft_ms)
+                and (slo_tpot_ms is None or r.tpot_s * 1e3 <= slo_tpot_ms)
+            ]
             out["goodput"] = len(good) / duration
             out["goodput_fraction"] = len(good) / len(done)
     return out

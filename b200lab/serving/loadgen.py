@@ -37,7 +37,7 @@ def lengths(rng: np.random.Generator, n: int, mean: int, dist: str, spread: floa
     elif dist == "uniform":
         values = rng.uniform(mean * (1 - spread), mean * (1 + spread), n)
     elif dist == "lognormal":  # median = mean x exp(-sigma^2 / 2) keeps the mean at ``mean``
-        values = rng.lognormal(math.log(mean) - spread ** 2 / 2, spread, n)
+        values = rng.lognormal(math.log(mean) - spread**2 / 2, spread, n)
     else:
         raise ValueError(f"length distribution {dist!r}: choose {', '.join(LENGTHS)}")
     return np.clip(np.rint(values), 1, maximum).astype(int)
@@ -55,9 +55,22 @@ def arrival_times(rng: np.random.Generator, n: int, qps: float, process: str, bu
     return np.cumsum(gaps) - gaps[0]  # the first request arrives at t = 0
 
 
-def make_trace(seed: int, num_requests: int, duration_s: float, qps: float, process: str, burstiness: float,
-               prompt_len: int, prompt_dist: str, output_len: int, output_dist: str, spread: float,
-               max_prompt: int, max_output: int, vocab_size: int) -> list[RequestSpec]:
+def make_trace(
+    seed: int,
+    num_requests: int,
+    duration_s: float,
+    qps: float,
+    process: str,
+    burstiness: float,
+    prompt_len: int,
+    prompt_dist: str,
+    output_len: int,
+    output_dist: str,
+    spread: float,
+    max_prompt: int,
+    max_output: int,
+    vocab_size: int,
+) -> list[RequestSpec]:
     rng = np.random.default_rng(seed)
     arrivals = arrival_times(rng, num_requests, qps, process, burstiness)
     prompts = lengths(rng, num_requests, prompt_len, prompt_dist, spread, max_prompt)

@@ -15,7 +15,6 @@ place (docs/serving.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -54,7 +53,7 @@ class BlockPool:
     def used_blocks(self) -> int:
         return self.num_blocks - len(self.free)
 
-    def view(self, rows: list["Row"]) -> "PagedStep":
+    def view(self, rows: list[Row]) -> PagedStep:
         """The cache view of one forward over ``rows`` (all with the same number of new tokens)."""
         t = rows[0].new_tokens
         if any(r.new_tokens != t for r in rows):
@@ -63,7 +62,7 @@ class BlockPool:
         width = -(-(max(r.start for r in rows) + t) // WINDOW_ALIGN) * WINDOW_ALIGN
         table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
         for i, r in enumerate(rows):
-            table[i, :len(r.blocks)] = torch.tensor(r.blocks)
+            table[i, : len(r.blocks)] = torch.tensor(r.blocks)
         starts = torch.tensor([r.start for r in rows])
         table, starts = table.to(self.device, non_blocking=True), starts.to(self.device, non_blocking=True)
         # right-aligned: column j of row b holds position j - (width - length_b); the new tokens are the last t columns
@@ -73,8 +72,13 @@ class BlockPool:
         read = table.gather(1, at // bs) * bs + at % bs
         # the new tokens' slots and positions as tensors of their own: a slice's storage offset
         # would be one more size for a compiled step to specialise on
-        return PagedStep(self, read[:, width - t:].clone(memory_format=torch.contiguous_format), read, valid.long(),
-                         pos[:, width - t:].clone(memory_format=torch.contiguous_format))
+        return PagedStep(
+            self,
+            read[:, width - t :].clone(memory_format=torch.contiguous_format),
+            read,
+            valid.long(),
+            pos[:, width - t :].clone(memory_format=torch.contiguous_format),
+        )
 
 
 @dataclass
@@ -96,7 +100,7 @@ class PagedStep:
     valid: torch.Tensor
     positions: torch.Tensor
 
-    def begin(self, idx: torch.Tensor, positions: Optional[torch.Tensor]):
+    def begin(self, idx: torch.Tensor, positions: torch.Tensor | None):
         return self.positions, AttnMask(doc_ids=self.valid), None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, where) -> tuple[torch.Tensor, torch.Tensor]:

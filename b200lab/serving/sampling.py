@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
-def next_token(logits: torch.Tensor, sampling: str = "greedy", temperature: float = 1.0, top_k: Optional[int] = None,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def next_token(
+    logits: torch.Tensor,
+    sampling: str = "greedy",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """logits (B, V) -> token ids (B,). ``sample`` draws from softmax(logits / temperature) over
     the ``top_k`` largest (all when None) with the exponential trick (argmax of p / E, E ~ Exp(1)),
     which needs no host sync and replays inside a CUDA graph (default generator)."""

@@ -20,9 +20,13 @@ from b200lab.measure.environment import REPO_ROOT, SOURCE, tree_hash
 
 
 def head_line(root: Path = REPO_ROOT) -> str:
-    sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.Popen(["git", "-C", str(root), "archive", "--format=tar", "HEAD", "--", *SOURCE], stdout=subprocess.PIPE)
+        archive = subprocess.Popen(
+            ["git", "-C", str(root), "archive", "--format=tar", "HEAD", "--", *SOURCE], stdout=subprocess.PIPE
+        )
         subprocess.run(["tar", "-x", "-C", tmp], stdin=archive.stdout, check=True)
         archive.stdout.close()
         if archive.wait():

@@ -28,7 +28,12 @@ from b200lab.workloads.base import Workload
 from b200lab.workloads.config.attention import AttentionBenchConfig
 
 # (atol, rtol) of the output against the reference rounded to the dtype; dq: rtol of its largest value
-TOLERANCE = {torch.float64: (1e-9, 1e-9), torch.float32: (1e-4, 1e-4), torch.float16: (2e-3, 5e-3), torch.bfloat16: (1e-2, 2e-2)}
+TOLERANCE = {
+    torch.float64: (1e-9, 1e-9),
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (2e-3, 5e-3),
+    torch.bfloat16: (1e-2, 2e-2),
+}
 DQ_RTOL = {torch.float64: 1e-8, torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 BACKWARD_MULTIPLE = 3.5  # forward + backward = 1 + 2.5 forwards
 
@@ -51,25 +56,27 @@ def check_against_math(attention, q, k, v, grad_out, rows: int, generator) -> di
     found = {"rows": [[b, b + rows] for b in begins], "out_err": 0.0, "out_rel_err": 0.0}
     failures = []
     for b in begins:
-        q_blk = q.detach()[:, :, b:b + rows].float().requires_grad_(grad_out is not None)
+        q_blk = q.detach()[:, :, b : b + rows].float().requires_grad_(grad_out is not None)
         mask = AttnMask(window=attention.window, q_pos=torch.arange(b, b + rows, device=q.device))
         ref = reference_attention(q_blk, k32, v32, mask)
         scale = float(ref.abs().max())
-        err = float((out[:, :, b:b + rows].float() - ref.detach().to(out.dtype).float()).abs().max())
+        err = float((out[:, :, b : b + rows].float() - ref.detach().to(out.dtype).float()).abs().max())
         found["out_err"] = max(found["out_err"], err)
         found["out_rel_err"] = max(found["out_rel_err"], err / max(scale, 1e-30))
         if not err <= atol + rtol * scale:
             failures.append(f"output rows {b}..{b + rows}: |diff| {err:.3g} > {atol:g} + {rtol:g} x {scale:.3g}")
         if grad_out is not None:
-            ref_dq = torch.autograd.grad(ref, q_blk, grad_out[:, :, b:b + rows].float())[0]
+            ref_dq = torch.autograd.grad(ref, q_blk, grad_out[:, :, b : b + rows].float())[0]
             dq_scale = float(ref_dq.abs().max())
-            dq_err = float((dq[:, :, b:b + rows].float() - ref_dq).abs().max()) / max(dq_scale, 1e-30)
+            dq_err = float((dq[:, :, b : b + rows].float() - ref_dq).abs().max()) / max(dq_scale, 1e-30)
             found["dq_rel_err"] = max(found.get("dq_rel_err", 0.0), dq_err)
             if not dq_err <= DQ_RTOL.get(q.dtype, DQ_RTOL[torch.bfloat16]):
                 failures.append(f"dq rows {b}..{b + rows}: relative error {dq_err:.3g}")
     if failures:
-        raise RuntimeError(f"attention={attention.requested} differs from the math reference ({'; '.join(failures)}) "
-                           f"for {q.dtype}: its result is wrong, not timed")
+        raise RuntimeError(
+            f"attention={attention.requested} differs from the math reference ({'; '.join(failures)}) "
+            f"for {q.dtype}: its result is wrong, not timed"
+        )
     return found
 
 
@@ -93,18 +100,36 @@ class AttentionBench(Workload):
         for x in (self.q, self.k, self.v):
             x.requires_grad_(bool(o.backward))
         self.attention.probe(self.q, self.k, self.v)
-        self.check = check_against_math(self.attention, self.q.detach(), self.k.detach(), self.v.detach(), self.grad_out,
-                                        min(int(o.check_rows), t), g)
+        self.check = check_against_math(
+            self.attention,
+            self.q.detach(),
+            self.k.detach(),
+            self.v.detach(),
+            self.grad_out,
+            min(int(o.check_rows), t),
+            g,
+        )
         window = self.attention.window
         forward = 4 * batch * o.heads * o.head_dim * causal_pairs(t, window)
         self.flops_per_step = int(forward * (BACKWARD_MULTIPLE if o.backward else 1))
         self.graph = self._capture() if o.cuda_graph else None
-        self.effective = {"shape": {"batch": batch, "heads": int(o.heads), "kv_heads": kv_heads, "seq": t, "head_dim": int(o.head_dim)},
-                          "dtype": str(self.dtype).replace("torch.", ""), "pass": "forward+backward" if o.backward else "forward",
-                          "pairs": causal_pairs(t, window), "cuda_graph": bool(o.cuda_graph),
-                          "peak_key": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32"),
-                          "check_vs_math": self.check,
-                          "attention": self.attention.effective, "precision": precision.record()}
+        self.effective = {
+            "shape": {
+                "batch": batch,
+                "heads": int(o.heads),
+                "kv_heads": kv_heads,
+                "seq": t,
+                "head_dim": int(o.head_dim),
+            },
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "pass": "forward+backward" if o.backward else "forward",
+            "pairs": causal_pairs(t, window),
+            "cuda_graph": bool(o.cuda_graph),
+            "peak_key": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32"),
+            "check_vs_math": self.check,
+            "attention": self.attention.effective,
+            "precision": precision.record(),
+        }
 
     def _call(self):
         out = self.attention(self.q, self.k, self.v)

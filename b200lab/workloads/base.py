@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
@@ -23,7 +23,7 @@ class RankContext:
     strategy: Any  # the b200lab.parallel.base.ParallelStrategy of this job
     rank: int = 0
     world_size: int = 1
-    job_dir: Optional[Path] = None  # the job's folder; files a workload writes under job_dir/artifacts reach MLflow
+    job_dir: Path | None = None  # the job's folder; files a workload writes under job_dir/artifacts reach MLflow
 
     @property
     def data_shard(self) -> int:
@@ -82,7 +82,7 @@ class Workload:
     def step(self) -> None:
         raise NotImplementedError
 
-    def health(self) -> Optional[str]:
+    def health(self) -> str | None:
         """Why the run has gone wrong and must stop (e.g. a non-finite loss), or None. Called with
         the device idle: after the warm-up and after each trial, never inside the timed steps."""
         return None
@@ -117,8 +117,13 @@ class Diverged(RuntimeError):
     timed before are kept."""
 
 
-def build_model(ctx: RankContext, training: bool, compile_model: bool = True, state_dict: Optional[dict] = None,
-                precision_overrides: Optional[dict] = None) -> BuiltModel:
+def build_model(
+    ctx: RankContext,
+    training: bool,
+    compile_model: bool = True,
+    state_dict: dict | None = None,
+    precision_overrides: dict | None = None,
+) -> BuiltModel:
     """The configured model with precision, attention, the parallelism strategy and torch.compile
     applied, in that order. Weights are created directly on the device in their final dtype, so
     a model that fits only in bf16 is never materialised in fp32. ``state_dict`` (the family's

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
 
 FOLDER = "checkpoint"
 WEIGHTS = "model.pt"
@@ -44,7 +43,9 @@ def save(folder: Path, state_dict: dict, meta: dict) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, folder / WEIGHTS)
-    (folder / META).write_text(json.dumps({"format": "b200lab-checkpoint", "version": 1, **meta}, indent=2, default=str))
+    (folder / META).write_text(
+        json.dumps({"format": "b200lab-checkpoint", "version": 1, **meta}, indent=2, default=str)
+    )
     return folder
 
 
@@ -69,12 +70,17 @@ def _meta(path: Path) -> dict:
 
 def check_model(fields: dict, model_cfg, source: str) -> list[str]:
     """Messages for each field the checkpoint's model and ``model.*`` disagree on."""
-    diffs = [f"model.{k}={model_cfg.get(k)!r} (checkpoint: {v!r})" for k, v in sorted(fields.items())
-             if k not in IGNORED_FIELDS and model_cfg.get(k) != v]
+    diffs = [
+        f"model.{k}={model_cfg.get(k)!r} (checkpoint: {v!r})"
+        for k, v in sorted(fields.items())
+        if k not in IGNORED_FIELDS and model_cfg.get(k) != v
+    ]
     if not diffs:
         return []
-    return [f"{KEY}={source} holds another model than the configured one: {', '.join(diffs)}; "
-            "choose the matching model option or set those keys"]
+    return [
+        f"{KEY}={source} holds another model than the configured one: {', '.join(diffs)}; "
+        "choose the matching model option or set those keys"
+    ]
 
 
 def load(path: Path) -> tuple[dict, dict, dict]:
@@ -98,8 +104,10 @@ def write_staged(job_dir: Path, info: dict) -> None:
     path.write_text(json.dumps(info, indent=2))
 
 
-def read_staged(job_dir: Optional[Path]) -> dict:
+def read_staged(job_dir: Path | None) -> dict:
     path = Path(job_dir or ".") / STAGED
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing: the parent resolves {KEY} before launching the ranks (run through b200lab)")
+        raise CheckpointError(
+            f"{path} is missing: the parent resolves {KEY} before launching the ranks (run through b200lab)"
+        )
     return json.loads(path.read_text())

@@ -43,8 +43,11 @@ class Collective:
         elt = torch.tensor([], dtype=dtype).element_size()
         count = max(n, size // elt // n * n)  # divisible by the ranks, as nccl-tests rounds
         self.op, self.n, self.rank, self.size_bytes = op, n, rank, count * elt
-        make = (lambda k: torch.rand(k, device=device, generator=generator).to(dtype)) if generator is not None else \
-            (lambda k: torch.empty(k, dtype=dtype, device=device))
+        make = (
+            (lambda k: torch.rand(k, device=device, generator=generator).to(dtype))
+            if generator is not None
+            else (lambda k: torch.empty(k, dtype=dtype, device=device))
+        )
         if op == "all_reduce":
             self.inp = self.out = make(count)
         elif op == "all_gather":
@@ -66,12 +69,16 @@ class Collective:
         self.inp.fill_(self.rank + 1)
         self()
         if self.op == "all_gather":
-            expected = torch.arange(1, n + 1, device=self.out.device, dtype=self.out.dtype).repeat_interleave(self.out.numel() // n)
+            expected = torch.arange(1, n + 1, device=self.out.device, dtype=self.out.dtype).repeat_interleave(
+                self.out.numel() // n
+            )
         else:
             expected = torch.full_like(self.out, n * (n + 1) / 2)
         if not torch.equal(self.out, expected):
             bad = (self.out != expected).nonzero()[0].item()
-            raise RuntimeError(f"{self.op} returned {self.out[bad].item()} at element {bad}, expected {expected[bad].item()}")
+            raise RuntimeError(
+                f"{self.op} returned {self.out[bad].item()} at element {bad}, expected {expected[bad].item()}"
+            )
 
 
 class Comms(Workload):
@@ -108,9 +115,14 @@ class Comms(Workload):
         Collective(self.op, 4 * ctx.world_size * 4, self.dtype, ctx.world_size, ctx.rank, ctx.device).check()
         self.collective = Collective(self.op, size, self.dtype, ctx.world_size, ctx.rank, ctx.device, ctx.generator())
         self.curve: list[list[float]] = []
-        self.effective = {"op": self.op, "size_bytes": self.collective.size_bytes, "dtype": str(self.dtype).removeprefix("torch."),
-                          "backend": dist.get_backend(), "ranks": ctx.world_size,
-                          "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE")}
+        self.effective = {
+            "op": self.op,
+            "size_bytes": self.collective.size_bytes,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "backend": dist.get_backend(),
+            "ranks": ctx.world_size,
+            "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE"),
+        }
 
     def step(self) -> None:
         self.collective()

@@ -16,7 +16,6 @@ weights loaded before the precision recipe converts it, then:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -46,12 +45,17 @@ class Eval(Workload):
         self.cursor = ctx.data_shard * self.batch  # ranks take different windows
         self.tokens_per_step = self.batch * self.built.family.tokens_per_sample(seq_len)
         self.flops_per_step = model_flops_per_step(ctx, self.batch, training=False)
-        self.result: Optional[perplexity.Perplexity] = None
+        self.result: perplexity.Perplexity | None = None
         self.effective = {"data": self.data.effective, "checkpoint": self._provenance(info, meta)}
 
     def _provenance(self, info: dict, meta: dict) -> dict:
-        record = {"source": info["source"], "run_id": info["run_id"], "path": info["path"], "format": meta.get("format"),
-                  "steps": meta.get("steps")}
+        record = {
+            "source": info["source"],
+            "run_id": info["run_id"],
+            "path": info["path"],
+            "format": meta.get("format"),
+            "steps": meta.get("steps"),
+        }
         trained = (meta.get("data") or {}).get("corpus", {}).get("sha256")
         if trained is not None:
             here = self.data.effective.get("corpus", {}).get("sha256")

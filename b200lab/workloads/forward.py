@@ -6,13 +6,13 @@ from collections import deque
 
 import torch
 
-from b200lab.workloads.config.forward import ForwardConfig
 from b200lab.workloads.base import (
     Workload,
     build_model,
     call_model,
     model_flops_per_step,
 )
+from b200lab.workloads.config.forward import ForwardConfig
 
 
 class Forward(Workload):
@@ -37,7 +37,10 @@ class Forward(Workload):
 
     def metrics(self, stats: dict) -> dict:
         family, cfg = self.built.family, self.ctx.cfg
-        return {**family.summarize(list(self.stats)), **family.rate_metrics(stats, int(cfg.seq.batch), int(cfg.seq.len), False)}
+        return {
+            **family.summarize(list(self.stats)),
+            **family.rate_metrics(stats, int(cfg.seq.batch), int(cfg.seq.len), False),
+        }
 
     def write_artifacts(self, out_dir) -> None:
         self.built.family.artifacts(list(self.stats), out_dir)

@@ -1,11 +1,11 @@
 """Matrix-multiply throughput: the ceiling MFU is judged against.
 
 One step is one ``(M, K) @ (K, N)`` product on random inputs (never zeros). ``gemm_tflops`` is
-2 M N K over the median step time;
-``gemm_tflops_fast`` uses the 10th-percentile step, the rate before a power-capped card lowers
-its clocks under sustained load (the energy meter records the SM clocks and limit reasons). ``dtype`` is bf16, fp16, tf32, fp32 or fp8 (e4m3 inputs
-through ``torch._scaled_mm`` with per-tensor scales, bf16 output: the FP8 tensor-core path, on
-GPUs that have it). ``shape`` is ``MxNxK`` or ``auto``: 8192^3 on a GPU, 1024^3 on a CPU (where
+2 M N K over the median step time; ``gemm_tflops_fast`` uses the 10th-percentile step, the rate
+before a power-capped card lowers its clocks under sustained load (the energy meter records the
+SM clocks and limit reasons). ``dtype`` is bf16, fp16, tf32, fp32 or fp8 (e4m3 inputs through
+``torch._scaled_mm`` with per-tensor scales, bf16 output: the FP8 tensor-core path, on GPUs that
+have it). ``shape`` is ``MxNxK`` or ``auto``: 8192^3 on a GPU, 1024^3 on a CPU (where
 8192^3 takes minutes a product).
 """
 
@@ -53,17 +53,25 @@ class Gemm(Workload):
         else:
             raise ValueError(f"workload.options.dtype={self.dtype!r}: choose {', '.join(DTYPES)}")
         self.flops_per_step = 2 * self.m * self.n * self.k
-        self.effective = {"dtype": self.dtype, "shape": f"{self.m}x{self.n}x{self.k}", "peak_key": self.dtype,
-                          "path": "torch._scaled_mm" if self.dtype == "fp8" else "torch.matmul"}
+        self.effective = {
+            "dtype": self.dtype,
+            "shape": f"{self.m}x{self.n}x{self.k}",
+            "peak_key": self.dtype,
+            "path": "torch._scaled_mm" if self.dtype == "fp8" else "torch.matmul",
+        }
 
     def _float_step(self) -> None:
         self.out = self.a @ self.b
 
     def _fp8_step(self) -> None:
-        self.out = torch._scaled_mm(self.a, self.b, scale_a=self.scale_a, scale_b=self.scale_b, out_dtype=torch.bfloat16)
+        self.out = torch._scaled_mm(
+            self.a, self.b, scale_a=self.scale_a, scale_b=self.scale_b, out_dtype=torch.bfloat16
+        )
 
     def metrics(self, stats: dict) -> dict:
         if not stats.get("n_steps"):
             return {}
-        return {"gemm_tflops": self.flops_per_step / (stats["step_ms_p50"] / 1e3) / 1e12,
-                "gemm_tflops_fast": self.flops_per_step / (stats["step_ms_p10"] / 1e3) / 1e12}
+        return {
+            "gemm_tflops": self.flops_per_step / (stats["step_ms_p50"] / 1e3) / 1e12,
+            "gemm_tflops_fast": self.flops_per_step / (stats["step_ms_p10"] / 1e3) / 1e12,
+        }

@@ -61,8 +61,13 @@ class Generate(Workload):
     Config = GenerateConfig
     metric_rules = {
         **{f"{m}_ms_{p}": "max" for m in ("ttft", "tpot", "itl") for p in ("p50", "p90", "p99", "mean")},
-        "prefill_tokens_per_s": "sum", "decode_tokens_per_s": "sum",  # from each data shard's first rank only
-        "hbm_bw_util": "mean", "hbm_bw_util_min": "min", "hbm_bw_util_max": "max", "decode_gbps": "mean", "copy_gbps": "mean",
+        "prefill_tokens_per_s": "sum",
+        "decode_tokens_per_s": "sum",  # from each data shard's first rank only
+        "hbm_bw_util": "mean",
+        "hbm_bw_util_min": "min",
+        "hbm_bw_util_max": "max",
+        "decode_gbps": "mean",
+        "copy_gbps": "mean",
         "decode_bytes_per_step": "sum",
     }
 
@@ -70,24 +75,41 @@ class Generate(Workload):
         cfg, ctx, o = self.ctx.cfg, self.ctx, self.options
         device = ctx.device
         cuda = device.type == "cuda"
-        self.batch, self.prompt_len, self.output_len = int(cfg.seq.batch), int(o.prompt_len or cfg.seq.len), int(o.output_len)
+        self.batch, self.prompt_len, self.output_len = (
+            int(cfg.seq.batch),
+            int(o.prompt_len or cfg.seq.len),
+            int(o.output_len),
+        )
         self.max_len = int(o.max_len or self.prompt_len + self.output_len)
         self.copy = None
         if o.copy_gbps is not None:
             self.copy = {"gbps": float(o.copy_gbps), "source": "given (workload.options.copy_gbps)"}
         elif cuda:
             size = float(o.copy_size_mb or AUTO_SIZE_MB["cuda"])
-            self.copy = {"gbps": copy_gbps(device, size), "source": f"measured in this job before the model was built "
-                         f"(device copy of {size:g} MB, read + write, median of 20)"}
-        self.built = build_model(ctx, training=False, compile_model=False, precision_overrides=GenerateConfig.precision_overrides(cfg))
+            self.copy = {
+                "gbps": copy_gbps(device, size),
+                "source": f"measured in this job before the model was built "
+                f"(device copy of {size:g} MB, read + write, median of 20)",
+            }
+        self.built = build_model(
+            ctx, training=False, compile_model=False, precision_overrides=GenerateConfig.precision_overrides(cfg)
+        )
         model = self.built.model.eval()
         precision = self.built.precision
         decoder = self.built.family.decoder(model)
         inputs, _ = ctx.data.batch(self.batch, self.prompt_len, ctx.generator())
         self.prompts = inputs["idx"] if isinstance(inputs, dict) else inputs
         pick = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k)  # noqa: E731
-        self.decoder = StaticDecoder(decoder, self.batch, self.prompt_len, self.output_len, self.max_len, precision.compute_dtype,
-                                     pick, precision.autocast)
+        self.decoder = StaticDecoder(
+            decoder,
+            self.batch,
+            self.prompt_len,
+            self.output_len,
+            self.max_len,
+            precision.compute_dtype,
+            pick,
+            precision.autocast,
+        )
         self.cache = self.decoder.cache
         self.reads_all_weights = decoder.reads_all_weights
         mode = cfg.compile.mode if self.built.compiled else None
@@ -104,21 +126,36 @@ class Generate(Workload):
         self.generations: list[_Marks] = []
         self.tokens_per_step = self.batch * self.output_len
         self.weight_bytes = bandwidth.weight_bytes(model, self.batch)
-        self.generation_bytes = bandwidth.generation_bytes(decoder, self.batch, self.prompt_len, self.output_len,
-                                                           self.cache.k[0].element_size())
+        self.generation_bytes = bandwidth.generation_bytes(
+            decoder, self.batch, self.prompt_len, self.output_len, self.cache.k[0].element_size()
+        )
         self.effective = {
             "data": ctx.data.effective,
-            "generate": {"batch": self.batch, "prompt_len": self.prompt_len, "output_len": self.output_len, "max_len": self.max_len,
-                         "cache": "static (max_len slots, index_copy_ at a position tensor, length mask)",
-                         "cache_dtype": str(self.cache.k[0].dtype).removeprefix("torch."), "cache_gb": self.cache.nbytes() / 1e9,
-                         "sampling": o.sampling, "compiled": mode and f"{mode} (inductor coordinate_descent_tuning)", "cuda_graph": self.graph_by,
-                         "weight_bytes_per_step": self.weight_bytes},
-            "copy_bandwidth": self.copy or {"source": None, "reason": "not measured on a CPU (no HBM; a tiny model sits in cache): "
-                                            "hbm_bw_util is defined for GPUs; pass workload.options.copy_gbps to compute it anyway"},
+            "generate": {
+                "batch": self.batch,
+                "prompt_len": self.prompt_len,
+                "output_len": self.output_len,
+                "max_len": self.max_len,
+                "cache": "static (max_len slots, index_copy_ at a position tensor, length mask)",
+                "cache_dtype": str(self.cache.k[0].dtype).removeprefix("torch."),
+                "cache_gb": self.cache.nbytes() / 1e9,
+                "sampling": o.sampling,
+                "compiled": mode and f"{mode} (inductor coordinate_descent_tuning)",
+                "cuda_graph": self.graph_by,
+                "weight_bytes_per_step": self.weight_bytes,
+            },
+            "copy_bandwidth": self.copy
+            or {
+                "source": None,
+                "reason": "not measured on a CPU (no HBM; a tiny model sits in cache): "
+                "hbm_bw_util is defined for GPUs; pass workload.options.copy_gbps to compute it anyway",
+            },
         }
         if not self.reads_all_weights:
-            self.effective["copy_bandwidth"]["hbm_bw_util"] = ("not computed: a decode step of this model reads only the weights "
-                                                               "its tokens route to (a mixture of experts)")
+            self.effective["copy_bandwidth"]["hbm_bw_util"] = (
+                "not computed: a decode step of this model reads only the weights "
+                "its tokens route to (a mixture of experts)"
+            )
 
     def step(self) -> None:
         marks = _Marks(self.ctx.device.type == "cuda")
@@ -129,7 +166,7 @@ class Generate(Workload):
     def metrics(self, stats: dict) -> dict:
         n = int(stats.get("n_steps", 0))
         warm = int(self.cfg.warmup_steps)
-        timed = [m.seconds() for m in self.generations[warm:warm + n]]
+        timed = [m.seconds() for m in self.generations[warm : warm + n]]
         if not timed:
             return {}
         ttft = [t[1] for t in timed]

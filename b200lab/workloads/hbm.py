@@ -25,7 +25,11 @@ class HbmCopy(Workload):
         self.src = torch.rand(n, device=self.ctx.device, generator=g)
         self.dst = torch.empty_like(self.src)
         self.bytes_per_step = 2 * self.src.numel() * self.src.element_size()
-        self.effective = {"size_mb": self.src.numel() * 4 / 1e6, "bytes_per_step": self.bytes_per_step, "counted": "read + write"}
+        self.effective = {
+            "size_mb": self.src.numel() * 4 / 1e6,
+            "bytes_per_step": self.bytes_per_step,
+            "counted": "read + write",
+        }
 
     def step(self) -> None:
         self.dst.copy_(self.src)

@@ -45,17 +45,40 @@ def _grads(outputs: list, grad_outputs: list, inputs: list) -> list:
 
 class MoELayerBench(Workload):
     Config = MoELayerConfig
-    metric_rules = {k: "mean" for k in (
-        "moe_tflops", "dense_tflops", "moe_dense_ratio", "moe_step_ms", "dense_step_ms", "moe_experts_tflops",
-        *(f"moe_{p}_{u}" for p in ("router", "permute", "experts") for u in ("ms", "share")), "moe_other_share",
-        "moe_load_max_over_mean", "moe_dropped_frac")}
+    metric_rules = {
+        k: "mean"
+        for k in (
+            "moe_tflops",
+            "dense_tflops",
+            "moe_dense_ratio",
+            "moe_step_ms",
+            "dense_step_ms",
+            "moe_experts_tflops",
+            *(f"moe_{p}_{u}" for p in ("router", "permute", "experts") for u in ("ms", "share")),
+            "moe_other_share",
+            "moe_load_max_over_mean",
+            "moe_dropped_frac",
+        )
+    }
 
     def setup(self) -> None:
         o, device = self.options, self.ctx.device
         dtype = DTYPES[o.dtype]
         g = self.ctx.generator()
-        self.moe = MoELayer(o.d_model, o.n_experts, o.top_k, o.d_ff_expert, o.n_shared_experts, o.router,
-                            capacity_factor=o.capacity_factor, impl=o.expert_impl).to(device, dtype).train()
+        self.moe = (
+            MoELayer(
+                o.d_model,
+                o.n_experts,
+                o.top_k,
+                o.d_ff_expert,
+                o.n_shared_experts,
+                o.router,
+                capacity_factor=o.capacity_factor,
+                impl=o.expert_impl,
+            )
+            .to(device, dtype)
+            .train()
+        )
         self.moe.reset_parameters()
         dense_width = (o.top_k + o.n_shared_experts) * o.d_ff_expert
         self.dense = MLP(o.d_model, dense_width, 1e-5).to(device, dtype)
@@ -72,8 +95,14 @@ class MoELayerBench(Workload):
         self.dense_flops = o.tokens * F_.training_multiple(2 * F_.mlp_params(o.d_model, dense_width), True)
         self.expert_flops = o.tokens * F_.training_multiple(2 * o.top_k * F_.mlp_params(o.d_model, o.d_ff_expert), True)
         path = self.moe.path(dtype)
-        self.effective = {"dtype": o.dtype, "peak_key": o.dtype, "compiled": bool(o.compile), "dense_d_ff": dense_width,
-                          "expert_path": path, "phases": "each phase's forward + backward timed alone after the layer, same timer and steps"}
+        self.effective = {
+            "dtype": o.dtype,
+            "peak_key": o.dtype,
+            "compiled": bool(o.compile),
+            "dense_d_ff": dense_width,
+            "expert_path": path,
+            "phases": "each phase's forward + backward timed alone after the layer, same timer and steps",
+        }
         if path != "loop":
             self.effective["grouped_kernel"] = grouped_kernel(device, dtype)
 
@@ -132,8 +161,12 @@ class MoELayerBench(Workload):
             return {}
         path, _ = self.moe.ran
         moe_ms, dense_ms = stats["step_ms_p50"], self._time(self._dense_step)
-        out = {"moe_step_ms": moe_ms, "dense_step_ms": dense_ms, "moe_tflops": self.flops_per_step / moe_ms / 1e9,
-               "dense_tflops": self.dense_flops / dense_ms / 1e9}
+        out = {
+            "moe_step_ms": moe_ms,
+            "dense_step_ms": dense_ms,
+            "moe_tflops": self.flops_per_step / moe_ms / 1e9,
+            "dense_tflops": self.dense_flops / dense_ms / 1e9,
+        }
         out["moe_dense_ratio"] = out["moe_tflops"] / out["dense_tflops"]
         if self.options.phases and path == "grouped":
             phase_ms = {name: self._time(fn) for name, fn in self._phase_steps().items()}
@@ -144,5 +177,7 @@ class MoELayerBench(Workload):
         routed = self.last_stats.routed.detach()[None].double().cpu().numpy()
         kept = self.last_stats.kept.detach()[None].double().cpu().numpy()
         balance = moe_stats.load_metrics(routed, kept)
-        out.update(moe_load_max_over_mean=balance["moe_load_max_over_mean"], moe_dropped_frac=balance["moe_dropped_frac"])
+        out.update(
+            moe_load_max_over_mean=balance["moe_load_max_over_mean"], moe_dropped_frac=balance["moe_dropped_frac"]
+        )
         return out

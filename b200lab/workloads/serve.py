@@ -48,10 +48,25 @@ def load_hook(spec: str):
     return fn
 
 
-REQUEST_METRICS = [*(f"{m}_ms_{p}" for m in ("ttft", "tpot", "itl", "e2e", "queue") for p in ("p50", "p90", "p99", "mean")),
-                   "request_throughput", "output_tokens_per_s", "goodput", "goodput_fraction", "requests", "completed",
-                   "rejected", "queued", "output_tokens", "input_tokens", "duration_s", "max_batch", "max_queue_depth",
-                   "kv_blocks", "hook_s", "compiles_timed"]
+REQUEST_METRICS = [
+    *(f"{m}_ms_{p}" for m in ("ttft", "tpot", "itl", "e2e", "queue") for p in ("p50", "p90", "p99", "mean")),
+    "request_throughput",
+    "output_tokens_per_s",
+    "goodput",
+    "goodput_fraction",
+    "requests",
+    "completed",
+    "rejected",
+    "queued",
+    "output_tokens",
+    "input_tokens",
+    "duration_s",
+    "max_batch",
+    "max_queue_depth",
+    "kv_blocks",
+    "hook_s",
+    "compiles_timed",
+]
 
 
 class Serve(Workload):
@@ -61,7 +76,9 @@ class Serve(Workload):
     def setup(self) -> None:
         cfg, ctx, o = self.ctx.cfg, self.ctx, self.options
         device = ctx.device
-        self.built = build_model(ctx, training=False, compile_model=False, precision_overrides=ServeConfig.precision_overrides(cfg))
+        self.built = build_model(
+            ctx, training=False, compile_model=False, precision_overrides=ServeConfig.precision_overrides(cfg)
+        )
         decoder = self.built.family.decoder(self.built.model.eval())
         mean_prompt, max_prompt, max_output = length_caps(o, cfg.seq.len)
         self.max_model_len = int(o.max_model_len or max_prompt + max_output)
@@ -69,11 +86,25 @@ class Serve(Workload):
         num_blocks = int(o.num_blocks or o.max_running * -(-self.max_model_len // block_size))
         self.pool = decoder.paged_cache(num_blocks, block_size, self.built.precision.compute_dtype, self.max_model_len)
         seed = int(cfg.run.seed)
-        trace_args = dict(duration_s=float(o.duration_s), process=o.arrival, burstiness=float(o.burstiness), prompt_len=mean_prompt,
-                          prompt_dist=o.prompt_dist, output_len=int(o.output_len), output_dist=o.output_dist, spread=float(o.len_spread),
-                          max_prompt=max_prompt, max_output=max_output, vocab_size=decoder.vocab_size)
+        trace_args = dict(
+            duration_s=float(o.duration_s),
+            process=o.arrival,
+            burstiness=float(o.burstiness),
+            prompt_len=mean_prompt,
+            prompt_dist=o.prompt_dist,
+            output_len=int(o.output_len),
+            output_dist=o.output_dist,
+            spread=float(o.len_spread),
+            max_prompt=max_prompt,
+            max_output=max_output,
+            vocab_size=decoder.vocab_size,
+        )
         self.trace = make_trace(seed, int(o.num_requests), qps=float(o.qps), **trace_args)
-        self.warmup_trace = self.trace if o.warmup == "replay" else make_trace(seed + 1, int(o.warmup_requests), qps=math.inf, **trace_args)
+        self.warmup_trace = (
+            self.trace
+            if o.warmup == "replay"
+            else make_trace(seed + 1, int(o.warmup_requests), qps=math.inf, **trace_args)
+        )
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)
         pick = lambda logits: next_token(logits, o.sampling, float(o.temperature), o.top_k, generator=gen)  # noqa: E731
@@ -86,22 +117,40 @@ class Serve(Workload):
         on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": self.run_index})) if hook else None
         limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len)
         forward = compile_step(cfg.compile.mode, bool(cfg.compile.fullgraph)) if self.built.compiled else last_logits
-        self.engine = Engine(decoder, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete, forward)
+        self.engine = Engine(
+            decoder, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete, forward
+        )
         compiled = self._compile_shapes(mean_prompt, decoder.vocab_size) if self.built.compiled else None
         self.graphs_before_timed = None
         self.calls = 0
         self.report = ctx.rank == 0
         self.effective = {
-            "serve": {"requests_in_trace": len(self.trace), "qps": float(o.qps), "arrival": o.arrival, "max_model_len": self.max_model_len,
-                      "kv_pool": {"blocks": num_blocks, "block_size": block_size, "tokens": num_blocks * block_size,
-                                  "gb": sum(t.numel() * t.element_size() for t in (*self.pool.k, *self.pool.v)) / 1e9},
-                      "attention_reads": "each row's blocks gathered into one right-aligned window per layer (a copy), masked by doc_ids",
-                      "scheduling": "FIFO admission, prefill one request at a time, then one decode step of the running batch",
-                      "counted_by": "rank 0 (request metrics); tokens on data shard 0",
-                      "clock": "rank 0's, broadcast each iteration" if ctx.world_size > 1 else "wall clock (perf_counter)",
-                      "warmup": (f"{cfg.workload.warmup_steps} replay(s) of the timed trace" if o.warmup == "replay"
-                                 else f"{cfg.workload.warmup_steps} run(s) of {o.warmup_requests} requests at t = 0"),
-                      "compiled": compiled or "no (eager)"},
+            "serve": {
+                "requests_in_trace": len(self.trace),
+                "qps": float(o.qps),
+                "arrival": o.arrival,
+                "max_model_len": self.max_model_len,
+                "kv_pool": {
+                    "blocks": num_blocks,
+                    "block_size": block_size,
+                    "tokens": num_blocks * block_size,
+                    "gb": sum(t.numel() * t.element_size() for t in (*self.pool.k, *self.pool.v)) / 1e9,
+                },
+                "attention_reads": (
+                    "each row's blocks gathered into one right-aligned window per layer (a copy), masked by doc_ids"
+                ),
+                "scheduling": (
+                    "FIFO admission, prefill one request at a time, then one decode step of the running batch"
+                ),
+                "counted_by": "rank 0 (request metrics); tokens on data shard 0",
+                "clock": "rank 0's, broadcast each iteration" if ctx.world_size > 1 else "wall clock (perf_counter)",
+                "warmup": (
+                    f"{cfg.workload.warmup_steps} replay(s) of the timed trace"
+                    if o.warmup == "replay"
+                    else f"{cfg.workload.warmup_steps} run(s) of {o.warmup_requests} requests at t = 0"
+                ),
+                "compiled": compiled or "no (eager)",
+            },
         }
 
     def _compile_shapes(self, mean_prompt: int, vocab_size: int) -> dict:
@@ -119,8 +168,12 @@ class Serve(Workload):
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize()
         self.engine.on_complete = hook
-        return {"mode": str(self.ctx.cfg.compile.mode), "dynamic_shapes": True, "graphs": graphs_compiled() - before,
-                "compile_s": round(time.perf_counter() - begin, 2)}
+        return {
+            "mode": str(self.ctx.cfg.compile.mode),
+            "dynamic_shapes": True,
+            "graphs": graphs_compiled() - before,
+            "compile_s": round(time.perf_counter() - begin, 2),
+        }
 
     def step(self) -> None:
         self.calls += 1
@@ -142,11 +195,16 @@ class Serve(Workload):
     def metrics(self, stats: dict) -> dict:
         if not self.report:
             return {}
-        runs = self.runs[:int(stats.get("n_steps", len(self.runs)))]
+        runs = self.runs[: int(stats.get("n_steps", len(self.runs)))]
         o = self.options
         out = request_metrics(runs, o.slo.ttft_ms, o.slo.tpot_ms)
-        out.update(max_batch=self.engine.max_batch, max_queue_depth=self.engine.max_queue_depth, kv_blocks=self.pool.num_blocks,
-                   hook_s=self.engine.hook_s, compiles_timed=graphs_compiled() - (self.graphs_before_timed or 0))
+        out.update(
+            max_batch=self.engine.max_batch,
+            max_queue_depth=self.engine.max_queue_depth,
+            kv_blocks=self.pool.num_blocks,
+            hook_s=self.engine.hook_s,
+            compiles_timed=graphs_compiled() - (self.graphs_before_timed or 0),
+        )
         return out
 
     def write_artifacts(self, out_dir) -> None:

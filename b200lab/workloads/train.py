@@ -27,7 +27,6 @@ the masters.
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -54,7 +53,11 @@ class Train(Workload):
         self.model = self.built.model.train()
         self.forward_loss = compile_fn(ctx, self._forward_loss) if self.built.compiled else self._forward_loss
         # parallelism: FSDP2 mixed precision keeps float32 shards itself (no second master copy)
-        self.master = None if ctx.strategy.keeps_master_weights else self.built.precision.master_weights(self.model, compile=self.built.compiled)
+        self.master = (
+            None
+            if ctx.strategy.keeps_master_weights
+            else self.built.precision.master_weights(self.model, compile=self.built.compiled)
+        )
         fused = ctx.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             self.master.masters if self.master else self.model.parameters(),
@@ -67,7 +70,11 @@ class Train(Workload):
         family, self.batch, self.seq_len = self.built.family, int(cfg.seq.batch), int(cfg.seq.len)
         self.data, self.generator = ctx.data, ctx.generator()
         # synthetic data: one fixed set of micro-batches, reused every step (a speed point)
-        fixed = [self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum)] if self.data.synthetic else []
+        fixed = (
+            [self.data.batch(self.batch, self.seq_len, self.generator) for _ in range(self.accum)]
+            if self.data.synthetic
+            else []
+        )
         self.inputs, self.targets = [m[0] for m in fixed], [m[1] for m in fixed]
         self.windows = self.data.validation(self.seq_len)
         self.tokens_per_step = self.accum * self.batch * family.tokens_per_sample(self.seq_len)
@@ -79,13 +86,20 @@ class Train(Workload):
             ctx.strategy.reduce_masters_in_backward(self.model, self.master)
         self.effective = {"grad_accum": self.accum, "data": self.data.effective}
         if ctx.world_size > 1 and self.accum > 1:
-            self.effective["ddp_sync"] = ("once per step (float32 master gradients, in the last backward)" if self.reduce_masters else
-                                          "every micro-batch" if self.sync_every_micro_batch else "last micro-batch")
+            self.effective["ddp_sync"] = (
+                "once per step (float32 master gradients, in the last backward)"
+                if self.reduce_masters
+                else "every micro-batch"
+                if self.sync_every_micro_batch
+                else "last micro-batch"
+            )
         self.flops_per_step = model_flops_per_step(ctx, self.accum * self.batch, training=True)
-        self.loss_history = torch.zeros(1024, dtype=torch.float64, device=ctx.device)  # every step's loss, read after timing
+        self.loss_history = torch.zeros(
+            1024, dtype=torch.float64, device=ctx.device
+        )  # every step's loss, read after timing
         self.n_steps = 0
         self.stats: deque[dict] = deque(maxlen=5)  # the family's forward statistics of the last steps
-        self.validation: Optional[perplexity.Perplexity] = None
+        self.validation: perplexity.Perplexity | None = None
         self.metric_rules = {**type(self).metric_rules, **family.metric_rules}
 
     def _forward_loss(self, inputs, targets: torch.Tensor):
@@ -102,7 +116,7 @@ class Train(Workload):
     @property
     def losses(self) -> torch.Tensor:
         """The loss of every step so far (on the device)."""
-        return self.loss_history[:self.n_steps]
+        return self.loss_history[: self.n_steps]
 
     def step(self) -> None:
         total = 0.0
@@ -113,7 +127,8 @@ class Train(Workload):
                 loss = loss / self.accum
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             if self.master is not None and last and self.reduce_masters:
-                self.master.drop_grads()  # parallelism: this backward's comm hook added them to the reduced float32 sums
+                # parallelism: this backward's comm hook added them to the reduced float32 sums
+                self.master.drop_grads()
             elif self.master is not None:
                 self.master.accumulate()
             total = total + loss.detach()
@@ -124,13 +139,16 @@ class Train(Workload):
             self.optimizer.zero_grad(set_to_none=True)
         self._record(total, stats)
 
-    def health(self) -> Optional[str]:
+    def health(self) -> str | None:
         """The first step whose loss is not finite (one host sync, outside the timed steps)."""
         bad = (~torch.isfinite(self.losses)).nonzero()
         if not bad.numel():
             return None
         first = int(bad[0])
-        return f"diverged at step {first + 1} (counting warm-up steps): loss {float(self.losses[first])}; lower workload.options.lr"
+        return (
+            f"diverged at step {first + 1} (counting warm-up steps): loss {float(self.losses[first])}; lower "
+            "workload.options.lr"
+        )
 
     def _record(self, loss: torch.Tensor, stats: dict) -> None:
         """Keep the step's loss on the device (no host sync inside the timed steps)."""
@@ -160,8 +178,11 @@ class Train(Workload):
         if not self.n_steps:
             return {}
         family = self.built.family
-        out = {"loss": float(self.losses[-5:].mean()), **family.summarize(list(self.stats)),
-               **family.rate_metrics(stats, self.accum * self.batch, self.seq_len, True)}
+        out = {
+            "loss": float(self.losses[-5:].mean()),
+            **family.summarize(list(self.stats)),
+            **family.rate_metrics(stats, self.accum * self.batch, self.seq_len, True),
+        }
         if self.validation is not None:
             out.update(self.validation.metrics())
         return out
@@ -174,8 +195,16 @@ class Train(Workload):
         self.built.family.artifacts(list(self.stats), out_dir)
         if self.options.save_checkpoint:
             cfg = self.ctx.cfg
-            checkpoint.save(out_dir / checkpoint.FOLDER, self.built.precision.plain_state_dict(self.model), {
-                "model": OmegaConf.to_container(cfg.model, resolve=True), "data": self.data.effective,
-                "precision": self.built.precision.record(), "steps": self.n_steps, "seq_len": self.seq_len,
-                "seed": int(cfg.run.seed), **({"val_loss": self.validation.val_loss} if self.validation else {}),
-            })
+            checkpoint.save(
+                out_dir / checkpoint.FOLDER,
+                self.built.precision.plain_state_dict(self.model),
+                {
+                    "model": OmegaConf.to_container(cfg.model, resolve=True),
+                    "data": self.data.effective,
+                    "precision": self.built.precision.record(),
+                    "steps": self.n_steps,
+                    "seq_len": self.seq_len,
+                    "seed": int(cfg.run.seed),
+                    **({"val_loss": self.validation.val_loss} if self.validation else {}),
+                },
+            )

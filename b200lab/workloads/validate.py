@@ -56,7 +56,9 @@ class Validate(Workload):
 
         ctx, cfg = self.ctx, self.ctx.cfg
         self.batch, self.seq_len = int(cfg.seq.batch), int(cfg.seq.len)
-        plain_ctx = dataclasses.replace(ctx, strategy=ParallelStrategy(cfg.parallelism, ctx.rank, ctx.world_size, ctx.device))
+        plain_ctx = dataclasses.replace(
+            ctx, strategy=ParallelStrategy(cfg.parallelism, ctx.rank, ctx.world_size, ctx.device)
+        )
         reference = build_model(plain_ctx, training=True, compile_model=False)
         inputs, self.targets = ctx.data.batch(self.batch, self.seq_len, ctx.generator())
         self.inputs = inputs
@@ -77,19 +79,36 @@ class Validate(Workload):
         del reference, ref_grads, ref_logits
         self.errors = _worst_over_ranks(errors, ctx.device)
         self.tolerances = self._tolerances()
-        failures = [f"{k}={self.errors[k]:.3g} exceeds its tolerance {self.tolerances[k]:.3g}" for k in ERRORS if not self.errors[k] <= self.tolerances[k]]
+        failures = [
+            f"{k}={self.errors[k]:.3g} exceeds its tolerance {self.tolerances[k]:.3g}"
+            for k in ERRORS
+            if not self.errors[k] <= self.tolerances[k]
+        ]
         self.passed = not failures
-        self.report = {"passed": self.passed, "errors": self.errors, "tolerances": self.tolerances, "grad_rel_err": per_param,
-                       "collectives": collectives, "rank": ctx.rank, "shard": shard_index,
-                       "local_shapes": _shapes(self.model, local=True), "global_shapes": _shapes(self.model, local=False)}
-        self.effective = {"validate": {k: self.report[k] for k in ("passed", "tolerances", "collectives", "local_shapes")}}
+        self.report = {
+            "passed": self.passed,
+            "errors": self.errors,
+            "tolerances": self.tolerances,
+            "grad_rel_err": per_param,
+            "collectives": collectives,
+            "rank": ctx.rank,
+            "shard": shard_index,
+            "local_shapes": _shapes(self.model, local=True),
+            "global_shapes": _shapes(self.model, local=False),
+        }
+        self.effective = {
+            "validate": {k: self.report[k] for k in ("passed", "tolerances", "collectives", "local_shapes")}
+        }
         self.tokens_per_step = self.batch * self.built.family.tokens_per_sample(self.seq_len)
         self.flops_per_step = model_flops_per_step(ctx, self.batch, training=True)
         if ctx.rank == 0 and ctx.job_dir is not None:
             _write(ctx.job_dir / "artifacts" / "validate.json", self.report)
         if failures:
-            raise ValidationFailed("parallel layout does not match the single-rank reference: " + "; ".join(failures)
-                                   + " (artifacts/validate.json lists every parameter)")
+            raise ValidationFailed(
+                "parallel layout does not match the single-rank reference: "
+                + "; ".join(failures)
+                + " (artifacts/validate.json lists every parameter)"
+            )
 
     def _global_batch(self, inputs: torch.Tensor, targets: torch.Tensor):
         """(this rank's shard index among the distinct shards, the inputs and targets of every
@@ -101,7 +120,10 @@ class Validate(Workload):
         n = self.ctx.world_size
         shards = [torch.zeros(1, dtype=torch.long, device=self.ctx.device) for _ in range(n)]
         dist.all_gather(shards, torch.tensor([self.ctx.data_shard], device=self.ctx.device))
-        gathered_in, gathered_tg = [torch.empty_like(inputs) for _ in range(n)], [torch.empty_like(targets) for _ in range(n)]
+        gathered_in, gathered_tg = (
+            [torch.empty_like(inputs) for _ in range(n)],
+            [torch.empty_like(targets) for _ in range(n)],
+        )
         dist.all_gather(gathered_in, inputs.contiguous())
         dist.all_gather(gathered_tg, targets.contiguous())
         first = {}
@@ -109,7 +131,11 @@ class Validate(Workload):
             first.setdefault(s, rank)
         order = sorted(first)
         picks = [first[s] for s in order]
-        return order.index(self.ctx.data_shard), torch.cat([gathered_in[r] for r in picks]), torch.cat([gathered_tg[r] for r in picks])
+        return (
+            order.index(self.ctx.data_shard),
+            torch.cat([gathered_in[r] for r in picks]),
+            torch.cat([gathered_tg[r] for r in picks]),
+        )
 
     @staticmethod
     def _forward(built, model, inputs, targets):
@@ -128,7 +154,9 @@ class Validate(Workload):
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             logits, loss = self._forward(self.built, self.model, self.inputs, self.targets)
             loss.backward()
-        counts = {str(k).split(".")[-1]: int(v) for k, v in counter.get_comm_counts().items()} if counter is not None else {}
+        counts = (
+            {str(k).split(".")[-1]: int(v) for k, v in counter.get_comm_counts().items()} if counter is not None else {}
+        )
         return logits.detach(), loss.detach(), counts
 
     def _compare(self, logits, loss, ref_logits, ref_loss, ref_grads) -> tuple[dict, dict]:
@@ -139,13 +167,21 @@ class Validate(Workload):
         per_param = {}
         for name, p in unwrap(self.model).named_parameters():
             if p.grad is None or name not in ref_grads:
-                raise ValidationFailed(f"parameter {name}: no gradient in {'the reference' if name in ref_grads else 'the parallel model'}")
-            grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad  # a collective: every rank, same order
+                raise ValidationFailed(
+                    f"parameter {name}: no gradient in {'the reference' if name in ref_grads else 'the parallel model'}"
+                )
+            grad = (
+                p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+            )  # a collective: every rank, same order
             if plan is not None:
                 grad = plan.plain(name, grad, self.built.family.cfg, tp)
             ref = ref_grads[name].float()
             per_param[name] = float((grad.float() - ref).norm() / ref.norm().clamp_min(1e-30))
-        return {"logits_max_rel_err": logits_err, "loss_rel_err": loss_err, "grad_max_rel_err": max(per_param.values())}, per_param
+        return {
+            "logits_max_rel_err": logits_err,
+            "loss_rel_err": loss_err,
+            "grad_max_rel_err": max(per_param.values()),
+        }, per_param
 
     def _tolerances(self) -> dict:
         record = self.built.precision.record()
@@ -154,8 +190,12 @@ class Validate(Workload):
         dtype = fsdp.get("param_dtype", dtype) if dtype == "float32" else dtype  # FSDP2 may compute in 16 bits
         auto = AUTO_RTOL.get(dtype, AUTO_RTOL["bfloat16"])
         o = self.options
-        return {"logits_max_rel_err": o.logits_rtol or auto[0], "loss_rel_err": o.loss_rtol or auto[1], "grad_max_rel_err": o.grad_rtol or auto[2],
-                "dtype": dtype}
+        return {
+            "logits_max_rel_err": o.logits_rtol or auto[0],
+            "loss_rel_err": o.loss_rtol or auto[1],
+            "grad_max_rel_err": o.grad_rtol or auto[2],
+            "dtype": dtype,
+        }
 
     def step(self) -> None:
         self.model.zero_grad(set_to_none=True)

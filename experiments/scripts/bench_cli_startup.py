@@ -34,7 +34,13 @@ EXPECTED_EXIT = {"import torch": 0, "b200lab seq.batch=0": 2, "b200lab --help": 
 
 def time_once(argv: list[str], cwd: Path) -> tuple[float, int, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
     return time.perf_counter() - t0, proc.returncode, proc.stderr
 
 
@@ -62,15 +68,25 @@ def main() -> int:
     medians = {name: statistics.median(v) for name, v in times.items()}
     record = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "host": platform.node(), "cpu_count": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "python": platform.python_version(),
-        "repeats": args.repeats, "seconds": times,
-        "median_s": medians, "min_s": {n: min(v) for n, v in times.items()}, "max_s": {n: max(v) for n, v in times.items()},
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "seconds": times,
+        "median_s": medians,
+        "min_s": {n: min(v) for n, v in times.items()},
+        "max_s": {n: max(v) for n, v in times.items()},
         "ratio_refusal_over_import_torch": medians["b200lab seq.batch=0"] / medians["import torch"],
-        "refusal_message": refusal, "left_in_working_dir": left,
+        "refusal_message": refusal,
+        "left_in_working_dir": left,
     }
     for name, v in times.items():
         print(f"{name:24s} median {medians[name]:.3f} s  (min {min(v):.3f}, max {max(v):.3f}, n={len(v)})")
-    print(f"refusal / import torch = {record['ratio_refusal_over_import_torch']:.3f} (aim <= 1.2); left behind: {left or 'nothing'}")
+    print(
+        f"refusal / import torch = {record['ratio_refusal_over_import_torch']:.3f} (aim <= 1.2); "
+        f"left behind: {left or 'nothing'}"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=1) + "\n")

@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 PAIRS = {  # lab sweep dir -> (reference model, precision, compiled)
-    "fam_vit_autocast": ("vit_l16", "autocast", False), "fam_vit_bf16": ("vit_l16", "bf16", False),
-    "fam_dit_autocast": ("dit_xl2", "autocast", False), "fam_dit_bf16": ("dit_xl2", "bf16", False),
-    "fam_vit_compiled": ("vit_l16", "autocast", True), "fam_dit_compiled": ("dit_xl2", "autocast", True),
+    "fam_vit_autocast": ("vit_l16", "autocast", False),
+    "fam_vit_bf16": ("vit_l16", "bf16", False),
+    "fam_dit_autocast": ("dit_xl2", "autocast", False),
+    "fam_dit_bf16": ("dit_xl2", "bf16", False),
+    "fam_vit_compiled": ("vit_l16", "autocast", True),
+    "fam_dit_compiled": ("dit_xl2", "autocast", True),
 }
 
 
@@ -26,8 +29,11 @@ def short(run: dict) -> str:
 
 
 def main(root: Path) -> None:
-    refs = [json.loads(line) for line in (root / "reference_families.jsonl").read_text().splitlines()] \
-        if (root / "reference_families.jsonl").exists() else []
+    refs = (
+        [json.loads(line) for line in (root / "reference_families.jsonl").read_text().splitlines()]
+        if (root / "reference_families.jsonl").exists()
+        else []
+    )
     print("| pair | ours samples/s (trial range) | reference samples/s (trial range) | ratio | our MFU | run | card |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for sweep, (model, precision, compiled) in PAIRS.items():
@@ -36,10 +42,17 @@ def main(root: Path) -> None:
         if not ours or not ref:
             continue
         o, r = ours[-1]["metrics"], ref[-1]
-        trials = f"{o['trial_tokens_per_s_min']:,.0f}-{o['trial_tokens_per_s_max']:,.0f}" if "trial_tokens_per_s_min" in o else "-"
-        print(f"| {sweep} ({precision}, {'compiled' if compiled else 'eager'}) | {o['tokens_per_s']:,.1f} ({trials}) | "
-              f"{r['samples_per_s']:,.1f} ({r['samples_per_s_min']:,.0f}-{r['samples_per_s_max']:,.0f}) | "
-              f"{o['tokens_per_s'] / r['samples_per_s']:.3f} | {o.get('mfu', float('nan')):.3f} | {short(ours[-1])} | {r['gpu']} {r['date']} |")
+        trials = (
+            f"{o['trial_tokens_per_s_min']:,.0f}-{o['trial_tokens_per_s_max']:,.0f}"
+            if "trial_tokens_per_s_min" in o
+            else "-"
+        )
+        print(
+            f"| {sweep} ({precision}, {'compiled' if compiled else 'eager'}) | {o['tokens_per_s']:,.1f} ({trials}) | "
+            f"{r['samples_per_s']:,.1f} ({r['samples_per_s_min']:,.0f}-{r['samples_per_s_max']:,.0f}) | "
+            f"{o['tokens_per_s'] / r['samples_per_s']:.3f} | {o.get('mfu', float('nan')):.3f} | {short(ours[-1])} | "
+            f"{r['gpu']} {r['date']} |"
+        )
     hbm = [r["metrics"]["hbm_gbps"] for r in results(root, "fam_hbm") if r["status"] == "ok"]
     print("\n| point | status | samples/s | step p50 ms | MFU | embedding GB/s | of copy bandwidth | run |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -48,11 +61,17 @@ def main(root: Path) -> None:
             continue
         for r in results(root, sweep):
             c, m = r["config"], r["metrics"]
-            name = f"{c['model']['name']} {c['workload']['name']} {c['seq']['name']} B{c['seq']['batch']} {c['precision']['name']}"
+            name = (
+                f"{c['model']['name']} {c['workload']['name']} {c['seq']['name']} B{c['seq']['batch']} "
+                f"{c['precision']['name']}"
+            )
             emb = m.get("embedding_gbps")
             frac = f"{emb / hbm[-1]:.2f} of {hbm[-1]:,.0f}" if emb and hbm else "-"
-            print(f"| {name} | {r['status']} | {m.get('tokens_per_s', 0):,.1f} | {m.get('step_ms_p50', 0):.2f} | {m.get('mfu', 0):.3f} | "
-                  f"{'-' if emb is None else f'{emb:,.0f}'} | {frac} | {short(r)} |")
+            print(
+                f"| {name} | {r['status']} | {m.get('tokens_per_s', 0):,.1f} | {m.get('step_ms_p50', 0):.2f} | "
+                f"{m.get('mfu', 0):.3f} | "
+                f"{'-' if emb is None else f'{emb:,.0f}'} | {frac} | {short(r)} |"
+            )
 
 
 if __name__ == "__main__":

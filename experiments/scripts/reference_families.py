@@ -39,29 +39,50 @@ def vit(args):
     labels = torch.randint(0, 1000, (args.batch,), device="cuda")
 
     def forward_loss(m):
-        return F.cross_entropy(m(images.to(next(m.parameters()).dtype)).float(), labels)  # as the lab's ViT casts its input
+        return F.cross_entropy(
+            m(images.to(next(m.parameters()).dtype)).float(), labels
+        )  # as the lab's ViT casts its input
 
     from timm.layers import use_fused_attn
-    return model, forward_loss, {"library": f"timm {timm.__version__}", "name": "vit_large_patch16_224", "fused_attn": bool(use_fused_attn())}
+
+    return (
+        model,
+        forward_loss,
+        {"library": f"timm {timm.__version__}", "name": "vit_large_patch16_224", "fused_attn": bool(use_fused_attn())},
+    )
 
 
 def dit(args):
     import diffusers
     from diffusers import DiTTransformer2DModel
 
-    model = DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-                                  sample_size=32, patch_size=2, num_embeds_ada_norm=1000)
+    model = DiTTransformer2DModel(
+        num_attention_heads=16,
+        attention_head_dim=72,
+        in_channels=4,
+        out_channels=8,
+        num_layers=28,
+        sample_size=32,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    )
     x0, noise = torch.randn(2, args.batch, 4, 32, 32, device="cuda").unbind(0)
     t = torch.randint(0, 1000, (args.batch,), device="cuda")
     y = torch.randint(0, 1000, (args.batch,), device="cuda")
-    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64, device="cuda"), 0)[t].float()[:, None, None, None]
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64, device="cuda"), 0)[t].float()[
+        :, None, None, None
+    ]
     x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def forward_loss(m):
         out = m(x_t.to(next(m.parameters()).dtype), timestep=t, class_labels=y).sample
         return F.mse_loss(out[:, :4].float(), noise)
 
-    return model, forward_loss, {"library": f"diffusers {diffusers.__version__}", "name": "DiTTransformer2DModel (DiT-XL/2 config)"}
+    return (
+        model,
+        forward_loss,
+        {"library": f"diffusers {diffusers.__version__}", "name": "DiTTransformer2DModel (DiT-XL/2 config)"},
+    )
 
 
 def run(args) -> dict:
@@ -91,7 +112,9 @@ def run(args) -> dict:
     torch.cuda.synchronize()
     step_ms, rates, spans = [], [], []
     for _ in range(args.trials):
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(args.steps)]
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(args.steps)
+        ]
         for start, end in events:
             start.record()
             loss = step()
@@ -103,14 +126,31 @@ def run(args) -> dict:
     if args.kernels:
         write_kernel_table(step, args.kernels)
     q = statistics.quantiles(step_ms, n=100)
-    return {"script": "reference_families", "model": args.model, **info, "params": sum(p.numel() for p in model.parameters()),
-            "precision": args.precision, "compile": bool(args.compile), "batch": args.batch, "trials": args.trials,
-            "steps_per_trial": args.steps, "samples_per_s": args.batch * args.steps * args.trials / sum(spans),
-            "samples_per_s_trials": rates,
-            "samples_per_s_min": min(rates), "samples_per_s_max": max(rates), "step_ms_p50": statistics.median(step_ms),
-            "step_ms_p10": q[9], "step_ms_p90": q[89], "step_ms_mean": statistics.fmean(step_ms), "final_loss": float(loss),
-            "peak_mem_allocated_gb": torch.cuda.max_memory_allocated() / 1e9, "gpu": torch.cuda.get_device_name(),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "script": "reference_families",
+        "model": args.model,
+        **info,
+        "params": sum(p.numel() for p in model.parameters()),
+        "precision": args.precision,
+        "compile": bool(args.compile),
+        "batch": args.batch,
+        "trials": args.trials,
+        "steps_per_trial": args.steps,
+        "samples_per_s": args.batch * args.steps * args.trials / sum(spans),
+        "samples_per_s_trials": rates,
+        "samples_per_s_min": min(rates),
+        "samples_per_s_max": max(rates),
+        "step_ms_p50": statistics.median(step_ms),
+        "step_ms_p10": q[9],
+        "step_ms_p90": q[89],
+        "step_ms_mean": statistics.fmean(step_ms),
+        "final_loss": float(loss),
+        "peak_mem_allocated_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def write_kernel_table(step, path: str, steps: int = 3) -> None:
@@ -122,11 +162,13 @@ def write_kernel_table(step, path: str, steps: int = 3) -> None:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    rows = [(e.key, e.count / steps, e.device_time_total / steps) for e in prof.key_averages() if e.device_time_total > 0]
+    rows = [
+        (e.key, e.count / steps, e.device_time_total / steps) for e in prof.key_averages() if e.device_time_total > 0
+    ]
     with open(path, "w") as f:
         f.write("kernel,calls_per_step,us_per_step\n")
         for name, calls, us in sorted(rows, key=lambda r: -r[2]):
-            f.write(f"\"{name.replace(chr(34), chr(39))}\",{calls:g},{us:.1f}\n")
+            f.write(f'"{name.replace(chr(34), chr(39))}",{calls:g},{us:.1f}\n')
 
 
 def main() -> None:

@@ -28,10 +28,24 @@ def build(args, te):
             super().__init__()
             self.embed = torch.nn.Embedding(args.vocab, args.hidden, dtype=torch.bfloat16)
             self.layers = torch.nn.ModuleList(
-                te.TransformerLayer(args.hidden, ffn, heads, layernorm_epsilon=1e-5, hidden_dropout=0.0, attention_dropout=0.0,
-                                    self_attn_mask_type="causal", normalization="RMSNorm", bias=False, activation="gelu",
-                                    fuse_qkv_params=True, params_dtype=torch.bfloat16, attn_input_format="bshd", layer_number=i + 1)
-                for i in range(args.layers))
+                te.TransformerLayer(
+                    args.hidden,
+                    ffn,
+                    heads,
+                    layernorm_epsilon=1e-5,
+                    hidden_dropout=0.0,
+                    attention_dropout=0.0,
+                    self_attn_mask_type="causal",
+                    normalization="RMSNorm",
+                    bias=False,
+                    activation="gelu",
+                    fuse_qkv_params=True,
+                    params_dtype=torch.bfloat16,
+                    attn_input_format="bshd",
+                    layer_number=i + 1,
+                )
+                for i in range(args.layers)
+            )
             self.norm = te.RMSNorm(args.hidden, eps=1e-5).to(torch.bfloat16)
             self.head = te.Linear(args.hidden, args.vocab, bias=False, params_dtype=torch.bfloat16)
             self.rope = te.RotaryPositionEmbedding(args.head_dim)
@@ -49,8 +63,12 @@ def build(args, te):
 def recipe_of(name: str):
     from transformer_engine.common import recipe
 
-    return {"none": None, "delayed": recipe.DelayedScaling(), "current": recipe.Float8CurrentScaling(),
-            "block": recipe.Float8BlockScaling()}[name]
+    return {
+        "none": None,
+        "delayed": recipe.DelayedScaling(),
+        "current": recipe.Float8CurrentScaling(),
+        "block": recipe.Float8BlockScaling(),
+    }[name]
 
 
 def run(args, name: str) -> dict:
@@ -84,14 +102,26 @@ def run(args, name: str) -> dict:
         end.synchronize()
         times.append(start.elapsed_time(end))
     tokens = args.batch * args.seq
-    del model, opt
+    model = opt = None  # freed before the next recipe's model is built
     torch.cuda.empty_cache()
-    return {"script": "te_reference", "recipe": name, "layers": args.layers, "hidden": args.hidden, "batch": args.batch,
-            "seq": args.seq, "steps": len(times), "step_ms_p50": statistics.median(times),
-            "step_ms_mean": statistics.fmean(times), "step_ms_std": statistics.pstdev(times),
-            "tokens_per_s": tokens / (statistics.median(times) / 1e3), "final_loss": float(loss),
-            "gpu": torch.cuda.get_device_name(), "te": te.__version__ if hasattr(te, "__version__") else None,
-            "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "script": "te_reference",
+        "recipe": name,
+        "layers": args.layers,
+        "hidden": args.hidden,
+        "batch": args.batch,
+        "seq": args.seq,
+        "steps": len(times),
+        "step_ms_p50": statistics.median(times),
+        "step_ms_mean": statistics.fmean(times),
+        "step_ms_std": statistics.pstdev(times),
+        "tokens_per_s": tokens / (statistics.median(times) / 1e3),
+        "final_loss": float(loss),
+        "gpu": torch.cuda.get_device_name(),
+        "te": te.__version__ if hasattr(te, "__version__") else None,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def main() -> None:

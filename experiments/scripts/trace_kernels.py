@@ -17,7 +17,10 @@ from b200lab.measure.kernel_breakdown import STEP_ANNOTATION, _events  # noqa: E
 
 def main(trace: str, out: str) -> None:
     events = _events(Path(trace))
-    steps = sum(1 for e in events if e.get("name") == STEP_ANNOTATION and e.get("cat") in ("user_annotation", "cpu_op")) or 1
+    steps = (
+        sum(1 for e in events if e.get("name") == STEP_ANNOTATION and e.get("cat") in ("user_annotation", "cpu_op"))
+        or 1
+    )
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for e in (e for e in events if e.get("cat") == "kernel"):
         totals[e["name"]][0] += 1
@@ -25,7 +28,7 @@ def main(trace: str, out: str) -> None:
     with open(out, "w") as f:
         f.write("kernel,calls_per_step,us_per_step\n")
         for name, (calls, us) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
-            f.write(f"\"{name.replace(chr(34), chr(39))}\",{calls / steps:g},{us / steps:.1f}\n")
+            f.write(f'"{name.replace(chr(34), chr(39))}",{calls / steps:g},{us / steps:.1f}\n')
     print(f"{out}: {len(totals)} kernels over {steps} steps")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
 
 import torch
 
@@ -16,11 +15,15 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 @dataclass
 class KeepFp32Config(PrecisionConfig):
     weight_dtype: str = "bfloat16"
-    keep_fp32: List[str] = field(default_factory=lambda: ["norm"])  # module-name substrings left in float32
+    keep_fp32: list[str] = field(default_factory=lambda: ["norm"])  # module-name substrings left in float32
 
     @classmethod
     def validate(cls, cfg, ctx):
-        return [] if cfg.weight_dtype in DTYPES else [f"precision.weight_dtype={cfg.weight_dtype!r}: choose {', '.join(DTYPES)}"]
+        return (
+            []
+            if cfg.weight_dtype in DTYPES
+            else [f"precision.weight_dtype={cfg.weight_dtype!r}: choose {', '.join(DTYPES)}"]
+        )
 
 
 class KeepFp32(PrecisionRecipe):

@@ -30,7 +30,9 @@ class ViTConfig(ModelConfig):
 
     @classmethod
     def validate(cls, cfg, ctx):
-        problems = cls.positive(cfg, "image_size", "patch_size", "channels", "n_classes", "n_layers", "d_model", "n_heads", "d_ff")
+        problems = cls.positive(
+            cfg, "image_size", "patch_size", "channels", "n_classes", "n_layers", "d_model", "n_heads", "d_ff"
+        )
         if not problems and cfg.image_size % cfg.patch_size:
             problems.append(f"model.patch_size={cfg.patch_size} does not divide model.image_size={cfg.image_size}")
         return problems
@@ -40,18 +42,29 @@ class ViT(nn.Module):
     def __init__(self, cfg, attention):
         super().__init__()
         self.cfg, self.attention = cfg, attention
-        self.patch = nn.Linear(cfg.channels * cfg.patch_size ** 2, cfg.d_model)
+        self.patch = nn.Linear(cfg.channels * cfg.patch_size**2, cfg.d_model)
         self.pos = nn.Parameter(torch.randn((cfg.image_size // cfg.patch_size) ** 2, cfg.d_model) * 0.02)
-        self.blocks = nn.ModuleList(nn.ModuleDict({
-            "norm1": nn.LayerNorm(cfg.d_model), "qkv": nn.Linear(cfg.d_model, 3 * cfg.d_model), "out": nn.Linear(cfg.d_model, cfg.d_model),
-            "norm2": nn.LayerNorm(cfg.d_model), "up": nn.Linear(cfg.d_model, cfg.d_ff), "down": nn.Linear(cfg.d_ff, cfg.d_model),
-        }) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "norm1": nn.LayerNorm(cfg.d_model),
+                    "qkv": nn.Linear(cfg.d_model, 3 * cfg.d_model),
+                    "out": nn.Linear(cfg.d_model, cfg.d_model),
+                    "norm2": nn.LayerNorm(cfg.d_model),
+                    "up": nn.Linear(cfg.d_model, cfg.d_ff),
+                    "down": nn.Linear(cfg.d_ff, cfg.d_model),
+                }
+            )
+            for _ in range(cfg.n_layers)
+        )
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
 
     def forward(self, images):
         p = self.cfg.patch_size
-        x = images.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(1, 2)  # (B, patches, C p p)
+        x = (
+            images.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).flatten(3).flatten(1, 2)
+        )  # (B, patches, C p p)
         x = self.patch(x) + self.pos
         B, T, d = x.shape
         h = self.cfg.n_heads
@@ -75,7 +88,10 @@ class TinyViT(ModelFamily):
     def flops_per_sample(self, seq_len, training):
         c = self.cfg
         T = self.tokens_per_sample(seq_len)
-        per_token = 2 * (c.channels * c.patch_size ** 2 * c.d_model + c.n_layers * (4 * c.d_model ** 2 + flops.mlp_params(c.d_model, c.d_ff)))
+        per_token = 2 * (
+            c.channels * c.patch_size**2 * c.d_model
+            + c.n_layers * (4 * c.d_model**2 + flops.mlp_params(c.d_model, c.d_ff))
+        )
         per_token += flops.full_attention_flops_per_token(c.n_layers, c.d_model, T)
         return flops.training_multiple(T * per_token + 2 * c.d_model * c.n_classes, training)
 

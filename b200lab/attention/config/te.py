@@ -23,8 +23,10 @@ class TEAttentionConfig(AttentionConfig):
 
         problems = super().validate(cfg, ctx)
         if ctx.device != "cuda":
-            problems.append(f"attention=te needs a CUDA GPU (Transformer Engine has no CPU kernels) and this job runs on "
-                            f"{ctx.device}; use attention=sdpa")
+            problems.append(
+                f"attention=te needs a CUDA GPU (Transformer Engine has no CPU kernels) and this job runs on "
+                f"{ctx.device}; use attention=sdpa"
+            )
         elif te_version() is None:
             problems.append(f"attention=te needs Transformer Engine, which is not installed: {TE_INSTALL}")
         return problems

@@ -5,7 +5,7 @@ these (never the family's name)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from b200lab.core.component import CheckContext, ComponentConfig
 
@@ -16,11 +16,13 @@ class ModelConfig(ComponentConfig):
 
     token_unit: ClassVar[str] = "token"  # what tokens_per_s counts: a text token, an image, a sample
     decoder: ClassVar[bool] = False  # has a KV-cache decode path (family.decoder(model)): generate and serve run it
-    decode_reads_all_weights: ClassVar[bool] = True  # a decode step reads every weight (a mixture of experts reads the routed ones)
+    # a decode step reads every weight (a mixture of experts reads the routed ones)
+    decode_reads_all_weights: ClassVar[bool] = True
     has_attention: ClassVar[bool] = True
     attends_both_ways: ClassVar[bool] = False  # non-causal attention (encoders, diffusion)
-    fp8_problem: ClassVar[Optional[str]] = None  # why FP8 recipes cannot gain for this family, or None
-    tensor_parallel_plan: ClassVar[Optional[str]] = None  # module with apply(model, mesh, sp) and plain(name, full, cfg, tp)
+    fp8_problem: ClassVar[str | None] = None  # why FP8 recipes cannot gain for this family, or None
+    # module with apply(model, mesh, sp) and plain(name, full, cfg, tp)
+    tensor_parallel_plan: ClassVar[str | None] = None
     no_tensor_parallel: ClassVar[str] = "use parallelism=ddp or fsdp"  # the hint when there is no plan
 
     @staticmethod
@@ -32,8 +34,11 @@ class ModelConfig(ComponentConfig):
     def tensor_parallel_problems(cls, cfg, tp: int, sequence_parallel: bool, seq_len: int) -> list[str]:
         """Why ``cfg`` cannot be split over ``tp`` ranks (empty when it can)."""
         if cls.tensor_parallel_plan is None:
-            return [f"parallelism.tp={tp}: model family {cfg.get('family')!r} (model={cfg.get('name')}) has no tensor-parallel "
-                    f"plan; {cls.no_tensor_parallel}"]
+            return [
+                f"parallelism.tp={tp}: model family {cfg.get('family')!r} (model={cfg.get('name')}) has no "
+                "tensor-parallel "
+                f"plan; {cls.no_tensor_parallel}"
+            ]
         return cls.split_problems(cfg, tp, sequence_parallel, seq_len)
 
     @classmethod

@@ -32,8 +32,18 @@ class DiTConfig(SampleConfig):
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = cls.positive(cfg, "latent_size", "latent_channels", "patch_size", "n_layers", "d_model", "n_heads", "d_ff",
-                                "n_classes", "diffusion_steps")
+        problems = cls.positive(
+            cfg,
+            "latent_size",
+            "latent_channels",
+            "patch_size",
+            "n_layers",
+            "d_model",
+            "n_heads",
+            "d_ff",
+            "n_classes",
+            "diffusion_steps",
+        )
         if problems:
             return problems
         if cfg.latent_size % cfg.patch_size:

@@ -13,7 +13,7 @@ do, never their names.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from b200lab.core.component import CheckContext
 from b200lab.models.config.base import ModelConfig
@@ -24,7 +24,8 @@ class SampleConfig(ModelConfig):
     token_unit: ClassVar[str] = "sample"
     attends_both_ways: ClassVar[bool] = True
     label: ClassVar[str] = "model"  # how messages name the family ("ViT")
-    seq_field: ClassVar[Optional[str]] = None  # the model field seq.len must equal; None: seq.len is free (its meaning still applies)
+    # the model field seq.len must equal; None: seq.len is free (its meaning still applies)
+    seq_field: ClassVar[str | None] = None
     seq_meaning: ClassVar[str] = ""  # what seq.len is for this family
     seq_options: ClassVar[dict] = {}  # the seq option that sets seq.len to a preset's size, by that size
 
@@ -39,8 +40,12 @@ class SampleConfig(ModelConfig):
             return []
         want = cfg[cls.seq_field]
         option = f"seq={cls.seq_options[want]} or " if want in cls.seq_options else ""
-        return [f"seq={seq.name} (seq.len={seq.len}) with model={cfg.name}: a {cls.label} reads seq.len as {cls.seq_meaning}, "
-                f"and model.{cls.seq_field}={want} fixes it; use {option}seq.len={want} (seq.batch is {cls.token_unit}s per step)"]
+        return [
+            f"seq={seq.name} (seq.len={seq.len}) with model={cfg.name}: a {cls.label} reads seq.len as "
+            f"{cls.seq_meaning}, "
+            f"and model.{cls.seq_field}={want} fixes it; use {option}seq.len={want} (seq.batch is {cls.token_unit}s "
+            "per step)"
+        ]
 
     @classmethod
     def _attention_problems(cls, cfg, ctx: CheckContext) -> list[str]:
@@ -48,20 +53,29 @@ class SampleConfig(ModelConfig):
         name = att.get("name")
         if not cls.has_attention:
             if not spec.is_neutral(att):
-                return [f"attention={name} with model={cfg.name}: a {cls.label} has no attention, so the attention group would "
-                        "change nothing; leave it at attention=sdpa (the default)"]
+                return [
+                    f"attention={name} with model={cfg.name}: a {cls.label} has no attention, so the attention group "
+                    "would "
+                    "change nothing; leave it at attention=sdpa (the default)"
+                ]
             return []
         problems = []
         if att.get("window") is not None:
-            problems.append(f"attention={name} attention.window={att.get('window')} with model={cfg.name}: a {cls.label} attends "
-                            f"non-causally over the whole {cls.token_unit}; a sliding window is a text pattern here. "
-                            "Use attention=sdpa, math or flex")
+            problems.append(
+                f"attention={name} attention.window={att.get('window')} with model={cfg.name}: a {cls.label} attends "
+                f"non-causally over the whole {cls.token_unit}; a sliding window is a text pattern here. "
+                "Use attention=sdpa, math or flex"
+            )
         if att.get("documents"):
-            problems.append(f"attention={name} (attention.documents=true) with model={cfg.name}: packed documents are a text "
-                            f"pattern; a {cls.label}'s {cls.token_unit} is one attention span. Use attention=sdpa, math or flex")
+            problems.append(
+                f"attention={name} (attention.documents=true) with model={cfg.name}: packed documents are a text "
+                f"pattern; a {cls.label}'s {cls.token_unit} is one attention span. Use attention=sdpa, math or flex"
+            )
         if spec.causal_only:
-            problems.append(f"attention={name} with model={cfg.name}: {spec.causal_only} and a {cls.label} attends "
-                            "non-causally. Use attention=sdpa, math or flex")
+            problems.append(
+                f"attention={name} with model={cfg.name}: {spec.causal_only} and a {cls.label} attends "
+                "non-causally. Use attention=sdpa, math or flex"
+            )
         return problems
 
     @classmethod
@@ -73,7 +87,11 @@ class SampleConfig(ModelConfig):
             return [f"precision={pname} with model={cfg.name}: {cls.fp8_problem}. Use precision=bf16"]
         batch = int(ctx.cfg.seq.batch)
         if spec.may_use_te and batch % 16:
-            return [f"precision={pname} with model={cfg.name}: seq.batch={batch} must be a multiple of 16 (Transformer Engine's "
-                    f"FP8 GEMMs need rows in multiples of 16, and the {cls.label}'s per-{cls.token_unit} layers have one row "
-                    f"per {cls.token_unit})"]
+            return [
+                f"precision={pname} with model={cfg.name}: seq.batch={batch} must be a multiple of 16 (Transformer "
+                "Engine's "
+                f"FP8 GEMMs need rows in multiples of 16, and the {cls.label}'s per-{cls.token_unit} layers have one "
+                "row "
+                f"per {cls.token_unit})"
+            ]
         return []

@@ -30,7 +30,9 @@ class ViTConfig(SampleConfig):
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
-        problems = cls.positive(cfg, "image_size", "patch_size", "in_channels", "n_layers", "d_model", "n_heads", "d_ff", "n_classes")
+        problems = cls.positive(
+            cfg, "image_size", "patch_size", "in_channels", "n_layers", "d_model", "n_heads", "d_ff", "n_classes"
+        )
         if problems:
             return problems
         if cfg.image_size % cfg.patch_size:

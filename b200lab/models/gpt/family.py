@@ -4,8 +4,6 @@ plan: parallel.py)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -34,10 +32,18 @@ class GPTFamily(ModelFamily):
         from b200lab.models.decoding import Decoder
 
         block = model.blocks[0]
-        return Decoder(model, n_layers=self.cfg.n_layers, kv_heads=block.kv_heads, head_dim=block.head_dim,
-                       vocab_size=self.cfg.vocab_size, window=getattr(block.attention, "window", None),
-                       reads_all_weights=self.Config.decode_reads_all_weights, ensure_positions=model.ensure_positions,
-                       device=model.embed.weight.device, logits_of=self.logits_of)
+        return Decoder(
+            model,
+            n_layers=self.cfg.n_layers,
+            kv_heads=block.kv_heads,
+            head_dim=block.head_dim,
+            vocab_size=self.cfg.vocab_size,
+            window=getattr(block.attention, "window", None),
+            reads_all_weights=self.Config.decode_reads_all_weights,
+            ensure_positions=model.ensure_positions,
+            device=model.embed.weight.device,
+            logits_of=self.logits_of,
+        )
 
     def fp8_patterns(self) -> dict:
         """Each block's attention input (its norm feeding qkv) and its dense MLP fuse."""
@@ -55,14 +61,17 @@ class GPTFamily(ModelFamily):
 
     def matmul_params(self) -> int:
         c = self.cfg
-        per_layer = F_.attention_proj_params(c.d_model, c.n_heads, c.n_kv_heads or c.n_heads) + F_.mlp_params(c.d_model, c.d_ff)
+        per_layer = F_.attention_proj_params(c.d_model, c.n_heads, c.n_kv_heads or c.n_heads) + F_.mlp_params(
+            c.d_model, c.d_ff
+        )
         return c.n_layers * per_layer + c.vocab_size * c.d_model
 
-    attention_window: Optional[int] = None  # set from attention.window: attention FLOPs count the pairs a window keeps
+    attention_window: int | None = None  # set from attention.window: attention FLOPs count the pairs a window keeps
 
     def flops_per_sample(self, seq_len: int, training: bool) -> int:
-        forward = (seq_len * 2 * self.matmul_params()
-                   + F_.causal_attention_flops(self.cfg.n_layers, self.cfg.d_model, seq_len, self.attention_window))
+        forward = seq_len * 2 * self.matmul_params() + F_.causal_attention_flops(
+            self.cfg.n_layers, self.cfg.d_model, seq_len, self.attention_window
+        )
         return F_.training_multiple(forward, training)
 
     def synthetic_batch(self, batch: int, seq_len: int, generator: torch.Generator, device):

@@ -17,7 +17,6 @@ changes per step.
 from __future__ import annotations
 
 import functools
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -84,8 +83,14 @@ class Block(nn.Module):
         what its ``begin`` returned for this forward."""
         B, T, _ = x.shape
         # n_heads/kv_heads are this rank's heads (all of them unless tensor parallel splits them)
-        q, k, v = self.qkv(self.norm_attn(x)).split([self.n_heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], -1)
-        q, k, v = q.view(B, T, self.n_heads, self.head_dim), k.view(B, T, self.kv_heads, self.head_dim), v.view(B, T, self.kv_heads, self.head_dim)
+        q, k, v = self.qkv(self.norm_attn(x)).split(
+            [self.n_heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], -1
+        )
+        q, k, v = (
+            q.view(B, T, self.n_heads, self.head_dim),
+            k.view(B, T, self.kv_heads, self.head_dim),
+            v.view(B, T, self.kv_heads, self.head_dim),
+        )
         if rope is not None:
             q, k = apply_rotary(q, *rope, self.rope_pairs), apply_rotary(k, *rope, self.rope_pairs)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -107,9 +112,16 @@ def _save_matmuls_and_attention(ctx, op, *args, **kwargs):
 @functools.lru_cache(maxsize=1)
 def _SAVED_OPS() -> frozenset:
     aten = torch.ops.aten
-    ops = [aten.mm.default, aten.addmm.default, aten.bmm.default, aten._scaled_mm.default,
-           aten._scaled_dot_product_flash_attention.default, aten._scaled_dot_product_efficient_attention.default,
-           aten._scaled_dot_product_cudnn_attention.default, aten._scaled_dot_product_flash_attention_for_cpu.default]
+    ops = [
+        aten.mm.default,
+        aten.addmm.default,
+        aten.bmm.default,
+        aten._scaled_mm.default,
+        aten._scaled_dot_product_flash_attention.default,
+        aten._scaled_dot_product_efficient_attention.default,
+        aten._scaled_dot_product_cudnn_attention.default,
+        aten._scaled_dot_product_flash_attention_for_cpu.default,
+    ]
     flex = getattr(torch.ops.higher_order, "flex_attention", None)
     return frozenset(ops + ([flex] if flex is not None else []))
 
@@ -167,7 +179,10 @@ class GPT(nn.Module):
     def ensure_positions(self, max_len: int) -> None:
         if self.pos_embed is not None:
             if max_len > self.cfg.max_seq_len:
-                raise ValueError(f"a cache of {max_len} positions exceeds model.max_seq_len={self.cfg.max_seq_len} (learned positions)")
+                raise ValueError(
+                    f"a cache of {max_len} positions exceeds model.max_seq_len={self.cfg.max_seq_len} (learned "
+                    "positions)"
+                )
         elif self.rope_cos is None or self.rope_cos.shape[0] < max_len:
             self.prepare(max_len)
 
@@ -175,12 +190,20 @@ class GPT(nn.Module):
         end = int(positions.max()) + 1 if positions.numel() else 0
         if self.rope_cos is not None and self.rope_cos.shape[0] >= end:
             return self.rope_cos[positions], self.rope_sin[positions]
-        dtype = torch.promote_types(self.embed.weight.dtype, torch.float32)  # not prepared this far: same values, slower
+        dtype = torch.promote_types(
+            self.embed.weight.dtype, torch.float32
+        )  # not prepared this far: same values, slower
         cos, sin = rotary_tables(end, self.head_dim, self.cfg.rope_base, device, dtype)
         return cos[positions], sin[positions]
 
-    def forward(self, idx: torch.Tensor, positions: Optional[torch.Tensor] = None, doc_ids: Optional[torch.Tensor] = None,
-                cache=None, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        doc_ids: torch.Tensor | None = None,
+        cache=None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
         """idx (B, T) -> logits (B, T, V). ``positions`` (T,): the rotary/learned positions of these
         tokens (default 0..T-1); ``doc_ids`` (B, T): document of every position; ``cache``: a KV
         cache that places its own slots (:meth:`_forward_slots`; b200lab/models/decoding.py);
@@ -208,7 +231,7 @@ class GPT(nn.Module):
             x = x[:, -1:]
         return self.head(self.norm(x))
 
-    def _forward_slots(self, idx: torch.Tensor, positions: Optional[torch.Tensor], cache, last_only: bool) -> torch.Tensor:
+    def _forward_slots(self, idx: torch.Tensor, positions: torch.Tensor | None, cache, last_only: bool) -> torch.Tensor:
         """The decode path: ``cache.begin`` gives the tokens' positions ((T,) or per row (B, T)),
         the mask over its slots and where to write; nothing here reads a Python int that changes
         from step to step, so the step compiles once. The rotary table must already cover the

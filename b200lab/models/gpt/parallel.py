@@ -27,8 +27,11 @@ def interleave_order(n_heads: int, kv_heads: int, head_dim: int, tp: int) -> tor
     ql, kvl = q // tp, kv // tp
     parts = []
     for r in range(tp):
-        parts += [torch.arange(r * ql, (r + 1) * ql), torch.arange(q + r * kvl, q + (r + 1) * kvl),
-                  torch.arange(q + kv + r * kvl, q + kv + (r + 1) * kvl)]
+        parts += [
+            torch.arange(r * ql, (r + 1) * ql),
+            torch.arange(q + r * kvl, q + (r + 1) * kvl),
+            torch.arange(q + kv + r * kvl, q + kv + (r + 1) * kvl),
+        ]
     return torch.cat(parts)
 
 
@@ -59,7 +62,12 @@ def _block_plan(sequence_parallel: bool) -> dict:
     )
 
     if not sequence_parallel:
-        return {"qkv": ColwiseParallel(), "out": RowwiseParallel(), "mlp.up": ColwiseParallel(), "mlp.down": RowwiseParallel()}
+        return {
+            "qkv": ColwiseParallel(),
+            "out": RowwiseParallel(),
+            "mlp.up": ColwiseParallel(),
+            "mlp.down": RowwiseParallel(),
+        }
     # the residual stream stays a sequence-sharded DTensor between blocks (so x.shape is global)
     return {
         "norm_attn": SequenceParallel(),
@@ -86,8 +94,14 @@ def apply(model: torch.nn.Module, mesh, sequence_parallel: bool) -> None:
         _interleave_qkv(block, tp)
         parallelize_module(block, mesh, _block_plan(sequence_parallel))
         block.n_heads, block.kv_heads = block.n_heads // tp, block.kv_heads // tp
-    top = {"head": ColwiseParallel(input_layouts=Shard(1) if sequence_parallel else Replicate(), output_layouts=Replicate())}
+    top = {
+        "head": ColwiseParallel(
+            input_layouts=Shard(1) if sequence_parallel else Replicate(), output_layouts=Replicate()
+        )
+    }
     if sequence_parallel:
-        top["embed"] = PrepareModuleOutput(output_layouts=Replicate(), desired_output_layouts=Shard(1), use_local_output=False)
+        top["embed"] = PrepareModuleOutput(
+            output_layouts=Replicate(), desired_output_layouts=Shard(1), use_local_output=False
+        )
         top["norm"] = SequenceParallel()
     parallelize_module(model, mesh, top)

@@ -13,8 +13,8 @@ from b200lab.models.config.moe import MoEConfig
 from b200lab.models.gpt.family import GPTFamily
 from b200lab.models.moe import stats as moe_stats
 from b200lab.models.moe.layer import Experts, MoELayer, grouped_kernel
-from b200lab.models.patterns import GroupedExperts
 from b200lab.models.moe.model import MoEGPT, MoEOutput
+from b200lab.models.patterns import GroupedExperts
 
 
 class MoEFamily(GPTFamily):
@@ -38,8 +38,9 @@ class MoEFamily(GPTFamily):
 
     def matmul_params(self) -> int:
         c, f = self.cfg, self.d_ff_expert
-        per_layer = (F_.attention_proj_params(c.d_model, c.n_heads, c.n_kv_heads or c.n_heads)
-                     + F_.moe_layer_params(c.d_model, c.n_experts, c.top_k, f, c.n_shared_experts))
+        per_layer = F_.attention_proj_params(c.d_model, c.n_heads, c.n_kv_heads or c.n_heads) + F_.moe_layer_params(
+            c.d_model, c.n_experts, c.top_k, f, c.n_shared_experts
+        )
         return c.n_layers * per_layer + c.vocab_size * c.d_model
 
     def loss(self, outputs: MoEOutput, targets: torch.Tensor) -> torch.Tensor:
@@ -56,8 +57,12 @@ class MoEFamily(GPTFamily):
         return outputs.logits
 
     def forward_stats(self, outputs: MoEOutput) -> dict[str, torch.Tensor]:
-        return {"routed": outputs.routed.detach(), "kept": outputs.kept.detach(),
-                "aux_loss": outputs.aux_loss.detach().float(), "z_loss": outputs.z_loss.detach().float()}
+        return {
+            "routed": outputs.routed.detach(),
+            "kept": outputs.kept.detach(),
+            "aux_loss": outputs.aux_loss.detach().float(),
+            "z_loss": outputs.z_loss.detach().float(),
+        }
 
     def summarize(self, stats: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         return moe_stats.summarize(stats)
@@ -70,16 +75,27 @@ class MoEFamily(GPTFamily):
         """What the experts ran as (after at least one forward): the path, its dtype and, for the
         grouped GEMM, which kernel torch picks for that device and dtype."""
         c = self.cfg
-        out = {"expert_impl": c.expert_impl, "n_experts": c.n_experts, "top_k": c.top_k, "d_ff_expert": self.d_ff_expert,
-               "n_shared_experts": c.n_shared_experts, "capacity_factor": c.capacity_factor, "router": c.router}
+        out = {
+            "expert_impl": c.expert_impl,
+            "n_experts": c.n_experts,
+            "top_k": c.top_k,
+            "d_ff_expert": self.d_ff_expert,
+            "n_shared_experts": c.n_shared_experts,
+            "capacity_factor": c.capacity_factor,
+            "router": c.router,
+        }
         ran = self.layers[0].ran if self.layers else None
         if ran is not None:
             path, dtype = ran
             out.update(expert_path=path, expert_dtype=str(dtype).removeprefix("torch."))
             if path != "loop":
                 experts = self.layers[0].experts
-                out["grouped_kernel"] = getattr(experts, "kernel", None) or grouped_kernel(next(experts.parameters()).device, dtype)
+                out["grouped_kernel"] = getattr(experts, "kernel", None) or grouped_kernel(
+                    next(experts.parameters()).device, dtype
+                )
             if path != c.expert_impl:
-                out["reason"] = {"loop": "torch grouped GEMM unavailable for this dtype (float64) or this torch",
-                                 "grouped-eager": "torch.compile traces the grouped GEMM in bfloat16 only: it runs eagerly"}[path]
+                out["reason"] = {
+                    "loop": "torch grouped GEMM unavailable for this dtype (float64) or this torch",
+                    "grouped-eager": "torch.compile traces the grouped GEMM in bfloat16 only: it runs eagerly",
+                }[path]
         return out

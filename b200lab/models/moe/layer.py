@@ -23,7 +23,7 @@ over the k copies of a token (no atomics).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -45,8 +45,8 @@ class DispatchPlan(NamedTuple):
     offs: torch.Tensor  # (E,) int32: end row of each expert's group
     routed: torch.Tensor  # (E,) assignments routed to each expert
     kept: torch.Tensor  # (E,) of those, kept under the capacity (= routed when dropless)
-    kept_mask: Optional[torch.Tensor]  # (N,) per assignment; None when dropless
-    row_valid: Optional[torch.Tensor]  # (N,) per buffer row; None when dropless
+    kept_mask: torch.Tensor | None  # (N,) per assignment; None when dropless
+    row_valid: torch.Tensor | None  # (N,) per buffer row; None when dropless
 
 
 class RoutingStats(NamedTuple):
@@ -58,15 +58,20 @@ class RoutingStats(NamedTuple):
     kept: torch.Tensor  # (E,) after dropping
 
 
-def capacity_for(tokens: int, top_k: int, n_experts: int, factor: Optional[float]) -> Optional[int]:
+def capacity_for(tokens: int, top_k: int, n_experts: int, factor: float | None) -> int | None:
     """Rows each expert keeps: ceil(factor * tokens * top_k / n_experts); None is dropless."""
     if factor is None:
         return None
     return max(1, math.ceil(factor * tokens * top_k / n_experts))
 
 
-def route(logits: torch.Tensor, top_k: int, score: str = "softmax", selection_bias: Optional[torch.Tensor] = None,
-          renormalize: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def route(
+    logits: torch.Tensor,
+    top_k: int,
+    score: str = "softmax",
+    selection_bias: torch.Tensor | None = None,
+    renormalize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(experts (T, k) by descending choice, their weights (T, k) and scores (T, E), in float32 at least)."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     scores = logits.softmax(-1) if score == "softmax" else logits.sigmoid()
@@ -78,7 +83,7 @@ def route(logits: torch.Tensor, top_k: int, score: str = "softmax", selection_bi
     return experts, weights, scores
 
 
-def plan_dispatch(experts: torch.Tensor, n_experts: int, capacity: Optional[int] = None) -> DispatchPlan:
+def plan_dispatch(experts: torch.Tensor, n_experts: int, capacity: int | None = None) -> DispatchPlan:
     """The expert-sorted layout of the assignments ``experts`` (T, k), from sorts and cumulative
     sums only: no host synchronisation, every shape fixed by T, k and E."""
     T, k = experts.shape
@@ -87,11 +92,15 @@ def plan_dispatch(experts: torch.Tensor, n_experts: int, capacity: Optional[int]
     slot_major = experts.t().reshape(-1)  # index slot * T + token: first choices first
     order = torch.argsort(slot_major, stable=True)
     assignment = (order % T) * k + order // T  # the token-major index t * k + slot
-    routed = torch.zeros(n_experts, dtype=torch.int64, device=device).scatter_add_(0, slot_major, torch.ones_like(slot_major))
+    routed = torch.zeros(n_experts, dtype=torch.int64, device=device).scatter_add_(
+        0, slot_major, torch.ones_like(slot_major)
+    )
     positions = torch.arange(n, device=device)
     if capacity is None:  # row i holds the i-th assignment in sorted order
         assignment_row = torch.empty_like(assignment).scatter_(0, assignment, positions)
-        return DispatchPlan(assignment // k, assignment, assignment_row, routed.cumsum(0).to(torch.int32), routed, routed, None, None)
+        return DispatchPlan(
+            assignment // k, assignment, assignment_row, routed.cumsum(0).to(torch.int32), routed, routed, None, None
+        )
     sorted_expert = slot_major[order]
     rank = positions - (routed.cumsum(0) - routed)[sorted_expert]  # place in the expert's queue
     keep = rank < capacity
@@ -102,8 +111,16 @@ def plan_dispatch(experts: torch.Tensor, n_experts: int, capacity: Optional[int]
     row_valid = positions < n_kept
     row_assignment = torch.empty_like(assignment).scatter_(0, rows, assignment)
     assignment_row = torch.empty_like(assignment).scatter_(0, assignment, rows)
-    return DispatchPlan(row_assignment // k, row_assignment, assignment_row, kept.cumsum(0).to(torch.int32),
-                        routed, kept, row_valid[assignment_row], row_valid)
+    return DispatchPlan(
+        row_assignment // k,
+        row_assignment,
+        assignment_row,
+        kept.cumsum(0).to(torch.int32),
+        routed,
+        kept,
+        row_valid[assignment_row],
+        row_valid,
+    )
 
 
 def load_balancing_loss(scores: torch.Tensor, routed: torch.Tensor, top_k: int, score: str = "softmax") -> torch.Tensor:
@@ -174,7 +191,7 @@ class Router(nn.Module):
     """Logits of each token for each expert. A plain weight rather than ``nn.Linear``, so layer
     converters (FP8) leave the routing decision in high precision."""
 
-    def __init__(self, d_model: int, n_experts: int, selection_bias: Optional[list] = None):
+    def __init__(self, d_model: int, n_experts: int, selection_bias: list | None = None):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_experts, d_model))
         bias = None if selection_bias is None else torch.tensor(list(selection_bias), dtype=torch.float32)
@@ -201,7 +218,9 @@ class Experts(nn.Module):
         hidden = F.gelu(GROUPED_MM(rows, up.transpose(-2, -1), offs=offs), approximate="tanh")
         return GROUPED_MM(hidden, down.transpose(-2, -1), offs=offs)
 
-    def loop(self, h: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, kept_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def loop(
+        self, h: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, kept_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """The reference: each expert's tokens found with ``nonzero`` (a host sync per expert)."""
         up, down = self.weights(h.dtype)
         k = experts.shape[1]
@@ -236,9 +255,21 @@ class MoELayer(nn.Module):
     Each forward leaves its :class:`RoutingStats` in ``self.stats`` for the model to collect into
     its output, and the expert path it took and its dtype in ``self.ran``."""
 
-    def __init__(self, d_model: int, n_experts: int, top_k: int, d_ff_expert: int, n_shared_experts: int = 0,
-                 score: str = "softmax", renormalize: bool = True, capacity_factor: Optional[float] = None,
-                 impl: str = "grouped", selection_bias: Optional[list] = None, norm_eps: float = 1e-5, norm: str = "rmsnorm"):
+    def __init__(
+        self,
+        d_model: int,
+        n_experts: int,
+        top_k: int,
+        d_ff_expert: int,
+        n_shared_experts: int = 0,
+        score: str = "softmax",
+        renormalize: bool = True,
+        capacity_factor: float | None = None,
+        impl: str = "grouped",
+        selection_bias: list | None = None,
+        norm_eps: float = 1e-5,
+        norm: str = "rmsnorm",
+    ):
         super().__init__()
         if impl not in IMPLS or score not in SCORES:
             raise ValueError(f"impl {impl!r} / score {score!r}: choose {IMPLS} / {SCORES}")
@@ -248,8 +279,8 @@ class MoELayer(nn.Module):
         self.router = Router(d_model, n_experts, selection_bias)
         self.experts = Experts(n_experts, d_model, d_ff_expert)
         self.shared = SharedExperts(d_model, n_shared_experts * d_ff_expert) if n_shared_experts else None
-        self.stats: Optional[RoutingStats] = None
-        self.ran: Optional[tuple[str, torch.dtype]] = None
+        self.stats: RoutingStats | None = None
+        self.ran: tuple[str, torch.dtype] | None = None
 
     def reset_parameters(self, std: float = 0.02, residual_scale: float = 1.0) -> None:
         """GPT-2's init: normal(std); projections into the residual stream scaled by residual_scale."""
@@ -273,7 +304,9 @@ class MoELayer(nn.Module):
         """(logits, experts, weights, scores, plan) for the normalised tokens ``h`` (T, d)."""
         with record_function("moe.router"):
             logits = self.router(h)
-            experts, weights, scores = route(logits, self.top_k, self.score, self.router.selection_bias, self.renormalize)
+            experts, weights, scores = route(
+                logits, self.top_k, self.score, self.router.selection_bias, self.renormalize
+            )
             capacity = capacity_for(h.shape[0], self.top_k, self.n_experts, self.capacity_factor)
             return logits, experts, weights, scores, plan_dispatch(experts, self.n_experts, capacity)
 

@@ -8,7 +8,7 @@ loss and hands the loads to the workload (nothing travels through globals).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -28,8 +28,20 @@ class MoEOutput(NamedTuple):
 class MoEGPT(GPT):
     def __init__(self, cfg, attention, d_ff_expert: int):
         def make_mlp(index: int) -> nn.Module:
-            return MoELayer(cfg.d_model, cfg.n_experts, cfg.top_k, d_ff_expert, cfg.n_shared_experts, cfg.router,
-                            cfg.renormalize, cfg.capacity_factor, cfg.expert_impl, cfg.selection_bias, cfg.norm_eps, cfg.norm)
+            return MoELayer(
+                cfg.d_model,
+                cfg.n_experts,
+                cfg.top_k,
+                d_ff_expert,
+                cfg.n_shared_experts,
+                cfg.router,
+                cfg.renormalize,
+                cfg.capacity_factor,
+                cfg.expert_impl,
+                cfg.selection_bias,
+                cfg.norm_eps,
+                cfg.norm,
+            )
 
         super().__init__(cfg, attention, make_mlp=make_mlp)
 
@@ -41,12 +53,23 @@ class MoEGPT(GPT):
         for layer in self.moe_layers():
             layer.reset_parameters(residual_scale=(2 * self.cfg.n_layers) ** -0.5)
 
-    def forward(self, idx: torch.Tensor, positions: Optional[torch.Tensor] = None, doc_ids: Optional[torch.Tensor] = None,
-                cache=None, last_only: bool = False) -> MoEOutput:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        doc_ids: torch.Tensor | None = None,
+        cache=None,
+        last_only: bool = False,
+    ) -> MoEOutput:
         logits = super().forward(idx, positions, doc_ids, cache, last_only)
         layers = self.moe_layers()
         stats = [layer.stats for layer in layers]
         for layer in layers:
             layer.stats = None  # the output holds them now
-        return MoEOutput(logits, torch.stack([s.aux_loss for s in stats]).sum(), torch.stack([s.z_loss for s in stats]).sum(),
-                         torch.stack([s.routed for s in stats]), torch.stack([s.kept for s in stats]))
+        return MoEOutput(
+            logits,
+            torch.stack([s.aux_loss for s in stats]).sum(),
+            torch.stack([s.z_loss for s in stats]).sum(),
+            torch.stack([s.routed for s in stats]),
+            torch.stack([s.kept for s in stats]),
+        )

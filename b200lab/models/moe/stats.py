@@ -83,7 +83,9 @@ def write_artifacts(stats: list[dict], out_dir, effective: dict) -> list[Path]:
             for expert, (r, k) in enumerate(zip(r_row, k_row)):
                 writer.writerow([layer, expert, int(r), int(k), f"{r / r_row.sum():.6f}", f"{r / r_row.mean():.6f}"])
     json_path = out_dir / "moe_routing.json"
-    json_path.write_text(json.dumps({"effective": effective, "steps": len(stats), **summarize(stats)}, indent=2, default=str))
+    json_path.write_text(
+        json.dumps({"effective": effective, "steps": len(stats), **summarize(stats)}, indent=2, default=str)
+    )
     png_path = out_dir / "moe_expert_load.png"
     _plot(routed, kept, png_path, len(stats))
     return [csv_path, png_path, json_path]
@@ -98,8 +100,12 @@ def _plot(routed: np.ndarray, kept: np.ndarray, path: Path, steps: int) -> None:
     import matplotlib.ticker
 
     n_layers, n_experts = routed.shape
-    fig, (bars, heat) = plt.subplots(2, 1, figsize=(max(6.0, 0.25 * n_experts + 3), 3.0 + 0.25 * n_layers + 2.5),
-                                     gridspec_kw={"height_ratios": [1.0, max(1.0, 0.12 * n_layers)]})
+    fig, (bars, heat) = plt.subplots(
+        2,
+        1,
+        figsize=(max(6.0, 0.25 * n_experts + 3), 3.0 + 0.25 * n_layers + 2.5),
+        gridspec_kw={"height_ratios": [1.0, max(1.0, 0.12 * n_layers)]},
+    )
     experts = np.arange(n_experts)
     bars.bar(experts, routed.sum(0), color="lightsteelblue", label="routed")
     bars.bar(experts, kept.sum(0), color="steelblue", label="kept")
@@ -108,7 +114,9 @@ def _plot(routed: np.ndarray, kept: np.ndarray, path: Path, steps: int) -> None:
     bars.set_ylabel(f"token assignments\n({n_layers} layers, {steps} steps)")
     bars.legend(fontsize=8)
     ratio = routed / routed.mean(1, keepdims=True)
-    centred = matplotlib.colors.TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=max(2.0, float(ratio.max())))  # white = balanced
+    centred = matplotlib.colors.TwoSlopeNorm(
+        vmin=0.0, vcenter=1.0, vmax=max(2.0, float(ratio.max()))
+    )  # white = balanced
     image = heat.imshow(ratio, aspect="auto", cmap="RdBu_r", norm=centred)
     heat.set_xlabel("expert")
     heat.set_ylabel("layer")

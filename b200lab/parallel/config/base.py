@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from b200lab.core.component import CheckContext, ComponentConfig
 
@@ -13,10 +12,11 @@ CPU_RANKS_PER_CORE = 2
 
 @dataclass
 class ParallelismConfig(ComponentConfig):
-    nproc: Optional[int] = 1  # ranks of the job (processes, one GPU each on CUDA), over all nodes
+    nproc: int | None = 1  # ranks of the job (processes, one GPU each on CUDA), over all nodes
     nnodes: int = 1  # machines the job spans; each runs nproc / nnodes ranks (b200lab/parallel/rendezvous.py)
-    node_rank: Optional[int] = None  # this machine's index; None: $NODE_RANK, else $SLURM_NODEID, else 0
-    rdzv_endpoint: Optional[str] = None  # host:port on node 0 for nnodes > 1; None: $B200LAB_RDZV_ENDPOINT, else $MASTER_ADDR:$MASTER_PORT
+    node_rank: int | None = None  # this machine's index; None: $NODE_RANK, else $SLURM_NODEID, else 0
+    # host:port on node 0 for nnodes > 1; None: $B200LAB_RDZV_ENDPOINT, else $MASTER_ADDR:$MASTER_PORT
+    rdzv_endpoint: str | None = None
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
@@ -26,7 +26,9 @@ class ParallelismConfig(ComponentConfig):
         if cfg.nproc is None or cfg.nproc < 1:
             return [f"parallelism.nproc={cfg.nproc}: must be a positive integer"]
         if cfg.nnodes < 1 or cfg.nproc % cfg.nnodes:
-            return [f"parallelism.nnodes={cfg.nnodes} must be a positive integer that divides parallelism.nproc={cfg.nproc}"]
+            return [
+                f"parallelism.nnodes={cfg.nnodes} must be a positive integer that divides parallelism.nproc={cfg.nproc}"
+            ]
         if cfg.nnodes > 1:
             try:
                 rendezvous(cfg)
@@ -38,6 +40,9 @@ class ParallelismConfig(ComponentConfig):
         if ctx.device == "cuda" and per_node > limit:
             return [f"parallelism.nproc={cfg.nproc} exceeds the {limit} GPUs visible on this machine{nodes}"]
         if ctx.device == "cpu" and per_node > CPU_RANKS_PER_CORE * limit:
-            return [f"parallelism.nproc={cfg.nproc} exceeds the {CPU_RANKS_PER_CORE * limit} gloo ranks this machine's {limit} CPU cores "
-                    f"run ({CPU_RANKS_PER_CORE} per core){nodes}"]
+            return [
+                f"parallelism.nproc={cfg.nproc} exceeds the {CPU_RANKS_PER_CORE * limit} gloo ranks this machine's "
+                f"{limit} CPU cores "
+                f"run ({CPU_RANKS_PER_CORE} per core){nodes}"
+            ]
         return []

@@ -4,7 +4,6 @@ weights and torch.autocast (b200lab/precision/recipe.py resolves which dtype eac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from b200lab.core.component import CheckContext
 from b200lab.precision.config.base import PrecisionConfig
@@ -15,7 +14,7 @@ from b200lab.precision.recipe import resolve
 class AutocastConfig(PrecisionConfig):
     compute_dtype: str = "auto"  # auto | float64 | float32 | tf32 | bfloat16 | float16
     param_dtype: str = "auto"  # auto: the compute dtype; float32 with 16-bit compute = autocast
-    master_dtype: Optional[str] = "auto"  # auto: float32 masters when training 16-bit weights; none: no masters
+    master_dtype: str | None = "auto"  # auto: float32 masters when training 16-bit weights; none: no masters
     grad_accum_dtype: str = "auto"  # auto: the master dtype, else the parameter dtype
 
     target = "b200lab.precision.autocast.AutocastPrecision"

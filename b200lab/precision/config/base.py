@@ -4,7 +4,7 @@ may run them, whether it swaps the model's linear layers, and what it refuses fo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from b200lab.core.component import ComponentConfig, DecodeRows
 
@@ -13,15 +13,16 @@ from b200lab.core.component import ComponentConfig, DecodeRows
 class PrecisionConfig(ComponentConfig):
     fp8_gemms: ClassVar[bool] = False  # puts (some) GEMMs in FP8
     may_use_te: ClassVar[bool] = False  # Transformer Engine's modules may run them (its row alignment applies)
-    replaces_linears: ClassVar[Optional[str]] = None  # the library whose modules replace nn.Linear (tensor parallel cannot split them)
+    # the library whose modules replace nn.Linear (tensor parallel cannot split them)
+    replaces_linears: ClassVar[str | None] = None
 
     @classmethod
-    def decode_problem(cls, cfg, rows: Optional[DecodeRows]) -> Optional[str]:
+    def decode_problem(cls, cfg, rows: DecodeRows | None) -> str | None:
         """Why this recipe cannot run decode steps of ``rows``, or None (also for a recipe that
         then takes another path: :meth:`decode_overrides`)."""
         return None
 
     @classmethod
-    def decode_overrides(cls, cfg, rows: Optional[DecodeRows]) -> dict:
+    def decode_overrides(cls, cfg, rows: DecodeRows | None) -> dict:
         """Fields set on this section for a decode workload's build (fp8_auto is told why TE cannot run)."""
         return {}

@@ -5,7 +5,6 @@ parent's check and the rank's build agree."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from omegaconf import OmegaConf
 
@@ -23,15 +22,19 @@ from b200lab.precision.config.weight_only import FP8WeightOnlyConfig
 
 # the order tried after Transformer Engine: (label, config class), training and inference
 AFTER_TE = {True: [("torchao", TorchaoFP8Config)], False: [("fp8_weight_only", FP8WeightOnlyConfig)]}
-RAN = {TEFP8Config: "transformer_engine", TorchaoFP8Config: "torchao", FP8WeightOnlyConfig: "fp8_weight_only",
-       AutocastConfig: "no fp8 (precision=auto)"}
+RAN = {
+    TEFP8Config: "transformer_engine",
+    TorchaoFP8Config: "torchao",
+    FP8WeightOnlyConfig: "fp8_weight_only",
+    AutocastConfig: "no fp8 (precision=auto)",
+}
 
 
 @dataclass
 class FP8AutoConfig(PrecisionConfig):
     recipe: str = "delayed"  # the Transformer Engine recipe to try first
-    master_dtype: Optional[str] = "auto"
-    avoid_te: Optional[str] = None  # why Transformer Engine cannot run this workload (a decode workload sets it)
+    master_dtype: str | None = "auto"
+    avoid_te: str | None = None  # why Transformer Engine cannot run this workload (a decode workload sets it)
 
     target = "b200lab.precision.fp8_auto.FP8AutoPrecision"
     fp8_gemms = True
@@ -74,6 +77,6 @@ class FP8AutoConfig(PrecisionConfig):
         return config.validate(cls.inner_config(cfg, config), ctx)
 
     @classmethod
-    def decode_overrides(cls, cfg, rows: Optional[DecodeRows]) -> dict:
+    def decode_overrides(cls, cfg, rows: DecodeRows | None) -> dict:
         why = te_decode_rows_problem(cfg.recipe, rows)
         return {"avoid_te": why} if why else {}

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from b200lab.core.component import CheckContext, DecodeRows
 from b200lab.precision.availability import (
@@ -20,11 +19,13 @@ FORMATS = ("auto", "hybrid", "e4m3")
 @dataclass
 class TEFP8Config(PrecisionConfig):
     recipe: str = "delayed"  # delayed | current | block | mxfp8 | nvfp4
-    fp8_format: str = "auto"  # auto: the recipe's default (hybrid for delayed/current) | hybrid (e4m3 forward, e5m2 grads) | e4m3
+    # auto: the recipe's default (hybrid for delayed/current) | hybrid (e4m3 forward, e5m2 grads) | e4m3
+    fp8_format: str = "auto"
     amax_history_len: int = 1024  # delayed only
     amax_compute_algo: str = "max"  # delayed only: max | most_recent
     skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in bf16
-    master_dtype: Optional[str] = "auto"  # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
+    # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
+    master_dtype: str | None = "auto"
 
     target = "b200lab.precision.te_fp8.TEFP8Precision"
     fp8_gemms = True
@@ -48,17 +49,22 @@ class TEFP8Config(PrecisionConfig):
         if tokens % 16:
             problems.append(f"seq.batch x seq.len = {tokens} tokens: FP8 GEMMs need a multiple of 16")
         if ctx.cfg.compile.mode is not None and ctx.cfg.compile.fullgraph:
-            problems.append(f"precision={cfg.name} with compile.fullgraph=true: Transformer Engine's modules are graph breaks "
-                            "(they run eager between the compiled parts); set compile.fullgraph=false")
+            problems.append(
+                f"precision={cfg.name} with compile.fullgraph=true: Transformer Engine's modules are graph breaks "
+                "(they run eager between the compiled parts); set compile.fullgraph=false"
+            )
         why = te_problem(cfg.recipe, ctx.device)
         if why:
             problems.append(f"precision={cfg.name} precision.recipe={cfg.recipe}: {why}")
         return problems
 
     @classmethod
-    def decode_problem(cls, cfg, rows: Optional[DecodeRows]) -> Optional[str]:
+    def decode_problem(cls, cfg, rows: DecodeRows | None) -> str | None:
         why = te_decode_rows_problem(cfg.recipe, rows)
         if why is None:
             return None
         fixed = ", or a seq.batch that is a multiple of TE's alignment" if rows.count is not None else ""
-        return f"precision={cfg.name}: {why}; use precision=fp8_weight_only (e4m3 weights, bf16 compute), fp8_auto or bf16{fixed}"
+        return (
+            f"precision={cfg.name}: {why}; use precision=fp8_weight_only (e4m3 weights, bf16 compute), fp8_auto or "
+            f"bf16{fixed}"
+        )

@@ -32,13 +32,19 @@ class TorchaoFP8Config(AutocastConfig):
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
         problems = []
         if cfg.recipe not in RECIPES:
-            problems.append(f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(RECIPES)} (torchao's float8 recipes)")
+            problems.append(
+                f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(RECIPES)} (torchao's float8 recipes)"
+            )
         elif cfg.recipe == "rowwise" and not ctx.training:
-            problems.append(f"precision.recipe=rowwise with workload={ctx.cfg.workload.name}: torchao's rowwise float8 fails under "
-                            "torch.inference_mode ('aten.reshape.default with axiswise scaling is not supported yet', torchao "
-                            "0.18); use precision.recipe=tensorwise, or precision=fp8_weight_only for inference")
+            problems.append(
+                f"precision.recipe=rowwise with workload={ctx.cfg.workload.name}: torchao's rowwise float8 fails under "
+                "torch.inference_mode ('aten.reshape.default with axiswise scaling is not supported yet', torchao "
+                "0.18); use precision.recipe=tensorwise, or precision=fp8_weight_only for inference"
+            )
         if cfg.compute_dtype != "bfloat16":
-            problems.append(f"precision.compute_dtype={cfg.compute_dtype!r}: torchao's float8 runs bfloat16 between its FP8 GEMMs")
+            problems.append(
+                f"precision.compute_dtype={cfg.compute_dtype!r}: torchao's float8 runs bfloat16 between its FP8 GEMMs"
+            )
         elif cfg.param_dtype not in PARAM_DTYPES:
             problems.append(f"precision.param_dtype={cfg.param_dtype!r}: choose one of {', '.join(PARAM_DTYPES)}")
         else:

@@ -26,7 +26,8 @@ def compute_dtype(cfg, device: str) -> tuple[str, list[str]]:
 @dataclass
 class FP8WeightOnlyConfig(PrecisionConfig):
     compute_dtype: str = "auto"  # activations (and a de-quantised GEMM): auto = bfloat16 on CUDA, float32 on CPU
-    gemm: str = "auto"  # auto: FP8 _scaled_mm where the GPU runs it, else de-quantised; fp8: refuse elsewhere; dequantised
+    # auto: FP8 _scaled_mm where the GPU runs it, else de-quantised; fp8: refuse elsewhere; dequantised
+    gemm: str = "auto"
     activation_scaling: str = "row"  # row: one scale per token; tensor: one per call
     fast_accum: bool = True  # _scaled_mm's faster accumulation (torchao's choice for forward GEMMs)
     skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in the compute dtype
@@ -44,9 +45,11 @@ class FP8WeightOnlyConfig(PrecisionConfig):
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
         problems = []
         if ctx.training:
-            problems.append(f"precision={cfg.name} is an inference recipe (FP8 weights have no gradients) and "
-                            f"workload={ctx.cfg.workload.name} trains: train with precision=fp8_torchao, precision=fp8 "
-                            "(Transformer Engine) or precision=bf16")
+            problems.append(
+                f"precision={cfg.name} is an inference recipe (FP8 weights have no gradients) and "
+                f"workload={ctx.cfg.workload.name} trains: train with precision=fp8_torchao, precision=fp8 "
+                "(Transformer Engine) or precision=bf16"
+            )
         if cfg.activation_scaling not in SCALINGS:
             problems.append(f"precision.activation_scaling={cfg.activation_scaling!r}: choose {' or '.join(SCALINGS)}")
         if cfg.compute_dtype not in COMPUTE_DTYPES:
@@ -58,6 +61,8 @@ class FP8WeightOnlyConfig(PrecisionConfig):
             if not ok:
                 problems.append(f"precision={cfg.name} precision.gemm=fp8: {why}")
             elif compute_dtype(cfg, ctx.device)[0] != "bfloat16":
-                problems.append(f"precision.gemm=fp8 writes bfloat16 activations; precision.compute_dtype={cfg.compute_dtype} "
-                                "cannot take them (use auto or bfloat16)")
+                problems.append(
+                    f"precision.gemm=fp8 writes bfloat16 activations; precision.compute_dtype={cfg.compute_dtype} "
+                    "cannot take them (use auto or bfloat16)"
+                )
         return problems

@@ -25,4 +25,3 @@ class AllReduceConfig(CommsConfig):
         if cfg.options.size_mb <= 0:
             problems.append(f"workload.options.size_mb={cfg.options.size_mb}: must be > 0")
         return problems
-

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from b200lab.core.component import CheckContext
 from b200lab.workloads.config.base import WorkloadConfig
@@ -13,7 +12,7 @@ from b200lab.workloads.config.base import WorkloadConfig
 @dataclass
 class AttentionBenchOptions:
     heads: int = 16
-    kv_heads: Optional[int] = None  # None: heads (no grouped-query attention)
+    kv_heads: int | None = None  # None: heads (no grouped-query attention)
     head_dim: int = 128
     backward: bool = False  # forward + backward (gradients of q, k, v)
     cuda_graph: bool = False  # capture one step in a CUDA graph and replay it (GPU only)
@@ -39,9 +38,12 @@ class AttentionBenchConfig(WorkloadConfig):
             problems.append(f"workload.options.cuda_graph=true needs a CUDA GPU and this job runs on {ctx.device}")
         why = ctx.spec("attention").no_cpu_backward
         if o.backward and ctx.device != "cuda" and why:
-            problems.append(f"workload.options.backward=true with attention={ctx.cfg.attention.name} on {ctx.device}: {why}")
+            problems.append(
+                f"workload.options.backward=true with attention={ctx.cfg.attention.name} on {ctx.device}: {why}"
+            )
         if ctx.cfg.attention.get("documents"):
-            problems.append(f"workload=attention draws no documents; use attention=flex or flex_sliding "
-                            f"(attention={ctx.cfg.attention.name} needs packed data: workload=forward or train)")
+            problems.append(
+                f"workload=attention draws no documents; use attention=flex or flex_sliding "
+                f"(attention={ctx.cfg.attention.name} needs packed data: workload=forward or train)"
+            )
         return problems
-

@@ -4,7 +4,7 @@ from a KV cache (and with how many rows per step) or reads a checkpoint the pare
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from b200lab.core.component import CheckContext, ComponentConfig, DecodeRows
 
@@ -20,14 +20,17 @@ class WorkloadConfig(ComponentConfig):
     steps: int = 20
     min_time_s: float = 0.0  # time at least this long; the later of steps and min_time_s ends timing
     trials: int = 1  # timed regions back to back (one warm-up); the spread across them is reported
-    options: NoOptions = field(default_factory=NoOptions)  # a workload with options overrides this field with its own dataclass
+    options: NoOptions = field(
+        default_factory=NoOptions
+    )  # a workload with options overrides this field with its own dataclass
 
     training: ClassVar[bool] = False  # runs an optimizer (precision recipes and strategies wrap the model for training)
     uses_model: ClassVar[bool] = False  # builds the configured model (model/precision/attention apply)
-    reads_checkpoint: ClassVar[bool] = False  # options.checkpoint names weights the parent stages (b200lab/runner/staging.py)
+    # options.checkpoint names weights the parent stages (b200lab/runner/staging.py)
+    reads_checkpoint: ClassVar[bool] = False
 
     @classmethod
-    def decode_rows(cls, cfg, job) -> Optional[DecodeRows]:
+    def decode_rows(cls, cfg, job) -> DecodeRows | None:
         """The rows each decode step feeds a GEMM, or None for a workload that does not decode."""
         return None
 

@@ -42,8 +42,10 @@ class CommsConfig(WorkloadConfig):
             if o.dtype not in DTYPES:
                 problems.append(f"workload.options.dtype={o.dtype!r}: choose one of {', '.join(DTYPES)}")
             if o.max_bytes < 1 or (o.min_bytes is not None and not 1 <= o.min_bytes <= o.max_bytes):
-                problems.append(f"workload.options.min_bytes={o.min_bytes}, max_bytes={o.max_bytes}: need 1 <= min_bytes <= max_bytes")
+                problems.append(
+                    f"workload.options.min_bytes={o.min_bytes}, max_bytes={o.max_bytes}: need 1 <= min_bytes <= "
+                    "max_bytes"
+                )
             if o.factor < 2 or o.sweep_iters < 1 or o.sweep_warmup < 0:
                 problems.append("workload.options: factor must be >= 2, sweep_iters >= 1, sweep_warmup >= 0")
         return problems
-

@@ -23,18 +23,26 @@ class DecodeWorkloadConfig(WorkloadConfig):
         GEMMs cannot run the decode steps (fp8_auto takes its next path there instead)."""
         problems, workload, model, attention = [], cfg.name, ctx.cfg.model, ctx.cfg.attention
         if not ctx.spec("model").decoder:
-            problems.append(f"workload={workload} needs a model with a KV-cache decode path (the gpt family or moe); "
-                            f"model={model.name} ({model.get('_target_')}) has none")
+            problems.append(
+                f"workload={workload} needs a model with a KV-cache decode path (the gpt family or moe); "
+                f"model={model.name} ({model.get('_target_')}) has none"
+            )
         no_decode = ctx.spec("attention").no_decode
         if no_decode:
-            problems.append(f"attention={attention.name} has no decode path for workload={workload}: {no_decode}; "
-                            "use attention=sdpa or flex")
+            problems.append(
+                f"attention={attention.name} has no decode path for workload={workload}: {no_decode}; "
+                "use attention=sdpa or flex"
+            )
         if attention.get("documents"):
-            problems.append(f"attention={attention.name} keeps packed documents apart; workload={workload} decodes whole "
-                            "prompts: use attention=sdpa, flex or flex_sliding")
+            problems.append(
+                f"attention={attention.name} keeps packed documents apart; workload={workload} decodes whole "
+                "prompts: use attention=sdpa, flex or flex_sliding"
+            )
         if (ctx.cfg.parallelism or {}).get("sequence_parallel"):
-            problems.append(f"parallelism.sequence_parallel=true cannot split a one-token decode step over the sequence; "
-                            f"turn it off for workload={workload}")
+            problems.append(
+                f"parallelism.sequence_parallel=true cannot split a one-token decode step over the sequence; "
+                f"turn it off for workload={workload}"
+            )
         why = ctx.spec("precision").decode_problem(ctx.cfg.precision, cls.decode_rows(cfg, ctx.cfg))
         return problems + ([why] if why else [])
 
@@ -49,7 +57,10 @@ class DecodeWorkloadConfig(WorkloadConfig):
 def sequence_limit_problems(ctx: CheckContext, tokens: int, what: str) -> list[str]:
     model = ctx.cfg.model
     if model.get("pos") == "learned" and tokens > model.get("max_seq_len", tokens):
-        return [f"{what} = {tokens} exceeds model.max_seq_len={model.max_seq_len} (model.pos=learned has no positions past it)"]
+        return [
+            f"{what} = {tokens} exceeds model.max_seq_len={model.max_seq_len} (model.pos=learned has no positions "
+            "past it)"
+        ]
     return []
 
 

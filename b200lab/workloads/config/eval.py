@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from b200lab.core.component import CheckContext
 from b200lab.workloads.config.base import WorkloadConfig
@@ -11,11 +10,11 @@ from b200lab.workloads.config.base import WorkloadConfig
 
 @dataclass
 class EvalOptions:
-    checkpoint: Optional[str] = None  # run:<MLflow run id>, a checkpoint folder or .pt file, a GPT-2 folder, or train
+    checkpoint: str | None = None  # run:<MLflow run id>, a checkpoint folder or .pt file, a GPT-2 folder, or train
     # checkpoint=train: train this model on this data first (once per settings; b200lab/runner/reference_checkpoint.py)
     train_steps: int = 1000
     train_lr: float = 1e-3
-    train_batch: Optional[int] = None  # None: seq.batch
+    train_batch: int | None = None  # None: seq.batch
     train_precision: str = "fp32"
 
 
@@ -33,4 +32,3 @@ class EvalConfig(WorkloadConfig):
         if ctx.spec("data").synthetic:
             problems.append(f"workload=eval scores held-out text; data={ctx.cfg.data.name} has none (use data=text)")
         return problems
-

@@ -43,4 +43,3 @@ class GemmConfig(WorkloadConfig):
             except ValueError as exc:
                 problems.append(str(exc))
         return problems
-

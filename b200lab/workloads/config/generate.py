@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from b200lab.core.component import CheckContext, DecodeRows
 from b200lab.workloads.config.decode import (
@@ -16,15 +15,16 @@ from b200lab.workloads.config.decode import (
 
 @dataclass
 class GenerateOptions:
-    prompt_len: Optional[int] = None  # null: seq.len
+    prompt_len: int | None = None  # null: seq.len
     output_len: int = 128  # tokens generated per sequence (the first by the prefill), at least 2
-    max_len: Optional[int] = None  # cache slots; null: prompt_len + output_len (every decode step reads all of them)
+    max_len: int | None = None  # cache slots; null: prompt_len + output_len (every decode step reads all of them)
     sampling: str = "greedy"  # greedy | sample
     temperature: float = 1.0
-    top_k: Optional[int] = None  # sample among the k likeliest tokens (null: all)
-    cuda_graph: Optional[bool] = None  # capture the decode step in a CUDA graph; null: on a GPU
-    copy_gbps: Optional[float] = None  # the card's copy bandwidth (GB/s) from a recorded workload=hbm run; null: measured here (GPU)
-    copy_size_mb: Optional[float] = None  # buffer size of the in-job copy measurement; null: workload=hbm's default
+    top_k: int | None = None  # sample among the k likeliest tokens (null: all)
+    cuda_graph: bool | None = None  # capture the decode step in a CUDA graph; null: on a GPU
+    # the card's copy bandwidth (GB/s) from a recorded workload=hbm run; null: measured here (GPU)
+    copy_gbps: float | None = None
+    copy_size_mb: float | None = None  # buffer size of the in-job copy measurement; null: workload=hbm's default
 
 
 @dataclass
@@ -46,12 +46,16 @@ class GenerateConfig(DecodeWorkloadConfig):
         if prompt is None or prompt < 1:
             problems.append(f"workload.options.prompt_len={prompt}: must be a positive integer")
         if o.output_len is None or o.output_len < 2:
-            problems.append(f"workload.options.output_len={o.output_len}: must be at least 2 (the prefill gives the first "
-                            "token; workload=generate times the decode steps after it)")
+            problems.append(
+                f"workload.options.output_len={o.output_len}: must be at least 2 (the prefill gives the first "
+                "token; workload=generate times the decode steps after it)"
+            )
         need = (prompt or 0) + (o.output_len or 0)
         if o.max_len is not None and o.max_len < need:
-            problems.append(f"workload.options.max_len={o.max_len} cannot hold prompt_len + output_len = {prompt} + "
-                            f"{o.output_len} = {need} tokens; raise it or leave it null (= the sum)")
+            problems.append(
+                f"workload.options.max_len={o.max_len} cannot hold prompt_len + output_len = {prompt} + "
+                f"{o.output_len} = {need} tokens; raise it or leave it null (= the sum)"
+            )
         problems += sequence_limit_problems(ctx, o.max_len or need, "the cache (prompt_len + output_len)")
         problems += sampling_problems(o, "workload.options")
         if o.cuda_graph and ctx.device != "cuda":

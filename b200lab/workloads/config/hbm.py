@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from b200lab.core.component import CheckContext
 from b200lab.workloads.config.base import WorkloadConfig
@@ -11,7 +10,7 @@ from b200lab.workloads.config.base import WorkloadConfig
 
 @dataclass
 class HbmOptions:
-    size_mb: Optional[float] = None  # MB (1e6 bytes) per buffer; None: sized for the device
+    size_mb: float | None = None  # MB (1e6 bytes) per buffer; None: sized for the device
 
 
 @dataclass
@@ -26,4 +25,3 @@ class HbmConfig(WorkloadConfig):
         if cfg.options.size_mb is not None and cfg.options.size_mb <= 0:
             problems.append(f"workload.options.size_mb={cfg.options.size_mb}: must be > 0")
         return problems
-

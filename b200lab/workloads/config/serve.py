@@ -6,7 +6,6 @@ import importlib.util
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Optional
 
 from b200lab.core.component import CheckContext, DecodeRows
 from b200lab.workloads.config.decode import (
@@ -23,8 +22,8 @@ WARMUPS = ("replay", "short")
 
 @dataclass
 class Slo:
-    ttft_ms: Optional[float] = None  # a request is good when its ttft is at most this (null: no bound)
-    tpot_ms: Optional[float] = None  # ... and its tpot at most this
+    ttft_ms: float | None = None  # a request is good when its ttft is at most this (null: no bound)
+    tpot_ms: float | None = None  # ... and its tpot at most this
 
 
 @dataclass
@@ -32,10 +31,10 @@ class ServeOptions:
     qps: float = 4.0  # mean arrival rate (requests/s); inf: all at t = 0
     arrival: str = "poisson"  # poisson | gamma
     burstiness: float = 1.0  # gamma shape (1 = Poisson; < 1 burstier)
-    max_concurrency: Optional[int] = None  # outstanding requests the client allows (null: no limit)
+    max_concurrency: int | None = None  # outstanding requests the client allows (null: no limit)
     num_requests: int = 64
     duration_s: float = 300.0  # no arrival after this
-    prompt_len: Optional[int] = None  # mean prompt tokens; null: seq.len
+    prompt_len: int | None = None  # mean prompt tokens; null: seq.len
     prompt_dist: str = "uniform"  # fixed | uniform | lognormal
     output_len: int = 128  # mean output tokens
     output_dist: str = "uniform"
@@ -43,13 +42,13 @@ class ServeOptions:
     max_running: int = 32  # requests in the running batch
     max_queue: int = 1024  # waiting requests; more are rejected
     block_size: int = 16  # tokens per KV block
-    num_blocks: Optional[int] = None  # the pool; null: max_running requests of max_model_len
-    max_model_len: Optional[int] = None  # prompt + output of one request; null: the longest the trace can draw
+    num_blocks: int | None = None  # the pool; null: max_running requests of max_model_len
+    max_model_len: int | None = None  # prompt + output of one request; null: the longest the trace can draw
     sampling: str = "greedy"  # greedy | sample
     temperature: float = 1.0
-    top_k: Optional[int] = None
+    top_k: int | None = None
     slo: Slo = field(default_factory=Slo)
-    on_complete: Optional[str] = None  # "package.module:function", called with each finished request's row (rank 0)
+    on_complete: str | None = None  # "package.module:function", called with each finished request's row (rank 0)
     warmup: str = "replay"  # replay: a warm-up step replays the timed trace; short: warmup_requests at t = 0
     warmup_requests: int = 4  # requests of a short warm-up step (all at t = 0)
 
@@ -72,7 +71,9 @@ class ServeConfig(DecodeWorkloadConfig):
         problems = super().validate(cfg, ctx) + cls.decode_problems(cfg, ctx)
         o = cfg.options
         if not o.qps > 0:
-            problems.append(f"workload.options.qps={o.qps}: must be > 0 requests per second (inf sends every request at t = 0)")
+            problems.append(
+                f"workload.options.qps={o.qps}: must be > 0 requests per second (inf sends every request at t = 0)"
+            )
         if o.arrival not in ARRIVALS:
             problems.append(f"workload.options.arrival={o.arrival!r}: choose {' or '.join(ARRIVALS)}")
         if o.burstiness <= 0:
@@ -84,7 +85,9 @@ class ServeConfig(DecodeWorkloadConfig):
         if not 0 <= o.len_spread < 1 and "uniform" in dists:
             problems.append(f"workload.options.len_spread={o.len_spread}: a uniform spread must be in [0, 1)")
         elif o.len_spread < 0 and "lognormal" in dists:
-            problems.append(f"workload.options.len_spread={o.len_spread}: lognormal lengths take it as sigma, which must be >= 0")
+            problems.append(
+                f"workload.options.len_spread={o.len_spread}: lognormal lengths take it as sigma, which must be >= 0"
+            )
         for key in ("num_requests", "output_len", "max_running", "max_queue", "block_size", "warmup_requests"):
             if o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer")
@@ -92,8 +95,10 @@ class ServeConfig(DecodeWorkloadConfig):
             if o[key] is not None and o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer or null")
         if o.warmup not in WARMUPS:
-            problems.append(f"workload.options.warmup={o.warmup!r}: choose replay (warm-up steps replay the timed trace) "
-                            "or short (warmup_requests requests at t = 0)")
+            problems.append(
+                f"workload.options.warmup={o.warmup!r}: choose replay (warm-up steps replay the timed trace) "
+                "or short (warmup_requests requests at t = 0)"
+            )
         if o.duration_s <= 0:
             problems.append(f"workload.options.duration_s={o.duration_s}: must be > 0")
         for key in ("ttft_ms", "tpot_ms"):
@@ -102,19 +107,24 @@ class ServeConfig(DecodeWorkloadConfig):
         problems += sampling_problems(o, "workload.options")
         problems += hook_problems(o.on_complete)
         if ctx.cfg.profile.name == "torch" and cfg.min_time_s > 0:
-            problems.append(f"profile=torch with workload.min_time_s={cfg.min_time_s}: the profiled runs follow the timed ones, "
-                            "whose number min_time_s leaves open, so they could not be told apart (requests.csv, the hook's "
-                            "phase); set workload.min_time_s=0 and workload.steps to the runs you want")
-        problems += compile_problems(ctx.cfg.compile.mode, ctx.cfg.compile.name, ctx.cfg.attention, ctx.spec("attention"))
+            problems.append(
+                f"profile=torch with workload.min_time_s={cfg.min_time_s}: the profiled runs follow the timed ones, "
+                "whose number min_time_s leaves open, so they could not be told apart (requests.csv, the hook's "
+                "phase); set workload.min_time_s=0 and workload.steps to the runs you want"
+            )
+        problems += compile_problems(
+            ctx.cfg.compile.mode, ctx.cfg.compile.name, ctx.cfg.attention, ctx.spec("attention")
+        )
         if not problems:
             _, max_prompt, max_output = length_caps(o, ctx.cfg.seq.len)
             max_model_len = o.max_model_len or max_prompt + max_output
             problems += sequence_limit_problems(ctx, max_model_len, "workload.options.max_model_len (prompt + output)")
             if o.num_blocks is not None and o.num_blocks * o.block_size < min(max_model_len, max_prompt + 1):
-                problems.append(f"workload.options.num_blocks={o.num_blocks} x block_size={o.block_size} cannot hold one request "
-                                f"of {min(max_model_len, max_prompt + 1)} tokens")
+                problems.append(
+                    f"workload.options.num_blocks={o.num_blocks} x block_size={o.block_size} cannot hold one request "
+                    f"of {min(max_model_len, max_prompt + 1)} tokens"
+                )
         return problems
-
 
 
 def length_caps(o, seq_len: int) -> tuple[int, int, int]:
@@ -123,11 +133,14 @@ def length_caps(o, seq_len: int) -> tuple[int, int, int]:
     grow = 1.0 + float(o.len_spread) if o.prompt_dist != "fixed" else 1.0
     grow_out = 1.0 + float(o.len_spread) if o.output_dist != "fixed" else 1.0
     if o.prompt_dist == "lognormal" or o.output_dist == "lognormal":  # a long tail: cap at 4 x the mean
-        grow, grow_out = (4.0 if o.prompt_dist == "lognormal" else grow), (4.0 if o.output_dist == "lognormal" else grow_out)
+        grow, grow_out = (
+            (4.0 if o.prompt_dist == "lognormal" else grow),
+            (4.0 if o.output_dist == "lognormal" else grow_out),
+        )
     return prompt, max(1, math.ceil(prompt * grow)), max(1, math.ceil(int(o.output_len) * grow_out))
 
 
-def hook_problems(spec: Optional[str]) -> list[str]:
+def hook_problems(spec: str | None) -> list[str]:
     if spec is None:
         return []
     module, _, name = str(spec).partition(":")
@@ -135,10 +148,15 @@ def hook_problems(spec: Optional[str]) -> list[str]:
         return [f"workload.options.on_complete={spec!r}: name a function as 'package.module:function'"]
     top = module.split(".")[0]
     if top in sys.stdlib_module_names or top == "builtins":
-        return [f"workload.options.on_complete={spec!r}: a hook is a function of your own package, not the standard library"]
+        return [
+            f"workload.options.on_complete={spec!r}: a hook is a function of your own package, not the standard library"
+        ]
     if importlib.util.find_spec(top) is None:
-        return [f"workload.options.on_complete={spec!r}: no module {top!r} is importable (install it or put it on PYTHONPATH; "
-                "the working directory is not searched)"]
+        return [
+            f"workload.options.on_complete={spec!r}: no module {top!r} is importable (install it or put it on "
+            "PYTHONPATH; "
+            "the working directory is not searched)"
+        ]
     return []
 
 
@@ -147,9 +165,16 @@ def compile_problems(mode, name: str, attention, attention_spec) -> list[str]:
     if mode is None:
         return []
     if mode not in SERVE_COMPILE_MODES:
-        return [f"compile={name}: workload=serve compiles its step with symbolic shapes (the batch and the cache window change "
-                f"every step), and mode {mode!r} captures CUDA graphs, which replay one shape; use compile=default or compile=none"]
+        return [
+            f"compile={name}: workload=serve compiles its step with symbolic shapes (the batch and the cache window "
+            "change "
+            f"every step), and mode {mode!r} captures CUDA graphs, which replay one shape; use compile=default or "
+            "compile=none"
+        ]
     if attention_spec.serve_compile_problem:
-        return [f"compile=default with attention={attention.name}: {attention_spec.serve_compile_problem}; use attention=sdpa with "
-                f"compile=default, or attention={attention.name} with compile=none"]
+        return [
+            f"compile=default with attention={attention.name}: {attention_spec.serve_compile_problem}; use "
+            "attention=sdpa with "
+            f"compile=default, or attention={attention.name} with compile=none"
+        ]
     return []

@@ -31,4 +31,3 @@ class TrainConfig(WorkloadConfig):
         if not cfg.options.lr > 0:
             problems.append(f"workload.options.lr={cfg.options.lr}: must be a positive learning rate")
         return problems
-

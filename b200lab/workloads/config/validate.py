@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from b200lab.core.component import CheckContext
 from b200lab.workloads.config.base import WorkloadConfig
@@ -11,9 +10,9 @@ from b200lab.workloads.config.base import WorkloadConfig
 
 @dataclass
 class ValidateOptions:
-    logits_rtol: Optional[float] = None  # None: by the compute dtype (AUTO_RTOL in b200lab/workloads/validate.py)
-    loss_rtol: Optional[float] = None
-    grad_rtol: Optional[float] = None
+    logits_rtol: float | None = None  # None: by the compute dtype (AUTO_RTOL in b200lab/workloads/validate.py)
+    loss_rtol: float | None = None
+    grad_rtol: float | None = None
 
 
 @dataclass
@@ -34,8 +33,10 @@ class ValidateConfig(WorkloadConfig):
             if value is not None and value <= 0:
                 problems.append(f"workload.options.{key}={value}: must be > 0")
         if (ctx.cfg.get("attention") or {}).get("documents"):
-            problems.append("workload=validate compares batches of token ids; packed documents (attention.documents=true) are not supported")
+            problems.append(
+                "workload=validate compares batches of token ids; packed documents (attention.documents=true) are not "
+                "supported"
+            )
         if ctx.cfg.compile.mode is not None:
             problems.append(f"workload=validate runs eager (compile={ctx.cfg.compile.name}): choose compile=none")
         return problems
-
