@@ -8,6 +8,7 @@ import csv
 import json
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -383,3 +384,110 @@ def test_compiled_serving_refuses_flex_attention_with_the_reason():
         assert f"compile=default with attention={flex}: the compiled serve step fails in inductor" in str(exc.value)
     validate(compose(["workload=serve", "seq=short", "attention=flex"]), "cpu")
     validate(compose(["workload=serve", "seq=short", "compile=default"]), "cpu")
+
+
+def _recomputed(rows: list[dict], slo_ttft_ms: float, slo_tpot_ms: float) -> dict:
+    """The serve metrics from requests.csv alone, with vLLM's definitions written out again."""
+    done = [r for r in rows if r["status"] == "done"]
+    tokens = {id(r): [float(t) for t in r["token_s"].split()] for r in done}
+    arrival = {id(r): float(r["arrival_s"]) for r in done}
+    ttft = [tokens[id(r)][0] - arrival[id(r)] for r in done]
+    e2e = [tokens[id(r)][-1] - arrival[id(r)] for r in done]
+    tpot = [(e - t) / (len(tokens[id(r)]) - 1) for r, t, e in zip(done, ttft, e2e) if len(tokens[id(r)]) > 1]
+    itl = [b - a for r in done for a, b in zip(tokens[id(r)], tokens[id(r)][1:])]
+    runs = sorted({r["run"] for r in done})
+    duration = sum(
+        max(tokens[id(r)][-1] for r in done if r["run"] == k)
+        - min(float(r["arrival_s"]) for r in rows if r["run"] == k)
+        for k in runs
+    )
+    out = {}
+    for name, values in (("ttft", ttft), ("tpot", tpot), ("itl", itl), ("e2e", e2e)):
+        ms = np.asarray(values) * 1e3
+        out.update({f"{name}_ms_p{q}": float(np.percentile(ms, q)) for q in (50, 90, 99)})
+        out[f"{name}_ms_mean"] = float(ms.mean())
+    good = [
+        r
+        for r, t in zip(done, ttft)
+        if t * 1e3 <= slo_ttft_ms
+        and (
+            len(tokens[id(r)]) == 1
+            or (tokens[id(r)][-1] - tokens[id(r)][0]) / (len(tokens[id(r)]) - 1) * 1e3 <= slo_tpot_ms
+        )
+    ]
+    out.update(
+        completed=len(done),
+        output_tokens=sum(len(v) for v in tokens.values()),
+        request_throughput=len(done) / duration,
+        output_tokens_per_s=sum(len(v) for v in tokens.values()) / duration,
+        goodput=len(good) / duration,
+        goodput_fraction=len(good) / len(done),
+    )
+    return out
+
+
+@pytest.mark.e2e
+def test_every_reported_serve_metric_is_recomputed_from_the_artifacts_alone(tmp_path, store):
+    """Two timed runs of a seeded trace: requests.csv holds both (a run column, each token's time),
+    and the percentiles, rates and goodput of results.json follow from it; the trace offers its
+    label's rate (arrivals normalised as vLLM's benchmark does)."""
+    slo_ttft_ms, slo_tpot_ms = 400.0, 25.0
+    proc = run_cli(
+        [
+            "workload=serve",
+            "seq=short",
+            "workload.steps=2",
+            "workload.warmup_steps=1",
+            "workload.options.num_requests=10",
+            "workload.options.qps=40",
+            "workload.options.output_len=6",
+            "workload.options.prompt_len=24",
+            f"workload.options.slo.ttft_ms={slo_ttft_ms}",
+            f"workload.options.slo.tpot_ms={slo_tpot_ms}",
+            INLINE,
+        ],
+        tmp_path,
+        store,
+    )
+    assert proc.returncode == 0, proc.output
+    (res,) = results_files(tmp_path / "outputs")
+    rows = list(csv.DictReader(open(next((tmp_path / "outputs").rglob("requests.csv")))))
+    assert sorted({r["run"] for r in rows}) == ["0", "1"] and len(rows) == 2 * 10
+    want = _recomputed(rows, slo_ttft_ms, slo_tpot_ms)
+    got = res["metrics"]
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-6), key
+    assert got["offered_qps"] == pytest.approx(40.0, rel=0.02)
+    assert res["effective"]["serve"]["offered_qps"] == pytest.approx(40.0, rel=0.02)
+
+
+def test_normalised_arrivals_offer_the_labelled_rate_whatever_the_draws():
+    """The serve_load preset's seeded trace offered 3.45 requests/s at qps=4 before arrivals were
+    normalised; now its last request arrives at N / qps, for every seed, rate and process."""
+    from b200lab.serving.loadgen import arrival_times, offered_rate
+
+    kw = dict(
+        duration_s=1e9,
+        burstiness=0.5,
+        prompt_len=8,
+        prompt_dist="fixed",
+        output_len=4,
+        output_dist="fixed",
+        spread=0.0,
+        max_prompt=8,
+        max_output=4,
+        vocab_size=97,
+    )
+    for seed, qps, process in (
+        (1234, 4.0, "poisson"),
+        (7, 1.0, "gamma"),
+        (int(np.random.randint(1e6)), 2.5, "poisson"),
+    ):
+        trace = make_trace(seed, 64, qps=qps, process=process, **kw)
+        assert offered_rate(trace) == pytest.approx(qps, rel=0.02)
+        times = [s.arrival_s for s in trace]
+        assert times == sorted(times) and times[-1] == pytest.approx(64 / qps) and times[0] > 0
+        raw = np.cumsum(np.random.default_rng(seed).exponential(1 / qps, 64)) if process == "poisson" else None
+        if raw is not None:  # the same draws, rescaled: the pattern of gaps is kept
+            assert np.allclose(np.diff(times) / np.diff(raw), (64 / qps) / raw[-1])
+    assert np.array_equal(arrival_times(np.random.default_rng(0), 5, float("inf"), "poisson", 1.0), np.zeros(5))

@@ -218,7 +218,7 @@ def implementation(group: str, target: str | None) -> type:
 _STORED: set = set()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _structured(config: type) -> DictConfig:
     """The config class as an OmegaConf node, built once (merges copy it, never change it)."""
     return OmegaConf.structured(config)

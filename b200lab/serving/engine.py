@@ -129,7 +129,8 @@ class Engine:
             now = clock.now() - t0
             while (
                 pending
-                and pending[0].arrival_s <= now
+                and t0 + pending[0].arrival_s
+                <= clock.now()  # the sum sleep_until waited for: no rounding can hold it back
                 and (lim.max_concurrency is None or len(queue) + len(running) < lim.max_concurrency)
             ):
                 spec = pending.popleft()

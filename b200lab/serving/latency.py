@@ -56,13 +56,16 @@ class RequestRecord:
         return (self.admitted_s if self.admitted_s is not None else self.arrival_s) - self.arrival_s
 
     def row(self) -> dict:
+        """The request as a CSV row: its times in ms, and ``token_s``, every token's ready time
+        (seconds on the run's clock, as ``arrival_s``), from which every latency metric can be
+        recomputed with this module's definitions."""
         done = self.status == "done"
         ms = (lambda s: round(s * 1e3, 6)) if done else (lambda s: "")
         return {
             "id": self.id,
             "status": self.status,
             "reason": self.reason or "",
-            "arrival_s": round(self.arrival_s, 6),
+            "arrival_s": f"{self.arrival_s:.9f}",
             "prompt_len": self.prompt_len,
             "output_len": len(self.tokens) if done else self.output_len,
             "queue_ms": ms(self.queue_s),
@@ -70,6 +73,7 @@ class RequestRecord:
             "tpot_ms": ms(self.tpot_s) if done else "",
             "e2e_ms": ms(self.e2e_s) if done else "",
             "itl_ms_max": ms(max(self.itl_s, default=0.0)) if done else "",
+            "token_s": " ".join(f"{t:.9f}" for t in self.token_s) if done else "",
         }
 
 
@@ -129,10 +133,13 @@ def request_metrics(
     return out
 
 
-def write_csv(records: list[RequestRecord], path: Path) -> None:
+def write_csv(runs: list[list[RequestRecord]], path: Path) -> None:
+    """Every request of every run, one row each, with its run's index (``run``, 0 first): the
+    metrics of results.json pool the same runs, so each one can be recomputed from this file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [r.row() for r in sorted(records, key=lambda r: r.id)]
+    fields = ["run", *RequestRecord(0, 0.0, 0, 0).row()]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(RequestRecord(0, 0.0, 0, 0).row()))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        for i, records in enumerate(runs):
+            writer.writerows({"run": i, **r.row()} for r in sorted(records, key=lambda r: r.id))

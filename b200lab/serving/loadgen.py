@@ -2,8 +2,12 @@
 
 Arrivals are a renewal process at ``qps`` requests per second: ``poisson`` (exponential gaps) or
 ``gamma`` with shape ``burstiness`` (gaps of mean 1/qps; shape < 1 is burstier than Poisson, > 1
-more regular; 1 is Poisson), as vLLM's benchmark draws them. ``qps = inf`` sends everything at
-t = 0 (then ``max_concurrency`` is what limits the load). Lengths are ``fixed`` at their mean, or
+more regular; 1 is Poisson), as vLLM's benchmark draws them, started at t = 0 (the first request
+arrives after its own gap). The arrival times are then rescaled so the last of the N requests
+arrives at exactly N / qps, as vLLM's benchmark normalises them: the offered rate is the rate the
+run is labelled with, whatever the draws (unnormalised, a seeded trace of 64 requests at 4/s
+offered 3.45/s). ``qps = inf`` sends everything at t = 0 (then ``max_concurrency`` is what limits
+the load). Lengths are ``fixed`` at their mean, or
 ``uniform`` over mean x [1 - spread, 1 + spread], or ``lognormal`` with sigma = spread, each
 clamped to [1, max]. The trace stops at ``num_requests`` or at ``duration_s`` of arrivals,
 whichever comes first. The same seed gives the same trace on every rank and every run.
@@ -52,7 +56,15 @@ def arrival_times(rng: np.random.Generator, n: int, qps: float, process: str, bu
         gaps = rng.gamma(burstiness, 1.0 / (qps * burstiness), n)
     else:
         raise ValueError(f"arrival process {process!r}: choose {', '.join(ARRIVALS)}")
-    return np.cumsum(gaps) - gaps[0]  # the first request arrives at t = 0
+    times = np.cumsum(gaps)
+    return times * (n / qps / times[-1])  # the last arrives at n / qps: the offered rate is qps
+
+
+def offered_rate(trace: list[RequestSpec]) -> float:
+    """Requests per second the trace offers: its requests over the time its last one arrives
+    (inf when every request arrives at t = 0)."""
+    last = max((s.arrival_s for s in trace), default=0.0)
+    return len(trace) / last if last > 0 else math.inf
 
 
 def make_trace(

@@ -12,7 +12,8 @@ that first contact). The engine's counters (largest batch, longest queue, hook t
 timed runs only. Metrics follow vLLM's definitions
 (b200lab/serving/latency.py): ttft, tpot, itl and e2e percentiles, request_throughput,
 output_tokens_per_s, goodput under ``options.slo``, completed / rejected / queued counts; every
-request of the last timed run goes to ``artifacts/requests.csv``, and ``options.on_complete``
+request of every timed run goes to ``artifacts/requests.csv`` (a ``run`` column, and each token's
+ready time in ``token_s``, so every metric can be recomputed from it), and ``options.on_complete``
 (``module:function``) is called on rank 0 with each finished request's CSV row plus ``phase``
 (warm-up, timed, or profiled: the runs ``profile=torch`` adds after the timed ones) and ``run``
 (its run's index in that phase).
@@ -33,7 +34,7 @@ import torch
 from b200lab.serving.compiled import compile_step, graphs_compiled, shape_warmup_trace
 from b200lab.serving.engine import Engine, Limits, WallClock, last_logits
 from b200lab.serving.latency import RequestRecord, request_metrics, write_csv
-from b200lab.serving.loadgen import make_trace
+from b200lab.serving.loadgen import make_trace, offered_rate
 from b200lab.serving.ranks import SyncedClock
 from b200lab.serving.sampling import next_token
 from b200lab.workloads.base import Workload, build_model
@@ -66,6 +67,7 @@ REQUEST_METRICS = [
     "kv_blocks",
     "hook_s",
     "compiles_timed",
+    "offered_qps",
 ]
 
 
@@ -128,6 +130,8 @@ class Serve(Workload):
             "serve": {
                 "requests_in_trace": len(self.trace),
                 "qps": float(o.qps),
+                "offered_qps": offered_rate(self.trace),
+                "arrivals": "normalised: the last of the trace's requests arrives at N / qps (vLLM's benchmark does the same)",
                 "arrival": o.arrival,
                 "max_model_len": self.max_model_len,
                 "kv_pool": {
@@ -205,8 +209,11 @@ class Serve(Workload):
             hook_s=self.engine.hook_s,
             compiles_timed=graphs_compiled() - (self.graphs_before_timed or 0),
         )
+        offered = offered_rate(self.trace)
+        if math.isfinite(offered):
+            out["offered_qps"] = offered  # beside the label: what the trace offered (= qps, normalised arrivals)
         return out
 
     def write_artifacts(self, out_dir) -> None:
         if self.runs:
-            write_csv(self.runs[-1], out_dir / "requests.csv")
+            write_csv(self.runs, out_dir / "requests.csv")
