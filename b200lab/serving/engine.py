@@ -127,10 +127,10 @@ class Engine:
         t0 = clock.now()
         while pending or queue or running:
             now = clock.now() - t0
+            # an arrival is due by the sum sleep_until waited for (now - t0 may round below it, forever)
             while (
                 pending
-                and t0 + pending[0].arrival_s
-                <= clock.now()  # the sum sleep_until waited for: no rounding can hold it back
+                and t0 + pending[0].arrival_s <= clock.now()
                 and (lim.max_concurrency is None or len(queue) + len(running) < lim.max_concurrency)
             ):
                 spec = pending.popleft()

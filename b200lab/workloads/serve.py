@@ -131,7 +131,7 @@ class Serve(Workload):
                 "requests_in_trace": len(self.trace),
                 "qps": float(o.qps),
                 "offered_qps": offered_rate(self.trace),
-                "arrivals": "normalised: the last of the trace's requests arrives at N / qps (vLLM's benchmark does the same)",
+                "arrivals": "normalised: the last of the trace's requests arrives at N / qps (as vLLM's benchmark)",
                 "arrival": o.arrival,
                 "max_model_len": self.max_model_len,
                 "kv_pool": {
