@@ -6,12 +6,15 @@ Runs each command ``--repeats`` times, alternating, in an empty temporary folder
 output folder is found or made), and reports the median and spread of each and the ratio of the
 medians. The lab's aim (docs/architecture.md): ``b200lab seq.batch=0`` (exit 2, the refusal
 message) within 1.2x ``python -c "import torch"`` on the same machine. The machine's load is
-recorded beside the numbers: a loaded machine slows both, not the ratio alone.
+recorded beside the numbers: a loaded machine slows both, not the ratio alone. So is ``source``, the
+commit of the b200lab the commands import (``+dirty`` when its tree has changes), so an older
+commit is measured by putting its worktree first: ``PYTHONPATH=/path/to/worktree python ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -44,14 +47,51 @@ def time_once(argv: list[str], cwd: Path) -> tuple[float, int, str]:
     return time.perf_counter() - t0, proc.returncode, proc.stderr
 
 
+def measured_source(cwd: Path) -> str:
+    """The commit of the b200lab the commands import (from ``cwd``, as they run), ``+dirty`` if its tree differs."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import b200lab, os; print(os.path.dirname(b200lab.__file__))"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    git = ["git", "-C", where]
+    sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True, text=True).stdout.strip()
+    return (sha or "unknown") + ("+dirty" if dirty else "")
+
+
+def write_csv(record: dict, path: Path) -> None:
+    """One row per command, for the Markdown tables generated from it (``b200lab tables``)."""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "command", "median_s", "min_s", "max_s", "n", "over_import_torch", "left_behind"])
+        torch_median = record["median_s"]["import torch"]
+        for name, median in record["median_s"].items():
+            writer.writerow(
+                [
+                    record["source"],
+                    name,
+                    f"{median:.4f}",
+                    f"{record['min_s'][name]:.4f}",
+                    f"{record['max_s'][name]:.4f}",
+                    record["repeats"],
+                    f"{median / torch_median:.4f}",
+                    " ".join(record["left_in_working_dir"]) or "nothing",
+                ]
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", type=Path, help="write the record here as JSON")
+    parser.add_argument("--out", type=Path, help="write the record here as JSON, and its rows beside it as CSV")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="b200lab_startup_"))
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     try:
+        source = measured_source(folder)
         for name, argv in COMMANDS.items():  # one untimed run each: the page cache holds every file afterwards
             _, code, err = time_once(argv, folder)
             if code != EXPECTED_EXIT[name]:
@@ -72,6 +112,7 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],
         "python": platform.python_version(),
+        "source": source,
         "repeats": args.repeats,
         "seconds": times,
         "median_s": medians,
@@ -90,6 +131,7 @@ def main() -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_csv(record, args.out.with_suffix(".csv"))
     return 0
 
 
