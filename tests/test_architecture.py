@@ -5,9 +5,12 @@ and no implementation."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from collections import defaultdict
+
+import pytest
 
 from support import REPO
 
@@ -195,3 +198,22 @@ def test_a_refused_run_imports_no_torch_and_no_implementation(tmp_path):
     assert out.stdout.strip() == "2 [] []", out.stdout + out.stderr
     assert "seq.batch=0: must be a positive integer" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_the_runner_process_of_a_measured_run_never_imports_torch(tmp_path):
+    """The ranks import torch; the process that composes, launches torchrun, folds the rank
+    reports together and records them does not (that import costs seconds per point)."""
+    code = (
+        "import sys\nfrom b200lab.runner.app import run\n"
+        f"code = run(['debug=fast', 'tracking.uri=sqlite:///{tmp_path}/mlflow.db'])\n"
+        "print('modules', code, sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:5])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "status=ok" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "modules 0 []", out.stdout[-2000:] + out.stderr[-2000:]
+    (results,) = tmp_path.glob("outputs/*/*/results.json")
+    recorded = json.loads(results.read_text())["env"]["torch"]
+    import torch
+
+    assert recorded == torch.__version__

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from b200lab.attention.base import AttnMask, MathAttention
 from b200lab.attention.sdpa import SdpaAttention
 from b200lab.core.registry import complete
-from b200lab.measure.timing import step_stats
+from b200lab.measure.step_stats import step_stats
 from b200lab.models.gpt.model import GPT, apply_rotary, rotary_tables
 from b200lab.records.aggregate import aggregate
 from tiny_models import model_cfg, train_cfg

@@ -3,11 +3,10 @@ runs on, the ranks it can hold, the profilers on PATH."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
 import shutil
-from pathlib import Path
+
+from b200lab.measure.torch_build import torch_cuda_version
 
 
 class ConfigError(ValueError):
@@ -16,20 +15,6 @@ class ConfigError(ValueError):
 
 class ProfilerMissing(RuntimeError):
     pass
-
-
-def torch_cuda_version() -> str | None:
-    """The CUDA version the installed torch was built with (torch/version.py, read, not
-    imported), or None for a CPU build."""
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    try:
-        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
-    except OSError:
-        return None
-    found = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, flags=re.M)
-    return found.group(1) if found else None
 
 
 def available_ranks(device: str) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from b200lab.measure.timing import step_stats, time_steps
+from b200lab.measure.step_stats import step_stats
+from b200lab.measure.timing import time_steps
 
 AUTO_SIZE_MB = {"cuda": 4096.0, "cpu": 256.0}  # MB (1e6 bytes) per buffer: far past any cache
 

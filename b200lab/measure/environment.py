@@ -87,13 +87,15 @@ def _version(dist: str) -> str | None:
 
 
 def host_env() -> dict:
-    import torch
+    """The host as the runner's parent sees it (the ranks add the device's side); torch is named,
+    not imported, so a refused or recorded run never pays for loading it here."""
+    from b200lab.measure.torch_build import torch_version
 
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": torch_version(),
         "b200lab": _version("b200lab"),
         "mlflow": _version("mlflow"),
         "hydra": _version("hydra-core"),

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 
@@ -22,24 +21,6 @@ class Timing:
     warmup_ms: list[float] = field(default_factory=list)  # each warm-up step, host clock after a sync
     step_ms: list[float] = field(default_factory=list)  # each timed step, device clock
     span_s: float = 0.0  # first timed step's start to last timed step's end
-
-
-def step_stats(step_ms: list[float]) -> dict:
-    a = np.asarray(step_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"n_steps": 0}
-    p10, p50, p90, p99 = np.percentile(a, [10, 50, 90, 99])
-    return {
-        "n_steps": int(a.size),
-        "step_ms_mean": float(a.mean()),
-        "step_ms_p10": float(p10),
-        "step_ms_p50": float(p50),
-        "step_ms_p90": float(p90),
-        "step_ms_p99": float(p99),
-        "step_ms_std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-        "step_ms_min": float(a.min()),
-        "step_ms_max": float(a.max()),
-    }
 
 
 def _finished_so_far(t: Timing, events: list, begin: float, cuda: bool) -> Timing:

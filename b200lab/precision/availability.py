@@ -43,7 +43,7 @@ def te_version() -> str | None:
 
 
 def _cuda_version() -> float | None:
-    from b200lab.core.machine import torch_cuda_version
+    from b200lab.measure.torch_build import torch_cuda_version
 
     try:
         return float(torch_cuda_version() or "")

@@ -19,7 +19,7 @@ Rules (DESIGN.md: never double-count a replicated request or token):
 
 from __future__ import annotations
 
-from b200lab.measure.timing import step_stats
+from b200lab.measure.step_stats import step_stats
 from b200lab.records.rank_report import RankReport, RankReportError
 
 RULES = {

@@ -22,7 +22,8 @@ from b200lab.core.registry import instantiate
 from b200lab.measure.energy import EnergyMeter
 from b200lab.measure.environment import device_env
 from b200lab.measure.memory import memory_metrics, reset_peaks
-from b200lab.measure.timing import Timing, step_stats, time_steps
+from b200lab.measure.step_stats import step_stats
+from b200lab.measure.timing import Timing, time_steps
 from b200lab.records.rank_report import SCHEMA_VERSION, RankReport
 from b200lab.runner.profiling import WorkerProfiler
 from b200lab.workloads.base import Diverged, RankContext

@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 from b200lab.measure import flops as F_
-from b200lab.measure.timing import step_stats, time_steps
+from b200lab.measure.step_stats import step_stats
+from b200lab.measure.timing import time_steps
 from b200lab.models.gpt.model import MLP
 from b200lab.models.moe import stats as moe_stats
 from b200lab.models.moe.layer import (
