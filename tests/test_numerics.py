@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -281,6 +282,32 @@ def test_aggregate_reports_the_spread_across_trials():
         400 / 0.042
     )
     assert m["trial_tokens_per_s_std"] == pytest.approx(math.sqrt(2) * (400 / 0.023 - 400 / 0.042) / 2)
+
+
+def test_headline_of_three_trials_is_the_median_trial_not_the_pooled_or_best_one():
+    rng = random.Random()
+    spans = [rng.uniform(0.02, 0.06) for _ in range(3)]
+    steps = [rng.uniform(5.0, 25.0) for _ in range(6)]
+    rank = _rank(0, 0, 100, steps, sum(spans))
+    rank.update(
+        world_size=1,
+        trial_steps=[2, 2, 2],
+        trial_spans=spans,
+        flops_per_step=3e12,
+        env={"gpu": "NVIDIA H100 80GB HBM3"},
+    )
+    rank["effective"] = {**rank.get("effective", {}), "precision": {"peak_key": "bf16"}}
+    m = aggregate([rank])["metrics"]
+    rates = sorted(100 * 2 / s for s in spans)  # the naive way: sort three values
+    assert m["trial_tokens_per_s_median"] == pytest.approx(rates[1])
+    assert m["trial_tokens_per_s_p10"] == pytest.approx(rates[0] + 0.2 * (rates[1] - rates[0]))  # linear, rank 0.2
+    assert m["trial_tokens_per_s_p90"] == pytest.approx(rates[1] + 0.8 * (rates[2] - rates[1]))
+    p50s = sorted((steps[2 * k] + steps[2 * k + 1]) / 2 for k in range(3))
+    assert m["trial_step_ms_p50_median"] == pytest.approx(p50s[1])
+    # MFU of the median trial: 3 TFLOP per step at its rate, over the H100's dense bf16 peak
+    median_tflops = 3e12 * rates[1] / 100 / 1e12
+    assert m["mfu_trial_median"] == pytest.approx(median_tflops / m["peak_tflops"])
+    assert m["mfu_trial_median"] != pytest.approx(m["mfu"])  # pooled over 6 steps / summed spans differs
 
 
 @pytest.mark.parametrize("compiled", [False, True])

@@ -171,3 +171,17 @@ def device_env(device) -> dict:
             gpu=None, gpu_count=0, cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads()
         )
     return env
+
+
+def reference_provenance(argv: list[str], device) -> dict:
+    """What a reference script outside the lab (the plain TE model, timm's ViT) records beside its
+    numbers, so it is a record like a lab run: an id to cite, the command, the source and the
+    same host and device fields a lab run has."""
+    import shlex
+    import uuid
+
+    return {
+        "run_id": uuid.uuid4().hex,
+        "command": shlex.join(["python3", *argv]),
+        "env": {**host_env(), **device_env(device)},
+    }

@@ -161,8 +161,16 @@ def _trial_spread(ranks: list[dict], tokens_per_step: int) -> dict:
     out = {"trials": n_trials}
     for name, values in (("trial_step_ms_p50", p50s), ("trial_tokens_per_s", rates)):
         if len(values) == n_trials:
+            p10, median, p90 = (float(v) for v in np.percentile(values, [10, 50, 90]))
             out.update(
-                {f"{name}_min": min(values), f"{name}_max": max(values), f"{name}_std": float(np.std(values, ddof=1))}
+                {
+                    f"{name}_min": min(values),
+                    f"{name}_p10": p10,
+                    f"{name}_median": median,
+                    f"{name}_p90": p90,
+                    f"{name}_max": max(values),
+                    f"{name}_std": float(np.std(values, ddof=1)),
+                }
             )
     return out
 
@@ -192,6 +200,9 @@ def _compute_and_energy(ranks: list[dict], metrics: dict, n: int, span_s: float,
         if peak:
             metrics["mfu"] = metrics["tflops"] / peak
             metrics["peak_tflops"] = peak
+            median_rate = metrics.get("trial_tokens_per_s_median")
+            if median_rate and metrics.get("tokens_per_s"):  # the headline: the median trial, not the pooled run
+                metrics["mfu_trial_median"] = metrics["mfu"] * median_rate / metrics["tokens_per_s"]
         for other in extra:
             other_peak, _ = lookup(gpu, other)
             if other_peak:

@@ -25,10 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the lab's checkout, installed or not
+from b200lab.measure.environment import reference_provenance  # noqa: E402
 
 
 def vit(args):
@@ -183,7 +188,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="append the JSON line to this file")
     p.add_argument("--kernels", default=None, help="also profile 3 steps and write a per-kernel CSV here")
     args = p.parse_args()
-    line = json.dumps(run(args))
+    line = json.dumps({**run(args), **reference_provenance(sys.argv, torch.device("cuda"))})
     print(line, flush=True)
     if args.out:
         with open(args.out, "a") as f:

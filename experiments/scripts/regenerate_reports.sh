@@ -154,6 +154,10 @@ report $C fsdp_scaling "gpt_1b and gpt_8b FSDP2 training on 1, 2 and 4 H200s, th
     --reference parallelism.dp=1 -- $M/$C/runs/p15_fsdp_*.results.json
 report $C forward_40b "gpt_40b forward at tp4, bf16, B4 x 2k to 16k tokens, 4 x H200" --x seq.len -- $M/$C/runs/p15_forward_40b_*.results.json
 
+R=2026-12-07-reverify
+report $R reverify "After the restructuring (issue 24): gpt_1b MFU, gpt_8b decode, the MoE layer pair, 3 trials each, one H100" -- \
+    $M/$R/runs/*.results.json
+
 if [[ -n $only ]]; then  # only the READMEs of the folders asked for: other people's may be mid-edit
     b200lab tables $M/*$only*/README.md
 else

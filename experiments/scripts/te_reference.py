@@ -14,10 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the lab's checkout, installed or not
+from b200lab.measure.environment import reference_provenance  # noqa: E402
 
 
 def build(args, te):
@@ -138,7 +143,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="append the JSON lines to this file")
     args = p.parse_args()
     for name in args.recipes.split(","):
-        line = json.dumps(run(args, name))
+        line = json.dumps({**run(args, name), **reference_provenance(sys.argv, torch.device("cuda"))})
         print(line, flush=True)
         if args.out:
             with open(args.out, "a") as f:

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU baseline (issue 25): every headline point with 3 timed trials (3 jobs for the plain TE
+# reference), the GPU test tier with its JUnit XML, at one commit, on one lent GPU. From the project
+# root, with .gpu/base (and .gpu/p* for Transformer Engine and FlashAttention-4) staged:
+#
+#   bash experiments/scripts/gpu_baseline.sh tests ceilings mfu     # phase names, in any order
+#   bash experiments/scripts/gpu_baseline.sh all                    # every phase, in the order below
+#
+# Each phase fits a 10-minute command and skips itself when its results are already there, so a
+# cut-off command resumes where it stopped. Results: multirun/baseline/PHASE/... (results.json per
+# job), mlflow.db, multirun/baseline/*.jsonl (references), gpu_tests.xml; with $OUT set (the device
+# tool) they are packed into $OUT/baseline.tar.gz after every phase. Then, on the development
+# machine, docs/measurements/README.md ("Baselines") says how the folder and baseline.json are made.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
+python3 -c "import hydra, mlflow" 2>/dev/null || bash .gpu/base/install.sh > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
+B=multirun/baseline
+mkdir -p $B
+quiet() { grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]|warnings.warn"; }
+lab() { python3 -m b200lab "$@" 2>&1 | quiet; }
+sweep() { local name=$1; shift; ls $B/"$name"/*/results.json >/dev/null 2>&1 || lab -m hydra.sweep.dir=$B/"$name" "$@"; }
+three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | grep '^{'; done; }
+pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/baseline.tar.gz" --exclude='.b200lab_path' --exclude='*.pt' $B mlflow.db $(ls gpu_tests.xml 2>/dev/null); }
+T3="workload.trials=3"
+phases=("$@")
+[ "${phases[*]}" = all ] && phases=(tests ceilings mfu moe decode fp8 attention vit serve)
+for phase in "${phases[@]}"; do
+  echo "=== phase $phase $(date -u +%FT%TZ)"
+  case $phase in
+    tests)  # the GPU tier; the TE end-to-end test needs Transformer Engine staged (stage.sh --te)
+      [ -f gpu_tests.xml ] || timeout 540 python3 -m pytest -q -n 0 -m gpu -p no:cacheprovider --junitxml=gpu_tests.xml -rs 2>&1 | tail -25 ;;
+    ceilings)  # GEMM 8192^3 bf16 / fp8 and the copy bandwidth the decode points divide by
+      sweep gemm workload=gemm workload.options.dtype=bf16,fp8 $T3 run.device=cuda
+      sweep hbm workload=hbm workload.options.size_mb=4096 $T3 run.device=cuda ;;
+    mfu) sweep mfu experiment=mfu_gpt1b precision=bf16 $T3 ;;
+    moe)  # the layer pair: 8 experts top-2 of 8192, and 64 experts top-8 of 2048 (the same active width)
+      sweep moe8 workload=moe_layer workload.options.compile=true $T3 run.device=cuda
+      sweep moe64 workload=moe_layer workload.options.compile=true workload.options.n_experts=64 workload.options.top_k=8 \
+        workload.options.d_ff_expert=2048 $T3 run.device=cuda ;;
+    decode)  # batch-1 bf16 decode, compiled + CUDA graph, prompt 128, 256 tokens out
+      sweep decode workload=generate model=gpt_1b,gpt_8b precision=bf16 compile=default seq.batch=1 seq.len=128 \
+        workload.options.output_len=256 workload.warmup_steps=2 workload.steps=5 $T3 run.device=cuda ;;
+    fp8)  # hidden 4096, 8 layers, train, compiled: bf16 vs delayed-scaling FP8, beside the plain TE model (3 jobs)
+      sweep fp8 experiment=fp8_vs_bf16 precision=bf16,fp8 $T3
+      three $B/te_reference.jsonl python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed ;;
+    attention)  # causal B1 x 16 heads x 128, forward + backward: sdpa, flex (FLASH backend where FA4 is staged), flex Triton
+      sweep attention workload=attention seq=4k,16k seq.batch=1 attention=sdpa,flex workload.options.backward=true $T3 run.device=cuda
+      sweep attention_triton workload=attention seq=4k,16k seq.batch=1 attention=flex attention.flex_backend=triton \
+        workload.options.backward=true $T3 run.device=cuda ;;
+    vit)  # ViT-L/16 train, B64, eager, bf16 weights, beside timm's model timed the same way
+      sweep vit model=vit_l16 seq=img224 seq.batch=64 workload=train precision=bf16 precision.master_dtype=none \
+        workload.warmup_steps=5 workload.steps=20 workload.min_time_s=0 $T3 run.device=cuda
+      [ -s $B/reference_vit.jsonl ] || python3 experiments/scripts/reference_families.py --model vit_l16 --batch 64 --precision bf16 \
+        --trials 3 --out $B/reference_vit.jsonl 2>&1 | quiet ;;
+    serve)  # one compiled serving rate: gpt_1b at 4 requests/s
+      sweep serve experiment=serve_load compile=default workload.options.qps=4 ;;
+    *) echo "unknown phase $phase" >&2; exit 2 ;;
+  esac
+  pack
+done
