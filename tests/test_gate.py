@@ -110,3 +110,41 @@ def test_gate_bad_input_says_why_and_exits_2(baseline, tmp_path, args, message):
     _, path = baseline
     proc = run_cli(["gate", *[str(path) if a == "BASE" else a for a in args]], tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.output
+
+
+def test_gate_subset_lists_points_not_run_and_still_fails_on_a_regression(baseline, tmp_path):
+    sweep, path = baseline
+    keep = "seq.len=64 precision=fp32"
+
+    def only_one_point(record):
+        if keep not in record["point"]:
+            record["status"] = "drop"
+
+    folder = _candidate(sweep, tmp_path, only_one_point)
+    for results in folder.rglob("results.json"):
+        if json.loads(results.read_text())["status"] == "drop":
+            results.unlink()
+    assert len(list(folder.rglob("results.json"))) == 1
+
+    whole = run_cli(["gate", "--baseline", str(path), str(folder)], tmp_path)
+    assert whole.returncode == 1 and "missing" in whole.stderr, whole.output
+    subset = run_cli(["gate", "--baseline", str(path), str(folder), "--subset"], tmp_path)
+    assert subset.returncode == 0, subset.output
+    assert subset.stdout.count("not run") == 3 + 1 and "3 baseline point(s) not run" in subset.stdout
+
+    record = json.loads(next(folder.rglob("results.json")).read_text())
+    band = next(
+        p["band"] for p in json.loads(path.read_text())["points"] if "precision=fp32" in p["key"] and "64" in p["key"]
+    )
+    factor = 3 * band[1] / band[0]
+    record["metrics"]["tokens_per_s"] /= factor
+    next(folder.rglob("results.json")).write_text(json.dumps(record))
+    slower = run_cli(["gate", "--baseline", str(path), str(folder), "--subset"], tmp_path)
+    assert slower.returncode == 1 and "REGRESSION" in slower.stderr, slower.output
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "0").mkdir(parents=True)
+    record["point"] = "model=gpt_8b"
+    (elsewhere / "0" / "results.json").write_text(json.dumps(record))
+    none = run_cli(["gate", "--baseline", str(path), str(elsewhere), "--subset"], tmp_path)
+    assert none.returncode == 2 and "no candidate point is a baseline point" in none.stderr, none.output

@@ -7,7 +7,7 @@ The file is JSON meant to live in a repository (small, sorted, one entry per poi
     points      per point: key (its overrides, sorted, bookkeeping dropped), point, status,
                 run_id, card, git_sha, env (gpu, gpu_count, driver, cuda, torch,
                 transformer_engine, python), metrics (the gated ones it has), band (step-time
-                p10 / p50 and p90 / p50: the run's noise), n_steps
+                p10 / p50 and p90 / p50, widened to the spread between trials: the run's noise), n_steps
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from b200lab.records.points import card, overrides
-from b200lab.reports.spread import band_ratios
+from b200lab.reports.spread import noise_band
 
 SCHEMA = "b200lab.reports.baseline/1"
 ENV_KEYS = ("gpu", "gpu_count", "driver", "cuda", "torch", "transformer_engine", "python")
@@ -39,6 +39,8 @@ GATED = {
     "step_ms_p50": ("lower", 0.05),
     "peak_mem_allocated_gb": ("lower", 0.02),
     "perplexity": ("lower", 0.01),
+    "moe_dense_ratio": ("higher", 0.05),
+    "hbm_bw_util": ("higher", 0.05),
 }
 FROM_STEPS = {
     "tokens_per_s",
@@ -76,7 +78,7 @@ def entry(record: dict) -> dict:
         "git_sha": env.get("git_sha"),
         "env": {k: env.get(k) for k in ENV_KEYS if env.get(k) is not None},
         "metrics": {k: float(metrics[k]) for k in GATED if isinstance(metrics.get(k), (int, float))},
-        "band": band_ratios(record),
+        "band": noise_band(record),
         "n_steps": metrics.get("n_steps"),
     }
 

@@ -42,7 +42,7 @@ class Row:
     candidate: float | None
     change: float | None  # relative, signed so that < 0 is worse
     allowed: float | None  # the largest worsening that is not a regression
-    verdict: str  # ok | REGRESSION | improved | missing | not measured | new
+    verdict: str  # ok | REGRESSION | improved | missing | not run (--subset) | not measured | new
     runs: str
 
 
@@ -57,14 +57,16 @@ def _allowed(metric: str, direction: str, threshold: float, base: dict, cand: di
     return (1.0 + threshold) * b90 / c10 - 1.0  # a time: best case value x p10/p50, worst value x p90/p50
 
 
-def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float]) -> list[Row]:
+def compare(baseline: dict, candidates: list[dict], thresholds: dict[str, float], subset: bool = False) -> list[Row]:
+    """One row per baseline point and gated metric. ``subset``: the candidate ran some of the
+    baseline's points on purpose (a nightly subset), so a point it lacks is "not run", not "missing"."""
     found = {c["key"]: c for c in candidates}
     rows: list[Row] = []
     for base in baseline["points"]:
         cand = found.get(base["key"])
         runs = f"{_short(base.get('run_id'))}->{_short((cand or {}).get('run_id'))}"
         if cand is None or cand.get("status") != "ok":
-            verdict = "missing" if cand is None else f"not measured ({cand.get('status')})"
+            verdict = ("not run" if subset else "missing") if cand is None else f"not measured ({cand.get('status')})"
             rows.append(Row(base["key"], "-", None, None, None, None, verdict, runs))
             continue
         for metric, value in base["metrics"].items():
@@ -169,6 +171,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--allow-hardware-change", action="store_true", help="compare even when the GPU or GPU count differs"
     )
+    parser.add_argument(
+        "--subset",
+        action="store_true",
+        help="the candidate ran some of the baseline's points: the others are listed as 'not run', not failed",
+    )
     args = parser.parse_args(argv)
     try:
         thresholds = {}
@@ -191,7 +198,10 @@ def main(argv: list[str]) -> int:
         print(f"gate: skipped {problem}", file=sys.stderr)
     candidates = [entry(r) for r in records]
     hardware, software = env_changes(baseline, candidates)
-    rows = compare(baseline, candidates, thresholds)
+    if args.subset and not {c["key"] for c in candidates} & {p["key"] for p in baseline["points"]}:
+        print("gate: --subset, but no candidate point is a baseline point: nothing to compare", file=sys.stderr)
+        return 2
+    rows = compare(baseline, candidates, thresholds, args.subset)
     print(f"gate: baseline {args.baseline} ({len(baseline['points'])} points, {baseline.get('created')}) vs {source}")
     for line in software:
         print(f"gate: SOFTWARE CHANGED {line}")
@@ -206,8 +216,9 @@ def main(argv: list[str]) -> int:
         print(f"\ngate: FAILED, {len(bad)} offending row(s):", file=sys.stderr)
         print(table(bad, rows), file=sys.stderr)
         return 1
+    not_run = sum(r.verdict == "not run" for r in rows)
     print(
         f"gate: passed ({sum(r.verdict == 'ok' for r in rows)} ok, {sum(r.verdict == 'improved' for r in rows)} "
-        "improved)"
+        f"improved{f', {not_run} baseline point(s) not run' if not_run else ''})"
     )
     return 0

@@ -53,3 +53,18 @@ def band_ratios(record: dict) -> tuple[float, float] | None:
     if q is None or min(q) <= 0:
         return None
     return q[0] / q[1], q[2] / q[1]
+
+
+def noise_band(record: dict) -> tuple[float, float] | None:
+    """The band a gate allows, as step-time factors (low <= 1 <= high): the step-time band, widened
+    to the spread between trials where the run had them. Two trials can differ more than the steps
+    inside one (clocks settle, the allocator, other tenants), and that is noise too."""
+    steps = band_ratios(record)
+    m = record.get("metrics") or {}
+    rate, fastest, slowest = (m.get(k) for k in ("tokens_per_s", "trial_tokens_per_s_max", "trial_tokens_per_s_min"))
+    if not (rate and fastest and slowest):
+        return steps
+    trials = (rate / fastest, rate / slowest)  # a rate's factor is the inverse of a step time's
+    if steps is None:
+        return trials
+    return min(steps[0], trials[0]), max(steps[1], trials[1])
