@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# gpu_baseline.sh's tarball as a baseline folder to commit: every job's results.json under runs/
+# (named PHASE_JOB), the reference JSON lines, the GPU tier's JUnit XML, and baseline.json for
+# `b200lab gate`. From the repository root, on the development machine:
+#
+#   bash experiments/scripts/baseline_folder.sh baseline.tar.gz docs/measurements/2026-12-07-baseline
+#
+# Run it again with a later tarball of the same call to add the phases that finished since.
+set -euo pipefail
+tarball=$1 folder=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+tar xzf "$tarball" -C "$work"
+mkdir -p "$folder/runs"
+for f in "$work"/multirun/baseline/*/*/results.json; do
+  [ -f "$f" ] || continue
+  rel=${f#"$work"/multirun/baseline/}
+  cp "$f" "$folder/runs/${rel%%/*}_$(basename "$(dirname "$f")").results.json"
+done
+for f in "$work"/multirun/baseline/*.jsonl "$work"/gpu_tests.xml; do
+  [ -f "$f" ] && cp "$f" "$folder/"
+done
+b200lab baseline save "$folder/runs" --out "$folder/baseline.json"
+ls "$folder" "$folder/runs"
