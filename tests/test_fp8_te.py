@@ -116,7 +116,9 @@ def _tiny_gpt(**fields):
     return model
 
 
-def _recipe(name: str, training: bool = False):
+def _recipe(name: str, training: bool = False, model=None):
+    """The TE recipe; given a GPT, with the fusions its family declares (the workload hands them over
+    the same way: ``precision.patterns = family.fp8_patterns()``)."""
     from omegaconf import OmegaConf
 
     from b200lab.precision.te_fp8 import TEFP8Precision
@@ -124,7 +126,10 @@ def _recipe(name: str, training: bool = False):
     cfg = OmegaConf.structured(
         TEFP8Precision.Config(_target_="b200lab.precision.te_fp8.TEFP8Precision", name="fp8", recipe=name)
     )
-    return TEFP8Precision(cfg, "cuda", training)
+    recipe = TEFP8Precision(cfg, "cuda", training)
+    if model is not None:
+        recipe.patterns = GPTFamily(model.cfg).fp8_patterns()
+    return recipe
 
 
 @needs_te
@@ -136,7 +141,7 @@ def test_converted_model_with_fp8_off_computes_the_same_function():
     import_te()
     plain = _tiny_gpt()
     ref_state = {k: v.clone() for k, v in plain.state_dict().items()}
-    recipe = _recipe("delayed")
+    recipe = _recipe("delayed", model=plain)
     converted = recipe.convert(copy.deepcopy(plain))
     assert recipe.effective["fp8_modules"] == {"LayerNormLinear": 2, "Linear": 3, "LayerNormMLP": 2}
     idx = torch.randint(0, 512, (2, 128), device="cuda")
@@ -156,7 +161,7 @@ def test_fp8_loss_is_close_to_bf16_and_training_lowers_it(name):
     import copy
 
     plain = _tiny_gpt()
-    recipe = _recipe(name, training=True)
+    recipe = _recipe(name, training=True, model=plain)
     model = recipe.convert(copy.deepcopy(plain))
     g = torch.Generator(device="cuda").manual_seed(1)
     idx = torch.randint(0, 512, (4, 129), device="cuda", generator=g)

@@ -20,7 +20,7 @@ mkdir -p $B
 quiet() { grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]|warnings.warn"; }
 lab() { python3 -m b200lab "$@" 2>&1 | quiet; }
 sweep() { local name=$1; shift; ls $B/"$name"/*/results.json >/dev/null 2>&1 || lab -m hydra.sweep.dir=$B/"$name" "$@"; }
-three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | grep '^{'; done; }
+three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | tail -5; done; }
 pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/baseline.tar.gz" --exclude='.b200lab_path' --exclude='*.pt' $B mlflow.db $(ls gpu_tests.xml 2>/dev/null); }
 T3="workload.trials=3"
 phases=("$@")
@@ -28,8 +28,10 @@ phases=("$@")
 for phase in "${phases[@]}"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
   case $phase in
-    tests)  # the GPU tier; the TE end-to-end test needs Transformer Engine staged (stage.sh --te)
-      [ -f gpu_tests.xml ] || timeout 540 python3 -m pytest -q -n 0 -m gpu -p no:cacheprovider --junitxml=gpu_tests.xml -rs 2>&1 | tail -25 ;;
+    tests)  # the GPU tier; the TE end-to-end test needs Transformer Engine staged (stage.sh --te). The CLI
+            # subprocesses the tests start run from temporary folders: PYTHONPATH lets them import this checkout
+      [ -f gpu_tests.xml ] || PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} timeout 540 python3 -m pytest -q -n 0 -m gpu \
+        -p no:cacheprovider --junitxml=gpu_tests.xml -rs 2>&1 | tail -25 ;;
     ceilings)  # GEMM 8192^3 bf16 / fp8 and the copy bandwidth the decode points divide by
       sweep gemm workload=gemm workload.options.dtype=bf16,fp8 $T3 run.device=cuda
       sweep hbm workload=hbm workload.options.size_mb=4096 $T3 run.device=cuda ;;

@@ -21,7 +21,7 @@ for phase in "${phases[@]}"; do
   case $phase in
     tests)
       [ -f gpu_tests.xml ] && continue
-      timeout 540 python3 -m pytest -q -n 0 -m gpu -p no:cacheprovider --junitxml=gpu_tests.xml -rs ;;
+      PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} timeout 540 python3 -m pytest -q -n 0 -m gpu -p no:cacheprovider --junitxml=gpu_tests.xml -rs ;;
     mfu)
       done_ mfu && continue
       lab -m hydra.sweep.dir=multirun/reverify/mfu experiment=mfu_gpt1b precision=bf16 workload.trials=3 ;;
