@@ -24,7 +24,7 @@ three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep 
 pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/baseline.tar.gz" --exclude='.b200lab_path' --exclude='*.pt' $B mlflow.db $(ls gpu_tests.xml 2>/dev/null); }
 T3="workload.trials=3"
 phases=("$@")
-[ "${phases[*]}" = all ] && phases=(tests ceilings mfu moe decode fp8 attention vit serve)
+[ "${phases[*]}" = all ] && phases=(tests ceilings mfu moe decode fp8 te_ref attention vit serve)
 for phase in "${phases[@]}"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
   case $phase in
@@ -44,8 +44,9 @@ for phase in "${phases[@]}"; do
       sweep decode workload=generate model=gpt_1b,gpt_8b precision=bf16 compile=default seq.batch=1 seq.len=128 \
         workload.options.output_len=256 workload.warmup_steps=2 workload.steps=5 $T3 run.device=cuda ;;
     fp8)  # hidden 4096, 8 layers, train, compiled: bf16 vs delayed-scaling FP8, beside the plain TE model (3 jobs)
-      sweep fp8 experiment=fp8_vs_bf16 precision=bf16,fp8 $T3
-      three $B/te_reference.jsonl python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed ;;
+      sweep fp8 experiment=fp8_vs_bf16 precision=bf16,fp8 $T3 ;;
+    te_ref)  # the plain TE model at the fp8 phase's shape, bf16 and delayed scaling, 3 jobs
+      three $B/te_reference.jsonl timeout 200 python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed ;;
     attention)  # causal B1 x 16 heads x 128, forward + backward: sdpa, flex (FLASH backend where FA4 is staged), flex Triton
       sweep attention workload=attention seq=4k,16k seq.batch=1 attention=sdpa,flex workload.options.backward=true $T3 run.device=cuda
       sweep attention_triton workload=attention seq=4k,16k seq.batch=1 attention=flex attention.flex_backend=triton \
