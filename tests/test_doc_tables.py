@@ -171,6 +171,7 @@ REFERENCE_RATIOS = [  # (folder, the README's words, lab run, stated ratio)
     ("2026-11-26-families-compiled", "1127.23 vs 1114.62 images/s, **1.011x**", "ae90677b", 1.011),
     ("2026-11-26-families-compiled", "1015.96 vs 1005.20, **1.011x**", "399eff06", 1.011),
     ("2026-11-26-families-compiled", "981.62 vs 972.02, **1.010x**", "7c721b61", 1.010),
+    ("2026-12-07-baseline", "970.06 vs 961.98, **1.008x**", "beace53b", 1.008),
 ]
 REFERENCE_PRECISION = {"bf16_autocast": "autocast", "bf16": "bf16"}  # the lab's precision -> reference_families.py's
 

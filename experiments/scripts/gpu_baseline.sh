@@ -17,6 +17,7 @@ export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null ||
 python3 -c "import hydra, mlflow" 2>/dev/null || bash .gpu/base/install.sh > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
 B=multirun/baseline
 mkdir -p $B
+exec > >(tee -a $B/console.log) 2>&1  # the console travels in the tarball: a cut-off call still says what failed
 quiet() { grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]|warnings.warn"; }
 lab() { python3 -m b200lab "$@" 2>&1 | quiet; }
 sweep() { local name=$1; shift; ls $B/"$name"/*/results.json >/dev/null 2>&1 || lab -m hydra.sweep.dir=$B/"$name" "$@"; }

@@ -158,6 +158,14 @@ R=2026-12-07-reverify
 report $R reverify "After the restructuring (issue 24): gpt_1b MFU, gpt_8b decode, the MoE layer pair, 3 trials each, one H100" -- \
     $M/$R/runs/*.results.json
 
+BL=2026-12-07-baseline
+report $BL training "The baseline: gpt_1b MFU, hidden-4096 bf16 and FP8, ViT-L/16 training, 3 trials each, one H100" -- \
+    $M/$BL/runs/mfu_*.results.json $M/$BL/runs/fp8_*.results.json $M/$BL/runs/vit_*.results.json
+report $BL decode "The baseline: batch-1 decode of gpt_1b and gpt_8b, 3 trials each, one H100" -- $M/$BL/runs/decode_*.results.json
+report $BL moe "The baseline: the MoE layer pair against dense, 3 trials each, one H100" -- $M/$BL/runs/moe*.results.json
+report $BL ceilings "The baseline: GEMM 8192 cubed (bf16, FP8) and the copy bandwidth, 3 trials each, one H100" -- \
+    $M/$BL/runs/gemm_*.results.json $M/$BL/runs/hbm_*.results.json
+
 if [[ -n $only ]]; then  # only the READMEs of the folders asked for: other people's may be mid-edit
     b200lab tables $M/*$only*/README.md
 else

@@ -1,0 +1,93 @@
+"""The committed GPU baseline (docs/measurements/2026-12-07-baseline) says what it is: its two device
+calls ran one lab source, the sha one call recorded names that source, and baseline.json is its runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from b200lab.measure.environment import REPO_ROOT, SOURCE, tree_hash
+from b200lab.reports.baseline import build
+
+FOLDER = REPO_ROOT / "docs" / "measurements" / "2026-12-07-baseline"
+CALL_1, CALL_2 = "be37e29", "6b2123c"  # call 1 recorded a725133+dirty.<tree of be37e29>; call 2 recorded 6b2123c
+
+
+def _have(commit: str) -> bool:
+    probe = subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
+    return probe.returncode == 0
+
+
+needs_history = pytest.mark.skipif(
+    not (_have(CALL_1) and _have(CALL_2)), reason="needs the repository's history (a full clone, not a shallow one)"
+)
+
+
+def _records() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((FOLDER / "runs").glob("*.results.json"))]
+
+
+@needs_history
+def test_both_calls_ran_the_same_lab_code():
+    diff = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "diff", "--stat", CALL_1, CALL_2, "--", "b200lab", "conf", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert diff.stdout == ""
+
+
+@needs_history
+def test_the_dirty_sha_of_call_1_is_the_source_of_its_commit(tmp_path):
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", CALL_1, *SOURCE], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(tmp_path, filter="data")
+    shas = {r["env"]["git_sha"] for r in _records()}
+    dirty = {s for s in shas if "+dirty." in s}
+    assert dirty == {f"a725133f69cf59728b87553149006116fac35293+dirty.{tree_hash(Path(tmp_path))}"}
+    assert {s[:7] for s in shas - dirty} == {CALL_2}
+
+
+def test_baseline_json_holds_every_run_of_the_folder_as_recorded():
+    committed = json.loads((FOLDER / "baseline.json").read_text())
+    rebuilt = build(_records(), committed["source"])
+    assert json.loads(json.dumps(rebuilt["points"])) == committed["points"]
+    assert {p["status"] for p in committed["points"]} == {"ok"} and len(committed["points"]) == 11
+    assert all(p["env"]["gpu"] == "NVIDIA H100 80GB HBM3" for p in committed["points"])
+
+
+def test_the_gpu_tier_of_the_baseline_passed_with_transformer_engine():
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(FOLDER / "gpu_tests.xml").getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert (suite.get("failures"), suite.get("errors")) == ("0", "0")
+    cases = list(root.iter("testcase"))
+    ran_te = [c for c in cases if "test_fp8_te" in c.get("classname") and c.find("skipped") is None]
+    assert len(ran_te) >= 7 and all(c.find("failure") is None for c in ran_te)
+    skipped = [c.find("skipped").get("message") for c in cases if c.find("skipped") is not None]
+    assert all("torchao" in message for message in skipped)
+
+
+def _record(run: str) -> dict:
+    (found,) = [r for r in _records() if r["mlflow"]["run_id"].startswith(run)]
+    return found
+
+
+def test_readme_ratios_are_the_baselines_files():
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    median = lambda run: _record(run)["metrics"]["trial_tokens_per_s_median"]  # noqa: E731
+    assert f"FP8 trains the hidden-4096 model at {median('ccc8a1e5') / median('f997350a'):.3f}x bf16" in readme
+    lab = _record("beace53b")["metrics"]["samples_per_s"]
+    (timm,) = [json.loads(line) for line in (FOLDER / "runs" / "reference_families.jsonl").read_text().splitlines()]
+    assert timm["run_id"].startswith("8f973264") and timm["env"]["gpu"] == _record("beace53b")["env"]["gpu"]
+    assert f"at {lab / timm['samples_per_s']:.3f}x timm's model" in readme
+    assert f"({lab:.2f} vs {timm['samples_per_s']:.2f} images/s, pooled" in readme
