@@ -9,8 +9,9 @@
 # Each phase fits a 10-minute command and skips itself when its results are already there, so a
 # cut-off command resumes where it stopped. Results: multirun/baseline/PHASE/... (results.json per
 # job), mlflow.db, multirun/baseline/*.jsonl (references), gpu_tests.xml; with $OUT set (the device
-# tool) they are packed into $OUT/baseline.tar.gz after every phase. Then, on the development
-# machine, docs/measurements/README.md ("Baselines") says how the folder and baseline.json are made.
+# tool) they are packed into $OUT/baseline.tar.gz after every phase, with the console (console.log).
+# Then, on the development machine, experiments/scripts/baseline_folder.sh makes the folder to
+# commit and its baseline.json (docs/mlflow.md, "The GPU baseline").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
