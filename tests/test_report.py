@@ -3,6 +3,7 @@ its results.json folders; line charts against the swept value; speedups against 
 
 from __future__ import annotations
 
+import base64
 import re
 from pathlib import Path
 
@@ -62,19 +63,27 @@ def test_report_from_mlflow_holds_every_point_with_the_values_mlflow_has(sweep, 
         )
     assert md.count("| fp32 → float32 |") == 2 and md.count("| bf16 → bfloat16 |") == 2  # requested vs effective
     html = (tmp_path / "rep" / "report.html").read_text()
-    assert html.count("<tr>") == 1 + 4 + 1 + 4 and '<img src="charts/tokens_per_s_vs_seq_len.png"' in html
-    assert (tmp_path / "rep" / "charts" / "tokens_per_s_vs_seq_len.png").read_bytes()[:8] == PNG
+    assert html.count("<tr>") == 1 + 4 + 1 + 4
+    chart = (tmp_path / "rep" / "charts" / "tokens_per_s_vs_seq_len.png").read_bytes()
+    assert chart[:8] == PNG
+    # self-contained: every image inline (MLflow's artifact preview cannot load a neighbouring file)
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert sources and all(src.startswith("data:image/png;base64,") for src in sources)
+    assert chart in [base64.b64decode(src.split(",", 1)[1]) for src in sources]
     assert "![tokens/s](charts/tokens_per_s_vs_seq_len.png)" in md
 
 
 @pytest.mark.e2e
 def test_report_from_results_folders_with_a_chosen_reference(sweep, tmp_path):
     proc = run_cli(
-        ["report", sweep["sweep_dir"], "--out", str(tmp_path / "rep"), "--reference", "seq.len=32"], tmp_path
+        ["report", sweep["sweep_dir"], "--out", str(tmp_path / "rep"), "--reference", "seq.len=32", "--link-images"],
+        tmp_path,
     )
     assert proc.returncode == 0, proc.output
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "speedup vs seq.len=32 (tokens_per_s)" in md and md.count("| reference |") == 2
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert '<img src="charts/tokens_per_s_vs_seq_len.png"' in html and "data:image" not in html
 
 
 @pytest.mark.e2e

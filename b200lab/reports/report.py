@@ -192,6 +192,12 @@ def sweep_report(argv: list[str]) -> int:
     )
     parser.add_argument("--title", default="b200lab report")
     parser.add_argument(
+        "--link-images",
+        action="store_true",
+        help="report.html links the charts in charts/ instead of carrying them inline (smaller; for reports "
+        "committed beside their charts)",
+    )
+    parser.add_argument(
         "--date",
         help="the generation date the report states (default: now, UTC); a fixed one makes the "
         "report reproducible (experiments/scripts/regenerate_reports.sh)",
@@ -205,7 +211,7 @@ def sweep_report(argv: list[str]) -> int:
         return 2
     for problem in skipped:
         print(f"report: skipped {problem}", file=sys.stderr)
-    md, page = doc.write(records, args.out, args.title, source, reference, args.x, args.date)
+    md, page = doc.write(records, args.out, args.title, source, reference, args.x, args.date, not args.link_images)
     print(f"report: {md} and {page} ({len(records)} points, {source})")
     return 1 if skipped else 0
 

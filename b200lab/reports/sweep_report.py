@@ -11,6 +11,7 @@ reference's, so a band that straddles 1.0 is no clear difference.
 
 from __future__ import annotations
 
+import base64
 import html
 import os
 from collections.abc import Callable
@@ -291,7 +292,15 @@ def _rel(path: Path, base: Path | None) -> str:
     return os.path.relpath(path, base) if base else str(path)
 
 
-def html_page(title: str, parts: list[Section], base: Path | None = None) -> str:
+def _image_src(path: Path, base: Path | None, inline: bool) -> str:
+    """The chart as a data: URI (the page opens anywhere, MLflow's artifact preview included, which
+    cannot load a neighbouring file), or its path relative to the page."""
+    if inline:
+        return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return _rel(path, base)
+
+
+def html_page(title: str, parts: list[Section], base: Path | None = None, inline_images: bool = True) -> str:
     esc = html.escape
     body: list[str] = [f"<h1>{esc(title)}</h1>"]
     for kind, part in parts:
@@ -307,7 +316,7 @@ def html_page(title: str, parts: list[Section], base: Path | None = None) -> str
             body.append("</tbody></table>")
         elif kind == "img":
             body.append(
-                f'<figure><img src="{esc(_rel(part.path, base))}" alt="{esc(part.title)}">'
+                f'<figure><img src="{esc(_image_src(part.path, base, inline_images))}" alt="{esc(part.title)}">'
                 f"<figcaption>{esc(part.title)}</figcaption></figure>"
             )
     style = (
@@ -328,9 +337,11 @@ def write(
     reference: dict[str, str] | None = None,
     x: str | None = None,
     made: str | None = None,
+    inline_images: bool = True,
 ) -> tuple[Path, Path]:
     """report.md, report.html and charts/ in ``out_dir``; ``made`` is the date it names (default now),
-    fixed for a report that must regenerate byte for byte (docs/measurements)."""
+    fixed for a report that must regenerate byte for byte (docs/measurements). report.html carries
+    its charts inline unless ``inline_images`` is off (then it links charts/, as report.md does)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = line_charts(records, out_dir / "charts", x)
@@ -341,5 +352,5 @@ def write(
     ]
     md, page = out_dir / "report.md", out_dir / "report.html"
     md.write_text(markdown([("h1", title), *parts], out_dir))
-    page.write_text(html_page(title, parts, out_dir))
+    page.write_text(html_page(title, parts, out_dir, inline_images))
     return md, page

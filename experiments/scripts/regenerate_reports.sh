@@ -32,7 +32,7 @@ report() {  # FOLDER NAME TITLE [b200lab report options] -- RESULTS_FILES...
     local out=$M/$folder/report/$name
     rm -rf "$out"
     mkdir -p "$out"
-    local args=("$@" --out "$out" --title "$title" --date "${folder:0:10}" "${opts[@]}")
+    local args=("$@" --out "$out" --title "$title" --date "${folder:0:10}" --link-images "${opts[@]}")
     printf '%s\n' "${args[@]}" >"$out/report.args"
     b200lab report "${args[@]}"
 }
