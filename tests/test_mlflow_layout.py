@@ -4,6 +4,8 @@ without the lab's bookkeeping; a terminal table that fits 120 columns."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from mlflow import MlflowClient
 from tiny_sweep import tiny_sweep
@@ -39,6 +41,24 @@ def test_params_describe_the_experiment_not_the_lab(sweep):
         assert {"seq.len", "model.d_model", "precision.name", "workload.steps"} <= set(c.data.params)
         noise = [k for k in c.data.params if k.startswith(("tracking.", "run.", "hydra.")) or k.endswith("_target_")]
         assert noise == []
+
+
+def test_parent_carries_what_its_points_share_as_params_and_children_their_data(sweep):
+    _, parent, children, _ = sweep
+    params = parent.data.params
+    assert params["model.name"] == children[0].data.params["model.name"] and params["workload.steps"] == "5"
+    assert "seq.len" not in params and "precision.name" not in params  # what the sweep varied
+    assert set(params) < set(children[0].data.params)
+    digests = set()
+    for c in children:
+        (given,) = c.inputs.dataset_inputs
+        assert (
+            given.dataset.name == f"random tokens ({c.data.params['model.name']})"
+            and given.tags[0].value == "benchmark"
+        )
+        assert json.loads(given.dataset.source)["seed"] == 1234
+        digests.add(given.dataset.digest)
+    assert len(digests) == 1  # same generator, model and seed: the same tokens, one dataset
 
 
 def test_parent_is_the_sweeps_summary(sweep):

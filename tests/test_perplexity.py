@@ -3,6 +3,7 @@ explicit context, the window plan's bookkeeping, and a tiny GPT that learns the 
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -132,6 +133,12 @@ def test_a_tiny_gpt_learns_the_default_corpus_far_below_uniform_bytes(tmp_path, 
     assert sorted((h.step, h.value) for h in history) == [(s, pytest.approx(v)) for s, v in curve]
     assert run.data.metrics["perplexity"] == pytest.approx(m["perplexity"]) and run.data.tags["data"] == "text"
     assert run.data.tags["effective.corpus_sha256"] == data["corpus"]["sha256"]
+    # the runs table's Dataset column: the corpus's two splits, digest = its sha256 (MLflow keeps 36 characters)
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "validation"}
+    assert {d.digest for d in inputs.values()} == {data["corpus"]["sha256"][:32]}
+    assert json.loads(inputs["validation"].profile)["documents"] == 10
+    assert json.loads(inputs["train"].source)["sha256"] == data["corpus"]["sha256"]
 
 
 @pytest.mark.e2e

@@ -138,3 +138,12 @@ def sweep_name(records: list[dict], preset: str | None = None, typed: str | None
     if preset and str(preset).lower() not in ("none", "null"):
         return f"{preset}: {text}" if text else str(preset)
     return text or "(defaults)"
+
+
+def shared_params(param_sets: list[dict]) -> dict:
+    """The parameters every point of a sweep has with the same value: what a parent run logs, so a
+    sweep can be found by the settings its points share."""
+    if not param_sets:
+        return {}
+    first, rest = param_sets[0], param_sets[1:]
+    return {k: v for k, v in first.items() if all(k in other and str(other[k]) == str(v) for other in rest)}

@@ -158,6 +158,19 @@ class Tracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
+    def log_datasets(self, run_id: str, inputs: list[tuple[dict, str]]) -> None:
+        """Dataset inputs (b200lab/records/datasets.py), each with its context tag."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        if inputs:
+            self.client.log_inputs(
+                run_id,
+                datasets=[
+                    DatasetInput(Dataset(**fields), [InputTag(MLFLOW_DATASET_CONTEXT, ctx)]) for fields, ctx in inputs
+                ],
+            )
+
     def set_tags(self, run_id: str, tags: dict) -> None:
         from mlflow.entities import RunTag
 
@@ -275,7 +288,10 @@ def child_name(results: dict, job_dir: Path) -> str:
 
 def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None:
     """Send one job's results.json to its run, name it by what ran, close it with the job's status."""
+    from b200lab.records.datasets import dataset_inputs
+
     tracker.log_metrics(run_id, results.get("metrics", {}), results.get("step_ms", []), results.get("curves"))
+    tracker.log_datasets(run_id, dataset_inputs(results))
     tracker.set_tags(run_id, result_tags(results))
     tracker.rename(run_id, child_name(results, job_dir))
     tracker.log_files(run_id, job_artifacts(job_dir))

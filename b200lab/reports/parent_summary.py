@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from b200lab.records.points import sweep_name, unique_names
+from b200lab.records.points import shared_params, sweep_name, unique_names
 from b200lab.reports import sweep_report
 
 HEADLINE = (
@@ -87,8 +87,19 @@ def publish(
             tracker.rename(run_id, name)
     title = sweep_name(records, preset, typed)
     tracker.rename(parent_run_id, title)
+    _log_shared_params(tracker, parent_run_id, records)
     tracker.log_metrics(parent_run_id, headline_metrics(records))
     tracker.client.set_tag(parent_run_id, "mlflow.note.content", note(records, names, title, status))
     report_dir = Path(sweep_dir) / "report"
     sweep_report.write(records, report_dir, title, f"sweep {sweep_dir} (parent run {parent_run_id})")
     return [report_dir]
+
+
+def _log_shared_params(tracker, parent_run_id: str, records: list[dict]) -> None:
+    """The settings every point shares, as the parent's parameters (a resumed sweep may share fewer:
+    parameters the parent has already are left as they are, MLflow does not change one)."""
+    from b200lab.records.tracking import flatten
+
+    shared = shared_params([flatten(r["config"]) for r in records if r.get("config")])
+    have = tracker.client.get_run(parent_run_id).data.params
+    tracker.log_params(parent_run_id, {k: v for k, v in shared.items() if k not in have})
