@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +38,13 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: float 
     return proc
 
 
+def _default_sigint() -> None:
+    """In the child before exec: a test suite started in the background (``nohup``, ``cmd &``) runs
+    with SIGINT ignored, which every child inherits, and Python then installs no Ctrl-C handler.
+    The tests that press Ctrl-C need the disposition an interactive user's process has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
     """The CLI in the background, stdout and stderr merged into one text pipe."""
     return subprocess.Popen(
@@ -46,6 +54,7 @@ def popen_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
