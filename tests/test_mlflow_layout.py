@@ -53,12 +53,12 @@ def test_parent_carries_what_its_points_share_as_params_and_children_their_data(
     for c in children:
         (given,) = c.inputs.dataset_inputs
         assert (
-            given.dataset.name == f"random tokens ({c.data.params['model.name']})"
+            given.dataset.name == f"synthetic batch ({c.data.params['model.name']})"
             and given.tags[0].value == "benchmark"
         )
         assert json.loads(given.dataset.source)["seed"] == 1234
         digests.add(given.dataset.digest)
-    assert len(digests) == 1  # same generator, model and seed: the same tokens, one dataset
+    assert len(digests) == 1  # same generator, model and seed: one dataset
 
 
 def test_parent_is_the_sweeps_summary(sweep):

@@ -1,6 +1,7 @@
 """What data a run read, as MLflow dataset inputs (the runs table's Dataset column, the run's
 Inputs): the text corpus by its sha256, its train and validation splits as two inputs; synthetic
-data by its generator and seed, so two runs that drew the same tokens show the same digest.
+data by the model family's generator and the seed, so runs with the same generator and seed show
+one dataset (the batch shape that also decides the draws is in the run's params).
 
 MLflow keeps a dataset's digest in 36 characters: the corpus digest is the first 32 hex digits of
 its sha256 (the whole hash is in the dataset's source)."""
@@ -48,14 +49,11 @@ def dataset_inputs(results: dict) -> list[tuple[dict, str]]:
     if data.get("name") == "random":
         model = (cfg.get("model") or {}).get("name")
         seed = (cfg.get("run") or {}).get("seed")
-        generator = {
-            "generator": "the model family's synthetic batch (uniform random tokens for the GPT)",
-            "seed": seed,
-        }
+        generator = {"generator": f"{model}'s family synthetic_batch (random tokens for the GPT)", "seed": seed}
         if "doc_len" in data:
             generator["doc_len"] = data["doc_len"]
         fields = {
-            "name": f"random tokens ({model})",
+            "name": f"synthetic batch ({model})",
             "digest": _digest(json.dumps({"model": model, **generator}, sort_keys=True)),
             "source_type": "code",
             "source": json.dumps(generator, sort_keys=True),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu_baseline.sh's tarball as a baseline folder to commit: every job's results.json under runs/
-# (named PHASE_JOB), the reference JSON lines, the GPU tier's JUnit XML, and baseline.json for
+# (named PHASE_JOB) with the references' JSON lines, the GPU tier's JUnit XML, the console, and baseline.json for
 # `b200lab gate`. From the repository root, on the development machine:
 #
 #   bash experiments/scripts/baseline_folder.sh baseline.tar.gz docs/measurements/2026-12-07-baseline
@@ -17,7 +17,10 @@ for f in "$work"/multirun/baseline/*/*/results.json; do
   rel=${f#"$work"/multirun/baseline/}
   cp "$f" "$folder/runs/${rel%%/*}_$(basename "$(dirname "$f")").results.json"
 done
-for f in "$work"/multirun/baseline/*.jsonl "$work"/gpu_tests.xml; do
+for f in "$work"/multirun/baseline/*.jsonl; do  # the references, beside the runs (tests/test_doc_tables.py reads them there)
+  [ -f "$f" ] && cp "$f" "$folder/runs/"
+done
+for f in "$work"/gpu_tests.xml "$work"/multirun/baseline/console.log; do
   [ -f "$f" ] && cp "$f" "$folder/"
 done
 b200lab baseline save "$folder/runs" --out "$folder/baseline.json"

@@ -56,8 +56,8 @@ for phase in "${phases[@]}"; do
     vit)  # ViT-L/16 train, B64, eager, bf16 weights, beside timm's model timed the same way
       sweep vit model=vit_l16 seq=img224 seq.batch=64 workload=train precision=bf16 precision.master_dtype=none \
         workload.warmup_steps=5 workload.steps=20 workload.min_time_s=0 $T3 run.device=cuda
-      [ -s $B/reference_vit.jsonl ] || python3 experiments/scripts/reference_families.py --model vit_l16 --batch 64 --precision bf16 \
-        --trials 3 --out $B/reference_vit.jsonl 2>&1 | quiet ;;
+      [ -s $B/reference_families.jsonl ] || python3 experiments/scripts/reference_families.py --model vit_l16 --batch 64 \
+        --precision bf16 --trials 3 --out $B/reference_families.jsonl 2>&1 | quiet ;;
     serve)  # one compiled serving rate: gpt_1b at 4 requests/s
       sweep serve experiment=serve_load compile=default workload.options.qps=4 ;;
     *) echo "unknown phase $phase" >&2; exit 2 ;;
