@@ -6,8 +6,9 @@
 #   bash experiments/scripts/gpu_baseline.sh tests ceilings mfu     # phase names, in any order
 #   bash experiments/scripts/gpu_baseline.sh all                    # every phase, in the order below
 #
-# Each phase fits a 10-minute command and skips itself when its results are already there, so a
-# cut-off command resumes where it stopped. Results: multirun/baseline/PHASE/... (results.json per
+# Each phase fits a 10-minute command and skips itself when it finished before, so a cut-off command
+# resumes where it stopped (a sweep cut off mid-way runs again whole; the cut one is kept aside).
+# B200LAB_BASELINE_DIR=multirun/rerun writes a re-run elsewhere, for `b200lab gate` against the baseline. Results: multirun/baseline/PHASE/... (results.json per
 # job), mlflow.db, multirun/baseline/*.jsonl (references), gpu_tests.xml; with $OUT set (the device
 # tool) they are packed into $OUT/baseline.tar.gz after every phase, with the console (console.log).
 # Then, on the development machine, experiments/scripts/baseline_folder.sh makes the folder to
@@ -16,12 +17,18 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
 python3 -c "import hydra, mlflow" 2>/dev/null || bash .gpu/base/install.sh > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
-B=multirun/baseline
+B=${B200LAB_BASELINE_DIR:-multirun/baseline}  # another folder for a re-run to gate against the baseline
 mkdir -p $B
 exec > >(tee -a $B/console.log) 2>&1  # the console travels in the tarball: a cut-off call still says what failed
 quiet() { grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]|warnings.warn"; }
 lab() { python3 -m b200lab "$@" 2>&1 | quiet; }
-sweep() { local name=$1; shift; ls $B/"$name"/*/results.json >/dev/null 2>&1 || lab -m hydra.sweep.dir=$B/"$name" "$@"; }
+# a sweep that finished (failed points included) leaves .done; one cut off mid-way is moved aside and run again whole
+sweep() {
+  local name=$1; shift
+  [ -e $B/"$name"/.done ] && return
+  [ -d $B/"$name" ] && mv $B/"$name" $B/"$name".cut-$(date +%s)
+  lab -m hydra.sweep.dir=$B/"$name" "$@"; mkdir -p $B/"$name" && touch $B/"$name"/.done
+}
 three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | tail -5; done; }
 pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/baseline.tar.gz" --exclude='.b200lab_path' --exclude='*.pt' $B mlflow.db $(ls gpu_tests.xml 2>/dev/null); }
 T3="workload.trials=3"
