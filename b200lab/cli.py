@@ -1,4 +1,5 @@
-"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``tables``, ``baseline``, ``gate``, ``power``.
+"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``tables``, ``baseline``, ``gate``, ``power``,
+``freshness``.
 
 Each command is imported only when it is asked for, so ``--help`` and a refused run start fast."""
 
@@ -16,6 +17,7 @@ usage: b200lab [run] [OVERRIDES...] [-m]     measure (the default command; Hydra
        b200lab baseline save [PATH... | --parent RUN] --out FILE   record a baseline
        b200lab gate --baseline FILE [PATH... | --parent RUN]        fail on a regression
        b200lab power [--csv FILE] -- CMD...  GPU energy of any command
+       b200lab freshness [DIR] [--out FILE]  which records are older than the code that made them
 
 examples:
   b200lab                                    the default experiment: tiny model, forward, 8 x 1k tokens
@@ -39,7 +41,7 @@ exit codes:
 MLflow: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here; outputs under outputs/ and multirun/.
 """
 
-COMMANDS = ("run", "sync", "report", "tables", "baseline", "gate", "power")
+COMMANDS = ("run", "sync", "report", "tables", "baseline", "gate", "power", "freshness")
 
 
 def _drop_working_dir_from_path() -> None:
@@ -89,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         from b200lab.tools.power import main as power_main
 
         sys.exit(power_main(rest))
+    if command == "freshness":
+        from b200lab.reports.freshness import main as freshness_main
+
+        sys.exit(freshness_main(rest))
     from b200lab.runner.app import run
 
     sys.exit(run(rest))
