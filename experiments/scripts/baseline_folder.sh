@@ -5,7 +5,7 @@
 #
 #   bash experiments/scripts/baseline_folder.sh baseline.tar.gz docs/measurements/2026-12-07-baseline
 #
-# Run it again with a later tarball of the same call to add the phases that finished since.
+# Run it again with a later call's tarball to add the phases that call ran (its console is appended).
 set -euo pipefail
 tarball=$1 folder=$2
 work=$(mktemp -d)
@@ -15,13 +15,14 @@ mkdir -p "$folder/runs"
 for f in "$work"/multirun/baseline/*/*/results.json; do
   [ -f "$f" ] || continue
   rel=${f#"$work"/multirun/baseline/}
+  case ${rel%%/*} in *.cut-*) continue ;; esac  # a sweep cut off mid-way and run again whole: its rerun counts
   cp "$f" "$folder/runs/${rel%%/*}_$(basename "$(dirname "$f")").results.json"
 done
 for f in "$work"/multirun/baseline/*.jsonl; do  # the references, beside the runs (tests/test_doc_tables.py reads them there)
   [ -f "$f" ] && cp "$f" "$folder/runs/"
 done
-for f in "$work"/gpu_tests.xml "$work"/multirun/baseline/console.log; do
-  [ -f "$f" ] && cp "$f" "$folder/"
-done
+[ -f "$work"/gpu_tests.xml ] && cp "$work"/gpu_tests.xml "$folder/"
+# each call's console after the last: a later call's tarball adds its own
+[ -f "$work"/multirun/baseline/console.log ] && cat "$work"/multirun/baseline/console.log >> "$folder/console.log"
 b200lab baseline save "$folder/runs" --out "$folder/baseline.json"
 ls "$folder" "$folder/runs"
