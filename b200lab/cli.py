@@ -1,5 +1,5 @@
-"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``report``, ``tables``, ``baseline``, ``gate``, ``power``,
-``freshness``.
+"""The ``b200lab`` command: ``run`` (the default), ``sync``, ``import``, ``report``, ``tables``, ``baseline``,
+``gate``, ``power``, ``freshness``.
 
 Each command is imported only when it is asked for, so ``--help`` and a refused run start fast."""
 
@@ -11,6 +11,7 @@ import sys
 USAGE = """\
 usage: b200lab [run] [OVERRIDES...] [-m]     measure (the default command; Hydra overrides)
        b200lab sync [PATH...]                upload results that never reached MLflow
+       b200lab import PATH...                committed records into MLflow as they were (to browse them)
        b200lab report [PATH... | --parent RUN | --tag K=V] --out DIR   Markdown + HTML report, line charts
        b200lab report {table,compile,plot} PATH...
        b200lab tables [--check] FILE.md...   regenerate the results tables embedded in Markdown files
@@ -41,7 +42,7 @@ exit codes:
 MLflow: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here; outputs under outputs/ and multirun/.
 """
 
-COMMANDS = ("run", "sync", "report", "tables", "baseline", "gate", "power", "freshness")
+COMMANDS = ("run", "sync", "import", "report", "tables", "baseline", "gate", "power", "freshness")
 
 
 def _drop_working_dir_from_path() -> None:
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         from b200lab.runner.sync import main as sync_main
 
         sys.exit(sync_main(rest))
+    if command == "import":
+        from b200lab.runner.import_records import main as import_main
+
+        sys.exit(import_main(rest))
     if command == "report":
         from b200lab.reports.report import main as report_main
 

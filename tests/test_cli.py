@@ -32,6 +32,7 @@ def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
     assert tags["mlflow.source.name"] == "b200lab" and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
     assert res["schema_version"] == 2
     assert res["mlflow"]["run_id"] == run.info.run_id and res["mlflow"]["synced"]
+    assert run.info.start_time == res["started_at_ms"] < res["ended_at_ms"] == run.info.end_time
     for key in ("python", "torch", "hostname", "git_sha", "device", "gpu_count", "cpu_model"):
         assert key in res["env"]
     # the variables that change what a rank measures travel with the result, the unrelated ones do not

@@ -12,6 +12,7 @@ import uuid
 
 import psutil
 import pytest
+from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from b200lab.core.machine import ConfigError
@@ -80,6 +81,11 @@ def test_sync_uploads_to_the_store_each_result_records(tmp_path, store):
     assert not (elsewhere / "mlflow.db").exists()
     [run] = runs(store["MLFLOW_TRACKING_URI"])
     assert run.data.tags["status"] == "ok"
+    # uploaded later, the run still starts and ends when the job did, and its metrics are of that time
+    assert res["started_at_ms"] < res["ended_at_ms"]
+    assert (run.info.start_time, run.info.end_time) == (res["started_at_ms"], res["ended_at_ms"])
+    history = MlflowClient(tracking_uri=store["MLFLOW_TRACKING_URI"]).get_metric_history(run.info.run_id, "step_ms")
+    assert {m.timestamp for m in history} == {res["ended_at_ms"]}
 
 
 @pytest.mark.e2e

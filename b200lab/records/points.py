@@ -14,6 +14,7 @@ from collections.abc import Iterable
 # keys that select a preset, not a value of the experiment: the preset is named on its own
 NOT_VARIED = ("experiment",)
 SWEEP_SYNTAX = re.compile(r"^(range|choice|glob|interval|tag)\(|,")
+OPTIONS_PATH = re.compile(r"^(\w+\.)?options\.")
 
 
 def overrides(point: str | None) -> dict[str, str]:
@@ -65,9 +66,14 @@ def compile_ran(record: dict) -> str | None:
     return None if mode in (None, "none") else mode
 
 
-def what_ran(record: dict) -> str:
-    """``float32 sdpa-math eager``: effective precision, attention kernel, compile mode."""
-    return " ".join(p for p in (precision_ran(record), attention_ran(record), compile_ran(record)) if p)
+def what_ran(record: dict, brief: bool = False) -> str:
+    """``float32 sdpa-math eager``: effective precision, attention kernel, compile mode. ``brief``
+    drops a kernel's explanation (``sdpa-auto (flash|efficient|cudnn, chosen per call ...)``: the
+    tag ``effective.attention_kernel`` keeps it), for names that must fit a column."""
+    kernel = attention_ran(record)
+    if brief and kernel:
+        kernel = kernel.split(" (", 1)[0]
+    return " ".join(p for p in (precision_ran(record), kernel, compile_ran(record)) if p)
 
 
 def card(record: dict) -> str:
@@ -85,20 +91,30 @@ def short_sha(record: dict) -> str:
     return head[:12] + ("+" + rest.split(".")[0] if rest else "")
 
 
-def label(record: dict, keys: list[str]) -> str:
-    """The point's values of ``keys`` as ``k=v`` words (the whole point when ``keys`` is empty)."""
+def short_keys(keys: Iterable[str]) -> dict[str, str]:
+    """Each key without its ``options.`` path (``workload.options.qps`` -> ``qps``), unless two keys
+    would then read the same: run names are cut at about 20 characters in MLflow's runs table."""
+    keys = list(keys)
+    short = {k: OPTIONS_PATH.sub("", k) for k in keys}
+    taken = [short[k] for k in keys]
+    return {k: short[k] if taken.count(short[k]) == 1 else k for k in keys}
+
+
+def label(record: dict, keys: list[str], short: bool = False) -> str:
+    """The point's values of ``keys`` as ``k=v`` words (the whole point when ``keys`` is empty);
+    ``short`` names the keys by :func:`short_keys`."""
     values = overrides(record.get("point"))
-    words = (
-        [f"{k}={values.get(k, '-')}" for k in keys]
-        if keys
-        else [f"{k}={v}" for k, v in values.items() if k not in NOT_VARIED]
+    pairs = (
+        [(k, values.get(k, "-")) for k in keys] if keys else [(k, v) for k, v in values.items() if k not in NOT_VARIED]
     )
-    return " ".join(words) or "(defaults)"
+    names = short_keys(k for k, _ in pairs) if short else {k: k for k, _ in pairs}
+    return " ".join(f"{names[k]}={v}" for k, v in pairs) or "(defaults)"
 
 
 def point_name(record: dict, keys: list[str]) -> str:
-    ran = what_ran(record)
-    return f"{label(record, keys)} | {ran}" if ran else label(record, keys)
+    """A run's name: what the point varied (short keys), then what ran (no kernel explanation)."""
+    ran = what_ran(record, brief=True)
+    return f"{label(record, keys, short=True)} | {ran}" if ran else label(record, keys, short=True)
 
 
 def unique_names(records: list[dict], keys: list[str] | None = None) -> list[str]:
@@ -131,7 +147,10 @@ def sweep_name(records: list[dict], preset: str | None = None, typed: str | None
             for k, v in overrides(typed).items()
             if k not in keys and k not in NOT_VARIED and not SWEEP_SYNTAX.search(v)
         }
-        words = [f"{k}={','.join(v)}" for k, v in values.items()] + [f"{k}={v}" for k, v in shared.items()]
+        names = short_keys([*values, *shared])
+        words = [f"{names[k]}={','.join(v)}" for k, v in values.items()] + [
+            f"{names[k]}={v}" for k, v in shared.items()
+        ]
     else:
         words = [t for t in (typed or "").split() if not t.startswith("experiment=")]
     text = " ".join(words)

@@ -14,6 +14,9 @@
     step_ms    every timed step (the slowest rank's), for spread and plots
     curves     optional: per-step series, {name: [[step, value], ...]} (e.g. train_loss)
     mlflow     tracking_uri, experiment_id, run_id, parent_run_id, synced, error
+    started_at_ms, ended_at_ms   when the job began and ended (Unix epoch, milliseconds); what an
+               upload sets as the MLflow run's start and end, however late it happens (absent in
+               records written before 2026-12-07)
 
 Readers go through :func:`read`, which checks the record against :class:`JobResult` and names the
 file in any error, so one truncated file never stops a report or a sync over the others.
@@ -22,6 +25,7 @@ file in any error, so one truncated file never stops a report or a sync over the
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,6 +71,12 @@ class JobResult(BaseModel):
     step_ms: list[float] = Field(default_factory=list)
     curves: dict[str, list[list[float]]] = Field(default_factory=dict)
     mlflow: MlflowRecord = Field(default_factory=MlflowRecord)
+    started_at_ms: int | None = None
+    ended_at_ms: int | None = None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def write(job_dir: Path, results: dict) -> Path:

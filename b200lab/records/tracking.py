@@ -112,8 +112,16 @@ class Tracker:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         self._monitor = None
 
-    def create_run(self, name: str, tags: dict, parent_run_id: str | None = None, git_sha: str | None = None) -> str:
-        """A run with ``tags`` plus the source tags; ``git_sha`` defaults to this checkout's."""
+    def create_run(
+        self,
+        name: str,
+        tags: dict,
+        parent_run_id: str | None = None,
+        git_sha: str | None = None,
+        start_ms: int | None = None,
+    ) -> str:
+        """A run with ``tags`` plus the source tags; ``git_sha`` defaults to this checkout's. ``start_ms``
+        is when the job began (a run uploaded later keeps it); MLflow takes now otherwise."""
         if git_sha is None:
             from b200lab.measure.environment import git_sha as current_sha
 
@@ -121,7 +129,7 @@ class Tracker:
         tags = {k: str(v) for k, v in {**source_tags(git_sha), **tags}.items() if v is not None}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        return self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+        return self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags, run_name=name).info.run_id
 
     def run_status(self, run_id: str) -> str | None:
         """The run's MLflow status (RUNNING, FINISHED, ...), or None when this store lacks it."""
@@ -140,12 +148,20 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict, step_ms: list[float] = (), curves: dict | None = None) -> None:
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: dict,
+        step_ms: list[float] = (),
+        curves: dict | None = None,
+        at_ms: int | None = None,
+    ) -> None:
         """Scalars at step 0; ``step_ms`` and each curve ({name: [[step, value], ...]}) as a history
-        with their steps (a long curve is thinned evenly to 5000 points, its last one kept)."""
+        with their steps (a long curve is thinned evenly to 5000 points, its last one kept). Stamped
+        ``at_ms`` (when the job ended, for an upload that comes later), else now."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = at_ms or int(time.time() * 1000)
         items = [
             Metric(k, float(v), now, 0)
             for k, v in metrics.items()
@@ -203,8 +219,8 @@ class Tracker:
     def rename(self, run_id: str, name: str) -> None:
         self.client.update_run(run_id, name=name)
 
-    def end(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status=END_STATUS.get(status, status))
+    def end(self, run_id: str, status: str, end_ms: int | None = None) -> None:
+        self.client.set_terminated(run_id, status=END_STATUS.get(status, status), end_time=end_ms)
 
 
 def experiment_param(key: str) -> bool:
@@ -290,9 +306,10 @@ def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None
     """Send one job's results.json to its run, name it by what ran, close it with the job's status."""
     from b200lab.records.datasets import dataset_inputs
 
-    tracker.log_metrics(run_id, results.get("metrics", {}), results.get("step_ms", []), results.get("curves"))
+    metrics, step_ms, curves = results.get("metrics", {}), results.get("step_ms", []), results.get("curves")
+    tracker.log_metrics(run_id, metrics, step_ms, curves, results.get("ended_at_ms"))
     tracker.log_datasets(run_id, dataset_inputs(results))
     tracker.set_tags(run_id, result_tags(results))
     tracker.rename(run_id, child_name(results, job_dir))
     tracker.log_files(run_id, job_artifacts(job_dir))
-    tracker.end(run_id, results["status"])
+    tracker.end(run_id, results["status"], results.get("ended_at_ms"))

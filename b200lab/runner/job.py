@@ -102,6 +102,7 @@ def _run(cfg: DictConfig, hc, sweep_dir: Path | None) -> dict:
         "env": host_env(),
         "metrics": {},
         "step_ms": [],
+        "started_at_ms": results_io.now_ms(),
     }
     try:
         if unresolvable:
@@ -199,6 +200,7 @@ def _run_other_node(cfg: DictConfig, job_dir: Path, results: dict, node: int) ->
 def _save_and_publish(tracker: Tracker | None, results: dict, job_dir: Path) -> None:
     """results.json first; the copy logged to MLflow is the final one (synced, with its run ids);
     if the upload fails it is rewritten unsynced, with the reason, for `b200lab sync`."""
+    results["ended_at_ms"] = results_io.now_ms()
     if not tracker:
         results_io.write(job_dir, results)
         return
@@ -236,6 +238,7 @@ def _open_run(cfg: DictConfig, results: dict, sweep_dir: Path | None) -> Tracker
             {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}},
             parent,
             git_sha=results["env"].get("git_sha"),
+            start_ms=results["started_at_ms"],
         )
         tracker.log_params(run_id, flatten(results["config"]))
     except Exception as exc:  # a store that fails after the probe: keep measuring

@@ -53,6 +53,7 @@ def start(sweep_dir: Path, tracking, name: str, tags: dict) -> dict:
         "run_id": None,
         "name": name,
         "tags": {**tags, "git_sha": git_sha()},
+        "started_at_ms": results_io.now_ms(),
     }
     with file_lock(Path(sweep_dir) / LOCK_FILE):
         write_parent(sweep_dir, info)
@@ -76,7 +77,10 @@ def parent_run(sweep_dir: Path) -> dict:
                     [], info["tags"].get("preset"), info["tags"].get("overrides")
                 )  # renamed from the points at the end
                 run_id = tracker.create_run(
-                    name, {"sweep": "true", **info["tags"]}, git_sha=info["tags"].get("git_sha")
+                    name,
+                    {"sweep": "true", **info["tags"]},
+                    git_sha=info["tags"].get("git_sha"),
+                    start_ms=info.get("started_at_ms"),
                 )
                 info.update(
                     state="created", run_id=run_id, experiment_id=tracker.experiment_id, error=None, closed=False
@@ -175,8 +179,9 @@ def close_parent(
             )
             artifacts = artifacts + _summary(tracker, parent, records or [], Path(sweep_dir), status)
             tracker.log_files(parent["run_id"], artifacts)
-            tracker.end(parent["run_id"], status)
-            parent.update(closed=True, close_error=None)
+            ends = [r["ended_at_ms"] for r in records or [] if r.get("ended_at_ms")]
+            tracker.end(parent["run_id"], status, max(ends) if ends else None)  # when its last point ended,
+            parent.update(closed=True, close_error=None)  # also when `b200lab sync` closes it days later
         except Exception as exc:
             parent.update(closed=False, close_error=f"MLflow: {type(exc).__name__}: {exc}")
             print(

@@ -85,6 +85,7 @@ def _upload(tracker: Tracker, res: dict, job_dir: Path, parent_id: str | None) -
             {"synced_later": "true"},
             parent_id,
             git_sha=res.get("env", {}).get("git_sha"),
+            start_ms=res.get("started_at_ms"),
         )
         tracker.log_params(run_id, flatten(res["config"]))
     else:
@@ -116,7 +117,10 @@ def _parent_for(sweep_dir: Path, tracker: Tracker, parents: dict[Path, str]) -> 
     if not run_id or tracker.run_status(run_id) is None:
         tags = {"sweep": "true", "synced_later": "true", **info.get("tags", {})}
         run_id = tracker.create_run(
-            info.get("name", f"sweep {sweep_dir}"), tags, git_sha=info.get("tags", {}).get("git_sha")
+            info.get("name", f"sweep {sweep_dir}"),
+            tags,
+            git_sha=info.get("tags", {}).get("git_sha"),
+            start_ms=info.get("started_at_ms"),
         )
         info.update(
             state="created",
