@@ -81,6 +81,13 @@ def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
     assert (
         uploaded["mlflow"]["run_id"] == child.info.run_id and uploaded["mlflow"]["parent_run_id"] == parent.info.run_id
     )
+    # the parent draws tokens/s against the swept length with no setup: a series stepped by seq.len
+    line = client.get_metric_history(parent.info.run_id, "tokens_per_s")
+    by_len = {int(c.data.params["seq.len"]): c.data.metrics["tokens_per_s"] for c in children}
+    assert sorted((m.step, m.value) for m in line) == sorted(by_len.items())
+    assert parent.data.tags["series.step"] == "seq.len"
+    # the metrics a user sorts by, once more under one prefix
+    assert all(c.data.metrics["key/tokens_per_s"] == c.data.metrics["tokens_per_s"] for c in children)
 
 
 def test_two_gloo_ranks_report_global_throughput_once(tmp_path, store):

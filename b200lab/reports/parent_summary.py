@@ -6,14 +6,19 @@
   linked to its run;
 - headline metrics on the parent (``tokens_per_s_max``, ``tokens_per_s_min``, ...), so the chart
   view and the runs table have the sweep's range;
+- the same metrics as series over the swept value (``tokens_per_s/precision:bf16`` at step = seq.len,
+  one series per value of the other axes), so the parent's Model metrics tab draws a line per
+  group with no setup;
 - the report (report.md, report.html, line charts) under the parent's ``report/`` artifacts.
 """
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from pathlib import Path
 
-from b200lab.records.points import shared_params, sweep_name, unique_names
+from b200lab.records.points import overrides, shared_params, short_keys, sweep_name, unique_names, varied_keys
 from b200lab.reports import sweep_report
 
 HEADLINE = (
@@ -29,6 +34,7 @@ HEADLINE = (
     "perplexity",
 )
 NOTE_LIMIT = 7900  # MLflow keeps tag values up to 8000 characters
+NOT_IN_METRIC_NAMES = re.compile(r"[^/\w.\- :]")  # MLflow's metric names allow only these characters
 
 
 def headline_metrics(records: list[dict]) -> dict[str, float]:
@@ -42,6 +48,67 @@ def headline_metrics(records: list[dict]) -> dict[str, float]:
         if values:
             out[f"{metric}_min"], out[f"{metric}_max"] = min(values), max(values)
     return out
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):  # a switch is a group, not an axis
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def axis_values(records: list[dict], key: str) -> tuple[str, list[float]] | None:
+    """The numbers a swept key stands for, one per record, and what they are: the config value at
+    ``key`` (``seq.len``, ``workload.options.qps``), the first number that varies inside a swept
+    group, in the group's order (``seq=1k,2k`` -> ``seq.len``, though ``seq.batch`` varies too), or
+    the override itself; None when a record has none."""
+    from b200lab.records.tracking import flatten
+
+    flats = [flatten(r.get("config") or {}) for r in records]
+    if all(_number(f.get(key)) is not None for f in flats):
+        return key, [_number(f[key]) for f in flats]
+    inside = [k for k in flats[0] if k.startswith(key + ".")]  # the group's own order: seq.len before seq.batch
+    varying = [
+        k for k in inside if all(_number(f.get(k)) is not None for f in flats) and len({f[k] for f in flats}) > 1
+    ]
+    if varying:
+        return varying[0], [_number(f[varying[0]]) for f in flats]
+    typed = [_number(overrides(r.get("point")).get(key)) for r in records]
+    return (key, typed) if all(v is not None for v in typed) else None
+
+
+def series(records: list[dict]) -> tuple[dict[str, list[tuple[int, float]]], dict[str, str]]:
+    """The headline metrics of the ok points as ``{name: [(step, value), ...]}`` over the first
+    swept key that is a number, one series per value of the other swept keys; and tags that say
+    what the steps are. Non-integer values (``qps=0.5``) step by their rank, mapped in a tag."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    keys = varied_keys(ok)
+    found = next(((k, a) for k in keys if (a := axis_values(ok, k))), None)
+    if len(ok) < 2 or found is None:
+        return {}, {}
+    key, (what, xs) = found
+    others = [k for k in keys if k != key]
+    names = short_keys(others)
+    ordered = sorted(set(xs))
+    integral = all(x.is_integer() for x in xs)
+    out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r, x in zip(ok, xs):
+        group = " ".join(f"{names[k]}:{overrides(r.get('point')).get(k, '-')}" for k in others)
+        for metric in HEADLINE:
+            value = _number((r.get("metrics") or {}).get(metric))
+            if value is not None:
+                name = NOT_IN_METRIC_NAMES.sub("_", f"{metric}/{group}" if group else metric)
+                out[name].append((int(x) if integral else ordered.index(x), value))
+    tags = {
+        "series.step": what
+        if integral
+        else f"rank of {what}: " + ", ".join(f"{i}={x:g}" for i, x in enumerate(ordered))
+    }
+    if others:
+        tags["series.groups"] = " ".join(names[k] for k in others)
+    return dict(out), tags
 
 
 def note(records: list[dict], names: list[str], title: str, status: str) -> str:
@@ -89,6 +156,10 @@ def publish(
     tracker.rename(parent_run_id, title)
     _log_shared_params(tracker, parent_run_id, records)
     tracker.log_metrics(parent_run_id, headline_metrics(records))
+    lines, about = series(records)
+    if lines:
+        tracker.log_metrics(parent_run_id, {}, curves={k: [list(p) for p in v] for k, v in lines.items()})
+        tracker.set_tags(parent_run_id, about)
     tracker.client.set_tag(parent_run_id, "mlflow.note.content", note(records, names, title, status))
     report_dir = Path(sweep_dir) / "report"
     sweep_report.write(records, report_dir, title, f"sweep {sweep_dir} (parent run {parent_run_id})")
