@@ -1,7 +1,10 @@
 """MLflow's own UI, in a real browser (Debian's Chromium driven by Playwright; nothing downloaded), on a
-store holding a real 4-point sweep: the runs table shows the parent with its children and a tokens/s
-column, the parent's page its summary table and headline metrics, the compare view of two children
-their effective precision. The screenshots are the README's ("Reading a sweep in MLflow"):
+store holding a real 4-point sweep: from MLflow's home page, as a new user (a fresh browser profile),
+the parent's chart of tokens/s against the swept length, one chart per precision, in 4 clicks, and
+every child's distinguishing name whole in the default runs table; the runs table shows the parent
+with its children and a tokens/s column, the parent's page its summary table and headline metrics,
+the compare view of two children their effective precision. The screenshots are the README's
+("Reading a sweep in MLflow") and docs/mlflow.md's:
 B200LAB_SCREENSHOTS=docs/images/mlflow python -m pytest tests/test_browser_mlflow.py refreshes them."""
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from tiny_sweep import tiny_sweep
 
 from support import parents_and_children
@@ -142,6 +146,88 @@ def _columns(page, names: list[str], off: list[str]) -> None:
             )  # what the dialog showed
             raise
     page.keyboard.press("Escape")
+
+
+@pytest.fixture
+def new_user(ui):
+    """A browser profile that has never seen MLflow: MLflow 3 keeps the GenAI / Model training choice
+    in the browser, so every new user starts where this one does."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-new-"),
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            headless=True,
+            viewport={"width": 1500, "height": 900},
+        )
+        context.set_default_timeout(60_000)
+        yield context.new_page()
+        context.close()
+
+
+class Clicks:
+    """Counts what the user clicks; every step of the path goes through it."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, locator) -> None:
+        locator.click()
+        self.n += 1
+
+
+def test_from_the_home_page_to_tokens_per_s_against_the_swept_length_in_four_clicks(ui, new_user, shots):
+    sweep, base = ui
+    [parent], children = parents_and_children(sweep["uri"])
+    page, click = new_user, Clicks()
+    page.goto(base + "/")
+    page.get_by_text("Recent Experiments").wait_for()
+    click(page.get_by_text("Model training", exact=True))  # MLflow 3 opens on GenAI; training runs live here
+    click(page.get_by_role("link", name="b200lab", exact=True))
+    page.get_by_text("matching runs").wait_for()
+    _save(page, shots, "landing.png")
+    click(page.locator(f'a[href$="/runs/{parent.info.run_id}"]').first)  # the sweep's row
+    click(page.get_by_text("Model metrics", exact=True))
+    assert click.n == 4
+    section = page.get_by_text("tokens_per_s", exact=True).first  # a section of charts, drawn when in view
+    section.wait_for()
+    section.scroll_into_view_if_needed()
+    for precision in ("fp32", "bf16"):  # one chart per value of the other swept key
+        page.get_by_text(re.compile(rf"\(tokens_per_s/precision:{precision}\)$")).first.wait_for()
+    lens = sorted(int(c.data.params["seq.len"]) for c in children)
+    line = MlflowClient(tracking_uri=sweep["uri"]).get_metric_history(parent.info.run_id, "tokens_per_s/precision:bf16")
+    assert sorted(m.step for m in line) == sorted({n for n in lens})  # the chart's x axis is seq.len
+    _save(page, shots, "parent_chart.png")
+
+
+def test_the_default_runs_table_shows_each_childs_distinguishing_name_whole(ui, new_user, shots):
+    sweep, base = ui
+    [parent], children = parents_and_children(sweep["uri"])
+    page = new_user
+    page.goto(base + "/")
+    page.get_by_text("Model training", exact=True).click()
+    page.get_by_role("link", name="b200lab", exact=True).click()
+    page.get_by_text("matching runs").wait_for()
+    page.locator('button[data-component-id$="runnamecellrenderer.tsx_46"]').first.click()  # the parent's ⊞
+    for child in children:
+        link = page.locator(f'a[href$="/runs/{child.info.run_id}"]').first
+        link.wait_for()
+        distinguishing = child.info.run_name.split(" | ")[0]  # what varied: "seq=32 fp32"
+        assert link.inner_text().startswith(distinguishing)
+        fits = link.evaluate(
+            """(a, prefix) => {
+                const ctx = document.createElement("canvas").getContext("2d");
+                ctx.font = getComputedStyle(a).font;
+                const cell = a.closest('[role="gridcell"]') || a.parentElement;
+                const room = cell.getBoundingClientRect().right - a.getBoundingClientRect().left;
+                return [ctx.measureText(prefix).width, room];
+            }""",
+            distinguishing,
+        )
+        assert fits[0] <= fits[1], f"{distinguishing!r} needs {fits[0]:.0f} px, the column shows {fits[1]:.0f}"
+    _save(page, shots, "runs_table_default.png")
 
 
 def test_runs_table_shows_the_parent_with_its_children_and_a_tokens_per_s_column(ui, page, shots):

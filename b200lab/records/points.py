@@ -14,7 +14,9 @@ from collections.abc import Iterable
 # keys that select a preset, not a value of the experiment: the preset is named on its own
 NOT_VARIED = ("experiment",)
 SWEEP_SYNTAX = re.compile(r"^(range|choice|glob|interval|tag)\(|,")
-OPTIONS_PATH = re.compile(r"^(\w+\.)?options\.")
+OPTIONS_PATH = re.compile(r"^([\w]+\.)*\w*options\.")  # workload.options.qps, attention.kernel_options.BLOCK_M
+BY_VALUE = ("model", "precision", "attention", "workload", "parallelism", "compile", "data")  # "bf16" says precision
+ALIASES = {"seq.len": "seq", "seq.batch": "batch"}
 
 
 def overrides(point: str | None) -> dict[str, str]:
@@ -68,11 +70,12 @@ def compile_ran(record: dict) -> str | None:
 
 def what_ran(record: dict, brief: bool = False) -> str:
     """``float32 sdpa-math eager``: effective precision, attention kernel, compile mode. ``brief``
-    drops a kernel's explanation (``sdpa-auto (flash|efficient|cudnn, chosen per call ...)``: the
-    tag ``effective.attention_kernel`` keeps it), for names that must fit a column."""
+    drops a kernel's explanation (``sdpa-auto (flash|efficient|cudnn, chosen per call ...)``, the
+    kernel names after ``te:``; the tag ``effective.attention_kernel`` keeps them), for names that
+    must fit a column."""
     kernel = attention_ran(record)
     if brief and kernel:
-        kernel = kernel.split(" (", 1)[0]
+        kernel = kernel.split(" (", 1)[0].split(": ", 1)[0]  # "te: cudnn_generated_fort_native_sdpa_..." -> "te"
     return " ".join(p for p in (precision_ran(record), kernel, compile_ran(record)) if p)
 
 
@@ -92,23 +95,35 @@ def short_sha(record: dict) -> str:
 
 
 def short_keys(keys: Iterable[str]) -> dict[str, str]:
-    """Each key without its ``options.`` path (``workload.options.qps`` -> ``qps``), unless two keys
-    would then read the same: run names are cut at about 20 characters in MLflow's runs table."""
+    """How each key is shown in a run name, which MLflow's runs table cuts at about 17 characters:
+    ``""`` for a group whose option names say what they are (``bf16``, not ``precision=bf16``), an
+    alias (``seq.len`` -> ``seq``) or the key without its ``options.`` path (``qps``); the keys
+    themselves where two would read the same (``seq.len`` and ``seq``)."""
     keys = list(keys)
-    short = {k: OPTIONS_PATH.sub("", k) for k in keys}
-    taken = [short[k] for k in keys]
-    return {k: short[k] if taken.count(short[k]) == 1 else k for k in keys}
+    short = {k: "" if k in BY_VALUE else ALIASES.get(k, OPTIONS_PATH.sub("", k)) for k in keys}
+    taken = [v for v in short.values() if v]
+    return {k: v if not v or taken.count(v) == 1 else k for k, v in short.items()}
+
+
+def _word(shown: str, value: str) -> str:
+    if not shown:
+        return value
+    if shown == "seq" and value.isdigit() and int(value) >= 1024 and int(value) % 1024 == 0:
+        value = f"{int(value) // 1024}k"  # seq=16k, as the seq group names it
+    return f"{shown}={value}"
 
 
 def label(record: dict, keys: list[str], short: bool = False) -> str:
     """The point's values of ``keys`` as ``k=v`` words (the whole point when ``keys`` is empty);
-    ``short`` names the keys by :func:`short_keys`."""
+    ``short`` words them as :func:`short_keys` says (``seq=16k bf16``)."""
     values = overrides(record.get("point"))
     pairs = (
         [(k, values.get(k, "-")) for k in keys] if keys else [(k, v) for k, v in values.items() if k not in NOT_VARIED]
     )
-    names = short_keys(k for k, _ in pairs) if short else {k: k for k, _ in pairs}
-    return " ".join(f"{names[k]}={v}" for k, v in pairs) or "(defaults)"
+    if not short:
+        return " ".join(f"{k}={v}" for k, v in pairs) or "(defaults)"
+    shown = short_keys(k for k, _ in pairs)
+    return " ".join(_word(shown[k], v) for k, v in pairs) or "(defaults)"
 
 
 def point_name(record: dict, keys: list[str]) -> str:
@@ -147,9 +162,9 @@ def sweep_name(records: list[dict], preset: str | None = None, typed: str | None
             for k, v in overrides(typed).items()
             if k not in keys and k not in NOT_VARIED and not SWEEP_SYNTAX.search(v)
         }
-        names = short_keys([*values, *shared])
-        words = [f"{names[k]}={','.join(v)}" for k, v in values.items()] + [
-            f"{names[k]}={v}" for k, v in shared.items()
+        shown = short_keys([*values, *shared])
+        words = [_word(shown[k], ",".join(v)) for k, v in values.items()] + [
+            _word(shown[k], v) for k, v in shared.items()
         ]
     else:
         words = [t for t in (typed or "").split() if not t.startswith("experiment=")]

@@ -90,7 +90,7 @@ def series(records: list[dict]) -> tuple[dict[str, list[tuple[int, float]]], dic
         return {}, {}
     key, (what, xs) = found
     others = [k for k in keys if k != key]
-    names = short_keys(others)
+    names = {k: shown or k for k, shown in short_keys(others).items()}  # precision:bf16, qps:4
     ordered = sorted(set(xs))
     integral = all(x.is_integer() for x in xs)
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -117,7 +117,8 @@ def note(records: list[dict], names: list[str], title: str, status: str) -> str:
     def link(r: dict) -> str:
         m = r.get("mlflow") or {}
         return (
-            f"[{m['run_id'][:8]}](#/experiments/{m.get('experiment_id')}/runs/{m['run_id']})"
+            # the query keeps MLflow 3 in its Model training view, which a bare link leaves for GenAI
+            f"[{m['run_id'][:8]}](#/experiments/{m.get('experiment_id')}/runs/{m['run_id']}?workflowType=machine_learning)"
             if m.get("run_id")
             else "not in MLflow"
         )
