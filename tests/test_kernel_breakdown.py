@@ -6,7 +6,7 @@ import gzip
 import json
 import random
 
-from b200lab.measure.kernel_breakdown import breakdown, kind_of, write_breakdown
+from b200lab.measure.kernel_breakdown import breakdown, kind_of, write_breakdown, write_trace_notes
 
 
 def test_kinds_from_kernel_names():
@@ -63,3 +63,35 @@ def test_breakdown_sums_kernel_durations_per_step(tmp_path):
     assert rows == sorted(rows, key=lambda r: -r["ms_per_step"])
     assert abs(dict((r["kind"], r["share"]) for r in breakdown(path, 4))["gemm"] - want["gemm"] / total) < 1e-12
     assert (tmp_path / "k.csv").read_text().startswith("kind,ms_per_step,share,kernels_per_step")
+
+
+def test_a_trace_gets_a_note_and_a_chart_mlflow_can_show(tmp_path):
+    rng = random.Random()
+    kinds = {"gemm": "sm90_xmma_gemm_bf16", "attention": "flash_fwd_kernel", "norm": "rmsnorm_fwd_kernel"}
+    want = {k: 0.0 for k in kinds}
+    events = []
+    for _ in range(60):
+        kind = rng.choice(list(kinds))
+        dur = rng.uniform(5.0, 900.0)
+        want[kind] += dur
+        events.append({"ph": "X", "cat": "kernel", "name": kinds[kind], "dur": dur, "ts": 0})
+    events += [{"ph": "X", "cat": "user_annotation", "name": "b200lab_step", "dur": 1.0, "ts": 0} for _ in range(2)]
+    trace = tmp_path / "traces" / "trace_rank1.json.gz"
+    trace.parent.mkdir()
+    with gzip.open(trace, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    rows = write_breakdown(trace, 2, tmp_path / "k.csv")
+    note, chart = write_trace_notes(trace, rows, 2)
+    assert (note.name, chart.name) == ("trace_rank1.md", "trace_rank1_kernels.png")
+    text = note.read_text()
+    assert "https://ui.perfetto.dev" in text and "trace_rank1.json.gz" in text
+    for kind, us in want.items():  # the table's ms per step: the hand sum over 2 steps
+        assert f"| {kind} | {us / 1e3 / 2:.3f} |" in text
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    cpu = tmp_path / "cpu" / "trace_rank0.json.gz"
+    cpu.parent.mkdir()
+    with gzip.open(cpu, "wt") as f:
+        json.dump({"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "aten::mm", "dur": 5.0, "ts": 0}]}, f)
+    [only] = write_trace_notes(cpu, breakdown(cpu, 1), 1)  # no kernels: the note, no chart
+    assert "No GPU kernels in this trace" in only.read_text() and not (cpu.parent / "trace_rank0_kernels.png").exists()

@@ -365,7 +365,8 @@ def test_torch_profiler_trace_is_a_loadable_chrome_trace_and_an_artifact(tmp_pat
     from mlflow import MlflowClient
 
     names = [a.path for a in MlflowClient(store["MLFLOW_TRACKING_URI"]).list_artifacts(run.info.run_id, "traces")]
-    assert names == ["traces/trace_rank0.json.gz"]
+    assert names == ["traces/trace_rank0.json.gz", "traces/trace_rank0.md"]  # the note says how to open it
+    assert "ui.perfetto.dev" in (trace.parent / "trace_rank0.md").read_text()
 
 
 @pytest.mark.e2e

@@ -76,3 +76,57 @@ def write_breakdown(trace_path: Path, steps: int, out_csv: Path) -> list[dict]:
         for r in rows:
             w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
     return rows
+
+
+PERFETTO = (
+    "Open {trace} in https://ui.perfetto.dev (drag the file onto the page; .json.gz opens as is) or "
+    "chrome://tracing; each profiled step is a `b200lab_step` range."
+)
+
+
+def write_trace_notes(trace_path: Path, rows: list[dict], steps: int) -> list[Path]:
+    """A note beside a trace (``trace_rank0.md``: how to open it, where its kernel time goes) and,
+    when the trace has GPU kernels, a bar chart of the breakdown (``trace_rank0_kernels.png``):
+    what MLflow's artifact view can show, since it cannot open the trace itself. One pair per
+    trace, so ranks never write the same file. Returns the files written."""
+    folder = trace_path.parent
+    stem = trace_path.name.split(".")[0]
+    readme = folder / f"{stem}.md"
+    lines = [f"# {trace_path.name}", "", PERFETTO.format(trace=trace_path.name), ""]
+    if rows:
+        lines += [
+            f"GPU kernel time per step over {steps} profiled steps (kernels on different streams may overlap: "
+            "shares are of kernel time, not of wall time):",
+            "",
+            "| kind | ms per step | share | kernels per step |",
+            "| --- | ---: | ---: | ---: |",
+            *(
+                f"| {r['kind']} | {r['ms_per_step']:.3f} | {r['share']:.1%} | {r['kernels_per_step']:.1f} |"
+                for r in rows
+            ),
+        ]
+    else:
+        lines.append("No GPU kernels in this trace (a CPU run): its host operators are in the trace itself.")
+    readme.write_text("\n".join(lines) + "\n")
+    return [readme, _chart(rows, folder / f"{stem}_kernels.png", trace_path.name)] if rows else [readme]
+
+
+def _chart(rows: list[dict], out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    kinds = [r["kind"] for r in rows][::-1]
+    values = [r["ms_per_step"] for r in rows][::-1]
+    ax.barh(kinds, values, color="#3b75af")
+    for y, (value, row) in enumerate(zip(values, rows[::-1])):
+        ax.text(value, y, f" {value:.2f} ms ({row['share']:.0%})", va="center", fontsize=8)
+    ax.set_xlabel("GPU kernel time per step (ms)")
+    ax.set_title(f"{title}: where the kernel time goes", fontsize=10)
+    ax.set_xlim(0, max(values) * 1.3 or 1)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -189,13 +189,15 @@ class WorkerProfiler:
                     prof.step()
             self.notes["torch_trace"] = str(out.relative_to(self.job_dir))
             self.notes["torch_trace_steps"] = active
-            if self.device.type == "cuda":
-                from b200lab.measure.kernel_breakdown import write_breakdown
+            from b200lab.measure.kernel_breakdown import write_breakdown, write_trace_notes
 
+            rows: list[dict] = []
+            if self.device.type == "cuda":
                 table = out.parent / f"kernel_breakdown_rank{self.rank}.csv"
                 rows = write_breakdown(out, active, table)
                 self.notes["kernel_breakdown"] = str(table.relative_to(self.job_dir))
                 self.notes["kernel_ms_per_step"] = {r["kind"]: round(r["ms_per_step"], 3) for r in rows}
+            write_trace_notes(out, rows, active)  # how to open the trace; the breakdown as a table and a chart
         if self.memory and self.device.type == "cuda":
             path = self.job_dir / "traces" / f"memory_snapshot_rank{self.rank}.pickle"
             path.parent.mkdir(parents=True, exist_ok=True)
