@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from b200lab.serving.engine import Engine, Limits, ScriptedClock
+from b200lab.serving.engine import Engine, Limits, ScriptedClock, last_logits
 from b200lab.serving.latency import request_metrics
 from b200lab.serving.loadgen import RequestSpec, make_trace
 from b200lab.serving.paged import BlockPool, Row
@@ -91,6 +91,36 @@ def test_continuous_batching_returns_the_tokens_of_sequential_generation():
             assert rec.tokens == expected[0].tolist(), spec.id
             if spec.output_len > 3:
                 assert_context_matters(model, torch.cat([prompt, expected], dim=1), spec.prompt_len - 1)
+
+
+def test_chunked_prefill_batches_a_burst_and_returns_the_tokens_of_sequential_generation():
+    """Eight requests at t = 0 with prompts of 5 to 15 tokens, prefilled 4 tokens a step: the
+    burst's chunks share forwards (prompts mid-way through the cache, at different positions), and
+    each request's greedy tokens equal its tokens generated alone by full recomputation."""
+    model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,))))
+    lengths = torch.randint(5, 16, (8,), generator=gen).tolist()
+    trace = [
+        RequestSpec(i, 0.0, tuple(torch.randint(0, 97, (n,), generator=gen).tolist()), int(o))
+        for i, (n, o) in enumerate(zip(lengths, torch.randint(2, 7, (8,), generator=gen).tolist()))
+    ]
+    fed = []  # (rows, tokens) of every forward
+    engine = Engine(
+        decoder_of(model),
+        pool_for(model, blocks=48),
+        Limits(max_running=8, max_model_len=40, prefill_chunk=4),
+        ScriptedClock(0.01, 0.0, 0.004),
+        lambda logits: next_token(logits),
+        forward=lambda decoder, idx, view: fed.append(tuple(idx.shape)) or last_logits(decoder, idx, view),
+    )
+    records = engine.run(trace)
+    assert engine.max_prefill_rows == 8  # the whole burst's first chunks in one forward
+    assert max(t for _, t in fed) == 4  # no prompt went in whole
+    with torch.no_grad():
+        for spec, rec in zip(trace, records):
+            assert rec.status == "done"
+            expected = greedy_by_recompute(model, torch.tensor([spec.prompt]), spec.output_len)
+            assert rec.tokens == expected[0].tolist(), spec.id
 
 
 def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():

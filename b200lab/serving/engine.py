@@ -8,7 +8,9 @@ Each iteration of :meth:`Engine.run`:
    rejected;
 2. queued requests are admitted in arrival order while fewer than ``max_running`` run and the
    pool has blocks for their prompt and whole output (a request holds its blocks until it ends,
-   so it is never preempted); each admitted request is prefilled alone and gets its first token;
+   so it is never preempted); each admitted request is prefilled alone, or with ``prefill_chunk``
+   a chunk per step, requests whose chunks are as long in one forward (a burst prefills
+   together); a request gets its first token when its whole prompt is cached;
 3. one decode step runs every other running request together, one token each: requests join the
    batch the iteration after their prefill and leave it when their output is complete.
 
@@ -72,6 +74,9 @@ class Limits:
     max_queue: int = 1024  # waiting requests; an arrival beyond it is rejected
     max_concurrency: int | None = None  # outstanding requests the client allows (None: no limit)
     max_model_len: int = 4096  # prompt + output tokens of one request
+    # prompt tokens a request feeds per step; requests whose chunks are as long share one forward,
+    # so a burst of arrivals prefills together (None: each prompt whole, one request per forward)
+    prefill_chunk: int | None = None
 
 
 @dataclass
@@ -79,6 +84,7 @@ class _Running:
     spec: RequestSpec
     record: RequestRecord
     blocks: list[int]
+    prefilled: int = 0  # prompt tokens in the cache
 
 
 def last_logits(decoder, idx: torch.Tensor, step) -> torch.Tensor:
@@ -111,6 +117,7 @@ class Engine:
         """Start counting anew (the serve workload does so when its timed runs begin)."""
         self.hook_s = 0.0  # time spent in on_complete (it runs inline, so it delays the requests still running)
         self.max_batch = 0
+        self.max_prefill_rows = 0  # the most requests one prefill forward fed
         self.max_queue_depth = 0
 
     def _forward(self, idx: torch.Tensor, rows: list[Row]) -> list[int]:
@@ -122,10 +129,11 @@ class Engine:
         records = {s.id: RequestRecord(s.id, s.arrival_s, s.prompt_len, s.output_len) for s in trace}
         pending = deque(sorted(trace, key=lambda s: (s.arrival_s, s.id)))
         queue: deque[RequestSpec] = deque()
-        running: list[_Running] = []
+        running: list[_Running] = []  # prefilled: one token per decode step
+        prefilling: list[_Running] = []  # admitted, prompt not all in the cache yet
         device = self.pool.device
         t0 = clock.now()
-        while pending or queue or running:
+        while pending or queue or running or prefilling:
             now = clock.now() - t0
             # an arrival is due by the sum sleep_until waited for (now - t0 may round below it, forever)
             while (
@@ -149,27 +157,23 @@ class Engine:
                     rec.status = "queued"
                     queue.append(spec)
             self.max_queue_depth = max(self.max_queue_depth, len(queue))
-            if not queue and not running:
+            if not queue and not running and not prefilling:
                 if pending:
                     clock.sleep_until(t0 + pending[0].arrival_s)
                 continue
             decoding = list(running)
             while (
                 queue
-                and len(running) < lim.max_running
+                and len(running) + len(prefilling) < lim.max_running
                 and self.pool.can_hold(queue[0].prompt_len + queue[0].output_len)
             ):
                 spec = queue.popleft()
                 rec = records[spec.id]
                 rec.status, rec.admitted_s = "running", clock.now() - t0
-                job = _Running(spec, rec, self.pool.allocate(spec.prompt_len + spec.output_len))
-                idx = torch.tensor([spec.prompt], dtype=torch.long, device=device)
-                token = self._forward(idx, [Row(job.blocks, 0, spec.prompt_len)])[0]
-                clock.work("prefill", 1, spec.prompt_len)
-                self._emit(job, token, clock.now() - t0)
-                running.append(job)
+                prefilling.append(_Running(spec, rec, self.pool.allocate(spec.prompt_len + spec.output_len)))
             for spec in queue:
                 records[spec.id].waited = True
+            self._prefill(prefilling, running, t0)
             if decoding:
                 self.max_batch = max(self.max_batch, len(decoding))
                 idx = torch.tensor([[j.record.tokens[-1]] for j in decoding], dtype=torch.long, device=device)
@@ -188,6 +192,37 @@ class Engine:
                     self.on_complete(job.record)
                     self.hook_s += time.perf_counter() - begin
         return [records[s.id] for s in trace]
+
+    def _prefill(self, prefilling: list[_Running], running: list[_Running], t0: float) -> None:
+        """One step of every admitted request's prompt: whole, one request per forward, or (with
+        ``prefill_chunk``) a chunk each, the requests whose chunks are as long in one forward. A
+        request whose prompt is then all cached gets its first token and joins the decode batch
+        the next iteration."""
+        chunk = self.limits.prefill_chunk
+        if chunk is None:
+            batches = [[job] for job in prefilling]
+        else:
+            groups: dict[int, list[_Running]] = {}
+            for job in prefilling:
+                groups.setdefault(min(chunk, job.spec.prompt_len - job.prefilled), []).append(job)
+            batches = list(groups.values())
+        for group in batches:
+            n = min(chunk or group[0].spec.prompt_len, group[0].spec.prompt_len - group[0].prefilled)
+            idx = torch.tensor(
+                [job.spec.prompt[job.prefilled : job.prefilled + n] for job in group],
+                dtype=torch.long,
+                device=self.pool.device,
+            )
+            tokens = self._forward(idx, [Row(job.blocks, job.prefilled, n) for job in group])
+            self.clock.work("prefill", len(group), n * len(group))
+            self.max_prefill_rows = max(self.max_prefill_rows, len(group))
+            t = self.clock.now() - t0
+            for job, token in zip(group, tokens):
+                job.prefilled += n
+                if job.prefilled == job.spec.prompt_len:
+                    self._emit(job, token, t)
+                    prefilling.remove(job)
+                    running.append(job)
 
     @staticmethod
     def _emit(job: _Running, token: int, t: float) -> None:

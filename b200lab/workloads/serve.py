@@ -63,6 +63,7 @@ REQUEST_METRICS = [
     "input_tokens",
     "duration_s",
     "max_batch",
+    "max_prefill_rows",
     "max_queue_depth",
     "kv_blocks",
     "hook_s",
@@ -117,7 +118,7 @@ class Serve(Workload):
         self.timed_steps = int(cfg.workload.trials) * int(cfg.workload.steps) if cfg.profile.name == "torch" else None
         self.phase, self.run_index = "warm-up", 0
         on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": self.run_index})) if hook else None
-        limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len)
+        limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len, o.prefill_chunk)
         forward = compile_step(cfg.compile.mode, bool(cfg.compile.fullgraph)) if self.built.compiled else last_logits
         self.engine = Engine(
             decoder, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete, forward
@@ -204,6 +205,7 @@ class Serve(Workload):
         out = request_metrics(runs, o.slo.ttft_ms, o.slo.tpot_ms)
         out.update(
             max_batch=self.engine.max_batch,
+            max_prefill_rows=self.engine.max_prefill_rows,
             max_queue_depth=self.engine.max_queue_depth,
             kv_blocks=self.pool.num_blocks,
             hook_s=self.engine.hook_s,

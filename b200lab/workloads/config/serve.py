@@ -40,6 +40,8 @@ class ServeOptions:
     output_dist: str = "uniform"
     len_spread: float = 0.5  # uniform: mean x [1 - spread, 1 + spread]; lognormal: sigma
     max_running: int = 32  # requests in the running batch
+    # prompt tokens a request feeds per step, chunks of one length batched (null: each prompt whole, alone)
+    prefill_chunk: int | None = None
     max_queue: int = 1024  # waiting requests; more are rejected
     block_size: int = 16  # tokens per KV block
     num_blocks: int | None = None  # the pool; null: max_running requests of max_model_len
@@ -91,7 +93,7 @@ class ServeConfig(DecodeWorkloadConfig):
         for key in ("num_requests", "output_len", "max_running", "max_queue", "block_size", "warmup_requests"):
             if o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer")
-        for key in ("prompt_len", "num_blocks", "max_concurrency", "max_model_len"):
+        for key in ("prompt_len", "num_blocks", "max_concurrency", "max_model_len", "prefill_chunk"):
             if o[key] is not None and o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer or null")
         if o.warmup not in WARMUPS:
