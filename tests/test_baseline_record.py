@@ -1,5 +1,6 @@
-"""The committed GPU baseline (docs/measurements/2026-12-07-baseline) says what it is: its two device
-calls ran one lab source, the sha one call recorded names that source, and baseline.json is its runs."""
+"""The committed GPU baseline (docs/measurements/2026-12-07-baseline) says what it is: its device calls
+ran one lab source, the sha one call recorded names that source, baseline.json is its runs, and the
+gate passes on the re-run at the baseline's commit."""
 
 from __future__ import annotations
 
@@ -60,8 +61,21 @@ def test_baseline_json_holds_every_run_of_the_folder_as_recorded():
     committed = json.loads((FOLDER / "baseline.json").read_text())
     rebuilt = build(_records(), committed["source"])
     assert json.loads(json.dumps(rebuilt["points"])) == committed["points"]
-    assert {p["status"] for p in committed["points"]} == {"ok"} and len(committed["points"]) == 11
+    assert {p["status"] for p in committed["points"]} == {"ok"} and len(committed["points"]) == len(_records())
     assert all(p["env"]["gpu"] == "NVIDIA H100 80GB HBM3" for p in committed["points"])
+
+
+def test_the_gate_passes_on_the_re_run_at_the_baseline_commit(capsys):
+    """rerun/ ran the MoE pair again at 6b2123c, the commit of the baseline's clean files: the gate
+    run here on those files (not the committed gate.txt) passes, every gated metric checked."""
+    from b200lab.reports.regression_gate import main as gate
+
+    rerun = [json.loads(p.read_text()) for p in sorted((FOLDER / "rerun").glob("*.results.json"))]
+    assert len(rerun) == 2 and {r["env"]["git_sha"][:7] for r in rerun} == {CALL_2}
+    assert all(r["env"]["gpu"] == "NVIDIA H100 80GB HBM3" for r in rerun)
+    assert gate(["--subset", "--baseline", str(FOLDER / "baseline.json"), str(FOLDER / "rerun")]) == 0
+    out = capsys.readouterr().out
+    assert "gate: passed (10 ok, 0 improved" in out  # 5 metrics of each point, all inside their bands
 
 
 def test_the_gpu_tier_of_the_baseline_passed_with_transformer_engine():

@@ -21,6 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+# PyTorch's own cuDNN before anything of TE's: TE's wheel loads an older cuDNN, and torch then
+# refuses it ("cuDNN version incompatibility ... found runtime version (9, 14, 0)"); the lab's runs
+# never met this because the rank initialises torch's cuDNN before it imports TE
+torch.backends.cudnn.version()
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the lab's checkout, installed or not
 from b200lab.measure.environment import reference_provenance  # noqa: E402
 
