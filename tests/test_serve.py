@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from b200lab.serving.bound import bound_metrics, bound_table
 from b200lab.serving.engine import Engine, Limits, ScriptedClock, last_logits
 from b200lab.serving.latency import request_metrics
 from b200lab.serving.loadgen import RequestSpec, make_trace
@@ -121,6 +122,43 @@ def test_chunked_prefill_batches_a_burst_and_returns_the_tokens_of_sequential_ge
             assert rec.status == "done"
             expected = greedy_by_recompute(model, torch.tensor([spec.prompt]), spec.output_len)
             assert rec.tokens == expected[0].tolist(), spec.id
+
+
+def test_each_decode_step_is_held_against_its_bandwidth_bound():
+    """Decode steps cost 4 ms (ScriptedClock); at a copy bandwidth of 0.05 GB/s the bound of a step
+    is its bytes / 5e7 per second: every weight of the tiny model once (its token embedding one row
+    per request, the head whole) and each row's keys and values up to its position, counted here
+    from the model's own tensors, and the fraction reached the bound over the 4 ms."""
+    model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
+    decoder = decoder_of(model)
+    pool = pool_for(model, blocks=24)
+    trace = [
+        RequestSpec(i, 0.0, tuple(torch.randint(0, 97, (n,)).tolist()), o)
+        for i, (n, o) in enumerate([(5, 4), (9, 6), (7, 3)])
+    ]
+    engine = Engine(decoder, pool, Limits(max_running=3, max_model_len=40), ScriptedClock(0.01, 0.0, 0.004), next_token)
+    engine.run(trace)
+    # A (4 tokens), B (6), C (3) each get a token at prefill: C leaves after 2 steps, A after 3, B runs alone
+    assert [rows for rows, _, _ in engine.decode_log] == [3, 3, 2, 1, 1]
+    assert all(s == pytest.approx(0.004) for _, _, s in engine.decode_log)
+    size = pool.k[0].element_size()
+    table_bytes = model.embed.weight.numel() * model.embed.weight.element_size()  # untied: the head is apart
+    row_bytes = model.embed.weight.shape[1] * model.embed.weight.element_size()
+    all_weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    table = bound_table(engine.decode_log, decoder, size, copy_gbps=0.05)
+    for row in table:
+        steps = [(r, pos) for r, pos, _ in engine.decode_log if r == row["rows"]]
+        want = 0
+        for rows, positions in steps:
+            weights = all_weights - table_bytes + rows * row_bytes  # the table: one row per request
+            kv = sum(decoder.n_layers * 2 * decoder.kv_heads * decoder.head_dim * size * (p + 2) for p in positions)
+            want += weights + kv
+        assert row["bytes_per_step"] == pytest.approx(want / len(steps))
+        assert row["fraction_of_bound"] == pytest.approx(want / 5e7 / (0.004 * len(steps)))
+    metrics = bound_metrics(table)
+    assert metrics["decode_bw_util_max_batch"] == table[-1]["fraction_of_bound"] and table[-1]["rows"] == 3
+    total = sum(r["bytes_per_step"] * r["steps"] for r in table)
+    assert metrics["decode_bw_util"] == pytest.approx(total / 5e7 / (0.004 * len(engine.decode_log)))
 
 
 def test_latency_metrics_match_a_hand_computation_on_a_scripted_trace():
@@ -474,6 +512,7 @@ def test_every_reported_serve_metric_is_recomputed_from_the_artifacts_alone(tmp_
             "workload.options.prompt_len=24",
             f"workload.options.slo.ttft_ms={slo_ttft_ms}",
             f"workload.options.slo.tpot_ms={slo_tpot_ms}",
+            "workload.options.copy_gbps=2.5",  # a CPU measures none: given, the decode bound is computed
             INLINE,
         ],
         tmp_path,
@@ -481,6 +520,12 @@ def test_every_reported_serve_metric_is_recomputed_from_the_artifacts_alone(tmp_
     )
     assert proc.returncode == 0, proc.output
     (res,) = results_files(tmp_path / "outputs")
+    # the decode steps against their bandwidth bound, per batch size, beside the request metrics
+    bound = list(csv.DictReader(open(next((tmp_path / "outputs").rglob("decode_bound.csv")))))
+    spent = sum(float(r["step_ms"]) * int(r["steps"]) for r in bound)
+    moved = sum(float(r["bytes_per_step"]) * int(r["steps"]) for r in bound)
+    assert res["metrics"]["decode_bw_util"] == pytest.approx(moved / 2.5e9 / (spent / 1e3), rel=1e-4)
+    assert res["effective"]["decode_bound"]["copy_bandwidth"]["source"] == "given (workload.options.copy_gbps)"
     rows = list(csv.DictReader(open(next((tmp_path / "outputs").rglob("requests.csv")))))
     assert sorted({r["run"] for r in rows}) == ["0", "1"] and len(rows) == 2 * 10
     want = _recomputed(rows, slo_ttft_ms, slo_tpot_ms)

@@ -22,3 +22,19 @@ def copy_gbps(device: torch.device, size_mb: float, steps: int = 20) -> float:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return 2 * n * 4 / (step_stats(timing.step_ms)["step_ms_p50"] / 1e3) / 1e9
+
+
+def job_copy_bandwidth(device: torch.device, given_gbps: float | None, size_mb: float | None) -> dict | None:
+    """The copy bandwidth a decode workload divides by, with where it came from: ``given_gbps``
+    as given, else measured here on a GPU (call it before the model is built), else None (a CPU
+    has no HBM, and a tiny model sits in its caches)."""
+    if given_gbps is not None:
+        return {"gbps": float(given_gbps), "source": "given (workload.options.copy_gbps)"}
+    if device.type != "cuda":
+        return None
+    size = float(size_mb or AUTO_SIZE_MB["cuda"])
+    return {
+        "gbps": copy_gbps(device, size),
+        "source": f"measured in this job before the model was built (device copy of {size:g} MB, read + write, "
+        "median of 20)",
+    }

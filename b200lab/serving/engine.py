@@ -118,6 +118,7 @@ class Engine:
         self.hook_s = 0.0  # time spent in on_complete (it runs inline, so it delays the requests still running)
         self.max_batch = 0
         self.max_prefill_rows = 0  # the most requests one prefill forward fed
+        self.decode_log: list[tuple[int, tuple[int, ...], float]] = []  # (rows, their positions, seconds) per step
         self.max_queue_depth = 0
 
     def _forward(self, idx: torch.Tensor, rows: list[Row]) -> list[int]:
@@ -176,11 +177,13 @@ class Engine:
             self._prefill(prefilling, running, t0)
             if decoding:
                 self.max_batch = max(self.max_batch, len(decoding))
+                begin = clock.now()
                 idx = torch.tensor([[j.record.tokens[-1]] for j in decoding], dtype=torch.long, device=device)
                 rows = [Row(j.blocks, j.spec.prompt_len + len(j.record.tokens) - 1, 1) for j in decoding]
                 tokens = self._forward(idx, rows)
                 clock.work("decode", len(decoding), len(decoding))
                 t = clock.now() - t0
+                self.decode_log.append((len(rows), tuple(r.start for r in rows), t + t0 - begin))
                 for job, token in zip(decoding, tokens):
                     self._emit(job, token, t)
             for job in [j for j in running if len(j.record.tokens) >= j.spec.output_len]:

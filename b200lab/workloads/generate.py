@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from b200lab.measure.copy_bandwidth import AUTO_SIZE_MB, copy_gbps
+from b200lab.measure.copy_bandwidth import job_copy_bandwidth
 from b200lab.serving import bandwidth
 from b200lab.serving.decoder import StaticDecoder
 from b200lab.serving.latency import percentiles
@@ -81,16 +81,7 @@ class Generate(Workload):
             int(o.output_len),
         )
         self.max_len = int(o.max_len or self.prompt_len + self.output_len)
-        self.copy = None
-        if o.copy_gbps is not None:
-            self.copy = {"gbps": float(o.copy_gbps), "source": "given (workload.options.copy_gbps)"}
-        elif cuda:
-            size = float(o.copy_size_mb or AUTO_SIZE_MB["cuda"])
-            self.copy = {
-                "gbps": copy_gbps(device, size),
-                "source": f"measured in this job before the model was built "
-                f"(device copy of {size:g} MB, read + write, median of 20)",
-            }
+        self.copy = job_copy_bandwidth(device, o.copy_gbps, o.copy_size_mb)
         self.built = build_model(
             ctx, training=False, compile_model=False, precision_overrides=GenerateConfig.precision_overrides(cfg)
         )

@@ -31,6 +31,9 @@ import time
 
 import torch
 
+from b200lab.measure.copy_bandwidth import job_copy_bandwidth
+from b200lab.serving.bound import bound_metrics, bound_table
+from b200lab.serving.bound import write_csv as write_bound_csv
 from b200lab.serving.compiled import compile_step, graphs_compiled, shape_warmup_trace
 from b200lab.serving.engine import Engine, Limits, WallClock, last_logits
 from b200lab.serving.latency import RequestRecord, request_metrics, write_csv
@@ -69,6 +72,10 @@ REQUEST_METRICS = [
     "hook_s",
     "compiles_timed",
     "offered_qps",
+    "decode_bw_util",
+    "decode_bw_util_max_batch",
+    "decode_step_ms_max_batch",
+    "decode_bound_ms_max_batch",
 ]
 
 
@@ -79,10 +86,11 @@ class Serve(Workload):
     def setup(self) -> None:
         cfg, ctx, o = self.ctx.cfg, self.ctx, self.options
         device = ctx.device
+        self.copy = job_copy_bandwidth(device, o.copy_gbps, o.copy_size_mb)  # before the model takes the memory
         self.built = build_model(
             ctx, training=False, compile_model=False, precision_overrides=ServeConfig.precision_overrides(cfg)
         )
-        decoder = self.built.family.decoder(self.built.model.eval())
+        decoder = self.decoder = self.built.family.decoder(self.built.model.eval())
         mean_prompt, max_prompt, max_output = length_caps(o, cfg.seq.len)
         self.max_model_len = int(o.max_model_len or max_prompt + max_output)
         block_size = int(o.block_size)
@@ -156,6 +164,23 @@ class Serve(Workload):
                 ),
                 "compiled": compiled or "no (eager)",
             },
+            "decode_bound": self._bound_note(),
+        }
+        self.decode_logs: list[list] = []  # each timed run's decode steps (rows, positions, seconds)
+
+    def _bound_note(self) -> dict:
+        if not self.decoder.reads_all_weights:
+            return {"reason": "not computed: a decode step of this model reads only the weights its tokens route to"}
+        if self.copy is None:
+            return {
+                "reason": "no copy bandwidth: not measured on a CPU; pass workload.options.copy_gbps to compute "
+                "decode_bw_util anyway"
+            }
+        return {
+            "copy_bandwidth": self.copy,
+            "bytes": "per decode step: every weight this rank holds once (embedding tables one row per request) "
+            "+ each row's keys and values up to its position, and the new one written (b200lab/serving/bound.py)",
+            "time": "the step's wall time, its tokens copied to the host included",
         }
 
     def _compile_shapes(self, mean_prompt: int, vocab_size: int) -> dict:
@@ -191,9 +216,11 @@ class Serve(Workload):
             self.engine.reset_counters()
         profiled = self.timed_steps is not None and n > self.timed_steps
         self.phase, self.run_index = ("profiled", n - 1 - self.timed_steps) if profiled else ("timed", n - 1)
+        logged = len(self.engine.decode_log)
         records = self.engine.run(self.trace)
         if not profiled:
             self.runs.append(records)
+            self.decode_logs.append(self.engine.decode_log[logged:])
         tokens = sum(len(r.tokens) for r in records if r.status == "done")
         self.tokens_per_step = tokens if self.ctx.data_shard == 0 else 0
 
@@ -214,8 +241,18 @@ class Serve(Workload):
         offered = offered_rate(self.trace)
         if math.isfinite(offered):
             out["offered_qps"] = offered  # beside the label: what the trace offered (= qps, normalised arrivals)
+        self.bound = self._bound_table(len(runs))
+        out.update(bound_metrics(self.bound))
         return out
+
+    def _bound_table(self, n_runs: int) -> list[dict]:
+        if self.copy is None or not self.decoder.reads_all_weights:
+            return []
+        steps = [step for log in self.decode_logs[:n_runs] for step in log]
+        return bound_table(steps, self.decoder, self.pool.k[0].element_size(), self.copy["gbps"])
 
     def write_artifacts(self, out_dir) -> None:
         if self.runs:
             write_csv(self.runs, out_dir / "requests.csv")
+        if getattr(self, "bound", None):
+            write_bound_csv(self.bound, out_dir / "decode_bound.csv")

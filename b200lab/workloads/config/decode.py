@@ -13,6 +13,24 @@ SAMPLING = ("greedy", "sample")
 
 
 @dataclass
+class CopyBandwidthOptions:
+    """The copy bandwidth a decode workload's bytes are held against (b200lab/measure/copy_bandwidth.py)."""
+
+    # the card's copy bandwidth (GB/s) from a recorded workload=hbm run; null: measured here (GPU)
+    copy_gbps: float | None = None
+    copy_size_mb: float | None = None  # buffer size of the in-job copy measurement; null: workload=hbm's default
+
+
+def copy_bandwidth_problems(o) -> list[str]:
+    problems = []
+    if o.copy_gbps is not None and o.copy_gbps <= 0:
+        problems.append(f"workload.options.copy_gbps={o.copy_gbps}: must be > 0 (GB/s), or null to measure it")
+    if o.copy_size_mb is not None and o.copy_size_mb <= 0:
+        problems.append(f"workload.options.copy_size_mb={o.copy_size_mb}: must be > 0")
+    return problems
+
+
+@dataclass
 class DecodeWorkloadConfig(WorkloadConfig):
     uses_model = True
 

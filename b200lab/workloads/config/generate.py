@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 from b200lab.core.component import CheckContext, DecodeRows
 from b200lab.workloads.config.decode import (
+    CopyBandwidthOptions,
     DecodeWorkloadConfig,
+    copy_bandwidth_problems,
     sampling_problems,
     sequence_limit_problems,
 )
 
 
 @dataclass
-class GenerateOptions:
+class GenerateOptions(CopyBandwidthOptions):
     prompt_len: int | None = None  # null: seq.len
     output_len: int = 128  # tokens generated per sequence (the first by the prefill), at least 2
     max_len: int | None = None  # cache slots; null: prompt_len + output_len (every decode step reads all of them)
@@ -22,9 +24,6 @@ class GenerateOptions:
     temperature: float = 1.0
     top_k: int | None = None  # sample among the k likeliest tokens (null: all)
     cuda_graph: bool | None = None  # capture the decode step in a CUDA graph; null: on a GPU
-    # the card's copy bandwidth (GB/s) from a recorded workload=hbm run; null: measured here (GPU)
-    copy_gbps: float | None = None
-    copy_size_mb: float | None = None  # buffer size of the in-job copy measurement; null: workload=hbm's default
 
 
 @dataclass
@@ -60,8 +59,5 @@ class GenerateConfig(DecodeWorkloadConfig):
         problems += sampling_problems(o, "workload.options")
         if o.cuda_graph and ctx.device != "cuda":
             problems.append(f"workload.options.cuda_graph=true needs a CUDA GPU and this job runs on {ctx.device}")
-        if o.copy_gbps is not None and o.copy_gbps <= 0:
-            problems.append(f"workload.options.copy_gbps={o.copy_gbps}: must be > 0 (GB/s), or null to measure it")
-        if o.copy_size_mb is not None and o.copy_size_mb <= 0:
-            problems.append(f"workload.options.copy_size_mb={o.copy_size_mb}: must be > 0")
+        problems += copy_bandwidth_problems(o)
         return problems

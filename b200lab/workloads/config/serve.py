@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 from b200lab.core.component import CheckContext, DecodeRows
 from b200lab.workloads.config.decode import (
+    CopyBandwidthOptions,
     DecodeWorkloadConfig,
+    copy_bandwidth_problems,
     sampling_problems,
     sequence_limit_problems,
 )
@@ -27,7 +29,7 @@ class Slo:
 
 
 @dataclass
-class ServeOptions:
+class ServeOptions(CopyBandwidthOptions):
     qps: float = 4.0  # mean arrival rate (requests/s); inf: all at t = 0
     arrival: str = "poisson"  # poisson | gamma
     burstiness: float = 1.0  # gamma shape (1 = Poisson; < 1 burstier)
@@ -96,6 +98,7 @@ class ServeConfig(DecodeWorkloadConfig):
         for key in ("prompt_len", "num_blocks", "max_concurrency", "max_model_len", "prefill_chunk"):
             if o[key] is not None and o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer or null")
+        problems += copy_bandwidth_problems(o)
         if o.warmup not in WARMUPS:
             problems.append(
                 f"workload.options.warmup={o.warmup!r}: choose replay (warm-up steps replay the timed trace) "
