@@ -148,7 +148,8 @@ def unique_names(records: list[dict], keys: list[str] | None = None) -> list[str
 
 def sweep_name(records: list[dict], preset: str | None = None, typed: str | None = None) -> str:
     """The parent run's name: the preset when there is one, then what varied with its values
-    (``seq=1k,2k model=tiny``), from the records or, before any ran, from the command line."""
+    (``seq=1k,2k model=tiny``), from the records or, before any ran, from the command line; a key
+    the command line swept whose points did not all run (Ctrl-C) keeps its typed values."""
     if records:
         keys = varied_keys(records)
         values = {k: [] for k in keys}
@@ -157,15 +158,16 @@ def sweep_name(records: list[dict], preset: str | None = None, typed: str | None
                 value = overrides(r.get("point")).get(k, "-")
                 if value not in values[k]:
                     values[k].append(value)
-        shared = {
-            k: v
-            for k, v in overrides(typed).items()
-            if k not in keys and k not in NOT_VARIED and not SWEEP_SYNTAX.search(v)
-        }
-        shown = short_keys([*values, *shared])
-        words = [_word(shown[k], ",".join(v)) for k, v in values.items()] + [
-            _word(shown[k], v) for k, v in shared.items()
-        ]
+        rest = {k: v for k, v in overrides(typed).items() if k not in keys and k not in NOT_VARIED}
+        # swept on the command line, but fewer than two of its values ran (a sweep cut short): as typed
+        unfinished = {k: v for k, v in rest.items() if SWEEP_SYNTAX.search(v)}
+        shared = {k: v for k, v in rest.items() if k not in unfinished}
+        shown = short_keys([*values, *unfinished, *shared])
+        words = (
+            [_word(shown[k], ",".join(v)) for k, v in values.items()]
+            + [_word(shown[k], v) for k, v in unfinished.items()]
+            + [_word(shown[k], v) for k, v in shared.items()]
+        )
     else:
         words = [t for t in (typed or "").split() if not t.startswith("experiment=")]
     text = " ".join(words)
