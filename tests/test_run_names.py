@@ -37,6 +37,7 @@ def test_child_names_put_the_varied_values_first_and_cut_kernel_explanations():
     records = [record(p, k, i) for i, (p, k) in enumerate(zip(points, kernels))]
     assert unique_names(records) == ["seq=16k bf16 | bfloat16 sdpa-auto eager", "seq=32 fp32 | bfloat16 te eager"]
     assert point_name(record("workload.options.qps=4"), ["workload.options.qps"]).startswith("qps=4 | ")
+    assert sweep_name(records).startswith("seq=16k,32 bf16,fp32")  # the parent words values as its children do
 
 
 def test_a_sweep_cut_short_keeps_its_axes_in_the_parents_name():

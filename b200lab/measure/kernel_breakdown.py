@@ -46,15 +46,20 @@ def _events(trace_path: Path) -> list[dict]:
     return [e for e in events if e.get("ph") == "X"]
 
 
+def profiled_steps(events: list[dict], steps: int) -> int:
+    """The steps a trace holds: its ``b200lab_step`` ranges when it has them, else ``steps``."""
+    marked = sum(
+        1 for e in events if e.get("name") == STEP_ANNOTATION and e.get("cat") in ("user_annotation", "cpu_op")
+    )
+    return marked or steps
+
+
 def breakdown(trace_path: Path, steps: int) -> list[dict]:
     """Rows of (kind, ms per step, share of kernel time, kernel count per step), largest first.
     Per step means over the steps the trace holds: its ``b200lab_step`` ranges when it has them
     (a trace can hold one more step than the schedule's active ones), else ``steps``."""
     events = _events(trace_path)
-    marked = sum(
-        1 for e in events if e.get("name") == STEP_ANNOTATION and e.get("cat") in ("user_annotation", "cpu_op")
-    )
-    steps = marked or steps
+    steps = profiled_steps(events, steps)
     totals: dict[str, list[float]] = {}
     for e in (e for e in events if e.get("cat") == "kernel"):
         entry = totals.setdefault(kind_of(e.get("name", "")), [0.0, 0])
@@ -94,6 +99,7 @@ def write_trace_notes(trace_path: Path, rows: list[dict], steps: int) -> list[Pa
     readme = folder / f"{stem}.md"
     lines = [f"# {trace_path.name}", "", PERFETTO.format(trace=trace_path.name), ""]
     if rows:
+        steps = profiled_steps(_events(trace_path), steps)  # the count the breakdown divided by
         lines += [
             f"GPU kernel time per step over {steps} profiled steps (kernels on different streams may overlap: "
             "shares are of kernel time, not of wall time):",

@@ -49,7 +49,7 @@ def dataset_inputs(results: dict) -> list[tuple[dict, str]]:
     if data.get("name") == "random":
         model = (cfg.get("model") or {}).get("name")
         seed = (cfg.get("run") or {}).get("seed")
-        generator = {"generator": f"{model}'s family synthetic_batch (random tokens for the GPT)", "seed": seed}
+        generator = {"generator": f"{model}'s family synthetic_batch (its random inputs and targets)", "seed": seed}
         if "doc_len" in data:
             generator["doc_len"] = data["doc_len"]
         fields = {

@@ -105,12 +105,14 @@ def short_keys(keys: Iterable[str]) -> dict[str, str]:
     return {k: v if not v or taken.count(v) == 1 else k for k, v in short.items()}
 
 
-def _word(shown: str, value: str) -> str:
-    if not shown:
-        return value
+def _value(shown: str, value: str) -> str:
     if shown == "seq" and value.isdigit() and int(value) >= 1024 and int(value) % 1024 == 0:
-        value = f"{int(value) // 1024}k"  # seq=16k, as the seq group names it
-    return f"{shown}={value}"
+        return f"{int(value) // 1024}k"  # seq=16k, as the seq group names it
+    return value
+
+
+def _word(shown: str, value: str) -> str:
+    return f"{shown}={_value(shown, value)}" if shown else value
 
 
 def label(record: dict, keys: list[str], short: bool = False) -> str:
@@ -164,7 +166,7 @@ def sweep_name(records: list[dict], preset: str | None = None, typed: str | None
         shared = {k: v for k, v in rest.items() if k not in unfinished}
         shown = short_keys([*values, *unfinished, *shared])
         words = (
-            [_word(shown[k], ",".join(v)) for k, v in values.items()]
+            [_word(shown[k], ",".join(_value(shown[k], x) for x in v)) for k, v in values.items()]
             + [_word(shown[k], v) for k, v in unfinished.items()]
             + [_word(shown[k], v) for k, v in shared.items()]
         )

@@ -158,6 +158,8 @@ def publish(
     _log_shared_params(tracker, parent_run_id, records)
     tracker.log_metrics(parent_run_id, headline_metrics(records))
     lines, about = series(records)
+    have = tracker.client.get_run(parent_run_id).data.metrics  # a resumed or re-synced sweep: no second copy
+    lines = {k: v for k, v in lines.items() if k not in have}
     if lines:
         tracker.log_metrics(parent_run_id, {}, curves={k: [list(p) for p in v] for k, v in lines.items()})
         tracker.set_tags(parent_run_id, about)
