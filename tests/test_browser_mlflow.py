@@ -9,6 +9,7 @@ B200LAB_SCREENSHOTS=docs/images/mlflow python -m pytest tests/test_browser_mlflo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -94,8 +95,9 @@ def ui(tmp_path_factory, template_store):
         log.close()
 
 
-@pytest.fixture(scope="module")
-def page(ui):
+@contextlib.contextmanager
+def _browser_page():
+    """A page of Chromium in a profile of its own (new to MLflow: nothing remembered)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -109,6 +111,12 @@ def page(ui):
         context.set_default_timeout(60_000)
         yield context.new_page()
         context.close()
+
+
+@pytest.fixture(scope="module")
+def page(ui):
+    with _browser_page() as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
@@ -152,19 +160,8 @@ def _columns(page, names: list[str], off: list[str]) -> None:
 def new_user(ui):
     """A browser profile that has never seen MLflow: MLflow 3 keeps the GenAI / Model training choice
     in the browser, so every new user starts where this one does."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="chromium-new-"),
-            executable_path=CHROMIUM,
-            args=FLAGS,
-            headless=True,
-            viewport={"width": 1500, "height": 900},
-        )
-        context.set_default_timeout(60_000)
-        yield context.new_page()
-        context.close()
+    with _browser_page() as page:
+        yield page
 
 
 class Clicks:

@@ -315,15 +315,22 @@ def child_name(results: dict, job_dir: Path) -> str:
     return point_name(results, swept_keys(results.get("point"), typed) if typed is not None else [])
 
 
-def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None:
-    """Send one job's results.json to its run, name it by what ran, close it with the job's status."""
+def log_record(tracker: Tracker, run_id: str, results: dict, name: str, artifacts: list[Path], end_ms: int | None):
+    """A results.json's metrics (stamped ``end_ms``), datasets and tags on its run, the run named and
+    closed at ``end_ms`` with the job's status: what a live job, a sync and an import all send."""
     from b200lab.records.datasets import dataset_inputs
 
-    metrics, step_ms, curves = results.get("metrics", {}), results.get("step_ms", []), results.get("curves")
-    metrics = with_key_metrics(metrics)
-    tracker.log_metrics(run_id, metrics, step_ms, curves, results.get("ended_at_ms"))
+    metrics = with_key_metrics(results.get("metrics", {}))
+    tracker.log_metrics(run_id, metrics, results.get("step_ms", []), results.get("curves"), end_ms)
     tracker.log_datasets(run_id, dataset_inputs(results))
     tracker.set_tags(run_id, result_tags(results))
-    tracker.rename(run_id, child_name(results, job_dir))
-    tracker.log_files(run_id, job_artifacts(job_dir))
-    tracker.end(run_id, results["status"], results.get("ended_at_ms"))
+    tracker.rename(run_id, name)
+    tracker.log_files(run_id, artifacts)
+    tracker.end(run_id, results["status"], end_ms)
+
+
+def publish(tracker: Tracker, run_id: str, results: dict, job_dir: Path) -> None:
+    """Send one job's results.json to its run, name it by what ran, close it with the job's status."""
+    log_record(
+        tracker, run_id, results, child_name(results, job_dir), job_artifacts(job_dir), results.get("ended_at_ms")
+    )

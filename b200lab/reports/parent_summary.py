@@ -155,11 +155,11 @@ def publish(
             tracker.rename(run_id, name)
     title = sweep_name(records, preset, typed)
     tracker.rename(parent_run_id, title)
-    _log_shared_params(tracker, parent_run_id, records)
+    have = tracker.client.get_run(parent_run_id).data  # a resumed or re-synced sweep: what it logged before
+    _log_shared_params(tracker, parent_run_id, records, have.params)
     tracker.log_metrics(parent_run_id, headline_metrics(records))
     lines, about = series(records)
-    have = tracker.client.get_run(parent_run_id).data.metrics  # a resumed or re-synced sweep: no second copy
-    lines = {k: v for k, v in lines.items() if k not in have}
+    lines = {k: v for k, v in lines.items() if k not in have.metrics}  # a series is logged once
     if lines:
         tracker.log_metrics(parent_run_id, {}, curves={k: [list(p) for p in v] for k, v in lines.items()})
         tracker.set_tags(parent_run_id, about)
@@ -169,11 +169,10 @@ def publish(
     return [report_dir]
 
 
-def _log_shared_params(tracker, parent_run_id: str, records: list[dict]) -> None:
+def _log_shared_params(tracker, parent_run_id: str, records: list[dict], have: dict) -> None:
     """The settings every point shares, as the parent's parameters (a resumed sweep may share fewer:
     parameters the parent has already are left as they are, MLflow does not change one)."""
     from b200lab.records.tracking import flatten
 
     shared = shared_params([flatten(r["config"]) for r in records if r.get("config")])
-    have = tracker.client.get_run(parent_run_id).data.params
     tracker.log_params(parent_run_id, {k: v for k, v in shared.items() if k not in have})

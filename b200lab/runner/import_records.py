@@ -29,8 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from b200lab.records import results as results_io
-from b200lab.records.datasets import dataset_inputs
-from b200lab.records.tracking import Tracker, flatten, probe, resolve_uri, result_tags, with_key_metrics
+from b200lab.records.tracking import Tracker, flatten, log_record, probe, resolve_uri, result_tags
 
 ORIGIN = "b200lab.imported_from"
 SWEEP_ORIGIN = "b200lab.imported_sweep"
@@ -89,11 +88,7 @@ def _import_run(tracker: Tracker, path: Path, record: dict, parent_id: str | Non
     sha = (record.get("env") or {}).get("git_sha") or "unknown"
     run_id = tracker.create_run(name, tags, parent_id, git_sha=sha, start_ms=start)
     tracker.log_params(run_id, flatten(record["config"]))
-    metrics = with_key_metrics(record.get("metrics", {}))
-    tracker.log_metrics(run_id, metrics, record.get("step_ms", []), record.get("curves"), end)
-    tracker.log_datasets(run_id, dataset_inputs(record))
-    tracker.log_files(run_id, [path])
-    tracker.end(run_id, record["status"], end)
+    log_record(tracker, run_id, record, name, [path], end)
     return run_id
 
 
