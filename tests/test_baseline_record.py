@@ -66,16 +66,18 @@ def test_baseline_json_holds_every_run_of_the_folder_as_recorded():
 
 
 def test_the_gate_passes_on_the_re_run_at_the_baseline_commit(capsys):
-    """rerun/ ran the MoE pair again at 6b2123c, the commit of the baseline's clean files: the gate
-    run here on those files (not the committed gate.txt) passes, every gated metric checked."""
+    """rerun/ ran the MoE pair and four attention points again at 6b2123c, the commit of the
+    baseline's clean files: the gate run here on those files (not the committed gate.txt) passes,
+    every gated metric checked."""
     from b200lab.reports.regression_gate import main as gate
 
     rerun = [json.loads(p.read_text()) for p in sorted((FOLDER / "rerun").glob("*.results.json"))]
-    assert len(rerun) == 2 and {r["env"]["git_sha"][:7] for r in rerun} == {CALL_2}
+    assert len(rerun) == 6 and {r["env"]["git_sha"][:7] for r in rerun} == {CALL_2}
     assert all(r["env"]["gpu"] == "NVIDIA H100 80GB HBM3" for r in rerun)
     assert gate(["--subset", "--baseline", str(FOLDER / "baseline.json"), str(FOLDER / "rerun")]) == 0
     out = capsys.readouterr().out
-    assert "gate: passed (10 ok, 0 improved" in out  # 5 metrics of each point, all inside their bands
+    # MoE: 5 metrics a point; attention: 4 (no MoE ratio), every one inside its band
+    assert "gate: passed (26 ok, 0 improved" in out
 
 
 def test_the_gpu_tier_of_the_baseline_passed_with_transformer_engine():
@@ -105,3 +107,69 @@ def test_readme_ratios_are_the_baselines_files():
     assert timm["run_id"].startswith("8f973264") and timm["env"]["gpu"] == _record("beace53b")["env"]["gpu"]
     assert f"at {lab / timm['samples_per_s']:.3f}x timm's model" in readme
     assert f"({lab:.2f} vs {timm['samples_per_s']:.2f} images/s, pooled" in readme
+
+
+def _te_reference() -> dict[str, list[dict]]:
+    lines = [json.loads(line) for line in (FOLDER / "runs" / "te_reference.jsonl").read_text().splitlines()]
+    by_recipe: dict[str, list[dict]] = {}
+    for line in lines:
+        by_recipe.setdefault(line["recipe"], []).append(line)
+    return by_recipe
+
+
+def _median_job(jobs: list[dict]) -> dict:
+    return sorted(jobs, key=lambda job: job["tokens_per_s"])[len(jobs) // 2]
+
+
+def test_the_plain_te_reference_is_three_jobs_a_recipe_and_readme_quotes_their_medians():
+    by_recipe = _te_reference()
+    assert sorted(by_recipe) == ["delayed", "none"] and all(len(jobs) == 3 for jobs in by_recipe.values())
+    for jobs in by_recipe.values():
+        assert {job["env"]["git_sha"][:7] for job in jobs} == {CALL_2}
+        assert {job["env"]["transformer_engine"] for job in jobs} == {"2.20.2"}
+        assert all(job["env"]["gpu"] == "NVIDIA H100 80GB HBM3" and job["run_id"] for job in jobs)
+    bf16, fp8 = _median_job(by_recipe["none"]), _median_job(by_recipe["delayed"])
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    ratio = fp8["tokens_per_s"] / bf16["tokens_per_s"]
+    assert f"gets {ratio:.3f}x from FP8 (median jobs, {fp8['run_id'][:8]} over {bf16['run_id'][:8]})" in readme
+    lab_fp8 = _record("ccc8a1e5")["metrics"]["trial_tokens_per_s_median"]
+    assert f"the lab's FP8 is {lab_fp8 / fp8['tokens_per_s']:.3f}x the plain model's" in readme
+
+
+def _attention_ms(kernel: str, tokens: int) -> tuple[float, str]:
+    (found,) = [
+        r
+        for r in _records()
+        if r["config"]["workload"]["name"] == "attention"
+        and r["effective"]["attention"]["kernel"] == kernel
+        and r["config"]["seq"]["len"] == tokens
+    ]
+    return found["metrics"]["trial_step_ms_p50_median"], found["mlflow"]["run_id"][:8]
+
+
+@pytest.mark.parametrize("tokens,label", [(4096, "4K"), (16384, "16K")])
+def test_the_attention_speed_ratios_quoted_are_the_baselines_medians(tokens, label):
+    sdpa, sdpa_run = _attention_ms("sdpa-cudnn", tokens)
+    flash, flash_run = _attention_ms("flex-flash", tokens)
+    triton, triton_run = _attention_ms("flex-triton", tokens)
+    row = f"| {label} | {sdpa / flash:.3f}x | {sdpa / triton:.3f}x | {flash_run}, {triton_run}, {sdpa_run} |"
+    assert row in (REPO_ROOT / "docs" / "attention.md").read_text()
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    if tokens == 16384:
+        assert f"at 16K it is {sdpa / flash:.3f}x sdpa ({flash_run} vs {sdpa_run})" in readme
+        assert f"{sdpa / triton:.3f}x ({triton_run})" in readme
+    else:
+        assert f"At 4K flex is {sdpa / flash:.3f}x sdpa on FLASH and {sdpa / triton:.3f}x on Triton" in readme
+
+
+def test_serving_doc_quotes_the_baselines_serve_load_sweep():
+    serving = " ".join((REPO_ROOT / "docs" / "serving.md").read_text().split())
+    runs = ["c62ca54f", "0d419bd0", "6a0f5eeb"]
+    metrics = [_record(run)["metrics"] for run in runs]
+    assert [m["offered_qps"] for m in metrics] == pytest.approx([1.0, 2.0, 4.0], rel=0.02)
+    first, second, third = (f"{m['request_throughput']:.2f}" for m in metrics)
+    done = f"{first}, {second} and {third}"
+    assert f"{done} completed requests/s at 1, 2 and 4 offered ({', '.join(runs)})" in serving
+    assert "ttft p99 " + " / ".join(f"{m['ttft_ms_p99']:.1f}" for m in metrics) + " ms" in serving
+    assert "tpot p50 " + " / ".join(f"{m['tpot_ms_p50']:.1f}" for m in metrics) + " ms" in serving
+    assert all(m["goodput_fraction"] == 1.0 for m in metrics)  # "every request within the SLO"

@@ -22,18 +22,19 @@ mkdir -p $B
 exec > >(tee -a $B/console.log) 2>&1  # the console travels in the tarball: a cut-off call still says what failed
 quiet() { grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]|warnings.warn"; }
 lab() { python3 -m b200lab "$@" 2>&1 | quiet; }
+pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/baseline.tar.gz" --exclude='.b200lab_path' --exclude='*.pt' $B mlflow.db $(ls gpu_tests.xml 2>/dev/null); }
 # a sweep that finished (failed points included) leaves .done; one cut off mid-way is moved aside and run again whole
 sweep() {
   local name=$1; shift
   [ -e $B/"$name"/.done ] && return
   [ -d $B/"$name" ] && mv $B/"$name" $B/"$name".cut-$(date +%s)
   lab -m hydra.sweep.dir=$B/"$name" "$@"; mkdir -p $B/"$name" && touch $B/"$name"/.done
+  pack  # a call cut off later still brings this sweep back
 }
 three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | tail -5; done; }
-pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/baseline.tar.gz" --exclude='.b200lab_path' --exclude='*.pt' $B mlflow.db $(ls gpu_tests.xml 2>/dev/null); }
 T3="workload.trials=3"
 phases=("$@")
-[ "${phases[*]}" = all ] && phases=(tests ceilings mfu moe decode fp8 te_ref attention vit serve)
+[ "${phases[*]}" = all ] && phases=(tests ceilings mfu moe decode fp8 te_ref attention vit serve serve_load)
 for phase in "${phases[@]}"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
   case $phase in
@@ -54,12 +55,20 @@ for phase in "${phases[@]}"; do
         workload.options.output_len=256 workload.warmup_steps=2 workload.steps=5 $T3 run.device=cuda ;;
     fp8)  # hidden 4096, 8 layers, train, compiled: bf16 vs delayed-scaling FP8, beside the plain TE model (3 jobs)
       sweep fp8 experiment=fp8_vs_bf16 precision=bf16,fp8 $T3 ;;
-    te_ref)  # the plain TE model at the fp8 phase's shape, bf16 and delayed scaling, 3 jobs
-      three $B/te_reference.jsonl timeout 200 python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed ;;
-    attention)  # causal B1 x 16 heads x 128, forward + backward: sdpa, flex (FLASH backend where FA4 is staged), flex Triton
-      sweep attention workload=attention seq=4k,16k seq.batch=1 attention=sdpa,flex workload.options.backward=true $T3 run.device=cuda
-      sweep attention_triton workload=attention seq=4k,16k seq.batch=1 attention=flex attention.flex_backend=triton \
-        workload.options.backward=true $T3 run.device=cuda ;;
+    te_ref)  # the plain TE model at the fp8 phase's shape, bf16 and delayed scaling, 3 jobs. TE's library would
+             # otherwise load the host's older cuDNN beside PyTorch's: point the loader at the one PyTorch bundles
+      cudnn=$(python3 -c "import torch; torch.backends.cudnn.version(); print(next(l.split()[-1].rsplit('/', 1)[0] for l in open('/proc/self/maps') if 'libcudnn' in l))")
+      LD_LIBRARY_PATH=$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} three $B/te_reference.jsonl timeout 200 \
+        python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed ;;
+    attention)  # causal B1 x 16 heads x 128, forward + backward: sdpa, flex (FLASH backend where FA4 is staged), flex
+                # Triton; one sweep per point, so a cut-off call keeps the points it finished
+      for s in 4k 16k; do
+        for a in sdpa flex; do
+          sweep attention_${a}_$s workload=attention seq=$s seq.batch=1 attention=$a workload.options.backward=true $T3 run.device=cuda
+        done
+        sweep attention_triton_$s workload=attention seq=$s seq.batch=1 attention=flex attention.flex_backend=triton \
+          workload.options.backward=true $T3 run.device=cuda
+      done ;;
     vit)  # ViT-L/16 train, B64, eager, bf16 weights, beside timm's model timed the same way
       sweep vit model=vit_l16 seq=img224 seq.batch=64 workload=train precision=bf16 precision.master_dtype=none \
         workload.warmup_steps=5 workload.steps=20 workload.min_time_s=0 $T3 run.device=cuda
@@ -67,6 +76,8 @@ for phase in "${phases[@]}"; do
         --precision bf16 --trials 3 --out $B/reference_families.jsonl 2>&1 | quiet ;;
     serve)  # one compiled serving rate: gpt_1b at 4 requests/s
       sweep serve experiment=serve_load compile=default workload.options.qps=4 ;;
+    serve_load)  # the rest of the serve_load sweep, compiled, one sweep per rate (1 request/s takes about 7 minutes)
+      for q in ${SERVE_RATES:-2 1}; do sweep serve_q$q experiment=serve_load compile=default workload.options.qps=$q; done ;;
     *) echo "unknown phase $phase" >&2; exit 2 ;;
   esac
   pack

@@ -165,6 +165,10 @@ report $BL decode "The baseline: batch-1 decode of gpt_1b and gpt_8b, 3 trials e
 report $BL moe "The baseline: the MoE layer pair against dense, 3 trials each, one H100" -- $M/$BL/runs/moe*.results.json
 report $BL ceilings "The baseline: GEMM 8192 cubed (bf16, FP8) and the copy bandwidth, 3 trials each, one H100" -- \
     $M/$BL/runs/gemm_*.results.json $M/$BL/runs/hbm_*.results.json
+report $BL attention "The baseline: sdpa against flex (FLASH and Triton backends), causal forward + backward, 3 trials each, one H100" \
+    --x seq.len -- $M/$BL/runs/attention_*.results.json
+report $BL serving "The baseline: gpt_1b served compiled at 1, 2 and 4 requests/s, 3 replays each, one H100" \
+    --x workload.options.qps -- $M/$BL/runs/serve_*.results.json
 
 if [[ -n $only ]]; then  # only the READMEs of the folders asked for: other people's may be mid-edit
     b200lab tables $M/*$only*/README.md

@@ -128,7 +128,6 @@ def run(args, name: str) -> dict:
         "tokens_per_s": tokens / (statistics.median(times) / 1e3),
         "final_loss": float(loss),
         "gpu": torch.cuda.get_device_name(),
-        "te": te.__version__ if hasattr(te, "__version__") else None,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
