@@ -94,6 +94,9 @@ class DiTBlock(nn.Module):
         return x + gate_m.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
+ZERO_INIT = ("modulation.weight", "final.weight")  # adaLN-Zero: each block's and the final modulation, the output
+
+
 class DiT(nn.Module):
     def __init__(self, cfg, attention):
         super().__init__()
@@ -115,20 +118,22 @@ class DiT(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """DiT's init: Xavier-uniform linears, zero biases, N(0, 0.02) for the class table and the
-        timestep MLP, and adaLN-Zero: every modulation and the final projection start at zero."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.xavier_uniform_(self.patch.weight.view(self.patch.weight.shape[0], -1))
-        nn.init.zeros_(self.patch.bias)
-        nn.init.normal_(self.classes.weight, std=0.02)
-        nn.init.normal_(self.t_in.weight, std=0.02)
-        nn.init.normal_(self.t_out.weight, std=0.02)
-        for m in [*(b.modulation for b in self.blocks), self.final_modulation, self.final]:
-            nn.init.zeros_(m.weight)
-            nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            self.init_parameter(name, p)
+
+    @torch.no_grad()
+    def init_parameter(self, name: str, p: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """DiT's init: Xavier-uniform linears (the patch embedding as a linear), zero biases,
+        N(0, 0.02) for the class table and the timestep MLP, and adaLN-Zero: every modulation and
+        the final projection start at zero."""
+        if name.endswith("bias") or name.endswith(ZERO_INIT):
+            nn.init.zeros_(p)
+        elif name in ("classes.weight", "t_in.weight", "t_out.weight"):
+            nn.init.normal_(p, std=0.02, generator=generator)
+        elif p.dim() >= 2:
+            nn.init.xavier_uniform_(p.view(p.shape[0], -1), generator=generator)
+        else:
+            raise ValueError(f"no initialisation for parameter {name} of shape {tuple(p.shape)}")
 
     def condition(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """SiLU(timestep embedding + class embedding): what every modulation reads."""

@@ -57,13 +57,19 @@ class DLRM(nn.Module):
         features = self.n_tables + 1
         self.register_buffer("lower", torch.tril_indices(features, features, offset=-1), persistent=False)
         self.top = mlp([d + pair_count(features), *cfg.top_mlp, 1], final_relu=False)
+        self.table_bound = (sum(rows) / self.n_tables) ** -0.5
         for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif name.startswith("tables"):
-                nn.init.uniform_(p, -((sum(rows) / self.n_tables) ** -0.5), (sum(rows) / self.n_tables) ** -0.5)
-            else:
-                nn.init.normal_(p, std=(2.0 / p.shape[1]) ** 0.5)
+            self.init_parameter(name, p)
+
+    @torch.no_grad()
+    def init_parameter(self, name: str, p: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Zero biases, the tables uniform in +-(mean rows per table)^-1/2, the MLPs He-normal."""
+        if name.endswith("bias"):
+            nn.init.zeros_(p)
+        elif name.startswith("tables"):
+            nn.init.uniform_(p, -self.table_bound, self.table_bound, generator=generator)
+        else:
+            nn.init.normal_(p, std=(2.0 / p.shape[1]) ** 0.5, generator=generator)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         """dense (B, n_dense), sparse (B, tables, bag) row indices per table -> click logits (B,)."""

@@ -53,15 +53,15 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(x)
 
 
-def init_weights(model: nn.Module) -> None:
+@torch.no_grad()
+def init_parameter(name: str, p: torch.Tensor, generator: torch.Generator | None = None) -> None:
     """Normal(0, 0.02) weights, zero biases, unit norm scales (timm's ViT init, less the truncation)."""
-    for name, p in model.named_parameters():
-        if name.endswith("bias"):
-            nn.init.zeros_(p)
-        elif p.dim() == 1:
-            nn.init.ones_(p)
-        else:
-            nn.init.normal_(p, std=0.02)
+    if name.endswith("bias"):
+        nn.init.zeros_(p)
+    elif p.dim() == 1:
+        nn.init.ones_(p)
+    else:
+        nn.init.normal_(p, std=0.02, generator=generator)
 
 
 class ViT(nn.Module):
@@ -76,7 +76,11 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         self.head = nn.Linear(d, cfg.n_classes)
-        init_weights(self)
+        for name, p in self.named_parameters():
+            init_parameter(name, p)
+
+    def init_parameter(self, name: str, p: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        init_parameter(name, p, generator)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C, H, W) -> class logits (B, n_classes)."""

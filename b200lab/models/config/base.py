@@ -24,6 +24,10 @@ class ModelConfig(ComponentConfig):
     # module with apply(model, mesh, sp) and plain(name, full, cfg, tp)
     tensor_parallel_plan: ClassVar[str | None] = None
     no_tensor_parallel: ClassVar[str] = "use parallelism=ddp or fsdp"  # the hint when there is no plan
+    # the model fills any parameter from its name (model.init_parameter(name, tensor, generator)), so
+    # it can be built on the meta device and each rank materialise its own shards
+    # (b200lab/models/materialise.py); a plan then also has parallel_layout(name, full, cfg, tp)
+    init_by_name: ClassVar[bool] = False
 
     @staticmethod
     def positive(cfg, *keys: str) -> list[str]:

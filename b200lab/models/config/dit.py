@@ -26,6 +26,7 @@ class DiTConfig(SampleConfig):
 
     target = "b200lab.models.dit.DiTFamily"
     label = "DiT"
+    init_by_name = True
     seq_field = "latent_size"
     seq_meaning = "the latent side (latent pixels)"
     seq_options = {32: "latent32", 8: "latent8"}

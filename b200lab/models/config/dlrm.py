@@ -19,6 +19,7 @@ class DLRMConfig(SampleConfig):
 
     target = "b200lab.models.dlrm.DLRMFamily"
     label = "DLRM"
+    init_by_name = True
     has_attention = False
     attends_both_ways = False
     fp8_problem = (

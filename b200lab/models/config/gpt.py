@@ -38,6 +38,7 @@ class GPTConfig(ModelConfig):
     target = "b200lab.models.gpt.family.GPTFamily"
     decoder = True
     tensor_parallel_plan = "b200lab.models.gpt.parallel"
+    init_by_name = True
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:

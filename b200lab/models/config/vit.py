@@ -24,6 +24,7 @@ class ViTConfig(SampleConfig):
     target = "b200lab.models.vit.ViTFamily"
     token_unit = "image"
     label = "ViT"
+    init_by_name = True
     seq_field = "image_size"
     seq_meaning = "the image side in pixels"
     seq_options = {224: "img224", 32: "img32"}

@@ -167,14 +167,22 @@ class GPT(nn.Module):
             self.rope_cos, self.rope_sin = rotary_tables(seq_len, self.head_dim, self.cfg.rope_base, w.device, dtype)
 
     def reset_parameters(self) -> None:
-        std = 0.02
         for name, p in self.named_parameters():
-            if p.dim() == 2:
-                # GPT-2's scaled init for the projections that write into the residual stream
-                scale = (2 * self.cfg.n_layers) ** -0.5 if name.endswith(("out.weight", "down.weight")) else 1.0
-                nn.init.normal_(p, mean=0.0, std=std * scale)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)  # GPT-2's projection and norm biases start at zero
+            self.init_parameter(name, p)
+
+    @torch.no_grad()
+    def init_parameter(self, name: str, p: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Fill the whole parameter ``name``: N(0, 0.02) matrices, GPT-2's scaled init for the
+        projections that write into the residual stream, zero biases, unit norm scales."""
+        if p.dim() == 2:
+            scale = (2 * self.cfg.n_layers) ** -0.5 if name.endswith(("out.weight", "down.weight")) else 1.0
+            nn.init.normal_(p, mean=0.0, std=0.02 * scale, generator=generator)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)  # GPT-2's projection and norm biases start at zero
+        elif p.dim() == 1:
+            nn.init.ones_(p)  # a norm's scale
+        else:
+            raise ValueError(f"no initialisation for parameter {name} of shape {tuple(p.shape)}")
 
     def ensure_positions(self, max_len: int) -> None:
         if self.pos_embed is not None:

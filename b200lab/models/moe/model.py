@@ -48,10 +48,16 @@ class MoEGPT(GPT):
     def moe_layers(self) -> list[MoELayer]:
         return [block.mlp for block in self.blocks]
 
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        for layer in self.moe_layers():
-            layer.reset_parameters(residual_scale=(2 * self.cfg.n_layers) ** -0.5)
+    @torch.no_grad()
+    def init_parameter(self, name: str, p: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """The GPT's init (the router, shared experts and norms included: MoELayer.reset_parameters'
+        distributions), and the experts' 3-D weights: N(0, 0.02), the down projections scaled as
+        the GPT's residual projections."""
+        if name.endswith(("experts.up", "experts.down")):
+            scale = (2 * self.cfg.n_layers) ** -0.5 if name.endswith("down") else 1.0
+            nn.init.normal_(p, std=0.02 * scale, generator=generator)
+        else:
+            super().init_parameter(name, p, generator)
 
     def forward(
         self,
