@@ -23,6 +23,9 @@ class ParallelStrategy:
     # True when the wrapper keeps float32 parameters the optimizer steps (FSDP2 mixed precision):
     # the precision recipe's separate master copy is then not made
     keeps_master_weights: bool = False
+    # parallelism.build ("auto", "meta", "full") where the strategy has the option; None: every rank
+    # builds the whole model, nothing to choose
+    build: str | None = None
 
     def __init__(self, cfg, rank: int, world_size: int, device: torch.device):
         self.cfg = cfg
@@ -40,6 +43,10 @@ class ParallelStrategy:
     def flops_share(self) -> float:
         """The fraction of one replica's model FLOPs this rank does."""
         return 1.0
+
+    def shards_parameters(self) -> bool:
+        """True when a rank holds only part of the parameters (tensor parallel, FSDP2)."""
+        return False
 
     def tp_mesh(self):
         """The 1-D mesh a model's tensor-parallel plan splits over; None without tensor parallel."""

@@ -23,6 +23,7 @@ class MeshParallel(ParallelStrategy):
         super().__init__(cfg, rank, world_size, device)
         self.tensor_parallel, self.sequence_parallel = int(cfg.tp), bool(cfg.sequence_parallel)
         self.effective.update(mesh={"dp": int(cfg.dp), "tp": int(cfg.tp)})
+        self.build = str(cfg.get("build", "full"))  # a config from before the option built in full
 
     def setup(self) -> None:
         from torch.distributed.device_mesh import init_device_mesh
@@ -39,6 +40,9 @@ class MeshParallel(ParallelStrategy):
     def flops_share(self) -> float:
         # every matmul (attention heads, MLP, output head) is split evenly over the TP group
         return 1.0 / int(self.cfg.tp)
+
+    def shards_parameters(self) -> bool:
+        return self.tensor_parallel > 1 or bool(self.cfg.fsdp)
 
     def tp_mesh(self):
         return self.mesh["tp"] if self.mesh is not None and self.tensor_parallel > 1 else None

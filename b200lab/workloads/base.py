@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from b200lab.core.registry import instantiate
+from b200lab.models.materialise import check_state_dict, from_state_dict, initialiser, materialise, parameters_on_meta
 from b200lab.workloads.config.base import WorkloadConfig
 
 
@@ -125,35 +126,99 @@ def build_model(
     precision_overrides: dict | None = None,
 ) -> BuiltModel:
     """The configured model with precision, attention, the parallelism strategy and torch.compile
-    applied, in that order. Weights are created directly on the device in their final dtype, so
-    a model that fits only in bf16 is never materialised in fp32. ``state_dict`` (the family's
-    plain parameter names, e.g. a checkpoint) is loaded strictly before the precision recipe
-    converts the model. ``compile_model=False`` leaves compiling to the workload (which may
-    compile a larger function around the model). ``precision_overrides``: fields set on the
-    precision's config for this build (a decode workload tells fp8_auto what Transformer Engine
-    cannot run)."""
+    applied, in that order. Weights are created in their final dtype, so a model that fits only in
+    bf16 is never materialised in fp32. A family that fills its parameters by name is built on the
+    meta device and filled per parameter from ``run.seed`` and the parameter's name (the same
+    weights for every layout); with ``parallelism.build`` meta (the default where the layout
+    shards) the plan splits the meta model first and each rank materialises only its shards
+    (b200lab/models/materialise.py). ``state_dict`` (the family's plain parameter names, e.g. a
+    checkpoint) replaces the initial weights, checked strictly. ``compile_model=False`` leaves
+    compiling to the workload (which may compile a larger function around the model).
+    ``precision_overrides``: fields set on the precision's config for this build (a decode
+    workload tells fp8_auto what Transformer Engine cannot run)."""
     cfg, device, family = ctx.cfg, ctx.device, ctx.family
     precision_cfg = OmegaConf.merge(cfg.precision, precision_overrides) if precision_overrides else cfg.precision
     precision = instantiate("precision", precision_cfg, device.type, training)
     attention = instantiate("attention", cfg.attention, device.type)
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(precision.param_dtype)
-    try:
-        with device:
-            model = family.build(attention)
-    finally:
-        torch.set_default_dtype(default_dtype)
-    if state_dict is not None:
+    on_meta = _builds_on_meta(ctx, family, precision)
+    if on_meta:
+        model = split_meta_model(ctx, precision, attention, training)
+    else:
+        model = construct(family, attention, precision, device)
+    if family.Config.init_by_name:
+        if state_dict is not None:
+            check_state_dict(model, state_dict)
+        fill = from_state_dict(state_dict) if state_dict is not None else initialiser(model, int(cfg.run.seed), device)
+        layout = _parallel_layout(ctx, family) if on_meta else lambda name, full: full
+        materialise(model, device, fill, precision.param_dtype, layout, state_dict)
+    elif state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
-    precision.patterns = family.fp8_patterns()
-    model = precision.convert(model)
+    if not on_meta:
+        model = precision.convert(model)
     family.prepare(model, int(cfg.seq.len))
     _probe_attention(family, attention, precision, int(cfg.seq.len), device, training)
-    model = family.parallelize(model, ctx.strategy, training)
+    if not on_meta:
+        model = family.parallelize(model, ctx.strategy, training)
     compiled = cfg.compile.mode is not None and precision.compile_problem is None  # the reason is in precision.record()
     if compiled and compile_model:
         model = compile_fn(ctx, model)
     return BuiltModel(model, family, precision, attention, compiled)
+
+
+def construct(family, attention, precision, device: torch.device) -> torch.nn.Module:
+    """The family's model in the precision's parameter dtype: its parameters on the meta device
+    when the family fills them by name (buffers real, on the CPU), else built on ``device``."""
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(precision.param_dtype)
+    try:
+        with parameters_on_meta() if family.Config.init_by_name else device:
+            model = family.build(attention)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    precision.patterns = family.fp8_patterns()
+    return model
+
+
+def split_meta_model(ctx: RankContext, precision, attention, training: bool) -> torch.nn.Module:
+    """The model on the meta device, converted by the precision and split by the family's
+    parallel plan: what a meta build materialises (each parameter's local shape is its shard's)."""
+    model = construct(ctx.family, attention, precision, ctx.device)
+    return ctx.family.parallelize(precision.convert(model), ctx.strategy, training)
+
+
+def _builds_on_meta(ctx: RankContext, family, precision) -> bool:
+    """Whether the parallel plan splits a meta model (``parallelism.build``), recorded in the
+    strategy's effective with the reason when ``auto`` builds in full."""
+    strategy = ctx.strategy
+    if strategy.build is None:
+        return False
+    problems = []
+    if strategy.build != "full":
+        if not family.Config.init_by_name:
+            problems.append(f"model family {family.cfg.family!r} does not fill its parameters by name")
+        if precision.Config.replaces_linears:
+            problems.append(
+                f"precision {precision.cfg.name} builds {precision.Config.replaces_linears} modules from full weights"
+            )
+        if strategy.tp_mesh() is not None and not hasattr(family.tensor_parallel_plan(), "parallel_layout"):
+            problems.append("the family's tensor-parallel plan has no parallel_layout")
+        if strategy.build == "meta" and problems:
+            raise ValueError("parallelism.build=meta: " + "; ".join(problems))
+        if strategy.build == "auto" and not strategy.shards_parameters():
+            problems.append("nothing is sharded (parallelism.tp=1, fsdp=false)")
+    on_meta = strategy.build != "full" and not problems
+    strategy.effective["build"] = "meta" if on_meta else "full"
+    if problems:
+        strategy.effective["build_reason"] = "; ".join(problems)
+    return on_meta
+
+
+def _parallel_layout(ctx: RankContext, family):
+    """layout(name, full): a full parameter as the tensor-parallel plan lays it out (identity without TP)."""
+    if ctx.strategy.tp_mesh() is None:
+        return lambda name, full: full
+    plan, tp = family.tensor_parallel_plan(), ctx.strategy.tensor_parallel
+    return lambda name, full: plan.parallel_layout(name, full, family.cfg, tp)
 
 
 def _probe_attention(family, attention, precision, seq_len: int, device, training: bool) -> None:

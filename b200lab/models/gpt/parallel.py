@@ -45,8 +45,19 @@ def plain(name: str, full: torch.Tensor, cfg, tp: int) -> torch.Tensor:
     return out
 
 
+def parallel_layout(name: str, full: torch.Tensor, cfg, tp: int) -> torch.Tensor:
+    """A full parameter in the plain GPT's layout, in the tensor-parallel model's (undone by :func:`plain`)."""
+    if tp == 1 or not name.endswith(PLAIN_LAYOUT_PARAMS):
+        return full
+    return full[
+        interleave_order(cfg.n_heads, cfg.n_kv_heads or cfg.n_heads, cfg.d_model // cfg.n_heads, tp).to(full.device)
+    ]
+
+
 @torch.no_grad()
 def _interleave_qkv(block, tp: int) -> None:
+    if block.qkv.weight.is_meta:
+        return  # no rows yet: a meta build lays out each full weight as it fills it (parallel_layout)
     order = interleave_order(block.n_heads, block.kv_heads, block.head_dim, tp).to(block.qkv.weight.device)
     block.qkv.weight.copy_(block.qkv.weight[order])
     if block.qkv.bias is not None:

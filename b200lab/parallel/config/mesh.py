@@ -29,6 +29,10 @@ class MeshConfig(ParallelismConfig):
     # weights), or "param" to keep the shards 16-bit (the precision's master_dtype then decides:
     # float32 masters of the shards, or none with precision.master_dtype=none)
     sharded_dtype: str = "float32"
+    # where the model is built: "meta" (parameters on the meta device, split by the plan, then each
+    # rank materialises and fills only its shards), "full" (every rank builds the whole model, then
+    # the plan splits it), "auto" (meta where tp > 1 or fsdp and the family and precision allow it)
+    build: str = "auto"
 
     target = "b200lab.parallel.mesh.MeshParallel"
 
@@ -82,8 +86,33 @@ class MeshConfig(ParallelismConfig):
             )
         if cfg.sharded_dtype not in ("float32", "param"):
             problems.append(f"parallelism.sharded_dtype={cfg.sharded_dtype!r}: choose float32 or param")
+        problems += _build_problems(cfg, ctx)
         for key in ("mp_param_dtype", "mp_reduce_dtype"):
             allowed = ("auto", *DTYPE_NAMES) if key == "mp_param_dtype" else DTYPE_NAMES
             if cfg[key] not in allowed:
                 problems.append(f"parallelism.{key}={cfg[key]!r}: choose one of {', '.join(allowed)}")
         return problems
+
+
+BUILDS = ("auto", "meta", "full")
+
+
+def _build_problems(cfg, ctx: CheckContext) -> list[str]:
+    if cfg.build not in BUILDS:
+        return [f"parallelism.build={cfg.build!r}: choose one of {', '.join(BUILDS)}"]
+    if cfg.build != "meta":
+        return []
+    problems = []
+    if not ctx.spec("model").init_by_name:
+        problems.append(
+            f"parallelism.build=meta: model={ctx.cfg.model.get('name')} (family {ctx.cfg.model.get('family')!r}) does "
+            "not fill its parameters by name (init_by_name), so it cannot be built on the meta device; use "
+            "parallelism.build=auto or full"
+        )
+    precision = ctx.spec("precision")
+    if precision.replaces_linears:
+        problems.append(
+            f"parallelism.build=meta with precision={ctx.cfg.precision.name}: this recipe replaces nn.Linear with "
+            f"{precision.replaces_linears} modules built from the full weights; use parallelism.build=auto or full"
+        )
+    return problems
