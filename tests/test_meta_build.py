@@ -219,3 +219,18 @@ def test_ranks_hold_meta_shards_then_the_one_rank_weights(layout, world, familie
     for family in families:
         for precision in precisions:
             _check(out, family, layout, precision, world, references[(family, precision)])
+
+
+def test_a_parallel_run_records_its_build_and_meta_is_refused_where_it_cannot_work(tmp_path, store):
+    from support import FAST, results_files, run_cli, runs
+
+    proc = run_cli(["parallelism=fsdp", "parallelism.build=meta", "precision=fp8_weight_only"], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert "parallelism.build=meta with precision=fp8_weight_only: this recipe replaces nn.Linear" in proc.stderr
+    assert "Traceback" not in proc.output and runs(store["MLFLOW_TRACKING_URI"]) == []
+
+    proc = run_cli(["-m", "workload=forward", "parallelism=tp", "parallelism.build=auto,full", *FAST], tmp_path, store)
+    assert proc.returncode == 0, proc.output
+    built = {r["config"]["parallelism"]["build"]: r["effective"]["parallelism"] for r in results_files(tmp_path)}
+    assert built["auto"]["build"] == "meta" and "build_reason" not in built["auto"]
+    assert built["full"]["build"] == "full"
