@@ -66,14 +66,16 @@ def from_state_dict(state_dict: dict) -> Callable[[str, torch.Tensor], None]:
 
 
 def check_state_dict(model: nn.Module, state_dict: dict) -> None:
-    """``load_state_dict(strict=True)``'s key check, before anything is materialised."""
+    """``load_state_dict(strict=True)``'s key check and message, before anything is materialised."""
     expected, given = set(model.state_dict().keys()), set(state_dict)
     missing, unexpected = sorted(expected - given), sorted(given - expected)
-    if missing or unexpected:
-        raise RuntimeError(
-            f"Error(s) in loading state_dict for {type(model).__name__}: missing keys {missing}, unexpected keys "
-            f"{unexpected}"
-        )
+    errors = [
+        f"{what} key(s) in state_dict: {', '.join(repr(k) for k in keys)}."
+        for what, keys in (("Unexpected", unexpected), ("Missing", missing))
+        if keys
+    ]
+    if errors:
+        raise RuntimeError(f"Error(s) in loading state_dict for {type(model).__name__}:\n\t" + "\n\t".join(errors))
 
 
 @torch.no_grad()
