@@ -102,7 +102,9 @@ def test_dit_starts_adaln_zero_and_moe_experts_scaled():
         else:  # Xavier-uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)), std a / sqrt(3)
             fan_out, fan_in = p.shape[0], p[0].numel()
             bound = math.sqrt(6 / (fan_in + fan_out))
-            assert float(p.abs().max()) <= bound and near(p, bound / math.sqrt(3)), name
+            assert float(p.abs().max()) <= bound * (1 + 1e-6) and near(p, bound / math.sqrt(3)), (
+                name
+            )  # float32 rounding
     moe = built_weights(
         {
             "_target_": "b200lab.models.moe.family.MoEFamily",
