@@ -91,3 +91,53 @@ def test_bad_input_exits_2_saying_why(store, tmp_path, capsys):
     shutil.copytree(FOLDER, empty, ignore=shutil.ignore_patterns("*.results.json", "*.jsonl"))
     assert main([str(empty), "--uri", uri]) == 2
     assert "no results.json under" in capsys.readouterr().err
+
+
+def test_times_the_logging_store_kept_are_exported_beside_the_records_and_imported(store, tmp_path, capsys):
+    """A record from before results.json kept times: run_times exports its start and end from the
+    store that logged it (a real sqlite store here), and import gives the run those, while a record
+    the file does not name starts at its folder's date."""
+    from b200lab.records import run_times
+
+    device = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'device.db'}")  # the GPU host's store, brought back
+    experiment = device.create_experiment("b200lab")
+    start = random.randint(1_700_000_000_000, 1_800_000_000_000)
+    end = start + random.randint(1_000, 3_600_000)
+    logged = device.create_run(experiment, start_time=start)
+    device.set_terminated(logged.info.run_id, end_time=end)
+
+    source, other = results_io.find([FOLDER])[:2]
+    timed = {**json.loads(source.read_text()), "sweep_id": None}
+    timed["mlflow"] = {**timed["mlflow"], "run_id": logged.info.run_id}
+    untimed = {**json.loads(other.read_text()), "sweep_id": None}
+    folder = tmp_path / "2026-11-30-records"
+    (folder / "runs").mkdir(parents=True)
+    (folder / "runs" / "timed.results.json").write_text(json.dumps(timed))
+    (folder / "runs" / "untimed.results.json").write_text(json.dumps(untimed))
+
+    assert run_times.main([f"sqlite:///{tmp_path / 'device.db'}", str(folder)]) == 0
+    written = json.loads((folder / run_times.FILE).read_text())
+    assert written == {logged.info.run_id: {"start_ms": start, "end_ms": end}}  # the untimed record's run is not there
+    assert run_times.main([f"sqlite:///{tmp_path / 'device.db'}", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+    uri = store["MLFLOW_TRACKING_URI"]
+    assert main([str(folder), "--uri", uri]) == 0
+    by_origin = {r.data.tags[ORIGIN]: r for r in all_runs(uri)}
+    run = by_origin[logged.info.run_id]
+    assert (run.info.start_time, run.info.end_time) == (start, end)
+    assert run.data.tags["b200lab.times"].startswith("recorded by the store that logged the run")
+    day = calendar.timegm((2026, 11, 30, 0, 0, 0)) * 1000
+    assert by_origin[untimed["mlflow"]["run_id"]].info.start_time == day
+
+
+def test_the_baseline_folders_exported_times_name_its_records():
+    """docs/measurements/2026-12-07-baseline/run_times.json came from the device calls' stores: every
+    run it names is one of the folder's records, and each ran inside the folder's day."""
+    from b200lab.records import run_times
+
+    baseline = ROOT / "docs" / "measurements" / "2026-12-07-baseline"
+    written = json.loads((baseline / run_times.FILE).read_text())
+    assert written and set(written) <= run_times.record_run_ids(baseline)
+    day = calendar.timegm((2026, 12, 7, 0, 0, 0)) * 1000
+    assert all(day <= t["start_ms"] <= t["end_ms"] < day + 86_400_000 for t in written.values())

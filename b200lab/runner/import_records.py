@@ -8,9 +8,9 @@ tracking store as they were, to browse them in MLflow's UI::
   named and summarised as the sweep named them: params, metrics with the step times and curves, the
   result tags, dataset inputs, the results.json itself as an artifact, the parent's note, shared
   params, headline metrics and report;
-- each run starts and ends when its job did (``started_at_ms``/``ended_at_ms``); a record from
-  before those fields existed starts at the date in its folder's name, 00:00 UTC, and says so in the
-  tag ``b200lab.times``;
+- each run starts and ends when its job did (``started_at_ms``/``ended_at_ms``, else the times the
+  store that logged it kept, exported beside the records as ``run_times.json``); a record with
+  neither starts at the date in its folder's name, 00:00 UTC; the tag ``b200lab.times`` says which;
 - idempotent: each run carries the record's own run id (or, without one, its path and digest) in the
   tag ``b200lab.imported_from``; an import skips what an earlier one created;
 - the record files are read, never written.
@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from b200lab.records import results as results_io
+from b200lab.records import run_times
 from b200lab.records.tracking import Tracker, flatten, log_record, probe, resolve_uri, result_tags
 
 ORIGIN = "b200lab.imported_from"
@@ -47,6 +48,9 @@ def times(path: Path, record: dict) -> tuple[int | None, int | None, str]:
     start, end = record.get("started_at_ms"), record.get("ended_at_ms")
     if start:
         return int(start), int(end or start), "recorded"
+    logged = run_times.read_beside(path).get((record.get("mlflow") or {}).get("run_id") or "")
+    if logged:
+        return logged["start_ms"], logged["end_ms"], f"recorded by the store that logged the run ({run_times.FILE})"
     for part in reversed(path.absolute().parts):
         found = DATE_IN_PATH.search(part)
         if found:

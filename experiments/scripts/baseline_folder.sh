@@ -24,5 +24,7 @@ done
 [ -f "$work"/gpu_tests.xml ] && cp "$work"/gpu_tests.xml "$folder/"
 # each call's console after the last: a later call's tarball adds its own
 [ -f "$work"/multirun/baseline/console.log ] && cat "$work"/multirun/baseline/console.log >> "$folder/console.log"
+# the start and end of each run, as the device's MLflow store kept them, for `b200lab import`
+[ -f "$work"/mlflow.db ] && python3 -m b200lab.records.run_times "sqlite:///$work/mlflow.db" "$folder"
 b200lab baseline save "$folder/runs" --out "$folder/baseline.json"
 ls "$folder" "$folder/runs"
