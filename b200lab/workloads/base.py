@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from b200lab.core.registry import instantiate
+from b200lab.core.registry import config_class, instantiate
 from b200lab.models.materialise import check_state_dict, from_state_dict, initialiser, materialise, parameters_on_meta
 from b200lab.workloads.config.base import WorkloadConfig
 
@@ -137,7 +137,9 @@ def build_model(
     ``precision_overrides``: fields set on the precision's config for this build (a decode
     workload tells fp8_auto what Transformer Engine cannot run)."""
     cfg, device, family = ctx.cfg, ctx.device, ctx.family
-    precision_cfg = OmegaConf.merge(cfg.precision, precision_overrides) if precision_overrides else cfg.precision
+    job_overrides = config_class("precision", cfg.precision.get("_target_")).job_overrides(cfg.precision, cfg)
+    overrides = {**job_overrides, **(precision_overrides or {})}
+    precision_cfg = OmegaConf.merge(cfg.precision, overrides) if overrides else cfg.precision
     precision = instantiate("precision", precision_cfg, device.type, training)
     attention = instantiate("attention", cfg.attention, device.type)
     on_meta = _builds_on_meta(ctx, family, precision)

@@ -26,3 +26,9 @@ class PrecisionConfig(ComponentConfig):
     def decode_overrides(cls, cfg, rows: DecodeRows | None) -> dict:
         """Fields set on this section for a decode workload's build (fp8_auto is told why TE cannot run)."""
         return {}
+
+    @classmethod
+    def job_overrides(cls, cfg, job) -> dict:
+        """Fields set on this section from the whole job (``job``: model, workload, ...) before the
+        check and the build (fp8_auto is told where a record shows FP8 losing to bf16)."""
+        return {}

@@ -4,7 +4,7 @@ parent's check and the rank's build agree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
 
@@ -31,10 +31,24 @@ RAN = {
 
 
 @dataclass
+class RecordedLoss:
+    """A recorded same-card pair in which FP8 (the path fp8_auto takes first) ran slower than bf16."""
+
+    model: str  # model.name
+    workload: str  # workload.name
+    ratio: float  # FP8 over bf16, samples (or tokens) per second
+    runs: str  # the two runs, bf16's and FP8's
+    record: str  # the folder that holds them
+
+
+@dataclass
 class FP8AutoConfig(PrecisionConfig):
     recipe: str = "delayed"  # the Transformer Engine recipe to try first
     master_dtype: str | None = "auto"
     avoid_te: str | None = None  # why Transformer Engine cannot run this workload (a decode workload sets it)
+    # where a record shows FP8 slower than bf16 for this model and workload: fp8_auto runs bf16 there
+    fp8_lost: list[RecordedLoss] = field(default_factory=list)
+    avoid_fp8: str | None = None  # the matching record, set from fp8_lost for the job (job_overrides)
 
     target = "b200lab.precision.fp8_auto.FP8AutoPrecision"
     fp8_gemms = True
@@ -45,6 +59,8 @@ class FP8AutoConfig(PrecisionConfig):
     def candidates(cls, cfg, device: str, training: bool) -> tuple[type, list[str]]:
         """(the config class of the recipe to run, why each better choice was passed over)."""
         passed: list[str] = []
+        if cfg.get("avoid_fp8"):
+            return AutocastConfig, [f"fp8: {cfg.avoid_fp8}"]
         why = cfg.get("avoid_te") or te_problem(cfg.recipe, device)
         if why is None:
             return TEFP8Config, passed
@@ -69,9 +85,22 @@ class FP8AutoConfig(PrecisionConfig):
         return inner
 
     @classmethod
+    def job_overrides(cls, cfg, job) -> dict:
+        """``avoid_fp8`` when ``fp8_lost`` holds a record for this job's model and workload."""
+        model, workload = job.model.get("name"), job.workload.get("name")
+        for loss in cfg.get("fp8_lost") or []:
+            if (loss.model, loss.workload) == (model, workload):
+                return {
+                    "avoid_fp8": f"recorded slower than bf16 for model={model} workload={workload}: "
+                    f"{loss.ratio:.3f}x ({loss.runs}; {loss.record}); precision=fp8 runs it anyway"
+                }
+        return {}
+
+    @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
         if cfg.recipe not in TE_RECIPES:
             return [f"precision.recipe={cfg.recipe!r}: choose one of {', '.join(TE_RECIPES)}"]
+        cfg = OmegaConf.merge(cfg, cls.job_overrides(cfg, ctx.cfg))
         overrides = cls.decode_overrides(cfg, ctx.spec("workload").decode_rows(ctx.cfg.workload, ctx.cfg))
         config, _ = cls.candidates(OmegaConf.merge(cfg, overrides) if overrides else cfg, ctx.device, ctx.training)
         return config.validate(cls.inner_config(cfg, config), ctx)
