@@ -21,19 +21,37 @@ from b200lab.attention.config.math import MathConfig
 
 
 @dataclass
+class PagedKeys:
+    """Keys read in place from a block pool (b200lab/serving/paged.py): k and v are the whole pool,
+    (1, Hkv, S, D), shared by every row of the batch, and a row sees the slots of its own blocks
+    up to its query's position."""
+
+    slot_row: torch.Tensor  # (S,) the batch row whose block holds each slot; -1 where no row's
+    slot_pos: torch.Tensor  # (S,) the position, in its row's sequence, of the token a slot holds
+    q_pos: torch.Tensor  # (B, Tq) each row's query positions
+
+
+@dataclass
 class AttnMask:
     causal: bool = True
     window: int | None = None  # a query sees keys at most window - 1 positions back
     doc_ids: torch.Tensor | None = None  # (B, Tk) document of each key slot; the queries are the last Tq slots
     q_pos: torch.Tensor | None = None  # (Tq,) query positions for causal/window; default: the last Tq key positions
     k_pos: torch.Tensor | None = None  # (Tk,) key positions (e.g. absolute, in a rolling cache); default: 0 .. Tk-1
+    paged: PagedKeys | None = None  # keys in place in a block pool; only backends whose config reads_pages take it
     # what a backend derives from this mask once per forward (a block mask), shared by every layer
     # and by copies made with dataclasses.replace
     memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def restricted(self) -> bool:
         """A window, documents or explicit positions: more than the plain causal/full pattern."""
-        return self.window is not None or self.doc_ids is not None or self.q_pos is not None or self.k_pos is not None
+        return (
+            self.window is not None
+            or self.doc_ids is not None
+            or self.q_pos is not None
+            or self.k_pos is not None
+            or self.paged is not None
+        )
 
     def plain_causal(self, tq: int, tk: int) -> bool:
         return self.causal and not self.restricted() and tq == tk
@@ -45,6 +63,8 @@ class AttnMask:
 
     def dense(self, tq: int, tk: int, device) -> torch.Tensor:
         """Boolean (B or 1, 1, Tq, Tk): True where the query may attend to the key."""
+        if self.paged is not None:
+            return self._dense_paged()
         q_pos, k_pos = self.positions(tq, tk, device)
         allowed = torch.ones(tq, tk, dtype=torch.bool, device=device)
         delta = q_pos[:, None] - k_pos[None, :]
@@ -57,6 +77,15 @@ class AttnMask:
             q_doc = self.doc_ids[:, tk - tq :]
             allowed = allowed & (q_doc[:, None, :, None] == self.doc_ids[:, None, None, :])
         return allowed
+
+    def _dense_paged(self) -> torch.Tensor:
+        p = self.paged
+        rows = torch.arange(p.q_pos.shape[0], device=p.q_pos.device)
+        delta = p.q_pos[:, :, None] - p.slot_pos[None, None, :]
+        allowed = (p.slot_row[None, None, :] == rows[:, None, None]) & (delta >= 0)
+        if self.window is not None:
+            allowed &= delta < self.window
+        return allowed[:, None]
 
 
 CAUSAL = AttnMask()

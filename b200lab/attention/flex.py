@@ -43,6 +43,8 @@ def compiled_flex_attention():
 def mask_mod_for(mask: AttnMask, tq: int, tk: int):
     """The mask as FlexAttention's ``mask_mod(b, h, q_idx, kv_idx) -> bool``; the same rule as
     :meth:`AttnMask.dense` (queries are the last ``tq`` of ``tk`` key slots)."""
+    if mask.paged is not None:
+        return _paged_mask_mod(mask)
     offset = tk - tq
     q_pos, k_pos, docs, window, causal = mask.q_pos, mask.k_pos, mask.doc_ids, mask.window, mask.causal
 
@@ -54,6 +56,20 @@ def mask_mod_for(mask: AttnMask, tq: int, tk: int):
             allowed = allowed & (qp - kp < window)
         if docs is not None:
             allowed = allowed & (docs[b, q_idx + offset] == docs[b, kv_idx])
+        return allowed
+
+    return mod
+
+
+def _paged_mask_mod(mask: AttnMask):
+    """Row b's query sees the pool slots of b's blocks at or before its position (and in its window)."""
+    rows, slot_pos, q_pos, window = mask.paged.slot_row, mask.paged.slot_pos, mask.paged.q_pos, mask.window
+
+    def mod(b, h, q_idx, kv_idx):
+        delta = q_pos[b, q_idx] - slot_pos[kv_idx]
+        allowed = (rows[kv_idx] == b) & (delta >= 0)
+        if window is not None:
+            allowed = allowed & (delta < window)
         return allowed
 
     return mod
@@ -105,13 +121,14 @@ class FlexAttention(AttentionBackend):
         """The BlockMask of this call: cached by shape, or (document masks) once per forward."""
         from torch.nn.attention.flex_attention import create_block_mask
 
-        follows_data = mask.doc_ids is not None or mask.q_pos is not None or mask.k_pos is not None
-        key = (batch if mask.doc_ids is not None else None, tq, tk, mask.causal, mask.window, self.block_size)
+        per_row = mask.doc_ids is not None or mask.paged is not None
+        follows_data = per_row or mask.q_pos is not None or mask.k_pos is not None
+        key = (batch if per_row else None, tq, tk, mask.causal, mask.window, self.block_size)
         store = mask.memo if follows_data else self.masks
         if key not in store:
             store[key] = create_block_mask(
                 mask_mod_for(mask, tq, tk),
-                batch if mask.doc_ids is not None else None,
+                batch if per_row else None,
                 None,
                 tq,
                 tk,

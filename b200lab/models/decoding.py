@@ -104,9 +104,12 @@ class Decoder:
         self.ensure_positions(max_len)
         return StaticKVCache(self.n_layers, batch, self.kv_heads, max_len, self.head_dim, dtype, self.device)
 
-    def paged_cache(self, num_blocks: int, block_size: int, dtype: torch.dtype, max_len: int):
-        """A block pool (b200lab/serving/paged.py) of this rank's K/V heads for requests up to ``max_len`` tokens."""
+    def paged_cache(self, num_blocks: int, block_size: int, dtype: torch.dtype, max_len: int, in_place: bool = False):
+        """A block pool (b200lab/serving/paged.py) of this rank's K/V heads for requests up to
+        ``max_len`` tokens; ``in_place``: the attention reads the pool, nothing is gathered."""
         from b200lab.serving.paged import BlockPool
 
         self.ensure_positions(max_len)
-        return BlockPool(self.n_layers, num_blocks, block_size, self.kv_heads, self.head_dim, dtype, self.device)
+        return BlockPool(
+            self.n_layers, num_blocks, block_size, self.kv_heads, self.head_dim, dtype, self.device, in_place
+        )

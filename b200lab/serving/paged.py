@@ -8,8 +8,10 @@ new keys are written to its slots, and its keys are gathered from its blocks int
 right-aligned window (``(B, kv_heads, W, head_dim)``, W the longest row; shorter rows are
 padded on the left, and W rounded up to a multiple of ``WINDOW_ALIGN``), masked by ``doc_ids``
 (1 for a real key, 0 for padding), so every attention backend that takes document masks runs
-it. The gather is a copy of the rows' keys: a paged attention kernel would read the blocks in
-place (docs/serving.md).
+it. The gather is a copy of the rows' keys. A pool made with ``in_place=True`` copies nothing:
+its view hands the attention the whole pool as keys and values, ``(1, kv_heads, S, head_dim)``,
+with a mask (:class:`PagedKeys`) that names the row and position of every slot, for a backend
+that reads pages (FlexAttention: ``workload.options.kv_read=in_place``, docs/serving.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from b200lab.attention.base import AttnMask
+from b200lab.attention.base import AttnMask, PagedKeys
 
 # SDPA's memory-efficient kernel wants a mask whose rows start 16-element aligned (eager pads a
 # copy, a compiled graph may not), and a window that grows 16 keys at a time, not one
@@ -26,8 +28,18 @@ WINDOW_ALIGN = 16
 
 
 class BlockPool:
-    def __init__(self, n_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int, dtype, device):
-        self.block_size, self.num_blocks = block_size, num_blocks
+    def __init__(
+        self,
+        n_layers: int,
+        num_blocks: int,
+        block_size: int,
+        kv_heads: int,
+        head_dim: int,
+        dtype,
+        device,
+        in_place: bool = False,
+    ):
+        self.block_size, self.num_blocks, self.in_place = block_size, num_blocks, in_place
         shape = (num_blocks * block_size, kv_heads, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
@@ -58,6 +70,8 @@ class BlockPool:
         t = rows[0].new_tokens
         if any(r.new_tokens != t for r in rows):
             raise ValueError("every row of one step writes the same number of tokens")
+        if self.in_place:
+            return self._in_place_view(rows, t)
         bs = self.block_size
         width = -(-(max(r.start for r in rows) + t) // WINDOW_ALIGN) * WINDOW_ALIGN
         table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
@@ -80,6 +94,29 @@ class BlockPool:
             pos[:, width - t :].clone(memory_format=torch.contiguous_format),
         )
 
+    def _in_place_view(self, rows: list[Row], t: int) -> PagedStep:
+        """The rows' new slots and positions, and the owner and position of every slot of the
+        pool; the attention reads the pool itself."""
+        bs, slots = self.block_size, self.num_blocks * self.block_size
+        starts = torch.tensor([r.start for r in rows])
+        blocks = torch.tensor([b for r in rows for b in r.blocks])
+        row_of_block = torch.tensor([i for i, r in enumerate(rows) for _ in r.blocks])
+        first_pos = torch.tensor([j * bs for r in rows for j in range(len(r.blocks))])
+        offsets = torch.arange(bs)
+        slot_row = torch.full((slots,), -1, dtype=torch.long)
+        slot_pos = torch.zeros(slots, dtype=torch.long)
+        held = (blocks[:, None] * bs + offsets).reshape(-1)
+        slot_row[held] = row_of_block.repeat_interleave(bs)
+        slot_pos[held] = (first_pos[:, None] + offsets).reshape(-1)
+        positions = starts[:, None] + torch.arange(t)  # (B, T)
+        table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
+        for i, r in enumerate(rows):
+            table[i, : len(r.blocks)] = torch.tensor(r.blocks)
+        write = table.gather(1, positions // bs) * bs + positions % bs
+        to = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
+        keys = PagedKeys(to(slot_row), to(slot_pos), to(positions))
+        return PagedStep(self, to(write), None, None, to(positions), keys)
+
 
 @dataclass
 class Row:
@@ -92,15 +129,18 @@ class Row:
 class PagedStep:
     """What one forward reads and writes: ``write`` (B, T) slots of the new keys, ``read`` (B, W)
     slots of every key a row sees (right-aligned), ``valid`` (B, W) 1 where a slot is a real key,
-    ``positions`` (B, T) of the new tokens."""
+    ``positions`` (B, T) of the new tokens; in place, ``keys`` instead of ``read`` and ``valid``."""
 
     pool: BlockPool
     write: torch.Tensor
-    read: torch.Tensor
-    valid: torch.Tensor
+    read: torch.Tensor | None
+    valid: torch.Tensor | None
     positions: torch.Tensor
+    keys: PagedKeys | None = None
 
     def begin(self, idx: torch.Tensor, positions: torch.Tensor | None):
+        if self.keys is not None:
+            return self.positions, AttnMask(paged=self.keys), None
         return self.positions, AttnMask(doc_ids=self.valid), None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, where) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,4 +148,6 @@ class PagedStep:
         flat = self.write.reshape(-1)
         self.pool.k[layer][flat] = k.transpose(1, 2).reshape(b * t, h, d).to(self.pool.k[layer].dtype)
         self.pool.v[layer][flat] = v.transpose(1, 2).reshape(b * t, h, d).to(self.pool.v[layer].dtype)
+        if self.keys is not None:  # the whole pool, (1, kv_heads, S, head_dim): no copy
+            return self.pool.k[layer].permute(1, 0, 2)[None], self.pool.v[layer].permute(1, 0, 2)[None]
         return self.pool.k[layer][self.read].transpose(1, 2), self.pool.v[layer][self.read].transpose(1, 2)

@@ -95,7 +95,10 @@ class Serve(Workload):
         self.max_model_len = int(o.max_model_len or max_prompt + max_output)
         block_size = int(o.block_size)
         num_blocks = int(o.num_blocks or o.max_running * -(-self.max_model_len // block_size))
-        self.pool = decoder.paged_cache(num_blocks, block_size, self.built.precision.compute_dtype, self.max_model_len)
+        in_place = o.kv_read == "in_place"
+        self.pool = decoder.paged_cache(
+            num_blocks, block_size, self.built.precision.compute_dtype, self.max_model_len, in_place
+        )
         seed = int(cfg.run.seed)
         trace_args = dict(
             duration_s=float(o.duration_s),
@@ -150,7 +153,9 @@ class Serve(Workload):
                     "gb": sum(t.numel() * t.element_size() for t in (*self.pool.k, *self.pool.v)) / 1e9,
                 },
                 "attention_reads": (
-                    "each row's blocks gathered into one right-aligned window per layer (a copy), masked by doc_ids"
+                    "the pool in place: every slot's row and position in a FlexAttention mask, no copy"
+                    if in_place
+                    else "each row's blocks gathered into a right-aligned window per layer (a copy), masked by doc_ids"
                 ),
                 "scheduling": (
                     "FIFO admission, prefill one request at a time, then one decode step of the running batch"

@@ -20,6 +20,7 @@ class AttentionConfig(ComponentConfig):
     no_decode: ClassVar[str | None] = None  # why it has no decode path (a query against a KV cache), or None
     no_cpu_backward: ClassVar[str | None] = None  # why it has no backward pass on a CPU, or None
     serve_compile_problem: ClassVar[str | None] = None  # why the compiled serve step cannot use it, or None
+    reads_pages: ClassVar[bool] = False  # attends to keys in place in a block pool (AttnMask.paged), no gather
     neutral: ClassVar[bool] = False  # asks for nothing beyond "any kernel, the model's own mask" (PyTorch chooses)
 
     @classmethod

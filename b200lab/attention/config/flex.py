@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from b200lab.attention.config.base import AttentionConfig
 from b200lab.core.component import CheckContext
@@ -22,6 +22,7 @@ def flash_importable() -> bool:
 
 @dataclass
 class FlexConfig(AttentionConfig):
+    reads_pages: ClassVar[bool] = True  # a mask_mod over the pool's slots (b200lab/attention/flex.py)
     flex_backend: str = "auto"  # auto | triton | flash
     block_size: int = 128  # tokens per block-mask tile (queries and keys)
     kernel_options: dict[str, Any] = field(

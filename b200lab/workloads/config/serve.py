@@ -20,6 +20,7 @@ ARRIVALS = ("poisson", "gamma")
 LENGTHS = ("fixed", "uniform", "lognormal")
 SERVE_COMPILE_MODES = ("default",)
 WARMUPS = ("replay", "short")
+KV_READS = ("gather", "in_place")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class ServeOptions(CopyBandwidthOptions):
     prefill_chunk: int | None = None
     max_queue: int = 1024  # waiting requests; more are rejected
     block_size: int = 16  # tokens per KV block
+    # gather: each row's blocks copied into a window per layer (any backend); in_place: the attention
+    # reads the pool itself (a backend whose config reads_pages: attention=flex)
+    kv_read: str = "gather"
     num_blocks: int | None = None  # the pool; null: max_running requests of max_model_len
     max_model_len: int | None = None  # prompt + output of one request; null: the longest the trace can draw
     sampling: str = "greedy"  # greedy | sample
@@ -103,6 +107,13 @@ class ServeConfig(DecodeWorkloadConfig):
             problems.append(
                 f"workload.options.warmup={o.warmup!r}: choose replay (warm-up steps replay the timed trace) "
                 "or short (warmup_requests requests at t = 0)"
+            )
+        if o.kv_read not in KV_READS:
+            problems.append(f"workload.options.kv_read={o.kv_read!r}: choose gather or in_place")
+        elif o.kv_read == "in_place" and not ctx.spec("attention").reads_pages:
+            problems.append(
+                f"workload.options.kv_read=in_place with attention={ctx.cfg.attention.name}: this backend cannot "
+                "read keys in place from the block pool; use attention=flex, or kv_read=gather"
             )
         if o.duration_s <= 0:
             problems.append(f"workload.options.duration_s={o.duration_s}: must be > 0")

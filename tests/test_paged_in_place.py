@@ -1,0 +1,137 @@
+"""workload.options.kv_read=in_place: FlexAttention reads the block pool itself (a mask over every
+slot's row and position) instead of each row's blocks gathered into a window. The in-place path
+equals the gathered path and the full recomputation, step by step and as whole served requests;
+a backend that cannot read pages is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from b200lab.serving.engine import Engine, Limits, ScriptedClock
+from b200lab.serving.loadgen import make_trace
+from b200lab.serving.paged import Row
+from b200lab.serving.sampling import next_token
+from support import FAST, INLINE, compose, results_files, run_cli
+from tiny_models import decoder_of, greedy_by_recompute, tiny_gpt
+
+TOL = 2e-6  # float32: FlexAttention on a CPU takes no float64
+
+
+def pools(model, blocks: int = 32, block_size: int = 4):
+    decoder = decoder_of(model)
+    return (
+        decoder.paged_cache(blocks, block_size, torch.float32, blocks * block_size, in_place=True),
+        decoder.paged_cache(blocks, block_size, torch.float32, blocks * block_size),
+    )
+
+
+def test_in_place_reads_equal_the_gathered_window_and_the_full_forward():
+    """Three requests of different lengths in one pool, blocks handed out interleaved so a row's
+    blocks are not contiguous, prefilled apart and decoded together: every step's logits on the
+    in-place path equal the gathered path's and each sequence's full forward."""
+    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2)
+    in_place, gathered = pools(model)
+    seqs = [torch.randint(0, 97, (n,)) for n in (13, 8, 10)]
+    with torch.no_grad():
+        refs = [model(s[None])[0] for s in seqs]
+        tables = {id(p): [[] for _ in seqs] for p in (in_place, gathered)}
+        for p in (in_place, gathered):  # one block at a time, round robin: interleaved tables
+            for _ in range(4):
+                for i, s in enumerate(seqs):
+                    if len(tables[id(p)][i]) * 4 < len(s):
+                        tables[id(p)][i] += p.allocate(1)
+        assert tables[id(in_place)][0] != list(range(tables[id(in_place)][0][0], tables[id(in_place)][0][0] + 4))
+        prefill = [6, 4, 5]
+        for i, (s, n) in enumerate(zip(seqs, prefill)):
+            outs = [model(s[None, :n], cache=p.view([Row(tables[id(p)][i], 0, n)]))[0] for p in (in_place, gathered)]
+            assert (outs[0] - outs[1]).abs().max() < TOL and (outs[0] - refs[i][:n]).abs().max() < TOL
+        for step in range(3):
+            idx = torch.stack([s[n + step : n + step + 1] for s, n in zip(seqs, prefill)])
+            outs = [
+                model(idx, cache=p.view([Row(tables[id(p)][i], n + step, 1) for i, n in enumerate(prefill)]))
+                for p in (in_place, gathered)
+            ]
+            assert (outs[0] - outs[1]).abs().max() < TOL
+            for i, n in enumerate(prefill):
+                assert (outs[0][i, 0] - refs[i][n + step]).abs().max() < TOL
+
+
+def test_served_requests_read_in_place_return_the_tokens_of_sequential_generation():
+    """Six requests, at most three running, weights large enough that the tokens depend on the
+    context: each request's greedy tokens on the in-place path equal its tokens generated alone."""
+    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=1.0)
+    trace = make_trace(
+        int(torch.randint(0, 2**31, (1,))),
+        6,
+        1e9,
+        qps=200.0,
+        process="poisson",
+        burstiness=1.0,
+        prompt_len=6,
+        prompt_dist="uniform",
+        output_len=5,
+        output_dist="uniform",
+        spread=0.8,
+        max_prompt=12,
+        max_output=9,
+        vocab_size=97,
+    )
+    in_place, _ = pools(model, blocks=16)
+    engine = Engine(
+        decoder_of(model),
+        in_place,
+        Limits(max_running=3, max_model_len=40),
+        ScriptedClock(0.01, 0.0, 0.004),
+        lambda logits: next_token(logits),
+    )
+    records = engine.run(trace)
+    assert engine.max_batch >= 2
+    with torch.no_grad():
+        for spec, rec in zip(trace, records):
+            assert rec.status == "done"
+            expected = greedy_by_recompute(model, torch.tensor([spec.prompt]), spec.output_len)
+            assert rec.tokens == expected[0].tolist(), spec.id
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["attention=sdpa", "workload.options.kv_read=in_place"], "kv_read=in_place with attention=sdpa"),
+        (["attention=flex", "workload.options.kv_read=paged"], "workload.options.kv_read='paged': choose gather"),
+    ],
+)
+def test_a_backend_that_cannot_read_pages_is_refused(overrides, message):
+    from b200lab.core.machine import ConfigError
+    from b200lab.core.validation import validate
+
+    with pytest.raises(ConfigError) as exc:
+        validate(compose(["workload=serve", "seq=short", *overrides]), "cpu")
+    assert message in str(exc.value)
+    validate(compose(["workload=serve", "seq=short", "attention=flex", "workload.options.kv_read=in_place"]), "cpu")
+
+
+@pytest.mark.e2e
+def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tmp_path, store):
+    refused = run_cli(
+        ["workload=serve", "seq=short", "workload.options.kv_read=in_place", INLINE, *FAST], tmp_path, store
+    )
+    assert refused.returncode == 2 and "kv_read=in_place with attention=sdpa" in refused.stderr
+    served = run_cli(
+        [
+            "workload=serve",
+            "seq=short",
+            "attention=flex",
+            "workload.options.kv_read=in_place",
+            "workload.options.num_requests=4",
+            "workload.options.output_len=4",
+            INLINE,
+            *FAST,
+        ],
+        tmp_path,
+        store,
+    )
+    assert served.returncode == 0, served.stdout + served.stderr
+    (record,) = results_files(tmp_path / "outputs")
+    assert record["status"] == "ok"
+    assert record["effective"]["serve"]["attention_reads"].startswith("the pool in place")
