@@ -1,11 +1,14 @@
 """One real 4-point tiny sweep (seq.len 32, 64 x precision fp32, bf16) in a real sqlite MLflow store,
 shared by the report, gate, MLflow-layout and browser tests: the first test that asks runs it (about
-10 s), the others reuse it from the session's temp dir."""
+10 s), the others reuse it from the session's temp dir, on either pytest-xdist worker."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+from filelock import FileLock
 
 from support import INLINE, copy_store, run_cli
 
@@ -22,8 +25,17 @@ ARGS = [
 
 
 def tiny_sweep(tmp_path_factory, template_store: Path) -> dict:
-    """{uri, dir, sweep_dir, output, parent_run_id}; the sweep is run once per test session."""
-    root = tmp_path_factory.getbasetemp() / "tiny_sweep"
+    """{uri, dir, sweep_dir, output, parent_run_id}; the sweep is run once per test session. Under
+    pytest-xdist the workers share it: the first to ask runs it in the session's directory (above the
+    workers' own), holding a lock that the others wait on."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's directory, shared by its workers
+    with FileLock(base / "tiny_sweep.lock"):
+        return _run_once(base / "tiny_sweep", template_store)
+
+
+def _run_once(root: Path, template_store: Path) -> dict:
     done = root / "sweep.json"
     if done.exists():
         return json.loads(done.read_text())
