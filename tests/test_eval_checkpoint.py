@@ -21,7 +21,7 @@ from b200lab.runner import staging
 from b200lab.workloads import checkpoint
 from b200lab.workloads.base import RankContext, build_model
 from b200lab.workloads.config.eval import EvalConfig
-from support import compose, results_files, run_cli, runs
+from support import INLINE, compose, results_files, run_cli, runs
 from tiny_models import naive_nll, write_corpus
 
 SDPA = {"_target_": "b200lab.attention.sdpa.SdpaAttention", "name": "sdpa"}
@@ -70,6 +70,7 @@ def test_train_saves_a_checkpoint_that_eval_scores_by_path_and_by_run_id(tmp_pat
             "workload.steps=20",
             "workload.options.lr=3e-3",
             "workload.options.save_checkpoint=true",
+            INLINE,  # what is saved and scored is the subject here, not torchrun
         ],
         tmp_path,
         store,
@@ -85,27 +86,32 @@ def test_train_saves_a_checkpoint_that_eval_scores_by_path_and_by_run_id(tmp_pat
         "artifacts/checkpoint/checkpoint.json",
         "artifacts/checkpoint/model.pt",
     ]
-    evals = {}
-    for source in (str(folder), f"run:{run_id}"):
-        proc = run_cli(
-            [
-                "workload=eval",
-                *MODEL,
-                *SEQ,
-                *data,
-                "workload.warmup_steps=1",
-                "workload.steps=2",
-                f"workload.options.checkpoint={source}",
-            ],
-            tmp_path,
-            store,
-        )
-        assert proc.returncode == 0, proc.output
-        evals[source] = next(
+    sources = (str(folder), f"run:{run_id}")
+    # both sources in one sweep: one CLI start for the two evals
+    proc = run_cli(
+        [
+            "-m",
+            "workload=eval",
+            *MODEL,
+            *SEQ,
+            *data,
+            "workload.warmup_steps=1",
+            "workload.steps=2",
+            f"workload.options.checkpoint={','.join(sources)}",
+            INLINE,
+        ],
+        tmp_path,
+        store,
+    )
+    assert proc.returncode == 0, proc.output
+    evals = {
+        source: next(
             r
-            for r in results_files(tmp_path / "outputs")
+            for r in results_files(tmp_path / "multirun")
             if r["config"]["workload"]["name"] == "eval" and r["config"]["workload"]["options"]["checkpoint"] == source
         )
+        for source in sources
+    }
 
     meta = json.loads((folder / "checkpoint.json").read_text())
     model = float64_model(meta["model"], torch.load(folder / "model.pt", weights_only=True), 32)
