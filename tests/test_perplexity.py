@@ -18,7 +18,7 @@ from b200lab.data.documents import window_plan
 from b200lab.models.gpt.model import GPT
 from b200lab.precision.autocast import AutocastPrecision
 from b200lab.workloads.perplexity import evaluate
-from support import FAST, results_files, run_cli, runs
+from support import FAST, INLINE, results_files, run_cli, runs
 from tiny_models import naive_nll
 
 
@@ -98,8 +98,9 @@ def test_evaluate_pads_the_last_batch_without_scoring_it_twice():
 
 @pytest.mark.e2e
 def test_a_tiny_gpt_learns_the_default_corpus_far_below_uniform_bytes(tmp_path, store):
-    """300 steps of a 2-layer GPT on 64-byte windows of the standard-library corpus: held-out
-    perplexity far below 257 (uniform over the byte tokenizer), training loss falling."""
+    """150 steps of a 2-layer GPT on 64-byte windows of the standard-library corpus: held-out
+    perplexity far below 257 (uniform over the byte tokenizer), training loss falling. In-process:
+    learning is the subject here, not torchrun (100 steps already reached perplexity 18.6)."""
     proc = run_cli(
         [
             "workload=train",
@@ -109,9 +110,10 @@ def test_a_tiny_gpt_learns_the_default_corpus_far_below_uniform_bytes(tmp_path, 
             "seq.batch=16",
             "model.vocab_size=257",
             "workload.warmup_steps=0",
-            "workload.steps=300",
+            "workload.steps=150",
             "workload.options.lr=3e-3",
             "data.val_tokens=8192",
+            INLINE,
         ],
         tmp_path,
         store,
@@ -122,7 +124,7 @@ def test_a_tiny_gpt_learns_the_default_corpus_far_below_uniform_bytes(tmp_path, 
     assert m["val_tokens"] == 8192 and m["perplexity"] == pytest.approx(math.exp(m["val_loss"]))
     assert m["perplexity"] < 257 / 8, m
     curve = res["curves"]["train_loss"]
-    assert [s for s, _ in curve] == list(range(1, 301))
+    assert [s for s, _ in curve] == list(range(1, 151))
     assert curve[0][1] > math.log(257) - 0.5 and curve[-1][1] < curve[0][1] - 2.0
     data = res["effective"]["data"]
     assert data["corpus"]["sha256"] and data["documents"]["val"] == 10 and data["stride"] == 64
