@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from b200lab.models.gpt.model import GPT
 from b200lab.records.aggregate import aggregate
 from b200lab.reports.report import compile_speedups
 from b200lab.runner.profiling import ncu_table
-from support import results_files, run_cli, runs
+from support import copy_store, results_files, run_cli, runs
 
 
 def test_timing_of_a_known_sleep():
@@ -280,8 +281,29 @@ def test_compile_report_speedup_and_band():
     assert out["max-autotune"]["verdict"] == "no clear difference"
 
 
+@pytest.fixture(scope="module")
+def hbm_run(tmp_path_factory, template_store) -> Path:
+    """One in-process workload=hbm run (2 x 32 MB, ten timed steps) in its own store: the job dir
+    holding its results.json, read by the microbenchmark, report table and report plot tests."""
+    work = tmp_path_factory.mktemp("hbm")
+    proc = run_cli(
+        [
+            "workload=hbm",
+            "workload.options.size_mb=32",
+            "workload.min_time_s=0",
+            "workload.steps=10",
+            "hydra.run.dir=hbm",
+            "run.launcher=inline",
+        ],
+        work,
+        {"MLFLOW_TRACKING_URI": copy_store(template_store, work)},
+    )
+    assert proc.returncode == 0, proc.output
+    return work / "hbm"
+
+
 @pytest.mark.e2e
-def test_microbenchmarks_report_their_ceiling_metrics(tmp_path, store):
+def test_microbenchmarks_report_their_ceiling_metrics(tmp_path, store, hbm_run):
     proc = run_cli(
         [
             "-m",
@@ -298,24 +320,12 @@ def test_microbenchmarks_report_their_ceiling_metrics(tmp_path, store):
     )
     assert proc.returncode == 0, proc.output
     proc = run_cli(
-        [
-            "workload=hbm",
-            "workload.options.size_mb=32",
-            "workload.min_time_s=0",
-            "workload.steps=10",
-            "run.launcher=inline",
-        ],
-        tmp_path,
-        store,
-    )
-    assert proc.returncode == 0, proc.output
-    proc = run_cli(
         ["workload=allreduce", "parallelism.nproc=2", "workload.options.size_mb=2", "hydra.run.dir=ar"], tmp_path, store
     )
     assert proc.returncode == 0, proc.output
     import numpy as np
 
-    by = {r["config"]["workload"]["name"]: r for r in results_files(tmp_path)}
+    by = {r["config"]["workload"]["name"]: r for r in [*results_files(tmp_path), *results_files(hbm_run)]}
     g = by["gemm"]
     assert g["metrics"]["gemm_tflops"] == pytest.approx(
         2 * 256 * 384 * 512 / (np.median(g["step_ms"]) / 1e3) / 1e12, rel=1e-6
@@ -382,20 +392,8 @@ def test_nsight_profilers_say_when_they_are_missing(tmp_path, store, tool):
 
 
 @pytest.mark.e2e
-def test_report_table_reads_archived_results(tmp_path, store):
-    proc = run_cli(
-        [
-            "workload=hbm",
-            "workload.options.size_mb=8",
-            "workload.min_time_s=0",
-            "workload.steps=5",
-            "run.launcher=inline",
-        ],
-        tmp_path,
-        store,
-    )
-    assert proc.returncode == 0, proc.output
-    [src] = list((tmp_path / "outputs").rglob("results.json"))
+def test_report_table_reads_archived_results(tmp_path, hbm_run):
+    [src] = list(hbm_run.rglob("results.json"))
     archive = tmp_path / "archive"
     archive.mkdir()
     (archive / "hbm-0.results.json").write_text(src.read_text())
@@ -475,21 +473,8 @@ def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
 
 
 @pytest.mark.e2e
-def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, store):
-    proc = run_cli(
-        [
-            "workload=hbm",
-            "workload.options.size_mb=8",
-            "workload.min_time_s=0",
-            "workload.steps=6",
-            "hydra.run.dir=hbm",
-            "run.launcher=inline",
-        ],
-        tmp_path,
-        store,
-    )
-    assert proc.returncode == 0, proc.output
-    report = [sys.executable, "-m", "b200lab.reports.report", "plot", str(tmp_path / "hbm")]
+def test_report_plot_cli_writes_a_png_and_names_the_metrics_it_has(tmp_path, hbm_run):
+    report = [sys.executable, "-m", "b200lab.reports.report", "plot", str(hbm_run)]
     ok = subprocess.run([*report, "--out", str(tmp_path / "hbm.png")], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "(1 points)" in ok.stdout and (tmp_path / "hbm.png").read_bytes()[:4] == b"\x89PNG"
