@@ -145,7 +145,7 @@ def test_a_tiny_gpt_learns_the_default_corpus_far_below_uniform_bytes(tmp_path, 
 
 @pytest.mark.e2e
 def test_random_data_trains_as_before_without_validation(tmp_path, store):
-    proc = run_cli(["workload=train", *FAST], tmp_path, store)
+    proc = run_cli(["workload=train", *FAST, INLINE], tmp_path, store)  # what it records, not torchrun
     assert proc.returncode == 0, proc.output
     (res,) = results_files(tmp_path / "outputs")
     assert "perplexity" not in res["metrics"] and res["effective"]["data"] == {"name": "random"}
