@@ -31,7 +31,9 @@ def test_preset_runs_once(path, tmp_path, store):
             *overrides,
             "workload.options.train_steps=5",
             "data.val_tokens=4096",
-        ]  # short training, a slice of the held-out text
+            "seq.len=64",
+            "seq.batch=4",
+        ]  # short training on short windows (the preset's own are 32 x 512 tokens), a slice of the held-out text
     if gpu_only and any(
         p.startswith("fp8") and p not in ("fp8_auto", "fp8_weight_only")
         for p in str(swept.get("precision", "")).split(",")
