@@ -75,7 +75,7 @@ def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_pat
         sweep = popen_cli(
             [
                 "-m",
-                "seq.batch=2,3,4",
+                "seq.batch=2,3",  # the first point is killed mid-run, the second runs with the server down
                 "seq=short",
                 "workload.min_time_s=3",
                 "workload.steps=2",
@@ -95,11 +95,11 @@ def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_pat
         out = "".join(seen) + sweep.communicate(timeout=600)[0]
         assert sweep.returncode == 3, out
         assert (
-            "3 result(s) not in MLflow (" in out
+            "2 result(s) not in MLflow (" in out
             and "`b200lab sync` uploads each to the store its results.json records" in out
         )
         records = results_files(tmp_path / "multirun")
-        assert [r["mlflow"]["run_id"] is not None for r in records] == [True, False, False]
+        assert [r["mlflow"]["run_id"] is not None for r in records] == [True, False]
 
         server = _start_server(db, port, tmp_path / "server.log")
         sync = run_cli(["sync"], tmp_path, env)
@@ -107,7 +107,7 @@ def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_pat
     finally:
         _kill(server)
     parents, children = parents_and_children(f"sqlite:///{db}")
-    assert len(parents) == 1 and len(children) == 3
+    assert len(parents) == 1 and len(children) == 2
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in (*parents, *children))
     synced = results_files(tmp_path / "multirun")
