@@ -75,6 +75,8 @@ def ui(tmp_path_factory, template_store):
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=sweep["dir"],
+        # no job runner: its huey consumers (4 processes) only take CPU from the test here
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -124,7 +124,8 @@ class MlflowServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=cli_env(),
+                # no job runner: its huey consumers (4 processes) only take CPU from the test here
+                env=cli_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}),
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
