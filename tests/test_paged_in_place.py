@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from b200lab.serving.engine import Engine, Limits, ScriptedClock
-from b200lab.serving.loadgen import make_trace
 from b200lab.serving.paged import Row
 from b200lab.serving.sampling import next_token
 from support import FAST, INLINE, compose, results_files, run_cli
-from tiny_models import decoder_of, greedy_by_recompute, tiny_gpt
+from tiny_models import burst_trace, decoder_of, greedy_by_recompute, tiny_gpt
 
 TOL = 2e-6  # float32: FlexAttention on a CPU takes no float64
 
@@ -24,6 +23,33 @@ def pools(model, blocks: int = 32, block_size: int = 4):
         decoder.paged_cache(blocks, block_size, torch.float32, blocks * block_size, in_place=True),
         decoder.paged_cache(blocks, block_size, torch.float32, blocks * block_size),
     )
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_flex_over_the_pool_equals_the_written_out_definition(window):
+    """One attention call over a whole pool (6 blocks of 4 slots, two rows holding interleaved blocks
+    and one block free): FlexAttention's mask over the slots against the explicit scores and the
+    dense mask of :class:`PagedKeys` (b200lab/attention/base.py), with and without a window."""
+    from omegaconf import OmegaConf
+
+    from b200lab.attention.base import AttnMask, PagedKeys, reference_attention
+    from b200lab.attention.flex import FlexAttention
+
+    tables, lengths = ([4, 1], [0, 5, 2]), (7, 10)  # block 3 belongs to no row
+    slot_row, slot_pos = torch.full((24,), -1), torch.zeros(24, dtype=torch.long)
+    for row, table in enumerate(tables):
+        for j, block in enumerate(table):
+            slot_row[block * 4 : block * 4 + 4] = row
+            slot_pos[block * 4 : block * 4 + 4] = torch.arange(j * 4, j * 4 + 4)
+    q_pos = torch.tensor([[n - 2, n - 1] for n in lengths])  # each row's last two tokens ask
+    mask = AttnMask(paged=PagedKeys(slot_row, slot_pos, q_pos), window=window)
+    q, k, v = torch.randn(2, 4, 2, 8), torch.randn(1, 2, 24, 8), torch.randn(1, 2, 24, 8)
+    cfg = OmegaConf.merge(OmegaConf.structured(FlexAttention.Config), {"name": "flex", "_target_": "x"})
+    out = FlexAttention(cfg, "cpu").attend(q, k, v, mask)
+    expected = reference_attention(q, k, v, mask)  # k and v broadcast over the rows, as the pool does
+    assert (out - expected).abs().max() < TOL
+    seen = mask.dense(2, 24, "cpu")  # row 1's last query sees its 10 tokens, or the window's 3
+    assert int(seen[1, 0, 1].sum()) == (10 if window is None else 3) and not seen[:, :, :, 12:16].any()
 
 
 def test_in_place_reads_equal_the_gathered_window_and_the_full_forward():
@@ -61,22 +87,8 @@ def test_served_requests_read_in_place_return_the_tokens_of_sequential_generatio
     """Six requests, at most three running, weights large enough that the tokens depend on the
     context: each request's greedy tokens on the in-place path equal its tokens generated alone."""
     model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=1.0)
-    trace = make_trace(
-        int(torch.randint(0, 2**31, (1,))),
-        6,
-        1e9,
-        qps=200.0,
-        process="poisson",
-        burstiness=1.0,
-        prompt_len=6,
-        prompt_dist="uniform",
-        output_len=5,
-        output_dist="uniform",
-        spread=0.8,
-        max_prompt=12,
-        max_output=9,
-        vocab_size=97,
-    )
+    seed = int(torch.randint(0, 2**31, (1,)))
+    trace = burst_trace(seed, 6, 200.0, prompt_len=6, output_len=5, spread=0.8, max_prompt=12, max_output=9)
     in_place, _ = pools(model, blocks=16)
     engine = Engine(
         decoder_of(model),

@@ -21,6 +21,7 @@ from b200lab.serving.sampling import next_token
 from support import INLINE, results_files, run_cli
 from tiny_models import (
     assert_context_matters,
+    burst_trace,
     decoder_of,
     greedy_by_recompute,
     tiny_gpt,
@@ -58,22 +59,7 @@ def test_continuous_batching_returns_the_tokens_of_sequential_generation():
     generated alone by full recomputation, with weights large enough that the tokens depend on
     the context (a key cached in the wrong slot or rotated at the wrong position changes them)."""
     model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
-    trace = make_trace(
-        3,
-        6,
-        1e9,
-        qps=200.0,
-        process="poisson",
-        burstiness=1.0,
-        prompt_len=6,
-        prompt_dist="uniform",
-        output_len=5,
-        output_dist="uniform",
-        spread=0.8,
-        max_prompt=12,
-        max_output=9,
-        vocab_size=97,
-    )
+    trace = burst_trace(3, 6, 200.0, prompt_len=6, output_len=5, spread=0.8, max_prompt=12, max_output=9)
     assert len({s.prompt_len for s in trace}) > 2 and len({s.output_len for s in trace}) > 2
     engine = Engine(
         decoder_of(model),
@@ -387,22 +373,7 @@ def test_the_compiled_step_serves_the_eager_tokens_and_compiles_nothing_after_th
 
     model = tiny_gpt("sdpa", n_kv_heads=2, std=1.0)
     model.ensure_positions(27)
-    trace = make_trace(
-        5,
-        8,
-        1e9,
-        qps=300.0,
-        process="poisson",
-        burstiness=1.0,
-        prompt_len=9,
-        prompt_dist="uniform",
-        output_len=6,
-        output_dist="uniform",
-        spread=0.7,
-        max_prompt=16,
-        max_output=11,
-        vocab_size=97,
-    )
+    trace = burst_trace(5, 8, 300.0, prompt_len=9, output_len=6, spread=0.7, max_prompt=16, max_output=11)
     assert len({s.prompt_len for s in trace}) > 3 and len({s.output_len for s in trace}) > 3
 
     def serve(forward):

@@ -149,3 +149,28 @@ def model_cfg(**kw):
     )
     base.update(kw)
     return complete("model", base)
+
+
+def burst_trace(
+    seed: int, n: int, qps: float, prompt_len: int, output_len: int, spread: float, max_prompt: int, max_output: int
+):
+    """``n`` requests for the tiny models (vocabulary 97): Poisson arrivals at ``qps`` (high: they
+    overlap), uniform prompt and output lengths of ``spread`` around their means."""
+    from b200lab.serving.loadgen import make_trace
+
+    return make_trace(
+        seed,
+        n,
+        1e9,
+        qps=qps,
+        process="poisson",
+        burstiness=1.0,
+        prompt_len=prompt_len,
+        prompt_dist="uniform",
+        output_len=output_len,
+        output_dist="uniform",
+        spread=spread,
+        max_prompt=max_prompt,
+        max_output=max_output,
+        vocab_size=97,
+    )

@@ -10,6 +10,7 @@ that file for a record that kept no times of its own. The records are not touche
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -53,8 +54,14 @@ def read_beside(path: Path) -> dict[str, dict[str, int]]:
     for folder in [path.parent, *list(path.parents)[1:3]]:
         found = folder / FILE
         if found.is_file():
-            return json.loads(found.read_text())
+            return _read(found.absolute())
     return {}
+
+
+@functools.lru_cache(maxsize=16)
+def _read(path: Path) -> dict[str, dict[str, int]]:
+    """One read per file for an import's many records (the records and this file are never written by it)."""
+    return json.loads(path.read_text())
 
 
 def main(argv: list[str]) -> int:
@@ -70,6 +77,7 @@ def main(argv: list[str]) -> int:
     found = from_store(args.store, record_run_ids(args.folder))
     merged = {**held, **found}
     out.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
+    _read.cache_clear()  # a later import in this process reads what was just written
     print(f"run_times: {len(found)} run(s) found in {args.store}; {out} holds {len(merged)}")
     return 0
 

@@ -74,11 +74,8 @@ class BlockPool:
             return self._in_place_view(rows, t)
         bs = self.block_size
         width = -(-(max(r.start for r in rows) + t) // WINDOW_ALIGN) * WINDOW_ALIGN
-        table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
-        for i, r in enumerate(rows):
-            table[i, : len(r.blocks)] = torch.tensor(r.blocks)
         starts = torch.tensor([r.start for r in rows])
-        table, starts = table.to(self.device, non_blocking=True), starts.to(self.device, non_blocking=True)
+        table, starts = _table(rows).to(self.device, non_blocking=True), starts.to(self.device, non_blocking=True)
         # right-aligned: column j of row b holds position j - (width - length_b); the new tokens are the last t columns
         pos = torch.arange(width, device=self.device)[None, :] - (width - t - starts)[:, None]
         valid = pos >= 0
@@ -109,13 +106,18 @@ class BlockPool:
         slot_row[held] = row_of_block.repeat_interleave(bs)
         slot_pos[held] = (first_pos[:, None] + offsets).reshape(-1)
         positions = starts[:, None] + torch.arange(t)  # (B, T)
-        table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
-        for i, r in enumerate(rows):
-            table[i, : len(r.blocks)] = torch.tensor(r.blocks)
-        write = table.gather(1, positions // bs) * bs + positions % bs
+        write = _table(rows).gather(1, positions // bs) * bs + positions % bs
         to = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
         keys = PagedKeys(to(slot_row), to(slot_pos), to(positions))
         return PagedStep(self, to(write), None, None, to(positions), keys)
+
+
+def _table(rows: list[Row]) -> torch.Tensor:
+    """The rows' block tables as one (B, most blocks) tensor, on the host, short rows padded with 0."""
+    table = torch.zeros(len(rows), max(len(r.blocks) for r in rows), dtype=torch.long)
+    for i, r in enumerate(rows):
+        table[i, : len(r.blocks)] = torch.tensor(r.blocks)
+    return table
 
 
 @dataclass
