@@ -82,6 +82,31 @@ def recipe_problem(recipe: str, capability: tuple[int, int] | None, gpu: str, cu
     return f"unknown recipe {recipe!r}"
 
 
+EXPERT_PATHS = ("auto", "rowwise", "te", "bf16")  # precision.moe_experts under a Transformer Engine recipe
+
+
+def rowwise_grouped_problem(capability: tuple[int, int] | None, gpu: str = "the GPU") -> str | None:
+    """Why PyTorch's rowwise FP8 grouped GEMM (``torch._scaled_grouped_mm``) cannot run on a card
+    of this compute capability, or None: its CUTLASS kernel is built for sm90 only (Blackwell's
+    grouped FP8 is MXFP8, which the lab does not build for experts yet)."""
+    if capability is None:
+        return "NVML did not report the GPU's compute capability"
+    if tuple(capability)[0] != 9:
+        return (
+            f"PyTorch's rowwise FP8 grouped GEMM runs on compute capability 9.x (Hopper) only; {gpu} is "
+            f"{capability[0]}.{capability[1]}"
+        )
+    return None
+
+
+def expert_path(setting: str, capability: tuple[int, int] | None, gpu: str = "the GPU") -> tuple[str, str | None]:
+    """(te | rowwise | bf16, why ``auto`` passed over rowwise or None) for ``precision.moe_experts``."""
+    if setting != "auto":
+        return setting, None
+    why = rowwise_grouped_problem(capability, gpu)
+    return ("te", f"rowwise: {why}") if why else ("rowwise", None)
+
+
 TE_ROW_ALIGN = {"mxfp8": 32}  # rows a Transformer Engine FP8 GEMM needs a multiple of (the others: 8)
 
 

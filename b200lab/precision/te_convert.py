@@ -30,6 +30,7 @@ class Conversion:
     stacks: dict[str, list[str]] = field(
         default_factory=dict
     )  # the model's 3-D parameter -> the TE parameters it splits into
+    experts: dict[str, str] = field(default_factory=dict)  # a mixture's experts module -> te, rowwise or bf16
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -61,8 +62,9 @@ def _eps(norm: nn.Module) -> float:
 
 
 class Converter:
-    def __init__(self, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = ()):
+    def __init__(self, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = (), experts: str = "te"):
         self.te, self.dtype, self.device, self.skip = te, params_dtype, device, skip
+        self.experts_path = experts  # te | rowwise (b200lab/precision/fp8_grouped.py) | bf16
         self.out = Conversion()
 
     def _map(self, path: str, pairs: dict[str, str]) -> None:
@@ -133,7 +135,15 @@ class Converter:
         return module
 
     def experts(self, experts: nn.Module, path: str, pattern: GroupedExperts):
-        """A mixture of experts' 3-D up (E, f, d) and down (E, d, f) weights as two TE GroupedLinear."""
+        """A mixture of experts' 3-D up (E, f, d) and down (E, d, f) weights as two TE GroupedLinear,
+        or (``rowwise``) on PyTorch's FP8 grouped GEMM, keeping the same weights."""
+        if self.experts_path == "rowwise":
+            from b200lab.precision.fp8_grouped import RowwiseFP8Experts
+
+            module = RowwiseFP8Experts(getattr(experts, pattern.up), getattr(experts, pattern.down))
+            self._map(path, {"up": f"{path}.{pattern.up}", "down": f"{path}.{pattern.down}"})
+            self.out.modules[path] = "ScaledGroupedMM x2"
+            return module
         up = getattr(experts, pattern.up)
         module = TEExperts(self.te, up.shape[0], up.shape[2], up.shape[1], self.dtype, self.device)
         for name, attr in (("up", pattern.up), ("down", pattern.down)):
@@ -174,7 +184,6 @@ class TEExperts(nn.Module):
         self.up_gemm = te.GroupedLinear(n_experts, d_model, d_ff, bias=False, params_dtype=dtype, device=device)
         self.down_gemm = te.GroupedLinear(n_experts, d_ff, d_model, bias=False, params_dtype=dtype, device=device)
         self.pad, self.unpad = te.Fp8Padding(n_experts), te.Fp8Unpadding(n_experts)
-        self.kernel = "Transformer Engine GroupedLinear (FP8 under te.autocast; group sizes read on the host)"
 
     @torch.compiler.disable
     def grouped(self, rows: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
@@ -191,12 +200,18 @@ class TEExperts(nn.Module):
 
 
 def convert_model(
-    model: nn.Module, te, params_dtype: torch.dtype, device, skip: tuple[str, ...] = (), patterns: dict | None = None
+    model: nn.Module,
+    te,
+    params_dtype: torch.dtype,
+    device,
+    skip: tuple[str, ...] = (),
+    patterns: dict | None = None,
+    experts: str = "te",
 ) -> Conversion:
     """Convert ``model`` in place; ``patterns``: module type -> the pattern its family declares
     (b200lab/models/patterns.py); ``skip`` names module paths (or their last part, e.g. ``head``)
-    that stay in high precision."""
-    conv = Converter(te, params_dtype, device, skip)
+    that stay in high precision; ``experts``: how a mixture's experts run (te, rowwise or bf16)."""
+    conv = Converter(te, params_dtype, device, skip, experts)
     patterns = patterns or {}
     tied = _shared_parameters(model)
 
@@ -212,11 +227,15 @@ def convert_model(
             return (None, why) if why else (conv.norm_mlp(child, path, pattern), None)
         if isinstance(pattern, GroupedExperts):
             up = getattr(child, pattern.up)
+            conv.out.experts[path] = "bf16"
+            if conv.experts_path == "bf16":
+                return None, "precision.moe_experts=bf16"
             if not _aligned(*up.shape[1:]):
                 return (
                     None,
                     f"experts {up.shape[2]}x{up.shape[1]} are not a multiple of {FP8_ALIGN} (FP8 GEMM alignment)",
                 )
+            conv.out.experts[path] = conv.experts_path
             return conv.experts(child, path, pattern), None
         if type(child) is nn.Linear:
             why = _why_not(child, path, skipped, tied)

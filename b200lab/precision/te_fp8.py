@@ -24,11 +24,18 @@ from __future__ import annotations
 
 import torch
 
-from b200lab.precision.availability import TE_RECIPES, te_version
+from b200lab.precision.availability import TE_RECIPES, expert_path, te_version
 from b200lab.precision.base import PrecisionRecipe, unwrap
 from b200lab.precision.config.te_fp8 import TEFP8Config
 from b200lab.precision.te_support import import_te, te_says
 
+# what runs a mixture's experts, by precision.moe_experts path (the converter's module names)
+EXPERT_KERNELS = {
+    "rowwise": "torch._scaled_grouped_mm (e4m3 rowwise, CUTLASS sm90): forward and input gradient FP8, weight "
+    "gradient bf16",
+    "te": "Transformer Engine GroupedLinear (FP8 under te.autocast; group sizes read on the host)",
+    "bf16": "torch._grouped_mm (bf16)",
+}
 # recipes whose models run eager even with compile (the record says why)
 EAGER_RECIPES = {
     "block": "Float8BlockScaling under torch.compile fails in dynamo (InternalTorchDynamoError, TE 2.20, torch 2.11)"
@@ -73,12 +80,15 @@ class TEFP8Precision(PrecisionRecipe):
 
         model = model.to(torch.bfloat16)
         device = next(model.parameters()).device
-        self.conversion = convert_model(model, self.te, torch.bfloat16, device, tuple(self.cfg.skip), self.patterns)
+        experts, passed_over = self.experts_path(device)
+        self.conversion = convert_model(
+            model, self.te, torch.bfloat16, device, tuple(self.cfg.skip), self.patterns, experts
+        )
         in_fp8 = sum(
             p.numel()
             for path in self.conversion.modules
             for name, p in model.get_submodule(path).named_parameters()
-            if "weight" in name and "layer_norm" not in name
+            if "bias" not in name and "layer_norm" not in name
         )
         self.effective.update(
             params_in_fp8_gemms=in_fp8,
@@ -92,7 +102,24 @@ class TEFP8Precision(PrecisionRecipe):
                 "embedding": "a lookup, no GEMM",
             },
         )
+        ran = sorted(set(self.conversion.experts.values()))
+        if ran:
+            self.effective["moe_experts"] = {
+                "setting": self.cfg.moe_experts,
+                "ran": ",".join(ran),
+                "kernel": "; ".join(EXPERT_KERNELS[path] for path in ran),
+                "reason": passed_over,
+            }
         return FP8Region(model, self.te, self.te_recipe)
+
+    def experts_path(self, device: torch.device) -> tuple[str, str | None]:
+        """How a mixture's experts run here (b200lab/precision/availability.py's ``expert_path``, on
+        the capability CUDA reports), and why ``auto`` passed over the rowwise path."""
+        if device.type != "cuda" or not hasattr(torch, "_scaled_grouped_mm"):
+            capability, name = None, str(device)
+        else:
+            capability, name = torch.cuda.get_device_capability(device), torch.cuda.get_device_name(device)
+        return expert_path(self.cfg.moe_experts, capability, name)
 
     def master_weights(self, model: torch.nn.Module, compile: bool = False):
         if self.master_dtype is None:

@@ -15,22 +15,8 @@
 # commit and its baseline.json (docs/mlflow.md, "The GPU baseline").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export B200LAB_GIT_SHA=${B200LAB_GIT_SHA:-$(cat .gpu/base/GIT_SHA 2>/dev/null || echo unknown)} PYTHONUNBUFFERED=1
-python3 -c "import hydra, mlflow" 2>/dev/null || bash .gpu/base/install.sh > /tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
-B=${B200LAB_BASELINE_DIR:-multirun/baseline}  # another folder for a re-run to gate against the baseline
-mkdir -p $B
-exec > >(tee -a $B/console.log) 2>&1  # the console travels in the tarball: a cut-off call still says what failed
-quiet() { grep -vE " INFO |^\s+(warm-up|timed) |UserWarning|exe_args, func_types|_warn_once\(|^\[.*HYDRA\]|warnings.warn"; }
-lab() { python3 -m b200lab "$@" 2>&1 | quiet; }
-pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/baseline.tar.gz" --exclude='.b200lab_path' --exclude='*.pt' $B mlflow.db $(ls gpu_tests.xml 2>/dev/null); }
-# a sweep that finished (failed points included) leaves .done; one cut off mid-way is moved aside and run again whole
-sweep() {
-  local name=$1; shift
-  [ -e $B/"$name"/.done ] && return
-  [ -d $B/"$name" ] && mv $B/"$name" $B/"$name".cut-$(date +%s)
-  lab -m hydra.sweep.dir=$B/"$name" "$@"; mkdir -p $B/"$name" && touch $B/"$name"/.done
-  pack  # a call cut off later still brings this sweep back
-}
+B=${B200LAB_BASELINE_DIR:-multirun/baseline} TARBALL=baseline.tar.gz  # another folder for a re-run to gate against the baseline
+source experiments/scripts/resumable.sh
 three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | tail -5; done; }
 T3="workload.trials=3"
 phases=("$@")
@@ -40,8 +26,7 @@ for phase in "${phases[@]}"; do
   case $phase in
     tests)  # the GPU tier; the TE end-to-end test needs Transformer Engine staged (stage.sh --te). The CLI
             # subprocesses the tests start run from temporary folders: PYTHONPATH lets them import this checkout
-      [ -f gpu_tests.xml ] || PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} timeout 540 python3 -m pytest -q -n 0 -m gpu \
-        -p no:cacheprovider --junitxml=gpu_tests.xml -rs 2>&1 | tail -25 ;;
+      gpu_tests gpu_tests.xml ;;
     ceilings)  # GEMM 8192^3 bf16 / fp8 and the copy bandwidth the decode points divide by
       sweep gemm workload=gemm workload.options.dtype=bf16,fp8 $T3 run.device=cuda
       sweep hbm workload=hbm workload.options.size_mb=4096 $T3 run.device=cuda ;;

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from b200lab.core.component import CheckContext, DecodeRows
 from b200lab.precision.availability import (
+    EXPERT_PATHS,
     TE_RECIPES,
+    rowwise_grouped_problem,
     te_decode_rows_problem,
     te_problem,
 )
@@ -26,6 +28,9 @@ class TEFP8Config(PrecisionConfig):
     skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in bf16
     # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
     master_dtype: str | None = "auto"
+    # a mixture's routed experts: auto (rowwise on Hopper, else te) | rowwise (torch._scaled_grouped_mm,
+    # no host sync) | te (Transformer Engine GroupedLinear: group sizes read on the host) | bf16
+    moe_experts: str = "auto"
 
     target = "b200lab.precision.te_fp8.TEFP8Precision"
     fp8_gemms = True
@@ -56,7 +61,21 @@ class TEFP8Config(PrecisionConfig):
         why = te_problem(cfg.recipe, ctx.device)
         if why:
             problems.append(f"precision={cfg.name} precision.recipe={cfg.recipe}: {why}")
+        problems += cls.experts_problems(cfg, ctx.device)
         return problems
+
+    @staticmethod
+    def experts_problems(cfg, device: str) -> list[str]:
+        setting = cfg.get("moe_experts", "auto")
+        if setting not in EXPERT_PATHS:
+            return [f"precision.moe_experts={setting!r}: choose one of {', '.join(EXPERT_PATHS)}"]
+        if setting != "rowwise" or device != "cuda":  # off a GPU, te_problem has refused already
+            return []
+        from b200lab.measure.gpus import nvml_gpus
+
+        gpus = nvml_gpus()
+        why = rowwise_grouped_problem(gpus[0].get("capability") if gpus else None, gpus[0]["name"] if gpus else "")
+        return [f"precision.moe_experts=rowwise: {why}; use auto, te or bf16"] if why else []
 
     @classmethod
     def decode_problem(cls, cfg, rows: DecodeRows | None) -> str | None:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 26's MoE pairs on one lent Hopper GPU: the routed experts in FP8 on PyTorch's rowwise grouped GEMM
+# (precision.moe_experts=rowwise, fp8's default on Hopper) and on Transformer Engine's GroupedLinear (te),
+# each beside bf16, same card, same call, 3 timed trials per point. From the project root, with .gpu/base and
+# the Transformer Engine parts (stage.sh --te) staged:
+#
+#   bash experiments/scripts/gpu_fp8_moe.sh tests train mission     # phase names, in any order
+#
+# Resumable as gpu_baseline.sh is (experiments/scripts/resumable.sh): one sweep per point. Results:
+# multirun/fp8_moe/SWEEP/... and mlflow.db, packed into $OUT/fp8_moe.tar.gz after every sweep.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+B=${B200LAB_FP8_MOE_DIR:-multirun/fp8_moe} TARBALL=fp8_moe.tar.gz
+source experiments/scripts/resumable.sh
+T3="workload.trials=3"
+TRAIN="model=moe model.n_layers=8 workload=train seq=2k precision.master_dtype=none $T3"  # B4 x 2k, AdamW on bf16 weights
+for phase in "$@"; do
+  echo "=== phase $phase $(date -u +%FT%TZ)"
+  case $phase in
+    tests) gpu_tests gpu_tests_fp8_moe.xml tests/test_fp8_grouped.py tests/test_fp8_te.py tests/test_moe.py ;;
+    train)  # 8 layers of model=moe, compiled: bf16, FP8 with rowwise experts, FP8 with TE GroupedLinear experts
+      sweep train_bf16 $TRAIN precision=bf16 compile=default
+      sweep train_fp8 $TRAIN precision=fp8 compile=default
+      sweep train_fp8_te $TRAIN precision=fp8 precision.moe_experts=te compile=default ;;
+    train_eager)  # the same, eager (the 2026-11-26 pair e9e96f1f / b492e746 was eager)
+      sweep train_eager_bf16 $TRAIN precision=bf16
+      sweep train_eager_fp8 $TRAIN precision=fp8 ;;
+    mission)  # the mission's command as typed (forward, eager), in bf16 and FP8, both experts paths
+      sweep mission_bf16 model=moe precision=bf16 seq=12k,16k $T3
+      sweep mission_fp8 model=moe precision=fp8 seq=12k,16k $T3
+      sweep mission_fp8_te model=moe precision=fp8 precision.moe_experts=te seq=12k,16k $T3 ;;
+    *) echo "unknown phase $phase" >&2; exit 2 ;;
+  esac
+  pack
+done
