@@ -67,6 +67,11 @@ class RowwiseFP8Experts(nn.Module):
     are kept until a weight changes (its version counter), so each call quantises only its
     activations; a compiled graph quantises them inside the graph."""
 
+    kernel = (
+        "torch._scaled_grouped_mm (e4m3 rowwise scales, CUTLASS sm90): forward and input gradient FP8, weight "
+        "gradient bf16; no host sync"
+    )
+
     def __init__(self, up: nn.Parameter, down: nn.Parameter, kernel=None):
         super().__init__()
         self.up, self.down = up, down

@@ -179,6 +179,8 @@ class TEExperts(nn.Module):
     layer, which the bf16 ``torch._grouped_mm`` path does not have); groups are padded to the
     recipe's FP8 alignment with TE's Fp8Padding and unpadded after."""
 
+    kernel = "Transformer Engine GroupedLinear (FP8 under te.autocast; group sizes read on the host)"
+
     def __init__(self, te, n_experts: int, d_model: int, d_ff: int, dtype, device):
         super().__init__()
         self.up_gemm = te.GroupedLinear(n_experts, d_model, d_ff, bias=False, params_dtype=dtype, device=device)

@@ -29,13 +29,6 @@ from b200lab.precision.base import PrecisionRecipe, unwrap
 from b200lab.precision.config.te_fp8 import TEFP8Config
 from b200lab.precision.te_support import import_te, te_says
 
-# what runs a mixture's experts, by precision.moe_experts path (the converter's module names)
-EXPERT_KERNELS = {
-    "rowwise": "torch._scaled_grouped_mm (e4m3 rowwise, CUTLASS sm90): forward and input gradient FP8, weight "
-    "gradient bf16",
-    "te": "Transformer Engine GroupedLinear (FP8 under te.autocast; group sizes read on the host)",
-    "bf16": "torch._grouped_mm (bf16)",
-}
 # recipes whose models run eager even with compile (the record says why)
 EAGER_RECIPES = {
     "block": "Float8BlockScaling under torch.compile fails in dynamo (InternalTorchDynamoError, TE 2.20, torch 2.11)"
@@ -107,7 +100,7 @@ class TEFP8Precision(PrecisionRecipe):
             self.effective["moe_experts"] = {
                 "setting": self.cfg.moe_experts,
                 "ran": ",".join(ran),
-                "kernel": "; ".join(EXPERT_KERNELS[path] for path in ran),
+                "kernel": "; ".join(expert_kernel(path) for path in ran),
                 "reason": passed_over,
             }
         return FP8Region(model, self.te, self.te_recipe)
@@ -132,6 +125,14 @@ class TEFP8Precision(PrecisionRecipe):
         from b200lab.precision.te_convert import plain_state_dict
 
         return plain_state_dict(unwrap(model), self.conversion)
+
+
+def expert_kernel(path: str) -> str:
+    """What runs a mixture's experts on ``path`` (te | rowwise | bf16)."""
+    from b200lab.precision.fp8_grouped import RowwiseFP8Experts
+    from b200lab.precision.te_convert import TEExperts
+
+    return {"rowwise": RowwiseFP8Experts.kernel, "te": TEExperts.kernel}.get(path, "torch._grouped_mm (bf16)")
 
 
 class FP8Region(torch.nn.Module):
