@@ -18,6 +18,7 @@ from b200lab.precision.availability import expert_path, rowwise_grouped_problem
 from b200lab.precision.config.te_fp8 import TEFP8Config
 from b200lab.precision.fp8_grouped import RowwiseFP8Experts, quantize_rowwise, scaled_grouped_mm
 from b200lab.precision.te_convert import convert_model, plain_state_dict
+from support import run_cli, runs
 
 
 def reference_kernel(a, b, scale_a, scale_b, offs=None, out_dtype=torch.bfloat16, use_fast_accum=False):
@@ -186,6 +187,14 @@ def test_an_unknown_experts_path_is_refused_naming_the_choices():
     assert TEFP8Config.experts_problems(cfg, "cpu") == [
         "precision.moe_experts='fast': choose one of auto, rowwise, te, bf16"
     ]
+
+
+@pytest.mark.e2e
+def test_the_cli_refuses_an_unknown_experts_path_with_exit_2(tmp_path, store):
+    proc = run_cli(["model=moe_tiny", "precision=fp8", "precision.moe_experts=fast"], tmp_path, store)
+    assert proc.returncode == 2, proc.output
+    assert "precision.moe_experts='fast': choose one of auto, rowwise, te, bf16" in proc.stderr
+    assert "Traceback" not in proc.output and runs(store["MLFLOW_TRACKING_URI"]) == []
 
 
 # ---- on a Hopper GPU ----------------------------------------------------------------------------

@@ -29,6 +29,9 @@ for phase in "$@"; do
       sweep mission_bf16 model=moe precision=bf16 seq=12k,16k $T3
       sweep mission_fp8 model=moe precision=fp8 seq=12k,16k $T3
       sweep mission_fp8_te model=moe precision=fp8 precision.moe_experts=te seq=12k,16k $T3 ;;
+    guard)  # the accuracy guard on a byte-level MoE of byte_gpt's shape: held-out perplexity, fp8 (rowwise experts) vs fp32
+      sweep guard_moe experiment=accuracy_guard model=moe model.name=byte_moe model.n_layers=6 model.d_model=384 \
+        model.n_heads=6 model.d_ff=1536 model.vocab_size=272 hydra.sweeper.params.precision=fp32,bf16,fp8 ;;
     *) echo "unknown phase $phase" >&2; exit 2 ;;
   esac
   pack
