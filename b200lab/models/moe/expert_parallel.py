@@ -43,6 +43,7 @@ def apply(model: nn.Module, shard_of) -> None:
     for layer in model.modules():
         if isinstance(layer, MoELayer):
             split_experts(layer.experts, shard_of(layer.n_experts))
+            layer.across_ranks = routed_across_ranks
 
 
 def split_experts(experts: Experts, shard: ExpertShard) -> None:

@@ -295,6 +295,9 @@ class MoELayer(nn.Module):
         self.shared = SharedExperts(d_model, n_shared_experts * d_ff_expert) if n_shared_experts else None
         self.stats: RoutingStats | None = None
         self.ran: tuple[str, torch.dtype] | None = None
+        # expert parallel: the routed experts over ranks, (experts, h, weights, plan, top_k, path) ->
+        # (output, every rank's counts); installed by b200lab/models/moe/expert_parallel.py
+        self.across_ranks = None
 
     def reset_parameters(self, std: float = 0.02, residual_scale: float = 1.0) -> None:
         """GPT-2's init: normal(std); projections into the residual stream scaled by residual_scale."""
@@ -340,11 +343,8 @@ class MoELayer(nn.Module):
         logits, experts, weights, scores, plan = self.route(h)
         path = self.path(dtype)
         counts = None  # expert parallel: every rank's per-expert counts of this forward
-        if getattr(self.experts, "shard", None) is not None:
-            from b200lab.models.moe.expert_parallel import routed_across_ranks  # it imports this module
-
-            # its split sizes are read on the host: eager under torch.compile
-            y, counts = torch.compiler.disable(routed_across_ranks)(self.experts, h, weights, plan, self.top_k, path)
+        if self.across_ranks is not None:  # its split sizes are read on the host: eager under torch.compile
+            y, counts = torch.compiler.disable(self.across_ranks)(self.experts, h, weights, plan, self.top_k, path)
         elif path == "loop":
             y = self.experts.loop(h, experts, weights, plan.kept_mask)
         elif path == "grouped-eager":
