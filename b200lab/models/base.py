@@ -50,6 +50,11 @@ class ModelFamily:
         returns extra terms, e.g. a router's load-balancing loss, adds them here)."""
         raise NotImplementedError
 
+    def prediction_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of the predictions alone, without auxiliary terms (a router's): what
+        ``workload=validate`` compares on each data shard."""
+        return self.loss(outputs, targets)
+
     # how each metric from ``summarize`` combines across ranks (max, sum, mean, min)
     metric_rules: dict[str, str] = {}
 
@@ -72,13 +77,16 @@ class ModelFamily:
         ...), e.g. a recommender's embedding bytes per second; their rules go in ``metric_rules``."""
         return {}
 
-    def parallelize(self, model: torch.nn.Module, strategy, training: bool) -> torch.nn.Module:
+    def parallelize(self, model: torch.nn.Module, strategy, training: bool, wrap: bool = True) -> torch.nn.Module:
         """Apply the strategy: the family's tensor-parallel plan (``Config.tensor_parallel_plan``)
-        over the strategy's TP mesh, then the strategy's data-parallel wrapper."""
+        over the strategy's TP mesh, its expert-parallel plan (``Config.expert_parallel_plan``:
+        each rank keeps its experts), then (``wrap``) the strategy's data-parallel wrapper."""
         mesh = strategy.tp_mesh()
         if mesh is not None:
             self.tensor_parallel_plan().apply(model, mesh, strategy.sequence_parallel)
-        return strategy.wrap(model, training)
+        if strategy.expert_parallel > 1:
+            importlib.import_module(self.Config.expert_parallel_plan).apply(model, strategy.expert_shard)
+        return strategy.wrap(model, training) if wrap else model
 
     def tensor_parallel_plan(self):
         """The module holding the family's plan: ``apply(model, tp_mesh, sequence_parallel)`` and

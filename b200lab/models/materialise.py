@@ -8,7 +8,9 @@ each rank's shards and fills them one parameter at a time: the parameter in full
 it was built in, from a generator seeded by the run's seed and its name (or from a state dict),
 laid out as the plan lays it out, and the rank's slice of it copied into the shard. So a rank
 holds its shards plus one full parameter at a time, and every layout, one rank's included, starts
-from the same weights for the same seed.
+from the same weights for the same seed. Under expert parallel a rank's expert weights hold only
+its experts' rows (b200lab/parallel/expert.py: ``expert_parameters``): the whole parameter is
+filled and the rank's block copied.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+
+from b200lab.parallel.expert import expert_parameters
 
 
 @contextlib.contextmanager
@@ -94,6 +98,7 @@ def materialise(
     rank's slice then goes into its shard. Buffers keep their values (moved to ``device``);
     persistent ones are loaded from ``state_dict`` when given."""
     buffers = [(m, k, b) for m in model.modules() for k, b in m._buffers.items() if b is not None]
+    blocks = {name: (shard.first, shard.n_experts) for name, shard in expert_parameters(model).items()}
     # swap (not replace) each parameter, so tied weights and FSDP2's references survive
     swap = torch.__future__.get_swap_module_params_on_conversion()
     torch.__future__.set_swap_module_params_on_conversion(True)
@@ -104,9 +109,13 @@ def materialise(
     for module, key, buffer in buffers:
         module._buffers[key] = buffer.to(device)
     for name, param in model.named_parameters():
-        full = torch.empty(param.shape, dtype=build_dtype, device=device)
+        block = blocks.get(name)  # (first row, full rows) of a parameter held in part
+        shape = param.shape if block is None else (block[1], *param.shape[1:])
+        full = torch.empty(shape, dtype=build_dtype, device=device)
         fill(name, full)
         full = layout(name, full.to(param.dtype))
+        if block is not None:
+            full = full.narrow(0, block[0], param.shape[0])
         local(param).copy_(local_slice(full, param))
         del full
     if state_dict is not None:

@@ -26,6 +26,10 @@ class ParallelStrategy:
     # parallelism.build ("auto", "meta", "full") where the strategy has the option; None: every rank
     # builds the whole model, nothing to choose
     build: str | None = None
+    # the wrapper can take a model whose parameters are still on the meta device (FSDP2 can; DDP
+    # broadcasts rank 0's weights, so a meta build wraps after materialising)
+    wraps_meta_model: bool = True
+    expert_parallel: int = 1  # ranks each MoE layer's experts are split over (setup_expert_parallel)
 
     def __init__(self, cfg, rank: int, world_size: int, device: torch.device):
         self.cfg = cfg
@@ -35,6 +39,30 @@ class ParallelStrategy:
 
     def setup(self) -> None:
         """After the process group exists: build the mesh."""
+
+    def setup_expert_parallel(self) -> None:
+        """With ``parallelism.expert_parallel`` > 1 (validated equal to the data-parallel ranks,
+        every rank of the job): a process group of its own for the experts' all-to-alls, so they
+        never interleave with DDP's or FSDP2's collectives on one communicator."""
+        ep = int(self.cfg.get("expert_parallel") or 1)
+        if ep == 1:
+            return
+        import torch.distributed as dist
+
+        if ep != self.world_size:
+            raise RuntimeError(f"parallelism.expert_parallel={ep} but the job has {self.world_size} ranks")
+        self.expert_parallel = ep
+        self._expert_group = dist.new_group(list(range(self.world_size)))
+        self.effective["expert_parallel"] = {"ranks": ep, "group": "every rank (its own communicator)"}
+
+    def expert_shard(self, n_experts: int):
+        """This rank's :class:`~b200lab.parallel.expert.ExpertShard` of ``n_experts`` experts, or
+        None without expert parallel."""
+        if self.expert_parallel == 1:
+            return None
+        from b200lab.parallel.expert import ExpertShard
+
+        return ExpertShard(self._expert_group, self.rank, self.expert_parallel, n_experts)
 
     def data_shard(self) -> int:
         """Ranks with the same shard read the same samples; their tokens count once."""

@@ -1,4 +1,6 @@
-"""``parallelism=single`` and ``ddp``: every rank its own batch; DDP all-reduces gradients when training."""
+"""``parallelism=single`` and ``ddp``: every rank its own batch; DDP all-reduces gradients when
+training. With ``parallelism.expert_parallel`` each rank keeps only its experts (built on the meta
+device, then materialised), which DDP leaves out of its all-reduce."""
 
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ class DataParallel(ParallelStrategy):
     """Every rank its own batch; DistributedDataParallel all-reduces gradients when training."""
 
     Config = DataParallelConfig
+    wraps_meta_model = False  # DDP broadcasts rank 0's materialised weights
+
+    def __init__(self, cfg, rank: int, world_size: int, device: torch.device):
+        super().__init__(cfg, rank, world_size, device)
+        if int(cfg.get("expert_parallel") or 1) > 1:
+            self.build = "auto"  # meta: each rank materialises only its own experts
 
     def setup(self) -> None:
         if self.world_size > 1:
@@ -21,6 +29,10 @@ class DataParallel(ParallelStrategy):
 
             self.mesh = init_device_mesh(self.device.type, (self.world_size,), mesh_dim_names=("dp",))
         self.effective["mesh"] = {"dp": self.world_size}
+        self.setup_expert_parallel()
+
+    def shards_parameters(self) -> bool:
+        return self.expert_parallel > 1
 
     def wrap(self, model: torch.nn.Module, training: bool) -> torch.nn.Module:
         if not training or self.world_size == 1:
@@ -29,6 +41,13 @@ class DataParallel(ParallelStrategy):
 
         self.effective["wrapper"] = "DistributedDataParallel"
         self.effective["bucket_cap_mb"] = float(self.cfg.bucket_cap_mb)
+        if self.expert_parallel > 1:
+            from b200lab.parallel.expert import expert_parameters
+
+            # each rank owns its experts: their gradients are complete on their owner, not all-reduced
+            owned = sorted(expert_parameters(model))
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, owned)
+            self.effective["ddp_ignores"] = f"{len(owned)} expert weights (each rank owns its experts)"
         return DistributedDataParallel(
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -42,6 +61,11 @@ class DataParallel(ParallelStrategy):
         return model.no_sync()
 
     def reduces_master_grads(self) -> bool:
+        if self.expert_parallel > 1 and self.cfg.grad_sync == "optimizer_step":
+            # the comm hook sums DDP's buckets only: the experts' gradients would be dropped with the
+            # rest of the last micro-batch's 16-bit gradients
+            self.effective["grad_sync"] = "micro_batch (expert parallel: the experts are in no DDP bucket)"
+            return False
         return self.world_size > 1 and self.cfg.grad_sync == "optimizer_step"
 
     def reduce_masters_in_backward(self, model: torch.nn.Module, master) -> None:

@@ -33,6 +33,7 @@ class MeshParallel(ParallelStrategy):
             raise RuntimeError(f"parallelism.tp x parallelism.dp = {tp * dp} but the job has {self.world_size} ranks")
         if self.world_size > 1:
             self.mesh = init_device_mesh(self.device.type, (dp, tp), mesh_dim_names=("dp", "tp"))
+        self.setup_expert_parallel()
 
     def data_shard(self) -> int:
         return self.rank // int(self.cfg.tp)
@@ -42,7 +43,7 @@ class MeshParallel(ParallelStrategy):
         return 1.0 / int(self.cfg.tp)
 
     def shards_parameters(self) -> bool:
-        return self.tensor_parallel > 1 or bool(self.cfg.fsdp)
+        return self.tensor_parallel > 1 or bool(self.cfg.fsdp) or self.expert_parallel > 1
 
     def tp_mesh(self):
         return self.mesh["tp"] if self.mesh is not None and self.tensor_parallel > 1 else None
@@ -73,10 +74,15 @@ class MeshParallel(ParallelStrategy):
                 model.float()
                 self.keeps_master_weights = True
             mp = MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=DTYPES[self.cfg.mp_reduce_dtype])
+        # expert parallel: each rank owns its experts, so FSDP2 neither shards nor reduces them
+        from b200lab.parallel.expert import expert_parameters
+
+        owned = {p for name, p in model.named_parameters() if name in expert_parameters(model)}
         kwargs = {
             "mesh": mesh,
             "reshard_after_forward": bool(self.cfg.reshard_after_forward),
             **({"mp_policy": mp} if mp else {}),
+            **({"ignored_params": owned} if owned else {}),
         }
         # the blocks take their inputs as the root made them: FSDP2 in torch 2.11 does not cast a
         # block's inputs again when activation checkpointing recomputes it in backward, so a cast
@@ -95,6 +101,7 @@ class MeshParallel(ParallelStrategy):
             "reduce_dtype": str(mp.reduce_dtype).removeprefix("torch.") if mp else None,
             "sharded_param_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "units": len(_blocks(model)) + 1,
+            **({"ignored_params": f"{len(owned)} expert weights (each rank owns its experts)"} if owned else {}),
         }
         return model
 

@@ -161,6 +161,8 @@ def build_model(
     _probe_attention(family, attention, precision, int(cfg.seq.len), device, training)
     if not on_meta:
         model = family.parallelize(model, ctx.strategy, training)
+    elif not ctx.strategy.wraps_meta_model:
+        model = ctx.strategy.wrap(model, training)  # DDP: after the weights exist
     compiled = cfg.compile.mode is not None and precision.compile_problem is None  # the reason is in precision.record()
     if compiled and compile_model:
         model = compile_fn(ctx, model)
@@ -183,9 +185,10 @@ def construct(family, attention, precision, device: torch.device) -> torch.nn.Mo
 
 def split_meta_model(ctx: RankContext, precision, attention, training: bool) -> torch.nn.Module:
     """The model on the meta device, converted by the precision and split by the family's
-    parallel plan: what a meta build materialises (each parameter's local shape is its shard's)."""
+    parallel plan: what a meta build materialises (each parameter's local shape is its shard's).
+    A strategy whose wrapper needs real weights (DDP) wraps after materialising."""
     model = construct(ctx.family, attention, precision, ctx.device)
-    return ctx.family.parallelize(precision.convert(model), ctx.strategy, training)
+    return ctx.family.parallelize(precision.convert(model), ctx.strategy, training, wrap=ctx.strategy.wraps_meta_model)
 
 
 def _builds_on_meta(ctx: RankContext, family, precision) -> bool:
@@ -207,7 +210,7 @@ def _builds_on_meta(ctx: RankContext, family, precision) -> bool:
         if strategy.build == "meta" and problems:
             raise ValueError("parallelism.build=meta: " + "; ".join(problems))
         if strategy.build == "auto" and not strategy.shards_parameters():
-            problems.append("nothing is sharded (parallelism.tp=1, fsdp=false)")
+            problems.append("nothing is sharded (parallelism.tp=1, fsdp=false, expert_parallel=1)")
     on_meta = strategy.build != "full" and not problems
     strategy.effective["build"] = "meta" if on_meta else "full"
     if problems:

@@ -8,9 +8,11 @@ split GEMMs and collectives. Compared, with the tolerance of the compute dtype (
 ``options.*_rtol``):
 
 - logits: max |parallel - reference| / max |reference| over this shard's rows;
-- loss: |parallel - reference| / |reference| of this shard's mean cross-entropy;
+- loss: |parallel - reference| / |reference| of this shard's mean cross-entropy (the family's
+  ``prediction_loss``: a router's auxiliary terms are in the gradients, not in this comparison);
 - gradients: per parameter ||full parallel grad - reference grad|| / ||reference grad|| (the
-  parallel gradient gathered from its shards and put in the plain layout), the worst one.
+  parallel gradient gathered from its shards, an expert-parallel rank's experts included, and put
+  in the plain layout), the worst one.
 
 Each error is the worst over ranks (``metrics``); the job passes when all three are within
 tolerance, else it ends with status error and a message naming each failure. Both verdicts
@@ -27,6 +29,7 @@ import warnings
 
 import torch
 
+from b200lab.parallel.expert import expert_parameters, gather_rows
 from b200lab.precision.base import unwrap
 from b200lab.workloads.base import Workload, build_model, model_flops_per_step
 from b200lab.workloads.config.validate import ValidateConfig
@@ -67,7 +70,7 @@ class Validate(Workload):
         ref_loss.backward()
         rows = slice(shard_index * self.batch, (shard_index + 1) * self.batch)
         ref_logits = ref_logits[rows].detach()
-        ref_shard_loss = reference.family.loss(ref_logits, self.targets).detach()
+        ref_shard_loss = reference.family.prediction_loss(ref_logits, self.targets).detach()
         ref_grads = {n: p.grad for n, p in reference.model.named_parameters() if p.grad is not None}
         state = reference.precision.plain_state_dict(reference.model)
 
@@ -154,10 +157,11 @@ class Validate(Workload):
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             logits, loss = self._forward(self.built, self.model, self.inputs, self.targets)
             loss.backward()
+        shard_loss = self.built.family.prediction_loss(logits.detach(), self.targets)
         counts = (
             {str(k).split(".")[-1]: int(v) for k, v in counter.get_comm_counts().items()} if counter is not None else {}
         )
-        return logits.detach(), loss.detach(), counts
+        return logits.detach(), shard_loss.detach(), counts
 
     def _compare(self, logits, loss, ref_logits, ref_loss, ref_grads) -> tuple[dict, dict]:
         tp = self.ctx.strategy.tensor_parallel
@@ -165,6 +169,7 @@ class Validate(Workload):
         logits_err = float((logits.float() - ref_logits.float()).abs().max() / ref_logits.float().abs().max())
         loss_err = float((loss.float() - ref_loss.float()).abs() / ref_loss.float().abs())
         per_param = {}
+        owned = expert_parameters(unwrap(self.model))  # expert parallel: each rank holds its experts' rows
         for name, p in unwrap(self.model).named_parameters():
             if p.grad is None or name not in ref_grads:
                 raise ValidationFailed(
@@ -173,6 +178,8 @@ class Validate(Workload):
             grad = (
                 p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
             )  # a collective: every rank, same order
+            if name in owned:
+                grad = gather_rows(grad, owned[name])  # a collective too
             if plan is not None:
                 grad = plan.plain(name, grad, self.built.family.cfg, tp)
             ref = ref_grads[name].float()
@@ -218,11 +225,14 @@ def _worst_over_ranks(errors: dict, device) -> dict:
 def _shapes(model: torch.nn.Module, local: bool) -> dict:
     """Parameter shapes of the first block, the output head and the embedding (what a split changes)."""
     keep = ("blocks.0.", "head.", "embed.")
+    owned = expert_parameters(unwrap(model))
     out = {}
     for name, p in unwrap(model).named_parameters():
         if name.startswith(keep):
-            shape = p.to_local().shape if local and hasattr(p, "to_local") else p.shape
-            out[name] = list(shape)
+            shape = list(p.to_local().shape if local and hasattr(p, "to_local") else p.shape)
+            if name in owned and not local:
+                shape[0] = owned[name].n_experts
+            out[name] = shape
     return out
 
 

@@ -28,6 +28,8 @@ class ModelConfig(ComponentConfig):
     # it can be built on the meta device and each rank materialise its own shards
     # (b200lab/models/materialise.py); a plan then also has parallel_layout(name, full, cfg, tp)
     init_by_name: ClassVar[bool] = False
+    # module with apply(model, shard_of) splitting the family's experts over ranks (expert parallel)
+    expert_parallel_plan: ClassVar[str | None] = None
 
     @staticmethod
     def positive(cfg, *keys: str) -> list[str]:
@@ -44,6 +46,16 @@ class ModelConfig(ComponentConfig):
                 f"plan; {cls.no_tensor_parallel}"
             ]
         return cls.split_problems(cfg, tp, sequence_parallel, seq_len)
+
+    @classmethod
+    def expert_parallel_problems(cls, cfg, ep: int) -> list[str]:
+        """Why ``cfg``'s experts cannot be split over ``ep`` ranks (empty when they can)."""
+        if cls.expert_parallel_plan is None:
+            return [
+                f"parallelism.expert_parallel={ep}: model family {cfg.get('family')!r} (model={cfg.get('name')}) has "
+                "no experts to split (no expert-parallel plan); use parallelism.expert_parallel=1"
+            ]
+        return []
 
     @classmethod
     def split_problems(cls, cfg, tp: int, sequence_parallel: bool, seq_len: int) -> list[str]:

@@ -71,8 +71,19 @@ class MoEConfig(GPTConfig):
     decode_reads_all_weights = False
     tensor_parallel_plan = None
     no_tensor_parallel = (
-        "its experts are not split over ranks (expert parallel is not built); use parallelism=ddp or fsdp"
+        "its experts are not split over tensor-parallel ranks; use parallelism=ddp or fsdp (with "
+        "parallelism.expert_parallel to split the experts over the data-parallel ranks)"
     )
+    expert_parallel_plan = "b200lab.models.moe.expert_parallel"
+
+    @classmethod
+    def expert_parallel_problems(cls, cfg, ep: int) -> list[str]:
+        if cfg.n_experts >= 1 and cfg.n_experts % ep:
+            return [
+                f"parallelism.expert_parallel={ep} does not divide model.n_experts={cfg.n_experts}: each rank holds "
+                "n_experts / expert_parallel experts"
+            ]
+        return []
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:

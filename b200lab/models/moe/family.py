@@ -47,6 +47,10 @@ class MoEFamily(GPTFamily):
         loss = super().loss(outputs.logits, targets) + self.cfg.aux_loss_coef * outputs.aux_loss
         return loss + self.cfg.z_loss_coef * outputs.z_loss if self.cfg.z_loss_coef else loss
 
+    def prediction_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy of the logits, without the router terms."""
+        return super().loss(outputs, targets)
+
     def fp8_patterns(self) -> dict:
         """The GPT's, and the experts' weights as grouped GEMMs where they run grouped (the loop is the reference)."""
         grouped = {Experts: GroupedExperts()} if self.cfg.expert_impl == "grouped" else {}
@@ -57,18 +61,28 @@ class MoEFamily(GPTFamily):
         return outputs.logits
 
     def forward_stats(self, outputs: MoEOutput) -> dict[str, torch.Tensor]:
-        return {
+        """This rank's loads and router losses; under expert parallel also the group's loads."""
+        stats = {
             "routed": outputs.routed.detach(),
             "kept": outputs.kept.detach(),
             "aux_loss": outputs.aux_loss.detach().float(),
             "z_loss": outputs.z_loss.detach().float(),
         }
+        if outputs.group_routed is not None:
+            stats.update(group_routed=outputs.group_routed.detach(), group_kept=outputs.group_kept.detach())
+        return stats
+
+    @property
+    def expert_parallel(self) -> int:
+        """Ranks the experts are split over (1 without expert parallel)."""
+        shard = getattr(self.layers[0].experts, "shard", None) if self.layers else None
+        return shard.size if shard is not None else 1
 
     def summarize(self, stats: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        return moe_stats.summarize(stats)
+        return moe_stats.summarize(stats, self.expert_parallel)
 
     def artifacts(self, stats: list[dict[str, torch.Tensor]], out_dir) -> list:
-        return moe_stats.write_artifacts(stats, out_dir, self.effective)
+        return moe_stats.write_artifacts(stats, out_dir, self.effective, self.expert_parallel)
 
     @property
     def effective(self) -> dict:
@@ -84,6 +98,13 @@ class MoEFamily(GPTFamily):
             "capacity_factor": c.capacity_factor,
             "router": c.router,
         }
+        if self.expert_parallel > 1:
+            out["expert_parallel"] = {
+                "ranks": self.expert_parallel,
+                "experts_per_rank": c.n_experts // self.expert_parallel,
+                "dispatch": "all_to_all_single of the kept rows after an all_gather of the per-expert counts "
+                "(one host read of the split sizes per layer and forward)",
+            }
         ran = self.layers[0].ran if self.layers else None
         if ran is not None:
             path, dtype = ran

@@ -56,6 +56,9 @@ class RoutingStats(NamedTuple):
     z_loss: torch.Tensor  # router z-loss (0 outside training)
     routed: torch.Tensor  # (E,) assignments per expert
     kept: torch.Tensor  # (E,) after dropping
+    # expert parallel: the same, summed over the expert-parallel ranks (None on one rank)
+    group_routed: torch.Tensor | None = None
+    group_kept: torch.Tensor | None = None
 
 
 def capacity_for(tokens: int, top_k: int, n_experts: int, factor: float | None) -> int | None:
@@ -123,12 +126,20 @@ def plan_dispatch(experts: torch.Tensor, n_experts: int, capacity: int | None = 
     )
 
 
-def load_balancing_loss(scores: torch.Tensor, routed: torch.Tensor, top_k: int, score: str = "softmax") -> torch.Tensor:
+def load_balancing_loss(
+    scores: torch.Tensor,
+    routed: torch.Tensor,
+    top_k: int,
+    score: str = "softmax",
+    assignments: torch.Tensor | int | None = None,
+) -> torch.Tensor:
     """Switch Transformer's E * sum_e f_e P_e: f_e the fraction of assignments routed to expert e,
-    P_e its mean routing probability (sigmoid scores normalised per token). 1 when balanced."""
+    P_e its mean routing probability (sigmoid scores normalised per token). 1 when balanced.
+    ``routed`` and ``assignments`` (default T * top_k) may count more tokens than ``scores`` holds
+    (expert parallel: every rank's assignments)."""
     T, E = scores.shape
     probs = scores if score == "softmax" else scores / scores.sum(-1, keepdim=True)
-    return E * (routed.to(probs.dtype) / (T * top_k) * probs.mean(0)).sum()
+    return E * (routed.to(probs.dtype) / (T * top_k if assignments is None else assignments) * probs.mean(0)).sum()
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -208,6 +219,9 @@ class Experts(nn.Module):
         super().__init__()
         self.up = nn.Parameter(torch.empty(n_experts, d_ff, d_model))
         self.down = nn.Parameter(torch.empty(n_experts, d_model, d_ff))
+        # expert parallel: the block of experts this rank holds, an ExpertShard (b200lab/parallel/expert.py);
+        # up and down then hold only those experts' rows (b200lab/models/moe/expert_parallel.py)
+        self.shard = None
 
     def weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         return self.up.to(dtype), self.down.to(dtype)
@@ -281,6 +295,9 @@ class MoELayer(nn.Module):
         self.shared = SharedExperts(d_model, n_shared_experts * d_ff_expert) if n_shared_experts else None
         self.stats: RoutingStats | None = None
         self.ran: tuple[str, torch.dtype] | None = None
+        # expert parallel: the routed experts over ranks, (experts, h, weights, plan, top_k, path) ->
+        # (output, every rank's counts); installed by b200lab/models/moe/expert_parallel.py
+        self.across_ranks = None
 
     def reset_parameters(self, std: float = 0.02, residual_scale: float = 1.0) -> None:
         """GPT-2's init: normal(std); projections into the residual stream scaled by residual_scale."""
@@ -325,7 +342,10 @@ class MoELayer(nn.Module):
         h = self.norm(x).reshape(-1, shape[-1]).to(dtype)
         logits, experts, weights, scores, plan = self.route(h)
         path = self.path(dtype)
-        if path == "loop":
+        counts = None  # expert parallel: every rank's per-expert counts of this forward
+        if self.across_ranks is not None:  # its split sizes are read on the host: eager under torch.compile
+            y, counts = torch.compiler.disable(self.across_ranks)(self.experts, h, weights, plan, self.top_k, path)
+        elif path == "loop":
             y = self.experts.loop(h, experts, weights, plan.kept_mask)
         elif path == "grouped-eager":
             y = torch.compiler.disable(self.routed_experts)(h, weights, plan)
@@ -333,10 +353,18 @@ class MoELayer(nn.Module):
             y = self.routed_experts(h, weights, plan)
         if self.shared is not None:
             y = y + self.shared(h)
+        group_routed = group_kept = None
+        if counts is not None:  # the expert-parallel group's loads
+            group_routed, group_kept = (c.sum(0).to(h.device) for c in (counts.routed, counts.kept))
         if self.training:
-            aux, z = load_balancing_loss(scores, plan.routed, self.top_k, self.score), router_z_loss(logits)
+            balance = (
+                load_balancing_loss(scores, plan.routed, self.top_k, self.score)
+                if counts is None
+                else load_balancing_loss(scores, group_routed, self.top_k, self.score, group_routed.sum())
+            )
+            aux, z = balance, router_z_loss(logits)
         else:
             aux = z = scores.new_zeros(())
-        self.stats = RoutingStats(aux, z, plan.routed, plan.kept)
+        self.stats = RoutingStats(aux, z, plan.routed, plan.kept, group_routed, group_kept)
         self.ran = (path, dtype)
         return y.view(shape)

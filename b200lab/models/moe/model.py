@@ -23,6 +23,9 @@ class MoEOutput(NamedTuple):
     z_loss: torch.Tensor  # router z-losses summed over layers (0 outside training)
     routed: torch.Tensor  # (layers, experts) assignments routed to each expert
     kept: torch.Tensor  # (layers, experts) of those, kept under the capacity
+    # expert parallel: the same summed over the expert-parallel ranks (None on one rank)
+    group_routed: torch.Tensor | None = None
+    group_kept: torch.Tensor | None = None
 
 
 class MoEGPT(GPT):
@@ -72,10 +75,13 @@ class MoEGPT(GPT):
         stats = [layer.stats for layer in layers]
         for layer in layers:
             layer.stats = None  # the output holds them now
+        grouped = stats[0].group_routed is not None
         return MoEOutput(
             logits,
             torch.stack([s.aux_loss for s in stats]).sum(),
             torch.stack([s.z_loss for s in stats]).sum(),
             torch.stack([s.routed for s in stats]),
             torch.stack([s.kept for s in stats]),
+            torch.stack([s.group_routed for s in stats]) if grouped else None,
+            torch.stack([s.group_kept for s in stats]) if grouped else None,
         )

@@ -11,6 +11,19 @@ those steps before any ratio is taken.
     moe_dropped_frac              assignments dropped by the capacity / assignments routed
     moe_idle_experts              (layer, expert) pairs that received no token
     moe_aux_loss, moe_z_loss      the router losses per layer, mean over steps (aux: 1 = balanced)
+
+Each rank's metrics are of its own tokens (ranks/rankN.json keeps them per rank; the job's are
+combined by ``METRIC_RULES``). Under expert parallel the stats also hold the group's loads
+(``group_routed``, ``group_kept``: every rank's assignments, from the counts the ranks exchange
+anyway), which give
+
+    moe_group_load_max_over_mean         the load ratio of the whole group's tokens, mean over layers
+    moe_group_load_max_over_mean_worst   the same, worst layer
+    moe_ep_rank_load_max_over_mean       rows computed by the busiest rank's experts / the mean
+                                         rank's, mean over layers (1 = every rank equally busy)
+    moe_ep_rank_load_max_over_mean_worst the same, worst layer
+
+and the artifacts then chart the group's loads.
 """
 
 from __future__ import annotations
@@ -30,14 +43,35 @@ METRIC_RULES = {
     "moe_idle_experts": "max",
     "moe_aux_loss": "mean",
     "moe_z_loss": "mean",
+    # expert parallel: the same value on every rank (the group's loads)
+    "moe_group_load_max_over_mean": "mean",
+    "moe_group_load_max_over_mean_worst": "max",
+    "moe_ep_rank_load_max_over_mean": "mean",
+    "moe_ep_rank_load_max_over_mean_worst": "max",
 }
 
 
-def loads(stats: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(routed, kept): assignments per (layer, expert), summed over the recorded steps."""
-    routed = sum(s["routed"].detach().double().cpu() for s in stats).numpy()
-    kept = sum(s["kept"].detach().double().cpu() for s in stats).numpy()
+def loads(stats: list[dict], prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(routed, kept): assignments per (layer, expert), summed over the recorded steps; prefix
+    ``group_``: the expert-parallel group's."""
+    routed = sum(s[f"{prefix}routed"].detach().double().cpu() for s in stats).numpy()
+    kept = sum(s[f"{prefix}kept"].detach().double().cpu() for s in stats).numpy()
     return routed, kept
+
+
+def expert_parallel_metrics(stats: list[dict], ranks: int) -> dict[str, float]:
+    """The group's load ratio and how evenly the ranks' experts were busy (``ranks`` owning
+    consecutive blocks of the experts)."""
+    routed, kept = loads(stats, "group_")
+    ratio = routed.max(1) / routed.mean(1)
+    per_rank = kept.reshape(len(kept), ranks, -1).sum(2)  # rows each rank's experts computed
+    rank_ratio = per_rank.max(1) / per_rank.mean(1)
+    return {
+        "moe_group_load_max_over_mean": float(ratio.mean()),
+        "moe_group_load_max_over_mean_worst": float(ratio.max()),
+        "moe_ep_rank_load_max_over_mean": float(rank_ratio.mean()),
+        "moe_ep_rank_load_max_over_mean_worst": float(rank_ratio.max()),
+    }
 
 
 def load_metrics(routed: np.ndarray, kept: np.ndarray) -> dict[str, float]:
@@ -56,25 +90,28 @@ def load_metrics(routed: np.ndarray, kept: np.ndarray) -> dict[str, float]:
     }
 
 
-def summarize(stats: list[dict]) -> dict[str, float]:
+def summarize(stats: list[dict], expert_parallel: int = 1) -> dict[str, float]:
     if not stats:
         return {}
     routed, kept = loads(stats)
     out = load_metrics(routed, kept)
     for key in ("aux_loss", "z_loss"):  # the model sums them over layers
         out[f"moe_{key}"] = float(np.mean([float(s[key]) for s in stats])) / len(routed)
+    if "group_routed" in stats[0]:
+        out.update(expert_parallel_metrics(stats, expert_parallel))
     return out
 
 
-def write_artifacts(stats: list[dict], out_dir, effective: dict) -> list[Path]:
+def write_artifacts(stats: list[dict], out_dir, effective: dict, expert_parallel: int = 1) -> list[Path]:
     """``moe_expert_load.csv`` (per layer and expert), ``moe_expert_load.png`` (tokens per expert
     over all layers, and each layer's load / mean as a heatmap) and ``moe_routing.json`` (what
-    ran and the metrics)."""
+    ran and the metrics). Under expert parallel the loads are the group's (every rank's tokens)."""
     if not stats:
         return []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    routed, kept = loads(stats)
+    group = "group_routed" in stats[0]
+    routed, kept = loads(stats, "group_" if group else "")
     csv_path = out_dir / "moe_expert_load.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -84,7 +121,16 @@ def write_artifacts(stats: list[dict], out_dir, effective: dict) -> list[Path]:
                 writer.writerow([layer, expert, int(r), int(k), f"{r / r_row.sum():.6f}", f"{r / r_row.mean():.6f}"])
     json_path = out_dir / "moe_routing.json"
     json_path.write_text(
-        json.dumps({"effective": effective, "steps": len(stats), **summarize(stats)}, indent=2, default=str)
+        json.dumps(
+            {
+                "effective": effective,
+                "steps": len(stats),
+                "loads": "the expert-parallel group's (every rank's tokens)" if group else "this rank's tokens",
+                **summarize(stats, expert_parallel),
+            },
+            indent=2,
+            default=str,
+        )
     )
     png_path = out_dir / "moe_expert_load.png"
     _plot(routed, kept, png_path, len(stats))

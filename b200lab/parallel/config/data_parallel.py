@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from b200lab.core.component import CheckContext
-from b200lab.parallel.config.base import ParallelismConfig
+from b200lab.parallel.config.base import ParallelismConfig, expert_parallel_problems
 
 GRAD_SYNC = ("micro_batch", "optimizer_step")
 
@@ -30,4 +30,4 @@ class DataParallelConfig(ParallelismConfig):
             problems.append(f"parallelism.grad_sync={cfg.grad_sync!r}: choose {' or '.join(GRAD_SYNC)}")
         if not cfg.bucket_cap_mb > 0:
             problems.append(f"parallelism.bucket_cap_mb={cfg.bucket_cap_mb}: must be a positive number of MiB")
-        return problems
+        return problems + expert_parallel_problems(cfg, ctx, "nproc")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from b200lab.core.component import CheckContext
-from b200lab.parallel.config.base import ParallelismConfig
+from b200lab.parallel.config.base import ParallelismConfig, expert_parallel_problems
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
 
@@ -87,6 +87,7 @@ class MeshConfig(ParallelismConfig):
         if cfg.sharded_dtype not in ("float32", "param"):
             problems.append(f"parallelism.sharded_dtype={cfg.sharded_dtype!r}: choose float32 or param")
         problems += _build_problems(cfg, ctx)
+        problems += expert_parallel_problems(cfg, ctx, "dp", cfg.tp)
         for key in ("mp_param_dtype", "mp_reduce_dtype"):
             allowed = ("auto", *DTYPE_NAMES) if key == "mp_param_dtype" else DTYPE_NAMES
             if cfg[key] not in allowed:
