@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from b200lab.precision.fp8_layers import AMAX_FLOOR, E4M3_MAX
+from b200lab.precision.e4m3 import AMAX_FLOOR, E4M3_MAX
 
 
 def quantize_rowwise(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

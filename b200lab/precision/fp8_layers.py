@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from b200lab.precision.e4m3 import AMAX_FLOOR, E4M3_MAX
 from b200lab.precision.te_convert import _aligned, _shared_parameters
 
-E4M3_MAX = 448.0  # the largest finite float8_e4m3fn
-AMAX_FLOOR = 1e-12  # an all-zero activation row gets this amax, not a division by zero
 CHUNK_ELEMENTS = 1 << 26  # quantise weights this many elements at a time (the float64 copy: 512 MB)
 
 
