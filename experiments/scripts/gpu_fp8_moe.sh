@@ -4,7 +4,7 @@
 # each beside bf16, same card, same call, 3 timed trials per point. From the project root, with .gpu/base and
 # the Transformer Engine parts (stage.sh --te) staged:
 #
-#   bash experiments/scripts/gpu_fp8_moe.sh tests train mission     # phase names, in any order
+#   bash experiments/scripts/gpu_fp8_moe.sh tests train mission train_te mission_te guard    # phases, any order
 #
 # Resumable as gpu_baseline.sh is (experiments/scripts/resumable.sh): one sweep per point. Results:
 # multirun/fp8_moe/SWEEP/... and mlflow.db, packed into $OUT/fp8_moe.tar.gz after every sweep.
@@ -17,18 +17,19 @@ TRAIN="model=moe model.n_layers=8 workload=train seq=2k precision.master_dtype=n
 for phase in "$@"; do
   echo "=== phase $phase $(date -u +%FT%TZ)"
   case $phase in
-    tests) gpu_tests gpu_tests_fp8_moe.xml tests/test_fp8_grouped.py tests/test_fp8_te.py tests/test_moe.py ;;
-    train)  # 8 layers of model=moe, compiled: bf16, FP8 with rowwise experts, FP8 with TE GroupedLinear experts
+    tests) gpu_tests gpu_tests_fp8_moe.xml tests/test_fp8_grouped.py ;;
+    tests_more) gpu_tests gpu_tests_fp8_te_moe.xml tests/test_fp8_te.py tests/test_moe.py ;;
+    train)  # 8 layers of model=moe, compiled: bf16 and FP8 with rowwise experts
       sweep train_bf16 $TRAIN precision=bf16 compile=default
-      sweep train_fp8 $TRAIN precision=fp8 compile=default
-      sweep train_fp8_te $TRAIN precision=fp8 precision.moe_experts=te compile=default ;;
+      sweep train_fp8 $TRAIN precision=fp8 compile=default ;;
+    train_te) sweep train_fp8_te $TRAIN precision=fp8 precision.moe_experts=te compile=default ;;  # TE GroupedLinear experts
     train_eager)  # the same, eager (the 2026-11-26 pair e9e96f1f / b492e746 was eager)
       sweep train_eager_bf16 $TRAIN precision=bf16
       sweep train_eager_fp8 $TRAIN precision=fp8 ;;
-    mission)  # the mission's command as typed (forward, eager), in bf16 and FP8, both experts paths
+    mission)  # the mission's command as typed (forward, eager), in bf16 and FP8
       sweep mission_bf16 model=moe precision=bf16 seq=12k,16k $T3
-      sweep mission_fp8 model=moe precision=fp8 seq=12k,16k $T3
-      sweep mission_fp8_te model=moe precision=fp8 precision.moe_experts=te seq=12k,16k $T3 ;;
+      sweep mission_fp8 model=moe precision=fp8 seq=12k,16k $T3 ;;
+    mission_te) sweep mission_fp8_te model=moe precision=fp8 precision.moe_experts=te seq=12k,16k $T3 ;;
     guard)  # the accuracy guard on a byte-level MoE of byte_gpt's shape: held-out perplexity, fp8 (rowwise experts) vs fp32
       sweep guard_moe experiment=accuracy_guard model=moe model.name=byte_moe model.n_layers=6 model.d_model=384 \
         model.n_heads=6 model.d_ff=1536 model.vocab_size=272 hydra.sweeper.params.precision=fp32,bf16,fp8 ;;
