@@ -190,10 +190,12 @@ def test_an_unknown_experts_path_is_refused_naming_the_choices():
 
 
 @pytest.mark.e2e
-def test_the_cli_refuses_an_unknown_experts_path_with_exit_2(tmp_path, store):
-    proc = run_cli(["model=moe_tiny", "precision=fp8", "precision.moe_experts=fast"], tmp_path, store)
+def test_the_cli_refuses_an_unknown_experts_path_or_small_gemms_choice_with_exit_2(tmp_path, store):
+    args = ["model=moe_tiny", "precision=fp8", "precision.moe_experts=fast", "precision.small_gemms=none"]
+    proc = run_cli(args, tmp_path, store)
     assert proc.returncode == 2, proc.output
     assert "precision.moe_experts='fast': choose one of auto, rowwise, te, bf16" in proc.stderr
+    assert "precision.small_gemms='none': choose fp8 or bf16" in proc.stderr
     assert "Traceback" not in proc.output and runs(store["MLFLOW_TRACKING_URI"]) == []
 
 

@@ -380,3 +380,62 @@ def test_the_converter_fuses_what_a_family_declares_whatever_its_attributes_are_
     assert conv.counts() == {"LayerNormLinear": 2, "LayerNormMLP": 2, "Linear": 3}  # out x2 and the head
     back = plain_state_dict(model, conv)
     assert set(back) == set(want) and all(torch.equal(back[k], want[k]) for k in want)
+
+
+def test_small_gemms_stay_bf16_with_the_reason_and_large_ones_convert():
+    """precision.small_gemms=bf16 (fp8_auto's default): at ViT-L/16's width (d 1024) every block GEMM
+    but the MLP's down projection is below the rule, and a fused pattern stays whole in bf16; at
+    gpt_1b's width (d 2048) every GEMM converts. Without the rule both convert fully."""
+    from b200lab.precision.te_convert import convert_model, small_gemm
+
+    def block(d: int, seed: int):
+        torch.manual_seed(seed)
+        return _tiny_cpu_gpt(n_layers=1, d_model=d, n_heads=d // 128, d_ff=4 * d, vocab_size=64)
+
+    seed = int(torch.randint(0, 2**31, (1,)))
+    narrow = block(1024, seed)
+    conv = convert_model(narrow, _TEStandIns, torch.float32, "cpu", patterns=_gpt_patterns(narrow), keep_small=True)
+    assert conv.counts() == {}  # qkv 1024x3072, the MLP (up 1024x4096), out 1024x1024, head 1024x64
+    assert set(conv.kept) == {"blocks.0.qkv", "blocks.0.out", "blocks.0.mlp", "head"}
+    assert "1024x3072: too small for FP8 to gain" in conv.kept["blocks.0.qkv"]
+    assert "precision.small_gemms=fp8 converts it" in conv.kept["blocks.0.mlp"]
+    assert not isinstance(narrow.blocks[0].norm_attn, torch.nn.Identity)  # the norm stays where it was
+    full = convert_model(block(1024, seed), _TEStandIns, torch.float32, "cpu", patterns=_gpt_patterns(narrow))
+    assert full.counts()["LayerNormMLP"] == 1 and full.counts()["LayerNormLinear"] == 1
+
+    wide = block(2048, seed)
+    conv = convert_model(wide, _TEStandIns, torch.float32, "cpu", patterns=_gpt_patterns(wide), keep_small=True)
+    assert conv.counts()["LayerNormLinear"] == 1 and conv.counts()["LayerNormMLP"] == 1
+    assert small_gemm(torch.nn.Linear(1024, 4096)) and small_gemm(torch.nn.Linear(1025, 64)) is None
+    assert small_gemm(torch.nn.Linear(1024, 4112)) is None
+
+
+def test_fp8_auto_keeps_small_gemms_in_bf16_and_fp8_converts_them():
+    from omegaconf import OmegaConf
+
+    from b200lab.precision.config.fp8_auto import FP8AutoConfig
+    from b200lab.precision.config.te_fp8 import TEFP8Config
+
+    auto = OmegaConf.structured(FP8AutoConfig(_target_=FP8AutoConfig.target, name="fp8_auto"))
+    assert FP8AutoConfig.inner_config(auto, TEFP8Config).small_gemms == "bf16"
+    auto.small_gemms = "fp8"
+    assert FP8AutoConfig.inner_config(auto, TEFP8Config).small_gemms == "fp8"
+    assert OmegaConf.structured(TEFP8Config(_target_=TEFP8Config.target, name="fp8")).small_gemms == "fp8"
+
+
+def _tiny_cpu_gpt(**shape):
+    from omegaconf import OmegaConf
+
+    from b200lab.attention.base import MathAttention
+    from b200lab.models.config.gpt import GPTConfig
+    from b200lab.models.gpt.model import GPT
+
+    cfg = OmegaConf.structured(GPTConfig(_target_="b200lab.models.gpt.family.GPTFamily", name="t", **shape))
+    attention = MathAttention(
+        OmegaConf.structured(MathAttention.Config(_target_="b200lab.attention.base.MathAttention", name="math")), "cpu"
+    )
+    return GPT(cfg, attention)
+
+
+def _gpt_patterns(model):
+    return GPTFamily(model.cfg).fp8_patterns()

@@ -209,10 +209,13 @@ def convert_model(
     skip: tuple[str, ...] = (),
     patterns: dict | None = None,
     experts: str = "te",
+    keep_small: bool = False,
 ) -> Conversion:
     """Convert ``model`` in place; ``patterns``: module type -> the pattern its family declares
     (b200lab/models/patterns.py); ``skip`` names module paths (or their last part, e.g. ``head``)
-    that stay in high precision; ``experts``: how a mixture's experts run (te, rowwise or bf16)."""
+    that stay in high precision; ``experts``: how a mixture's experts run (te, rowwise or bf16);
+    ``keep_small``: linears :func:`small_gemm` names stay in high precision (a fused pattern stays
+    whole when any of its linears does)."""
     conv = Converter(te, params_dtype, device, skip, experts)
     patterns = patterns or {}
     tied = _shared_parameters(model)
@@ -220,12 +223,15 @@ def convert_model(
     def skipped(path: str) -> bool:
         return path in skip or path.rsplit(".", 1)[-1] in skip
 
+    def why_not(linear: nn.Linear, path: str) -> str | None:
+        return _why_not(linear, path, skipped, tied) or (small_gemm(linear) if keep_small else None)
+
     def replacement(child: nn.Module, path: str) -> tuple[nn.Module | None, str | None]:
         """(the TE module for ``child``, or None; why it stays as it is, or None to recurse into it)."""
         pattern = patterns.get(type(child))
         if isinstance(pattern, NormMLP) and _norm_kind(getattr(child, pattern.norm)) is not None:
             up, down = getattr(child, pattern.up), getattr(child, pattern.down)
-            why = _why_not(up, path, skipped, tied) or _why_not(down, path, skipped, tied)
+            why = why_not(up, path) or why_not(down, path)
             return (None, why) if why else (conv.norm_mlp(child, path, pattern), None)
         if isinstance(pattern, GroupedExperts):
             up = getattr(child, pattern.up)
@@ -240,7 +246,7 @@ def convert_model(
             conv.out.experts[path] = conv.experts_path
             return conv.experts(child, path, pattern), None
         if type(child) is nn.Linear:
-            why = _why_not(child, path, skipped, tied)
+            why = why_not(child, path)
             return (None, why) if why else (conv.linear(child, path), None)
         return None, None
 
@@ -250,7 +256,7 @@ def convert_model(
             norm, linear = getattr(parent, pattern.norm), getattr(parent, pattern.linear)
             if _norm_kind(norm) is not None and type(linear) is nn.Linear:
                 path = f"{prefix}{pattern.linear}"
-                why = _why_not(linear, path, skipped, tied)
+                why = why_not(linear, path)
                 if why:
                     conv.out.kept[path] = why
                 else:
@@ -278,6 +284,25 @@ def _shared_parameters(model: nn.Module) -> set[int]:
         for p in module.parameters(recurse=False):
             seen[id(p)] = seen.get(id(p), 0) + 1
     return {k for k, n in seen.items() if n > 1}
+
+
+# torchao's float8 auto-filter for per-tensor scaling (torchao/float8/float8_linear_utils.py,
+# _auto_filter_for_tensorwise), from its H100 microbenchmarks of a linear's forward + backward
+# against bf16: at out_features <= 4096 and in_features <= 1024 the casts cost more than the FP8
+# GEMMs save. The lab's own records agree in direction (ViT-L/16, d 1024: FP8 0.73x bf16) but do
+# not calibrate the threshold.
+SMALL_GEMM_MAX_IN, SMALL_GEMM_MAX_OUT = 1024, 4096
+
+
+def small_gemm(linear: nn.Linear) -> str | None:
+    """Why this linear is too small for FP8 to gain, or None."""
+    if linear.in_features <= SMALL_GEMM_MAX_IN and linear.out_features <= SMALL_GEMM_MAX_OUT:
+        return (
+            f"{linear.in_features}x{linear.out_features}: too small for FP8 to gain (in_features <= "
+            f"{SMALL_GEMM_MAX_IN} and out_features <= {SMALL_GEMM_MAX_OUT}, torchao's per-tensor rule from H100 "
+            "benchmarks; precision.small_gemms=fp8 converts it)"
+        )
+    return None
 
 
 def _why_not(linear: nn.Linear, path: str, skipped, tied: set[int]):

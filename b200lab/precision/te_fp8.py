@@ -75,7 +75,14 @@ class TEFP8Precision(PrecisionRecipe):
         device = next(model.parameters()).device
         experts, passed_over = self.experts_path(device)
         self.conversion = convert_model(
-            model, self.te, torch.bfloat16, device, tuple(self.cfg.skip), self.patterns, experts
+            model,
+            self.te,
+            torch.bfloat16,
+            device,
+            tuple(self.cfg.skip),
+            self.patterns,
+            experts,
+            keep_small=self.cfg.small_gemms == "bf16",
         )
         in_fp8 = sum(
             p.numel()

@@ -49,6 +49,8 @@ class FP8AutoConfig(PrecisionConfig):
     # where a record shows FP8 slower than bf16 for this model and workload: fp8_auto runs bf16 there
     fp8_lost: list[RecordedLoss] = field(default_factory=list)
     avoid_fp8: str | None = None  # the matching record, set from fp8_lost for the job (job_overrides)
+    # bf16: Transformer Engine keeps linears too small for FP8 to gain in bf16 (precision.small_gemms) | fp8
+    small_gemms: str = "bf16"
 
     target = "b200lab.precision.fp8_auto.FP8AutoPrecision"
     fp8_gemms = True
@@ -80,8 +82,9 @@ class FP8AutoConfig(PrecisionConfig):
         inner = OmegaConf.structured(config(_target_=config.target, name=cfg.name))
         if config is TEFP8Config:
             inner.recipe = cfg.recipe
-        if "master_dtype" in inner:
-            inner.master_dtype = cfg.master_dtype
+        for shared in ("master_dtype", "small_gemms"):
+            if shared in inner and shared in cfg:
+                inner[shared] = cfg[shared]
         return inner
 
     @classmethod

@@ -31,6 +31,8 @@ class TEFP8Config(PrecisionConfig):
     # a mixture's routed experts: auto (rowwise on Hopper, else te) | rowwise (torch._scaled_grouped_mm,
     # no host sync) | te (Transformer Engine GroupedLinear: group sizes read on the host) | bf16
     moe_experts: str = "auto"
+    # fp8: every aligned linear | bf16: linears too small for FP8 to gain stay bf16 (te_convert.small_gemm)
+    small_gemms: str = "fp8"
 
     target = "b200lab.precision.te_fp8.TEFP8Precision"
     fp8_gemms = True
@@ -46,6 +48,8 @@ class TEFP8Config(PrecisionConfig):
             problems.append(f"precision.fp8_format={cfg.fp8_format!r}: choose one of {', '.join(FORMATS)}")
         if cfg.amax_compute_algo not in ("max", "most_recent"):
             problems.append(f"precision.amax_compute_algo={cfg.amax_compute_algo!r}: choose max or most_recent")
+        if cfg.get("small_gemms", "fp8") not in ("fp8", "bf16"):
+            problems.append(f"precision.small_gemms={cfg.small_gemms!r}: choose fp8 or bf16")
         if cfg.amax_history_len < 1:
             problems.append(f"precision.amax_history_len={cfg.amax_history_len}: must be >= 1")
         if str(cfg.master_dtype).lower() not in ("auto", "none", "null", "float32"):
