@@ -310,6 +310,43 @@ def test_serving_script_commands_compose():
         assert len(problems) == 1 and "GPUs visible on this machine" in problems[0], (overrides, problems)
 
 
+def test_expert_parallel_script_commands_compose():
+    """gpu_parallel.sh's ep phase (issue 29) is ready: on this CPU only the rank count is refused."""
+    points = _scale_script_points(2, "gpu_parallel.sh", only="expert_parallel")
+    assert len(points) == 3
+    for overrides in points:
+        try:
+            validate(compose(overrides), "cpu")
+        except ConfigError as exc:
+            problems = [p for p in str(exc).splitlines()[1:] if p.strip()]
+            assert all("gloo ranks" in p or "exceeds the" in p for p in problems), (overrides, problems)
+
+
+def test_fp8_moe_script_commands_compose():
+    """Every sweep of experiments/scripts/gpu_fp8_moe.sh composes, and on a machine taken for a GPU
+    host validation refuses only what this one lacks: the GPU and Transformer Engine."""
+    import itertools
+    import re
+
+    text = (REPO / "experiments" / "scripts" / "gpu_fp8_moe.sh").read_text().replace("\\\n", " ")
+    env = dict(re.findall(r'^(T3|TRAIN)="([^"]*)"', text, flags=re.M))
+    points = []
+    for line in re.findall(r"sweep \w+ (.+?)(?: ;;)?$", text, flags=re.M):
+        for var in ("TRAIN", "T3"):  # TRAIN holds $T3
+            line = line.replace(f"${var}", env[var])
+        args = [a for a in line.split() if "=" in a]
+        choices = [a.split("=", 1)[1].split(",") for a in args]
+        keys = [a.split("=", 1)[0] for a in args]
+        points += [[f"{k}={v}" for k, v in zip(keys, combo)] for combo in itertools.product(*choices)]
+    assert len(points) >= 14 and any("precision.moe_experts=te" in " ".join(p) for p in points)
+    for overrides in points:
+        try:
+            validate(compose(overrides), "cuda")
+        except ConfigError as exc:
+            problems = [p for p in str(exc).splitlines()[1:] if p.strip()]
+            assert all("GPU" in p or "Transformer Engine" in p for p in problems), (overrides, problems)
+
+
 def test_debug_fast_is_the_one_short_run_every_test_uses():
     cfg = compose(["debug=fast", "model=gpt_1b", "workload=train"])
     assert (cfg.seq.name, cfg.workload.warmup_steps, cfg.workload.steps, cfg.workload.min_time_s) == ("short", 1, 3, 0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 11's recorded runs on one host of 2 GPUs (nvidia-h100-x2 / nvidia-h200-x2), by phase:
 #   bash experiments/scripts/gpu_parallel.sh PHASE [PHASE...]
-# Phases: info validate forward fsdp_1b fsdp_1b_keep ddp_1b fsdp_8b comms summary (all: every one in that order).
+# Phases: info validate forward fsdp_1b fsdp_1b_keep ddp_1b fsdp_8b comms summary (all: every one in that order), and ep (issue 29).
 # Run from the repo root, as gpu_measure.sh: installs the staged wheels first when hydra/mlflow
 # are missing; results land in multirun/ and the MLflow store mlflow.db, which $OUT receives as
 # one tarball after every phase when OUT is set. NVLink SHARP multicast stays off: b200lab's
@@ -45,6 +45,12 @@ for phase in "${phases[@]}"; do
       # 16-bit shards, no master copy: what fits on one GPU, for the 1 -> 2 comparison
       lab -m hydra.sweep.dir=multirun/p11_fsdp_8b_bf16 $TRAIN8B parallelism=fsdp parallelism.dp=1,2 parallelism.sharded_dtype=param \
         precision.master_dtype=none ;;
+    ep)  # issue 29: model=moe (8 layers) on 2 GPUs, data parallel with and without expert parallel (each rank 4 of
+         # the 8 experts), eager, bf16 weights, 3 trials; then expert parallel validated against one rank
+      lab -m hydra.sweep.dir=multirun/p29_ep model=moe model.n_layers=8 workload=train precision=bf16 precision.master_dtype=none \
+        seq=2k parallelism=ddp parallelism.nproc=2 parallelism.expert_parallel=1,2 workload.trials=3
+      lab -m hydra.sweep.dir=multirun/p29_ep_validate model=moe model.n_layers=2 workload=validate precision=fp32 seq=1k seq.batch=2 \
+        parallelism=ddp parallelism.nproc=2 parallelism.expert_parallel=2 ;;
     comms)  # nccl-tests' busbw, 1 MiB .. 1 GiB, float32; charts in each job's artifacts/comms_<op>.png
       lab -m hydra.sweep.dir=multirun/p11_comms workload=comms parallelism.nproc=2 workload.options.op=all_reduce,all_gather,reduce_scatter \
         workload.options.min_bytes=1048576 workload.options.max_bytes=1073741824 ;;

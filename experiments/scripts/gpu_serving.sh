@@ -50,6 +50,9 @@ for phase in "$@"; do
       lab -m hydra.sweep.dir=multirun/serve_tp2_nccl_default experiment=serve_load parallelism=tp compile=default workload.options.qps=${QPS:-2}
       TORCH_NCCL_USE_COMM_NONBLOCKING=0 lab -m hydra.sweep.dir=multirun/serve_tp2_nccl_blocking experiment=serve_load parallelism=tp \
         compile=default workload.options.qps=${QPS:-2} ;;
+    serve_in_place)  # issue 28: FlexAttention reading the block pool in place against the gathered window (eager, 4 requests/s)
+      lab -m hydra.sweep.dir=multirun/serve_in_place experiment=serve_load attention=flex workload.options.qps=4 \
+        workload.options.kv_read=gather,in_place ;;
     serve_kernels)  # the short warm-up, so the first timed run meets the trace's shapes first (as recorded)
       lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf workload.options.warmup=short
       lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf workload.options.warmup=short \
