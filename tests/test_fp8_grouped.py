@@ -189,6 +189,18 @@ def test_an_unknown_experts_path_is_refused_naming_the_choices():
     ]
 
 
+def test_the_experts_path_that_ran_is_a_run_tag():
+    from b200lab.records.tracking import result_tags
+
+    cfg = {"model": {"name": "moe"}, "workload": {"name": "train"}, "seq": {"name": "2k"}}
+    results = {"status": "ok", "requested": {}, "config": cfg}
+    ran = {"setting": "auto", "ran": "rowwise", "kernel": "k", "reason": None}
+    assert (
+        result_tags({**results, "effective": {"precision": {"moe_experts": ran}}})["effective.moe_experts"] == "rowwise"
+    )
+    assert result_tags({**results, "effective": {"precision": {"name": "bf16"}}})["effective.moe_experts"] is None
+
+
 @pytest.mark.e2e
 def test_the_cli_refuses_an_unknown_experts_path_or_small_gemms_choice_with_exit_2(tmp_path, store):
     args = ["model=moe_tiny", "precision=fp8", "precision.moe_experts=fast", "precision.small_gemms=none"]

@@ -268,6 +268,7 @@ def result_tags(results: dict) -> dict:
         "effective.fp8_modules": json.dumps(eff_prec["fp8_modules"], sort_keys=True)
         if eff_prec.get("fp8_modules")
         else None,
+        "effective.moe_experts": (eff_prec.get("moe_experts") or {}).get("ran"),  # rowwise | te | bf16 under FP8
         "effective.attention": eff_attn.get("name"),
         "effective.attention_kernel": eff_attn.get("kernel"),
         "effective.attention_reason": eff_attn.get("reason"),
