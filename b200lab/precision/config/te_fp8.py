@@ -28,9 +28,10 @@ class TEFP8Config(PrecisionConfig):
     skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in bf16
     # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
     master_dtype: str | None = "auto"
-    # a mixture's routed experts: auto (rowwise on Hopper, else te) | rowwise (torch._scaled_grouped_mm,
-    # no host sync) | te (Transformer Engine GroupedLinear: group sizes read on the host) | bf16
-    moe_experts: str = "auto"
+    # a mixture's routed experts: te (Transformer Engine GroupedLinear: group sizes read on the host) | rowwise
+    # (torch._scaled_grouped_mm, no host sync; Hopper) | auto (rowwise on Hopper, else te) | bf16. The default
+    # stays te until a GPU record shows rowwise running and faster (experiments/scripts/gpu_fp8_moe.sh)
+    moe_experts: str = "te"
     # fp8: every aligned linear | bf16: linears too small for FP8 to gain stay bf16 (te_convert.small_gemm)
     small_gemms: str = "fp8"
 
