@@ -439,3 +439,34 @@ def _tiny_cpu_gpt(**shape):
 
 def _gpt_patterns(model):
     return GPTFamily(model.cfg).fp8_patterns()
+
+
+def test_every_te_capability_question_is_asked_once_before_anything_compiles():
+    """TE caches each answer on first use; the warm-up asks each one eagerly (a question missing in
+    this TE version is skipped), so a compiled frame only reads cached values."""
+    from b200lab.precision.availability import TE_AVAILABILITY
+    from b200lab.precision.te_support import warm_te_checks
+
+    asked = []
+
+    class TE:  # Transformer Engine's availability functions, minus the NVFP4 one (an older TE)
+        pass
+
+    for name in set(TE_AVAILABILITY.values()) - {"is_nvfp4_available"}:
+        setattr(TE, name, staticmethod(lambda return_reason=False, _n=name: asked.append((_n, return_reason))))
+    warm_te_checks(TE)
+    assert sorted(asked) == sorted((n, True) for n in set(TE_AVAILABILITY.values()) - {"is_nvfp4_available"})
+
+
+@pytest.mark.parametrize(
+    "recipe,anyway,eager", [("block", False, True), ("block", True, False), ("delayed", False, False)]
+)
+def test_block_scaling_runs_eager_unless_asked_to_compile(recipe, anyway, eager):
+    from omegaconf import OmegaConf
+
+    from b200lab.precision.config.te_fp8 import TEFP8Config
+    from b200lab.precision.te_fp8 import eager_reason
+
+    cfg = OmegaConf.structured(TEFP8Config(_target_=TEFP8Config.target, name="x", recipe=recipe, compile_anyway=anyway))
+    why = eager_reason(cfg)
+    assert (why is not None) is eager and (not eager or "precision.compile_anyway=true" in why)

@@ -59,4 +59,18 @@ def te_says(recipe: str) -> tuple[bool, str]:
     te = import_te()
 
     ok, reason = getattr(te, TE_AVAILABILITY[recipe])(return_reason=True)
+    warm_te_checks(te)
     return bool(ok), reason or ""
+
+
+def warm_te_checks(te) -> None:
+    """Ask Transformer Engine every capability question once, here, eagerly. TE computes each
+    answer on first use and keeps it in a module global; a question first asked inside a
+    torch.compile'd frame makes dynamo trace the computation, which fails (run 350a109d:
+    Float8BlockScaling's forward asked the generic FP8 check for the first time inside the
+    compiled graph, and dynamo raised on TE's compute-capability comparison). Asked here, dynamo
+    later reads only the cached values. A check this TE version lacks is skipped."""
+    for name in sorted(set(TE_AVAILABILITY.values())):
+        check = getattr(te, name, None)
+        if check is not None:
+            check(return_reason=True)

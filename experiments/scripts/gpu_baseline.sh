@@ -17,7 +17,6 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${B200LAB_BASELINE_DIR:-multirun/baseline} TARBALL=baseline.tar.gz  # another folder for a re-run to gate against the baseline
 source experiments/scripts/resumable.sh
-three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | tail -5; done; }
 T3="workload.trials=3"
 phases=("$@")
 [ "${phases[*]}" = all ] && phases=(tests ceilings mfu moe decode fp8 te_ref attention vit serve serve_load)
@@ -42,8 +41,7 @@ for phase in "${phases[@]}"; do
       sweep fp8 experiment=fp8_vs_bf16 precision=bf16,fp8 $T3 ;;
     te_ref)  # the plain TE model at the fp8 phase's shape, bf16 and delayed scaling, 3 jobs. TE's library would
              # otherwise load the host's older cuDNN beside PyTorch's: point the loader at the one PyTorch bundles
-      cudnn=$(python3 -c "import torch; torch.backends.cudnn.version(); print(next(l.split()[-1].rsplit('/', 1)[0] for l in open('/proc/self/maps') if 'libcudnn' in l))")
-      LD_LIBRARY_PATH=$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} three $B/te_reference.jsonl timeout 200 \
+      LD_LIBRARY_PATH=$(torch_cudnn)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} three $B/te_reference.jsonl timeout 200 \
         python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes none,delayed ;;
     attention)  # causal B1 x 16 heads x 128, forward + backward: sdpa, flex (FLASH backend where FA4 is staged), flex
                 # Triton; one sweep per point, so a cut-off call keeps the points it finished

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue 26's MoE pairs on one lent Hopper GPU: the routed experts in FP8 on PyTorch's rowwise grouped GEMM
-# (precision.moe_experts=rowwise) and on Transformer Engine's GroupedLinear (te, fp8's default until these record),
+# Issue 26's pairs on one lent Hopper GPU. The block phase: fp8_block compiled. The MoE phases: the routed experts in
+# FP8 on PyTorch's rowwise grouped GEMM (precision.moe_experts=rowwise) and on Transformer Engine's GroupedLinear (te, fp8's default until these record),
 # each beside bf16, same card, same call, 3 timed trials per point. From the project root, with .gpu/base and
 # the Transformer Engine parts (stage.sh --te) staged:
 #
-#   bash experiments/scripts/gpu_fp8_moe.sh tests train mission train_te mission_te guard    # phases, any order
+#   bash experiments/scripts/gpu_fp8_moe.sh tests train mission train_te mission_te guard block    # phases, any order
 #
 # Resumable as gpu_baseline.sh is (experiments/scripts/resumable.sh): one sweep per point. Results:
 # multirun/fp8_moe/SWEEP/... and mlflow.db, packed into $OUT/fp8_moe.tar.gz after every sweep.
@@ -35,6 +35,12 @@ for phase in "$@"; do
             # the guard of rowwise runs when the default becomes auto)
       sweep guard_moe experiment=accuracy_guard model=moe model.name=byte_moe model.n_layers=6 model.d_model=384 \
         model.n_heads=6 model.d_ff=1536 model.vocab_size=272 hydra.sweeper.params.precision=fp32,bf16,fp8 ;;
+    block)  # fp8_block compiled after the capability-check warm-up (te_support.warm_te_checks), hidden 4096, beside the
+            # plain TE block-scaling model (3 jobs) and bf16: issue 26's fp8_block >= 1.0x the plain TE model
+      sweep block_compiled experiment=fp8_vs_bf16 precision=fp8_block precision.compile_anyway=true $T3
+      sweep block_bf16 experiment=fp8_vs_bf16 precision=bf16 $T3
+      LD_LIBRARY_PATH=$(torch_cudnn)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} three "$B/te_reference_block.jsonl" timeout 200 \
+        python3 experiments/scripts/te_reference.py --layers 8 --hidden 4096 --recipes block ;;
     *) echo "unknown phase $phase" >&2; exit 2 ;;
   esac
   pack

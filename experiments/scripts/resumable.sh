@@ -23,3 +23,7 @@ gpu_tests() {
   [ -f "$xml" ] || PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} timeout 540 python3 -m pytest -q -n 0 -m gpu \
     -p no:cacheprovider --junitxml="$xml" -rs "$@" 2>&1 | tail -25
 }
+# a reference script run until OUT holds 3 JSON lines (3 jobs): three OUT CMD...
+three() { local out=$1; shift; local have; have=$(cat "$out" 2>/dev/null | grep -c '^{'); for _ in $(seq $((have + 1)) 3); do "$@" --out "$out" 2>&1 | quiet | tail -5; done; }
+# the folder of the cuDNN PyTorch loads: put first on LD_LIBRARY_PATH, TE's library loads it rather than the host's older one
+torch_cudnn() { python3 -c "import torch; torch.backends.cudnn.version(); print(next(l.split()[-1].rsplit('/', 1)[0] for l in open('/proc/self/maps') if 'libcudnn' in l))"; }

@@ -34,6 +34,8 @@ class TEFP8Config(PrecisionConfig):
     moe_experts: str = "te"
     # fp8: every aligned linear | bf16: linears too small for FP8 to gain stay bf16 (te_convert.small_gemm)
     small_gemms: str = "fp8"
+    # compile a recipe that runs eager by default (block: te_fp8.EAGER_RECIPES), to test whether it compiles now
+    compile_anyway: bool = False
 
     target = "b200lab.precision.te_fp8.TEFP8Precision"
     fp8_gemms = True
