@@ -34,11 +34,11 @@ def reference_kernel(a, b, scale_a, scale_b, offs=None, out_dtype=torch.bfloat16
     return out.to(out_dtype)
 
 
-def e4m3_rows_float64(t: torch.Tensor) -> torch.Tensor:
-    """Rowwise e4m3 quantise-dequantise written independently: scale = amax / 448 in float64."""
-    t = t.double()
-    scale = t.abs().amax(-1, keepdim=True).clamp(min=1e-12) / 448.0
-    return (t / scale).clamp(-448, 448).to(torch.float8_e4m3fn).double() * scale
+def e4m3_rows_dequantised(t: torch.Tensor) -> torch.Tensor:
+    """The rowwise rule restated, then de-quantised to float64: a float32 scale amax / 448 per row,
+    each element the e4m3 rounding of element / scale (in float32, as the scales the kernel takes)."""
+    scale = t.float().abs().amax(-1, keepdim=True) / 448.0
+    return (t.float() / scale).to(torch.float8_e4m3fn).double() * scale.double()
 
 
 def _groups(total: int, n: int, generator) -> torch.Tensor:
@@ -74,7 +74,7 @@ def test_one_grouped_gemm_is_the_product_of_the_rowwise_quantised_operands(gener
     w = torch.randn(4, 48, 64, generator=generator).to(torch.bfloat16)  # (G, N, K), nn.Linear's layout
     offs = _groups(80, 4, generator)  # the last 16 rows are past every group
     got = scaled_grouped_mm(x, quantize_rowwise(w), offs, reference_kernel).double()
-    xq, wq = e4m3_rows_float64(x), e4m3_rows_float64(w)
+    xq, wq = e4m3_rows_dequantised(x), e4m3_rows_dequantised(w)
     start, scale = 0, (xq.abs().amax() * wq.abs().amax() * 64).item()
     for g, end in enumerate(offs.tolist()):
         want = xq[start:end] @ wq[g].t()
