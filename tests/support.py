@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -132,3 +133,19 @@ def check_context(job, device: str = "cpu", training: bool = False):
 
     specs = {g: config_class(g, job[g]._target_) for g in GROUPS if g in job and job[g].get("_target_")}
     return CheckContext(cfg=job, device=device, training=training, specs=specs)
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (a rendezvous or a server's)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def job_records(root: Path) -> list[tuple[Path, dict, list[dict]]]:
+    """(job folder, its results.json, its ranks' reports in rank order) for every job under ``root``."""
+    out = []
+    for path in sorted(Path(root).rglob("results.json")):
+        reports = [json.loads(p.read_text()) for p in sorted((path.parent / "ranks").glob("rank?.json"))]
+        out.append((path.parent, json.loads(path.read_text()), reports))
+    return out

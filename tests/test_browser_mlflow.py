@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import pytest
 from mlflow import MlflowClient
 from tiny_sweep import tiny_sweep
 
-from support import parents_and_children
+from support import free_port, parents_and_children
 
 CHROMIUM = "/usr/bin/chromium"
 # what works as root in a sandboxed machine with no network (.library/env/machines/python.md)
@@ -48,16 +47,10 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, template_store):
     sweep = tiny_sweep(tmp_path_factory, template_store)
-    port = _free_port()
+    port = free_port()
     log = open(Path(sweep["dir"]) / "mlflow_ui.log", "w")
     server = subprocess.Popen(
         [

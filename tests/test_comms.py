@@ -3,13 +3,11 @@ definitions, the size sweep as an MLflow curve (step = message bytes) and a char
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from support import run_cli, runs
+from support import job_records, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +36,11 @@ def test_all_gather_and_reduce_scatter_report_busbw_against_message_size(tmp_pat
     client = MlflowClient(tracking_uri=uri)
     children = [r for r in runs(uri) if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2
-    for path in sorted((tmp_path / "multirun").rglob("results.json")):
-        res = json.loads(path.read_text())
+    for _, res, ranks in job_records(tmp_path / "multirun"):
         op = res["config"]["workload"]["options"]["op"]
         prefix = op.replace("_", "")
         assert res["status"] == "ok" and res["effective"]["nccl_nvls_enable"] == "0"
         assert res["effective"]["size_bytes"] == SIZES[-1]
-        ranks = [json.loads(p.read_text()) for p in sorted((path.parent / "ranks").glob("rank?.json"))]
         # nccl-tests: algbw = size / time, busbw = algbw x (n - 1) / n for both; the slowest rank's
         busbw = min(SIZES[-1] / (np.median(r["step_ms"]) / 1e3) / 1e9 * (2 - 1) / 2 for r in ranks)
         assert res["metrics"][f"{prefix}_busbw_gbps"] == pytest.approx(busbw, rel=1e-6)

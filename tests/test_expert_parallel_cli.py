@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from support import copy_store, run_cli, runs
+from support import copy_store, job_records, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
@@ -42,11 +42,10 @@ def sweep(tmp_path_factory, template_store):
         work,
         {"MLFLOW_TRACKING_URI": uri},
     )
-    jobs = {}
-    for path in (work / "multirun").rglob("results.json"):
-        res = json.loads(path.read_text())
-        reports = [json.loads(p.read_text()) for p in sorted((path.parent / "ranks").glob("rank?.json"))]
-        jobs[(res["config"]["workload"]["name"], res["config"]["parallelism"]["name"])] = (path.parent, res, reports)
+    jobs = {
+        (res["config"]["workload"]["name"], res["config"]["parallelism"]["name"]): (job, res, reports)
+        for job, res, reports in job_records(work / "multirun")
+    }
     return proc, uri, jobs, seed
 
 

@@ -11,32 +11,19 @@ no rows, and its backward must still run the reverse all-to-all)."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from b200lab.core.registry import complete
+from support import free_port
+from tiny_models import TINY_MOE
 
 pytestmark = pytest.mark.e2e  # spawns gloo ranks
 
 WORLD, BATCH, SEQ = 2, 2, 8
-MODEL = {
-    "_target_": "b200lab.models.moe.family.MoEFamily",
-    "name": "t",
-    "n_layers": 2,
-    "d_model": 16,
-    "n_heads": 2,
-    "d_ff": 32,
-    "vocab_size": 50,
-    "n_experts": 4,
-    "top_k": 2,
-    "n_shared_experts": 1,
-    "aux_loss_coef": 0.1,
-    "z_loss_coef": 0.01,
-}
+MODEL = {**TINY_MOE, "aux_loss_coef": 0.1, "z_loss_coef": 0.01}
 PRECISIONS = {
     "float64": {"name": "fp64", "compute_dtype": "float64"},
     "float32": {"name": "fp32", "compute_dtype": "float32"},
@@ -96,12 +83,6 @@ def one_rank(seed: int, dtype: str, selection_bias) -> tuple[float, dict, dict]:
     return step(built, *global_batch(seed))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, port: int, cases: list, out: dict) -> None:
     import torch.distributed as dist
 
@@ -152,7 +133,7 @@ def test_two_expert_parallel_ranks_match_one_rank():
     references = {(s, dtype): one_rank(s, dtype, bias) for s, dtype, bias in runs}
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_rank_main, args=(_free_port(), runs, out), nprocs=WORLD, join=True)
+    mp.spawn(_rank_main, args=(free_port(), runs, out), nprocs=WORLD, join=True)
     out = dict(out)
     for s, dtype, bias in runs:
         ref_loss, ref_weights, ref_grads = references[(s, dtype)]

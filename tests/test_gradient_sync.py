@@ -10,7 +10,6 @@ per step and gives the default layout's update; activation checkpointing trains 
 from __future__ import annotations
 
 import copy
-import socket
 from collections import Counter
 
 import pytest
@@ -19,18 +18,13 @@ import torch.multiprocessing as mp
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from b200lab.core.registry import complete
+from support import free_port
 from tiny_models import train_cfg
 
 ACCUM = 3
 
 
 pytestmark = pytest.mark.e2e  # spawns two gloo ranks
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank: int, port: int, seed: int, out: dict) -> None:
@@ -87,7 +81,7 @@ def _rank_main(rank: int, port: int, seed: int, out: dict) -> None:
 def test_one_float32_reduction_per_step_averages_every_ranks_micro_batch_sums():
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_rank_main, args=(_free_port(), int(torch.seed() % 10_000), out), nprocs=2, join=True)
+    mp.spawn(_rank_main, args=(free_port(), int(torch.seed() % 10_000), out), nprocs=2, join=True)
     r0, r1 = out[0], out[1]
     assert r0["effective"]["ddp_sync"] == "once per step (float32 master gradients, in the last backward)"
     assert "during the last micro-batch's backward" in r0["effective"]["grad_reduction"]
@@ -168,7 +162,7 @@ def test_fsdp_keeps_gathered_weights_across_micro_batches_with_the_same_update()
     reduce-scatter per unit either way, and the same updated weights as the default layout."""
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_fsdp_rank_main, args=(_free_port(), int(torch.seed() % 10_000), out), nprocs=2, join=True)
+    mp.spawn(_fsdp_rank_main, args=(free_port(), int(torch.seed() % 10_000), out), nprocs=2, join=True)
     for rank in (0, 1):
         default, kept = out[(rank, False)], out[(rank, True)]
         units = kept["units"]
@@ -221,6 +215,6 @@ def test_fsdp_trains_a_checkpointed_model_as_the_plain_one():
     steps give the losses of the same run without checkpointing."""
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_fsdp_checkpointed_rank_main, args=(_free_port(), int(torch.seed() % 10_000), out), nprocs=2, join=True)
+    mp.spawn(_fsdp_checkpointed_rank_main, args=(free_port(), int(torch.seed() % 10_000), out), nprocs=2, join=True)
     for rank in (0, 1):
         assert len(out[rank]["full"]) == 2 and out[rank]["full"] == out[rank]["none"]

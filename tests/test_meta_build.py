@@ -5,14 +5,14 @@ outside the ranks), under tensor parallel, FSDP2 and both, for the GPT and other
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from b200lab.core.registry import complete
+from support import free_port
+from tiny_models import TINY_MOE
 
 pytestmark = pytest.mark.e2e  # spawns gloo ranks
 
@@ -29,18 +29,7 @@ MODELS = {
         "norm": "layernorm",
         "bias": True,
     },
-    "moe": {
-        "_target_": "b200lab.models.moe.family.MoEFamily",
-        "name": "t",
-        "n_layers": 2,
-        "d_model": 16,
-        "n_heads": 2,
-        "d_ff": 32,
-        "vocab_size": 50,
-        "n_experts": 4,
-        "top_k": 2,
-        "n_shared_experts": 1,
-    },
+    "moe": TINY_MOE,
     "vit": {
         "_target_": "b200lab.models.vit.ViTFamily",
         "name": "t",
@@ -124,12 +113,6 @@ def expected_local(name: str, full: torch.Tensor, param, cfg) -> torch.Tensor:
     return full
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, world: int, port: int, cases: list, out: dict) -> None:
     import torch.distributed as dist
 
@@ -179,7 +162,7 @@ def _rank_main(rank: int, world: int, port: int, cases: list, out: dict) -> None
 def _run(world: int, cases: list) -> dict:
     manager = mp.Manager()
     out = manager.dict()
-    mp.spawn(_rank_main, args=(world, _free_port(), cases, out), nprocs=world, join=True)
+    mp.spawn(_rank_main, args=(world, free_port(), cases, out), nprocs=world, join=True)
     return dict(out)
 
 

@@ -7,11 +7,9 @@ replicas: 4 gloo ranks, which a 2-core machine time-shares)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from support import copy_store, parents_and_children, run_cli, runs
+from support import copy_store, job_records, parents_and_children, run_cli, runs
 
 pytestmark = pytest.mark.e2e
 
@@ -67,11 +65,10 @@ def sweep(tmp_path_factory, template_store):
         work,
         {"MLFLOW_TRACKING_URI": uri},
     )
-    jobs = {}
-    for path in (work / "multirun").rglob("results.json"):
-        res = json.loads(path.read_text())
-        reports = [json.loads(p.read_text()) for p in sorted((path.parent / "ranks").glob("rank?.json"))]
-        jobs[res["config"]["parallelism"]["name"]] = (path.parent, res, reports)
+    jobs = {
+        res["config"]["parallelism"]["name"]: (job, res, reports)
+        for job, res, reports in job_records(work / "multirun")
+    }
     return proc, uri, jobs
 
 

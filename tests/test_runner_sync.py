@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from support import INLINE, parents_and_children, popen_cli, results_files, run_cli
+from support import INLINE, free_port, parents_and_children, popen_cli, results_files, run_cli
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_server(db: Path, port: int, log: Path) -> subprocess.Popen:
@@ -67,7 +60,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def test_sync_after_the_server_died_mid_sweep_reuses_the_runs_it_created(tmp_path, store):
     db = Path(store["MLFLOW_TRACKING_URI"][len("sqlite:///") :])
-    port = _free_port()
+    port = free_port()
     # no client retries against the dead server: they only add backoff sleeps to the test
     env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     server = _start_server(db, port, tmp_path / "server.log")

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from support import FAST, INLINE, cli_env, popen_cli, run_cli
+from support import FAST, INLINE, cli_env, free_port, popen_cli, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +31,6 @@ pytestmark = pytest.mark.e2e
 def pg_bin(name: str):
     found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found if isinstance(found, str) else (found[-1] if found else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def as_db_user(cmd: list[str]) -> list[str]:

@@ -18,6 +18,19 @@ from b200lab.models.gpt.family import GPTFamily
 from b200lab.models.gpt.model import GPT
 
 BACKENDS = {"sdpa": SdpaAttention, "math": MathAttention, "flex": FlexAttention}
+# a two-layer mixture of experts small enough for spawned gloo ranks (model section, before completion)
+TINY_MOE = {
+    "_target_": "b200lab.models.moe.family.MoEFamily",
+    "name": "t",
+    "n_layers": 2,
+    "d_model": 16,
+    "n_heads": 2,
+    "d_ff": 32,
+    "vocab_size": 50,
+    "n_experts": 4,
+    "top_k": 2,
+    "n_shared_experts": 1,
+}
 
 
 def decoder_of(model):
