@@ -174,6 +174,14 @@ def test_auto_takes_the_rowwise_grouped_gemm_on_hopper_only(setting, capability,
     assert path == want and (why is None if reason is None else reason in why)
 
 
+def test_auto_names_a_torch_without_the_grouped_fp8_gemm():
+    assert expert_path("auto", (9, 0), "H100", "2.7.1") == (
+        "te",
+        "rowwise: torch 2.7.1 has no torch._scaled_grouped_mm",
+    )
+    assert expert_path("te", (9, 0), "H100", "2.7.1") == ("te", None)
+
+
 def test_rowwise_on_a_card_without_the_kernel_is_named():
     assert rowwise_grouped_problem((9, 0)) is None
     why = rowwise_grouped_problem((8, 9), "L40S")

@@ -99,11 +99,15 @@ def rowwise_grouped_problem(capability: tuple[int, int] | None, gpu: str = "the 
     return None
 
 
-def expert_path(setting: str, capability: tuple[int, int] | None, gpu: str = "the GPU") -> tuple[str, str | None]:
-    """(te | rowwise | bf16, why ``auto`` passed over rowwise or None) for ``precision.moe_experts``."""
+def expert_path(
+    setting: str, capability: tuple[int, int] | None, gpu: str = "the GPU", torch_lacking: str | None = None
+) -> tuple[str, str | None]:
+    """(te | rowwise | bf16, why ``auto`` passed over rowwise or None) for ``precision.moe_experts``;
+    ``torch_lacking``: the version of a torch without ``torch._scaled_grouped_mm``."""
     if setting != "auto":
         return setting, None
-    why = rowwise_grouped_problem(capability, gpu)
+    why = f"torch {torch_lacking} has no torch._scaled_grouped_mm" if torch_lacking else None
+    why = why or rowwise_grouped_problem(capability, gpu)
     return ("te", f"rowwise: {why}") if why else ("rowwise", None)
 
 

@@ -125,11 +125,15 @@ class TEFP8Precision(PrecisionRecipe):
     def experts_path(self, device: torch.device) -> tuple[str, str | None]:
         """How a mixture's experts run here (b200lab/precision/availability.py's ``expert_path``, on
         the capability CUDA reports), and why ``auto`` passed over the rowwise path."""
-        if device.type != "cuda" or not hasattr(torch, "_scaled_grouped_mm"):
+        if device.type != "cuda":
             capability, name = None, str(device)
         else:
             capability, name = torch.cuda.get_device_capability(device), torch.cuda.get_device_name(device)
-        return expert_path(self.cfg.moe_experts, capability, name)
+        lacking = torch_version_lacking_kernel()
+        path, why = expert_path(self.cfg.moe_experts, capability, name, lacking)
+        if path == "rowwise" and lacking:
+            raise RuntimeError(f"precision.moe_experts=rowwise: torch {lacking} has no torch._scaled_grouped_mm")
+        return path, why
 
     def master_weights(self, model: torch.nn.Module, compile: bool = False):
         if self.master_dtype is None:
@@ -142,6 +146,11 @@ class TEFP8Precision(PrecisionRecipe):
         from b200lab.precision.te_convert import plain_state_dict
 
         return plain_state_dict(unwrap(model), self.conversion)
+
+
+def torch_version_lacking_kernel() -> str | None:
+    """torch's version when it has no ``torch._scaled_grouped_mm`` (before 2.8), else None."""
+    return None if hasattr(torch, "_scaled_grouped_mm") else torch.__version__
 
 
 def expert_kernel(path: str) -> str:
