@@ -289,7 +289,8 @@ def _shared_parameters(model: nn.Module) -> set[int]:
 # torchao's float8 auto-filter for per-tensor scaling (torchao/float8/float8_linear_utils.py,
 # _auto_filter_for_tensorwise), from its H100 microbenchmarks of a linear's forward + backward
 # against bf16: at out_features <= 4096 and in_features <= 1024 the casts cost more than the FP8
-# GEMMs save. The lab's own records agree in direction (ViT-L/16, d 1024: FP8 0.73x bf16) but do
+# GEMMs save. The lab's own records agree in direction (ViT-L/16, d 1024, training: FP8 0.73x bf16,
+# runs 76a3ffbb / 3acb80a5, one H100, 2026-11-26, docs/measurements/2026-11-26-families) but do
 # not calibrate the threshold.
 SMALL_GEMM_MAX_IN, SMALL_GEMM_MAX_OUT = 1024, 4096
 
