@@ -40,7 +40,7 @@ def test_a_recorded_loss_makes_fp8_auto_run_bf16_and_name_the_record():
 )
 def test_without_a_recorded_loss_fp8_auto_tries_fp8_first(overrides):
     job = _job(*overrides)
-    assert FP8AutoConfig.job_overrides(job.precision, job) == {}
+    assert FP8AutoConfig.job_overrides(job.precision, job) == {"compiled_model": False}
     _, passed = FP8AutoConfig.candidates(job.precision, "cuda", training=True)
     assert not any(reason.startswith("fp8: recorded") for reason in passed)
 

@@ -458,15 +458,20 @@ def test_every_te_capability_question_is_asked_once_before_anything_compiles():
     assert sorted(asked) == sorted((n, True) for n in set(TE_AVAILABILITY.values()) - {"is_nvfp4_available"})
 
 
-@pytest.mark.parametrize(
-    "recipe,anyway,eager", [("block", False, True), ("block", True, False), ("delayed", False, False)]
-)
-def test_block_scaling_runs_eager_unless_asked_to_compile(recipe, anyway, eager):
+@pytest.mark.parametrize("precision", ["fp8", "fp8_block", "fp8_auto"])
+@pytest.mark.parametrize("compile_mode,compiled", [("default", True), ("none", False)])
+def test_the_job_tells_a_te_precision_whether_its_model_is_compiled(precision, compile_mode, compiled):
+    """moe_experts=auto picks its path by it; fp8_auto hands it to the recipe it runs."""
     from omegaconf import OmegaConf
 
+    from b200lab.core.registry import config_class
+    from b200lab.precision.config.fp8_auto import FP8AutoConfig
     from b200lab.precision.config.te_fp8 import TEFP8Config
-    from b200lab.precision.te_fp8 import eager_reason
+    from support import compose
 
-    cfg = OmegaConf.structured(TEFP8Config(_target_=TEFP8Config.target, name="x", recipe=recipe, compile_anyway=anyway))
-    why = eager_reason(cfg)
-    assert (why is not None) is eager and (not eager or "precision.compile_anyway=true" in why)
+    job = compose([f"precision={precision}", f"compile={compile_mode}"])
+    spec = config_class("precision", job.precision._target_)
+    section = OmegaConf.merge(job.precision, spec.job_overrides(job.precision, job))
+    assert section.compiled_model is compiled
+    if precision == "fp8_auto":
+        assert FP8AutoConfig.inner_config(section, TEFP8Config).compiled_model is compiled

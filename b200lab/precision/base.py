@@ -23,8 +23,6 @@ class PrecisionRecipe(ABC):
     compute_dtype: torch.dtype = torch.float32  # activations' dtype (shapes probes, e.g. attention)
     peak_key: str = "fp32"
     extra_peak_keys: tuple[str, ...] = ()
-    # why torch.compile must not wrap this recipe's model (it then runs eager, said so)
-    compile_problem: str | None = None
     # module type -> what it holds, as the model family declares it (b200lab/models/patterns.py)
     patterns: dict = {}
 
@@ -55,10 +53,7 @@ class PrecisionRecipe(ABC):
 
     def record(self) -> dict:
         """``effective`` with the MFU basis, for results.json."""
-        out = {**self.effective, "peak_key": self.peak_key, "extra_peak_keys": list(self.extra_peak_keys)}
-        if self.compile_problem:
-            out["compile"] = f"eager: {self.compile_problem}"
-        return out
+        return {**self.effective, "peak_key": self.peak_key, "extra_peak_keys": list(self.extra_peak_keys)}
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -33,7 +33,7 @@ class FP8AutoPrecision(PrecisionRecipe):
             passed.append(f"transformer_engine: {exc}")
             config = AutocastConfig
             self.inner = load(config.target)(FP8AutoConfig.inner_config(cfg, config), device, training)
-        for attr in ("param_dtype", "compute_dtype", "peak_key", "extra_peak_keys", "compile_problem"):
+        for attr in ("param_dtype", "compute_dtype", "peak_key", "extra_peak_keys"):
             setattr(self, attr, getattr(self.inner, attr))
         ran = RAN[config]
         reasons = "; ".join(passed) or None

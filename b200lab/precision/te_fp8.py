@@ -29,22 +29,6 @@ from b200lab.precision.base import PrecisionRecipe, unwrap
 from b200lab.precision.config.te_fp8 import TEFP8Config
 from b200lab.precision.te_support import import_te, te_says
 
-# recipes whose models run eager even with compile (the record says why). The recorded failure
-# (350a109d) was TE's FP8 capability check first asked inside the compiled graph; te_support's
-# warm_te_checks now asks it eagerly, and precision.compile_anyway=true tries the compile until a
-# GPU record shows it works and this entry can go.
-EAGER_RECIPES = {
-    "block": "Float8BlockScaling under torch.compile failed in dynamo (InternalTorchDynamoError in TE's capability "
-    "check, TE 2.20, torch 2.11, run 350a109d); precision.compile_anyway=true tries it"
-}
-
-
-def eager_reason(cfg) -> str | None:
-    """Why this recipe's model runs eager under ``compile``, or None."""
-    if cfg.recipe in EAGER_RECIPES and not cfg.get("compile_anyway", False):
-        return EAGER_RECIPES[cfg.recipe]
-    return None
-
 
 class TEFP8Precision(PrecisionRecipe):
     Config = TEFP8Config
@@ -76,7 +60,6 @@ class TEFP8Precision(PrecisionRecipe):
         }
         if cfg.recipe == "nvfp4":
             self.peak_key = "fp4"
-        self.compile_problem = eager_reason(cfg)
 
     def convert(self, model: torch.nn.Module) -> torch.nn.Module:
         from b200lab.precision.te_convert import convert_model
@@ -130,7 +113,9 @@ class TEFP8Precision(PrecisionRecipe):
         else:
             capability, name = torch.cuda.get_device_capability(device), torch.cuda.get_device_name(device)
         lacking = torch_version_lacking_kernel()
-        path, why = expert_path(self.cfg.moe_experts, capability, name, lacking)
+        path, why = expert_path(
+            self.cfg.moe_experts, capability, name, lacking, compiled=bool(self.cfg.get("compiled_model"))
+        )
         if path == "rowwise" and lacking:
             raise RuntimeError(f"precision.moe_experts=rowwise: torch {lacking} has no torch._scaled_grouped_mm")
         return path, why

@@ -163,7 +163,7 @@ def build_model(
         model = family.parallelize(model, ctx.strategy, training)
     elif not ctx.strategy.wraps_meta_model:
         model = ctx.strategy.wrap(model, training)  # DDP: after the weights exist
-    compiled = cfg.compile.mode is not None and precision.compile_problem is None  # the reason is in precision.record()
+    compiled = cfg.compile.mode is not None
     if compiled and compile_model:
         model = compile_fn(ctx, model)
     return BuiltModel(model, family, precision, attention, compiled)

@@ -16,7 +16,7 @@ from b200lab.precision.availability import (
 )
 from b200lab.precision.config.autocast import AutocastConfig
 from b200lab.precision.config.base import PrecisionConfig
-from b200lab.precision.config.te_fp8 import TEFP8Config
+from b200lab.precision.config.te_fp8 import TEFP8Config, compiled_overrides
 from b200lab.precision.config.torchao_fp8 import TorchaoFP8Config
 from b200lab.precision.config.weight_only import FP8WeightOnlyConfig
 
@@ -51,6 +51,7 @@ class FP8AutoConfig(PrecisionConfig):
     avoid_fp8: str | None = None  # the matching record, set from fp8_lost for the job (job_overrides)
     # bf16: Transformer Engine keeps linears too small for FP8 to gain in bf16 (precision.small_gemms) | fp8
     small_gemms: str = "bf16"
+    compiled_model: bool = False  # set from compile.mode for the job (job_overrides): the experts' auto rule reads it
 
     target = "b200lab.precision.fp8_auto.FP8AutoPrecision"
     fp8_gemms = True
@@ -82,22 +83,24 @@ class FP8AutoConfig(PrecisionConfig):
         inner = OmegaConf.structured(config(_target_=config.target, name=cfg.name))
         if config is TEFP8Config:
             inner.recipe = cfg.recipe
-        for shared in ("master_dtype", "small_gemms"):
+        for shared in ("master_dtype", "small_gemms", "compiled_model"):
             if shared in inner and shared in cfg:
                 inner[shared] = cfg[shared]
         return inner
 
     @classmethod
     def job_overrides(cls, cfg, job) -> dict:
-        """``avoid_fp8`` when ``fp8_lost`` holds a record for this job's model and workload."""
+        """``compiled_model``, and ``avoid_fp8`` when ``fp8_lost`` holds a record for this job's model and workload."""
         model, workload = job.model.get("name"), job.workload.get("name")
+        compiled = compiled_overrides(job)
         for loss in cfg.get("fp8_lost") or []:
             if (loss.model, loss.workload) == (model, workload):
                 return {
+                    **compiled,
                     "avoid_fp8": f"recorded slower than bf16 for model={model} workload={workload}: "
-                    f"{loss.ratio:.3f}x ({loss.runs}; {loss.record}); precision=fp8 runs it anyway"
+                    f"{loss.ratio:.3f}x ({loss.runs}; {loss.record}); precision=fp8 runs it anyway",
                 }
-        return {}
+        return compiled
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:

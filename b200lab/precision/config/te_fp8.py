@@ -28,19 +28,22 @@ class TEFP8Config(PrecisionConfig):
     skip: list[str] = field(default_factory=list)  # module paths or names (e.g. head) kept in bf16
     # auto: float32 master weights when training; none: the optimizer steps the bf16 weights
     master_dtype: str | None = "auto"
-    # a mixture's routed experts: te (Transformer Engine GroupedLinear: group sizes read on the host) | rowwise
-    # (torch._scaled_grouped_mm, no host sync; Hopper) | auto (rowwise on Hopper, else te) | bf16. The default
-    # stays te until a GPU record shows rowwise running and faster (experiments/scripts/gpu_fp8_moe.sh)
-    moe_experts: str = "te"
+    # a mixture's routed experts: auto (rowwise on Hopper when the model is compiled, else te; the records behind
+    # the rule: availability.EAGER_ROWWISE_LOSES) | rowwise (torch._scaled_grouped_mm, no host sync; Hopper) | te
+    # (Transformer Engine GroupedLinear: group sizes read on the host) | bf16
+    moe_experts: str = "auto"
     # fp8: every aligned linear | bf16: linears too small for FP8 to gain stay bf16 (te_convert.small_gemm)
     small_gemms: str = "fp8"
-    # compile a recipe that runs eager by default (block: te_fp8.EAGER_RECIPES), to test whether it compiles now
-    compile_anyway: bool = False
+    compiled_model: bool = False  # set from compile.mode for the job (job_overrides): moe_experts=auto reads it
 
     target = "b200lab.precision.te_fp8.TEFP8Precision"
     fp8_gemms = True
     may_use_te = True
     replaces_linears = "Transformer Engine"
+
+    @classmethod
+    def job_overrides(cls, cfg, job) -> dict:
+        return compiled_overrides(job)
 
     @classmethod
     def validate(cls, cfg, ctx: CheckContext) -> list[str]:
@@ -94,3 +97,8 @@ class TEFP8Config(PrecisionConfig):
             f"precision={cfg.name}: {why}; use precision=fp8_weight_only (e4m3 weights, bf16 compute), fp8_auto or "
             f"bf16{fixed}"
         )
+
+
+def compiled_overrides(job) -> dict:
+    """``compiled_model`` for the job: whether its model runs under torch.compile."""
+    return {"compiled_model": job.compile.get("mode") is not None}
