@@ -170,6 +170,13 @@ report $BL attention "The baseline: sdpa against flex (FLASH and Triton backends
 report $BL serving "The baseline: gpt_1b served compiled at 1, 2 and 4 requests/s, 3 replays each, one H100" \
     --x workload.options.qps -- $M/$BL/runs/serve_*.results.json
 
+FM=2026-12-07-fp8-moe-rowwise
+report $FM moe_train "MoE training, 8 layers, compiled: bf16 against FP8 with rowwise and TE experts, 3 trials each, two H100s" -- \
+    $M/$FM/runs/*_train_*.results.json
+report $FM mission "model=moe forward at 12k and 16k, eager: bf16 against FP8 with rowwise and TE experts, 3 trials each, one H100" \
+    --x seq.len -- $M/$FM/runs/*_mission_*.results.json
+report $FM fp8_block "fp8_block compiled against bf16 at hidden 4096, 3 trials each, two H100s" -- $M/$FM/runs/*_block_*.results.json
+
 if [[ -n $only ]]; then  # only the READMEs of the folders asked for: other people's may be mid-edit
     b200lab tables $M/*$only*/README.md
 else
