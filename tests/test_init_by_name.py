@@ -147,3 +147,27 @@ def test_build_defaults_to_auto_and_full_turns_it_off():
     assert (
         validate(compose(["parallelism=tp", "model=tiny", "parallelism.build=full"]), "cpu").parallelism.build == "full"
     )
+
+
+def test_a_model_built_on_meta_runs_no_initialiser_and_imports_no_compiler():
+    """Construction on meta skips each parameter's init (meta's normal_ would import torch._dynamo,
+    about a second of every job's start) and materialising allocates without sympy; buffers and
+    tensors that are not meta are still filled."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch
+from b200lab.models.materialise import materialise, parameters_on_meta
+with parameters_on_meta():
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    model.register_buffer("scale", torch.randn(3))
+    real = torch.empty(1000).normal_()
+assert all(p.is_meta for p in model.parameters()) and not model.scale.is_meta and real.std() > 0.5
+materialise(model, torch.device("cpu"), lambda name, full: full.uniform_(-1, 1), torch.float32)
+assert all(not p.is_meta and p.abs().max() > 0.5 for p in model.parameters())
+print(sorted(m for m in ("torch._dynamo", "sympy") if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -24,11 +24,30 @@ import torch.nn as nn
 
 from b200lab.parallel.expert import expert_parameters
 
+# what a module's constructor calls to fill its parameters (torch.nn.init's functions and the
+# tensor methods they end in): on a meta tensor each computes nothing
+_INITIALISERS = frozenset(
+    "normal_ uniform_ trunc_normal_ constant_ ones_ zeros_ zero_ fill_ eye_ dirac_ orthogonal_ sparse_ "
+    "xavier_uniform_ xavier_normal_ kaiming_uniform_ kaiming_normal_".split()
+)
+
+
+class _MetaInitSkipped(torch.overrides.TorchFunctionMode):
+    """Skips initialising meta tensors. Meta's ``normal_`` is a Python decomposition whose first
+    call imports torch._dynamo (about a second) in a job that may never compile."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        if getattr(func, "__name__", None) in _INITIALISERS and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
 
 @contextlib.contextmanager
 def parameters_on_meta():
-    """Every parameter registered inside becomes a meta tensor (its constructor's init is then a
-    no-op); buffers keep their values. A parameter already on meta (a tied weight) is kept."""
+    """Every parameter registered inside becomes a meta tensor (its constructor's init is then
+    skipped); buffers keep their values. A parameter already on meta (a tied weight) is kept."""
     from torch.nn.modules.module import register_module_parameter_registration_hook
 
     def to_meta(module, name, param):
@@ -38,7 +57,8 @@ def parameters_on_meta():
 
     handle = register_module_parameter_registration_hook(to_meta)
     try:
-        yield
+        with _MetaInitSkipped():
+            yield
     finally:
         handle.remove()
 
@@ -103,7 +123,7 @@ def materialise(
     swap = torch.__future__.get_swap_module_params_on_conversion()
     torch.__future__.set_swap_module_params_on_conversion(True)
     try:
-        model.to_empty(device=device)
+        model._apply(lambda t: _empty_on(t, device))  # what to_empty does, less a Python path for plain tensors
     finally:
         torch.__future__.set_swap_module_params_on_conversion(swap)
     for module, key, buffer in buffers:
@@ -122,6 +142,14 @@ def materialise(
         for name, buffer in model.named_buffers():
             if name in state_dict:
                 buffer.copy_(state_dict[name])
+
+
+def _empty_on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Uninitialised storage like ``t`` on ``device``. For a plain meta tensor ``empty_like`` runs a
+    Python decomposition that imports sympy (about half a second); a DTensor needs ``empty_like``."""
+    if type(t) in (torch.Tensor, nn.Parameter) and t.is_contiguous():
+        return torch.empty(t.shape, dtype=t.dtype, device=device)
+    return torch.empty_like(t, device=device)
 
 
 def local(param: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -128,15 +130,24 @@ def _run(cfg: DictConfig, hc, sweep_dir: Path | None) -> dict:
         return _run_other_node(cfg, job_dir, results, node)
     OmegaConf.save(OmegaConf.create(results["config"]), job_dir / "config.yaml")
 
-    tracker = _open_run(cfg, results, sweep_dir)
+    run = RunRequest(
+        results["requested"], results["config"], results["env"].get("git_sha"), results["started_at_ms"], sweep_dir
+    )
     interrupted = False
-    if results["status"] == "ok":
-        print(f"b200lab: {point} -> {job_dir}", flush=True)
-        if tracker:
-            tracker.start_system_metrics(results["mlflow"]["run_id"])
+    # a job whose ranks run in other processes opens its run while they start: importing MLflow and
+    # opening its store take seconds the parent would otherwise spend before launching them. An
+    # inline rank runs in this process, where that work would share the interpreter with its timing.
+    beside = results["status"] == "ok" and cfg.run.launcher != "inline"
+    with ThreadPoolExecutor(1, thread_name_prefix="b200lab-mlflow") as pool:
+        opening = pool.submit(_open_run, cfg, run, results["status"] == "ok")
+        if not beside:
+            opening.result()
         try:
-            interrupted = _measure(cfg, job_dir, results)
+            if results["status"] == "ok":
+                print(f"b200lab: {point} -> {job_dir}", flush=True)
+                interrupted = _measure(cfg, job_dir, results)
         finally:
+            tracker, results["mlflow"] = opening.result()
             if tracker:
                 tracker.stop_system_metrics()
     _save_and_publish(tracker, results, job_dir)
@@ -213,11 +224,22 @@ def _save_and_publish(tracker: Tracker | None, results: dict, job_dir: Path) -> 
         results_io.write(job_dir, results)
 
 
-def _open_run(cfg: DictConfig, results: dict, sweep_dir: Path | None) -> Tracker | None:
-    """Create the job's MLflow run (params and requested tags) if the store answers; record in
-    results["mlflow"] either way."""
+@dataclass(frozen=True)
+class RunRequest:
+    """What the job's MLflow run is created with, taken before the ranks start."""
+
+    requested: dict
+    config: dict
+    git_sha: str | None
+    started_at_ms: int
+    sweep_dir: Path | None
+
+
+def _open_run(cfg: DictConfig, run: RunRequest, system_metrics: bool = False) -> tuple[Tracker | None, dict]:
+    """(the tracker, results["mlflow"]): the job's MLflow run created (params and requested tags) if
+    the store answers, with MLflow's system metrics started when asked; the reason in the record if not."""
     uri = resolve_uri(cfg.tracking.uri)
-    info = results["mlflow"] = {
+    info = {
         "tracking_uri": uri,
         "experiment_id": None,
         "run_id": None,
@@ -229,23 +251,25 @@ def _open_run(cfg: DictConfig, results: dict, sweep_dir: Path | None) -> Tracker
     if problem:
         print(f"b200lab: {problem}; measuring anyway, results.json is kept; `b200lab sync` uploads it to {uri} later")
         info["error"] = problem
-        return None
-    parent = sweep.parent_run(sweep_dir).get("run_id") if sweep_dir else None
+        return None, info
+    parent = sweep.parent_run(run.sweep_dir).get("run_id") if run.sweep_dir else None
     try:
         tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
         run_id = tracker.create_run(
             run_name(cfg),
-            {"status": "running", **{f"requested.{k}": v for k, v in results["requested"].items()}},
+            {"status": "running", **{f"requested.{k}": v for k, v in run.requested.items()}},
             parent,
-            git_sha=results["env"].get("git_sha"),
-            start_ms=results["started_at_ms"],
+            git_sha=run.git_sha,
+            start_ms=run.started_at_ms,
         )
-        tracker.log_params(run_id, flatten(results["config"]))
+        tracker.log_params(run_id, flatten(run.config))
     except Exception as exc:  # a store that fails after the probe: keep measuring
         info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
-        return None
+        return None, info
     info.update(experiment_id=tracker.experiment_id, run_id=run_id, parent_run_id=parent)
-    return tracker
+    if system_metrics:
+        tracker.start_system_metrics(run_id)
+    return tracker, info
 
 
 def _measure(cfg: DictConfig, job_dir: Path, results: dict) -> bool:
