@@ -170,7 +170,7 @@ def test_moe_experts_bf16_keeps_the_experts_and_says_why():
     ],
 )
 def test_auto_takes_the_rowwise_grouped_gemm_on_hopper_only(setting, capability, want, reason):
-    path, why = expert_path(setting, capability, "B200")
+    path, why = expert_path(setting, capability, "B200", compiled=True)
     assert path == want and (why is None if reason is None else reason in why)
 
 
@@ -183,11 +183,11 @@ def test_auto_keeps_an_eager_model_on_te_and_names_the_records():
 
 
 def test_auto_names_a_torch_without_the_grouped_fp8_gemm():
-    assert expert_path("auto", (9, 0), "H100", "2.7.1") == (
+    assert expert_path("auto", (9, 0), "H100", "2.7.1", compiled=True) == (
         "te",
         "rowwise: torch 2.7.1 has no torch._scaled_grouped_mm",
     )
-    assert expert_path("te", (9, 0), "H100", "2.7.1") == ("te", None)
+    assert expert_path("te", (9, 0), "H100", "2.7.1", compiled=True) == ("te", None)
 
 
 def test_rowwise_on_a_card_without_the_kernel_is_named():
@@ -239,9 +239,17 @@ needs_hopper = pytest.mark.gpu(
 )
 
 
+# (how the step runs, the bound on each output's relative error from the float64 statement). By default
+# Inductor fuses the GELU into the quantisation without rounding it to bf16 first, so the e4m3 values
+# differ from eager's by a rounding step: 1.37% in y on an H100 (2026-12-07,
+# docs/measurements/2026-12-07-fp8-moe-rowwise/gpu_tests_802ad5c.xml). Emulating the casts gives the
+# compiled kernel the inputs of the statement it is checked against, so the eager bound holds.
+RUNS = {"eager": 0.01, "compiled": 0.01, "compiled with Inductor's default casts": 0.02}
+
+
 @needs_hopper
-@pytest.mark.parametrize("compiled", [False, True])
-def test_the_cuda_kernel_matches_the_float64_statement_of_its_contract(compiled):
+@pytest.mark.parametrize("mode", list(RUNS))
+def test_the_cuda_kernel_matches_the_float64_statement_of_its_contract(mode):
     torch.manual_seed(int(torch.randint(0, 2**31, (1,))))
     E, d, f, M = 8, 256, 512, 4096
     with torch.device("cuda"):
@@ -252,11 +260,10 @@ def test_the_cuda_kernel_matches_the_float64_statement_of_its_contract(compiled)
     offs = _groups(M - 64, E, torch.Generator().manual_seed(1)).cuda()
     n = int(offs[-1])
     real = RowwiseFP8Experts(up, down)
-    run = torch.compile(real.grouped) if compiled else real.grouped
-    # by default inductor fuses the GELU into the quantisation without rounding it to bf16 first, so the
-    # e4m3 values differ from eager's by a rounding step (1.4% in y, H100, 2026-12-07); emulating the
-    # casts keeps the compiled graph's inputs to the kernel equal to those of the statement it is checked against
-    with torch._inductor.config.patch(emulate_precision_casts=True):  # the backward graph compiles at backward()
+    torch._dynamo.reset()  # each compiled mode compiles afresh, under its own settings
+    run = real.grouped if mode == "eager" else torch.compile(real.grouped)
+    emulate = mode == "compiled"
+    with torch._inductor.config.patch(emulate_precision_casts=emulate):  # the backward graph compiles at backward()
         y = run(rows, offs)
         (y[:n].float() * probe[:n]).sum().backward()
     got = [y.detach()[:n], rows.grad[:n].clone(), up.grad.clone(), down.grad.clone()]
@@ -267,4 +274,4 @@ def test_the_cuda_kernel_matches_the_float64_statement_of_its_contract(compiled)
     (y_ref[:n].float() * probe[:n]).sum().backward()
     want = [y_ref.detach()[:n], rows.grad[:n], up.grad, down.grad]
     for a, b in zip(got, want):
-        assert ((a.double() - b.double()).norm() / b.double().norm()).item() < 0.01  # fast accumulation, bf16 out
+        assert ((a.double() - b.double()).norm() / b.double().norm()).item() < RUNS[mode]  # fast accumulation, bf16 out

@@ -475,3 +475,7 @@ def test_the_job_tells_a_te_precision_whether_its_model_is_compiled(precision, c
     assert section.compiled_model is compiled
     if precision == "fp8_auto":
         assert FP8AutoConfig.inner_config(section, TEFP8Config).compiled_model is compiled
+        # the recorded config (validate's completed one) says so too; Transformer Engine's recipes are refused on CPU
+        from b200lab.core.validation import validate
+
+        assert validate(job, "cpu").precision.compiled_model is compiled

@@ -41,6 +41,9 @@ def validate(cfg: Any, device: str) -> DictConfig:
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
     out = OmegaConf.create({**top, **{g: OmegaConf.to_container(c) for g, c in completed.items()}})
+    # fields the job sets on its precision (whether the model compiles, a recorded FP8 loss): in the
+    # record as the build uses them
+    out.precision = OmegaConf.merge(out.precision, specs["precision"].job_overrides(out.precision, out))
     problems.extend(non_finite(out, specs))
     ctx = CheckContext(cfg=out, device=device, training=bool(specs["workload"].training), specs=specs)
     for group in GROUPS:

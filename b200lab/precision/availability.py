@@ -104,11 +104,12 @@ def rowwise_grouped_problem(capability: tuple[int, int] | None, gpu: str = "the 
 # (docs/measurements/2026-12-07-fp8-moe-rowwise, H100, medians of 3 trials, each beside bf16):
 #   compiled, 8-layer training   rowwise 1.078x bf16   te 0.390x
 #   eager forward, seq 12k / 16k rowwise 0.804x / 0.833x   te 0.978x / 1.046x
+# Eager training was not measured with rowwise (gpu_fp8_moe.sh's train_eager phase); it follows the forward.
 EAGER_ROWWISE_LOSES = (
     "the model runs eager, where the rowwise path quantises each call's activations in separate kernels: "
     "recorded 0.80x/0.83x bf16 against te's 0.98x/1.05x (model=moe forward, seq 12k/16k, H100, runs "
-    "5a1a82f6/f69b7892 vs db5aab8e/43091950, docs/measurements/2026-12-07-fp8-moe-rowwise); compiled, "
-    "rowwise is taken (1.08x bf16, te 0.39x)"
+    "5a1a82f6/f69b7892 vs db5aab8e/43091950, docs/measurements/2026-12-07-fp8-moe-rowwise; eager training "
+    "is not measured and follows the forward); compiled, rowwise is taken (1.08x bf16, te 0.39x)"
 )
 
 
@@ -117,7 +118,8 @@ def expert_path(
     capability: tuple[int, int] | None,
     gpu: str = "the GPU",
     torch_lacking: str | None = None,
-    compiled: bool = True,
+    *,
+    compiled: bool,
 ) -> tuple[str, str | None]:
     """(te | rowwise | bf16, why ``auto`` passed over rowwise or None) for ``precision.moe_experts``;
     ``torch_lacking``: the version of a torch without ``torch._scaled_grouped_mm``; ``compiled``:

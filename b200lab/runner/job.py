@@ -7,8 +7,8 @@ written to files, so the job runs the same under any Hydra launcher."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,25 +131,32 @@ def _run(cfg: DictConfig, hc, sweep_dir: Path | None) -> dict:
     OmegaConf.save(OmegaConf.create(results["config"]), job_dir / "config.yaml")
 
     run = RunRequest(
-        results["requested"], results["config"], results["env"].get("git_sha"), results["started_at_ms"], sweep_dir
+        resolve_uri(cfg.tracking.uri),
+        run_name(cfg),
+        results["requested"],
+        results["config"],
+        results["env"].get("git_sha"),
+        results["started_at_ms"],
+        sweep_dir,
     )
     interrupted = False
     # a job whose ranks run in other processes opens its run while they start: importing MLflow and
     # opening its store take seconds the parent would otherwise spend before launching them. An
     # inline rank runs in this process, where that work would share the interpreter with its timing.
-    beside = results["status"] == "ok" and cfg.run.launcher != "inline"
-    with ThreadPoolExecutor(1, thread_name_prefix="b200lab-mlflow") as pool:
-        opening = pool.submit(_open_run, cfg, run, results["status"] == "ok")
-        if not beside:
-            opening.result()
-        try:
-            if results["status"] == "ok":
-                print(f"b200lab: {point} -> {job_dir}", flush=True)
-                interrupted = _measure(cfg, job_dir, results)
-        finally:
-            tracker, results["mlflow"] = opening.result()
-            if tracker:
-                tracker.stop_system_metrics()
+    opening = RunOpening(cfg, run, system_metrics=results["status"] == "ok")
+    if results["status"] != "ok" or cfg.run.launcher == "inline":
+        opening.wait()
+    try:
+        if results["status"] == "ok":
+            print(f"b200lab: {point} -> {job_dir}", flush=True)
+            interrupted = _measure(cfg, job_dir, results)
+    finally:
+        if not opening.done():  # a slow store: what was measured is on disk before waiting for it
+            results["mlflow"] = opening.pending()
+            results_io.write(job_dir, {**results, "ended_at_ms": results_io.now_ms()})
+        tracker, results["mlflow"] = opening.wait()
+        if tracker:
+            tracker.stop_system_metrics()
     _save_and_publish(tracker, results, job_dir)
     print(one_line(results), flush=True)
     progress.say(
@@ -228,6 +235,8 @@ def _save_and_publish(tracker: Tracker | None, results: dict, job_dir: Path) -> 
 class RunRequest:
     """What the job's MLflow run is created with, taken before the ranks start."""
 
+    uri: str
+    name: str
     requested: dict
     config: dict
     git_sha: str | None
@@ -235,28 +244,64 @@ class RunRequest:
     sweep_dir: Path | None
 
 
-def _open_run(cfg: DictConfig, run: RunRequest, system_metrics: bool = False) -> tuple[Tracker | None, dict]:
-    """(the tracker, results["mlflow"]): the job's MLflow run created (params and requested tags) if
-    the store answers, with MLflow's system metrics started when asked; the reason in the record if not."""
-    uri = resolve_uri(cfg.tracking.uri)
-    info = {
+def _unsynced(uri: str, error: str | None = None) -> dict:
+    """results["mlflow"] of a job without its MLflow run (yet): `b200lab sync` creates it later."""
+    return {
         "tracking_uri": uri,
         "experiment_id": None,
         "run_id": None,
         "parent_run_id": None,
         "synced": False,
-        "error": None,
+        "error": error,
     }
-    problem = probe(uri, cfg.tracking.probe_timeout_s)
+
+
+class RunOpening:
+    """The job's MLflow run, opened in a daemon thread (:func:`_open_run`); ``wait()`` gives
+    (the tracker or None, results["mlflow"]). Whatever goes wrong there is the record's error, as
+    a store that fails is: the measurement goes on."""
+
+    def __init__(self, cfg: DictConfig, run: RunRequest, system_metrics: bool):
+        self.run = run
+        self._result: tuple[Tracker | None, dict] | None = None
+        self._thread = threading.Thread(
+            target=self._open, args=(cfg, run, system_metrics), name="b200lab-mlflow", daemon=True
+        )
+        self._thread.start()
+
+    def _open(self, cfg: DictConfig, run: RunRequest, system_metrics: bool) -> None:
+        try:
+            self._result = _open_run(cfg, run, system_metrics)
+        except Exception as exc:
+            self._result = None, _unsynced(run.uri, f"MLflow: {type(exc).__name__}: {exc}")
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def pending(self) -> dict:
+        return _unsynced(self.run.uri, "the MLflow run was still being opened when the job ended")
+
+    def wait(self) -> tuple[Tracker | None, dict]:
+        self._thread.join()
+        assert self._result is not None
+        return self._result
+
+
+def _open_run(cfg: DictConfig, run: RunRequest, system_metrics: bool = False) -> tuple[Tracker | None, dict]:
+    """(the tracker, results["mlflow"]): the job's MLflow run created (params and requested tags) if
+    the store answers, with MLflow's system metrics started when asked; the reason in the record if not."""
+    problem = probe(run.uri, cfg.tracking.probe_timeout_s)
     if problem:
-        print(f"b200lab: {problem}; measuring anyway, results.json is kept; `b200lab sync` uploads it to {uri} later")
-        info["error"] = problem
-        return None, info
+        print(
+            f"b200lab: {problem}; measuring anyway, results.json is kept; `b200lab sync` uploads it to {run.uri} later",
+            flush=True,
+        )
+        return None, _unsynced(run.uri, problem)
     parent = sweep.parent_run(run.sweep_dir).get("run_id") if run.sweep_dir else None
     try:
-        tracker = Tracker(uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
+        tracker = Tracker(run.uri, cfg.tracking.experiment, cfg.tracking.system_metrics)
         run_id = tracker.create_run(
-            run_name(cfg),
+            run.name,
             {"status": "running", **{f"requested.{k}": v for k, v in run.requested.items()}},
             parent,
             git_sha=run.git_sha,
@@ -264,9 +309,8 @@ def _open_run(cfg: DictConfig, run: RunRequest, system_metrics: bool = False) ->
         )
         tracker.log_params(run_id, flatten(run.config))
     except Exception as exc:  # a store that fails after the probe: keep measuring
-        info["error"] = f"MLflow: {type(exc).__name__}: {exc}"
-        return None, info
-    info.update(experiment_id=tracker.experiment_id, run_id=run_id, parent_run_id=parent)
+        return None, _unsynced(run.uri, f"MLflow: {type(exc).__name__}: {exc}")
+    info = {**_unsynced(run.uri), "experiment_id": tracker.experiment_id, "run_id": run_id, "parent_run_id": parent}
     if system_metrics:
         tracker.start_system_metrics(run_id)
     return tracker, info
