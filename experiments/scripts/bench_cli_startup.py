@@ -1,6 +1,6 @@
 """How long a refused run takes, against importing torch: the CLI's startup budget.
 
-    python experiments/scripts/bench_cli_startup.py [--repeats 7] [--out FILE.json]
+    python experiments/scripts/bench_cli_startup.py [--repeats 7] [--job] [--out FILE.json]
 
 Runs each command ``--repeats`` times, alternating, in an empty temporary folder (so no store or
 output folder is found or made), and reports the median and spread of each and the ratio of the
@@ -9,6 +9,8 @@ message) within 1.2x ``python -c "import torch"`` on the same machine. The machi
 recorded beside the numbers: a loaded machine slows both, not the ratio alone. So is ``source``, the
 commit of the b200lab the commands import (``+dirty`` when its tree has changes), so an older
 commit is measured by putting its worktree first: ``PYTHONPATH=/path/to/worktree python ...``.
+``--job`` adds a whole job, ``b200lab debug=fast`` (one torchrun rank on the CPU, logged to an MLflow
+store the untimed first run creates), in a folder of its own so the refusal's stays empty.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ COMMANDS = {
     "b200lab --help": [sys.executable, "-m", "b200lab", "--help"],
 }
 EXPECTED_EXIT = {"import torch": 0, "b200lab seq.batch=0": 2, "b200lab --help": 0}
+JOB = "b200lab debug=fast"  # --job
+JOB_ARGV = [sys.executable, "-m", "b200lab", "debug=fast"]
 
 
 def time_once(argv: list[str], cwd: Path) -> tuple[float, int, str]:
@@ -87,24 +91,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, help="write the record here as JSON, and its rows beside it as CSV")
+    parser.add_argument("--job", action="store_true", help=f"also time `{JOB}`, a whole one-rank job")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="b200lab_startup_"))
-    times: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    job_folder = Path(tempfile.mkdtemp(prefix="b200lab_job_"))
+    commands = {name: (argv, folder) for name, argv in COMMANDS.items()}
+    if args.job:
+        commands[JOB] = (JOB_ARGV, job_folder)
+    times: dict[str, list[float]] = {name: [] for name in commands}
     try:
         source = measured_source(folder)
-        for name, argv in COMMANDS.items():  # one untimed run each: the page cache holds every file afterwards
-            _, code, err = time_once(argv, folder)
-            if code != EXPECTED_EXIT[name]:
-                print(f"{name}: exit {code}, expected {EXPECTED_EXIT[name]}\n{err}", file=sys.stderr)
+        for name, (argv, cwd) in commands.items():  # one untimed run each: the page cache holds every file afterwards
+            _, code, err = time_once(argv, cwd)
+            if code != EXPECTED_EXIT.get(name, 0):
+                print(f"{name}: exit {code}, expected {EXPECTED_EXIT.get(name, 0)}\n{err}", file=sys.stderr)
                 return 1
         for _ in range(args.repeats):
-            for name, argv in COMMANDS.items():
-                seconds, _, err = time_once(argv, folder)
+            for name, (argv, cwd) in commands.items():
+                seconds, _, err = time_once(argv, cwd)
                 times[name].append(seconds)
         refusal = time_once(COMMANDS["b200lab seq.batch=0"], folder)[2].strip()
         left = sorted(p.name for p in folder.iterdir())
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(job_folder, ignore_errors=True)
     medians = {name: statistics.median(v) for name, v in times.items()}
     record = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
