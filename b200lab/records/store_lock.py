@@ -1,8 +1,9 @@
 """Inter-process locks on files: one for a sqlite tracking store, one for a sweep dir.
 
 MLflow creates and migrates a new sqlite store's tables on first use, and gets-or-creates an
-experiment in two steps; two processes doing either at once collide ("table ... already exists",
-"experiment already exists"). Everything that can create such state takes the store's lock first.
+experiment and a dataset row in two steps each; two processes doing any of these at once collide
+("table ... already exists", "experiment already exists", "UNIQUE constraint failed: datasets").
+Everything that can create such state takes the store's lock first.
 """
 
 from __future__ import annotations

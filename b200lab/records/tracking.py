@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from b200lab.records.store_lock import store_lock
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 # MLflow's UI opens a "GenAI" experiment on its traces overview; ours are model development: the runs table
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -101,8 +103,6 @@ def source_tags(git_sha: str | None) -> dict:
 class Tracker:
     def __init__(self, uri: str, experiment: str, system_metrics: bool = True):
         from mlflow import MlflowClient
-
-        from b200lab.records.store_lock import store_lock
 
         self.uri = uri
         self.system_metrics = system_metrics
@@ -187,7 +187,9 @@ class Tracker:
         from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        if inputs:
+        if not inputs:
+            return
+        with store_lock(self.uri):  # MLflow gets-or-creates each dataset row in two steps; see store_lock.py
             self.client.log_inputs(
                 run_id,
                 datasets=[
