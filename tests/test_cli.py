@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -41,6 +42,9 @@ def test_default_run_lands_in_the_default_store_with_its_provenance(tmp_path):
     assert res["effective"]["precision"]["reason"] == "auto on cpu means float32"
     assert len(res["step_ms"]) == res["metrics"]["n_steps"] >= 20
     assert "status=ok" in proc.stdout and "timed" in proc.stdout
+    [run_dir] = [p.parent for p in (tmp_path / "outputs").rglob("results.json")]
+    assert not (run_dir / "b200lab.log").exists(), "Hydra's job log file is off: its records go to the console"
+    assert (run_dir / "job.log").read_text().strip(), "the job's console log (torchrun and its ranks) is its log"
 
 
 def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
@@ -63,7 +67,10 @@ def test_sweep_gives_a_parent_run_with_a_child_per_point(tmp_path, store):
     files = sorted((tmp_path / "multirun").rglob("results.json"))
     assert len(files) == 2
     assert "seq=1k model=tiny" in proc.stdout and "seq=2k model=tiny" in proc.stdout
-    assert (files[0].parents[1] / "summary.csv").exists()
+    with open(files[0].parents[1] / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert sorted(row["run_id"] for row in summary) == sorted(c.info.run_id for c in children)
+    assert {row["gpu"] for row in summary} == {"cpu"}  # the hardware is named on a CPU too
     png = files[0].parents[1] / "summary.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from mlflow import MlflowClient
@@ -162,6 +169,7 @@ def test_one_command_with_subcommands(tmp_path):
         hydra_help.returncode == 0
         and "== Configuration groups ==" in hydra_help.stdout
         and "model: " in hydra_help.stdout
+        and "schema/" not in hydra_help.stdout  # the schemas are not groups to choose from
     )
     power = run_cli(["power", "--", sys.executable, "-c", "import sys; sys.exit(7)"], tmp_path)
     assert power.returncode == 7 and json.loads(power.stdout)["returncode"] == 7

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 import subprocess
 import sys
@@ -470,6 +471,44 @@ def test_plot_draws_each_rate_with_its_step_time_spread(tmp_path):
         assert b.value == v and b.low == pytest.approx(v * p50 / p90) and b.high == pytest.approx(v * p50 / p10)
         assert b.low < b.value < b.high
     assert drawn[3].value is None and drawn[3].status == "oom"
+
+
+def test_plot_labels_read_back_to_three_significant_digits_without_an_exponent():
+    from b200lab.reports.plot import readable
+
+    rng = random.Random()
+    for _ in range(500):
+        value = rng.choice((1, -1)) * 10 ** rng.uniform(-5, 8)
+        text = readable(value)
+        assert "e" not in text.lower(), text
+        if abs(value) >= 100:  # every integer digit, grouped
+            assert text == f"{round(value):,}"
+        else:  # three significant digits
+            last_digit = 10 ** (math.floor(math.log10(abs(value))) - 2)
+            assert abs(float(text) - value) <= 0.5 * last_digit * (1 + 1e-9), (value, text)
+    assert readable(0.0) == "0"
+
+
+def test_report_table_has_a_column_for_each_collectives_bus_bandwidth():
+    from b200lab.reports.report import table
+
+    rng = random.Random()
+    rows = [
+        {
+            "status": "ok",
+            "point": f"parallelism.nproc={n}",
+            "metrics": {"allreduce_busbw_gbps": rng.uniform(1, 400), "allgather_busbw_gbps": rng.uniform(1, 400)},
+            "env": {"gpu": "NVIDIA H100 80GB HBM3"},
+            "mlflow": {"run_id": f"run{n}"},
+        }
+        for n in (2, 4)
+    ]
+    head, _, *body = table(rows).splitlines()
+    assert "all-reduce bus GB/s" in head and "all-gather bus GB/s" in head and "reduce-scatter" not in head
+    for line, r in zip(body, rows):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2] == f"{r['metrics']['allreduce_busbw_gbps']:,.1f}"
+        assert cells[3] == f"{r['metrics']['allgather_busbw_gbps']:,.1f}"
 
 
 @pytest.mark.e2e

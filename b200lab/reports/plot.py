@@ -7,6 +7,7 @@ status, so a missing bar is explained. Line charts against a swept value are b20
 
 from __future__ import annotations
 
+import math
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ RATES = [
     ("gemm_tflops", "GEMM TFLOP/s"),
     ("hbm_gbps", "HBM GB/s (read + write)"),
     ("allreduce_busbw_gbps", "all-reduce bus GB/s"),
+    ("allgather_busbw_gbps", "all-gather bus GB/s"),
+    ("reducescatter_busbw_gbps", "reduce-scatter bus GB/s"),
     ("tflops", "model TFLOP/s per GPU"),
 ]
 LABELS = dict(RATES)
@@ -35,6 +38,16 @@ class Bar:
     low: float | None = None
     high: float | None = None
     run_id: str | None = None
+
+
+def readable(value: float) -> str:
+    """A value as a reader writes it: three significant digits, thousands grouped, never in
+    scientific notation (25,317, 12.3 and 0.000412, not 2.532e+04 or 4.12e-04)."""
+    if not value or not math.isfinite(value):
+        return f"{value:g}"
+    magnitude = math.floor(math.log10(abs(value)))
+    text = f"{value:,.{max(0, 2 - magnitude)}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def headline(rows: list[dict]) -> str | None:
@@ -68,6 +81,7 @@ def plot(rows: list[dict], path: Path, metric: str | None = None) -> list[Bar]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     drawn = bars(rows, metric)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(drawn) + 1.6))
@@ -78,7 +92,8 @@ def plot(rows: list[dict], path: Path, metric: str | None = None) -> list[Bar]:
             continue
         ax.barh(y, b.value, color="steelblue")
         ax.errorbar(b.value, y, xerr=[[b.value - b.low], [b.high - b.value]], color="black", capsize=3)
-        ax.text(b.high, y, f"  {b.value:,.4g}", va="center")
+        ax.text(b.high, y, f"  {readable(b.value)}", va="center")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: readable(v)))
     ax.set_yticks(ys, [textwrap.fill(b.label, 60) for b in drawn], fontsize=8)
     ax.set_xlabel(f"{LABELS.get(metric, metric)}  (whisker: step-time p10-p90)")
     gpus = sorted({card(r) for r in rows})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from b200lab.records.points import attention_ran, label, precision_ran, varied_keys
+from b200lab.records.points import attention_ran, card, label, precision_ran, varied_keys
 
 WIDTH = 120
 COLUMNS = [
@@ -84,6 +84,6 @@ def write_csv(rows: list[dict], path: Path) -> Path:
         for r in rows:
             writer.writerow(
                 [_cell(r, key, fmt).replace(",", "") for _, key, fmt in COLUMNS]
-                + [r.get("mlflow", {}).get("run_id"), r.get("env", {}).get("gpu")]
+                + [r.get("mlflow", {}).get("run_id"), r.get("env", {}).get("gpu") or card(r)]
             )
     return path

@@ -156,6 +156,11 @@ def run(argv: list[str]) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         precheck(args)
+        if args.help:
+            from b200lab.runner.run_help import help_text
+
+            print(help_text(list(args.overrides or [])))
+            return 0
     except Refused as exc:
         print(f"b200lab: refused before anything ran:\n  - {exc}", file=sys.stderr)
         return 2
