@@ -129,6 +129,8 @@ def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tm
         ["workload=serve", "seq=short", "workload.options.kv_read=in_place", INLINE, *FAST], tmp_path, store
     )
     assert refused.returncode == 2 and "kv_read=in_place with attention=sdpa" in refused.stderr
+    graphs = run_cli(["workload=serve", "seq=short", "workload.options.decode_graphs=true", INLINE], tmp_path, store)
+    assert graphs.returncode == 2 and "decode_graphs=true with kv_read=gather" in graphs.stderr
     served = run_cli(
         [
             "workload=serve",

@@ -7,8 +7,14 @@ static). PyTorch still specialises sizes of 1, so a run needs three graphs: a
 prefill (one row of T > 1 tokens), a decode step of one row and a decode step of many rows.
 :func:`shape_warmup_trace` makes a trace that passes through all three before anything is timed,
 and :func:`graphs_compiled` counts graphs, so a compilation inside a timed run is reported
-(``compiles_timed``) rather than hidden in its latencies. CUDA graphs are refused: a graph
-replays one shape, and these change every step.
+(``compiles_timed``) rather than hidden in its latencies. CUDA graphs are refused for this
+step: a graph replays one shape, and these change every step.
+
+Graphed decode steps (``workload.options.decode_graphs``) take the other road, vLLM's: the decode
+batch is padded to a bucket size (:func:`decode_bucket_sizes`), and with the attention reading the
+whole pool in place every input of a bucket's step has one shape, whatever the rows' lengths, so
+:func:`compile_decode` compiles one static graph per bucket, on a GPU captured as a CUDA graph
+(mode ``reduce-overhead``): a step is then one graph launch instead of a launch per kernel.
 """
 
 from __future__ import annotations
@@ -29,6 +35,28 @@ def compile_step(mode: str, fullgraph: bool):
         return compiled(decoder, idx, view)
 
     return step
+
+
+def decode_bucket_sizes(max_running: int) -> list[int]:
+    """The batch sizes decode steps are padded to: the powers of two below ``max_running``, and it."""
+    return [1 << i for i in range(max_running.bit_length()) if 1 << i < max_running] + [max_running]
+
+
+def compile_decode(device_type: str, buckets: int):
+    """The decode step compiled with static shapes, one graph per bucket; on a GPU each is
+    recorded as a CUDA graph (mode reduce-overhead), on a CPU mode default (no CUDA graphs there).
+    Dynamo's recompile limit is raised to hold every bucket (past it a step would run eagerly)."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), buckets + 2))
+    return torch.compile(last_logits, mode="reduce-overhead" if device_type == "cuda" else None, dynamic=False)
+
+
+def cudagraph_skips() -> int:
+    """Graphs inductor compiled but did not record as CUDA graphs (it says why in its log)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
 
 
 def graphs_compiled() -> int:

@@ -12,7 +12,10 @@ Each iteration of :meth:`Engine.run`:
    a chunk per step, requests whose chunks are as long in one forward (a burst prefills
    together); a request gets its first token when its whole prompt is cached;
 3. one decode step runs every other running request together, one token each: requests join the
-   batch the iteration after their prefill and leave it when their output is complete.
+   batch the iteration after their prefill and leave it when their output is complete. With
+   ``decode_buckets`` the batch is padded up to the next bucket size with rows that read and write
+   only a scratch block and whose tokens are dropped before sampling, so each bucket is one static
+   shape (one compiled graph, one CUDA graph; b200lab/serving/compiled.py).
 
 A token's time is the clock's reading after the step that produced it: the step ends with the
 tokens copied to the host (a server must see them to stream them). Nothing in the schedule
@@ -96,7 +99,10 @@ def last_logits(decoder, idx: torch.Tensor, step) -> torch.Tensor:
 class Engine:
     """``decoder``: the model family's decode contract (b200lab/models/decoding.py); ``pick(logits
     (B, V)) -> ids (B,)``; ``on_complete(record)`` after each request ends. ``forward(decoder, idx,
-    view)``: :func:`last_logits`, or a compiled copy of it (b200lab/serving/compiled.py)."""
+    view)``: :func:`last_logits`, or a compiled copy of it (b200lab/serving/compiled.py).
+    ``decode_buckets`` (ascending batch sizes, the last at least ``limits.max_running``): decode
+    steps are padded to the smallest bucket that holds them and run by ``decode_forward`` (default
+    ``forward``); one block of the pool is then reserved as the padding rows' scratch."""
 
     def __init__(
         self,
@@ -108,9 +114,16 @@ class Engine:
         autocast=contextlib.nullcontext,
         on_complete: Callable[[RequestRecord], None] | None = None,
         forward: Callable = last_logits,
+        decode_buckets: list[int] | None = None,
+        decode_forward: Callable | None = None,
     ):
         self.decoder, self.pool, self.limits, self.clock, self.pick = decoder, pool, limits, clock, pick
         self.autocast, self.on_complete, self.forward = autocast, on_complete, forward
+        self.decode_forward = decode_forward
+        self.buckets = sorted(decode_buckets) if decode_buckets else None
+        if self.buckets and self.buckets[-1] < limits.max_running:
+            raise ValueError(f"decode buckets {self.buckets} do not hold max_running={limits.max_running} rows")
+        self.scratch = pool.reserve(1) if self.buckets else None
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -125,6 +138,34 @@ class Engine:
         with torch.inference_mode(), self.autocast():
             return self.pick(self.forward(self.decoder, idx, self.pool.view(rows))).tolist()
 
+    def padded_decode_rows(self, tokens: list[int], rows: list[Row]) -> tuple[list[int], list[Row]]:
+        """The step's last tokens and rows padded to the smallest bucket that holds them."""
+        size = next(b for b in self.buckets if b >= len(rows))
+        pad = size - len(rows)
+        return tokens + [0] * pad, rows + [Row(self.scratch, 0, 1)] * pad
+
+    def _decode(self, tokens: list[int], rows: list[Row]) -> list[int]:
+        """One decode step's next tokens, one per real row."""
+        if not self.buckets:
+            return self._forward(torch.tensor([[t] for t in tokens], dtype=torch.long, device=self.pool.device), rows)
+        n = len(rows)
+        tokens, rows = self.padded_decode_rows(tokens, rows)
+        idx = torch.tensor([[t] for t in tokens], dtype=torch.long, device=self.pool.device)
+        step = self.decode_forward or self.forward
+        with torch.inference_mode(), self.autocast():
+            logits = step(self.decoder, idx, self.pool.view(rows))
+            return self.pick(logits[:n]).tolist()  # the padding rows' logits never reach the sampler
+
+    def warm_decode_buckets(self, runs: int = 3) -> None:
+        """Every bucket's step ``runs`` times on padding rows alone (what compiles, or records a
+        CUDA graph, before anything is timed); the scratch block is all they touch."""
+        step = self.decode_forward or self.forward
+        for size in self.buckets or ():
+            idx = torch.zeros(size, 1, dtype=torch.long, device=self.pool.device)
+            for _ in range(runs):
+                with torch.inference_mode(), self.autocast():
+                    step(self.decoder, idx, self.pool.view([Row(self.scratch, 0, 1)] * size))
+
     def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
         lim, clock = self.limits, self.clock
         records = {s.id: RequestRecord(s.id, s.arrival_s, s.prompt_len, s.output_len) for s in trace}
@@ -132,7 +173,6 @@ class Engine:
         queue: deque[RequestSpec] = deque()
         running: list[_Running] = []  # prefilled: one token per decode step
         prefilling: list[_Running] = []  # admitted, prompt not all in the cache yet
-        device = self.pool.device
         t0 = clock.now()
         while pending or queue or running or prefilling:
             now = clock.now() - t0
@@ -146,11 +186,11 @@ class Engine:
                 rec = records[spec.id]
                 rec.arrival_s = max(spec.arrival_s, now) if lim.max_concurrency is not None else spec.arrival_s
                 need = spec.prompt_len + spec.output_len
-                if need > lim.max_model_len or self.pool.blocks_for(need) > self.pool.num_blocks:
+                if need > lim.max_model_len or self.pool.blocks_for(need) > self.pool.usable_blocks:
                     rec.status, rec.reason = (
                         "rejected",
                         f"{need} tokens exceed the cache (max_model_len {lim.max_model_len}, pool "
-                        f"{self.pool.num_blocks * self.pool.block_size})",
+                        f"{self.pool.usable_blocks * self.pool.block_size})",
                     )
                 elif len(queue) >= lim.max_queue:
                     rec.status, rec.reason = "rejected", f"queue full ({lim.max_queue})"
@@ -178,9 +218,8 @@ class Engine:
             if decoding:
                 self.max_batch = max(self.max_batch, len(decoding))
                 begin = clock.now()
-                idx = torch.tensor([[j.record.tokens[-1]] for j in decoding], dtype=torch.long, device=device)
                 rows = [Row(j.blocks, j.spec.prompt_len + len(j.record.tokens) - 1, 1) for j in decoding]
-                tokens = self._forward(idx, rows)
+                tokens = self._decode([j.record.tokens[-1] for j in decoding], rows)
                 clock.work("decode", len(decoding), len(decoding))
                 t = clock.now() - t0
                 self.decode_log.append((len(rows), tuple(r.start for r in rows), t + t0 - begin))

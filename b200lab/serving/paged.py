@@ -44,6 +44,7 @@ class BlockPool:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.free = list(range(num_blocks - 1, -1, -1))  # a stack: the lowest free block is handed out first
+        self.reserved = 0  # blocks no request is given (reserve)
         self.device = device
 
     def blocks_for(self, tokens: int) -> int:
@@ -58,12 +59,24 @@ class BlockPool:
             raise RuntimeError(f"the KV pool has {len(self.free)} free blocks and {tokens} tokens need {n}")
         return [self.free.pop() for _ in range(n)]
 
+    def reserve(self, n: int) -> list[int]:
+        """``n`` blocks taken out of the pool for good (the padding rows' scratch of graphed decode
+        steps): no request is given them, and a request is checked against the usable blocks."""
+        blocks = self.allocate(n * self.block_size)
+        self.reserved += n
+        return blocks
+
+    @property
+    def usable_blocks(self) -> int:
+        """The blocks requests can be given: the pool less the reserved ones."""
+        return self.num_blocks - self.reserved
+
     def release(self, blocks: list[int]) -> None:
         self.free.extend(reversed(blocks))
 
     @property
     def used_blocks(self) -> int:
-        return self.num_blocks - len(self.free)
+        return self.usable_blocks - len(self.free)
 
     def view(self, rows: list[Row]) -> PagedStep:
         """The cache view of one forward over ``rows`` (all with the same number of new tokens)."""

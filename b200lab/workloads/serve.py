@@ -34,7 +34,14 @@ import torch
 from b200lab.measure.copy_bandwidth import job_copy_bandwidth
 from b200lab.serving.bound import bound_metrics, bound_table
 from b200lab.serving.bound import write_csv as write_bound_csv
-from b200lab.serving.compiled import compile_step, graphs_compiled, shape_warmup_trace
+from b200lab.serving.compiled import (
+    compile_decode,
+    compile_step,
+    cudagraph_skips,
+    decode_bucket_sizes,
+    graphs_compiled,
+    shape_warmup_trace,
+)
 from b200lab.serving.engine import Engine, Limits, WallClock, last_logits
 from b200lab.serving.latency import RequestRecord, request_metrics, write_csv
 from b200lab.serving.loadgen import make_trace, offered_rate
@@ -95,6 +102,8 @@ class Serve(Workload):
         self.max_model_len = int(o.max_model_len or max_prompt + max_output)
         block_size = int(o.block_size)
         num_blocks = int(o.num_blocks or o.max_running * -(-self.max_model_len // block_size))
+        if o.decode_graphs and o.num_blocks is None:
+            num_blocks += 1  # the padding rows' scratch block, so max_running requests still fit
         in_place = o.kv_read == "in_place"
         self.pool = decoder.paged_cache(
             num_blocks, block_size, self.built.precision.compute_dtype, self.max_model_len, in_place
@@ -131,10 +140,24 @@ class Serve(Workload):
         on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": self.run_index})) if hook else None
         limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len, o.prefill_chunk)
         forward = compile_step(cfg.compile.mode, bool(cfg.compile.fullgraph)) if self.built.compiled else last_logits
+        buckets = decode_bucket_sizes(int(o.max_running)) if o.decode_graphs else None
+        if buckets and device.type == "cuda":  # the pool is written in place by every recorded graph
+            for t in (*self.pool.k, *self.pool.v):
+                torch._dynamo.mark_static_address(t)
         self.engine = Engine(
-            decoder, self.pool, limits, clock, pick, self.built.precision.autocast, on_complete, forward
+            decoder,
+            self.pool,
+            limits,
+            clock,
+            pick,
+            self.built.precision.autocast,
+            on_complete,
+            forward,
+            decode_buckets=buckets,
+            decode_forward=compile_decode(device.type, len(buckets)) if buckets else None,
         )
         compiled = self._compile_shapes(mean_prompt, decoder.vocab_size) if self.built.compiled else None
+        decode_graphs = self._warm_decode_graphs() if buckets else "off (decode steps at the batch's own size)"
         self.graphs_before_timed = None
         self.calls = 0
         self.report = ctx.rank == 0
@@ -168,6 +191,7 @@ class Serve(Workload):
                     else f"{cfg.workload.warmup_steps} run(s) of {o.warmup_requests} requests at t = 0"
                 ),
                 "compiled": compiled or "no (eager)",
+                "decode_graphs": decode_graphs,
             },
             "decode_bound": self._bound_note(),
         }
@@ -209,6 +233,26 @@ class Serve(Workload):
             "graphs": graphs_compiled() - before,
             "compile_s": round(time.perf_counter() - begin, 2),
         }
+
+    def _warm_decode_graphs(self) -> dict:
+        """Compile (and on a GPU record) every bucket's decode step before anything is timed."""
+        before, skips, begin = graphs_compiled(), cudagraph_skips(), time.perf_counter()
+        self.engine.warm_decode_buckets()
+        if self.ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        out = {
+            "buckets": self.engine.buckets,
+            "mode": "reduce-overhead: each bucket's step recorded as a CUDA graph"
+            if self.ctx.device.type == "cuda"
+            else "default: static graphs, no CUDA graphs on a CPU",
+            "graphs": graphs_compiled() - before,
+            "compile_s": round(time.perf_counter() - begin, 2),
+            "scratch_block": self.engine.scratch[0],
+            "padding": "rows up to the bucket read and write only the scratch block; their logits are dropped",
+        }
+        if self.ctx.device.type == "cuda":
+            out["cudagraph_skips"] = cudagraph_skips() - skips  # > 0: inductor ran a graph without recording it
+        return out
 
     def step(self) -> None:
         self.calls += 1

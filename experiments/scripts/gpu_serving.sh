@@ -17,6 +17,8 @@
 #   serve_kernels     the first-run test (docs/measurements/2026-11-26-serving-tp2): every request at t = 0, the short
 #                     warm-up, 3 timed runs, the default SDPA choice (cuDNN for the masked decode) against
 #                     attention.backends=[efficient]
+#   serve_graphs      issue 28: decode steps padded to batch buckets and recorded as CUDA graphs over the in-place
+#                     pool (attention=flex), against the same pool without graphs, every request at t = 0 and 4/s
 # QPS=... replaces the rates of serve_compiled and serve_tp2_compiled (split a sweep over 10-minute commands).
 # Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Results land in multirun/
 # and the MLflow store mlflow.db; $OUT receives them as one tarball after every phase when OUT is set.
@@ -53,6 +55,9 @@ for phase in "$@"; do
     serve_in_place)  # issue 28: FlexAttention reading the block pool in place against the gathered window (eager, 4 requests/s)
       lab -m hydra.sweep.dir=multirun/serve_in_place experiment=serve_load attention=flex workload.options.qps=4 \
         workload.options.kv_read=gather,in_place ;;
+    serve_graphs)
+      lab -m hydra.sweep.dir=multirun/serve_graphs experiment=serve_load attention=flex workload.options.kv_read=in_place \
+        workload.options.decode_graphs=false,true workload.options.qps=${QPS:-inf,4} ;;
     serve_kernels)  # the short warm-up, so the first timed run meets the trace's shapes first (as recorded)
       lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf workload.options.warmup=short
       lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf workload.options.warmup=short \

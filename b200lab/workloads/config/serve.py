@@ -50,6 +50,9 @@ class ServeOptions(CopyBandwidthOptions):
     # gather: each row's blocks copied into a window per layer (any backend); in_place: the attention
     # reads the pool itself (a backend whose config reads_pages: attention=flex)
     kv_read: str = "gather"
+    # decode steps padded to batch-size buckets (powers of two up to max_running), one static graph
+    # each, on a GPU a CUDA graph (b200lab/serving/compiled.py); needs kv_read=in_place
+    decode_graphs: bool = False
     num_blocks: int | None = None  # the pool; null: max_running requests of max_model_len
     max_model_len: int | None = None  # prompt + output of one request; null: the longest the trace can draw
     sampling: str = "greedy"  # greedy | sample
@@ -114,6 +117,12 @@ class ServeConfig(DecodeWorkloadConfig):
             problems.append(
                 f"workload.options.kv_read=in_place with attention={ctx.cfg.attention.name}: this backend cannot "
                 "read keys in place from the block pool; use attention=flex, or kv_read=gather"
+            )
+        if o.decode_graphs and o.kv_read != "in_place":
+            problems.append(
+                f"workload.options.decode_graphs=true with kv_read={o.kv_read}: a bucket is one static shape only "
+                "when the attention reads the whole pool (the gathered window widens every step); set "
+                "workload.options.kv_read=in_place with attention=flex"
             )
         if o.duration_s <= 0:
             problems.append(f"workload.options.duration_s={o.duration_s}: must be > 0")
