@@ -25,8 +25,16 @@ def yaml_names(folder) -> set[str]:
     return {p.stem for p in folder.glob("*.yaml")}
 
 
-def test_run_help_lists_each_groups_files_and_a_search_paths_options_beside_them():
+def fresh_hydra() -> None:
+    """As in a new `b200lab run --help` process: other tests leave Hydra initialised (support.compose)."""
+    from hydra.core.global_hydra import GlobalHydra
+
     register_configs()
+    GlobalHydra.instance().clear()
+
+
+def test_run_help_lists_each_groups_files_and_a_search_paths_options_beside_them():
+    fresh_hydra()
     shipped = groups_of(help_text([]))
     with_plugins = groups_of(help_text([f"hydra.searchpath=[file://{PLUGIN_CONF}]"]))
     conf = Path(conf_dir())
@@ -38,7 +46,7 @@ def test_run_help_lists_each_groups_files_and_a_search_paths_options_beside_them
 
 
 def test_run_help_ends_with_the_config_the_command_line_composes():
-    register_configs()
+    fresh_hydra()
     text = help_text(["model=gpt_125m", "seq=2k"])
     config = text.split("== Config ==", 1)[1]
     assert "name: gpt_125m" in config and "len: 2048" in config
