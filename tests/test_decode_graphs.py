@@ -64,7 +64,11 @@ def test_padding_rows_change_no_real_rows_logits():
             k.copy_(k_before[layer])
         padded_tokens, padded_rows = eng.padded_decode_rows(tokens, rows)
         assert len(padded_rows) == 4 and padded_tokens[3:] == [0] and padded_rows[3].blocks == eng.scratch
-        padded = last_logits(decoder, torch.tensor([[t] for t in padded_tokens]), pool.view(padded_rows))
+        view = pool.view(padded_rows)
+        # the slot maps are the pool's own (no per-step copy); a step sends its rows' owners and positions
+        assert view.keys.slot_owner is pool.slot_owner and view.keys.slot_pos is pool.slot_pos
+        assert view.keys.row_owner.tolist() == [t[0] for t in tables] + eng.scratch
+        padded = last_logits(decoder, torch.tensor([[t] for t in padded_tokens]), view)
     assert padded.shape[0] == 4
     assert (padded[:3] - alone).abs().max() < TOL
     for layer in range(len(pool.k)):  # the padding row wrote only its scratch slot
@@ -148,7 +152,7 @@ def test_every_bucket_is_recorded_as_a_cuda_graph_and_serves_the_eager_tokens():
     trace = burst_trace(5, 6, 300.0, prompt_len=6, output_len=5, spread=0.5, max_prompt=10, max_output=8)
     eager = engine(model, in_place_pool(model, blocks=20), max_running=4).run(trace)
     pool = in_place_pool(model, blocks=20)
-    for t in (*pool.k, *pool.v):
+    for t in (*pool.k, *pool.v, pool.slot_owner, pool.slot_pos):
         torch._dynamo.mark_static_address(t)
     graphed = engine(model, pool, 4, buckets=decode_bucket_sizes(4), decode_forward=compile_decode("cuda", 3))
     skips = cudagraph_skips()

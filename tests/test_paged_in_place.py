@@ -25,11 +25,13 @@ def pools(model, blocks: int = 32, block_size: int = 4):
     )
 
 
+@pytest.mark.parametrize("owners", [None, (40, 17)], ids=["row-index", "owner-ids"])
 @pytest.mark.parametrize("window", [None, 3])
-def test_flex_over_the_pool_equals_the_written_out_definition(window):
+def test_flex_over_the_pool_equals_the_written_out_definition(window, owners):
     """One attention call over a whole pool (6 blocks of 4 slots, two rows holding interleaved blocks
     and one block free): FlexAttention's mask over the slots against the explicit scores and the
-    dense mask of :class:`PagedKeys` (b200lab/attention/base.py), with and without a window."""
+    dense mask of :class:`PagedKeys` (b200lab/attention/base.py), with and without a window; slots
+    named by their row's index, or by owner ids the rows name (as the serving pool keeps them)."""
     from omegaconf import OmegaConf
 
     from b200lab.attention.base import AttnMask, PagedKeys, reference_attention
@@ -39,10 +41,11 @@ def test_flex_over_the_pool_equals_the_written_out_definition(window):
     slot_row, slot_pos = torch.full((24,), -1), torch.zeros(24, dtype=torch.long)
     for row, table in enumerate(tables):
         for j, block in enumerate(table):
-            slot_row[block * 4 : block * 4 + 4] = row
+            slot_row[block * 4 : block * 4 + 4] = row if owners is None else owners[row]
             slot_pos[block * 4 : block * 4 + 4] = torch.arange(j * 4, j * 4 + 4)
     q_pos = torch.tensor([[n - 2, n - 1] for n in lengths])  # each row's last two tokens ask
-    mask = AttnMask(paged=PagedKeys(slot_row, slot_pos, q_pos), window=window)
+    row_owner = None if owners is None else torch.tensor(owners)
+    mask = AttnMask(paged=PagedKeys(slot_row, slot_pos, q_pos, row_owner), window=window)
     q, k, v = torch.randn(2, 4, 2, 8), torch.randn(1, 2, 24, 8), torch.randn(1, 2, 24, 8)
     cfg = OmegaConf.merge(OmegaConf.structured(FlexAttention.Config), {"name": "flex", "_target_": "x"})
     out = FlexAttention(cfg, "cpu").attend(q, k, v, mask)
@@ -81,6 +84,23 @@ def test_in_place_reads_equal_the_gathered_window_and_the_full_forward():
             assert (outs[0] - outs[1]).abs().max() < TOL
             for i, n in enumerate(prefill):
                 assert (outs[0][i, 0] - refs[i][n + step]).abs().max() < TOL
+
+
+def test_blocks_handed_out_again_show_nothing_of_their_last_request():
+    """A request's table [0, 1, 2] is read, then returned; a new table starts at the same block 0
+    (so the same owner id) but continues elsewhere: the keys left in blocks 1 and 2 must not join
+    its attention. Its prefill equals the full forward of its own tokens."""
+    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=0.5)
+    in_place, _ = pools(model, blocks=8)
+    first = [in_place.allocate(4)[0] for _ in range(3)]
+    assert first == [0, 1, 2]
+    with torch.no_grad():
+        model(torch.randint(0, 97, (1, 12)), cache=in_place.view([Row(first, 0, 12)]))
+        in_place.release(first)
+        assert in_place.allocate(32) == list(range(8))  # all of them, the lowest first
+        tokens = torch.randint(0, 97, (1, 12))
+        out = model(tokens, cache=in_place.view([Row([0, 5, 6], 0, 12)]))[0]
+        assert (out - model(tokens)[0]).abs().max() < TOL
 
 
 def test_served_requests_read_in_place_return_the_tokens_of_sequential_generation():

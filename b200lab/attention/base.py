@@ -24,11 +24,18 @@ from b200lab.attention.config.math import MathConfig
 class PagedKeys:
     """Keys read in place from a block pool (b200lab/serving/paged.py): k and v are the whole pool,
     (1, Hkv, S, D), shared by every row of the batch, and a row sees the slots of its own blocks
-    up to its query's position."""
+    up to its query's position. Which slots are a row's: those whose ``slot_owner`` is the row's
+    owner id (``row_owner[b]``, or the row's index b when ``row_owner`` is None)."""
 
-    slot_row: torch.Tensor  # (S,) the batch row whose block holds each slot; -1 where no row's
-    slot_pos: torch.Tensor  # (S,) the position, in its row's sequence, of the token a slot holds
+    slot_owner: torch.Tensor  # (S,) the owner id of the sequence whose block holds each slot; -1 where none
+    slot_pos: torch.Tensor  # (S,) the position, in its sequence, of the token a slot holds
     q_pos: torch.Tensor  # (B, Tq) each row's query positions
+    row_owner: torch.Tensor | None = None  # (B,) each row's owner id; None: the row's index
+
+    def owners(self) -> torch.Tensor:
+        if self.row_owner is not None:
+            return self.row_owner
+        return torch.arange(self.q_pos.shape[0], device=self.q_pos.device)
 
 
 @dataclass
@@ -80,9 +87,8 @@ class AttnMask:
 
     def _dense_paged(self) -> torch.Tensor:
         p = self.paged
-        rows = torch.arange(p.q_pos.shape[0], device=p.q_pos.device)
         delta = p.q_pos[:, :, None] - p.slot_pos[None, None, :]
-        allowed = (p.slot_row[None, None, :] == rows[:, None, None]) & (delta >= 0)
+        allowed = (p.slot_owner[None, None, :] == p.owners()[:, None, None]) & (delta >= 0)
         if self.window is not None:
             allowed &= delta < self.window
         return allowed[:, None]

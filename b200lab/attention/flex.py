@@ -63,11 +63,12 @@ def mask_mod_for(mask: AttnMask, tq: int, tk: int):
 
 def _paged_mask_mod(mask: AttnMask):
     """Row b's query sees the pool slots of b's blocks at or before its position (and in its window)."""
-    rows, slot_pos, q_pos, window = mask.paged.slot_row, mask.paged.slot_pos, mask.paged.q_pos, mask.window
+    paged, window = mask.paged, mask.window
+    slot_owner, slot_pos, q_pos, owners = paged.slot_owner, paged.slot_pos, paged.q_pos, paged.owners()
 
     def mod(b, h, q_idx, kv_idx):
         delta = q_pos[b, q_idx] - slot_pos[kv_idx]
-        allowed = (rows[kv_idx] == b) & (delta >= 0)
+        allowed = (slot_owner[kv_idx] == owners[b]) & (delta >= 0)
         if window is not None:
             allowed = allowed & (delta < window)
         return allowed

@@ -10,8 +10,11 @@ padded on the left, and W rounded up to a multiple of ``WINDOW_ALIGN``), masked 
 (1 for a real key, 0 for padding), so every attention backend that takes document masks runs
 it. The gather is a copy of the rows' keys. A pool made with ``in_place=True`` copies nothing:
 its view hands the attention the whole pool as keys and values, ``(1, kv_heads, S, head_dim)``,
-with a mask (:class:`PagedKeys`) that names the row and position of every slot, for a backend
-that reads pages (FlexAttention: ``workload.options.kv_read=in_place``, docs/serving.md).
+with a mask (:class:`PagedKeys`) over two maps the pool keeps on the device, each slot's owner
+(the first block of the table holding it) and position, for a backend that reads pages
+(FlexAttention: ``workload.options.kv_read=in_place``, docs/serving.md). The maps are written
+when a table is first viewed and cleared when its blocks return, not rebuilt per step: a step
+sends the device only its rows' owners, positions and write slots.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ class BlockPool:
         self.free = list(range(num_blocks - 1, -1, -1))  # a stack: the lowest free block is handed out first
         self.reserved = 0  # blocks no request is given (reserve)
         self.device = device
+        if in_place:  # each slot's owner (a request's first block; -1: free) and position in its request
+            self.slot_owner = torch.full((num_blocks * block_size,), -1, dtype=torch.long, device=device)
+            self.slot_pos = torch.zeros(num_blocks * block_size, dtype=torch.long, device=device)
+            self._owned: dict[int, list[int]] = {}  # owner id -> the table its maps were written for
+            self._table_of: dict[int, int] = {}  # block -> the owner id of the table holding it
 
     def blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.block_size)
@@ -58,6 +66,24 @@ class BlockPool:
         if n > len(self.free):
             raise RuntimeError(f"the KV pool has {len(self.free)} free blocks and {tokens} tokens need {n}")
         return [self.free.pop() for _ in range(n)]
+
+    def _own(self, rows: list[Row]) -> None:
+        """The owner and position maps of every row's table, written when a table is first seen
+        (a request's first step), not every step."""
+        for r in rows:
+            key = r.blocks[0]
+            if self._owned.get(key) == r.blocks:
+                continue
+            slots = self._slots(r.blocks)
+            self.slot_owner[slots] = key
+            self.slot_pos[slots] = torch.arange(len(r.blocks) * self.block_size, device=self.device)
+            self._owned[key] = list(r.blocks)
+            self._table_of.update(dict.fromkeys(r.blocks, key))
+
+    def _slots(self, blocks: list[int]) -> torch.Tensor:
+        """The slots of ``blocks``, in order, as a device index."""
+        first = torch.tensor(blocks, dtype=torch.long)[:, None] * self.block_size
+        return (first + torch.arange(self.block_size)).reshape(-1).to(self.device, non_blocking=True)
 
     def reserve(self, n: int) -> list[int]:
         """``n`` blocks taken out of the pool for good (the padding rows' scratch of graphed decode
@@ -72,6 +98,10 @@ class BlockPool:
         return self.num_blocks - self.reserved
 
     def release(self, blocks: list[int]) -> None:
+        if self.in_place:  # a block handed out again must not show its old request's keys to the new one
+            self.slot_owner[self._slots(blocks)] = -1
+            for block in blocks:
+                self._owned.pop(self._table_of.pop(block, None), None)
         self.free.extend(reversed(blocks))
 
     @property
@@ -105,24 +135,16 @@ class BlockPool:
         )
 
     def _in_place_view(self, rows: list[Row], t: int) -> PagedStep:
-        """The rows' new slots and positions, and the owner and position of every slot of the
-        pool; the attention reads the pool itself."""
-        bs, slots = self.block_size, self.num_blocks * self.block_size
-        starts = torch.tensor([r.start for r in rows])
-        blocks = torch.tensor([b for r in rows for b in r.blocks])
-        row_of_block = torch.tensor([i for i, r in enumerate(rows) for _ in r.blocks])
-        first_pos = torch.tensor([j * bs for r in rows for j in range(len(r.blocks))])
-        offsets = torch.arange(bs)
-        slot_row = torch.full((slots,), -1, dtype=torch.long)
-        slot_pos = torch.zeros(slots, dtype=torch.long)
-        held = (blocks[:, None] * bs + offsets).reshape(-1)
-        slot_row[held] = row_of_block.repeat_interleave(bs)
-        slot_pos[held] = (first_pos[:, None] + offsets).reshape(-1)
-        positions = starts[:, None] + torch.arange(t)  # (B, T)
-        write = _table(rows).gather(1, positions // bs) * bs + positions % bs
-        to = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
-        keys = PagedKeys(to(slot_row), to(slot_pos), to(positions))
-        return PagedStep(self, to(write), None, None, to(positions), keys)
+        """The rows' new slots, positions and owners; the attention reads the pool itself, through
+        the owner and position maps the pool keeps."""
+        bs = self.block_size
+        self._own(rows)
+        positions = [[r.start + j for j in range(t)] for r in rows]
+        write = [[r.blocks[p // bs] * bs + p % bs for p in row] for r, row in zip(rows, positions)]
+        to = lambda x: torch.tensor(x, dtype=torch.long).to(self.device, non_blocking=True)  # noqa: E731
+        positions = to(positions)
+        keys = PagedKeys(self.slot_owner, self.slot_pos, positions, to([r.blocks[0] for r in rows]))
+        return PagedStep(self, to(write), None, None, positions, keys)
 
 
 def _table(rows: list[Row]) -> torch.Tensor:

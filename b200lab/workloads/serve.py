@@ -141,8 +141,8 @@ class Serve(Workload):
         limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len, o.prefill_chunk)
         forward = compile_step(cfg.compile.mode, bool(cfg.compile.fullgraph)) if self.built.compiled else last_logits
         buckets = decode_bucket_sizes(int(o.max_running)) if o.decode_graphs else None
-        if buckets and device.type == "cuda":  # the pool is written in place by every recorded graph
-            for t in (*self.pool.k, *self.pool.v):
+        if buckets and device.type == "cuda":  # every recorded graph reads these in place, and writes the pool
+            for t in (*self.pool.k, *self.pool.v, self.pool.slot_owner, self.pool.slot_pos):
                 torch._dynamo.mark_static_address(t)
         self.engine = Engine(
             decoder,
