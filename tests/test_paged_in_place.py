@@ -145,6 +145,8 @@ def test_a_backend_that_cannot_read_pages_is_refused(overrides, message):
 
 @pytest.mark.e2e
 def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tmp_path, store):
+    """Refused with sdpa, and decode_graphs refused without in-place reads; served with flex, the
+    decode steps graphed per bucket (the serve workload's own path: warm-up, scratch block, record)."""
     refused = run_cli(
         ["workload=serve", "seq=short", "workload.options.kv_read=in_place", INLINE, *FAST], tmp_path, store
     )
@@ -157,6 +159,8 @@ def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tm
             "seq=short",
             "attention=flex",
             "workload.options.kv_read=in_place",
+            "workload.options.decode_graphs=true",
+            "workload.options.max_running=2",
             "workload.options.num_requests=4",
             "workload.options.output_len=4",
             INLINE,
@@ -167,5 +171,9 @@ def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tm
     )
     assert served.returncode == 0, served.stdout + served.stderr
     (record,) = results_files(tmp_path / "outputs")
-    assert record["status"] == "ok"
-    assert record["effective"]["serve"]["attention_reads"].startswith("the pool in place")
+    assert record["status"] == "ok" and record["metrics"]["compiles_timed"] == 0
+    serve = record["effective"]["serve"]
+    assert serve["attention_reads"].startswith("the pool in place")
+    graphs = serve["decode_graphs"]
+    assert graphs["buckets"] == [1, 2] and graphs["graphs"] >= 2 and graphs["mode"].startswith("aot_eager")
+    assert serve["kv_pool"]["reserved_blocks"] == 1 and record["metrics"]["kv_blocks"] == serve["kv_pool"]["blocks"]

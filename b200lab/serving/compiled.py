@@ -42,14 +42,23 @@ def decode_bucket_sizes(max_running: int) -> list[int]:
     return [1 << i for i in range(max_running.bit_length()) if 1 << i < max_running] + [max_running]
 
 
+# inductor's CPU code for FlexAttention's block mask fails to compile (CppCompileError, "operands
+# to ?: have different types VecMask<int,1> and VecMask<float,1>") at pools of a multiple of 128
+# slots (torch 2.13); a CPU gains nothing from graphs but the tests of their shapes and guards
+CPU_DECODE_BACKEND = "aot_eager"
+
+
 def compile_decode(device_type: str, buckets: int):
-    """The decode step compiled with static shapes, one graph per bucket; on a GPU each is
-    recorded as a CUDA graph (mode reduce-overhead), on a CPU mode default (no CUDA graphs there).
-    Dynamo's recompile limit is raised to hold every bucket (past it a step would run eagerly)."""
+    """The decode step compiled with static shapes, one graph per bucket; on a GPU by inductor,
+    each recorded as a CUDA graph (mode reduce-overhead); on a CPU traced by dynamo and run by
+    ``CPU_DECODE_BACKEND``. Dynamo's recompile limit is raised to hold every bucket (past it a
+    step would run eagerly)."""
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(getattr(config, name), buckets + 2))
-    return torch.compile(last_logits, mode="reduce-overhead" if device_type == "cuda" else None, dynamic=False)
+    if device_type == "cuda":
+        return torch.compile(last_logits, mode="reduce-overhead", dynamic=False)
+    return torch.compile(last_logits, backend=CPU_DECODE_BACKEND, dynamic=False)
 
 
 def cudagraph_skips() -> int:

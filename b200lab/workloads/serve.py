@@ -35,6 +35,7 @@ from b200lab.measure.copy_bandwidth import job_copy_bandwidth
 from b200lab.serving.bound import bound_metrics, bound_table
 from b200lab.serving.bound import write_csv as write_bound_csv
 from b200lab.serving.compiled import (
+    CPU_DECODE_BACKEND,
     compile_decode,
     compile_step,
     cudagraph_skips,
@@ -170,9 +171,10 @@ class Serve(Workload):
                 "arrival": o.arrival,
                 "max_model_len": self.max_model_len,
                 "kv_pool": {
-                    "blocks": num_blocks,
+                    "blocks": self.pool.usable_blocks,  # what requests can be given
+                    "reserved_blocks": self.pool.reserved,  # decode_graphs' scratch
                     "block_size": block_size,
-                    "tokens": num_blocks * block_size,
+                    "tokens": self.pool.usable_blocks * block_size,
                     "gb": sum(t.numel() * t.element_size() for t in (*self.pool.k, *self.pool.v)) / 1e9,
                 },
                 "attention_reads": (
@@ -242,9 +244,9 @@ class Serve(Workload):
             torch.cuda.synchronize()
         out = {
             "buckets": self.engine.buckets,
-            "mode": "reduce-overhead: each bucket's step recorded as a CUDA graph"
+            "mode": "inductor, reduce-overhead: each bucket's step recorded as a CUDA graph"
             if self.ctx.device.type == "cuda"
-            else "default: static graphs, no CUDA graphs on a CPU",
+            else f"{CPU_DECODE_BACKEND}: static graphs traced by dynamo, no inductor and no CUDA graphs on a CPU",
             "graphs": graphs_compiled() - before,
             "compile_s": round(time.perf_counter() - begin, 2),
             "scratch_block": self.engine.scratch[0],
@@ -283,7 +285,7 @@ class Serve(Workload):
             max_batch=self.engine.max_batch,
             max_prefill_rows=self.engine.max_prefill_rows,
             max_queue_depth=self.engine.max_queue_depth,
-            kv_blocks=self.pool.num_blocks,
+            kv_blocks=self.pool.usable_blocks,
             hook_s=self.engine.hook_s,
             compiles_timed=graphs_compiled() - (self.graphs_before_timed or 0),
         )

@@ -144,10 +144,12 @@ class ServeConfig(DecodeWorkloadConfig):
             _, max_prompt, max_output = length_caps(o, ctx.cfg.seq.len)
             max_model_len = o.max_model_len or max_prompt + max_output
             problems += sequence_limit_problems(ctx, max_model_len, "workload.options.max_model_len (prompt + output)")
-            if o.num_blocks is not None and o.num_blocks * o.block_size < min(max_model_len, max_prompt + 1):
+            usable = None if o.num_blocks is None else o.num_blocks - int(bool(o.decode_graphs))
+            if usable is not None and usable * o.block_size < min(max_model_len, max_prompt + 1):
                 problems.append(
                     f"workload.options.num_blocks={o.num_blocks} x block_size={o.block_size} cannot hold one request "
                     f"of {min(max_model_len, max_prompt + 1)} tokens"
+                    + (" (decode_graphs keeps one block as the padding rows' scratch)" if o.decode_graphs else "")
                 )
         return problems
 
