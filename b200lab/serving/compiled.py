@@ -14,7 +14,8 @@ Graphed decode steps (``workload.options.decode_graphs``) take the other road, v
 batch is padded to a bucket size (:func:`decode_bucket_sizes`), and with the attention reading the
 whole pool in place every input of a bucket's step has one shape, whatever the rows' lengths, so
 :func:`compile_decode` compiles one static graph per bucket, on a GPU captured as a CUDA graph
-(mode ``reduce-overhead``): a step is then one graph launch instead of a launch per kernel.
+(mode ``reduce-overhead``): its kernels replay from the recorded graph, after its few inputs are
+copied into the graph's buffers, instead of being launched one by one from the host.
 """
 
 from __future__ import annotations

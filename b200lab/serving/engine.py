@@ -134,9 +134,13 @@ class Engine:
         self.decode_log: list[tuple[int, tuple[int, ...], float]] = []  # (rows, their positions, seconds) per step
         self.max_queue_depth = 0
 
-    def _forward(self, idx: torch.Tensor, rows: list[Row]) -> list[int]:
+    def _forward(self, idx: torch.Tensor, rows: list[Row], step: Callable | None = None, real: int | None = None):
+        """The next token of each of the first ``real`` rows (all by default) after ``step``
+        (``forward`` by default) over ``rows``; other rows' logits never reach the sampler (with
+        ``real=0`` it draws nothing: a warm-up call leaves a sampler's generator where it was)."""
         with torch.inference_mode(), self.autocast():
-            return self.pick(self.forward(self.decoder, idx, self.pool.view(rows))).tolist()
+            logits = (step or self.forward)(self.decoder, idx, self.pool.view(rows))
+            return self.pick(logits[:real]).tolist() if real != 0 else []
 
     def padded_decode_rows(self, tokens: list[int], rows: list[Row]) -> tuple[list[int], list[Row]]:
         """The step's last tokens and rows padded to the smallest bucket that holds them."""
@@ -146,25 +150,19 @@ class Engine:
 
     def _decode(self, tokens: list[int], rows: list[Row]) -> list[int]:
         """One decode step's next tokens, one per real row."""
-        if not self.buckets:
-            return self._forward(torch.tensor([[t] for t in tokens], dtype=torch.long, device=self.pool.device), rows)
-        n = len(rows)
-        tokens, rows = self.padded_decode_rows(tokens, rows)
+        real = len(rows)
+        if self.buckets:
+            tokens, rows = self.padded_decode_rows(tokens, rows)
         idx = torch.tensor([[t] for t in tokens], dtype=torch.long, device=self.pool.device)
-        step = self.decode_forward or self.forward
-        with torch.inference_mode(), self.autocast():
-            logits = step(self.decoder, idx, self.pool.view(rows))
-            return self.pick(logits[:n]).tolist()  # the padding rows' logits never reach the sampler
+        return self._forward(idx, rows, self.decode_forward, real)
 
     def warm_decode_buckets(self, runs: int = 3) -> None:
         """Every bucket's step ``runs`` times on padding rows alone (what compiles, or records a
         CUDA graph, before anything is timed); the scratch block is all they touch."""
-        step = self.decode_forward or self.forward
         for size in self.buckets or ():
             idx = torch.zeros(size, 1, dtype=torch.long, device=self.pool.device)
             for _ in range(runs):
-                with torch.inference_mode(), self.autocast():
-                    step(self.decoder, idx, self.pool.view([Row(self.scratch, 0, 1)] * size))
+                self._forward(idx, [Row(self.scratch, 0, 1)] * size, self.decode_forward, real=0)
 
     def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
         lim, clock = self.limits, self.clock
