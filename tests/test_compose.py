@@ -311,6 +311,7 @@ def test_serving_script_commands_compose():
         and any("compile=default" in p for p in points)
         and any("attention.backends=[efficient]" in p for p in points)
         and any("workload.options.decode_graphs=true" in p for p in points)
+        and any("workload.options.token_budget=2048" in p for p in points)
     )
     for overrides in points:
         problems = _refusals(overrides, "cuda")

@@ -146,7 +146,8 @@ def test_a_backend_that_cannot_read_pages_is_refused(overrides, message):
 @pytest.mark.e2e
 def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tmp_path, store):
     """Refused with sdpa, and decode_graphs refused without in-place reads; served with flex, the
-    decode steps graphed per bucket (the serve workload's own path: warm-up, scratch block, record)."""
+    decode steps graphed per bucket and prompts fed beside them within a token budget (the serve
+    workload's own path: warm-up, scratch block, mixed steps, record)."""
     refused = run_cli(
         ["workload=serve", "seq=short", "workload.options.kv_read=in_place", INLINE, *FAST], tmp_path, store
     )
@@ -161,6 +162,7 @@ def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tm
             "workload.options.kv_read=in_place",
             "workload.options.decode_graphs=true",
             "workload.options.max_running=2",
+            "workload.options.token_budget=6",
             "workload.options.num_requests=4",
             "workload.options.output_len=4",
             INLINE,
@@ -177,3 +179,5 @@ def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tm
     graphs = serve["decode_graphs"]
     assert graphs["buckets"] == [1, 2] and graphs["graphs"] >= 2 and graphs["mode"].startswith("aot_eager")
     assert serve["kv_pool"]["reserved_blocks"] == 1 and record["metrics"]["kv_blocks"] == serve["kv_pool"]["blocks"]
+    assert "up to 6 tokens" in serve["scheduling"] and record["metrics"]["mixed_steps"] > 0
+    assert 0 < record["metrics"]["max_step_tokens"] <= 6

@@ -24,18 +24,23 @@ from b200lab.attention.config.math import MathConfig
 class PagedKeys:
     """Keys read in place from a block pool (b200lab/serving/paged.py): k and v are the whole pool,
     (1, Hkv, S, D), shared by every row of the batch, and a row sees the slots of its own blocks
-    up to its query's position. Which slots are a row's: those whose ``slot_owner`` is the row's
-    owner id (``row_owner[b]``, or the row's index b when ``row_owner`` is None)."""
+    up to its query's position. Which slots are a query's: those whose ``slot_owner`` is its row's
+    owner id (``row_owner[b]``, or the row's index b when ``row_owner`` is None), or, in a packed
+    step (one row holding the tokens of several requests), the query's own (``row_owner[b, q]``)."""
 
     slot_owner: torch.Tensor  # (S,) the owner id of the sequence whose block holds each slot; -1 where none
     slot_pos: torch.Tensor  # (S,) the position, in its sequence, of the token a slot holds
     q_pos: torch.Tensor  # (B, Tq) each row's query positions
-    row_owner: torch.Tensor | None = None  # (B,) each row's owner id; None: the row's index
+    row_owner: torch.Tensor | None = None  # (B,) each row's owner id, or (B, Tq) each query's; None: the row's index
 
     def owners(self) -> torch.Tensor:
-        if self.row_owner is not None:
-            return self.row_owner
-        return torch.arange(self.q_pos.shape[0], device=self.q_pos.device)
+        """(B, Tq): the owner id of every query."""
+        b, tq = self.q_pos.shape
+        if self.row_owner is None:
+            return torch.arange(b, device=self.q_pos.device)[:, None].expand(b, tq)
+        if self.row_owner.dim() == 1:
+            return self.row_owner[:, None].expand(b, tq)
+        return self.row_owner
 
 
 @dataclass
@@ -88,7 +93,7 @@ class AttnMask:
     def _dense_paged(self) -> torch.Tensor:
         p = self.paged
         delta = p.q_pos[:, :, None] - p.slot_pos[None, None, :]
-        allowed = (p.slot_owner[None, None, :] == p.owners()[:, None, None]) & (delta >= 0)
+        allowed = (p.slot_owner[None, None, :] == p.owners()[:, :, None]) & (delta >= 0)
         if self.window is not None:
             allowed &= delta < self.window
         return allowed[:, None]

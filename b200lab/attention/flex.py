@@ -7,11 +7,16 @@ forward and shared by its layers). ``attention.flex_backend`` picks the kernel: 
 (PyTorch's Triton template), ``flash`` (FlexAttention's FLASH backend: FlashAttention-4 in CuTe
 DSL, ``kernel_options={"BACKEND": "FLASH"}``, from the optional ``flash-attn-4`` package) or
 ``auto``: flash where it is importable, the card is Hopper or newer and a trial call at the run's
-shapes succeeds, else triton, with the reason recorded. On a CPU, inductor's C++ kernel runs
-forward only: PyTorch has no FlexAttention backward there.
+shapes succeeds, else triton, with the reason recorded. On a CPU it runs eagerly, PyTorch's
+unfused implementation (the scores materialised), forward only (PyTorch has no FlexAttention
+backward there): compiled, every new shape costs seconds of C++ compilation, and a serving step
+meets a new shape at nearly every batch size and packed length. The CPU is for development; the
+compiled kernels are the GPU's.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from omegaconf import OmegaConf
@@ -62,13 +67,13 @@ def mask_mod_for(mask: AttnMask, tq: int, tk: int):
 
 
 def _paged_mask_mod(mask: AttnMask):
-    """Row b's query sees the pool slots of b's blocks at or before its position (and in its window)."""
+    """A query sees the pool slots of its owner's blocks at or before its position (and in its window)."""
     paged, window = mask.paged, mask.window
     slot_owner, slot_pos, q_pos, owners = paged.slot_owner, paged.slot_pos, paged.q_pos, paged.owners()
 
     def mod(b, h, q_idx, kv_idx):
         delta = q_pos[b, q_idx] - slot_pos[kv_idx]
-        allowed = (slot_owner[kv_idx] == owners[b]) & (delta >= 0)
+        allowed = (slot_owner[kv_idx] == owners[b, q_idx]) & (delta >= 0)
         if window is not None:
             allowed = allowed & (delta < window)
         return allowed
@@ -81,6 +86,10 @@ class FlexAttention(AttentionBackend):
 
     def __init__(self, cfg, device: str):
         super().__init__(cfg, device)
+        if device != "cuda":  # eager on purpose (the module docstring): PyTorch's advice to compile is not for here
+            warnings.filterwarnings(
+                "ignore", message="flex_attention called without torch.compile", category=UserWarning
+            )
         self.block_size = int(cfg.block_size)
         self.user_options = (
             OmegaConf.to_container(cfg.kernel_options)
@@ -96,6 +105,7 @@ class FlexAttention(AttentionBackend):
 
     def _choose(self, requested: str, device: str) -> str:
         if device != "cuda":
+            self.effective["reason"] = "eager on a CPU: PyTorch's unfused FlexAttention (scores materialised)"
             return "cpu"
         if requested != "auto":
             return requested
@@ -168,8 +178,9 @@ class FlexAttention(AttentionBackend):
         return [short(n) for n in trial_kernels(self.attend, q, k, v, mask, self.training)]
 
     def attend(self, q, k, v, mask: AttnMask):
+        from torch.nn.attention.flex_attention import flex_attention
+
         tq, tk = q.shape[-2], k.shape[-2]
         bm = self.block_mask(mask, q.shape[0], tq, tk, q.device)
-        return compiled_flex_attention()(
-            q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1], kernel_options=self.kernel_options()
-        )
+        kernel = flex_attention if self.kernel == "cpu" else compiled_flex_attention()
+        return kernel(q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1], kernel_options=self.kernel_options())

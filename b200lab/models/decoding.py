@@ -6,7 +6,8 @@ its layers, this rank's K/V heads, the head dim, the vocabulary, the attention w
 step reads every weight, its caches (``static_cache``, ``paged_cache``) and the logits of a
 forward over one (``logits``). A cache that places its own slots has two calls, used by each
 attention block: ``begin(idx, positions)`` -> (positions, the mask, what ``update`` needs) once
-per forward, and ``update(layer, k, v, where)`` -> the keys and values the layer attends over.
+per forward, ``update(layer, k, v, where)`` -> the keys and values the layer attends over, and
+``last(x)`` -> the hidden states whose logits ``last_only`` asks for (each row's last token).
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class StaticKVCache:
         self.k[layer].index_copy_(2, positions, k)
         self.v[layer].index_copy_(2, positions, v)
         return (k, v) if fresh else (self.k[layer], self.v[layer])
+
+    @staticmethod
+    def last(x: torch.Tensor) -> torch.Tensor:
+        """Each row's last token of ``x`` (B, T, ...), as (B, 1, ...)."""
+        return x[:, -1:]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.k, *self.v))

@@ -17,6 +17,11 @@ Each iteration of :meth:`Engine.run`:
    only a scratch block and whose tokens are dropped before sampling, so each bucket is one static
    shape (one compiled graph, one CUDA graph; b200lab/serving/compiled.py).
 
+With ``token_budget`` (a pool read in place) steps 2 and 3 are one forward: every running
+request's next token and, in admission order, prefill chunks of the admitted requests (each at
+most ``prefill_chunk``) up to the budget's tokens, packed into one row (``BlockPool.packed_view``),
+as vLLM schedules; an iteration with no prompt tokens to feed is a plain decode step.
+
 A token's time is the clock's reading after the step that produced it: the step ends with the
 tokens copied to the host (a server must see them to stream them). Nothing in the schedule
 depends on token values (outputs have fixed lengths, no end-of-sequence token), so ranks that
@@ -68,7 +73,13 @@ class ScriptedClock:
         self.t = max(self.t, t)
 
     def work(self, kind: str, rows: int, tokens: int) -> None:
-        self.t += self.prefill_s + self.prefill_token_s * tokens if kind == "prefill" else self.decode_s
+        """``tokens``: the prompt tokens fed (a mixed step costs ``decode_s`` plus theirs)."""
+        if kind == "prefill":
+            self.t += self.prefill_s + self.prefill_token_s * tokens
+        elif kind == "mixed":
+            self.t += self.decode_s + self.prefill_token_s * tokens
+        else:
+            self.t += self.decode_s
 
 
 @dataclass
@@ -80,6 +91,9 @@ class Limits:
     # prompt tokens a request feeds per step; requests whose chunks are as long share one forward,
     # so a burst of arrivals prefills together (None: each prompt whole, one request per forward)
     prefill_chunk: int | None = None
+    # tokens of one mixed step: the running requests' next tokens, then prefill chunks up to it
+    # (None: prefill and decode apart); needs a pool read in place
+    token_budget: int | None = None
 
 
 @dataclass
@@ -123,6 +137,12 @@ class Engine:
         self.buckets = sorted(decode_buckets) if decode_buckets else None
         if self.buckets and self.buckets[-1] < limits.max_running:
             raise ValueError(f"decode buckets {self.buckets} do not hold max_running={limits.max_running} rows")
+        if limits.token_budget is not None and not pool.in_place:
+            raise ValueError("a token budget packs requests into one row, which needs a pool read in place")
+        if limits.token_budget is not None and limits.token_budget <= limits.max_running:
+            raise ValueError(
+                f"token_budget={limits.token_budget} leaves no prompt token beside {limits.max_running} decode rows"
+            )
         self.scratch = pool.reserve(1) if self.buckets else None
         self.reset_counters()
 
@@ -131,6 +151,8 @@ class Engine:
         self.hook_s = 0.0  # time spent in on_complete (it runs inline, so it delays the requests still running)
         self.max_batch = 0
         self.max_prefill_rows = 0  # the most requests one prefill forward fed
+        self.mixed_steps = 0  # forwards that fed prompt chunks beside decode rows or each other (token_budget)
+        self.max_step_tokens = 0  # the most tokens one mixed step fed
         self.decode_log: list[tuple[int, tuple[int, ...], float]] = []  # (rows, their positions, seconds) per step
         self.max_queue_depth = 0
 
@@ -212,17 +234,12 @@ class Engine:
                 prefilling.append(_Running(spec, rec, self.pool.allocate(spec.prompt_len + spec.output_len)))
             for spec in queue:
                 records[spec.id].waited = True
-            self._prefill(prefilling, running, t0)
-            if decoding:
-                self.max_batch = max(self.max_batch, len(decoding))
-                begin = clock.now()
-                rows = [Row(j.blocks, j.spec.prompt_len + len(j.record.tokens) - 1, 1) for j in decoding]
-                tokens = self._decode([j.record.tokens[-1] for j in decoding], rows)
-                clock.work("decode", len(decoding), len(decoding))
-                t = clock.now() - t0
-                self.decode_log.append((len(rows), tuple(r.start for r in rows), t + t0 - begin))
-                for job, token in zip(decoding, tokens):
-                    self._emit(job, token, t)
+            if lim.token_budget is not None:
+                self._step_within_budget(decoding, prefilling, running, t0)
+            else:
+                self._prefill(prefilling, running, t0)
+                if decoding:
+                    self._decode_step(decoding, t0)
             for job in [j for j in running if len(j.record.tokens) >= j.spec.output_len]:
                 running.remove(job)
                 self.pool.release(job.blocks)
@@ -232,6 +249,66 @@ class Engine:
                     self.on_complete(job.record)
                     self.hook_s += time.perf_counter() - begin
         return [records[s.id] for s in trace]
+
+    @staticmethod
+    def _decode_row(job: _Running) -> Row:
+        return Row(job.blocks, job.spec.prompt_len + len(job.record.tokens) - 1, 1)
+
+    def _decode_step(self, decoding: list[_Running], t0: float) -> None:
+        """One token for every running request (logged for the bandwidth bound)."""
+        self.max_batch = max(self.max_batch, len(decoding))
+        begin = self.clock.now()
+        rows = [self._decode_row(j) for j in decoding]
+        tokens = self._decode([j.record.tokens[-1] for j in decoding], rows)
+        self.clock.work("decode", len(decoding), len(decoding))
+        t = self.clock.now() - t0
+        self.decode_log.append((len(rows), tuple(r.start for r in rows), t + t0 - begin))
+        for job, token in zip(decoding, tokens):
+            self._emit(job, token, t)
+
+    def _step_within_budget(
+        self, decoding: list[_Running], prefilling: list[_Running], running: list[_Running], t0: float
+    ) -> None:
+        """One forward: every running request's next token, then prefill chunks of the admitted
+        requests in admission order (each at most ``prefill_chunk``) while the budget has tokens.
+        Only rows that end with a token to emit are sampled: decode rows, and chunks that complete
+        their prompt (a request's first token). Without prompt tokens to feed, a decode step."""
+        room = self.limits.token_budget - len(decoding)
+        chunks: list[tuple[_Running, int]] = []
+        for job in prefilling:
+            n = min(job.spec.prompt_len - job.prefilled, room, self.limits.prefill_chunk or room)
+            if n <= 0:
+                break
+            chunks.append((job, n))
+            room -= n
+        if not chunks:
+            if decoding:
+                self._decode_step(decoding, t0)
+            return
+        rows = [self._decode_row(j) for j in decoding] + [Row(job.blocks, job.prefilled, n) for job, n in chunks]
+        fed = [j.record.tokens[-1] for j in decoding]
+        for job, n in chunks:
+            fed += job.spec.prompt[job.prefilled : job.prefilled + n]
+        complete = [job.prefilled + n == job.spec.prompt_len for job, n in chunks]
+        emitting = list(range(len(decoding))) + [len(decoding) + i for i, c in enumerate(complete) if c]
+        idx = torch.tensor([fed], dtype=torch.long, device=self.pool.device)
+        with torch.inference_mode(), self.autocast():
+            logits = self.forward(self.decoder, idx, self.pool.packed_view(rows))
+            tokens = iter(self.pick(logits[emitting]).tolist() if emitting else [])
+        self.clock.work("mixed", len(rows), len(fed) - len(decoding))
+        self.mixed_steps += 1
+        self.max_batch = max(self.max_batch, len(decoding))
+        self.max_prefill_rows = max(self.max_prefill_rows, len(chunks))
+        self.max_step_tokens = max(self.max_step_tokens, len(fed))
+        t = self.clock.now() - t0
+        for job in decoding:
+            self._emit(job, next(tokens), t)
+        for (job, n), done in zip(chunks, complete):
+            job.prefilled += n
+            if done:
+                self._emit(job, next(tokens), t)
+                prefilling.remove(job)
+                running.append(job)
 
     def _prefill(self, prefilling: list[_Running], running: list[_Running], t0: float) -> None:
         """One step of every admitted request's prompt: whole, one request per forward, or (with

@@ -137,14 +137,40 @@ class BlockPool:
     def _in_place_view(self, rows: list[Row], t: int) -> PagedStep:
         """The rows' new slots, positions and owners; the attention reads the pool itself, through
         the owner and position maps the pool keeps."""
-        bs = self.block_size
         self._own(rows)
-        positions = [[r.start + j for j in range(t)] for r in rows]
-        write = [[r.blocks[p // bs] * bs + p % bs for p in row] for r, row in zip(rows, positions)]
-        to = lambda x: torch.tensor(x, dtype=torch.long).to(self.device, non_blocking=True)  # noqa: E731
-        positions = to(positions)
-        keys = PagedKeys(self.slot_owner, self.slot_pos, positions, to([r.blocks[0] for r in rows]))
-        return PagedStep(self, to(write), None, None, positions, keys)
+        positions, write = zip(*(self._new_slots(r) for r in rows))
+        positions = self._to_device(positions)
+        keys = PagedKeys(self.slot_owner, self.slot_pos, positions, self._to_device([r.blocks[0] for r in rows]))
+        return PagedStep(self, self._to_device(write), None, None, positions, keys)
+
+    def packed_view(self, rows: list[Row]) -> PagedStep:
+        """One forward over rows of any lengths (decode rows of one token beside prefill chunks),
+        packed into a single row of all their tokens, ``(1, sum of new_tokens)``: each token
+        carries its request's owner id and position, so it attends to its own request's slots
+        alone, causally. The logits taken are each row's last token's (``PagedStep.last``).
+        In-place pools only: nothing else reads keys by owner."""
+        if not self.in_place:
+            raise ValueError("a packed step needs a pool read in place (kv_read=in_place)")
+        self._own(rows)
+        positions, write, owners, ends = [], [], [], []
+        for r in rows:
+            row_positions, row_write = self._new_slots(r)
+            positions += row_positions
+            write += row_write
+            owners += [r.blocks[0]] * r.new_tokens
+            ends.append(len(positions) - 1)
+        positions = self._to_device([positions])
+        keys = PagedKeys(self.slot_owner, self.slot_pos, positions, self._to_device([owners]))
+        return PagedStep(self, self._to_device([write]), None, None, positions, keys, self._to_device(ends))
+
+    def _new_slots(self, row: Row) -> tuple[list[int], list[int]]:
+        """The positions of a row's new tokens and the pool slots they are written to."""
+        bs = self.block_size
+        positions = [row.start + j for j in range(row.new_tokens)]
+        return positions, [row.blocks[p // bs] * bs + p % bs for p in positions]
+
+    def _to_device(self, values) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long).to(self.device, non_blocking=True)
 
 
 def _table(rows: list[Row]) -> torch.Tensor:
@@ -166,7 +192,8 @@ class Row:
 class PagedStep:
     """What one forward reads and writes: ``write`` (B, T) slots of the new keys, ``read`` (B, W)
     slots of every key a row sees (right-aligned), ``valid`` (B, W) 1 where a slot is a real key,
-    ``positions`` (B, T) of the new tokens; in place, ``keys`` instead of ``read`` and ``valid``."""
+    ``positions`` (B, T) of the new tokens; in place, ``keys`` instead of ``read`` and ``valid``;
+    a packed step (B = 1) has ``ends``, the index of each packed row's last token."""
 
     pool: BlockPool
     write: torch.Tensor
@@ -174,6 +201,13 @@ class PagedStep:
     valid: torch.Tensor | None
     positions: torch.Tensor
     keys: PagedKeys | None = None
+    ends: torch.Tensor | None = None
+
+    def last(self, x: torch.Tensor) -> torch.Tensor:
+        """(rows, 1, ...) of ``x`` (B, T, ...): each row's last token; a packed step's rows are its segments."""
+        if self.ends is None:
+            return x[:, -1:]
+        return x[0, self.ends][:, None]
 
     def begin(self, idx: torch.Tensor, positions: torch.Tensor | None):
         if self.keys is not None:

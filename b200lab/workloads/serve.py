@@ -75,6 +75,8 @@ REQUEST_METRICS = [
     "duration_s",
     "max_batch",
     "max_prefill_rows",
+    "mixed_steps",
+    "max_step_tokens",
     "max_queue_depth",
     "kv_blocks",
     "hook_s",
@@ -85,6 +87,22 @@ REQUEST_METRICS = [
     "decode_step_ms_max_batch",
     "decode_bound_ms_max_batch",
 ]
+
+
+def scheduling_note(o) -> str:
+    """How an iteration feeds prompts and decodes (b200lab/serving/engine.py), for the record."""
+    if o.token_budget is not None:
+        chunk = f", each at most {o.prefill_chunk} tokens" if o.prefill_chunk else ""
+        return (
+            f"FIFO admission; one forward per iteration of up to {o.token_budget} tokens: every running request's "
+            f"next token, then prompt chunks of the admitted requests in arrival order{chunk}, packed into one row"
+        )
+    if o.prefill_chunk is not None:
+        return (
+            f"FIFO admission; prompts fed {o.prefill_chunk} tokens per iteration, chunks of one length in one "
+            "forward; then one decode step of the running batch"
+        )
+    return "FIFO admission, prefill one request at a time, then one decode step of the running batch"
 
 
 class Serve(Workload):
@@ -139,7 +157,9 @@ class Serve(Workload):
         self.timed_steps = int(cfg.workload.trials) * int(cfg.workload.steps) if cfg.profile.name == "torch" else None
         self.phase, self.run_index = "warm-up", 0
         on_complete = (lambda rec: hook({**rec.row(), "phase": self.phase, "run": self.run_index})) if hook else None
-        limits = Limits(int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len, o.prefill_chunk)
+        limits = Limits(
+            int(o.max_running), int(o.max_queue), o.max_concurrency, self.max_model_len, o.prefill_chunk, o.token_budget
+        )
         forward = compile_step(cfg.compile.mode, bool(cfg.compile.fullgraph)) if self.built.compiled else last_logits
         buckets = decode_bucket_sizes(int(o.max_running)) if o.decode_graphs else None
         if buckets and device.type == "cuda":  # every recorded graph reads these in place, and writes the pool
@@ -182,9 +202,7 @@ class Serve(Workload):
                     if in_place
                     else "each row's blocks gathered into a right-aligned window per layer (a copy), masked by doc_ids"
                 ),
-                "scheduling": (
-                    "FIFO admission, prefill one request at a time, then one decode step of the running batch"
-                ),
+                "scheduling": scheduling_note(o),
                 "counted_by": "rank 0 (request metrics); tokens on data shard 0",
                 "clock": "rank 0's, broadcast each iteration" if ctx.world_size > 1 else "wall clock (perf_counter)",
                 "warmup": (
@@ -284,6 +302,8 @@ class Serve(Workload):
         out.update(
             max_batch=self.engine.max_batch,
             max_prefill_rows=self.engine.max_prefill_rows,
+            mixed_steps=self.engine.mixed_steps,
+            max_step_tokens=self.engine.max_step_tokens,
             max_queue_depth=self.engine.max_queue_depth,
             kv_blocks=self.pool.usable_blocks,
             hook_s=self.engine.hook_s,

@@ -19,6 +19,8 @@
 #                     attention.backends=[efficient]
 #   serve_graphs      issue 28: decode steps padded to batch buckets and recorded as CUDA graphs over the in-place
 #                     pool (attention=flex), against the same pool without graphs, every request at t = 0 and 4/s
+#   serve_mixed       issue 28: the graphed in-place server with prompts fed beside decode rows in one forward of up
+#                     to 2048 tokens (token_budget) against prefill and decode apart, every request at t = 0 and 4/s
 # QPS=... replaces the rates of serve_compiled and serve_tp2_compiled (split a sweep over 10-minute commands).
 # Run from the repo root; installs the staged wheels first when hydra/mlflow are missing. Results land in multirun/
 # and the MLflow store mlflow.db; $OUT receives them as one tarball after every phase when OUT is set.
@@ -58,6 +60,9 @@ for phase in "$@"; do
     serve_graphs)
       lab -m hydra.sweep.dir=multirun/serve_graphs experiment=serve_load attention=flex workload.options.kv_read=in_place \
         workload.options.decode_graphs=false,true workload.options.qps=${QPS:-inf,4} ;;
+    serve_mixed)
+      lab -m hydra.sweep.dir=multirun/serve_mixed experiment=serve_load attention=flex workload.options.kv_read=in_place \
+        workload.options.decode_graphs=true workload.options.token_budget=null,2048 workload.options.qps=${QPS:-inf,4} ;;
     serve_kernels)  # the short warm-up, so the first timed run meets the trace's shapes first (as recorded)
       lab -m hydra.sweep.dir=multirun/serve_kernels_default experiment=serve_load workload.options.qps=inf workload.options.warmup=short
       lab -m hydra.sweep.dir=multirun/serve_kernels_efficient experiment=serve_load workload.options.qps=inf workload.options.warmup=short \

@@ -254,5 +254,5 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, rope, mask, cache, where)
         if last_only:
-            x = x[:, -1:]
+            x = cache.last(x)  # each row's last token; a packed step's rows are its requests
         return self.head(self.norm(x))

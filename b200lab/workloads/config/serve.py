@@ -45,6 +45,9 @@ class ServeOptions(CopyBandwidthOptions):
     max_running: int = 32  # requests in the running batch
     # prompt tokens a request feeds per step, chunks of one length batched (null: each prompt whole, alone)
     prefill_chunk: int | None = None
+    # tokens of one mixed step: every running request's next token, then prefill chunks up to the
+    # budget, packed into one forward (null: prefill and decode apart); needs kv_read=in_place
+    token_budget: int | None = None
     max_queue: int = 1024  # waiting requests; more are rejected
     block_size: int = 16  # tokens per KV block
     # gather: each row's blocks copied into a window per layer (any backend); in_place: the attention
@@ -102,7 +105,7 @@ class ServeConfig(DecodeWorkloadConfig):
         for key in ("num_requests", "output_len", "max_running", "max_queue", "block_size", "warmup_requests"):
             if o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer")
-        for key in ("prompt_len", "num_blocks", "max_concurrency", "max_model_len", "prefill_chunk"):
+        for key in ("prompt_len", "num_blocks", "max_concurrency", "max_model_len", "prefill_chunk", "token_budget"):
             if o[key] is not None and o[key] < 1:
                 problems.append(f"workload.options.{key}={o[key]}: must be a positive integer or null")
         problems += copy_bandwidth_problems(o)
@@ -123,6 +126,17 @@ class ServeConfig(DecodeWorkloadConfig):
                 f"workload.options.decode_graphs=true with kv_read={o.kv_read}: a bucket is one static shape only "
                 "when the attention reads the whole pool (the gathered window widens every step); set "
                 "workload.options.kv_read=in_place with attention=flex"
+            )
+        if o.token_budget is not None and o.kv_read != "in_place":
+            problems.append(
+                f"workload.options.token_budget={o.token_budget} with kv_read={o.kv_read}: a mixed step packs "
+                "requests of different lengths into one row, which only the in-place read can mask; set "
+                "workload.options.kv_read=in_place with attention=flex"
+            )
+        if o.token_budget is not None and 1 <= o.token_budget <= o.max_running:
+            problems.append(
+                f"workload.options.token_budget={o.token_budget} with max_running={o.max_running}: a full batch "
+                "of decode rows would leave no token for a prompt; set it above max_running"
             )
         if o.duration_s <= 0:
             problems.append(f"workload.options.duration_s={o.duration_s}: must be > 0")
