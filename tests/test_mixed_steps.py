@@ -11,6 +11,7 @@ import torch
 
 from b200lab.core.machine import ConfigError
 from b200lab.core.validation import validate
+from b200lab.serving.compiled import compile_decode, graphs_compiled, mixed_bucket_sizes
 from b200lab.serving.engine import Engine, Limits, ScriptedClock, last_logits
 from b200lab.serving.loadgen import RequestSpec
 from b200lab.serving.paged import Row
@@ -130,6 +131,62 @@ def test_a_token_budget_with_graphed_decode_buckets_serves_the_same_tokens():
             assert rec.tokens == expected[0].tolist(), spec.id
 
 
+def test_padding_a_packed_step_changes_no_real_token_and_writes_only_the_scratch_block():
+    """The second packed forward of the first test, padded to 24 tokens and 6 rows: the real rows'
+    logits are the unpadded step's, and beside the real tokens' slots only the scratch block's
+    first slot is written."""
+    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=0.5)
+    pools = [in_place_pool(model) for _ in range(2)]
+    scratch = pools[1].reserve(1)
+    seqs = torch.randint(0, 97, (2, 8))
+    with torch.no_grad():
+        outs = []
+        for pool, padded in zip(pools, (None, (24, 6, scratch))):
+            tables = [pool.allocate(8), pool.allocate(8)]
+            model(seqs[:, :5].reshape(1, -1), cache=pool.packed_view([Row(t, 0, 5) for t in tables]))
+            before = [k.clone() for k in pool.k]
+            rows = [Row(tables[0], 5, 1), Row(tables[1], 5, 3)]
+            fed = torch.cat([seqs[0, 5:6], seqs[1, 5:]])
+            width = padded[0] if padded else 4
+            idx = torch.cat([fed, torch.zeros(width - 4, dtype=torch.long)])[None]
+            outs.append(last_logits(decoder_of(model), idx, pool.packed_view(rows, padded)))
+            changed = {int(i) for k, b in zip(pool.k, before) for i in (k != b).any(-1).any(-1).nonzero()}
+            real = {tables[0][1] * 4 + 1, tables[1][1] * 4 + 1, tables[1][1] * 4 + 2, tables[1][1] * 4 + 3}
+            assert changed == (real | {scratch[0] * 4} if padded else real)
+    assert outs[1].shape[0] == 6 and (outs[1][:2] - outs[0]).abs().max() < TOL and torch.isfinite(outs[1]).all()
+
+
+def test_graphed_mixed_steps_compile_once_per_bucket_then_serve_the_eager_tokens():
+    """Decode buckets of 1, 2 and 4 rows and mixed buckets of 16 tokens, compiled with static
+    shapes and warmed on padding alone: each bucket compiles one graph there, no step of two
+    served traces compiles after it, and the tokens are the eager engine's."""
+    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=1.0)
+    trace = burst(2, 6, running=2)
+    limits = Limits(max_running=4, max_model_len=40, token_budget=16)
+    _, eager, _ = served(model, trace, limits)
+    step, compiles = compile_decode("cpu", 4), []
+
+    def counted(*args):
+        before = graphs_compiled()
+        out = step(*args)
+        compiles.append((tuple(args[1].shape), graphs_compiled() - before))
+        return out
+
+    assert mixed_bucket_sizes(16) == [16] and mixed_bucket_sizes(100) == [16, 32, 64, 100]
+    engine, _, _ = served(
+        model, [], limits, decode_buckets=[1, 2, 4], decode_forward=counted, mixed_buckets=mixed_bucket_sizes(16)
+    )
+    engine.warm_decode_buckets(runs=2)
+    engine.warm_mixed_buckets(runs=2)
+    assert [n for _, n in compiles] == [1, 0] * 4
+    compiles.clear()
+    runs = [engine.run(trace) for _ in range(2)]
+    assert (1, 16) in {shape for shape, _ in compiles} and all(n == 0 for _, n in compiles), compiles
+    assert engine.mixed_steps > 0 and [r.tokens for r in runs[0]] == [r.tokens for r in runs[1]] == [
+        r.tokens for r in eager
+    ]
+
+
 def test_the_engine_refuses_a_budget_it_cannot_pack_or_fill():
     model = tiny_gpt("flex", dtype=torch.float32)
     gathered = decoder_of(model).paged_cache(8, 4, torch.float32, 32)
@@ -141,6 +198,16 @@ def test_the_engine_refuses_a_budget_it_cannot_pack_or_fill():
         )
     with pytest.raises(ValueError, match="needs a pool read in place"):
         gathered.packed_view([Row([0], 0, 2)])
+    with pytest.raises(ValueError, match="need decode buckets and a token budget they hold"):
+        Engine(
+            decoder_of(model),
+            in_place_pool(model),
+            Limits(max_running=2, token_budget=32),
+            ScriptedClock(),
+            next_token,
+            decode_buckets=[1, 2],
+            mixed_buckets=[16],
+        )
 
 
 @pytest.mark.parametrize(
@@ -165,3 +232,35 @@ def test_the_serve_workload_refuses_a_budget_that_cannot_work(overrides, message
         ),
         "cpu",
     )
+
+
+@pytest.mark.gpu
+def test_mixed_buckets_are_recorded_as_cuda_graphs_and_serve_the_eager_tokens():
+    """On a GPU: decode and mixed buckets compiled by inductor and recorded as CUDA graphs (no
+    bucket run unrecorded), serving the eager engine's tokens."""
+    from torch._dynamo.utils import counters
+
+    from b200lab.serving.compiled import cudagraph_skips
+
+    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=1.0).cuda()
+    trace = burst(3, 6, running=2)
+    limits = Limits(max_running=4, max_model_len=40, token_budget=32)
+
+    def engine(**extra):
+        pool = decoder_of(model).paged_cache(BLOCKS, 4, torch.float32, BLOCKS * 4, in_place=True)
+        if extra:
+            for t in (*pool.k, *pool.v, pool.slot_owner, pool.slot_pos):
+                torch._dynamo.mark_static_address(t)
+        return Engine(decoder_of(model), pool, limits, ScriptedClock(**CLOCK), next_token, **extra)
+
+    eager = engine().run(trace)
+    buckets = mixed_bucket_sizes(32)
+    graphed = engine(
+        decode_buckets=[1, 2, 4], decode_forward=compile_decode("cuda", 3 + len(buckets)), mixed_buckets=buckets
+    )
+    skips, recorded = cudagraph_skips(), counters["inductor"]["cudagraph_recorded_non_static_inputs"]
+    graphed.warm_decode_buckets()
+    graphed.warm_mixed_buckets()
+    records = graphed.run(trace)
+    assert cudagraph_skips() == skips and counters["inductor"]["cudagraph_recorded_non_static_inputs"] > recorded
+    assert graphed.mixed_steps > 0 and [r.tokens for r in records] == [r.tokens for r in eager]

@@ -177,7 +177,8 @@ def test_the_cli_refuses_in_place_reads_without_flex_and_records_them_with_it(tm
     serve = record["effective"]["serve"]
     assert serve["attention_reads"].startswith("the pool in place")
     graphs = serve["decode_graphs"]
-    assert graphs["buckets"] == [1, 2] and graphs["graphs"] >= 2 and graphs["mode"].startswith("aot_eager")
+    assert graphs["buckets"] == [1, 2] and graphs["mixed_buckets"] == [6] and graphs["mode"].startswith("aot_eager")
+    assert graphs["graphs"] >= 3  # a graph per decode bucket and one for the mixed steps' 6 tokens
     assert serve["kv_pool"]["reserved_blocks"] == 1 and record["metrics"]["kv_blocks"] == serve["kv_pool"]["blocks"]
     assert "up to 6 tokens" in serve["scheduling"] and record["metrics"]["mixed_steps"] > 0
     assert 0 < record["metrics"]["max_step_tokens"] <= 6

@@ -15,7 +15,9 @@ batch is padded to a bucket size (:func:`decode_bucket_sizes`), and with the att
 whole pool in place every input of a bucket's step has one shape, whatever the rows' lengths, so
 :func:`compile_decode` compiles one static graph per bucket, on a GPU captured as a CUDA graph
 (mode ``reduce-overhead``): its kernels replay from the recorded graph, after its few inputs are
-copied into the graph's buffers, instead of being launched one by one from the host.
+copied into the graph's buffers, instead of being launched one by one from the host. Mixed steps
+(``workload.options.token_budget``) are padded the same way, to a token count
+(:func:`mixed_bucket_sizes`) and ``max_running`` rows, and run by the same compiled step.
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def compile_step(mode: str, fullgraph: bool):
 def decode_bucket_sizes(max_running: int) -> list[int]:
     """The batch sizes decode steps are padded to: the powers of two below ``max_running``, and it."""
     return [1 << i for i in range(max_running.bit_length()) if 1 << i < max_running] + [max_running]
+
+
+SMALLEST_MIXED_BUCKET = 16  # a mixed step pads to at least this many tokens: fewer graphs, little waste
+
+
+def mixed_bucket_sizes(token_budget: int) -> list[int]:
+    """The token counts mixed steps (prompt chunks beside decode rows) are padded to: the powers of
+    two from ``SMALLEST_MIXED_BUCKET`` below ``token_budget``, and it."""
+    return [b for b in decode_bucket_sizes(token_budget) if b >= min(SMALLEST_MIXED_BUCKET, token_budget)]
 
 
 # inductor's CPU code for FlexAttention's block mask fails to compile (CppCompileError, "operands

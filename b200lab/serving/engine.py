@@ -116,7 +116,10 @@ class Engine:
     view)``: :func:`last_logits`, or a compiled copy of it (b200lab/serving/compiled.py).
     ``decode_buckets`` (ascending batch sizes, the last at least ``limits.max_running``): decode
     steps are padded to the smallest bucket that holds them and run by ``decode_forward`` (default
-    ``forward``); one block of the pool is then reserved as the padding rows' scratch."""
+    ``forward``); one block of the pool is then reserved as the padding rows' scratch.
+    ``mixed_buckets`` (ascending token counts, the last at least ``limits.token_budget``; with
+    ``decode_buckets``): mixed steps are padded to the smallest that holds their tokens, and to
+    ``max_running`` rows, and run by ``decode_forward`` too."""
 
     def __init__(
         self,
@@ -130,6 +133,7 @@ class Engine:
         forward: Callable = last_logits,
         decode_buckets: list[int] | None = None,
         decode_forward: Callable | None = None,
+        mixed_buckets: list[int] | None = None,
     ):
         self.decoder, self.pool, self.limits, self.clock, self.pick = decoder, pool, limits, clock, pick
         self.autocast, self.on_complete, self.forward = autocast, on_complete, forward
@@ -142,6 +146,14 @@ class Engine:
         if limits.token_budget is not None and limits.token_budget <= limits.max_running:
             raise ValueError(
                 f"token_budget={limits.token_budget} leaves no prompt token beside {limits.max_running} decode rows"
+            )
+        self.mixed_buckets = sorted(mixed_buckets) if mixed_buckets else None
+        if self.mixed_buckets and not (
+            self.buckets and limits.token_budget and self.mixed_buckets[-1] >= limits.token_budget
+        ):
+            raise ValueError(
+                f"mixed buckets {self.mixed_buckets} need decode buckets and a token budget they hold "
+                f"(token_budget={limits.token_budget})"
             )
         self.scratch = pool.reserve(1) if self.buckets else None
         self.reset_counters()
@@ -185,6 +197,15 @@ class Engine:
             idx = torch.zeros(size, 1, dtype=torch.long, device=self.pool.device)
             for _ in range(runs):
                 self._forward(idx, [Row(self.scratch, 0, 1)] * size, self.decode_forward, real=0)
+
+    def warm_mixed_buckets(self, runs: int = 3) -> None:
+        """Every mixed bucket's step ``runs`` times on padding tokens alone (the scratch block)."""
+        for size in self.mixed_buckets or ():
+            idx = torch.zeros(1, size, dtype=torch.long, device=self.pool.device)
+            for _ in range(runs):  # the view made as a served step makes it (inference tensors: the same guards)
+                with torch.inference_mode(), self.autocast():
+                    view = self.pool.packed_view([], (size, self.limits.max_running, self.scratch))
+                    self.decode_forward(self.decoder, idx, view)
 
     def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
         lim, clock = self.limits, self.clock
@@ -291,9 +312,13 @@ class Engine:
             fed += job.spec.prompt[job.prefilled : job.prefilled + n]
         complete = [job.prefilled + n == job.spec.prompt_len for job, n in chunks]
         emitting = list(range(len(decoding))) + [len(decoding) + i for i, c in enumerate(complete) if c]
-        idx = torch.tensor([fed], dtype=torch.long, device=self.pool.device)
+        step, padded, width = self.forward, None, len(fed)
+        if self.mixed_buckets:
+            width = next(b for b in self.mixed_buckets if b >= len(fed))
+            step, padded = self.decode_forward, (width, self.limits.max_running, self.scratch)
+        idx = torch.tensor([fed + [0] * (width - len(fed))], dtype=torch.long, device=self.pool.device)
         with torch.inference_mode(), self.autocast():
-            logits = self.forward(self.decoder, idx, self.pool.packed_view(rows))
+            logits = step(self.decoder, idx, self.pool.packed_view(rows, padded))
             tokens = iter(self.pick(logits[emitting]).tolist() if emitting else [])
         self.clock.work("mixed", len(rows), len(fed) - len(decoding))
         self.mixed_steps += 1

@@ -143,11 +143,14 @@ class BlockPool:
         keys = PagedKeys(self.slot_owner, self.slot_pos, positions, self._to_device([r.blocks[0] for r in rows]))
         return PagedStep(self, self._to_device(write), None, None, positions, keys)
 
-    def packed_view(self, rows: list[Row]) -> PagedStep:
+    def packed_view(self, rows: list[Row], padded: tuple[int, int, list[int]] | None = None) -> PagedStep:
         """One forward over rows of any lengths (decode rows of one token beside prefill chunks),
         packed into a single row of all their tokens, ``(1, sum of new_tokens)``: each token
         carries its request's owner id and position, so it attends to its own request's slots
         alone, causally. The logits taken are each row's last token's (``PagedStep.last``).
+        ``padded=(tokens, rows, scratch)``: the step made one static shape, ``tokens`` tokens
+        (the padding ones read and write only the first slot of the ``scratch`` block) and
+        ``rows`` rows (the padding ones repeat the last token; their logits are to be dropped).
         In-place pools only: nothing else reads keys by owner."""
         if not self.in_place:
             raise ValueError("a packed step needs a pool read in place (kv_read=in_place)")
@@ -159,6 +162,16 @@ class BlockPool:
             write += row_write
             owners += [r.blocks[0]] * r.new_tokens
             ends.append(len(positions) - 1)
+        if padded is not None:
+            tokens, n_rows, scratch = padded
+            if len(positions) > tokens or len(ends) > n_rows:
+                raise ValueError(f"{len(positions)} tokens in {len(ends)} rows exceed the padded step {padded[:2]}")
+            self._own([Row(scratch, 0, 1)])
+            pad = tokens - len(positions)
+            positions += [0] * pad
+            write += [scratch[0] * self.block_size] * pad
+            owners += [scratch[0]] * pad
+            ends += [tokens - 1] * (n_rows - len(ends))
         positions = self._to_device([positions])
         keys = PagedKeys(self.slot_owner, self.slot_pos, positions, self._to_device([owners]))
         return PagedStep(self, self._to_device([write]), None, None, positions, keys, self._to_device(ends))

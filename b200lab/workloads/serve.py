@@ -41,6 +41,7 @@ from b200lab.serving.compiled import (
     cudagraph_skips,
     decode_bucket_sizes,
     graphs_compiled,
+    mixed_bucket_sizes,
     shape_warmup_trace,
 )
 from b200lab.serving.engine import Engine, Limits, WallClock, last_logits
@@ -162,6 +163,7 @@ class Serve(Workload):
         )
         forward = compile_step(cfg.compile.mode, bool(cfg.compile.fullgraph)) if self.built.compiled else last_logits
         buckets = decode_bucket_sizes(int(o.max_running)) if o.decode_graphs else None
+        mixed = mixed_bucket_sizes(int(o.token_budget)) if buckets and o.token_budget is not None else None
         if buckets and device.type == "cuda":  # every recorded graph reads these in place, and writes the pool
             for t in (*self.pool.k, *self.pool.v, self.pool.slot_owner, self.pool.slot_pos):
                 torch._dynamo.mark_static_address(t)
@@ -175,7 +177,8 @@ class Serve(Workload):
             on_complete,
             forward,
             decode_buckets=buckets,
-            decode_forward=compile_decode(device.type, len(buckets)) if buckets else None,
+            decode_forward=compile_decode(device.type, len(buckets) + len(mixed or ())) if buckets else None,
+            mixed_buckets=mixed,
         )
         compiled = self._compile_shapes(mean_prompt, decoder.vocab_size) if self.built.compiled else None
         decode_graphs = self._warm_decode_graphs() if buckets else "off (decode steps at the batch's own size)"
@@ -258,17 +261,21 @@ class Serve(Workload):
         """Compile (and on a GPU record) every bucket's decode step before anything is timed."""
         before, skips, begin = graphs_compiled(), cudagraph_skips(), time.perf_counter()
         self.engine.warm_decode_buckets()
+        self.engine.warm_mixed_buckets()
         if self.ctx.device.type == "cuda":
             torch.cuda.synchronize()
         out = {
             "buckets": self.engine.buckets,
+            # mixed steps (token_budget) padded to these token counts and max_running rows; null: they run eager
+            "mixed_buckets": self.engine.mixed_buckets,
             "mode": "inductor, reduce-overhead: each bucket's step recorded as a CUDA graph"
             if self.ctx.device.type == "cuda"
             else f"{CPU_DECODE_BACKEND}: static graphs traced by dynamo, no inductor and no CUDA graphs on a CPU",
             "graphs": graphs_compiled() - before,
             "compile_s": round(time.perf_counter() - begin, 2),
             "scratch_block": self.engine.scratch[0],
-            "padding": "rows up to the bucket read and write only the scratch block; their logits are dropped",
+            "padding": "rows (and a mixed step's tokens) up to the bucket read and write only the scratch block; "
+            "their logits are dropped",
         }
         if self.ctx.device.type == "cuda":
             out["cudagraph_skips"] = cudagraph_skips() - skips  # > 0: inductor ran a graph without recording it
