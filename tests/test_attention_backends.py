@@ -187,6 +187,43 @@ def test_backends_refuse_what_they_cannot_run_with_the_reason():
     assert "must be a positive number of tokens" in check(FlexAttention, "flex_sliding", window=0)[0]
 
 
+def test_compiled_flex_is_refused_on_a_cpu_where_inductor_gets_it_wrong():
+    """The refusal and its reason: a tiny GPT whose attention is FlexAttention, compiled by
+    inductor on a CPU, gives other logits than eager (torch 2.13); aot_eager, which runs the same
+    graph without inductor, gives eager's. When a torch upgrade fixes inductor, the first
+    assertion fails and the refusal can go."""
+    from b200lab.core.machine import ConfigError
+    from b200lab.core.validation import validate
+    from support import compose
+    from tiny_models import tiny_gpt
+
+    x = torch.randint(0, 97, (2, 16))
+    model = tiny_gpt("flex", dtype=torch.float32, std=0.5)
+    with torch.no_grad():
+        eager = model(x)
+        torch._dynamo.reset()
+        assert (torch.compile(model)(x) - eager).abs().max() > 0.1  # inductor: wrong
+        torch._dynamo.reset()
+        assert (torch.compile(model, backend="aot_eager")(x) - eager).abs().max() < 1e-5
+    with pytest.raises(ConfigError) as refused:
+        validate(compose(["attention=flex", "compile=default", "seq=short"]), "cpu")
+    assert "attention=flex with compile=default on cpu: inductor's CPU FlexAttention" in str(refused.value)
+    validate(compose(["attention=flex", "compile=none", "seq=short"]), "cpu")
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_a_compiled_model_with_flex_gives_the_eager_logits():
+    """What the CPU refusal above does not cover: inductor's CUDA FlexAttention inside a model."""
+    from tiny_models import tiny_gpt
+
+    x = torch.randint(0, 97, (2, 256), device="cuda")
+    model = tiny_gpt("flex", dtype=torch.float32, std=0.5).cuda()
+    with torch.no_grad():
+        eager = model(x)
+        torch._dynamo.reset()
+        assert (torch.compile(model)(x) - eager).abs().max() < 1e-3
+
+
 def test_a_strict_kernel_that_cannot_take_the_call_says_why_instead_of_running_another():
     flash = backend(SdpaAttention, "sdpa_flash", backends=["flash"])
     q, k, v = (x[..., ::2] for x in qkv(t=32, d=16, dtype=torch.float32))  # head dim strided: flash needs it contiguous

@@ -69,17 +69,28 @@ def burst(seed: int, n: int, running: int) -> list[RequestSpec]:
     return specs
 
 
+def segments(view) -> list[int]:
+    """The token count of each row a packed step feeds."""
+    ends = view.ends.tolist()
+    return [b - a for a, b in zip([-1, *ends], ends)]
+
+
 def served(model, trace, limits: Limits, blocks: int = BLOCKS, **engine):
-    fed = []
-    eng = Engine(
-        decoder_of(model),
-        in_place_pool(model, blocks),
-        limits,
-        ScriptedClock(**CLOCK),
-        lambda logits: next_token(logits),
-        forward=lambda decoder, idx, view: fed.append(idx.shape[1]) or last_logits(decoder, idx, view),
-        **engine,
-    )
+    """(engine, records, [the rows of every eager forward: their token counts], [rows each sampler call drew])."""
+    fed, sampled = [], []
+
+    def forward(decoder, idx, view):
+        fed.append(segments(view) if view.ends is not None else [idx.shape[1]] * idx.shape[0])
+        return last_logits(decoder, idx, view)
+
+    def pick(logits):
+        sampled.append(logits.shape[0])
+        return next_token(logits)
+
+    eng = Engine(decoder_of(model), in_place_pool(model, blocks), limits, ScriptedClock(**CLOCK), pick, **engine)
+    if "decode_forward" not in engine:
+        eng.forward = forward
+    eng.sampled = sampled
     return eng, eng.run(trace), fed
 
 
@@ -92,9 +103,17 @@ def test_served_requests_within_a_token_budget_return_the_tokens_of_sequential_g
     trace = burst(int(torch.randint(0, 2**31, (1,))), 6, running=2)
     limits = Limits(max_running=6, max_model_len=40, prefill_chunk=chunk, token_budget=8)
     engine, records, fed = served(model, trace, limits)
-    assert engine.mixed_steps > 0 and max(fed) <= 8 == engine.max_step_tokens
-    if chunk:  # 6 tokens beside the 2 decode rows: a chunk of 4 and one of 2
-        assert engine.max_prefill_rows >= 2
+    tokens = [sum(rows) for rows in fed]
+    assert engine.mixed_steps > 0 and max(tokens) == engine.max_step_tokens == 8
+    longest = max(max(rows) for rows in fed)  # a decode row feeds 1 token; a prompt chunk at most `chunk`
+    if chunk:  # 6 prompt tokens beside the 2 decode rows: a chunk of 4 and one of 2
+        assert longest == chunk and engine.max_prefill_rows >= 2
+    else:  # what the budget leaves beside the decode rows, up to 8
+        assert chunk is None and 6 <= longest <= 8
+    # one forward an iteration: the decode-only steps are logged for the bandwidth bound, the mixed ones not
+    assert len(fed) == engine.mixed_steps + len(engine.decode_log)
+    # only rows that emit a token are sampled: each output token drawn once
+    assert sum(engine.sampled) == sum(len(r.tokens) for r in records)
     with torch.no_grad():
         for spec, rec in zip(trace, records):
             assert rec.status == "done", rec.reason
@@ -108,13 +127,14 @@ def test_a_burst_of_prompts_no_longer_stalls_the_requests_decoding():
     hold the running requests' next token back by more than 4 prefills; within a budget of 8
     tokens a step, no gap between a running request's tokens exceeds one decode step plus the
     budget's prompt tokens."""
-    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2)
+    model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=1.0)
     trace = burst(0, 6, running=2)
     _, apart, _ = served(model, trace, Limits(max_running=6, max_model_len=40))
     _, mixed, _ = served(model, trace, Limits(max_running=6, max_model_len=40, token_budget=8))
     gap = lambda records: max(b - a for r in records[:2] for a, b in zip(r.token_s, r.token_s[1:]))  # noqa: E731
     assert gap(apart) > 4 * (CLOCK["prefill_s"] + 14 * CLOCK["prefill_token_s"])
-    assert gap(mixed) <= CLOCK["decode_s"] + (8 - 2) * CLOCK["prefill_token_s"] + 1e-12
+    # the longest: a step of the 2 decode rows and 6 prompt tokens, charged decode_s plus the prompt tokens
+    assert gap(mixed) == pytest.approx(CLOCK["decode_s"] + (8 - 2) * CLOCK["prefill_token_s"])
     assert [r.tokens for r in mixed] == [r.tokens for r in apart]
 
 

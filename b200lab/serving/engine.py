@@ -60,7 +60,8 @@ class WallClock:
 
 class ScriptedClock:
     """Time moves only when the engine works or waits: ``prefill_s`` + ``prefill_token_s`` per
-    prompt token for a prefill, ``decode_s`` for a decode step."""
+    prompt token for a prefill, ``decode_s`` for a decode step, ``decode_s`` + ``prefill_token_s``
+    per prompt token for a mixed step (``token_budget``)."""
 
     def __init__(self, prefill_s: float = 0.0, prefill_token_s: float = 0.0, decode_s: float = 0.0):
         self.t = 0.0
@@ -163,7 +164,7 @@ class Engine:
         self.hook_s = 0.0  # time spent in on_complete (it runs inline, so it delays the requests still running)
         self.max_batch = 0
         self.max_prefill_rows = 0  # the most requests one prefill forward fed
-        self.mixed_steps = 0  # forwards that fed prompt chunks beside decode rows or each other (token_budget)
+        self.mixed_steps = 0  # packed forwards that fed prompt tokens (token_budget), with or without decode rows
         self.max_step_tokens = 0  # the most tokens one mixed step fed
         self.decode_log: list[tuple[int, tuple[int, ...], float]] = []  # (rows, their positions, seconds) per step
         self.max_queue_depth = 0
