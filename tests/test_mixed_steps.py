@@ -177,14 +177,14 @@ def test_padding_a_packed_step_changes_no_real_token_and_writes_only_the_scratch
 
 
 def test_graphed_mixed_steps_compile_once_per_bucket_then_serve_the_eager_tokens():
-    """Decode buckets of 1, 2 and 4 rows and mixed buckets of 16 tokens, compiled with static
-    shapes and warmed on padding alone: each bucket compiles one graph there, no step of two
-    served traces compiles after it, and the tokens are the eager engine's."""
+    """A decode bucket of 4 rows and a mixed bucket of 16 tokens, compiled with static shapes and
+    warmed on padding alone: each bucket compiles one graph there, no step of two served traces
+    compiles after it, and the tokens are the eager engine's."""
     model = tiny_gpt("flex", dtype=torch.float32, n_kv_heads=2, std=1.0)
     trace = burst(2, 6, running=2)
     limits = Limits(max_running=4, max_model_len=40, token_budget=16)
     _, eager, _ = served(model, trace, limits)
-    step, compiles = compile_decode("cpu", 4), []
+    step, compiles = compile_decode("cpu", 2), []
 
     def counted(*args):
         before = graphs_compiled()
@@ -194,14 +194,14 @@ def test_graphed_mixed_steps_compile_once_per_bucket_then_serve_the_eager_tokens
 
     assert mixed_bucket_sizes(16) == [16] and mixed_bucket_sizes(100) == [16, 32, 64, 100]
     engine, _, _ = served(
-        model, [], limits, decode_buckets=[1, 2, 4], decode_forward=counted, mixed_buckets=mixed_bucket_sizes(16)
+        model, [], limits, decode_buckets=[4], decode_forward=counted, mixed_buckets=mixed_bucket_sizes(16)
     )
     engine.warm_decode_buckets(runs=2)
     engine.warm_mixed_buckets(runs=2)
-    assert [n for _, n in compiles] == [1, 0] * 4
+    assert [n for _, n in compiles] == [1, 0] * 2
     compiles.clear()
     runs = [engine.run(trace) for _ in range(2)]
-    assert (1, 16) in {shape for shape, _ in compiles} and all(n == 0 for _, n in compiles), compiles
+    assert {(4, 1), (1, 16)} <= {shape for shape, _ in compiles} and all(n == 0 for _, n in compiles), compiles
     assert engine.mixed_steps > 0 and [r.tokens for r in runs[0]] == [r.tokens for r in runs[1]] == [
         r.tokens for r in eager
     ]
