@@ -187,12 +187,11 @@ def test_backends_refuse_what_they_cannot_run_with_the_reason():
     assert "must be a positive number of tokens" in check(FlexAttention, "flex_sliding", window=0)[0]
 
 
-def test_compiled_flex_is_refused_on_a_cpu_where_inductor_gets_it_wrong():
-    """The refusal and its reason: a tiny GPT whose attention is FlexAttention, compiled by
-    inductor on a CPU, gives other logits than eager (torch 2.13); aot_eager, which runs the same
-    graph without inductor, gives eager's. When a torch upgrade fixes inductor, the first
-    assertion fails and the refusal can go."""
-    from b200lab.core.machine import ConfigError
+def test_on_a_cpu_a_compiled_model_with_flex_gives_the_eager_logits():
+    """Inductor's CPU FlexAttention reads strided inputs wrongly inside a compiled model (torch
+    2.13: the rotary-rotated q and k of this tiny GPT gave logits off by 8.8, where they reach 5);
+    FlexAttention hands it contiguous copies on a CPU, so the compiled model equals eager. Without
+    the copies this test fails."""
     from b200lab.core.validation import validate
     from support import compose
     from tiny_models import tiny_gpt
@@ -202,13 +201,8 @@ def test_compiled_flex_is_refused_on_a_cpu_where_inductor_gets_it_wrong():
     with torch.no_grad():
         eager = model(x)
         torch._dynamo.reset()
-        assert (torch.compile(model)(x) - eager).abs().max() > 0.1  # inductor: wrong
-        torch._dynamo.reset()
-        assert (torch.compile(model, backend="aot_eager")(x) - eager).abs().max() < 1e-5
-    with pytest.raises(ConfigError) as refused:
-        validate(compose(["attention=flex", "compile=default", "seq=short"]), "cpu")
-    assert "attention=flex with compile=default on cpu: inductor's CPU FlexAttention" in str(refused.value)
-    validate(compose(["attention=flex", "compile=none", "seq=short"]), "cpu")
+        assert (torch.compile(model)(x) - eager).abs().max() < 1e-4
+    validate(compose(["attention=flex", "compile=default", "seq=short"]), "cpu")  # nothing to refuse
 
 
 @pytest.mark.gpu

@@ -164,8 +164,12 @@ def test_every_bucket_is_recorded_as_a_cuda_graph_and_serves_the_eager_tokens():
     from torch._dynamo.utils import counters
 
     skips, recorded = cudagraph_skips(), counters["inductor"]["cudagraph_recorded_non_static_inputs"]
+    before = graphs_compiled()
     graphed.warm_decode_buckets()
+    assert graphs_compiled() - before >= 3  # every bucket compiled (none left to run eagerly)
+    warmed = graphs_compiled()
     records = graphed.run(trace)
+    assert graphs_compiled() == warmed  # serving compiled nothing
     assert cudagraph_skips() == skips  # no bucket's graph was run without recording
     assert counters["inductor"]["cudagraph_recorded_non_static_inputs"] > recorded  # and graphs were recorded
     assert [r.tokens for r in records] == [r.tokens for r in eager]

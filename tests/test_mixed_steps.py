@@ -279,8 +279,12 @@ def test_mixed_buckets_are_recorded_as_cuda_graphs_and_serve_the_eager_tokens():
         decode_buckets=[1, 2, 4], decode_forward=compile_decode("cuda", 3 + len(buckets)), mixed_buckets=buckets
     )
     skips, recorded = cudagraph_skips(), counters["inductor"]["cudagraph_recorded_non_static_inputs"]
+    before = graphs_compiled()
     graphed.warm_decode_buckets()
     graphed.warm_mixed_buckets()
+    assert graphs_compiled() - before >= 3 + len(buckets)  # every bucket compiled (none left to run eagerly)
+    warmed = graphs_compiled()
     records = graphed.run(trace)
+    assert graphs_compiled() == warmed  # serving compiled nothing
     assert cudagraph_skips() == skips and counters["inductor"]["cudagraph_recorded_non_static_inputs"] > recorded
     assert graphed.mixed_steps > 0 and [r.tokens for r in records] == [r.tokens for r in eager]

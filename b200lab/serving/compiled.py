@@ -67,10 +67,19 @@ def compile_decode(device_type: str, buckets: int):
     step would run eagerly)."""
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    setattr(config, name, max(getattr(config, name), buckets + 2))
+    # the limit counts every graph of last_logits' code in this process (other engines', an inline
+    # sweep's earlier points): room for this step's buckets on top of them
+    setattr(config, name, max(getattr(config, name), len(_graphs_of(last_logits)) + buckets + 2))
     if device_type == "cuda":
         return torch.compile(last_logits, mode="reduce-overhead", dynamic=False)
     return torch.compile(last_logits, backend=CPU_DECODE_BACKEND, dynamic=False)
+
+
+def _graphs_of(fn) -> list:
+    """The graphs dynamo holds for ``fn``'s code in this process."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return _debug_get_cache_entry_list(fn.__code__)
 
 
 def cudagraph_skips() -> int:

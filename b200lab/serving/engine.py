@@ -206,7 +206,7 @@ class Engine:
             for _ in range(runs):  # the view made as a served step makes it (inference tensors: the same guards)
                 with torch.inference_mode(), self.autocast():
                     view = self.pool.packed_view([], (size, self.limits.max_running, self.scratch))
-                    self.decode_forward(self.decoder, idx, view)
+                    (self.decode_forward or self.forward)(self.decoder, idx, view)
 
     def run(self, trace: list[RequestSpec]) -> list[RequestRecord]:
         lim, clock = self.limits, self.clock
@@ -316,7 +316,7 @@ class Engine:
         step, padded, width = self.forward, None, len(fed)
         if self.mixed_buckets:
             width = next(b for b in self.mixed_buckets if b >= len(fed))
-            step, padded = self.decode_forward, (width, self.limits.max_running, self.scratch)
+            step, padded = self.decode_forward or self.forward, (width, self.limits.max_running, self.scratch)
         idx = torch.tensor([fed + [0] * (width - len(fed))], dtype=torch.long, device=self.pool.device)
         with torch.inference_mode(), self.autocast():
             logits = step(self.decoder, idx, self.pool.packed_view(rows, padded))

@@ -266,7 +266,7 @@ class Serve(Workload):
             torch.cuda.synchronize()
         out = {
             "buckets": self.engine.buckets,
-            # mixed steps (token_budget) padded to these token counts and max_running rows; null: they run eager
+            # mixed steps (token_budget) padded to these token counts and max_running rows; null: no token budget
             "mixed_buckets": self.engine.mixed_buckets,
             "mode": "inductor, reduce-overhead: each bucket's step recorded as a CUDA graph"
             if self.ctx.device.type == "cuda"

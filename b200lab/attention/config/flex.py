@@ -46,14 +46,6 @@ class FlexConfig(AttentionConfig):
         if cfg.block_size < 16 or cfg.block_size % 16:
             problems.append(f"attention.block_size={cfg.block_size}: must be a positive multiple of 16")
         if ctx.device != "cuda":
-            compiled = ctx.cfg.get("compile") or {}
-            if compiled.get("mode") is not None:
-                problems.append(
-                    f"attention={cfg.name} with compile={compiled.get('name')} on {ctx.device}: inductor's CPU "
-                    "FlexAttention inside a compiled model gives wrong logits (torch 2.13: off by up to 8.8 on a "
-                    "tiny GPT whose logits reach 5; tests/test_attention_backends.py). Use compile=none "
-                    "(FlexAttention runs eagerly on a CPU) or attention=sdpa"
-                )
             if ctx.training:
                 problems.append(
                     f"attention={cfg.name} cannot train on {ctx.device}: PyTorch's FlexAttention has no "
