@@ -239,6 +239,11 @@ def test_the_engine_refuses_a_budget_it_cannot_pack_or_fill():
             "token_budget=32 with max_running=32: a full batch of decode rows would leave no token",
         ),
         (["workload.options.token_budget=0"], "token_budget=0: must be a positive integer or null"),
+        (
+            ["model=moe_tiny", "attention=flex", "workload.options.kv_read=in_place"]
+            + ["workload.options.decode_graphs=true", "model.capacity_factor=1.0"],
+            "decode_graphs=true with model.capacity_factor=1.0: the padding rows and tokens",
+        ),
     ],
 )
 def test_the_serve_workload_refuses_a_budget_that_cannot_work(overrides, message):

@@ -127,6 +127,13 @@ class ServeConfig(DecodeWorkloadConfig):
                 "when the attention reads the whole pool (the gathered window widens every step); set "
                 "workload.options.kv_read=in_place with attention=flex"
             )
+        capacity = ctx.cfg.model.get("capacity_factor")
+        if o.decode_graphs and capacity is not None:
+            problems.append(
+                f"workload.options.decode_graphs=true with model.capacity_factor={capacity}: the padding rows and "
+                "tokens of a graphed step count against the experts' capacity, so it could drop real tokens an "
+                "unpadded step keeps; set model.capacity_factor=null (dropless) or decode_graphs=false"
+            )
         if o.token_budget is not None and o.kv_read != "in_place":
             problems.append(
                 f"workload.options.token_budget={o.token_budget} with kv_read={o.kv_read}: a mixed step packs "
