@@ -189,7 +189,7 @@ def test_backends_refuse_what_they_cannot_run_with_the_reason():
 
 def test_on_a_cpu_a_compiled_model_with_flex_gives_the_eager_logits():
     """Inductor's CPU FlexAttention reads strided inputs wrongly inside a compiled model (torch
-    2.13: the rotary-rotated q and k of this tiny GPT gave logits off by 8.8, where they reach 5);
+    2.13: the rotary-rotated q and k of this tiny GPT gave logits far from eager's);
     FlexAttention hands it contiguous copies on a CPU, so the compiled model equals eager. Without
     the copies this test fails."""
     from b200lab.core.validation import validate

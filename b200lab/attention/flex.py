@@ -184,7 +184,7 @@ class FlexAttention(AttentionBackend):
         bm = self.block_mask(mask, q.shape[0], tq, tk, q.device)
         if self.kernel == "cpu":
             # inductor's CPU FlexAttention reads strided inputs wrongly in a compiled model (torch
-            # 2.13: the rotary-rotated q and k of a GPT gave logits off by 8.8); copies are right
+            # 2.13: the rotary-rotated q and k of a GPT gave logits far from eager's); copies are right
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         kernel = flex_attention if self.kernel == "cpu" else compiled_flex_attention()
         return kernel(q, k, v, block_mask=bm, enable_gqa=q.shape[1] != k.shape[1], kernel_options=self.kernel_options())
